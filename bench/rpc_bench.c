@@ -1,0 +1,180 @@
+/*
+ * rpc_bench: unary grpc.health.v1.Health/Check over mutual TLS on loopback, with 1, 4 and 16
+ * concurrent callers by default. It starts a credex rpc server in-process (the same code every
+ * service runs) unless --addr points at a running one, and prints calls/s, p50 and p99 for each
+ * level. A benchmark, not a test: it asserts nothing and prints figures (docs/PERFORMANCE.md).
+ *
+ *   rpc_bench --ca CA --server-cert C --server-key K --client-cert C --client-key K
+ *             [--addr HOST:PORT --peer NAME] [--callers 1,4,16] [--seconds 5] [--threads 4]
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/rpc/rpc.h"
+#include "grpc/health/v1/health.pb-c.h"
+
+extern const unsigned char credex_descriptor_set[];
+extern const size_t credex_descriptor_set_len;
+
+#define MAX_SAMPLES (4u << 20)
+
+struct worker {
+    rpc_client_t *client;
+    double seconds;
+    uint32_t *lat_us; /* one sample per call */
+    size_t n;
+    size_t errors;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    rpc_call_options_t opts = {.deadline_ms = 5000, .correlation_id = "bench"};
+    double end = now_s() + w->seconds;
+    while (w->n < MAX_SAMPLES) {
+        double t0 = now_s();
+        if (t0 >= end)
+            break;
+        rpc_arena_t *arena = rpc_arena_new(512);
+        ProtobufCMessage *reply = NULL;
+        cx_error_t err;
+        if (rpc_client_unary(w->client, &grpc__health__v1__health__descriptor, "Check", &req.base,
+                             &opts, arena, &reply, &err))
+            w->lat_us[w->n++] = (uint32_t)((now_s() - t0) * 1e6);
+        else
+            w->errors++;
+        rpc_arena_free(arena);
+    }
+    return NULL;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void run_level(rpc_client_t *client, int callers, double seconds)
+{
+    struct worker *w = calloc((size_t)callers, sizeof(*w));
+    pthread_t *t = calloc((size_t)callers, sizeof(*t));
+    double t0 = now_s();
+    for (int i = 0; i < callers; i++) {
+        w[i].client = client;
+        w[i].seconds = seconds;
+        w[i].lat_us = malloc(MAX_SAMPLES * sizeof(uint32_t));
+        pthread_create(&t[i], NULL, worker_main, &w[i]);
+    }
+    size_t total = 0, errors = 0;
+    for (int i = 0; i < callers; i++) {
+        pthread_join(t[i], NULL);
+        total += w[i].n;
+        errors += w[i].errors;
+    }
+    double elapsed = now_s() - t0;
+    uint32_t *all = malloc((total ? total : 1) * sizeof(uint32_t));
+    size_t k = 0;
+    for (int i = 0; i < callers; i++) {
+        memcpy(all + k, w[i].lat_us, w[i].n * sizeof(uint32_t));
+        k += w[i].n;
+        free(w[i].lat_us);
+    }
+    qsort(all, total, sizeof(uint32_t), cmp_u32);
+    printf("callers=%-3d calls=%-8zu errors=%-4zu calls_per_s=%-9.0f p50_us=%-6u p99_us=%u\n",
+           callers, total, errors, (double)total / elapsed, total ? all[total / 2] : 0,
+           total ? all[(size_t)((double)total * 0.99)] : 0);
+    fflush(stdout);
+    free(all);
+    free(w);
+    free(t);
+}
+
+int main(int argc, char **argv)
+{
+    const char *ca = NULL, *scert = NULL, *skey = NULL, *ccert = NULL, *ckey = NULL;
+    const char *addr = NULL, *peer = "bench", *callers = "1,4,16";
+    double seconds = 5;
+    unsigned threads = 4;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const char *k = argv[i], *v = argv[i + 1];
+        if (!strcmp(k, "--ca"))
+            ca = v;
+        else if (!strcmp(k, "--server-cert"))
+            scert = v;
+        else if (!strcmp(k, "--server-key"))
+            skey = v;
+        else if (!strcmp(k, "--client-cert"))
+            ccert = v;
+        else if (!strcmp(k, "--client-key"))
+            ckey = v;
+        else if (!strcmp(k, "--addr"))
+            addr = v;
+        else if (!strcmp(k, "--peer"))
+            peer = v;
+        else if (!strcmp(k, "--callers"))
+            callers = v;
+        else if (!strcmp(k, "--seconds"))
+            seconds = atof(v);
+        else if (!strcmp(k, "--threads"))
+            threads = (unsigned)atoi(v);
+        else {
+            fprintf(stderr, "rpc_bench: unknown option %s\n", k);
+            return 2;
+        }
+    }
+    if (ca == NULL || ccert == NULL || ckey == NULL || (addr == NULL && (!scert || !skey))) {
+        fprintf(stderr, "rpc_bench: need --ca, --client-cert, --client-key and either --addr or "
+                        "--server-cert/--server-key (scripts/bench supplies them)\n");
+        return 2;
+    }
+    cx_error_t err;
+    rpc_server_t *srv = NULL;
+    char target[64];
+    if (addr == NULL) {
+        rpc_block_signals();
+        rpc_server_options_t o = {.name = "bench",
+                                  .listen_addr = "127.0.0.1:0",
+                                  .tls = {.ca_file = ca, .cert_file = scert, .key_file = skey},
+                                  .threads = threads,
+                                  .max_message_bytes = 4 << 20,
+                                  .max_metadata_bytes = 16 << 10,
+                                  .max_deadline_ms = 30000,
+                                  .shutdown_grace_ms = 1000,
+                                  .descriptor_set = credex_descriptor_set,
+                                  .descriptor_set_len = credex_descriptor_set_len};
+        srv = rpc_server_new(&o, &err);
+        if (srv == NULL || !rpc_server_start(srv, &err)) {
+            fprintf(stderr, "rpc_bench: server: %s\n", err.message);
+            return 1;
+        }
+        snprintf(target, sizeof(target), "127.0.0.1:%d", rpc_server_port(srv));
+        addr = target;
+    }
+    rpc_tls_t tls = {.ca_file = ca, .cert_file = ccert, .key_file = ckey};
+    rpc_client_t *client = rpc_client_new(addr, peer, &tls, &err);
+    if (client == NULL) {
+        fprintf(stderr, "rpc_bench: client: %s\n", err.message);
+        return 1;
+    }
+    printf("rpc_bench: Health/Check over mTLS to %s, server threads=%u, %.0fs per level\n", addr,
+           threads, seconds);
+    run_level(client, 1, 1.0); /* warm-up: handshake, allocator, caches */
+    char *list = strdup(callers);
+    for (char *tok = strtok(list, ","); tok != NULL; tok = strtok(NULL, ","))
+        run_level(client, atoi(tok), seconds);
+    free(list);
+    rpc_client_free(client);
+    rpc_server_free(srv);
+    return 0;
+}

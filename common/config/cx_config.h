@@ -1,0 +1,101 @@
+/*
+ * cx_config: the environment, read once into an immutable snapshot (STYLE.md rule 7).
+ *
+ * Names come from the seeds (CAIPE_*, CREDENTIAL_*, <PROVIDER>_*) or carry the CREDEX_ prefix.
+ * Every variable has a documented default; a present but bad value is a start-up error whose
+ * message names the variable and the accepted values, e.g.
+ *   "CREDEX_RPC_THREADS: expected an integer in 1..256, got \"zero\"".
+ * Values are never echoed for variables that may hold secrets (*_CLIENT_SECRET).
+ *
+ * The full list with defaults is in docs/CONFIGURATION.md; keep both in step.
+ */
+#ifndef CREDEX_COMMON_CONFIG_CX_CONFIG_H
+#define CREDEX_COMMON_CONFIG_CX_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error/cx_error.h"
+#include "common/log/cx_log.h"
+
+/* The credex processes, in start-up order. */
+typedef enum cx_service {
+    CX_SVC_KEYWRAP = 0,
+    CX_SVC_STORE,
+    CX_SVC_OAUTH,
+    CX_SVC_GATEWAY,
+    CX_SVC_EDGE,
+    CX_SVC_COUNT_
+} cx_service_t;
+
+/* "keywrap", "store", ...; NULL for an out-of-range value. */
+const char *cx_service_name(cx_service_t svc);
+
+typedef enum cx_key_provider {
+    CX_KEY_PROVIDER_LOCAL_CMK = 0, /* "local-cmk", alias "dev-local" */
+    CX_KEY_PROVIDER_AWS_KMS = 1,   /* "aws-kms" */
+} cx_key_provider_t;
+
+typedef struct cx_config {
+    /* Feature toggles (seed names). */
+    bool credentials_enabled;        /* CAIPE_CREDENTIALS_ENABLED, default false */
+    bool exchange_enabled;           /* CREDENTIAL_EXCHANGE_ENABLED, default false */
+    bool bootstrap_oauth_connectors; /* CREDENTIAL_BOOTSTRAP_OAUTH_CONNECTORS, default false */
+    bool use_impersonation_tokens;   /* USE_IMPERSONATION_TOKENS, default false */
+    char store_backend[32];          /* CREDENTIAL_STORE_BACKEND: only "mongodb-envelope" */
+    cx_key_provider_t key_provider;  /* CREDENTIAL_KEY_PROVIDER, default local-cmk */
+    char kms_cmk_id[256];            /* CREDENTIAL_KMS_CMK_ID, default "alias/credex-local" */
+    char kms_region[64];             /* CREDENTIAL_KMS_REGION, default "" */
+
+    /* credex-specific. */
+    bool production;               /* CREDEX_PRODUCTION, default false */
+    cx_log_level_t log_level;      /* CREDEX_LOG_LEVEL: debug|info|warn|error, default info */
+    char addr[CX_SVC_COUNT_][128]; /* CREDEX_<SERVICE>_ADDR, default 127.0.0.1:710{1..5} */
+    char edge_http_addr[128];      /* CREDEX_EDGE_HTTP_ADDR, default 127.0.0.1:8080 */
+    char tls_ca[512];              /* CREDEX_TLS_CA: PEM file of the CA that signs every peer */
+    char tls_cert[512];            /* CREDEX_TLS_CERT: this process's certificate chain */
+    char tls_key[512];             /* CREDEX_TLS_KEY: this process's private key */
+    char trust_domain[128];        /* CREDEX_TRUST_DOMAIN, default "credex.local" */
+    unsigned rpc_threads;          /* CREDEX_RPC_THREADS 1..256, default 8 */
+    size_t rpc_max_message_bytes;  /* CREDEX_RPC_MAX_MESSAGE_BYTES 1024..67108864, default 4 MiB */
+    size_t rpc_max_metadata_bytes; /* CREDEX_RPC_MAX_METADATA_BYTES 1024..1048576, default 16 KiB */
+    unsigned rpc_max_deadline_ms;  /* CREDEX_RPC_MAX_DEADLINE_MS 100..600000, default 30000 */
+    unsigned rpc_default_deadline_ms; /* CREDEX_RPC_DEADLINE_MS 10..600000, default 5000 */
+    unsigned shutdown_grace_ms;       /* CREDEX_SHUTDOWN_GRACE_MS 0..600000, default 5000 */
+    char mongo_uri[512];              /* CREDEX_MONGO_URI, default mongodb://127.0.0.1:27017 */
+    char mongo_db[64];                /* CREDEX_MONGO_DB, default "credex" */
+    char openfga_url[256];            /* CREDEX_OPENFGA_URL, default http://127.0.0.1:8081 */
+    char openfga_store_id[64];        /* CREDEX_OPENFGA_STORE_ID, default "" */
+    char openfga_model_id[64];        /* CREDEX_OPENFGA_MODEL_ID, default "" (latest) */
+    char jwks[512];                   /* CREDEX_JWKS: file path or https URL, default "" */
+    char jwt_issuer[256];             /* CREDEX_JWT_ISSUER, default "" */
+    char jwt_audience[128];           /* CREDEX_JWT_AUDIENCE, default "credex" */
+    char local_cmk_key_file[512];     /* CREDEX_LOCAL_CMK_KEY_FILE, default "" */
+} cx_config_t;
+
+/* Looks up an environment variable; returns NULL when unset. ctx is passed through. */
+typedef const char *(*cx_config_getenv_fn)(void *ctx, const char *name);
+
+/* Build a snapshot from the given lookup (getenv when fn is NULL). On failure *out is
+ * untouched, err names the variable and the accepted values. The result is plain data:
+ * callers may copy it; free with cx_config_free. Not thread-safe with respect to setenv. */
+bool cx_config_load(cx_config_t **out, cx_config_getenv_fn fn, void *ctx, cx_error_t *err);
+
+/* NULL-safe. */
+void cx_config_free(cx_config_t *cfg);
+
+/* Building blocks, exposed for tests and for service-specific variables. Each one leaves *out
+ * at `def` when value is NULL or empty, and fails naming `name` when the value is bad. */
+bool cx_config_parse_bool(const char *name, const char *value, bool def, bool *out,
+                          cx_error_t *err); /* true|false|1|0|yes|no (case-insensitive) */
+bool cx_config_parse_uint(const char *name, const char *value, uint64_t min, uint64_t max,
+                          uint64_t def, uint64_t *out, cx_error_t *err);
+/* Copies value (or def) into out; fails when it does not fit in outsz (NUL included). */
+bool cx_config_parse_str(const char *name, const char *value, const char *def, char *out,
+                         size_t outsz, cx_error_t *err);
+/* choices is a NULL-terminated list; *out is the index of the match (exact, case-sensitive). */
+bool cx_config_parse_enum(const char *name, const char *value, const char *const *choices,
+                          size_t def, size_t *out, cx_error_t *err);
+
+#endif

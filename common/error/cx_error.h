@@ -1,0 +1,77 @@
+/*
+ * cx_error: the one error taxonomy of credex (DESIGN.md "Errors").
+ *
+ * A cx_error_t is a fixed-size struct filled without allocating (after mongo-c-driver's
+ * bson_error_t). Library functions take `cx_error_t *err` last and return false (or NULL) on
+ * failure; err may be NULL when the caller does not care. Codes are APPENDED, never renumbered:
+ * their numbers are stored in audit events and compared by clients.
+ *
+ * Each code maps to exactly one gRPC status and one HTTP status, here and nowhere else.
+ * Messages are written by credex developers and must never contain credential material; the
+ * logger additionally redacts credential-shaped strings (see cx_log.h).
+ *
+ * Thread-safety: all functions are reentrant.
+ */
+#ifndef CREDEX_COMMON_ERROR_CX_ERROR_H
+#define CREDEX_COMMON_ERROR_CX_ERROR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum cx_code {
+    CX_OK = 0,
+    CX_ERR_FEATURE_DISABLED = 1,     /* feature toggle off */
+    CX_ERR_UNAUTHENTICATED = 2,      /* no/invalid identity (JWT, peer certificate) */
+    CX_ERR_PERMISSION_DENIED = 3,    /* authenticated but not allowed */
+    CX_ERR_NOT_FOUND = 4,            /* absent, or hidden from a caller without read_metadata */
+    CX_ERR_INVALID_ARGUMENT = 5,     /* malformed or out-of-range input */
+    CX_ERR_CONFLICT = 6,             /* version mismatch, duplicate, concurrent update */
+    CX_ERR_UNAVAILABLE = 7,          /* a dependency is down: fail closed */
+    CX_ERR_INTEGRITY = 8,            /* ciphertext/tag/AAD mismatch: tampered or swapped data */
+    CX_ERR_BROWSER_DENIED = 9,       /* browser-shaped request to a server-only API */
+    CX_ERR_SSRF_BLOCKED = 10,        /* URL fails SSRF validation */
+    CX_ERR_RECONSENT_REQUIRED = 11,  /* provider connection needs the user's consent again */
+    CX_ERR_INTERNAL = 12,            /* a bug or an impossible state; details only in logs */
+    CX_ERR_UNIMPLEMENTED = 13,       /* method not built yet, or unknown method */
+    CX_ERR_RESOURCE_EXHAUSTED = 14,  /* a limit was hit (message size, quota) */
+    CX_ERR_DEADLINE_EXCEEDED = 15,   /* the call's deadline passed */
+    CX_ERR_FAILED_PRECONDITION = 16, /* state does not allow the operation (e.g. revoked) */
+    CX_ERR_CANCELLED = 17,           /* the caller went away */
+    CX_CODE_COUNT_                   /* not a code; keep last */
+} cx_code_t;
+
+#define CX_ERROR_MESSAGE_MAX 256
+
+typedef struct cx_error {
+    cx_code_t code;
+    char message[CX_ERROR_MESSAGE_MAX]; /* NUL-terminated, truncated if longer */
+} cx_error_t;
+
+/* Set *err (if err != NULL) and return false, so that `return cx_error_set(err, ...);` reads
+ * naturally in bool functions. fmt is a printf format; never pass credential material. */
+bool cx_error_set(cx_error_t *err, cx_code_t code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Reset to CX_OK with an empty message. NULL-safe. */
+void cx_error_clear(cx_error_t *err);
+
+/* Copy src to dst (both may be NULL: then nothing happens). */
+void cx_error_copy(cx_error_t *dst, const cx_error_t *src);
+
+/* Stable snake_case reason code, e.g. "feature_disabled", "integrity_error". Never NULL:
+ * an out-of-range value yields "internal". */
+const char *cx_code_reason(cx_code_t code);
+
+/* Inverse of cx_code_reason; unknown strings map to CX_ERR_INTERNAL. */
+cx_code_t cx_code_from_reason(const char *reason);
+
+/* Canonical gRPC status code number (0..16, as grpc_status_code) for a code. */
+int cx_code_grpc_status(cx_code_t code);
+
+/* Best cx code for a gRPC status received without a credex reason (e.g. from the transport). */
+cx_code_t cx_code_from_grpc_status(int grpc_status);
+
+/* HTTP status for a code, for the edge's JSON errors. */
+int cx_code_http_status(cx_code_t code);
+
+#endif

@@ -1,0 +1,196 @@
+/*
+ * rpc_health: grpc.health.v1.Health on every server. Check answers from a table of service
+ * statuses; Watch streams the current status and every change until the client leaves or the
+ * server shuts down (then NOT_SERVING is sent and the stream ends).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/rpc/rpc_internal.h"
+#include "grpc/health/v1/health.pb-c.h"
+
+#define HEALTH_MAX_SERVICES 32
+#define HEALTH_NAME_MAX     128
+
+typedef Grpc__Health__V1__HealthCheckResponse__ServingStatus status_t;
+#define ST_SERVING     GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+#define ST_NOT_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+#define ST_UNKNOWN_SVC GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN
+
+struct watcher {
+    rpc_call_t *call;
+    char service[HEALTH_NAME_MAX];
+    status_t last;
+    struct watcher *next;
+};
+
+struct rpc_health {
+    pthread_mutex_t mu;
+    struct {
+        char name[HEALTH_NAME_MAX];
+        status_t status;
+    } entries[HEALTH_MAX_SERVICES];
+    size_t n;
+    int shut;
+    struct watcher *watchers;
+};
+
+struct rpc_health *rpc_health_new(void)
+{
+    struct rpc_health *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        abort();
+    pthread_mutex_init(&h->mu, NULL);
+    return h;
+}
+
+void rpc_health_free(struct rpc_health *h)
+{
+    if (h == NULL)
+        return;
+    while (h->watchers != NULL) { /* normally empty: on_done removed them */
+        struct watcher *w = h->watchers;
+        h->watchers = w->next;
+        free(w);
+    }
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+}
+
+/* Caller holds h->mu. */
+static status_t lookup(const struct rpc_health *h, const char *service)
+{
+    for (size_t i = 0; i < h->n; i++)
+        if (strcmp(h->entries[i].name, service) == 0)
+            return h->entries[i].status;
+    return ST_UNKNOWN_SVC;
+}
+
+static void send_status(rpc_call_t *call, status_t st)
+{
+    Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    r.status = st;
+    rpc_call_send(call, &r.base);
+}
+
+/* Caller holds h->mu. */
+static void notify(struct rpc_health *h)
+{
+    for (struct watcher *w = h->watchers; w != NULL; w = w->next) {
+        status_t st = lookup(h, w->service);
+        if (st != w->last) {
+            w->last = st;
+            send_status(w->call, st);
+        }
+    }
+}
+
+void rpc_health_set(struct rpc_health *h, const char *service, bool serving)
+{
+    if (strlen(service) >= HEALTH_NAME_MAX)
+        return;
+    pthread_mutex_lock(&h->mu);
+    if (h->shut) {
+        pthread_mutex_unlock(&h->mu);
+        return;
+    }
+    status_t st = serving ? ST_SERVING : ST_NOT_SERVING;
+    size_t i = 0;
+    while (i < h->n && strcmp(h->entries[i].name, service) != 0)
+        i++;
+    if (i == h->n && h->n < HEALTH_MAX_SERVICES) {
+        strcpy(h->entries[i].name, service);
+        h->n++;
+    }
+    if (i < h->n)
+        h->entries[i].status = st;
+    notify(h);
+    pthread_mutex_unlock(&h->mu);
+}
+
+void rpc_health_shutdown(struct rpc_health *h)
+{
+    pthread_mutex_lock(&h->mu);
+    for (size_t i = 0; i < h->n; i++)
+        h->entries[i].status = ST_NOT_SERVING;
+    notify(h);
+    h->shut = 1;
+    for (struct watcher *w = h->watchers; w != NULL; w = w->next)
+        rpc_call_finish(w->call, NULL);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static bool check(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                  cx_error_t *err)
+{
+    const Grpc__Health__V1__HealthCheckRequest *req =
+        (const Grpc__Health__V1__HealthCheckRequest *)request;
+    struct rpc_health *h = rpc_call_server(call)->health;
+    pthread_mutex_lock(&h->mu);
+    status_t st = lookup(h, req->service);
+    pthread_mutex_unlock(&h->mu);
+    if (st == ST_UNKNOWN_SVC)
+        return cx_error_set(err, CX_ERR_NOT_FOUND, "unknown service");
+    Grpc__Health__V1__HealthCheckResponse *r = rpc_call_alloc(call, sizeof(*r));
+    grpc__health__v1__health_check_response__init(r);
+    r->status = st;
+    *reply = &r->base;
+    return true;
+}
+
+static bool watch_start(rpc_call_t *call, const ProtobufCMessage *request, cx_error_t *err)
+{
+    const Grpc__Health__V1__HealthCheckRequest *req =
+        (const Grpc__Health__V1__HealthCheckRequest *)request;
+    struct rpc_health *h = rpc_call_server(call)->health;
+    if (strlen(req->service) >= HEALTH_NAME_MAX)
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "service name too long");
+    struct watcher *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        abort();
+    w->call = call;
+    strcpy(w->service, req->service);
+    pthread_mutex_lock(&h->mu);
+    w->last = lookup(h, w->service);
+    send_status(call, w->last);
+    if (h->shut) {
+        rpc_call_finish(call, NULL);
+        free(w);
+    } else {
+        w->next = h->watchers;
+        h->watchers = w;
+        rpc_call_set_user(call, w);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return true;
+}
+
+static void watch_done(rpc_call_t *call)
+{
+    struct rpc_health *h = rpc_call_server(call)->health;
+    pthread_mutex_lock(&h->mu);
+    for (struct watcher **p = &h->watchers; *p != NULL; p = &(*p)->next) {
+        if ((*p)->call == call) {
+            struct watcher *w = *p;
+            *p = w->next;
+            free(w);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+static const rpc_stream_ops_t watch_ops = {.on_message = watch_start, .on_done = watch_done};
+
+static const rpc_method_impl_t health_impls[] = {
+    {.method = "Check", .kind = RPC_UNARY, .unary = check},
+    {.method = "Watch", .kind = RPC_SERVER_STREAM, .stream = &watch_ops},
+};
+
+bool rpc_health_register(rpc_server_t *srv, cx_error_t *err)
+{
+    static const rpc_service_def_t def = {.desc = &grpc__health__v1__health__descriptor,
+                                          .impls = health_impls,
+                                          .nimpls = sizeof(health_impls) / sizeof(health_impls[0])};
+    return rpc_server_add_service(srv, &def, err);
+}

@@ -1,0 +1,124 @@
+/* rpc_identity: SPIFFE-style peer names, certificate SAN inspection, small I/O and clock helpers.
+ */
+#include <errno.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "common/rpc/rpc_internal.h"
+
+#define RPC_FILE_MAX (1 << 20) /* PEM files are a few KiB; anything bigger is a mistake */
+
+bool rpc_identity_from_uri(const char *uri, size_t len, const char *trust_domain, char *name,
+                           size_t namesz)
+{
+    static const char scheme[] = "spiffe://";
+    size_t slen = sizeof(scheme) - 1, tlen = strlen(trust_domain);
+    if (len <= slen + tlen + 1 || memcmp(uri, scheme, slen) != 0 ||
+        memcmp(uri + slen, trust_domain, tlen) != 0 || uri[slen + tlen] != '/')
+        return false;
+    const char *n = uri + slen + tlen + 1;
+    size_t nlen = len - (size_t)(n - uri);
+    if (nlen == 0 || nlen > 63 || nlen >= namesz)
+        return false;
+    for (size_t i = 0; i < nlen; i++) {
+        char c = n[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+            return false;
+    }
+    memcpy(name, n, nlen);
+    name[nlen] = '\0';
+    return true;
+}
+
+bool rpc_identity_from_pem(const char *pem, const char *trust_domain, char *name, size_t namesz)
+{
+    bool ok = false;
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    X509 *cert = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    GENERAL_NAMES *sans = cert ? X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL) : NULL;
+    if (sans == NULL)
+        goto out;
+    int uris = 0;
+    const ASN1_IA5STRING *uri = NULL;
+    for (int i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
+        if (gn->type == GEN_URI) {
+            uris++;
+            uri = gn->d.uniformResourceIdentifier;
+        }
+    }
+    if (uris == 1)
+        ok = rpc_identity_from_uri((const char *)ASN1_STRING_get0_data(uri),
+                                   (size_t)ASN1_STRING_length(uri), trust_domain, name, namesz);
+out:
+    GENERAL_NAMES_free(sans);
+    X509_free(cert);
+    BIO_free(bio);
+    return ok;
+}
+
+char *rpc_read_file(const char *path, cx_error_t *err)
+{
+    char *buf = NULL;
+    FILE *f = NULL;
+    struct stat st;
+    if (path == NULL || path[0] == '\0') {
+        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "TLS file path is empty");
+        return NULL;
+    }
+    f = fopen(path, "rb");
+    if (f == NULL || fstat(fileno(f), &st) != 0) {
+        cx_error_set(err, CX_ERR_UNAVAILABLE, "cannot read %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (st.st_size <= 0 || st.st_size > RPC_FILE_MAX) {
+        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "%s: size %lld outside 1..%d", path,
+                     (long long)st.st_size, RPC_FILE_MAX);
+        goto out;
+    }
+    buf = malloc((size_t)st.st_size + 1);
+    if (buf == NULL || fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
+        cx_error_set(err, CX_ERR_UNAVAILABLE, "cannot read %s", path);
+        free(buf);
+        buf = NULL;
+        goto out;
+    }
+    buf[st.st_size] = '\0';
+out:
+    if (f != NULL)
+        fclose(f);
+    return buf;
+}
+
+int64_t rpc_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+gpr_timespec rpc_deadline_from_ms(int64_t monotonic_ms)
+{
+    int64_t left = monotonic_ms - rpc_now_ms();
+    if (left < 0)
+        left = 0;
+    return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(left, GPR_TIMESPAN));
+}
+
+const grpc_channel_args *rpc_channel_args(void)
+{
+    static grpc_arg args[] = {
+        {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_HTTP2_BDP_PROBE, .value.integer = 0},
+        {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_ENABLE_RETRIES, .value.integer = 0},
+        {.type = GRPC_ARG_STRING,
+         .key = (char *)GRPC_ARG_OPTIMIZATION_TARGET,
+         .value.string = (char *)"latency"},
+    };
+    static const grpc_channel_args set = {.num_args = sizeof(args) / sizeof(args[0]), .args = args};
+    return &set;
+}

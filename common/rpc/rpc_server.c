@@ -1,0 +1,1056 @@
+/*
+ * rpc_server: the server side of common/rpc over the gRPC C core.
+ *
+ * Life of a call (each arrow is one completion-queue event, handled by whichever worker thread
+ * dequeues it; the event's tag is a struct rpc_tag embedded in the call):
+ *   request_call --TAG_NEW_CALL--> authenticate peer, route, allow-list
+ *     rejected:  SEND_INITIAL_MD+SEND_STATUS+RECV_CLOSE --TAG_FINISHED--> free
+ *     unary:     RECV_MESSAGE --TAG_UNARY_RECV--> handler; SEND_MD+SEND_MESSAGE+SEND_STATUS+
+ *                RECV_CLOSE --TAG_FINISHED--> free
+ *     streaming: SEND_MD (TAG_STREAM_MD), RECV_CLOSE (TAG_STREAM_CLOSE) and RECV_MESSAGE
+ *                (TAG_STREAM_RECV) in flight together; sends are queued and written one at a
+ *                time (TAG_STREAM_SEND); the status goes last (TAG_STREAM_STATUS). The call is
+ *                freed when no batch is in flight and RECV_CLOSE has completed.
+ * Shutdown order (documented in rpc.h): health NOT_SERVING -> streams finished -> grpc server
+ * shutdown with grace -> cancel_all_calls -> queue shutdown -> join workers.
+ */
+#include <grpc/support/alloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "common/log/cx_log.h"
+#include "common/rpc/rpc_internal.h"
+
+/* ---- packing ---------------------------------------------------------------------------- */
+
+grpc_byte_buffer *rpc_pack(const ProtobufCMessage *msg)
+{
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    grpc_slice s = grpc_slice_malloc(n);
+    if (protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s)) != n) {
+        grpc_slice_unref(s);
+        return NULL;
+    }
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return bb;
+}
+
+ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *buf,
+                             rpc_arena_t *arena)
+{
+    grpc_byte_buffer_reader r;
+    if (!grpc_byte_buffer_reader_init(&r, buf))
+        return NULL;
+    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    ProtobufCAllocator a = rpc_arena_allocator(arena);
+    ProtobufCMessage *m =
+        protobuf_c_message_unpack(desc, &a, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+    return m;
+}
+
+/* ---- correlation ids ------------------------------------------------------------------- */
+
+bool rpc_correlation_id_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > RPC_CORRELATION_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+void rpc_correlation_id_new(char *buf, size_t bufsz)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char raw[16];
+    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) {
+        /* Correlation ids are not secrets; a clock-derived id is an acceptable fallback. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        memcpy(raw, &ts, sizeof(raw) < sizeof(ts) ? sizeof(raw) : sizeof(ts));
+    }
+    size_t i = 0;
+    for (; i < sizeof(raw) && 2 * i + 2 < bufsz; i++) {
+        buf[2 * i] = hex[raw[i] >> 4];
+        buf[2 * i + 1] = hex[raw[i] & 15];
+    }
+    buf[2 * i] = '\0';
+}
+
+/* ---- calls ------------------------------------------------------------------------------ */
+
+static void tag_init(struct rpc_tag *t, enum rpc_tag_kind k, struct rpc_call *c)
+{
+    t->kind = k;
+    t->call = c;
+}
+
+static void call_free(struct rpc_call *c)
+{
+    if (c->counted) {
+        pthread_mutex_lock(&c->srv->mu);
+        if (--c->srv->active_calls == 0)
+            pthread_cond_broadcast(&c->srv->cv);
+        pthread_mutex_unlock(&c->srv->mu);
+    }
+    grpc_metadata_array_destroy(&c->req_md);
+    grpc_call_details_destroy(&c->details);
+    if (c->recv_buf != NULL)
+        grpc_byte_buffer_destroy(c->recv_buf);
+    while (c->q_head != NULL) {
+        struct rpc_sendq *q = c->q_head;
+        c->q_head = q->next;
+        grpc_byte_buffer_destroy(q->buf);
+        free(q);
+    }
+    if (c->call != NULL)
+        grpc_call_unref(c->call);
+    if (c->init_md_set)
+        grpc_slice_unref(c->init_md[0].value);
+    pthread_mutex_destroy(&c->mu);
+    rpc_arena_free(c->arena);
+    free(c);
+}
+
+static void request_call(rpc_server_t *srv)
+{
+    struct rpc_call *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        abort();
+    c->srv = srv;
+    pthread_mutex_init(&c->mu, NULL);
+    grpc_metadata_array_init(&c->req_md);
+    grpc_call_details_init(&c->details);
+    tag_init(&c->t_new, TAG_NEW_CALL, c);
+    tag_init(&c->t_recv, TAG_UNARY_RECV, c);
+    tag_init(&c->t_done, TAG_FINISHED, c);
+    tag_init(&c->t_md, TAG_STREAM_MD, c);
+    tag_init(&c->t_send, TAG_STREAM_SEND, c);
+    tag_init(&c->t_status, TAG_STREAM_STATUS, c);
+    tag_init(&c->t_close, TAG_STREAM_CLOSE, c);
+    if (grpc_server_request_call(srv->server, &c->call, &c->details, &c->req_md, srv->cq, srv->cq,
+                                 &c->t_new) != GRPC_CALL_OK)
+        call_free(c);
+}
+
+static const grpc_slice *header_find(const struct rpc_call *c, const char *key)
+{
+    size_t klen = strlen(key);
+    for (size_t i = 0; i < c->req_md.count; i++) {
+        const grpc_slice *k = &c->req_md.metadata[i].key;
+        if (GRPC_SLICE_LENGTH(*k) == klen && memcmp(GRPC_SLICE_START_PTR(*k), key, klen) == 0)
+            return &c->req_md.metadata[i].value;
+    }
+    return NULL;
+}
+
+const char *rpc_call_header(rpc_call_t *call, const char *key)
+{
+    size_t klen = strlen(key);
+    if (klen > 4 && strcmp(key + klen - 4, "-bin") == 0)
+        return NULL;
+    const grpc_slice *v = header_find(call, key);
+    if (v == NULL)
+        return NULL;
+    return rpc_arena_strndup(call->arena, (const char *)GRPC_SLICE_START_PTR(*v),
+                             GRPC_SLICE_LENGTH(*v));
+}
+
+const char *rpc_call_peer(const rpc_call_t *call)
+{
+    return call->peer;
+}
+
+const char *rpc_call_correlation_id(const rpc_call_t *call)
+{
+    return call->corr;
+}
+
+const char *rpc_call_method(const rpc_call_t *call)
+{
+    return call->method;
+}
+
+int64_t rpc_call_remaining_ms(const rpc_call_t *call)
+{
+    int64_t left = call->deadline_ms - rpc_now_ms();
+    return left > 0 ? left : 0;
+}
+
+rpc_arena_t *rpc_call_arena(rpc_call_t *call)
+{
+    return call->arena;
+}
+
+void *rpc_call_alloc(rpc_call_t *call, size_t size)
+{
+    /* Inside a stream's on_message the message arena is used, so a long stream does not grow. */
+    return rpc_arena_alloc(call->msg_arena != NULL ? call->msg_arena : call->arena, size);
+}
+
+rpc_server_t *rpc_call_server(rpc_call_t *call)
+{
+    return call->srv;
+}
+
+void rpc_call_set_user(rpc_call_t *call, void *user)
+{
+    call->user = user;
+}
+
+void *rpc_call_user(const rpc_call_t *call)
+{
+    return call->user;
+}
+
+/* Fill the initial metadata (correlation id echo) kept in the call. */
+static void init_md_fill(struct rpc_call *c)
+{
+    c->init_md[0].key = grpc_slice_from_static_string(RPC_CORRELATION_HEADER);
+    /* Copied: a "static" slice must be immortal (the HPACK encoder may reuse it by address). */
+    c->init_md[0].value = grpc_slice_from_copied_string(c->corr);
+    c->init_md_set = 1;
+}
+
+/* Fill a SEND_STATUS_FROM_SERVER op; `details` receives a slice the caller unrefs after
+ * start_batch (the core does not retain it). */
+static void status_op_fill(struct rpc_call *c, const cx_error_t *st, grpc_op *op,
+                           grpc_slice *details)
+{
+    op->op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    if (st == NULL || st->code == CX_OK) {
+        op->data.send_status_from_server.status = GRPC_STATUS_OK;
+        op->data.send_status_from_server.trailing_metadata_count = 0;
+        *details = grpc_empty_slice();
+        op->data.send_status_from_server.status_details = NULL;
+        return;
+    }
+    c->trail_md[0].key = grpc_slice_from_static_string(RPC_REASON_TRAILER);
+    c->trail_md[0].value = grpc_slice_from_static_string(cx_code_reason(st->code));
+    op->data.send_status_from_server.trailing_metadata = c->trail_md;
+    op->data.send_status_from_server.trailing_metadata_count = 1;
+    op->data.send_status_from_server.status = (grpc_status_code)cx_code_grpc_status(st->code);
+    *details =
+        grpc_slice_from_copied_string(st->message[0] ? st->message : cx_code_reason(st->code));
+    op->data.send_status_from_server.status_details = details;
+}
+
+/* The final batch of a unary or rejected call: metadata, optional reply, status. */
+static void finish_unary(struct rpc_call *c, const cx_error_t *st, grpc_byte_buffer *reply)
+{
+    grpc_op ops[4];
+    grpc_slice details;
+    size_t n = 0;
+    memset(ops, 0, sizeof(ops));
+    init_md_fill(c);
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].data.send_initial_metadata.count = 1;
+    ops[n].data.send_initial_metadata.metadata = c->init_md;
+    n++;
+    if (reply != NULL) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n].data.send_message.send_message = reply;
+        n++;
+    }
+    status_op_fill(c, st, &ops[n++], &details);
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n].data.recv_close_on_server.cancelled = &c->client_cancelled;
+    n++;
+    if (c->recv_buf != NULL) {
+        grpc_byte_buffer_destroy(c->recv_buf);
+        c->recv_buf = NULL;
+    }
+    c->recv_buf = reply; /* destroyed in call_free, after the batch completes */
+    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, &c->t_done, NULL);
+    grpc_slice_unref(details);
+    if (e != GRPC_CALL_OK) {
+        cx_log_error(c->corr, "rpc.batch_failed", CX_LOG_STR("method", c->method),
+                     CX_LOG_INT("grpc_call_error", e));
+        call_free(c);
+    }
+}
+
+/* Answer with an error status and no message. */
+#define reject(c, code, ...)                                                                       \
+    do {                                                                                           \
+        cx_error_t st_;                                                                            \
+        cx_error_set(&st_, (code), __VA_ARGS__);                                                   \
+        finish_unary((c), &st_, NULL);                                                             \
+    } while (0)
+
+/* ---- routing ---------------------------------------------------------------------------- */
+
+static int route_cmp(const void *a, const void *b)
+{
+    const struct rpc_route *x = a, *y = b;
+    return strcmp(x->path, y->path);
+}
+
+static const struct rpc_route *route_find(const rpc_server_t *srv, const grpc_slice *path)
+{
+    size_t lo = 0, hi = srv->nroutes, len = GRPC_SLICE_LENGTH(*path);
+    const char *p = (const char *)GRPC_SLICE_START_PTR(*path);
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        const struct rpc_route *r = &srv->routes[mid];
+        size_t m = len < r->path_len ? len : r->path_len;
+        int c = memcmp(p, r->path, m);
+        if (c == 0)
+            c = len < r->path_len ? -1 : (len > r->path_len ? 1 : 0);
+        if (c == 0)
+            return r;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+static bool peer_allowed(const char *const *allowed, const char *peer)
+{
+    if (allowed == NULL)
+        return true;
+    for (const char *const *p = allowed; *p != NULL; p++)
+        if (strcmp(*p, peer) == 0)
+            return true;
+    return false;
+}
+
+bool rpc_server_add_service(rpc_server_t *srv, const rpc_service_def_t *def, cx_error_t *err)
+{
+    const ProtobufCServiceDescriptor *desc = def->desc;
+    if (srv->started)
+        return cx_error_set(err, CX_ERR_INTERNAL, "add_service after start");
+    for (size_t i = 0; i < def->nimpls; i++) {
+        const rpc_method_impl_t *m = &def->impls[i];
+        bool found = false;
+        for (unsigned j = 0; j < desc->n_methods; j++)
+            found = found || strcmp(desc->methods[j].name, m->method) == 0;
+        if (!found)
+            return cx_error_set(err, CX_ERR_INTERNAL, "%s has no method %s", desc->name, m->method);
+        if (m->kind == RPC_UNARY ? m->stream != NULL : m->unary != NULL)
+            return cx_error_set(err, CX_ERR_INTERNAL, "method %s: handler does not match kind",
+                                m->method);
+    }
+    for (size_t i = 0; i < srv->nservices; i++)
+        if (strcmp(srv->service_names[i], desc->name) == 0)
+            return cx_error_set(err, CX_ERR_INTERNAL, "service %s registered twice", desc->name);
+    if (srv->nroutes + desc->n_methods > srv->cap_routes) {
+        size_t cap = (srv->nroutes + desc->n_methods) * 2;
+        struct rpc_route *r = realloc(srv->routes, cap * sizeof(*r));
+        if (r == NULL)
+            abort();
+        srv->routes = r;
+        srv->cap_routes = cap;
+    }
+    const char **names = realloc(srv->service_names, (srv->nservices + 1) * sizeof(*names));
+    if (names == NULL)
+        abort();
+    srv->service_names = names;
+    srv->service_names[srv->nservices++] = desc->name;
+    for (unsigned j = 0; j < desc->n_methods; j++) {
+        struct rpc_route *r = &srv->routes[srv->nroutes++];
+        memset(r, 0, sizeof(*r));
+        size_t len = strlen(desc->name) + strlen(desc->methods[j].name) + 3;
+        r->path = malloc(len);
+        if (r->path == NULL)
+            abort();
+        snprintf(r->path, len, "/%s/%s", desc->name, desc->methods[j].name);
+        r->path_len = strlen(r->path);
+        r->service = desc->name;
+        r->input = desc->methods[j].input;
+        r->output = desc->methods[j].output;
+        r->note = def->unimplemented_note ? def->unimplemented_note : "not implemented";
+        r->allowed = def->allowed_peers;
+        for (size_t i = 0; i < def->nimpls; i++) {
+            if (strcmp(def->impls[i].method, desc->methods[j].name) == 0) {
+                r->impl = &def->impls[i];
+                if (r->impl->allowed_peers != NULL)
+                    r->allowed = r->impl->allowed_peers;
+            }
+        }
+    }
+    qsort(srv->routes, srv->nroutes, sizeof(*srv->routes), route_cmp);
+    if (srv->health != NULL)
+        rpc_health_set(srv->health, desc->name, false);
+    return true;
+}
+
+/* ---- streams ---------------------------------------------------------------------------- */
+
+static void stream_list_add(struct rpc_call *c)
+{
+    rpc_server_t *srv = c->srv;
+    pthread_mutex_lock(&srv->mu);
+    c->stream_next = srv->streams;
+    if (srv->streams != NULL)
+        srv->streams->stream_prev = c;
+    srv->streams = c;
+    pthread_mutex_unlock(&srv->mu);
+}
+
+static void stream_list_remove(struct rpc_call *c)
+{
+    rpc_server_t *srv = c->srv;
+    pthread_mutex_lock(&srv->mu);
+    if (c->stream_prev != NULL)
+        c->stream_prev->stream_next = c->stream_next;
+    else if (srv->streams == c)
+        srv->streams = c->stream_next;
+    if (c->stream_next != NULL)
+        c->stream_next->stream_prev = c->stream_prev;
+    c->stream_next = c->stream_prev = NULL;
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* Start one batch for a stream; caller holds c->mu. Returns false if the core refused it. */
+static bool stream_batch(struct rpc_call *c, grpc_op *ops, size_t n, struct rpc_tag *tag)
+{
+    c->pending++;
+    if (grpc_call_start_batch(c->call, ops, n, tag, NULL) != GRPC_CALL_OK) {
+        c->pending--;
+        return false;
+    }
+    return true;
+}
+
+/* Send the next queued message or, when drained and requested, the status. Holds c->mu. */
+static void stream_pump(struct rpc_call *c)
+{
+    if (c->sending || c->status_sent)
+        return;
+    if (c->q_head != NULL && !c->over) {
+        grpc_op op;
+        memset(&op, 0, sizeof(op));
+        op.op = GRPC_OP_SEND_MESSAGE;
+        op.data.send_message.send_message = c->q_head->buf;
+        if (stream_batch(c, &op, 1, &c->t_send))
+            c->sending = 1;
+        return;
+    }
+    if (c->finish_requested && !c->over) {
+        grpc_op op;
+        grpc_slice details;
+        memset(&op, 0, sizeof(op));
+        status_op_fill(c, &c->finish_status, &op, &details);
+        if (stream_batch(c, &op, 1, &c->t_status))
+            c->status_sent = 1;
+        grpc_slice_unref(details);
+    }
+}
+
+bool rpc_call_send(rpc_call_t *call, const ProtobufCMessage *msg)
+{
+    grpc_byte_buffer *bb = rpc_pack(msg);
+    if (bb == NULL)
+        return false;
+    pthread_mutex_lock(&call->mu);
+    if (call->over || call->finish_requested) {
+        pthread_mutex_unlock(&call->mu);
+        grpc_byte_buffer_destroy(bb);
+        return false;
+    }
+    struct rpc_sendq *q = malloc(sizeof(*q));
+    if (q == NULL)
+        abort();
+    q->buf = bb;
+    q->next = NULL;
+    if (call->q_tail != NULL)
+        call->q_tail->next = q;
+    else
+        call->q_head = q;
+    call->q_tail = q;
+    stream_pump(call);
+    pthread_mutex_unlock(&call->mu);
+    return true;
+}
+
+void rpc_call_finish(rpc_call_t *call, const cx_error_t *status)
+{
+    pthread_mutex_lock(&call->mu);
+    if (!call->finish_requested) {
+        call->finish_requested = 1;
+        if (status != NULL)
+            cx_error_copy(&call->finish_status, status);
+        else
+            cx_error_clear(&call->finish_status);
+        stream_pump(call);
+    }
+    pthread_mutex_unlock(&call->mu);
+}
+
+static void stream_arm_recv(struct rpc_call *c)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv_buf;
+    pthread_mutex_lock(&c->mu);
+    if (!c->over)
+        stream_batch(c, &op, 1, &c->t_recv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void stream_start(struct rpc_call *c)
+{
+    grpc_op md, close;
+    memset(&md, 0, sizeof(md));
+    memset(&close, 0, sizeof(close));
+    c->t_recv.kind = TAG_STREAM_RECV;
+    init_md_fill(c);
+    md.op = GRPC_OP_SEND_INITIAL_METADATA;
+    md.data.send_initial_metadata.count = 1;
+    md.data.send_initial_metadata.metadata = c->init_md;
+    close.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    close.data.recv_close_on_server.cancelled = &c->client_cancelled;
+    stream_list_add(c);
+    pthread_mutex_lock(&c->mu);
+    bool ok = stream_batch(c, &md, 1, &c->t_md) && stream_batch(c, &close, 1, &c->t_close);
+    pthread_mutex_unlock(&c->mu);
+    if (!ok) {
+        cx_log_error(c->corr, "rpc.batch_failed", CX_LOG_STR("method", c->method));
+        /* The call can never complete normally: cancel it; RECV_CLOSE (if started) fires. */
+        grpc_call_cancel(c->call, NULL);
+    }
+    pthread_mutex_lock(&c->srv->mu);
+    int shutting = c->srv->shutting_down;
+    pthread_mutex_unlock(&c->srv->mu);
+    if (shutting) {
+        cx_error_t st;
+        cx_error_set(&st, CX_ERR_UNAVAILABLE, "server shutting down");
+        rpc_call_finish(c, &st);
+        return;
+    }
+    stream_arm_recv(c);
+}
+
+/* A stream batch completed; free the call when nothing is in flight and it is over. */
+static void stream_op_done(struct rpc_call *c)
+{
+    bool call_done = false, free_it = false;
+    pthread_mutex_lock(&c->mu);
+    c->pending--;
+    if (c->over && !c->done_called) {
+        c->done_called = 1;
+        call_done = true;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (call_done) {
+        stream_list_remove(c);
+        const rpc_stream_ops_t *ops = c->route->impl->stream;
+        if (ops->on_done != NULL)
+            ops->on_done(c);
+    }
+    pthread_mutex_lock(&c->mu);
+    free_it = c->pending == 0 && c->done_called;
+    pthread_mutex_unlock(&c->mu);
+    if (free_it)
+        call_free(c);
+}
+
+static void stream_on_recv(struct rpc_call *c, int success)
+{
+    const rpc_stream_ops_t *ops = c->route->impl->stream;
+    grpc_byte_buffer *buf = c->recv_buf;
+    c->recv_buf = NULL;
+    if (!success || buf == NULL) {
+        /* Half-close (or the call broke; RECV_CLOSE will report that). */
+        if (buf != NULL)
+            grpc_byte_buffer_destroy(buf);
+        if (success && c->route->impl->kind == RPC_BIDI_STREAM) {
+            if (ops->on_half_close != NULL)
+                ops->on_half_close(c);
+            else
+                rpc_call_finish(c, NULL);
+        } else if (success) {
+            /* Server-streaming reads once, so an empty read means no request at all. */
+            cx_error_t st;
+            cx_error_set(&st, CX_ERR_INVALID_ARGUMENT, "missing request message");
+            rpc_call_finish(c, &st);
+        }
+        stream_op_done(c);
+        return;
+    }
+    rpc_arena_t *msg_arena = rpc_arena_new(4096);
+    ProtobufCMessage *req = rpc_unpack(c->route->input, buf, msg_arena);
+    c->msg_arena = msg_arena;
+    grpc_byte_buffer_destroy(buf);
+    cx_error_t err;
+    cx_error_clear(&err);
+    bool rearm = false;
+    if (req == NULL) {
+        cx_error_set(&err, CX_ERR_INVALID_ARGUMENT, "request does not decode as %s",
+                     c->route->input->name);
+        rpc_call_finish(c, &err);
+    } else if (!ops->on_message(c, req, &err)) {
+        rpc_call_finish(c, &err);
+    } else {
+        rearm = c->route->impl->kind == RPC_BIDI_STREAM;
+    }
+    c->msg_arena = NULL;
+    rpc_arena_free(msg_arena);
+    /* Only now may the next message arrive (on any worker): one on_message at a time. */
+    if (rearm)
+        stream_arm_recv(c);
+    stream_op_done(c);
+}
+
+static void stream_on_event(struct rpc_call *c, enum rpc_tag_kind kind, int success)
+{
+    switch (kind) {
+    case TAG_STREAM_MD:
+        break;
+    case TAG_STREAM_RECV:
+        stream_on_recv(c, success);
+        return;
+    case TAG_STREAM_SEND:
+        pthread_mutex_lock(&c->mu);
+        c->sending = 0;
+        if (c->q_head != NULL) {
+            struct rpc_sendq *q = c->q_head;
+            c->q_head = q->next;
+            if (c->q_head == NULL)
+                c->q_tail = NULL;
+            grpc_byte_buffer_destroy(q->buf);
+            free(q);
+        }
+        if (!success)
+            c->over = 1;
+        else
+            stream_pump(c);
+        pthread_mutex_unlock(&c->mu);
+        break;
+    case TAG_STREAM_STATUS:
+        break;
+    case TAG_STREAM_CLOSE:
+        pthread_mutex_lock(&c->mu);
+        c->over = 1;
+        pthread_mutex_unlock(&c->mu);
+        break;
+    default:
+        break;
+    }
+    stream_op_done(c);
+}
+
+/* Ends every open stream (server shutdown): their status says UNAVAILABLE. */
+static void streams_finish_all(rpc_server_t *srv)
+{
+    cx_error_t st;
+    cx_error_set(&st, CX_ERR_UNAVAILABLE, "server shutting down");
+    pthread_mutex_lock(&srv->mu);
+    for (struct rpc_call *c = srv->streams; c != NULL; c = c->stream_next)
+        rpc_call_finish(c, &st);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* ---- unary ------------------------------------------------------------------------------ */
+
+static void unary_on_recv(struct rpc_call *c, int success)
+{
+    cx_error_t err;
+    cx_error_clear(&err);
+    grpc_byte_buffer *buf = c->recv_buf;
+    c->recv_buf = NULL;
+    if (!success || buf == NULL) {
+        if (buf != NULL)
+            grpc_byte_buffer_destroy(buf);
+        /* No message: either the client half-closed without one, or the call is gone. */
+        reject(c, CX_ERR_INVALID_ARGUMENT, "missing request message");
+        return;
+    }
+    ProtobufCMessage *req = rpc_unpack(c->route->input, buf, c->arena);
+    grpc_byte_buffer_destroy(buf);
+    if (req == NULL) {
+        reject(c, CX_ERR_INVALID_ARGUMENT, "request does not decode as %s", c->route->input->name);
+        return;
+    }
+    if (rpc_call_remaining_ms(c) == 0) {
+        reject(c, CX_ERR_DEADLINE_EXCEEDED, "deadline passed before the handler ran");
+        return;
+    }
+    ProtobufCMessage *reply = NULL;
+    if (!c->route->impl->unary(c, req, &reply, &err)) {
+        if (err.code == CX_OK)
+            cx_error_set(&err, CX_ERR_INTERNAL, "handler failed without a reason");
+        finish_unary(c, &err, NULL);
+        return;
+    }
+    if (reply == NULL || reply->descriptor != c->route->output) {
+        cx_log_error(c->corr, "rpc.bad_reply", CX_LOG_STR("method", c->method));
+        reject(c, CX_ERR_INTERNAL, "internal error");
+        return;
+    }
+    grpc_byte_buffer *out = rpc_pack(reply);
+    if (out == NULL) {
+        reject(c, CX_ERR_INTERNAL, "internal error");
+        return;
+    }
+    finish_unary(c, NULL, out);
+}
+
+/* ---- new calls -------------------------------------------------------------------------- */
+
+/* Exactly one URI SAN of our trust domain, or nothing. */
+static bool peer_identity(struct rpc_call *c)
+{
+    grpc_auth_context *ctx = grpc_call_auth_context(c->call);
+    if (ctx == NULL)
+        return false;
+    grpc_auth_property_iterator it =
+        grpc_auth_context_find_properties_by_name(ctx, GRPC_PEER_URI_PROPERTY_NAME);
+    const grpc_auth_property *p, *uri = NULL;
+    int n = 0;
+    while ((p = grpc_auth_property_iterator_next(&it)) != NULL) {
+        uri = p;
+        n++;
+    }
+    bool ok = n == 1 && rpc_identity_from_uri(uri->value, uri->value_length, c->srv->trust_domain,
+                                              c->peer, sizeof(c->peer));
+    grpc_auth_context_release(ctx);
+    return ok;
+}
+
+static void on_new_call(rpc_server_t *srv, struct rpc_call *c, int success)
+{
+    if (!success) {
+        call_free(c); /* server shutting down */
+        return;
+    }
+    pthread_mutex_lock(&srv->mu);
+    int shutting = srv->shutting_down;
+    srv->active_calls++;
+    c->counted = 1;
+    pthread_mutex_unlock(&srv->mu);
+    if (!shutting)
+        request_call(srv);
+
+    c->arena = rpc_arena_new(4096);
+    size_t mlen = GRPC_SLICE_LENGTH(c->details.method);
+    if (mlen >= sizeof(c->method))
+        mlen = sizeof(c->method) - 1;
+    memcpy(c->method, GRPC_SLICE_START_PTR(c->details.method), mlen);
+    c->method[mlen] = '\0';
+
+    const grpc_slice *cid = header_find(c, RPC_CORRELATION_HEADER);
+    if (cid != NULL && rpc_correlation_id_valid((const char *)GRPC_SLICE_START_PTR(*cid),
+                                                GRPC_SLICE_LENGTH(*cid))) {
+        memcpy(c->corr, GRPC_SLICE_START_PTR(*cid), GRPC_SLICE_LENGTH(*cid));
+        c->corr[GRPC_SLICE_LENGTH(*cid)] = '\0';
+    } else {
+        rpc_correlation_id_new(c->corr, sizeof(c->corr));
+    }
+
+    gpr_timespec dl = gpr_convert_clock_type(c->details.deadline, GPR_CLOCK_MONOTONIC);
+    gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
+    int64_t left = gpr_time_to_millis(gpr_time_sub(dl, now));
+    if (gpr_time_cmp(dl, gpr_inf_future(GPR_CLOCK_MONOTONIC)) == 0 ||
+        left > (int64_t)srv->opts.max_deadline_ms)
+        left = srv->opts.max_deadline_ms;
+    c->deadline_ms = rpc_now_ms() + (left > 0 ? left : 0);
+
+    if (!peer_identity(c)) {
+        cx_log_warn(c->corr, "rpc.peer_rejected", CX_LOG_STR("method", c->method),
+                    CX_LOG_STR("reason", "peer certificate must carry exactly one credex URI SAN"));
+        reject(c, CX_ERR_UNAUTHENTICATED,
+               "peer certificate must carry exactly one spiffe URI SAN of this trust domain");
+        return;
+    }
+    c->route = route_find(srv, &c->details.method);
+    if (c->route == NULL) {
+        reject(c, CX_ERR_UNIMPLEMENTED, "unknown method %s", c->method);
+        return;
+    }
+    const rpc_method_impl_t *impl = c->route->impl;
+    if (!peer_allowed(c->route->allowed, c->peer)) {
+        cx_log_warn(c->corr, "rpc.permission_denied", CX_LOG_STR("method", c->method),
+                    CX_LOG_STR("peer", c->peer));
+        reject(c, CX_ERR_PERMISSION_DENIED, "peer %s may not call this method", c->peer);
+        return;
+    }
+    if (impl == NULL || (impl->kind == RPC_UNARY ? impl->unary == NULL : impl->stream == NULL)) {
+        cx_error_t st;
+        cx_error_set(&st, CX_ERR_UNIMPLEMENTED, "%s is not implemented yet (%s)", c->method,
+                     c->route->note);
+        finish_unary(c, &st, NULL);
+        return;
+    }
+    if (impl->kind != RPC_UNARY) {
+        stream_start(c);
+        return;
+    }
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv_buf;
+    if (grpc_call_start_batch(c->call, &op, 1, &c->t_recv, NULL) != GRPC_CALL_OK) {
+        cx_log_error(c->corr, "rpc.batch_failed", CX_LOG_STR("method", c->method));
+        call_free(c);
+    }
+}
+
+/* ---- workers ---------------------------------------------------------------------------- */
+
+static void *worker_main(void *arg)
+{
+    rpc_server_t *srv = arg;
+    for (;;) {
+        grpc_event ev =
+            grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.type != GRPC_OP_COMPLETE)
+            continue;
+        struct rpc_tag *t = ev.tag;
+        struct rpc_call *c = t->call;
+        switch (t->kind) {
+        case TAG_NEW_CALL:
+            on_new_call(srv, c, ev.success);
+            break;
+        case TAG_UNARY_RECV:
+            unary_on_recv(c, ev.success);
+            break;
+        case TAG_FINISHED:
+            call_free(c);
+            break;
+        case TAG_SHUTDOWN:
+            pthread_mutex_lock(&srv->mu);
+            srv->shutdown_done = 1;
+            pthread_cond_broadcast(&srv->cv);
+            pthread_mutex_unlock(&srv->mu);
+            break;
+        default:
+            stream_on_event(c, t->kind, ev.success);
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* ---- server lifecycle ------------------------------------------------------------------- */
+
+static char *xstrdup(const char *s)
+{
+    char *d = strdup(s);
+    if (d == NULL)
+        abort();
+    return d;
+}
+
+rpc_server_t *rpc_server_new(const rpc_server_options_t *opts, cx_error_t *err)
+{
+    if (opts->threads < 1 || opts->listen_addr == NULL || opts->name == NULL) {
+        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "server options: threads, name and address");
+        return NULL;
+    }
+    rpc_server_t *srv = calloc(1, sizeof(*srv));
+    if (srv == NULL)
+        abort();
+    grpc_init();
+    srv->opts = *opts;
+    srv->listen_addr = xstrdup(opts->listen_addr);
+    srv->trust_domain = xstrdup(opts->tls.trust_domain ? opts->tls.trust_domain : "credex.local");
+    pthread_mutex_init(&srv->mu, NULL);
+    pthread_cond_init(&srv->cv, NULL);
+    srv->t_shutdown.kind = TAG_SHUTDOWN;
+    srv->health = rpc_health_new();
+    if (!rpc_health_register(srv, err))
+        goto fail;
+    if (opts->descriptor_set != NULL) {
+        srv->reflection = rpc_reflection_new(opts->descriptor_set, opts->descriptor_set_len, err);
+        if (srv->reflection == NULL || !rpc_reflection_register(srv, err))
+            goto fail;
+    }
+    return srv;
+fail:
+    rpc_server_free(srv);
+    return NULL;
+}
+
+bool rpc_server_start(rpc_server_t *srv, cx_error_t *err)
+{
+    bool ok = false;
+    char *ca = NULL, *cert = NULL, *key = NULL;
+    grpc_server_credentials *creds = NULL;
+    if (srv->started)
+        return cx_error_set(err, CX_ERR_INTERNAL, "server already started");
+    if ((ca = rpc_read_file(srv->opts.tls.ca_file, err)) == NULL ||
+        (cert = rpc_read_file(srv->opts.tls.cert_file, err)) == NULL ||
+        (key = rpc_read_file(srv->opts.tls.key_file, err)) == NULL)
+        goto out;
+    grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+    creds = grpc_ssl_server_credentials_create_ex(
+        ca, &pair, 1, GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY, NULL);
+    if (creds == NULL) {
+        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "TLS credentials rejected (%s, %s)",
+                     srv->opts.tls.cert_file, srv->opts.tls.key_file);
+        goto out;
+    }
+    const grpc_channel_args *base = rpc_channel_args();
+    grpc_arg args[8];
+    memcpy(args + 3, base->args, base->num_args * sizeof(grpc_arg));
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = (int)srv->opts.max_message_bytes;
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+    args[1].value.integer = (int)srv->opts.max_message_bytes;
+    args[2].type = GRPC_ARG_INTEGER;
+    args[2].key = (char *)GRPC_ARG_MAX_METADATA_SIZE;
+    args[2].value.integer = (int)srv->opts.max_metadata_bytes;
+    grpc_channel_args cargs = {.num_args = 3 + base->num_args, .args = args};
+    srv->cq = grpc_completion_queue_create_for_next(NULL);
+    srv->server = grpc_server_create(&cargs, NULL);
+    grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
+    srv->port = grpc_server_add_http2_port(srv->server, srv->listen_addr, creds);
+    if (srv->port <= 0) {
+        cx_error_set(err, CX_ERR_UNAVAILABLE, "cannot listen on %s", srv->listen_addr);
+        goto out;
+    }
+    grpc_server_start(srv->server);
+    srv->started = 1;
+    for (size_t i = 0; i < srv->nservices; i++)
+        rpc_health_set(srv->health, srv->service_names[i], true);
+    rpc_health_set(srv->health, "", true);
+    unsigned outstanding = srv->opts.threads + 4;
+    for (unsigned i = 0; i < outstanding; i++)
+        request_call(srv);
+    srv->threads = calloc(srv->opts.threads, sizeof(pthread_t));
+    if (srv->threads == NULL)
+        abort();
+    for (unsigned i = 0; i < srv->opts.threads; i++) {
+        if (pthread_create(&srv->threads[i], NULL, worker_main, srv) != 0) {
+            cx_error_set(err, CX_ERR_INTERNAL, "cannot start worker thread");
+            goto out;
+        }
+        srv->nthreads_started++;
+    }
+    ok = true;
+out:
+    if (creds != NULL)
+        grpc_server_credentials_release(creds);
+    free(ca);
+    free(cert);
+    if (key != NULL) {
+        memset(key, 0, strlen(key)); /* private key material: wipe before free */
+        free(key);
+    }
+    return ok;
+}
+
+int rpc_server_port(const rpc_server_t *srv)
+{
+    return srv->port;
+}
+
+void rpc_server_set_serving(rpc_server_t *srv, const char *service, bool serving)
+{
+    rpc_health_set(srv->health, service, serving);
+}
+
+void rpc_block_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+int rpc_server_wait_for_signal(rpc_server_t *srv)
+{
+    sigset_t set;
+    int sig = 0;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    while (sigwait(&set, &sig) != 0)
+        ;
+    rpc_server_shutdown(srv);
+    return sig;
+}
+
+void rpc_server_shutdown(rpc_server_t *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    if (srv->shutting_down || !srv->started) {
+        srv->shutting_down = 1;
+        pthread_mutex_unlock(&srv->mu);
+        return;
+    }
+    srv->shutting_down = 1;
+    pthread_mutex_unlock(&srv->mu);
+
+    rpc_health_shutdown(srv->health);
+    streams_finish_all(srv);
+    grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->t_shutdown);
+
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += srv->opts.shutdown_grace_ms / 1000;
+    until.tv_nsec += (long)(srv->opts.shutdown_grace_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    /* The core may report shutdown while a handler still runs for a call its client already
+     * abandoned; the queue must outlive that handler's final batch, hence active_calls. */
+    pthread_mutex_lock(&srv->mu);
+    while (!(srv->shutdown_done && srv->active_calls == 0) &&
+           pthread_cond_timedwait(&srv->cv, &srv->mu, &until) == 0)
+        ;
+    int drained = srv->shutdown_done && srv->active_calls == 0;
+    pthread_mutex_unlock(&srv->mu);
+    if (!drained) {
+        cx_log_warn(NULL, "rpc.shutdown_cancel", CX_LOG_STR("server", srv->opts.name),
+                    CX_LOG_INT("grace_ms", srv->opts.shutdown_grace_ms));
+        grpc_server_cancel_all_calls(srv->server);
+        pthread_mutex_lock(&srv->mu);
+        while (!(srv->shutdown_done && srv->active_calls == 0))
+            pthread_cond_wait(&srv->cv, &srv->mu);
+        pthread_mutex_unlock(&srv->mu);
+    }
+    grpc_completion_queue_shutdown(srv->cq);
+    for (unsigned i = 0; i < srv->nthreads_started; i++)
+        pthread_join(srv->threads[i], NULL);
+    pthread_mutex_lock(&srv->mu);
+    srv->stopped = 1;
+    pthread_mutex_unlock(&srv->mu);
+}
+
+void rpc_server_free(rpc_server_t *srv)
+{
+    if (srv == NULL)
+        return;
+    rpc_server_shutdown(srv);
+    if (srv->server != NULL)
+        grpc_server_destroy(srv->server);
+    if (srv->cq != NULL)
+        grpc_completion_queue_destroy(srv->cq);
+    for (size_t i = 0; i < srv->nroutes; i++)
+        free(srv->routes[i].path);
+    free(srv->routes);
+    free(srv->service_names);
+    free(srv->threads);
+    rpc_health_free(srv->health);
+    rpc_reflection_free(srv->reflection);
+    pthread_mutex_destroy(&srv->mu);
+    pthread_cond_destroy(&srv->cv);
+    free(srv->listen_addr);
+    free(srv->trust_domain);
+    free(srv);
+    grpc_shutdown();
+}

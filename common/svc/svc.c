@@ -1,0 +1,82 @@
+/* svc: shared process lifecycle for the credex services (see svc.h). */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "common/log/cx_log.h"
+#include "common/svc/svc.h"
+
+extern const unsigned char credex_descriptor_set[];
+extern const size_t credex_descriptor_set_len;
+
+enum { EXIT_CONFIG = 2, EXIT_START = 3 };
+
+rpc_tls_t svc_tls(const cx_config_t *cfg)
+{
+    rpc_tls_t t = {.ca_file = cfg->tls_ca,
+                   .cert_file = cfg->tls_cert,
+                   .key_file = cfg->tls_key,
+                   .trust_domain = cfg->trust_domain};
+    return t;
+}
+
+rpc_server_options_t svc_server_options(const cx_config_t *cfg, cx_service_t id)
+{
+    rpc_server_options_t o = {
+        .name = cx_service_name(id),
+        .listen_addr = cfg->addr[id],
+        .tls = svc_tls(cfg),
+        .threads = cfg->rpc_threads,
+        .max_message_bytes = cfg->rpc_max_message_bytes,
+        .max_metadata_bytes = cfg->rpc_max_metadata_bytes,
+        .max_deadline_ms = cfg->rpc_max_deadline_ms,
+        .shutdown_grace_ms = cfg->shutdown_grace_ms,
+        .descriptor_set = credex_descriptor_set,
+        .descriptor_set_len = credex_descriptor_set_len,
+    };
+    return o;
+}
+
+int svc_main(const svc_def_t *def)
+{
+    cx_error_t err;
+    cx_config_t *cfg = NULL;
+    rpc_server_t *srv = NULL;
+    void *state = NULL;
+    int rc = EXIT_START;
+    const char *name = cx_service_name(def->id);
+
+    rpc_block_signals();
+    cx_log_init(name, CX_LOG_INFO, STDERR_FILENO);
+    if (!cx_config_load(&cfg, NULL, NULL, &err)) {
+        cx_log_error(NULL, "config.invalid", CX_LOG_STR("reason", cx_code_reason(err.code)),
+                     CX_LOG_STR("message", err.message));
+        return EXIT_CONFIG;
+    }
+    cx_log_init(name, cfg->log_level, STDERR_FILENO);
+    if (cfg->tls_ca[0] == '\0' || cfg->tls_cert[0] == '\0' || cfg->tls_key[0] == '\0') {
+        cx_log_error(NULL, "config.invalid",
+                     CX_LOG_STR("message", "CREDEX_TLS_CA, CREDEX_TLS_CERT and CREDEX_TLS_KEY "
+                                           "must name PEM files (mutual TLS is required)"));
+        rc = EXIT_CONFIG;
+        goto out;
+    }
+    rpc_server_options_t opts = svc_server_options(cfg, def->id);
+    srv = rpc_server_new(&opts, &err);
+    if (srv == NULL || !def->setup(srv, cfg, &state, &err) || !rpc_server_start(srv, &err)) {
+        cx_log_error(NULL, "server.start_failed", CX_LOG_STR("reason", cx_code_reason(err.code)),
+                     CX_LOG_STR("message", err.message));
+        goto out;
+    }
+    cx_log_info(NULL, "server.started", CX_LOG_STR("addr", cfg->addr[def->id]),
+                CX_LOG_INT("port", rpc_server_port(srv)), CX_LOG_INT("pid", getpid()),
+                CX_LOG_BOOL("credentials_enabled", cfg->credentials_enabled));
+    int sig = rpc_server_wait_for_signal(srv);
+    cx_log_info(NULL, "server.stopped", CX_LOG_INT("signal", sig));
+    rc = 0;
+out:
+    rpc_server_free(srv);
+    if (def->cleanup != NULL)
+        def->cleanup(state);
+    cx_config_free(cfg);
+    return rc;
+}

@@ -1,0 +1,394 @@
+/*
+ * Unit tests of common/rpc: identity parsing, arenas, correlation ids, and a real in-process
+ * server and client over mutual TLS on loopback (certificates from scripts/lib/pki.sh, made by
+ * the rpc_pki ctest fixture into $CREDEX_TEST_PKI).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/rpc/rpc.h"
+#include "common/rpc/rpc_internal.h"
+#include "credex/v1/keywrap.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+
+extern const unsigned char credex_descriptor_set[];
+extern const size_t credex_descriptor_set_len;
+
+static char pki[512];
+
+static const char *pki_path(const char *file)
+{
+    static char buf[8][640];
+    static int i;
+    char *p = buf[i++ % 8];
+    snprintf(p, 640, "%s/%s", pki, file);
+    return p;
+}
+
+/* ---- pure functions --------------------------------------------------------------------- */
+
+static void test_identity_from_uri(void **state)
+{
+    (void)state;
+    char name[64];
+    const char *ok = "spiffe://credex.local/gateway";
+    assert_true(rpc_identity_from_uri(ok, strlen(ok), "credex.local", name, sizeof(name)));
+    assert_string_equal(name, "gateway");
+    const char *bad[] = {"spiffe://other.local/gateway",  "spiffe://credex.local/",
+                         "spiffe://credex.local/Gateway", "spiffe://credex.local/a/b",
+                         "https://credex.local/gateway",  "spiffe://credex.localx/gateway",
+                         "spiffe://credex.local"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_false(
+            rpc_identity_from_uri(bad[i], strlen(bad[i]), "credex.local", name, sizeof(name)));
+    char longname[128] = "spiffe://credex.local/";
+    memset(longname + strlen(longname), 'a', 64);
+    assert_false(
+        rpc_identity_from_uri(longname, strlen(longname), "credex.local", name, sizeof(name)));
+}
+
+static void test_correlation_ids(void **state)
+{
+    (void)state;
+    char a[33], b[33];
+    rpc_correlation_id_new(a, sizeof(a));
+    rpc_correlation_id_new(b, sizeof(b));
+    assert_int_equal(strlen(a), 32);
+    assert_string_not_equal(a, b);
+    assert_true(rpc_correlation_id_valid(a, strlen(a)));
+    assert_true(rpc_correlation_id_valid("req-1.A_b", 9));
+    assert_false(rpc_correlation_id_valid("", 0));
+    assert_false(rpc_correlation_id_valid("has space", 9));
+    assert_false(rpc_correlation_id_valid("quote\"", 6));
+    char big[80];
+    memset(big, 'a', sizeof(big));
+    assert_false(rpc_correlation_id_valid(big, 65));
+    assert_true(rpc_correlation_id_valid(big, 64));
+}
+
+static void test_arena(void **state)
+{
+    (void)state;
+    rpc_arena_t *a = rpc_arena_new(64);
+    for (int i = 1; i < 2000; i++) {
+        unsigned char *p = rpc_arena_alloc(a, (size_t)(i % 97) + 1);
+        assert_int_equal((uintptr_t)p % 16, 0);
+        for (int k = 0; k < (i % 97) + 1; k++)
+            assert_int_equal(p[k], 0);
+        memset(p, 0xff, (size_t)(i % 97) + 1);
+    }
+    void *big = rpc_arena_alloc(a, 1 << 20);
+    assert_non_null(big);
+    assert_string_equal(rpc_arena_strndup(a, "abcdef", 3), "abc");
+    rpc_arena_free(a);
+    rpc_arena_free(NULL);
+}
+
+/* ---- a test service on a real server ------------------------------------------------------ */
+
+static bool describe(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                     cx_error_t *err)
+{
+    (void)request;
+    const char *mode = rpc_call_header(call, "x-test-mode");
+    if (mode != NULL && strcmp(mode, "conflict") == 0)
+        return cx_error_set(err, CX_ERR_CONFLICT, "version 3 is not current");
+    if (mode != NULL && strcmp(mode, "sleep") == 0)
+        usleep(300 * 1000);
+    Credex__V1__DescribeResponse *r = rpc_call_alloc(call, sizeof(*r));
+    credex__v1__describe_response__init(r);
+    r->configured_name = (char *)rpc_call_peer(call);
+    r->key_id = (char *)rpc_call_correlation_id(call);
+    r->checked_at_ms = rpc_call_remaining_ms(call);
+    *reply = &r->base;
+    return true;
+}
+
+static bool wrong_reply(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                        cx_error_t *err)
+{
+    (void)request;
+    (void)err;
+    Credex__V1__DescribeResponse *r = rpc_call_alloc(call, sizeof(*r));
+    credex__v1__describe_response__init(r);
+    *reply = &r->base; /* declared output is RewrapResponse: must become INTERNAL */
+    return true;
+}
+
+static const char *const store_only[] = {"store", NULL};
+static const rpc_method_impl_t impls[] = {
+    {.method = "Describe", .kind = RPC_UNARY, .unary = describe},
+    {.method = "Rewrap", .kind = RPC_UNARY, .unary = wrong_reply},
+    {.method = "GenerateDataKey", .kind = RPC_UNARY, .allowed_peers = store_only},
+};
+static const rpc_service_def_t kw_def = {.desc = &credex__v1__key_wrap__descriptor,
+                                         .impls = impls,
+                                         .nimpls = 3,
+                                         .unimplemented_note = "planned: test note"};
+
+struct fixture {
+    rpc_server_t *srv;
+    rpc_client_t *client;
+    char addr[64];
+};
+
+static rpc_server_t *server_new(unsigned grace_ms)
+{
+    cx_error_t err;
+    rpc_server_options_t o = {.name = "keywrap",
+                              .listen_addr = "127.0.0.1:0",
+                              .tls = {.ca_file = pki_path("ca.pem"),
+                                      .cert_file = pki_path("keywrap.pem"),
+                                      .key_file = pki_path("keywrap.key")},
+                              .threads = 3,
+                              .max_message_bytes = 64 * 1024,
+                              .max_metadata_bytes = 8 * 1024,
+                              .max_deadline_ms = 2000,
+                              .shutdown_grace_ms = grace_ms,
+                              .descriptor_set = credex_descriptor_set,
+                              .descriptor_set_len = credex_descriptor_set_len};
+    rpc_server_t *srv = rpc_server_new(&o, &err);
+    assert_non_null(srv);
+    assert_true(rpc_server_add_service(srv, &kw_def, &err));
+    assert_false(rpc_server_add_service(srv, &kw_def, &err)); /* twice: refused */
+    assert_true(rpc_server_start(srv, &err));
+    assert_true(rpc_server_port(srv) > 0);
+    return srv;
+}
+
+static rpc_client_t *client_new(const char *addr, const char *peer, const char *who)
+{
+    cx_error_t err;
+    char cert[64], key[64];
+    snprintf(cert, sizeof(cert), "%s.pem", who);
+    snprintf(key, sizeof(key), "%s.key", who);
+    rpc_tls_t tls = {
+        .ca_file = pki_path("ca.pem"), .cert_file = pki_path(cert), .key_file = pki_path(key)};
+    rpc_client_t *c = rpc_client_new(addr, peer, &tls, &err);
+    assert_non_null(c);
+    return c;
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    f->srv = server_new(2000);
+    snprintf(f->addr, sizeof(f->addr), "127.0.0.1:%d", rpc_server_port(f->srv));
+    f->client = client_new(f->addr, "keywrap", "credexctl");
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    rpc_client_free(f->client);
+    rpc_server_free(f->srv);
+    free(f);
+    return 0;
+}
+
+static bool call_describe(rpc_client_t *c, const char *mode, unsigned deadline_ms,
+                          rpc_arena_t *arena, Credex__V1__DescribeResponse **out, cx_error_t *err)
+{
+    Credex__V1__DescribeRequest req = CREDEX__V1__DESCRIBE_REQUEST__INIT;
+    rpc_header_t h = {.key = "x-test-mode", .value = mode ? mode : ""};
+    rpc_call_options_t o = {
+        .deadline_ms = deadline_ms, .correlation_id = "corr-123", .headers = &h, .nheaders = 1};
+    ProtobufCMessage *reply = NULL;
+    bool ok = rpc_client_unary(c, &credex__v1__key_wrap__descriptor, "Describe", &req.base, &o,
+                               arena, &reply, err);
+    *out = (Credex__V1__DescribeResponse *)reply;
+    return ok;
+}
+
+static void test_unary_roundtrip(void **state)
+{
+    struct fixture *f = *state;
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    Credex__V1__DescribeResponse *r = NULL;
+    cx_error_t err;
+    assert_true(call_describe(f->client, NULL, 1000, arena, &r, &err));
+    assert_string_equal(r->configured_name, "credexctl"); /* handler saw the peer identity */
+    assert_string_equal(r->key_id, "corr-123");           /* correlation id propagated */
+    assert_true(r->checked_at_ms > 0 && r->checked_at_ms <= 1000); /* deadline visible */
+    rpc_arena_free(arena);
+}
+
+static void test_deadline_cap(void **state)
+{
+    struct fixture *f = *state;
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    Credex__V1__DescribeResponse *r = NULL;
+    cx_error_t err;
+    /* 60 s asked, the server caps at 2 s. */
+    assert_true(call_describe(f->client, NULL, 60000, arena, &r, &err));
+    assert_true(r->checked_at_ms <= 2000);
+    rpc_arena_free(arena);
+}
+
+static void test_handler_error_keeps_code(void **state)
+{
+    struct fixture *f = *state;
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    Credex__V1__DescribeResponse *r = NULL;
+    cx_error_t err;
+    assert_false(call_describe(f->client, "conflict", 1000, arena, &r, &err));
+    assert_int_equal(err.code, CX_ERR_CONFLICT);
+    assert_string_equal(err.message, "version 3 is not current");
+    rpc_arena_free(arena);
+}
+
+static void test_deadline_exceeded(void **state)
+{
+    struct fixture *f = *state;
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    Credex__V1__DescribeResponse *r = NULL;
+    cx_error_t err;
+    assert_false(call_describe(f->client, "sleep", 100, arena, &r, &err));
+    assert_int_equal(err.code, CX_ERR_DEADLINE_EXCEEDED);
+    rpc_arena_free(arena);
+}
+
+static void expect_code(rpc_client_t *c, const char *method, const ProtobufCMessage *req,
+                        cx_code_t code, const char *msg_part)
+{
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    ProtobufCMessage *reply = NULL;
+    cx_error_t err;
+    rpc_call_options_t o = {.deadline_ms = 2000};
+    assert_false(rpc_client_unary(c, &credex__v1__key_wrap__descriptor, method, req, &o, arena,
+                                  &reply, &err));
+    if (err.code != code)
+        fail_msg("%s: got %s (%s), want %s", method, cx_code_reason(err.code), err.message,
+                 cx_code_reason(code));
+    if (msg_part != NULL && strstr(err.message, msg_part) == NULL)
+        fail_msg("%s: message '%s' lacks '%s'", method, err.message, msg_part);
+    rpc_arena_free(arena);
+}
+
+static void test_allow_list_and_unimplemented(void **state)
+{
+    struct fixture *f = *state;
+    Credex__V1__GenerateDataKeyRequest g = CREDEX__V1__GENERATE_DATA_KEY_REQUEST__INIT;
+    expect_code(f->client, "GenerateDataKey", &g.base, CX_ERR_PERMISSION_DENIED, "credexctl");
+    Credex__V1__UnwrapRequest u = CREDEX__V1__UNWRAP_REQUEST__INIT;
+    expect_code(f->client, "Unwrap", &u.base, CX_ERR_UNIMPLEMENTED, "planned: test note");
+    Credex__V1__RewrapRequest w = CREDEX__V1__REWRAP_REQUEST__INIT;
+    expect_code(f->client, "Rewrap", &w.base, CX_ERR_INTERNAL, NULL);
+}
+
+static void test_store_peer_allowed(void **state)
+{
+    struct fixture *f = *state;
+    rpc_client_t *as_store = client_new(f->addr, "keywrap", "store");
+    Credex__V1__GenerateDataKeyRequest g = CREDEX__V1__GENERATE_DATA_KEY_REQUEST__INIT;
+    /* allowed, but declared without a handler */
+    expect_code(as_store, "GenerateDataKey", &g.base, CX_ERR_UNIMPLEMENTED, "test note");
+    rpc_client_free(as_store);
+}
+
+static void test_wrong_server_identity(void **state)
+{
+    struct fixture *f = *state;
+    rpc_client_t *c = client_new(f->addr, "store", "credexctl"); /* server is keywrap */
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    Credex__V1__DescribeResponse *r = NULL;
+    cx_error_t err;
+    assert_false(call_describe(c, NULL, 1000, arena, &r, &err));
+    assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+    rpc_arena_free(arena);
+    rpc_client_free(c);
+}
+
+static void test_health(void **state)
+{
+    struct fixture *f = *state;
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    ProtobufCMessage *reply = NULL;
+    cx_error_t err;
+    req.service = "credex.v1.KeyWrap";
+    assert_true(rpc_client_unary(f->client, &grpc__health__v1__health__descriptor, "Check",
+                                 &req.base, NULL, arena, &reply, &err));
+    assert_int_equal(((Grpc__Health__V1__HealthCheckResponse *)reply)->status,
+                     GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+    rpc_server_set_serving(f->srv, "credex.v1.KeyWrap", false);
+    assert_true(rpc_client_unary(f->client, &grpc__health__v1__health__descriptor, "Check",
+                                 &req.base, NULL, arena, &reply, &err));
+    assert_int_equal(((Grpc__Health__V1__HealthCheckResponse *)reply)->status,
+                     GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
+    req.service = "no.such.Service";
+    assert_false(rpc_client_unary(f->client, &grpc__health__v1__health__descriptor, "Check",
+                                  &req.base, NULL, arena, &reply, &err));
+    assert_int_equal(err.code, CX_ERR_NOT_FOUND);
+    rpc_arena_free(arena);
+}
+
+struct slow_call {
+    rpc_client_t *client;
+    bool ok;
+    cx_error_t err;
+};
+
+static void *slow_call_main(void *arg)
+{
+    struct slow_call *s = arg;
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    Credex__V1__DescribeResponse *r = NULL;
+    s->ok = call_describe(s->client, "sleep", 2000, arena, &r, &s->err);
+    rpc_arena_free(arena);
+    return NULL;
+}
+
+/* SIGTERM semantics: a call in flight when shutdown starts still completes. */
+static void test_shutdown_drains(void **state)
+{
+    (void)state;
+    rpc_server_t *srv = server_new(2000);
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", rpc_server_port(srv));
+    struct slow_call s = {.client = client_new(addr, "keywrap", "credexctl")};
+    pthread_t t;
+    pthread_create(&t, NULL, slow_call_main, &s);
+    usleep(100 * 1000); /* the call is inside its 300 ms handler */
+    rpc_server_shutdown(srv);
+    pthread_join(t, NULL);
+    assert_true(s.ok);
+    rpc_client_free(s.client);
+    rpc_server_free(srv);
+}
+
+int main(void)
+{
+    const char *dir = getenv("CREDEX_TEST_PKI");
+    if (dir == NULL) {
+        fprintf(stderr, "CREDEX_TEST_PKI is not set (ctest's rpc_pki fixture sets it)\n");
+        return 1;
+    }
+    snprintf(pki, sizeof(pki), "%s", dir);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_identity_from_uri),
+        cmocka_unit_test(test_correlation_ids),
+        cmocka_unit_test(test_arena),
+        cmocka_unit_test_setup_teardown(test_unary_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handler_error_keeps_code, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_exceeded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_allow_list_and_unimplemented, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_peer_allowed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_server_identity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_health, setup, teardown),
+        cmocka_unit_test(test_shutdown_drains),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
