@@ -103,7 +103,7 @@ static void run_level(rpc_client_t *client, int callers, double seconds)
 int main(int argc, char **argv)
 {
     const char *ca = NULL, *scert = NULL, *skey = NULL, *ccert = NULL, *ckey = NULL;
-    const char *addr = NULL, *peer = "bench", *callers = "1,4,16";
+    const char *addr = NULL, *peer = "keywrap", *callers = "1,4,16";
     double seconds = 5;
     unsigned threads = 4;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -169,7 +169,8 @@ int main(int argc, char **argv)
     }
     printf("rpc_bench: Health/Check over mTLS to %s, server threads=%u, %.0fs per level\n", addr,
            threads, seconds);
-    run_level(client, 1, 1.0); /* warm-up: handshake, allocator, caches */
+    printf("warm-up (not a figure):\n");
+    run_level(client, 1, 1.0); /* handshake, allocator, caches */
     char *list = strdup(callers);
     for (char *tok = strtok(list, ","); tok != NULL; tok = strtok(NULL, ","))
         run_level(client, atoi(tok), seconds);

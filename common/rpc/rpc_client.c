@@ -54,7 +54,7 @@ rpc_client_t *rpc_client_new(const char *target, const char *expected_peer, cons
         (cert = rpc_read_file(tls->cert_file, err)) == NULL ||
         (key = rpc_read_file(tls->key_file, err)) == NULL)
         goto out;
-    grpc_init();
+    rpc_core_init();
     struct verify_ctx *v = calloc(1, sizeof(*v));
     if (v == NULL)
         abort();

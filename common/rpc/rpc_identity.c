@@ -9,6 +9,9 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <grpc/support/log.h>
+
+#include "common/log/cx_log.h"
 #include "common/rpc/rpc_internal.h"
 
 #define RPC_FILE_MAX (1 << 20) /* PEM files are a few KiB; anything bigger is a mistake */
@@ -121,4 +124,26 @@ const grpc_channel_args *rpc_channel_args(void)
     };
     static const grpc_channel_args set = {.num_args = sizeof(args) / sizeof(args[0]), .args = args};
     return &set;
+}
+
+/* The core's own diagnostics (e.g. "Handshake failed" for a client without a valid certificate)
+ * become JSON lines too, so every line a credex process writes is JSON. A peer failing TLS is
+ * the peer's problem: warn, not error. */
+static void core_log(gpr_log_func_args *args)
+{
+    cx_log_level_t lvl = args->severity == GPR_LOG_SEVERITY_ERROR ? CX_LOG_WARN : CX_LOG_DEBUG;
+    cx_log_at(lvl, NULL, "grpc.core", CX_LOG_STR("file", args->file),
+              CX_LOG_INT("line", args->line), CX_LOG_STR("message", args->message));
+}
+
+static void core_once(void)
+{
+    gpr_set_log_function(core_log);
+}
+
+void rpc_core_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, core_once);
+    grpc_init();
 }

@@ -29,6 +29,7 @@ struct rpc_route {
     const rpc_method_impl_t *impl; /* NULL: declared by the descriptor only */
     const char *const *allowed;    /* NULL: any authenticated peer */
     const char *note;              /* UNIMPLEMENTED detail */
+    void *registered;              /* implemented unary methods: the core's handle */
 };
 
 enum rpc_tag_kind {
@@ -59,6 +60,8 @@ struct rpc_call {
     grpc_call_details details;
     grpc_metadata_array req_md;
     const struct rpc_route *route;
+    const struct rpc_route *reg_route; /* requested as a registered (unary) call */
+    gpr_timespec reg_deadline;
     rpc_arena_t *arena;
     rpc_arena_t *msg_arena; /* set only while a stream's on_message runs */
     char peer[RPC_PEER_NAME_MAX];
@@ -82,9 +85,11 @@ struct rpc_call {
     int sending;
     int finish_requested;
     int status_sent;
-    int over; /* closed or cancelled: no more sends */
-    int done_called;
-    int pending; /* batches in flight */
+    int over;          /* closed or cancelled: no more sends */
+    int done_called;   /* on_done claimed by one thread */
+    int done_finished; /* on_done returned */
+    int freeing;       /* call_free claimed by one thread */
+    int pending;       /* batches in flight */
     cx_error_t finish_status;
     void *user;
     struct rpc_call *stream_next, *stream_prev; /* srv->streams list */
@@ -139,6 +144,9 @@ gpr_timespec rpc_deadline_from_ms(int64_t monotonic_ms);
  * docs/PERFORMANCE.md): no BDP probing pings, no retry buffering, latency optimisation.
  * Returns a static, immutable set. */
 const grpc_channel_args *rpc_channel_args(void);
+
+/* grpc_init, with the core's log lines routed into cx_log first. Pair with grpc_shutdown. */
+void rpc_core_init(void);
 
 /* rpc_health.c */
 struct rpc_health *rpc_health_new(void);

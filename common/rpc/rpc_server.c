@@ -123,7 +123,10 @@ static void call_free(struct rpc_call *c)
     free(c);
 }
 
-static void request_call(rpc_server_t *srv)
+/* Ask the core for the next call: to `route` when it is a registered unary method (its
+ * request message then arrives with the call, saving a completion-queue round trip), else any
+ * unregistered path. */
+static void request_call(rpc_server_t *srv, const struct rpc_route *route)
 {
     struct rpc_call *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -139,8 +142,17 @@ static void request_call(rpc_server_t *srv)
     tag_init(&c->t_send, TAG_STREAM_SEND, c);
     tag_init(&c->t_status, TAG_STREAM_STATUS, c);
     tag_init(&c->t_close, TAG_STREAM_CLOSE, c);
-    if (grpc_server_request_call(srv->server, &c->call, &c->details, &c->req_md, srv->cq, srv->cq,
-                                 &c->t_new) != GRPC_CALL_OK)
+    grpc_call_error e;
+    if (route != NULL) {
+        c->reg_route = route;
+        e = grpc_server_request_registered_call(srv->server, route->registered, &c->call,
+                                                &c->reg_deadline, &c->req_md, &c->recv_buf, srv->cq,
+                                                srv->cq, &c->t_new);
+    } else {
+        e = grpc_server_request_call(srv->server, &c->call, &c->details, &c->req_md, srv->cq,
+                                     srv->cq, &c->t_new);
+    }
+    if (e != GRPC_CALL_OK)
         call_free(c);
 }
 
@@ -536,25 +548,31 @@ static void stream_start(struct rpc_call *c)
     stream_arm_recv(c);
 }
 
-/* A stream batch completed; free the call when nothing is in flight and it is over. */
+/* A stream batch completed. The first completion after the call is over runs on_done (outside
+ * the lock); the call is freed by whichever thread sees no batch in flight after on_done has
+ * returned, exactly once. */
 static void stream_op_done(struct rpc_call *c)
 {
-    bool call_done = false, free_it = false;
+    bool run_done = false, free_it;
     pthread_mutex_lock(&c->mu);
     c->pending--;
     if (c->over && !c->done_called) {
         c->done_called = 1;
-        call_done = true;
+        run_done = true;
     }
     pthread_mutex_unlock(&c->mu);
-    if (call_done) {
+    if (run_done) {
         stream_list_remove(c);
         const rpc_stream_ops_t *ops = c->route->impl->stream;
         if (ops->on_done != NULL)
             ops->on_done(c);
     }
     pthread_mutex_lock(&c->mu);
-    free_it = c->pending == 0 && c->done_called;
+    if (run_done)
+        c->done_finished = 1;
+    free_it = c->pending == 0 && c->done_finished && !c->freeing;
+    if (free_it)
+        c->freeing = 1;
     pthread_mutex_unlock(&c->mu);
     if (free_it)
         call_free(c);
@@ -735,14 +753,19 @@ static void on_new_call(rpc_server_t *srv, struct rpc_call *c, int success)
     c->counted = 1;
     pthread_mutex_unlock(&srv->mu);
     if (!shutting)
-        request_call(srv);
+        request_call(srv, c->reg_route);
 
     c->arena = rpc_arena_new(4096);
-    size_t mlen = GRPC_SLICE_LENGTH(c->details.method);
-    if (mlen >= sizeof(c->method))
-        mlen = sizeof(c->method) - 1;
-    memcpy(c->method, GRPC_SLICE_START_PTR(c->details.method), mlen);
-    c->method[mlen] = '\0';
+    if (c->reg_route != NULL) {
+        snprintf(c->method, sizeof(c->method), "%s", c->reg_route->path);
+        c->details.deadline = c->reg_deadline;
+    } else {
+        size_t mlen = GRPC_SLICE_LENGTH(c->details.method);
+        if (mlen >= sizeof(c->method))
+            mlen = sizeof(c->method) - 1;
+        memcpy(c->method, GRPC_SLICE_START_PTR(c->details.method), mlen);
+        c->method[mlen] = '\0';
+    }
 
     const grpc_slice *cid = header_find(c, RPC_CORRELATION_HEADER);
     if (cid != NULL && rpc_correlation_id_valid((const char *)GRPC_SLICE_START_PTR(*cid),
@@ -768,7 +791,7 @@ static void on_new_call(rpc_server_t *srv, struct rpc_call *c, int success)
                "peer certificate must carry exactly one spiffe URI SAN of this trust domain");
         return;
     }
-    c->route = route_find(srv, &c->details.method);
+    c->route = c->reg_route != NULL ? c->reg_route : route_find(srv, &c->details.method);
     if (c->route == NULL) {
         reject(c, CX_ERR_UNIMPLEMENTED, "unknown method %s", c->method);
         return;
@@ -789,6 +812,10 @@ static void on_new_call(rpc_server_t *srv, struct rpc_call *c, int success)
     }
     if (impl->kind != RPC_UNARY) {
         stream_start(c);
+        return;
+    }
+    if (c->reg_route != NULL) {
+        unary_on_recv(c, 1); /* the request message came with the call */
         return;
     }
     grpc_op op;
@@ -858,7 +885,7 @@ rpc_server_t *rpc_server_new(const rpc_server_options_t *opts, cx_error_t *err)
     rpc_server_t *srv = calloc(1, sizeof(*srv));
     if (srv == NULL)
         abort();
-    grpc_init();
+    rpc_core_init();
     srv->opts = *opts;
     srv->listen_addr = xstrdup(opts->listen_addr);
     srv->trust_domain = xstrdup(opts->tls.trust_domain ? opts->tls.trust_domain : "credex.local");
@@ -914,6 +941,12 @@ bool rpc_server_start(rpc_server_t *srv, cx_error_t *err)
     srv->cq = grpc_completion_queue_create_for_next(NULL);
     srv->server = grpc_server_create(&cargs, NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        struct rpc_route *r = &srv->routes[i];
+        if (r->impl != NULL && r->impl->kind == RPC_UNARY && r->impl->unary != NULL)
+            r->registered = grpc_server_register_method(
+                srv->server, r->path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    }
     srv->port = grpc_server_add_http2_port(srv->server, srv->listen_addr, creds);
     if (srv->port <= 0) {
         cx_error_set(err, CX_ERR_UNAVAILABLE, "cannot listen on %s", srv->listen_addr);
@@ -924,9 +957,14 @@ bool rpc_server_start(rpc_server_t *srv, cx_error_t *err)
     for (size_t i = 0; i < srv->nservices; i++)
         rpc_health_set(srv->health, srv->service_names[i], true);
     rpc_health_set(srv->health, "", true);
-    unsigned outstanding = srv->opts.threads + 4;
-    for (unsigned i = 0; i < outstanding; i++)
-        request_call(srv);
+    /* Enough requests in flight that arrivals never wait for a worker to re-request. */
+    unsigned outstanding = srv->opts.threads + 2;
+    for (unsigned i = 0; i < outstanding; i++) {
+        request_call(srv, NULL);
+        for (size_t j = 0; j < srv->nroutes; j++)
+            if (srv->routes[j].registered != NULL)
+                request_call(srv, &srv->routes[j]);
+    }
     srv->threads = calloc(srv->opts.threads, sizeof(pthread_t));
     if (srv->threads == NULL)
         abort();

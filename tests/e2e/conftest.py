@@ -1,0 +1,74 @@
+"""Fixtures of the credex black-box tests.
+
+`stack`: the whole stack, started once per session by `scripts/run start` from build/test (the
+ASan+UBSan build that scripts/test has just built) in a fresh runtime folder on free ports. At the
+end it is stopped with `scripts/run stop`, and the session FAILS if any credex service ended with a
+non-zero code or wrote a sanitizer report (AddressSanitizer, LeakSanitizer, UBSan) to its log.
+
+`test_certs`: test-only certificates made by scripts/lib/pki.sh (foreign CA, two URI SANs, no
+URI SAN, an unknown identity) for the stack's CA.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import credex_harness as h  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("credex-run")
+    try:
+        s = h.start_stack(run_dir)
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    yield s
+    problems = h.stop_stack(s)
+    if problems:
+        pytest.fail("credex stack teardown:\n" + "\n\n".join(problems), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _stack_survives_each_test(request):
+    """A stack service that dies during a test fails that very test, with its log (later
+    tests that need the service then fail with UNAVAILABLE)."""
+    if "stack" not in request.fixturenames:
+        yield
+        return
+    s = request.getfixturevalue("stack")
+    dead_before = {name for name in h.SERVICES if s.exit_code(name) is not None}
+    yield
+    dead = [name for name in h.SERVICES if s.exit_code(name) is not None and name not in dead_before]
+    if dead:
+        pytest.fail("stack service(s) ended during this test: " + ", ".join(
+            f"{n} (exit {s.exit_code(n)}):\n{h.tail(s.log_path(n))}" for n in dead), pytrace=False)
+
+
+class CertSet:
+    """Paths of the test-only certificates; `pair(name)` is (cert, key)."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+
+    def pair(self, name: str) -> tuple[Path, Path]:
+        return self.dir / f"{name}.pem", self.dir / f"{name}.key"
+
+    def identity(self, name: str, run_dir: Path) -> tuple[Path, Path]:
+        """A certificate from our CA for spiffe://credex.local/<name>."""
+        res = h.run_pki(run_dir, "pki_make_identity_cert", str(self.dir), name)
+        assert res.returncode == 0, res.stderr
+        return self.pair(name)
+
+
+@pytest.fixture(scope="session")
+def test_certs(stack, tmp_path_factory) -> CertSet:
+    directory = tmp_path_factory.mktemp("test-certs")
+    res = h.run_pki(stack.run_dir, "pki_make_test_certs", str(directory))
+    assert res.returncode == 0, f"pki_make_test_certs failed:\n{res.stderr}"
+    return CertSet(directory)
