@@ -374,6 +374,16 @@ def test_message_over_the_limit_is_resource_exhausted(stack, service):
     assert stack.health(service) == h.SERVING
 
 
+@pytest.mark.parametrize("service", ["keywrap", "gateway"])
+def test_metadata_over_the_limit_is_refused(stack, service):
+    # CREDEX_RPC_MAX_METADATA_BYTES defaults to 16 KiB: a 64 KiB header never reaches a handler,
+    # and the server keeps serving.
+    err = rpc_error(lambda: stack.unary(service, h.HEALTH_CHECK,
+                                        metadata=[("x-padding", "p" * (64 << 10))]))
+    assert err.code() == C.RESOURCE_EXHAUSTED, err
+    assert stack.health(service) == h.SERVING
+
+
 # ---- correlation id -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("service", SERVICES)
