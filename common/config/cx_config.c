@@ -327,6 +327,13 @@ static void cx_config_set_key_provider(cx_config_t *cfg, size_t i)
     cfg->key_provider = i == 2 ? CX_KEY_PROVIDER_AWS_KMS : CX_KEY_PROVIDER_LOCAL_CMK;
 }
 
+static const char *const cx_config_write_concerns[] = {"majority", "1", NULL};
+
+static void cx_config_set_write_concern(cx_config_t *cfg, size_t i)
+{
+    cfg->mongo_write_majority = i == 0;
+}
+
 static void cx_config_set_log_level(cx_config_t *cfg, size_t i)
 {
     cfg->log_level = (cx_log_level_t)i;
@@ -406,6 +413,16 @@ static const cx_config_var_t cx_config_vars[] = {
     CX_STR("CREDEX_JWT_ISSUER", jwt_issuer, "", NULL, NULL),
     CX_STR("CREDEX_JWT_AUDIENCE", jwt_audience, "credex", NULL, NULL),
     CX_STR("CREDEX_LOCAL_CMK_KEY_FILE", local_cmk_key_file, "", NULL, NULL),
+    CX_UNSIGNED("CREDEX_MONGO_TIMEOUT_MS", mongo_timeout_ms, 100, 60000, 3000),
+    CX_ENUM("CREDEX_MONGO_WRITE_CONCERN", cx_config_write_concerns, cx_config_set_write_concern,
+            0),
+    CX_UNSIGNED("CREDEX_MONGO_POOL_MAX", mongo_pool_max, 1, 1024, 32),
+    CX_UNSIGNED("CREDEX_DEK_CACHE_TTL_MS", dek_cache_ttl_ms, 0, 3600000, 60000),
+    CX_UNSIGNED("CREDEX_DEK_CACHE_MAX_USES", dek_cache_max_uses, 1, 1000000, 1000),
+    CX_UNSIGNED("CREDEX_DEK_CACHE_MAX_ENTRIES", dek_cache_max_entries, 0, 1000000, 4096),
+    CX_UNSIGNED("CREDEX_JWT_LEEWAY_S", jwt_leeway_s, 0, 300, 30),
+    CX_UNSIGNED("CREDEX_JWKS_CACHE_S", jwks_cache_s, 10, 86400, 300),
+    CX_UNSIGNED("CREDEX_OPENFGA_TIMEOUT_MS", openfga_timeout_ms, 50, 60000, 2000),
 };
 
 static bool cx_config_load_var(cx_config_t *cfg, const cx_config_var_t *var, const char *value,

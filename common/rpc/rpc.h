@@ -47,7 +47,8 @@ typedef struct rpc_arena rpc_arena_t;
 
 /* ---- arenas --------------------------------------------------------------------------- */
 
-/* A bump allocator: many allocations, one free. Not thread-safe. */
+/* A bump allocator: many allocations, one free, which wipes the memory (it may have held
+ * credential material). Not thread-safe. */
 rpc_arena_t *rpc_arena_new(size_t first_chunk);
 void rpc_arena_free(rpc_arena_t *arena); /* NULL-safe */
 /* Zeroed, 16-byte aligned memory; aborts on out-of-memory (as the gRPC core itself does). */

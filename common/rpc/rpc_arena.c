@@ -48,6 +48,9 @@ void rpc_arena_free(rpc_arena_t *arena)
     struct chunk *c = arena->head;
     while (c != NULL) {
         struct chunk *next = c->next;
+        /* Requests and replies may carry credential material (Create, Resolve): every arena is
+         * wiped before its memory goes back to the allocator. explicit_bzero is not elided. */
+        explicit_bzero(c->data, c->used);
         free(c);
         c = next;
     }

@@ -68,6 +68,7 @@ struct rpc_call {
     char corr[RPC_CORRELATION_ID_MAX + 1];
     char method[160];
     int64_t deadline_ms; /* monotonic clock, ms */
+    int64_t start_ms;    /* monotonic clock, ms: arrival */
     grpc_byte_buffer *recv_buf;
     int client_cancelled;
     int counted; /* included in srv->active_calls */

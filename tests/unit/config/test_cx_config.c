@@ -221,10 +221,31 @@ static void test_every_variable_set(void **state)
 static void test_every_documented_variable_is_read(void **state)
 {
     (void)state;
-    /* 35 variables in cx_config.h; a forgotten one would keep its default silently. */
+    /* 44 variables in cx_config.h; a forgotten one would keep its default silently. */
     fake_env_t env = {0};
     cx_config_t *cfg = load_ok(&env);
-    assert_int_equal(env.lookups, 35);
+    assert_int_equal(env.lookups, 44);
+    cx_config_free(cfg);
+}
+
+static void test_store_and_gateway_tuning(void **state)
+{
+    (void)state;
+    fake_env_t env = {0};
+    cx_config_t *cfg = load_ok(&env);
+    assert_true(cfg->mongo_write_majority); /* majority unless told otherwise */
+    assert_int_equal(cfg->mongo_timeout_ms, 3000);
+    assert_int_equal(cfg->dek_cache_ttl_ms, 60000);
+    assert_int_equal(cfg->dek_cache_max_uses, 1000);
+    assert_int_equal(cfg->jwt_leeway_s, 30);
+    assert_int_equal(cfg->openfga_timeout_ms, 2000);
+    cx_config_free(cfg);
+    fake_env_t env2 = {0};
+    env_set(&env2, "CREDEX_MONGO_WRITE_CONCERN", "1");
+    env_set(&env2, "CREDEX_DEK_CACHE_TTL_MS", "0");
+    cfg = load_ok(&env2);
+    assert_false(cfg->mongo_write_majority);
+    assert_int_equal(cfg->dek_cache_ttl_ms, 0);
     cx_config_free(cfg);
 }
 
@@ -642,6 +663,7 @@ int main(void)
         cmocka_unit_test(test_empty_values_mean_default),
         cmocka_unit_test(test_every_variable_set),
         cmocka_unit_test(test_every_documented_variable_is_read),
+        cmocka_unit_test(test_store_and_gateway_tuning),
         cmocka_unit_test(test_production_with_local_cmk_loads),
         cmocka_unit_test(test_key_provider_aliases),
         cmocka_unit_test(test_log_levels),

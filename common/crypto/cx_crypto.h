@@ -1,0 +1,76 @@
+/*
+ * cx_crypto: the only code that touches key material and ciphers (OpenSSL 3 EVP).
+ *
+ * cx_secret_t holds credential material and data keys: opaque, heap memory locked against
+ * swapping when the system allows (best effort), wiped on free. Nothing in credex prints or
+ * logs it: there is no accessor that yields a C string, and cx_log has no field type for it.
+ *
+ * AEAD is AES-256-GCM with a random 96-bit nonce per encryption and a 128-bit tag; any
+ * authentication failure is CX_ERR_INTEGRITY and yields no bytes at all.
+ *
+ * Encryption contexts (key/value pairs bound as associated data: secret id, version, owner,
+ * kind, ...) have one canonical encoding, so the same pairs in any order give the same bytes,
+ * and no two different sets of pairs collide: pairs sorted by key, each key and value written as
+ * a 4-byte big-endian length followed by its bytes.
+ *
+ * Thread-safety: all functions are reentrant. Out-params are untouched on failure.
+ */
+#ifndef CREDEX_COMMON_CRYPTO_CX_CRYPTO_H
+#define CREDEX_COMMON_CRYPTO_CX_CRYPTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error/cx_error.h"
+
+#define CX_AES_KEY_LEN 32
+#define CX_GCM_NONCE_LEN 12
+#define CX_GCM_TAG_LEN 16
+#define CX_SECRET_MAX (1u << 20) /* largest secret value credex accepts: 1 MiB */
+
+typedef struct cx_secret cx_secret_t;
+
+/* A zeroed secret of len bytes (0 < len <= CX_SECRET_MAX); NULL on a bad length. */
+cx_secret_t *cx_secret_new(size_t len);
+/* A copy of data. The caller still wipes its own copy. */
+cx_secret_t *cx_secret_from(const void *data, size_t len);
+/* Wipe and free. NULL-safe. */
+void cx_secret_free(cx_secret_t *s);
+size_t cx_secret_len(const cx_secret_t *s);
+/* The bytes, for ciphers and for the single place material leaves a process (an RPC reply). */
+const unsigned char *cx_secret_bytes(const cx_secret_t *s);
+unsigned char *cx_secret_bytes_mut(cx_secret_t *s);
+/* Constant-time equality of two secrets (lengths compared first, not secret). */
+bool cx_secret_equal(const cx_secret_t *a, const cx_secret_t *b);
+
+/* Cryptographically secure random bytes (OpenSSL RAND_bytes). */
+bool cx_crypto_random(void *buf, size_t len, cx_error_t *err);
+/* Wipe memory in a way the compiler keeps. */
+void cx_crypto_wipe(void *p, size_t n);
+
+/* AES-256-GCM seal: a fresh random nonce into nonce_out, ciphertext (plen bytes) into ct_out,
+ * tag into tag_out. key must be CX_AES_KEY_LEN bytes. */
+bool cx_crypto_seal(const cx_secret_t *key, const unsigned char *aad, size_t aadlen,
+                    const unsigned char *plain, size_t plen,
+                    unsigned char nonce_out[CX_GCM_NONCE_LEN], unsigned char *ct_out,
+                    unsigned char tag_out[CX_GCM_TAG_LEN], cx_error_t *err);
+
+/* AES-256-GCM open: the plaintext as a new secret, or NULL with CX_ERR_INTEGRITY when the tag,
+ * nonce, ciphertext, key or associated data do not match (no partial plaintext ever escapes). */
+cx_secret_t *cx_crypto_open(const cx_secret_t *key, const unsigned char *aad, size_t aadlen,
+                            const unsigned char nonce[CX_GCM_NONCE_LEN], const unsigned char *ct,
+                            size_t ctlen, const unsigned char tag[CX_GCM_TAG_LEN],
+                            cx_error_t *err);
+
+typedef struct cx_kv {
+    const char *key;
+    const char *value;
+} cx_kv_t;
+
+/* Canonical encoding of an encryption context (see above) into out (malloc'd, *outlen set).
+ * Fails (INVALID_ARGUMENT) on duplicate keys, more than 64 pairs, or a key/value over 1 KiB. */
+bool cx_crypto_context_encode(const cx_kv_t *pairs, size_t n, unsigned char **out, size_t *outlen,
+                              cx_error_t *err);
+
+#endif
