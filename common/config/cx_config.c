@@ -325,6 +325,9 @@ static void cx_config_set_key_provider(cx_config_t *cfg, size_t i)
 {
     /* dev-local is the seeds' other name for local-cmk, not a different provider. */
     cfg->key_provider = i == 2 ? CX_KEY_PROVIDER_AWS_KMS : CX_KEY_PROVIDER_LOCAL_CMK;
+    /* ...but health reports the name the operator configured. */
+    snprintf(cfg->key_provider_name, sizeof(cfg->key_provider_name), "%s",
+             cx_config_key_providers[i]);
 }
 
 static const char *const cx_config_write_concerns[] = {"majority", "1", NULL};

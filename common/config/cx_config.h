@@ -45,6 +45,7 @@ typedef struct cx_config {
     bool use_impersonation_tokens;   /* USE_IMPERSONATION_TOKENS, default false */
     char store_backend[32];          /* CREDENTIAL_STORE_BACKEND: only "mongodb-envelope" */
     cx_key_provider_t key_provider;  /* CREDENTIAL_KEY_PROVIDER, default local-cmk */
+    char key_provider_name[16];      /* as configured: "local-cmk", "dev-local" or "aws-kms" */
     char kms_cmk_id[256];            /* CREDENTIAL_KMS_CMK_ID, default "alias/credex-local" */
     char kms_region[64];             /* CREDENTIAL_KMS_REGION, default "" */
 

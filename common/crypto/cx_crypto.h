@@ -24,10 +24,10 @@
 
 #include "common/error/cx_error.h"
 
-#define CX_AES_KEY_LEN 32
+#define CX_AES_KEY_LEN   32
 #define CX_GCM_NONCE_LEN 12
-#define CX_GCM_TAG_LEN 16
-#define CX_SECRET_MAX (1u << 20) /* largest secret value credex accepts: 1 MiB */
+#define CX_GCM_TAG_LEN   16
+#define CX_SECRET_MAX    (1u << 20) /* largest secret value credex accepts: 1 MiB */
 
 typedef struct cx_secret cx_secret_t;
 
@@ -50,27 +50,49 @@ bool cx_crypto_random(void *buf, size_t len, cx_error_t *err);
 void cx_crypto_wipe(void *p, size_t n);
 
 /* AES-256-GCM seal: a fresh random nonce into nonce_out, ciphertext (plen bytes) into ct_out,
- * tag into tag_out. key must be CX_AES_KEY_LEN bytes. */
+ * tag into tag_out. key must be CX_AES_KEY_LEN bytes; 0 < plen <= CX_SECRET_MAX (an empty
+ * plaintext could not come back out of cx_crypto_open as a secret); aad may be NULL when
+ * aadlen is 0. INVALID_ARGUMENT on a bad length, INTERNAL if OpenSSL fails (outputs are then
+ * wiped). */
 bool cx_crypto_seal(const cx_secret_t *key, const unsigned char *aad, size_t aadlen,
                     const unsigned char *plain, size_t plen,
                     unsigned char nonce_out[CX_GCM_NONCE_LEN], unsigned char *ct_out,
                     unsigned char tag_out[CX_GCM_TAG_LEN], cx_error_t *err);
 
 /* AES-256-GCM open: the plaintext as a new secret, or NULL with CX_ERR_INTEGRITY when the tag,
- * nonce, ciphertext, key or associated data do not match (no partial plaintext ever escapes). */
+ * nonce, ciphertext, key or associated data do not match (no partial plaintext ever escapes).
+ * INVALID_ARGUMENT when key is not CX_AES_KEY_LEN bytes or ctlen is not 1..CX_SECRET_MAX. */
 cx_secret_t *cx_crypto_open(const cx_secret_t *key, const unsigned char *aad, size_t aadlen,
                             const unsigned char nonce[CX_GCM_NONCE_LEN], const unsigned char *ct,
-                            size_t ctlen, const unsigned char tag[CX_GCM_TAG_LEN],
-                            cx_error_t *err);
+                            size_t ctlen, const unsigned char tag[CX_GCM_TAG_LEN], cx_error_t *err);
 
 typedef struct cx_kv {
     const char *key;
     const char *value;
 } cx_kv_t;
 
+#define CX_CONTEXT_MAX_PAIRS 64
+#define CX_CONTEXT_MAX_FIELD 1024 /* bytes of one key or one value */
+
 /* Canonical encoding of an encryption context (see above) into out (malloc'd, *outlen set).
- * Fails (INVALID_ARGUMENT) on duplicate keys, more than 64 pairs, or a key/value over 1 KiB. */
+ * Fails (INVALID_ARGUMENT) on duplicate keys, more than 64 pairs, or a key/value over 1 KiB.
+ * Keys are compared bytewise (strcmp). A NULL key or value is INVALID_ARGUMENT; n == 0 gives the
+ * empty encoding (*outlen 0, *out still a block to free). Release *out with free(). */
 bool cx_crypto_context_encode(const cx_kv_t *pairs, size_t n, unsigned char **out, size_t *outlen,
                               cx_error_t *err);
+
+/* HKDF-SHA256 (RFC 5869, extract then expand) of ikm into a new secret of outlen bytes
+ * (1..255*32). salt and info may be NULL when their length is 0. Used to derive one key-
+ * encryption key per CMK id from a root key, so the root key itself never encrypts anything. */
+cx_secret_t *cx_crypto_hkdf_sha256(const cx_secret_t *ikm, const void *salt, size_t saltlen,
+                                   const void *info, size_t infolen, size_t outlen,
+                                   cx_error_t *err);
+
+/* Decode exactly 2*outlen hex digits (either case) into out, with no data-dependent branches or
+ * table lookups on the digits (they may be key material). INVALID_ARGUMENT when hexlen is not
+ * 2*outlen or a character is not a hex digit (out untouched). The message never quotes the
+ * input. */
+bool cx_crypto_hex_decode(const char *hex, size_t hexlen, unsigned char *out, size_t outlen,
+                          cx_error_t *err);
 
 #endif

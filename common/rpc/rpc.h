@@ -133,11 +133,22 @@ bool rpc_server_add_service(rpc_server_t *srv, const rpc_service_def_t *def, cx_
  * this returns. */
 bool rpc_server_start(rpc_server_t *srv, cx_error_t *err);
 
+/* Attach the service's state, handed to handlers by rpc_call_context. Set before start. */
+void rpc_server_set_context(rpc_server_t *srv, void *context);
+
 /* The bound port (useful with port 0). */
 int rpc_server_port(const rpc_server_t *srv);
 
 /* Health status of one service ("" is the whole server). Thread-safe; Watch streams see it. */
 void rpc_server_set_serving(rpc_server_t *srv, const char *service, bool serving);
+
+/* Health computed on demand: a Check of `service` runs fn(ctx) (at most every 500 ms; in
+ * between the last answer stands) on the worker thread, and its answer becomes the service's
+ * status, which Watch streams see too. fn may block for a bounded time (e.g. a database ping
+ * with its timeout). Set before start. */
+typedef bool (*rpc_health_probe_fn)(void *ctx);
+void rpc_server_set_health_probe(rpc_server_t *srv, const char *service, rpc_health_probe_fn fn,
+                                 void *ctx);
 
 /* Block until SIGTERM or SIGINT (the caller must have blocked them with rpc_block_signals
  * before starting any thread), then shut down gracefully. Returns the signal number. */
@@ -173,6 +184,9 @@ rpc_arena_t *rpc_call_arena(rpc_call_t *call);
 void *rpc_call_alloc(rpc_call_t *call, size_t size);
 /* The server the call arrived on. */
 rpc_server_t *rpc_call_server(rpc_call_t *call);
+/* The application state given to rpc_server_set_context (one per process: the service's own
+ * state, so handlers need no file-level globals). */
+void *rpc_call_context(const rpc_call_t *call);
 /* Opaque per-call slot for streaming handlers. */
 void rpc_call_set_user(rpc_call_t *call, void *user);
 void *rpc_call_user(const rpc_call_t *call);

@@ -29,6 +29,9 @@ struct rpc_health {
     struct {
         char name[HEALTH_NAME_MAX];
         status_t status;
+        rpc_health_probe_fn probe; /* NULL: the status is only what rpc_health_set said */
+        void *probe_ctx;
+        int64_t probed_ms; /* monotonic time of the last probe */
     } entries[HEALTH_MAX_SERVICES];
     size_t n;
     int shut;
@@ -108,6 +111,51 @@ void rpc_health_set(struct rpc_health *h, const char *service, bool serving)
     pthread_mutex_unlock(&h->mu);
 }
 
+#define HEALTH_PROBE_INTERVAL_MS 500
+
+void rpc_health_set_probe(struct rpc_health *h, const char *service, rpc_health_probe_fn fn,
+                          void *ctx)
+{
+    if (strlen(service) >= HEALTH_NAME_MAX)
+        return;
+    pthread_mutex_lock(&h->mu);
+    size_t i = 0;
+    while (i < h->n && strcmp(h->entries[i].name, service) != 0)
+        i++;
+    if (i == h->n && h->n < HEALTH_MAX_SERVICES) {
+        strcpy(h->entries[i].name, service);
+        h->entries[i].status = ST_NOT_SERVING;
+        h->n++;
+    }
+    if (i < h->n) {
+        h->entries[i].probe = fn;
+        h->entries[i].probe_ctx = ctx;
+        h->entries[i].probed_ms = INT64_MIN / 2;
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* Run the service's probe if it has one and its last answer is stale. The probe runs outside
+ * the lock; concurrent Checks in the meantime answer with the previous status. */
+static void probe_if_due(struct rpc_health *h, const char *service)
+{
+    rpc_health_probe_fn fn = NULL;
+    void *ctx = NULL;
+    int64_t now = rpc_now_ms();
+    pthread_mutex_lock(&h->mu);
+    for (size_t i = 0; i < h->n; i++) {
+        if (strcmp(h->entries[i].name, service) == 0 && h->entries[i].probe != NULL &&
+            now - h->entries[i].probed_ms >= HEALTH_PROBE_INTERVAL_MS && !h->shut) {
+            fn = h->entries[i].probe;
+            ctx = h->entries[i].probe_ctx;
+            h->entries[i].probed_ms = now;
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (fn != NULL)
+        rpc_health_set(h, service, fn(ctx));
+}
+
 void rpc_health_shutdown(struct rpc_health *h)
 {
     pthread_mutex_lock(&h->mu);
@@ -126,6 +174,7 @@ static bool check(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMe
     const Grpc__Health__V1__HealthCheckRequest *req =
         (const Grpc__Health__V1__HealthCheckRequest *)request;
     struct rpc_health *h = rpc_call_server(call)->health;
+    probe_if_due(h, req->service);
     pthread_mutex_lock(&h->mu);
     status_t st = lookup(h, req->service);
     pthread_mutex_unlock(&h->mu);

@@ -117,6 +117,7 @@ struct rpc_server {
 
     struct rpc_health *health;
     struct rpc_reflection *reflection;
+    void *context; /* rpc_server_set_context */
 
     pthread_mutex_t mu; /* shutdown state and stream list */
     pthread_cond_t cv;
@@ -154,6 +155,8 @@ struct rpc_health *rpc_health_new(void);
 void rpc_health_free(struct rpc_health *h);
 bool rpc_health_register(rpc_server_t *srv, cx_error_t *err);
 void rpc_health_set(struct rpc_health *h, const char *service, bool serving);
+void rpc_health_set_probe(struct rpc_health *h, const char *service, rpc_health_probe_fn fn,
+                          void *ctx);
 /* Shutdown: everything NOT_SERVING, watchers told and finished. */
 void rpc_health_shutdown(struct rpc_health *h);
 

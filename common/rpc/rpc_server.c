@@ -216,6 +216,16 @@ rpc_server_t *rpc_call_server(rpc_call_t *call)
     return call->srv;
 }
 
+void *rpc_call_context(const rpc_call_t *call)
+{
+    return call->srv->context;
+}
+
+void rpc_server_set_context(rpc_server_t *srv, void *context)
+{
+    srv->context = context;
+}
+
 void rpc_call_set_user(rpc_call_t *call, void *user)
 {
     call->user = user;
@@ -1009,6 +1019,12 @@ int rpc_server_port(const rpc_server_t *srv)
 void rpc_server_set_serving(rpc_server_t *srv, const char *service, bool serving)
 {
     rpc_health_set(srv->health, service, serving);
+}
+
+void rpc_server_set_health_probe(rpc_server_t *srv, const char *service, rpc_health_probe_fn fn,
+                                 void *ctx)
+{
+    rpc_health_set_probe(srv->health, service, fn, ctx);
 }
 
 void rpc_block_signals(void)

@@ -62,11 +62,16 @@ int svc_main(const svc_def_t *def)
     }
     rpc_server_options_t opts = svc_server_options(cfg, def->id);
     srv = rpc_server_new(&opts, &err);
-    if (srv == NULL || !def->setup(srv, cfg, &state, &err) || !rpc_server_start(srv, &err)) {
+    bool ok = srv != NULL && def->setup(srv, cfg, &state, &err);
+    if (ok)
+        rpc_server_set_context(srv, state); /* handlers reach it with rpc_call_context */
+    if (!ok || !rpc_server_start(srv, &err)) {
         cx_log_error(NULL, "server.start_failed", CX_LOG_STR("reason", cx_code_reason(err.code)),
                      CX_LOG_STR("message", err.message));
         goto out;
     }
+    if (def->started != NULL)
+        def->started(srv, state);
     cx_log_info(NULL, "server.started", CX_LOG_STR("addr", cfg->addr[def->id]),
                 CX_LOG_INT("port", rpc_server_port(srv)), CX_LOG_INT("pid", getpid()),
                 CX_LOG_BOOL("credentials_enabled", cfg->credentials_enabled));

@@ -12,6 +12,10 @@
 #   jwks.json                      its public key only; kid = RFC 7638 thumbprint
 #   jwt-issuer.txt                 https://credex.local/dev-issuer
 #   local-cmk.key                  root key of the local-cmk key provider: 32 random bytes, hex
+# and, from pki_ensure_dev_callers (scripts/run calls it; pki_ensure alone does not):
+#   agent-runtime.pem .key         a dev server-side caller: spiffe://credex.local/agent-runtime,
+#                                  clientAuth, 1 year, so that a developer can act as an agent
+#                                  runtime (`credexctl retrieve --as-service agent-runtime`)
 # Creation is idempotent: existing files are kept; a certificate that is missing, no longer
 # chains to the CA or expires within a week is re-issued. Keys are never printed.
 # shellcheck shell=bash
@@ -20,6 +24,7 @@ CX_PKI=${CX_PKI:-$CX_RUN/pki}
 CX_SERVICES=(keywrap store oauth gateway edge)
 CX_TRUST_DOMAIN=credex.local
 CX_CLI_IDENTITY=credexctl
+CX_DEV_CALLERS=(agent-runtime)
 CX_JWT_ISSUER=https://credex.local/dev-issuer
 
 readonly _PKI_LEAF_DAYS=365 _PKI_CA_DAYS=3650 _PKI_RENEW_SECONDS=604800
@@ -39,6 +44,20 @@ pki_ensure() {
     _pki_ensure_jwt
     _pki_ensure_file "$CX_PKI/jwt-issuer.txt" _pki_write_issuer
     _pki_ensure_file "$CX_PKI/local-cmk.key" _pki_write_cmk
+  )
+}
+
+# pki_ensure_dev_callers: the dev server-side caller certificates (CX_DEV_CALLERS) in $CX_PKI,
+# client-only like a real agent runtime's. Separate from pki_ensure so that the core PKI stays
+# exactly the services' and the CLI's identities.
+pki_ensure_dev_callers() {
+  _pki_need_ca
+  (
+    umask 077
+    local name
+    for name in "${CX_DEV_CALLERS[@]}"; do
+      _pki_ensure_leaf "$name" client
+    done
   )
 }
 

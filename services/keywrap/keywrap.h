@@ -1,16 +1,72 @@
-/* keywrap: the root-key boundary. Serves credex.v1.KeyWrap to store (and Describe to gateway for
- * health); owns nothing persistent. */
+/*
+ * keywrap: the root-key boundary. Serves credex.v1.KeyWrap to store (and Describe to gateway for
+ * health); owns nothing persistent. docs/ENVELOPE.md "Key wrapping" describes the format.
+ *
+ * Provider local-cmk (alias dev-local), for development only:
+ *  - root key: 32 bytes, 64 hex digits in CREDEX_LOCAL_CMK_KEY_FILE (mode 0600 or stricter);
+ *  - KEK per CMK id = HKDF-SHA256(root, salt "credex-local-cmk",
+ *                                 info "credex local-cmk v1|" + CMK id);
+ *  - WrappedKey.ciphertext = 0x01 | nonce(12) | AES-256-GCM ciphertext(32) | tag(16), with
+ *    associated data "credex-keywrap-v1" | canonical(encryption context) | be32(len) | key_id;
+ *    key_id is the CMK id, key_version "1".
+ * In production mode (CREDEX_PRODUCTION=true) the process starts but refuses every method except
+ * Describe (failed_precondition) and reports NOT_SERVING. aws-kms is refused at start-up.
+ *
+ * Thread-safety: after keywrap_setup returns, the state is read-only; handlers run on any
+ * worker thread. One keywrap per process (the rpc handler signature carries no service state).
+ */
 #ifndef CREDEX_SERVICES_KEYWRAP_KEYWRAP_H
 #define CREDEX_SERVICES_KEYWRAP_KEYWRAP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "common/config/cx_config.h"
+#include "common/crypto/cx_crypto.h"
 #include "common/rpc/rpc.h"
 
-/* Register keywrap's gRPC services on srv (svc_def_t.setup). */
+#define KEYWRAP_FORMAT_V1 0x01
+#define KEYWRAP_BLOB_LEN  (1 + CX_GCM_NONCE_LEN + CX_AES_KEY_LEN + CX_GCM_TAG_LEN) /* 61 */
+/* Encryption-context limits (keywrap.proto): entries, key bytes (1..64), value bytes. */
+#define KEYWRAP_CONTEXT_MAX_PAIRS 16
+#define KEYWRAP_CONTEXT_MAX_KEY   64
+#define KEYWRAP_CONTEXT_MAX_VALUE 256
+#define KEYWRAP_KEY_ID_MAX        255 /* as CREDENTIAL_KMS_CMK_ID */
+
+/* Register keywrap's gRPC services on srv (svc_def_t.setup). Loads and checks the root key and
+ * derives the current KEK; fails (with a message naming the variable) when the provider is
+ * aws-kms, the key file is unset, unreadable, not 64 hex digits, or open to group/others.
+ * The provider's configured name ("local-cmk" or "dev-local") is read from
+ * CREDENTIAL_KEY_PROVIDER here, once, because cx_config folds the alias into one value. */
 bool keywrap_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_error_t *err);
-/* Release what keywrap_setup kept (svc_def_t.cleanup). NULL-safe. */
+/* As keywrap_setup with the configured name given (NULL: "local-cmk"); for tests. */
+bool keywrap_setup_named(rpc_server_t *srv, const cx_config_t *cfg, const char *configured_name,
+                         void **state, cx_error_t *err);
+/* svc_def_t.started: in production mode, marks credex.v1.KeyWrap and the whole server
+ * NOT_SERVING. */
+void keywrap_started(rpc_server_t *srv, void *state);
+/* Release what keywrap_setup kept (svc_def_t.cleanup), wiping the keys. Call only after the
+ * server stopped. NULL-safe. */
 void keywrap_cleanup(void *state);
+
+/* ---- the wire format, exposed for tests and fuzzing ------------------------------------- */
+
+/* Views into a WrappedKey.ciphertext of the local-cmk format. */
+typedef struct keywrap_blob {
+    const unsigned char *nonce; /* CX_GCM_NONCE_LEN */
+    const unsigned char *ct;    /* CX_AES_KEY_LEN */
+    const unsigned char *tag;   /* CX_GCM_TAG_LEN */
+} keywrap_blob_t;
+
+/* Split a ciphertext into its parts; INTEGRITY when its length or format byte is not the
+ * local-cmk v1 format (a stored blob that changed is tampered). *out untouched on failure. */
+bool keywrap_blob_parse(const unsigned char *data, size_t len, keywrap_blob_t *out,
+                        cx_error_t *err);
+
+/* Check an encryption context against the limits above (non-empty, no duplicate key) and key_id
+ * (1..KEYWRAP_KEY_ID_MAX bytes), then build the associated data into *aad (malloc'd; free()).
+ * INVALID_ARGUMENT on any violation; the message names the limit, never a value. */
+bool keywrap_context_aad(const cx_kv_t *pairs, size_t n, const char *key_id, unsigned char **aad,
+                         size_t *aadlen, cx_error_t *err);
 
 #endif

@@ -4,7 +4,9 @@
 
 int main(void)
 {
-    static const svc_def_t def = {
-        .id = CX_SVC_KEYWRAP, .setup = keywrap_setup, .cleanup = keywrap_cleanup};
+    static const svc_def_t def = {.id = CX_SVC_KEYWRAP,
+                                  .setup = keywrap_setup,
+                                  .cleanup = keywrap_cleanup,
+                                  .started = keywrap_started};
     return svc_main(&def);
 }

@@ -1,24 +1,105 @@
-/* store: registration of credex.v1.CredentialStore. The handlers arrive with issue 4. */
+/* store: registration of credex.v1.CredentialStore and the process-wide store state. */
 #include "services/store/store.h"
+
+#include <stdlib.h>
+
+#include "common/svc/svc.h"
 #include "credex/v1/store.pb-c.h"
+#include "services/store/store_internal.h"
 
 /* Deny before decrypt is structural: only the policy gateway (and oauth, for connector client
  * secrets and provider token sets) may reach the store at all. */
 static const char *const store_peers[] = {"gateway", "oauth", NULL};
 
+store_t *store_new(const cx_config_t *cfg, const store_keys_ops_t *keys, cx_error_t *err)
+{
+    store_t *st = calloc(1, sizeof(*st));
+    if (!st) {
+        cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    st->cfg = cfg;
+    mdb_options_t mo = {.uri = cfg->mongo_uri,
+                        .db = cfg->mongo_db,
+                        .timeout_ms = cfg->mongo_timeout_ms,
+                        .write_majority = cfg->mongo_write_majority,
+                        .pool_max = cfg->mongo_pool_max,
+                        .app_name = "credex-store"};
+    if (!mdb_open(&st->db, &mo, err))
+        goto fail;
+    if (keys) {
+        st->keys = *keys;
+    } else {
+        rpc_tls_t tls = svc_tls(cfg);
+        st->keywrap = rpc_client_new(cfg->addr[CX_SVC_KEYWRAP], "keywrap", &tls, err);
+        if (!st->keywrap)
+            goto fail;
+        st->keys = store_keys_keywrap(st->keywrap);
+    }
+    st->dek = store_dek_cache_new(cfg->dek_cache_ttl_ms, cfg->dek_cache_max_uses,
+                                  cfg->dek_cache_max_entries);
+    if (!st->dek) {
+        cx_error_set(err, CX_ERR_INTERNAL, "out of memory (DEK cache)");
+        goto fail;
+    }
+    return st;
+fail:
+    store_free(st);
+    return NULL;
+}
+
+void store_free(store_t *st)
+{
+    if (!st)
+        return;
+    store_dek_cache_free(st->dek);
+    rpc_client_free(st->keywrap);
+    mdb_close(st->db);
+    free(st);
+}
+
+/* The store serves only while its database answers: health Checks ping it (at most every
+ * 500 ms, bounded by CREDEX_MONGO_TIMEOUT_MS), so the gateway's credential health and any
+ * readiness probe fail closed during a database outage. */
+static bool store_health_probe(void *ctx)
+{
+    store_t *st = ctx;
+    cx_error_t err;
+    return mdb_ping(st->db, &err);
+}
+
+bool store_register(rpc_server_t *srv, store_t *st, cx_error_t *err)
+{
+    /* Filled at run time because the method count lives in secrets.c; must outlive the
+     * server, hence static. */
+    static rpc_service_def_t def;
+    def = (rpc_service_def_t){
+        .desc = &credex__v1__credential_store__descriptor,
+        .impls = store_method_impls,
+        .nimpls = store_method_nimpls,
+        .allowed_peers = store_peers,
+        .unimplemented_note = "planned: a later issue (migration preview)",
+    };
+    rpc_server_set_context(srv, st); /* handlers: rpc_call_context */
+    rpc_server_set_health_probe(srv, "credex.v1.CredentialStore", store_health_probe, st);
+    return rpc_server_add_service(srv, &def, err);
+}
+
 bool store_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_error_t *err)
 {
-    (void)cfg;
     *state = NULL;
-    static const rpc_service_def_t def = {
-        .desc = &credex__v1__credential_store__descriptor,
-        .allowed_peers = store_peers,
-        .unimplemented_note = "planned: issue 4, MongoDB envelope store",
-    };
-    return rpc_server_add_service(srv, &def, err);
+    store_t *st = store_new(cfg, NULL, err);
+    if (!st)
+        return false;
+    if (!store_register(srv, st, err)) {
+        store_free(st);
+        return false;
+    }
+    *state = st;
+    return true;
 }
 
 void store_cleanup(void *state)
 {
-    (void)state;
+    store_free(state);
 }

@@ -7,6 +7,12 @@ non-zero code or wrote a sanitizer report (AddressSanitizer, LeakSanitizer, UBSa
 
 `test_certs`: test-only certificates made by scripts/lib/pki.sh (foreign CA, two URI SANs, no
 URI SAN, an unknown identity) for the stack's CA.
+
+`api`: credex_api.Api on the session stack: generated stubs, dev JWTs, the UI / browser /
+agent-runtime callers, OpenFGA tuple writes and a MongoDB client (issue 4 tests).
+
+`nocache`: a private gateway + store pair on the session stack whose store has no data-key cache
+(every retrieval unwraps through keywrap): (gateway Instance, store Instance).
 """
 
 from __future__ import annotations
@@ -72,3 +78,25 @@ def test_certs(stack, tmp_path_factory) -> CertSet:
     res = h.run_pki(stack.run_dir, "pki_make_test_certs", str(directory))
     assert res.returncode == 0, f"pki_make_test_certs failed:\n{res.stderr}"
     return CertSet(directory)
+
+
+@pytest.fixture(scope="session")
+def api(stack, tmp_path_factory):
+    import credex_api
+
+    a = credex_api.Api(stack, tmp_path_factory.mktemp("api-certs"))
+    yield a
+    a.close()
+
+
+@pytest.fixture(scope="session")
+def nocache(stack):
+    store = stack.spawn("store", CREDEX_DEK_CACHE_MAX_ENTRIES="0", CREDEX_DEK_CACHE_TTL_MS="0")
+    stack.wait_healthy(store)
+    gateway = stack.spawn("gateway", CREDEX_STORE_ADDR=store.addr)
+    stack.wait_healthy(gateway)
+    yield gateway, store
+    codes = {"gateway": gateway.stop(), "store": store.stop()}
+    if codes != {"gateway": 0, "store": 0}:
+        pytest.fail(f"nocache pair exit codes {codes}:\n{h.tail(gateway.log_path)}\n{h.tail(store.log_path)}",
+                    pytrace=False)

@@ -334,14 +334,15 @@ def stack_env(run_dir: Path, ports: dict[str, int], build_dir: Path) -> dict[str
     return env
 
 
-def start_stack(run_dir: Path, build_dir: Path = BUILD_DIR) -> Stack:
+def start_stack(run_dir: Path, build_dir: Path = BUILD_DIR, extra_env: dict[str, str] | None = None) -> Stack:
     """`scripts/run start` in run_dir on free ports; raises with the script's output on failure
-    (after stopping whatever it started)."""
+    (after stopping whatever it started). extra_env reaches scripts/run and so every service
+    (e.g. CREDEX_DEK_CACHE_MAX_ENTRIES=0 for a stack whose outages must be visible)."""
     names = [*SERVICES, "edge-http", "ferretdb", "openfga-http", "openfga-grpc"]
     ports = dict(zip(names, free_ports(len(names))))
     stack = Stack(run_dir=run_dir, build_dir=build_dir, ports=ports,
                   addrs={s: f"127.0.0.1:{ports[s]}" for s in SERVICES})
-    env = stack_env(run_dir, ports, build_dir)
+    env = stack_env(run_dir, ports, build_dir) | (extra_env or {})
     try:
         res = run_script(env, "start", timeout=START_TIMEOUT)
     except subprocess.TimeoutExpired as e:

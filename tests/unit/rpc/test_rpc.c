@@ -334,6 +334,73 @@ static void test_health(void **state)
     rpc_arena_free(arena);
 }
 
+static int probe_calls;
+static bool probe_answer;
+
+static bool probe(void *ctx)
+{
+    (void)ctx;
+    probe_calls++;
+    return probe_answer;
+}
+
+static int check_status(rpc_client_t *c, const char *service)
+{
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    ProtobufCMessage *reply = NULL;
+    cx_error_t err;
+    req.service = (char *)service;
+    assert_true(rpc_client_unary(c, &grpc__health__v1__health__descriptor, "Check", &req.base, NULL,
+                                 arena, &reply, &err));
+    int st = ((Grpc__Health__V1__HealthCheckResponse *)reply)->status;
+    rpc_arena_free(arena);
+    return st;
+}
+
+/* A probe-backed service answers what its probe says, probed at most every 500 ms. */
+static void test_health_probe(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    rpc_server_options_t o = {.name = "keywrap",
+                              .listen_addr = "127.0.0.1:0",
+                              .tls = {.ca_file = pki_path("ca.pem"),
+                                      .cert_file = pki_path("keywrap.pem"),
+                                      .key_file = pki_path("keywrap.key")},
+                              .threads = 2,
+                              .max_message_bytes = 64 * 1024,
+                              .max_metadata_bytes = 8 * 1024,
+                              .max_deadline_ms = 2000,
+                              .shutdown_grace_ms = 1000};
+    rpc_server_t *srv = rpc_server_new(&o, &err);
+    assert_true(rpc_server_add_service(srv, &kw_def, &err));
+    rpc_server_set_health_probe(srv, "credex.v1.KeyWrap", probe, NULL);
+    assert_true(rpc_server_start(srv, &err));
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", rpc_server_port(srv));
+    rpc_client_t *c = client_new(addr, "keywrap", "credexctl");
+    probe_calls = 0;
+    probe_answer = false;
+    assert_int_equal(check_status(c, "credex.v1.KeyWrap"),
+                     GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
+    assert_int_equal(probe_calls, 1);
+    probe_answer = true;
+    /* Within 500 ms the last answer stands, without probing again. */
+    assert_int_equal(check_status(c, "credex.v1.KeyWrap"),
+                     GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
+    assert_int_equal(probe_calls, 1);
+    usleep(600 * 1000);
+    assert_int_equal(check_status(c, "credex.v1.KeyWrap"),
+                     GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+    assert_int_equal(probe_calls, 2);
+    /* Services without a probe are untouched. */
+    assert_int_equal(check_status(c, "grpc.health.v1.Health"),
+                     GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+    rpc_client_free(c);
+    rpc_server_free(srv);
+}
+
 struct slow_call {
     rpc_client_t *client;
     bool ok;
@@ -389,6 +456,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wrong_server_identity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_health, setup, teardown),
         cmocka_unit_test(test_shutdown_drains),
+        cmocka_unit_test(test_health_probe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

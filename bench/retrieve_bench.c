@@ -1,0 +1,327 @@
+/*
+ * retrieve_bench: the whole retrieval path of a running credex stack, from outside, as an agent
+ * runtime does it: Retrieval/Retrieve on the gateway over mutual TLS with a service JWT and the
+ * user's on-behalf-of token, which means JWT verification, two OpenFGA checks, store's MongoDB
+ * reads, the data-key unwrap (keywrap or store's DEK cache) and AES-256-GCM decryption. It
+ * creates its own secrets first (Secrets/CreateSecret through the same gateway), then runs each
+ * concurrency level for --seconds, and also measures CreateSecret and RotateSecret rates and,
+ * as the transport floor, gRPC Health/Check on the gateway. Prints calls/s, p50 and p99.
+ * A benchmark, not a test: it asserts nothing (docs/PERFORMANCE.md, "Retrieval").
+ *
+ *   retrieve_bench --addr 127.0.0.1:7104 --ca CA --cert agent.pem --key agent.key
+ *                  --service-token FILE --user-token FILE
+ *                  [--callers 1,8,32] [--seconds 5] [--secrets 64] [--peer gateway]
+ *                  [--write-callers 1,8] [--only retrieve|write|all]
+ *
+ * Tokens are read from files (mint them with `credexctl token --service agent-runtime` and
+ * `credexctl token --user bench-user`); the service must hold the platform retriever grant
+ * (service:agent-runtime retriever platform:credex in OpenFGA). The certificate must be the one
+ * of the service named by the token's azp.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/rpc/rpc.h"
+#include "credex/v1/common.pb-c.h"
+#include "credex/v1/gateway.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+
+#define MAX_SAMPLES (2u << 20)
+#define MAX_SECRETS 1024
+
+enum op { OP_RETRIEVE, OP_CREATE, OP_ROTATE, OP_HEALTH };
+
+static const char *op_name[] = {"retrieve", "create", "rotate", "health"};
+
+struct shared {
+    rpc_client_t *client;
+    rpc_header_t headers[2];
+    char *secret_ids[MAX_SECRETS];
+    size_t nsecrets;
+};
+
+struct worker {
+    struct shared *sh;
+    enum op op;
+    int index;
+    double seconds;
+    uint32_t *lat_us;
+    size_t n;
+    size_t errors;
+    char first_error[320];
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static char *read_token(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fprintf(stderr, "retrieve_bench: cannot read %s\n", path);
+        exit(2);
+    }
+    static char buf[8192];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    return strdup(buf);
+}
+
+/* One call of `op`; true on success. The secret value is a fixed benchmark string. */
+static bool one_call(struct worker *w, unsigned long seq, cx_error_t *err)
+{
+    struct shared *sh = w->sh;
+    rpc_call_options_t opts = {.deadline_ms = 10000, .headers = sh->headers, .nheaders = 2};
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    ProtobufCMessage *reply = NULL;
+    bool ok = false;
+    static const char value[] = "bench-value-0123456789abcdef0123456789abcdef";
+    switch (w->op) {
+    case OP_RETRIEVE: {
+        Credex__V1__ResourceContext rc = CREDEX__V1__RESOURCE_CONTEXT__INIT;
+        rc.resource_type = "mcp_server";
+        rc.resource_id = "bench";
+        Credex__V1__RetrieveRequest req = CREDEX__V1__RETRIEVE_REQUEST__INIT;
+        req.secret_ref = sh->secret_ids[(seq * 7 + (unsigned long)w->index) % sh->nsecrets];
+        req.intended_use = "mcp_server_env";
+        req.resource_context = &rc;
+        ok = rpc_client_unary(sh->client, &credex__v1__retrieval__descriptor, "Retrieve", &req.base,
+                              &opts, arena, &reply, err);
+        if (ok && ((Credex__V1__RetrieveResponse *)reply)->value.len != sizeof(value) - 1) {
+            snprintf(err->message, sizeof(err->message), "retrieve returned a value of %zu bytes",
+                     ((Credex__V1__RetrieveResponse *)reply)->value.len);
+            ok = false;
+        }
+        break;
+    }
+    case OP_CREATE: {
+        char key[96], name[96];
+        snprintf(key, sizeof(key), "bench-%ld-%d-%lu", (long)time(NULL), w->index, seq);
+        snprintf(name, sizeof(name), "bench %d %lu", w->index, seq);
+        Credex__V1__CreateSecretRequest req = CREDEX__V1__CREATE_SECRET_REQUEST__INIT;
+        req.idempotency_key = key;
+        req.kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_API_KEY;
+        req.display_name = name;
+        req.value.data = (uint8_t *)value;
+        req.value.len = sizeof(value) - 1;
+        ok = rpc_client_unary(sh->client, &credex__v1__secrets__descriptor, "CreateSecret", &req.base,
+                              &opts, arena, &reply, err);
+        break;
+    }
+    case OP_ROTATE: {
+        Credex__V1__RotateSecretRequest req = CREDEX__V1__ROTATE_SECRET_REQUEST__INIT;
+        req.secret_id = sh->secret_ids[(size_t)w->index % sh->nsecrets]; /* one secret per caller */
+        req.expected_version = 0;
+        req.value.data = (uint8_t *)value;
+        req.value.len = sizeof(value) - 1;
+        ok = rpc_client_unary(sh->client, &credex__v1__secrets__descriptor, "RotateSecret", &req.base,
+                              &opts, arena, &reply, err);
+        break;
+    }
+    case OP_HEALTH: {
+        Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+        ok = rpc_client_unary(sh->client, &grpc__health__v1__health__descriptor, "Check", &req.base,
+                              &opts, arena, &reply, err);
+        break;
+    }
+    }
+    rpc_arena_free(arena);
+    return ok;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    double end = now_s() + w->seconds;
+    unsigned long seq = 0;
+    while (w->n < MAX_SAMPLES) {
+        double t0 = now_s();
+        if (t0 >= end)
+            break;
+        cx_error_t err;
+        memset(&err, 0, sizeof(err));
+        if (one_call(w, seq++, &err)) {
+            w->lat_us[w->n++] = (uint32_t)((now_s() - t0) * 1e6);
+        } else {
+            if (w->errors++ == 0)
+                snprintf(w->first_error, sizeof(w->first_error), "%s: %s",
+                         cx_code_reason(err.code), err.message);
+        }
+    }
+    return NULL;
+}
+
+static void run_level(struct shared *sh, enum op op, int callers, double seconds, bool print)
+{
+    struct worker *w = calloc((size_t)callers, sizeof(*w));
+    pthread_t *t = calloc((size_t)callers, sizeof(*t));
+    double t0 = now_s();
+    for (int i = 0; i < callers; i++) {
+        w[i] = (struct worker){.sh = sh, .op = op, .index = i, .seconds = seconds};
+        w[i].lat_us = malloc(MAX_SAMPLES * sizeof(uint32_t));
+        pthread_create(&t[i], NULL, worker_main, &w[i]);
+    }
+    size_t total = 0, errors = 0;
+    const char *first_error = NULL;
+    for (int i = 0; i < callers; i++) {
+        pthread_join(t[i], NULL);
+        total += w[i].n;
+        errors += w[i].errors;
+        if (first_error == NULL && w[i].errors)
+            first_error = w[i].first_error;
+    }
+    double elapsed = now_s() - t0;
+    uint32_t *all = malloc((total ? total : 1) * sizeof(uint32_t));
+    size_t k = 0;
+    for (int i = 0; i < callers; i++) {
+        memcpy(all + k, w[i].lat_us, w[i].n * sizeof(uint32_t));
+        k += w[i].n;
+    }
+    qsort(all, total, sizeof(uint32_t), cmp_u32);
+    if (print) {
+        printf("op=%-8s callers=%-3d calls=%-8zu errors=%-5zu calls_per_s=%-8.0f p50_us=%-6u "
+               "p99_us=%u\n",
+               op_name[op], callers, total, errors, (double)total / elapsed,
+               total ? all[total / 2] : 0, total ? all[(size_t)((double)total * 0.99)] : 0);
+        if (first_error != NULL)
+            printf("  first error: %s\n", first_error);
+        fflush(stdout);
+    }
+    for (int i = 0; i < callers; i++)
+        free(w[i].lat_us);
+    free(all);
+    free(w);
+    free(t);
+}
+
+static void levels(struct shared *sh, enum op op, const char *list, double seconds)
+{
+    char *copy = strdup(list), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save))
+        run_level(sh, op, atoi(tok), seconds, true);
+    free(copy);
+}
+
+int main(int argc, char **argv)
+{
+    const char *addr = NULL, *ca = NULL, *cert = NULL, *key = NULL, *peer = "gateway";
+    const char *stoken_file = NULL, *utoken_file = NULL, *callers = "1,8,32";
+    const char *write_callers = "1,8", *only = "all";
+    double seconds = 5;
+    int nsecrets = 64;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const char *k = argv[i], *v = argv[i + 1];
+        if (!strcmp(k, "--addr"))
+            addr = v;
+        else if (!strcmp(k, "--ca"))
+            ca = v;
+        else if (!strcmp(k, "--cert"))
+            cert = v;
+        else if (!strcmp(k, "--key"))
+            key = v;
+        else if (!strcmp(k, "--peer"))
+            peer = v;
+        else if (!strcmp(k, "--service-token"))
+            stoken_file = v;
+        else if (!strcmp(k, "--user-token"))
+            utoken_file = v;
+        else if (!strcmp(k, "--callers"))
+            callers = v;
+        else if (!strcmp(k, "--write-callers"))
+            write_callers = v;
+        else if (!strcmp(k, "--seconds"))
+            seconds = atof(v);
+        else if (!strcmp(k, "--secrets"))
+            nsecrets = atoi(v);
+        else if (!strcmp(k, "--only"))
+            only = v;
+        else {
+            fprintf(stderr, "retrieve_bench: unknown option %s\n", k);
+            return 2;
+        }
+    }
+    if (!addr || !ca || !cert || !key || !stoken_file || !utoken_file || nsecrets < 1 ||
+        nsecrets > MAX_SECRETS) {
+        fprintf(stderr, "retrieve_bench: need --addr --ca --cert --key --service-token FILE "
+                        "--user-token FILE (see the header of bench/retrieve_bench.c)\n");
+        return 2;
+    }
+    static struct shared sh;
+    char *stoken = read_token(stoken_file), *utoken = read_token(utoken_file);
+    size_t blen = strlen(stoken) + 8;
+    char *bearer = malloc(blen);
+    snprintf(bearer, blen, "Bearer %s", stoken);
+    sh.headers[0] = (rpc_header_t){"authorization", bearer};
+    sh.headers[1] = (rpc_header_t){"x-credex-user-token", utoken};
+
+    cx_error_t err;
+    rpc_tls_t tls = {.ca_file = ca, .cert_file = cert, .key_file = key};
+    sh.client = rpc_client_new(addr, peer, &tls, &err);
+    if (sh.client == NULL) {
+        fprintf(stderr, "retrieve_bench: client: %s\n", err.message);
+        return 1;
+    }
+
+    /* The secrets every level retrieves (and rotates). */
+    struct worker setup = {.sh = &sh, .op = OP_CREATE};
+    for (int i = 0; i < nsecrets; i++) {
+        char keybuf[96], name[64];
+        snprintf(keybuf, sizeof(keybuf), "bench-setup-%ld-%d", (long)time(NULL), i);
+        snprintf(name, sizeof(name), "bench secret %d", i);
+        static const char value[] = "bench-value-0123456789abcdef0123456789abcdef";
+        Credex__V1__CreateSecretRequest req = CREDEX__V1__CREATE_SECRET_REQUEST__INIT;
+        req.idempotency_key = keybuf;
+        req.kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_API_KEY;
+        req.display_name = name;
+        req.value.data = (uint8_t *)value;
+        req.value.len = sizeof(value) - 1;
+        rpc_call_options_t opts = {.deadline_ms = 10000, .headers = sh.headers, .nheaders = 2};
+        rpc_arena_t *arena = rpc_arena_new(1024);
+        ProtobufCMessage *reply = NULL;
+        if (!rpc_client_unary(sh.client, &credex__v1__secrets__descriptor, "CreateSecret",
+                              &req.base, &opts, arena, &reply, &err)) {
+            fprintf(stderr, "retrieve_bench: CreateSecret: %s: %s\n", cx_code_reason(err.code),
+                    err.message);
+            return 1;
+        }
+        sh.secret_ids[sh.nsecrets++] =
+            strdup(((Credex__V1__CreateSecretResponse *)reply)->secret->secret_id);
+        rpc_arena_free(arena);
+    }
+    (void)setup;
+    printf("retrieve_bench: gateway %s as %s, %zu secrets, %.0fs per level\n", addr, cert,
+           sh.nsecrets, seconds);
+    printf("warm-up (not a figure)\n");
+    run_level(&sh, OP_HEALTH, 1, 0.5, false);
+    run_level(&sh, OP_RETRIEVE, 4, 1.0, false);
+    levels(&sh, OP_HEALTH, "1,8", seconds);
+    if (strcmp(only, "write") != 0)
+        levels(&sh, OP_RETRIEVE, callers, seconds);
+    if (strcmp(only, "retrieve") != 0) {
+        levels(&sh, OP_CREATE, write_callers, seconds);
+        levels(&sh, OP_ROTATE, write_callers, seconds);
+    }
+    rpc_client_free(sh.client);
+    for (size_t i = 0; i < sh.nsecrets; i++)
+        free(sh.secret_ids[i]);
+    free(bearer);
+    free(stoken);
+    free(utoken);
+    return 0;
+}

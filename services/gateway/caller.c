@@ -1,0 +1,169 @@
+/*
+ * Caller classification, exactly as docs/IDENTITY.md fixes it:
+ *   BROWSER                    peer `edge` with x-credex-caller not "service", or a user token
+ *                              without a service JWT (session-only auth), or any browser marker;
+ *   SERVICE                    a valid service JWT whose azp is the mTLS peer, no user token;
+ *   SERVICE_ON_BEHALF_OF_USER  the same plus a valid user token (the user is its sub).
+ */
+#include <string.h>
+#include <strings.h>
+
+#include "services/gateway/gateway_internal.h"
+
+bool gateway_id_valid(const char *s)
+{
+    if (!s || !*s)
+        return false;
+    size_t n = 0;
+    for (const char *p = s; *p; p++, n++) {
+        char c = *p;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '.' || c == '@' || c == '+' || c == '-';
+        if (!ok || n + 1 >= GATEWAY_ID_MAX)
+            return false;
+    }
+    return true;
+}
+
+static void copy_id(char *dst, const char *src)
+{
+    /* Callers validated the length with gateway_id_valid. */
+    strncpy(dst, src, GATEWAY_ID_MAX - 1);
+    dst[GATEWAY_ID_MAX - 1] = '\0';
+}
+
+static void set_unauthenticated(gateway_caller_t *out, const cx_error_t *cause, const char *what)
+{
+    out->authenticated = false;
+    if (cause && cause->code == CX_ERR_UNAVAILABLE) {
+        /* The JWKS could not be fetched: we could not judge the token, so fail closed as a
+         * dependency fault rather than telling the caller its token is bad. */
+        cx_error_copy(&out->auth_err, cause);
+        return;
+    }
+    cx_error_set(&out->auth_err, CX_ERR_UNAUTHENTICATED, "%s", what);
+}
+
+void gateway_caller_classify(const gateway_caller_facts_t *f, gateway_caller_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (f->peer && strlen(f->peer) < sizeof(out->peer))
+        strcpy(out->peer, f->peer);
+
+    /* 1. The kind, from transport and markers only. x-credex-caller is trusted only from the
+     *    edge; from anyone, "browser" can only make things stricter, so it is honoured. */
+    bool from_edge = f->peer && strcmp(f->peer, "edge") == 0;
+    bool browser = f->browser_marker;
+    if (from_edge && (!f->x_caller || strcmp(f->x_caller, "service") != 0))
+        browser = true;
+    if (f->x_caller && strcasecmp(f->x_caller, "service") != 0)
+        browser = true;
+    if (!f->has_service_token && f->has_user_token)
+        browser = true; /* session-only auth */
+
+    if (browser)
+        out->kind = CREDEX__V1__CALLER_KIND__CALLER_KIND_BROWSER;
+    else if (f->has_service_token && f->has_user_token)
+        out->kind = CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE_ON_BEHALF_OF_USER;
+    else if (f->has_service_token)
+        out->kind = CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE;
+    else
+        out->kind = CREDEX__V1__CALLER_KIND__CALLER_KIND_UNSPECIFIED;
+
+    /* 2. Authentication for that kind. */
+    if (out->kind == CREDEX__V1__CALLER_KIND__CALLER_KIND_UNSPECIFIED) {
+        set_unauthenticated(out, NULL, "no credentials: a user token or a service JWT is required");
+        return;
+    }
+    if (out->kind == CREDEX__V1__CALLER_KIND__CALLER_KIND_BROWSER) {
+        /* A browser acts only as its user; a service JWT it might carry adds nothing. */
+        if (!f->has_user_token) {
+            set_unauthenticated(out, NULL, "a user token is required");
+            return;
+        }
+        if (!f->user_token_ok || !f->user_claims) {
+            set_unauthenticated(out, &f->user_token_err, "user token rejected");
+            return;
+        }
+        if (!gateway_id_valid(f->user_claims->sub)) {
+            set_unauthenticated(out, NULL, "user token subject is not usable");
+            return;
+        }
+        copy_id(out->user_id, f->user_claims->sub);
+        out->authenticated = true;
+        return;
+    }
+    if (!f->service_token_ok || !f->service_claims) {
+        set_unauthenticated(out, &f->service_token_err, "service token rejected");
+        return;
+    }
+    /* A service token is bound to the connection it arrives on: one stolen from another
+     * service is useless without that service's certificate too. */
+    if (!f->peer || !f->service_claims->azp[0] || strcmp(f->service_claims->azp, f->peer) != 0 ||
+        !gateway_id_valid(f->service_claims->azp)) {
+        set_unauthenticated(out, NULL, "service token is not bound to this peer");
+        return;
+    }
+    copy_id(out->service_id, f->service_claims->azp);
+    if (out->kind == CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE_ON_BEHALF_OF_USER) {
+        if (!f->user_token_ok || !f->user_claims) {
+            set_unauthenticated(out, &f->user_token_err, "user token rejected");
+            return;
+        }
+        if (!gateway_id_valid(f->user_claims->sub)) {
+            set_unauthenticated(out, NULL, "user token subject is not usable");
+            return;
+        }
+        copy_id(out->user_id, f->user_claims->sub);
+    }
+    out->authenticated = true;
+}
+
+/* The bearer token of an authorization header, or NULL when it is not "Bearer <token>". */
+static const char *bearer_token(const char *h)
+{
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return NULL;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    return *h ? h : NULL;
+}
+
+static bool verify_token(const gateway_t *gw, const char *tok, cx_jwt_claims_t *claims,
+                         cx_error_t *err)
+{
+    if (!tok)
+        return cx_error_set(err, CX_ERR_UNAUTHENTICATED, "malformed authorization header");
+    if (!gw->jwt)
+        return cx_error_set(err, CX_ERR_UNAUTHENTICATED, "token verification is not configured");
+    return cx_jwt_verify(gw->jwt, tok, strlen(tok), claims, err);
+}
+
+void gateway_caller_from_call(const gateway_t *gw, rpc_call_t *call, gateway_caller_t *out)
+{
+    static const char *const markers[] = {"origin",         "cookie",         "sec-fetch-site",
+                                          "sec-fetch-mode", "sec-fetch-dest", "sec-fetch-user",
+                                          "referer"};
+    gateway_caller_facts_t f;
+    memset(&f, 0, sizeof(f));
+    cx_jwt_claims_t sc, uc;
+    f.peer = rpc_call_peer(call);
+    f.x_caller = rpc_call_header(call, "x-credex-caller");
+    for (size_t i = 0; i < sizeof(markers) / sizeof(markers[0]); i++)
+        if (rpc_call_header(call, markers[i]))
+            f.browser_marker = true;
+    const char *authz = rpc_call_header(call, "authorization");
+    const char *ut = rpc_call_header(call, "x-credex-user-token");
+    if (authz) {
+        f.has_service_token = true;
+        f.service_token_ok = verify_token(gw, bearer_token(authz), &sc, &f.service_token_err);
+        f.service_claims = f.service_token_ok ? &sc : NULL;
+    }
+    if (ut) {
+        f.has_user_token = true;
+        f.user_token_ok = verify_token(gw, ut, &uc, &f.user_token_err);
+        f.user_claims = f.user_token_ok ? &uc : NULL;
+    }
+    gateway_caller_classify(&f, out);
+}

@@ -1,0 +1,127 @@
+/*
+ * gateway internals shared by its files (not a public header):
+ *   gateway.c    setup/cleanup, registration, downstream helpers, denial audit
+ *   caller.c     who is calling: tokens, peer and browser markers -> caller kind (IDENTITY.md)
+ *   validate.c   request validation (pure functions, unit-tested)
+ *   secrets.c    credex.v1.Secrets
+ *   retrieval.c  credex.v1.Retrieval.Retrieve
+ *   admin.c      credex.v1.Admin.GetHealth
+ */
+#ifndef CREDEX_SERVICES_GATEWAY_GATEWAY_INTERNAL_H
+#define CREDEX_SERVICES_GATEWAY_GATEWAY_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/config/cx_config.h"
+#include "common/error/cx_error.h"
+#include "common/fga/cx_fga.h"
+#include "common/jwt/cx_jwt.h"
+#include "common/rpc/rpc.h"
+#include "credex/v1/common.pb-c.h"
+
+#define GATEWAY_ID_MAX 128 /* user, service, team ids as used in OpenFGA names */
+
+/* Process state, built once by gateway_setup before the server starts and read-only while
+ * serving (each member is itself thread-safe). Handlers reach it with gateway_state(call). */
+typedef struct gateway {
+    const cx_config_t *cfg;
+    cx_jwt_verifier_t *jwt; /* NULL when JWT verification is not configured: every token fails */
+    cx_fga_t *fga;          /* NULL when OpenFGA is not configured: every check is unavailable */
+    rpc_client_t *store;
+    rpc_client_t *keywrap;
+    rpc_client_t *oauth;
+} gateway_t;
+
+/* The state gateway_setup built, from a call on the gateway's server (rpc_call_context). */
+const gateway_t *gateway_state(rpc_call_t *call);
+
+/* ---- caller classification (caller.c) ------------------------------------------------- */
+
+/* What the transport and the metadata say, with the outcome of verifying each token. */
+typedef struct gateway_caller_facts {
+    const char *peer;     /* mTLS peer name */
+    const char *x_caller; /* x-credex-caller value or NULL */
+    bool browser_marker;  /* Origin / Sec-Fetch-* / Cookie metadata present */
+    bool has_service_token;
+    bool service_token_ok; /* verified; claims below valid */
+    const cx_jwt_claims_t *service_claims;
+    cx_error_t service_token_err; /* when has && !ok */
+    bool has_user_token;
+    bool user_token_ok;
+    const cx_jwt_claims_t *user_claims;
+    cx_error_t user_token_err;
+} gateway_caller_facts_t;
+
+typedef struct gateway_caller {
+    Credex__V1__CallerKind kind; /* BROWSER, SERVICE, SERVICE_ON_BEHALF_OF_USER or UNSPECIFIED */
+    bool authenticated;          /* tokens present and valid for this kind */
+    cx_error_t auth_err;         /* why not, when !authenticated */
+    char peer[RPC_PEER_NAME_MAX];
+    char service_id[GATEWAY_ID_MAX]; /* "" for BROWSER */
+    char user_id[GATEWAY_ID_MAX];    /* "" for SERVICE */
+} gateway_caller_t;
+
+/* Classify (pure). The kind is decided from the transport and markers first, so that a browser
+ * gets browser_denied even with bad tokens; authentication is then judged for that kind. */
+void gateway_caller_classify(const gateway_caller_facts_t *f, gateway_caller_t *out);
+
+/* Gather the facts of a live call (verifying its tokens) and classify it. */
+void gateway_caller_from_call(const gateway_t *gw, rpc_call_t *call, gateway_caller_t *out);
+
+/* True for ids we accept as OpenFGA object/user ids: 1..127 of [A-Za-z0-9_.@+-]. */
+bool gateway_id_valid(const char *s);
+
+/* ---- validation (validate.c) ---------------------------------------------------------- */
+
+bool gateway_valid_secret_id(const char *s); /* 1..64 of [A-Za-z0-9_-] */
+bool gateway_valid_use(const char *s);       /* 1..64 of [a-z0-9_.:-] */
+bool gateway_validate_allowed_uses(char **uses, size_t n, cx_error_t *err);
+bool gateway_validate_value(size_t len, cx_error_t *err);
+bool gateway_validate_display_name(const char *s, cx_error_t *err);
+bool gateway_validate_description(const char *s, cx_error_t *err);
+/* intended_use and resource_context as Retrieve/Exchange require them. */
+bool gateway_validate_use_context(const char *intended_use, const Credex__V1__ResourceContext *rc,
+                                  cx_error_t *err);
+
+/* ---- shared helpers (gateway.c) ------------------------------------------------------- */
+
+/* Feature toggle: false with feature_disabled when CAIPE_CREDENTIALS_ENABLED is false. */
+bool gateway_feature_check(const gateway_t *gw, cx_error_t *err);
+
+/* A CallerContext for downstream calls, in the call arena. */
+Credex__V1__CallerContext *gateway_caller_context(rpc_call_t *call, const gateway_caller_t *c,
+                                                  const char *intended_use,
+                                                  Credex__V1__ResourceContext *rc);
+
+/* Downstream unary call with the parent's correlation id and deadline; the reply is unpacked
+ * into the call arena. Dependency faults (unavailable, deadline, internal, unimplemented,
+ * transport authentication) are reported as CX_ERR_UNAVAILABLE: the caller fails closed. */
+bool gateway_downstream(rpc_client_t *client, const ProtobufCServiceDescriptor *svc,
+                        const char *method, rpc_call_t *call, const ProtobufCMessage *req,
+                        ProtobufCMessage **reply, cx_error_t *err);
+
+/* OpenFGA check; a failure to get an answer is CX_ERR_UNAVAILABLE. */
+bool gateway_fga_check(const gateway_t *gw, const char *user, const char *relation,
+                       const char *object, bool *allowed, cx_error_t *err);
+
+/* Record a denial (outcome DENIED, reason from err->code) with store.AppendAuditEvent. A failed
+ * audit write is logged; the request is denied all the same. Returns false so that handlers
+ * can `return gateway_deny(...)`. */
+bool gateway_deny(const gateway_t *gw, rpc_call_t *call, const gateway_caller_t *c,
+                  const char *event_type, const char *resource_type, const char *resource_id,
+                  const char *intended_use, Credex__V1__ResourceContext *rc, cx_error_t *err);
+
+/* Append a success event written by the gateway itself (sharing). Failure: unavailable. */
+bool gateway_audit_success(const gateway_t *gw, rpc_call_t *call, const gateway_caller_t *c,
+                           const char *event_type, const char *secret_id, const char *detail_key,
+                           const char *detail_value, cx_error_t *err);
+
+/* ---- services ------------------------------------------------------------------------- */
+
+/* Service definitions (secrets.c, retrieval.c, admin.c); static data that outlives the server. */
+extern const rpc_service_def_t gateway_secrets_def;
+extern const rpc_service_def_t gateway_retrieval_def;
+extern const rpc_service_def_t gateway_admin_def;
+
+#endif

@@ -1,0 +1,210 @@
+/*
+ * store internals shared by the store's modules and its unit tests (not a public API: other
+ * services meet store only through proto/). Modules:
+ *   envelope.c  secret/payload id derivation, encryption context and AAD, AES-GCM seal/open,
+ *               decoding of stored payload documents (outside input: the database)
+ *   validate.c  request validation and the per-peer kind policy
+ *   dek_cache.c bounded cache of unwrapped data keys
+ *   keys.c      data keys from keywrap (GenerateDataKey/Unwrap over mTLS)
+ *   audit.c     credential_audit_events writes and queries
+ *   secrets.c   the CredentialStore handlers
+ */
+#ifndef CREDEX_SERVICES_STORE_STORE_INTERNAL_H
+#define CREDEX_SERVICES_STORE_STORE_INTERNAL_H
+
+#include <bson/bson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/crypto/cx_crypto.h"
+#include "common/error/cx_error.h"
+#include "common/mdb/mdb.h"
+#include "common/rpc/rpc.h"
+#include "credex/v1/store.pb-c.h"
+
+#define STORE_ALG             "AES-256-GCM"
+#define STORE_ID_LEN          30 /* "sec_" + 26 Crockford base32 chars */
+#define STORE_ID_BUF          (STORE_ID_LEN + 1)
+#define STORE_VALUE_MAX       65536u /* common.proto: secret value 1..65536 bytes */
+#define STORE_WRAPPED_MAX     4096u  /* bytes of a wrapped data key we accept from storage */
+#define STORE_OWNER_ID_MAX    128
+#define STORE_KEY_ID_MAX      255
+#define STORE_KEY_VERSION_MAX 64
+#define STORE_CONTEXT_PAIRS   5 /* secret_id, version, owner_type, owner_id, kind */
+
+/* ---- names stored in documents (lower-case words of the proto enums) -------------------- */
+const char *store_owner_type_name(Credex__V1__OwnerType t); /* NULL when unspecified/bad */
+const char *store_kind_name(Credex__V1__SecretKind k);
+const char *store_status_name(Credex__V1__SecretStatus s);
+const char *store_key_provider_name(Credex__V1__KeyProvider p);
+Credex__V1__OwnerType store_owner_type_parse(const char *s);
+Credex__V1__SecretKind store_kind_parse(const char *s);
+Credex__V1__SecretStatus store_status_parse(const char *s);
+Credex__V1__KeyProvider store_key_provider_parse(const char *s);
+
+/* ---- ids -------------------------------------------------------------------------------- */
+
+/* "sec_" + the first 130 bits of SHA-256(owner_type "|" owner_id "|" idempotency_key) in
+ * Crockford base32 (26 chars). owner_id may not contain '|' (validation refuses it) so that
+ * the concatenation is unambiguous. out has STORE_ID_BUF bytes. */
+void store_secret_id_derive(const char *owner_type, const char *owner_id, const char *idem_key,
+                            char out[STORE_ID_BUF]);
+/* prefix (3 chars + "_") followed by 26 random Crockford base32 chars. */
+bool store_random_id(const char *prefix, char out[STORE_ID_BUF], cx_error_t *err);
+/* True for prefix followed by exactly 26 Crockford base32 (upper-case) chars. */
+bool store_id_valid(const char *s, const char *prefix);
+
+/* ---- envelope --------------------------------------------------------------------------- */
+
+/* The fields bound to a payload: the key-wrap encryption context (first five) and, with
+ * payload_id and alg, the AES-GCM associated data. Always taken from the secret's metadata
+ * document, never from the payload document, so a payload moved to another secret fails. */
+typedef struct store_bind {
+    const char *secret_id;
+    uint32_t version;
+    const char *owner_type; /* stored name: "user", "team", "platform" */
+    const char *owner_id;
+    const char *kind; /* stored name: "api_key", ... */
+    const char *payload_id;
+} store_bind_t;
+
+/* The five encryption-context pairs into pairs[]; verbuf holds the decimal version. */
+void store_bind_context(const store_bind_t *b, char verbuf[12], cx_kv_t pairs[STORE_CONTEXT_PAIRS]);
+/* cx_crypto_context_encode(context + payload_id + alg); *aad to free(). */
+bool store_bind_aad(const store_bind_t *b, unsigned char **aad, size_t *aadlen, cx_error_t *err);
+
+/* A stored payload document, decoded and checked. Byte pointers point into the document. */
+typedef struct store_payload {
+    const char *payload_id;
+    const char *secret_id;
+    uint32_t version;
+    Credex__V1__KeyProvider key_provider;
+    const char *key_id;
+    const char *key_version;
+    const uint8_t *wrapped;
+    uint32_t wrapped_len;
+    const uint8_t *nonce; /* CX_GCM_NONCE_LEN */
+    const uint8_t *ct;
+    uint32_t ct_len;
+    const uint8_t *tag; /* CX_GCM_TAG_LEN */
+    const char *created_by;
+    int64_t created_at_ms;
+} store_payload_t;
+
+/* Decode a credential_encrypted_payloads document. Anything malformed (missing field, wrong
+ * type, wrong length, unknown algorithm or provider) is CX_ERR_INTEGRITY: the database is
+ * outside input and a damaged payload must never reach the cipher. */
+bool store_payload_decode(const bson_t *doc, store_payload_t *out, cx_error_t *err);
+
+/* Seal plain under dek with the AAD of b. ct has plen bytes. */
+bool store_envelope_seal(const cx_secret_t *dek, const store_bind_t *b, const unsigned char *plain,
+                         size_t plen, unsigned char nonce[CX_GCM_NONCE_LEN], unsigned char *ct,
+                         unsigned char tag[CX_GCM_TAG_LEN], cx_error_t *err);
+/* Open p under dek with the AAD of b; also checks p's own ids against b. INTEGRITY on any
+ * mismatch. */
+cx_secret_t *store_envelope_open(const cx_secret_t *dek, const store_bind_t *b,
+                                 const store_payload_t *p, cx_error_t *err);
+
+/* Digest naming a cached data key: SHA-256 over payload_id, wrapped key and AAD, so that a
+ * tampered wrapped key or context misses the cache and goes to keywrap (which refuses it). */
+void store_dek_cache_key(const store_bind_t *b, const uint8_t *wrapped, size_t wrapped_len,
+                         const unsigned char *aad, size_t aadlen, unsigned char out[32]);
+
+/* ---- DEK cache -------------------------------------------------------------------------- */
+
+typedef struct store_dek_cache store_dek_cache_t;
+/* ttl_ms == 0 or max_entries == 0 gives a disabled cache (get always misses). Thread-safe. */
+store_dek_cache_t *store_dek_cache_new(unsigned ttl_ms, unsigned max_uses, unsigned max_entries);
+void store_dek_cache_free(store_dek_cache_t *c); /* NULL-safe; wipes every key */
+/* A copy of the cached key (caller frees), counting one use; NULL on a miss, an expired entry
+ * or one whose uses are exhausted (the entry is then wiped). */
+cx_secret_t *store_dek_cache_get(store_dek_cache_t *c, const unsigned char key[32], int64_t now_ms);
+/* Insert a copy of dek (evicting expired, then the oldest, entries when full). */
+void store_dek_cache_put(store_dek_cache_t *c, const unsigned char key[32], const cx_secret_t *dek,
+                         int64_t now_ms);
+size_t store_dek_cache_size(store_dek_cache_t *c);
+
+/* ---- validation ------------------------------------------------------------------------- */
+
+/* May this peer touch a secret of this kind and owner type (store.proto's policy)? */
+bool store_peer_may_use(const char *peer, Credex__V1__SecretKind kind,
+                        Credex__V1__OwnerType owner_type);
+bool store_validate_owner(const Credex__V1__Owner *o, cx_error_t *err);
+bool store_validate_caller(const Credex__V1__CallerContext *c, cx_error_t *err);
+bool store_validate_uses(size_t n, char *const *uses, cx_error_t *err);
+bool store_validate_value(const ProtobufCBinaryData *v, cx_error_t *err);
+bool store_validate_create(const Credex__V1__StoreCreateSecretRequest *r, const char *peer,
+                           cx_error_t *err);
+bool store_validate_update(const Credex__V1__StoreUpdateSecretRequest *r, cx_error_t *err);
+bool store_validate_resolve(const Credex__V1__StoreResolveRequest *r, const char *peer,
+                            cx_error_t *err);
+bool store_validate_secret_id(const char *id, cx_error_t *err);
+bool store_validate_audit_event(const Credex__V1__AuditEvent *e, cx_error_t *err);
+/* Clamped page size (default 50, max 200). */
+unsigned store_page_size(const Credex__V1__PageRequest *p);
+
+/* ---- keys (keywrap) --------------------------------------------------------------------- */
+
+typedef struct store_wrapped {
+    const uint8_t *ct;
+    size_t ct_len;
+    Credex__V1__KeyProvider provider;
+    const char *key_id;
+    const char *key_version;
+} store_wrapped_t;
+
+/* Where data keys come from: keywrap over mTLS in the service, a fake in unit tests. Wrapped
+ * output lives in the call arena. */
+typedef struct store_keys_ops {
+    bool (*generate)(void *ctx, rpc_call_t *call, const cx_kv_t *pairs, size_t n, cx_secret_t **dek,
+                     store_wrapped_t *wrapped, cx_error_t *err);
+    bool (*unwrap)(void *ctx, rpc_call_t *call, const store_wrapped_t *w, const cx_kv_t *pairs,
+                   size_t n, cx_secret_t **dek, cx_error_t *err);
+    void *ctx;
+} store_keys_ops_t;
+
+/* keywrap client ops (ctx is an rpc_client_t *). */
+store_keys_ops_t store_keys_keywrap(rpc_client_t *client);
+
+/* ---- the store ------------------------------------------------------------------------ */
+
+#include "common/config/cx_config.h"
+
+typedef struct store {
+    const cx_config_t *cfg;
+    mdb_t *db;
+    rpc_client_t *keywrap; /* NULL when keys were injected (tests) */
+    store_keys_ops_t keys;
+    store_dek_cache_t *dek;
+} store_t;
+
+/* Build a store over the configured database; keys NULL means keywrap at
+ * CREDEX_KEYWRAP_ADDR (expected peer "keywrap", TLS from the config). */
+store_t *store_new(const cx_config_t *cfg, const store_keys_ops_t *keys, cx_error_t *err);
+void store_free(store_t *st); /* NULL-safe */
+/* Register credex.v1.CredentialStore for st on srv; handlers find st through
+ * rpc_call_context, and health Checks of the service ping the database. */
+bool store_register(rpc_server_t *srv, store_t *st, cx_error_t *err);
+
+/* ---- audit ------------------------------------------------------------------------------ */
+
+/* Append one event (event_id and created_at assigned here, written into e). Blocking; the
+ * write concern of the database applies. On failure err carries the mapped database code;
+ * callers answer unavailable whatever it is (no audit record, no operation: store.proto). */
+bool store_audit_insert(store_t *st, mongoc_client_t *c, Credex__V1__AuditEvent *e,
+                        rpc_arena_t *arena, cx_error_t *err);
+/* Encode an event as a credential_audit_events document (for tests and the fuzz target). */
+void store_audit_encode(const Credex__V1__AuditEvent *e, bson_t *out);
+/* Decode a stored event into arena memory; false when malformed. */
+bool store_audit_decode(const bson_t *doc, rpc_arena_t *arena, Credex__V1__AuditEvent *out);
+
+/* Paging cursors: "<ms>.<id>" (opaque to callers). */
+void store_cursor_encode(int64_t ms, const char *id, char *out, size_t outsz);
+bool store_cursor_decode(const char *tok, int64_t *ms, char id[STORE_ID_BUF]);
+
+/* ---- handlers (secrets.c) --------------------------------------------------------------- */
+extern const rpc_method_impl_t store_method_impls[];
+extern const size_t store_method_nimpls;
+
+#endif

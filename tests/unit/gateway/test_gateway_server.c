@@ -1,0 +1,933 @@
+/*
+ * The gateway in process, over real mutual TLS (dev PKI from scripts/lib/pki.sh), with a real
+ * OpenFGA loaded with deploy/openfga/model.json and real ES256 tokens signed with the dev
+ * issuer's key. Store is a small in-process CredentialStore that counts Resolve calls and
+ * records audit events, so that "deny before decrypt" is observed from outside the gateway:
+ * for every denied request, Resolve is never called and a DENIED event is appended.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/fga/cx_fga.h"
+#include "common/rpc/rpc.h"
+#include "credex/v1/gateway.pb-c.h"
+#include "credex/v1/store.pb-c.h"
+#include "services/gateway/gateway.h"
+
+static char pki[512], fga_url[256], fga_store[64], fga_model[64], kid[128], issuer[256];
+static EVP_PKEY *signing_key;
+static cx_fga_t *fga;
+
+/* ---- a CredentialStore that records what reaches it ------------------------------------- */
+
+static pthread_mutex_t st_mu = PTHREAD_MUTEX_INITIALIZER;
+static int st_resolves, st_audits, st_audit_fail;
+static char st_last_reason[64];
+
+static bool st_append(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                      cx_error_t *err)
+{
+    const Credex__V1__StoreAppendAuditEventRequest *r =
+        (const Credex__V1__StoreAppendAuditEventRequest *)request;
+    pthread_mutex_lock(&st_mu);
+    bool fail = st_audit_fail;
+    if (!fail) {
+        st_audits++;
+        snprintf(st_last_reason, sizeof(st_last_reason), "%s",
+                 r->event && r->event->reason ? r->event->reason : "");
+    }
+    pthread_mutex_unlock(&st_mu);
+    if (fail)
+        return cx_error_set(err, CX_ERR_UNAVAILABLE, "audit store down");
+    Credex__V1__StoreAppendAuditEventResponse *resp = rpc_call_alloc(call, sizeof(*resp));
+    credex__v1__store_append_audit_event_response__init(resp);
+    resp->event_id = "ev1";
+    *reply = &resp->base;
+    return true;
+}
+
+static bool st_resolve(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                       cx_error_t *err)
+{
+    const Credex__V1__StoreResolveRequest *r = (const Credex__V1__StoreResolveRequest *)request;
+    pthread_mutex_lock(&st_mu);
+    st_resolves++;
+    pthread_mutex_unlock(&st_mu);
+    if (!r->caller || !r->caller->intended_use[0] || !r->caller->resource_context)
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "caller context incomplete");
+    Credex__V1__StoreResolveResponse *resp = rpc_call_alloc(call, sizeof(*resp));
+    credex__v1__store_resolve_response__init(resp);
+    resp->secret_id = r->secret_id;
+    resp->version = 3;
+    resp->kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_API_KEY;
+    resp->provider = "openai";
+    resp->value.data = (uint8_t *)"canary-value";
+    resp->value.len = 12;
+    *reply = &resp->base;
+    return true;
+}
+
+static bool st_get(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                   cx_error_t *err)
+{
+    (void)err;
+    const Credex__V1__StoreGetSecretRequest *r = (const Credex__V1__StoreGetSecretRequest *)request;
+    Credex__V1__SecretMetadata *m = rpc_call_alloc(call, sizeof(*m));
+    credex__v1__secret_metadata__init(m);
+    m->secret_id = r->secret_id;
+    m->display_name = "k";
+    m->masked_value = "********";
+    m->value_set = true;
+    *reply = &m->base;
+    return true;
+}
+
+static Credex__V1__SecretMetadata *st_meta(rpc_call_t *call, const char *id)
+{
+    Credex__V1__SecretMetadata *m = rpc_call_alloc(call, sizeof(*m));
+    credex__v1__secret_metadata__init(m);
+    m->secret_id = rpc_arena_strndup(rpc_call_arena(call), id, strlen(id));
+    m->display_name = "k";
+    return m;
+}
+
+/* The secret id is derived from the idempotency key, so a replay returns the same secret. */
+static bool st_create(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                      cx_error_t *err)
+{
+    (void)err;
+    const Credex__V1__StoreCreateSecretRequest *r =
+        (const Credex__V1__StoreCreateSecretRequest *)request;
+    char id[80];
+    snprintf(id, sizeof(id), "sec_%s", r->idempotency_key);
+    Credex__V1__StoreCreateSecretResponse *resp = rpc_call_alloc(call, sizeof(*resp));
+    credex__v1__store_create_secret_response__init(resp);
+    resp->secret = st_meta(call, id);
+    resp->secret->owner = r->owner;
+    resp->created = true;
+    *reply = &resp->base;
+    return true;
+}
+
+static int st_lists;
+
+static bool st_list(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                    cx_error_t *err)
+{
+    (void)err;
+    const Credex__V1__StoreListSecretsRequest *r =
+        (const Credex__V1__StoreListSecretsRequest *)request;
+    pthread_mutex_lock(&st_mu);
+    st_lists++;
+    pthread_mutex_unlock(&st_mu);
+    Credex__V1__StoreListSecretsResponse *resp = rpc_call_alloc(call, sizeof(*resp));
+    credex__v1__store_list_secrets_response__init(resp);
+    resp->secrets = rpc_call_alloc(call, (r->n_secret_ids + 1) * sizeof(*resp->secrets));
+    for (size_t i = 0; i < r->n_secret_ids; i++)
+        resp->secrets[resp->n_secrets++] = st_meta(call, r->secret_ids[i]);
+    *reply = &resp->base;
+    return true;
+}
+
+static bool st_delete(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                      cx_error_t *err)
+{
+    (void)err;
+    const Credex__V1__StoreDeleteSecretRequest *r =
+        (const Credex__V1__StoreDeleteSecretRequest *)request;
+    Credex__V1__SecretMetadata *m = st_meta(call, r->secret_id);
+    m->status = CREDEX__V1__SECRET_STATUS__SECRET_STATUS_DELETED;
+    *reply = &m->base;
+    return true;
+}
+
+static const rpc_method_impl_t st_impls[] = {
+    {.method = "AppendAuditEvent", .kind = RPC_UNARY, .unary = st_append},
+    {.method = "Resolve", .kind = RPC_UNARY, .unary = st_resolve},
+    {.method = "GetSecret", .kind = RPC_UNARY, .unary = st_get},
+    {.method = "CreateSecret", .kind = RPC_UNARY, .unary = st_create},
+    {.method = "ListSecrets", .kind = RPC_UNARY, .unary = st_list},
+    {.method = "DeleteSecret", .kind = RPC_UNARY, .unary = st_delete},
+};
+static const char *const st_peers[] = {"gateway", NULL};
+static const rpc_service_def_t st_def = {.desc = &credex__v1__credential_store__descriptor,
+                                         .impls = st_impls,
+                                         .nimpls = 6,
+                                         .allowed_peers = st_peers,
+                                         .unimplemented_note = "test store"};
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static const char *pki_path(const char *file)
+{
+    /* A ring large enough for every path one fixture set-up holds at once. */
+    static char buf[64][640];
+    static int i;
+    char *p = buf[i++ % 64];
+    snprintf(p, 640, "%s/%s", pki, file);
+    return p;
+}
+
+static void b64url(const unsigned char *in, size_t len, char *out)
+{
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < len)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < len)
+            v |= in[i + 2];
+        out[o++] = t[(v >> 18) & 63];
+        out[o++] = t[(v >> 12) & 63];
+        if (i + 1 < len)
+            out[o++] = t[(v >> 6) & 63];
+        if (i + 2 < len)
+            out[o++] = t[v & 63];
+    }
+    out[o] = '\0';
+}
+
+/* An ES256 token from the dev issuer's key; caller frees. */
+static char *mint(const char *sub, const char *azp)
+{
+    char hdr[256], pl[512], h64[512], p64[1024];
+    snprintf(hdr, sizeof(hdr), "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"%s\"}", kid);
+    long long now = (long long)time(NULL);
+    snprintf(pl, sizeof(pl),
+             "{\"iss\":\"%s\",\"aud\":\"credex\",\"sub\":\"%s\",\"iat\":%lld,\"exp\":%lld%s%s%s}",
+             issuer, sub, now, now + 300, azp ? ",\"azp\":\"" : "", azp ? azp : "",
+             azp ? "\"" : "");
+    b64url((const unsigned char *)hdr, strlen(hdr), h64);
+    b64url((const unsigned char *)pl, strlen(pl), p64);
+    char *tok = malloc(4096);
+    snprintf(tok, 4096, "%s.%s", h64, p64);
+    unsigned char der[128], raw[64];
+    size_t dl = sizeof(der);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    assert_int_equal(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, signing_key), 1);
+    assert_int_equal(EVP_DigestSign(md, der, &dl, (unsigned char *)tok, strlen(tok)), 1);
+    EVP_MD_CTX_free(md);
+    const unsigned char *q = der;
+    ECDSA_SIG *es = d2i_ECDSA_SIG(NULL, &q, (long)dl);
+    BN_bn2binpad(ECDSA_SIG_get0_r(es), raw, 32);
+    BN_bn2binpad(ECDSA_SIG_get0_s(es), raw + 32, 32);
+    ECDSA_SIG_free(es);
+    char s64[128];
+    b64url(raw, 64, s64);
+    strcat(tok, ".");
+    strcat(tok, s64);
+    return tok;
+}
+
+static void tuple(bool add, const char *user, const char *rel, const char *obj)
+{
+    cx_fga_tuple_t t;
+    assert_true(cx_fga_tuple_set(&t, user, rel, obj));
+    cx_error_t err;
+    assert_true(add ? cx_fga_write(fga, &t, 1, NULL, 0, &err)
+                    : cx_fga_write(fga, NULL, 0, &t, 1, &err));
+}
+
+typedef struct env_kv {
+    const char *k;
+    const char *v;
+} env_kv_t;
+
+static const char *env_get(void *ctx, const char *name)
+{
+    for (const env_kv_t *e = ctx; e->k; e++)
+        if (strcmp(e->k, name) == 0)
+            return e->v;
+    return NULL;
+}
+
+/* ---- fixture: fake store, gateway, clients ----------------------------------------------- */
+
+struct fx {
+    rpc_server_t *store;
+    rpc_server_t *gw;
+    void *gw_state;
+    cx_config_t *cfg;
+    rpc_client_t *agent; /* peer agent-runtime */
+    rpc_client_t *cli;   /* peer credexctl */
+    rpc_client_t *edge;  /* peer edge */
+};
+
+static rpc_client_t *client(const char *addr, const char *who)
+{
+    char c[64], k[64];
+    snprintf(c, sizeof(c), "%s.pem", who);
+    snprintf(k, sizeof(k), "%s.key", who);
+    rpc_tls_t tls = {
+        .ca_file = pki_path("ca.pem"), .cert_file = pki_path(c), .key_file = pki_path(k)};
+    cx_error_t err;
+    rpc_client_t *cl = rpc_client_new(addr, "gateway", &tls, &err);
+    assert_non_null(cl);
+    return cl;
+}
+
+/* When set, the gateway's OpenFGA URL: a port where nothing listens (policy service down). */
+static const char *fga_url_override;
+
+static int fx_setup(void **state, bool enabled)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    cx_error_t err;
+    rpc_server_options_t so = {.name = "store",
+                               .listen_addr = "127.0.0.1:0",
+                               .tls = {.ca_file = pki_path("ca.pem"),
+                                       .cert_file = pki_path("store.pem"),
+                                       .key_file = pki_path("store.key")},
+                               .threads = 2,
+                               .max_message_bytes = 1 << 20,
+                               .max_metadata_bytes = 16 * 1024,
+                               .max_deadline_ms = 5000,
+                               .shutdown_grace_ms = 100};
+    f->store = rpc_server_new(&so, &err);
+    if (!f->store || !rpc_server_add_service(f->store, &st_def, &err) ||
+        !rpc_server_start(f->store, &err))
+        return -1;
+    char store_addr[64], gw_addr[64];
+    snprintf(store_addr, sizeof(store_addr), "127.0.0.1:%d", rpc_server_port(f->store));
+    env_kv_t env[] = {{"CAIPE_CREDENTIALS_ENABLED", enabled ? "true" : "false"},
+                      {"CREDEX_TLS_CA", pki_path("ca.pem")},
+                      {"CREDEX_TLS_CERT", pki_path("gateway.pem")},
+                      {"CREDEX_TLS_KEY", pki_path("gateway.key")},
+                      {"CREDEX_STORE_ADDR", store_addr},
+                      {"CREDEX_KEYWRAP_ADDR", "127.0.0.1:1"},
+                      {"CREDEX_OAUTH_ADDR", "127.0.0.1:1"},
+                      {"CREDEX_OPENFGA_URL", fga_url_override ? fga_url_override : fga_url},
+                      {"CREDEX_OPENFGA_TIMEOUT_MS", "500"},
+                      {"CREDEX_OPENFGA_STORE_ID", fga_store},
+                      {"CREDEX_OPENFGA_MODEL_ID", fga_model},
+                      {"CREDEX_JWKS", pki_path("jwks.json")},
+                      {"CREDEX_JWT_ISSUER", issuer},
+                      {NULL, NULL}};
+    if (!cx_config_load(&f->cfg, env_get, env, &err)) {
+        fprintf(stderr, "config: %s\n", err.message);
+        return -1;
+    }
+    rpc_server_options_t go = so;
+    go.name = "gateway";
+    go.tls.cert_file = pki_path("gateway.pem");
+    go.tls.key_file = pki_path("gateway.key");
+    go.threads = 4;
+    f->gw = rpc_server_new(&go, &err);
+    if (!f->gw || !gateway_setup(f->gw, f->cfg, &f->gw_state, &err)) {
+        fprintf(stderr, "gateway: %s\n", err.message);
+        return -1;
+    }
+    rpc_server_set_context(f->gw, f->gw_state); /* as svc_main does */
+    if (!rpc_server_start(f->gw, &err)) {
+        fprintf(stderr, "gateway: %s\n", err.message);
+        return -1;
+    }
+    snprintf(gw_addr, sizeof(gw_addr), "127.0.0.1:%d", rpc_server_port(f->gw));
+    f->agent = client(gw_addr, "agent-runtime");
+    f->cli = client(gw_addr, "credexctl");
+    f->edge = client(gw_addr, "edge");
+    *state = f;
+    return 0;
+}
+
+static int fx_setup_enabled(void **state)
+{
+    return fx_setup(state, true);
+}
+
+static int fx_setup_disabled(void **state)
+{
+    return fx_setup(state, false);
+}
+
+static int fx_teardown(void **state)
+{
+    struct fx *f = *state;
+    if (!f)
+        return 0;
+    rpc_client_free(f->agent);
+    rpc_client_free(f->cli);
+    rpc_client_free(f->edge);
+    rpc_server_free(f->gw);
+    gateway_cleanup(f->gw_state);
+    rpc_server_free(f->store);
+    cx_config_free(f->cfg);
+    free(f);
+    return 0;
+}
+
+/* One Retrieve; returns the cx code (CX_OK on success) and the reply in *out. */
+static cx_code_t retrieve(rpc_client_t *c, const char *svc_tok, const char *user_tok,
+                          const char *x_caller, const char *secret, const char *use,
+                          rpc_arena_t *arena, Credex__V1__RetrieveResponse **out, cx_error_t *err)
+{
+    char bearer[4200];
+    rpc_header_t h[3];
+    size_t n = 0;
+    if (svc_tok) {
+        snprintf(bearer, sizeof(bearer), "Bearer %s", svc_tok);
+        h[n++] = (rpc_header_t){"authorization", bearer};
+    }
+    if (user_tok)
+        h[n++] = (rpc_header_t){"x-credex-user-token", user_tok};
+    if (x_caller)
+        h[n++] = (rpc_header_t){"x-credex-caller", x_caller};
+    Credex__V1__ResourceContext rc = CREDEX__V1__RESOURCE_CONTEXT__INIT;
+    rc.resource_type = "mcp_server";
+    rc.resource_id = "srv-1";
+    Credex__V1__RetrieveRequest req = CREDEX__V1__RETRIEVE_REQUEST__INIT;
+    req.secret_ref = (char *)secret;
+    req.intended_use = (char *)use;
+    req.resource_context = &rc;
+    rpc_call_options_t o = {.deadline_ms = 5000, .headers = h, .nheaders = n};
+    ProtobufCMessage *reply = NULL;
+    cx_error_clear(err);
+    bool ok = rpc_client_unary(c, &credex__v1__retrieval__descriptor, "Retrieve", &req.base, &o,
+                               arena, &reply, err);
+    if (out)
+        *out = (Credex__V1__RetrieveResponse *)reply;
+    return ok ? CX_OK : err->code;
+}
+
+static cx_code_t get_secret(rpc_client_t *c, const char *user_tok, const char *id, cx_error_t *err)
+{
+    rpc_header_t h = {"x-credex-user-token", user_tok};
+    Credex__V1__GetSecretRequest req = CREDEX__V1__GET_SECRET_REQUEST__INIT;
+    req.secret_id = (char *)id;
+    rpc_call_options_t o = {.deadline_ms = 5000, .headers = &h, .nheaders = user_tok ? 1 : 0};
+    rpc_arena_t *a = rpc_arena_new(1024);
+    ProtobufCMessage *reply = NULL;
+    cx_error_clear(err);
+    bool ok = rpc_client_unary(c, &credex__v1__secrets__descriptor, "GetSecret", &req.base, &o, a,
+                               &reply, err);
+    rpc_arena_free(a);
+    return ok ? CX_OK : err->code;
+}
+
+/* A Secrets call as a user (session-only: peer credexctl, the user's token). */
+static cx_code_t secrets_call(rpc_client_t *c, const char *user_tok, const char *method,
+                              const ProtobufCMessage *req, rpc_arena_t *a, ProtobufCMessage **out,
+                              cx_error_t *err)
+{
+    rpc_header_t h = {"x-credex-user-token", user_tok};
+    rpc_call_options_t o = {.deadline_ms = 5000, .headers = &h, .nheaders = 1};
+    ProtobufCMessage *reply = NULL;
+    cx_error_clear(err);
+    bool ok =
+        rpc_client_unary(c, &credex__v1__secrets__descriptor, method, req, &o, a, &reply, err);
+    if (out)
+        *out = reply;
+    return ok ? CX_OK : err->code;
+}
+
+static cx_code_t create(rpc_client_t *c, const char *tok, const char *key, Credex__V1__OwnerType ot,
+                        const char *oid, Credex__V1__SecretKind kind, const char *value,
+                        rpc_arena_t *a, cx_error_t *err)
+{
+    Credex__V1__CreateSecretRequest req = CREDEX__V1__CREATE_SECRET_REQUEST__INIT;
+    Credex__V1__Owner owner = CREDEX__V1__OWNER__INIT;
+    req.idempotency_key = (char *)key;
+    req.kind = kind;
+    req.display_name = "e2e key";
+    req.value.data = (uint8_t *)value;
+    req.value.len = strlen(value);
+    if (oid) {
+        owner.owner_type = ot;
+        owner.owner_id = (char *)oid;
+        req.owner = &owner;
+    }
+    return secrets_call(c, tok, "CreateSecret", &req.base, a, NULL, err);
+}
+
+static bool fga_has(const char *user, const char *rel, const char *obj)
+{
+    bool allowed = false;
+    cx_error_t err;
+    assert_true(cx_fga_check(fga, user, rel, obj, &allowed, &err));
+    return allowed;
+}
+
+static cx_code_t share(rpc_client_t *c, const char *tok, const char *sid,
+                       Credex__V1__GranteeType gt, const char *gid, Credex__V1__ShareRole role,
+                       bool preview, rpc_arena_t *a, Credex__V1__ShareSecretResponse **out,
+                       cx_error_t *err)
+{
+    Credex__V1__Grantee g = CREDEX__V1__GRANTEE__INIT;
+    g.grantee_type = gt;
+    g.grantee_id = (char *)gid;
+    Credex__V1__ShareSecretRequest req = CREDEX__V1__SHARE_SECRET_REQUEST__INIT;
+    req.secret_id = (char *)sid;
+    req.grantee = &g;
+    req.role = role;
+    req.preview_only = preview;
+    return secrets_call(c, tok, "ShareSecret", &req.base, a, (ProtobufCMessage **)out, err);
+}
+
+static int counter(int *p)
+{
+    pthread_mutex_lock(&st_mu);
+    int v = *p;
+    pthread_mutex_unlock(&st_mu);
+    return v;
+}
+
+/* ---- tests ------------------------------------------------------------------------------- */
+
+static void test_retrieve_denials_never_reach_store(void **state)
+{
+    struct fx *f = *state;
+    rpc_arena_t *a = rpc_arena_new(1024);
+    cx_error_t err;
+    char *svc = mint("service-account-agent-runtime", "agent-runtime");
+    char *alice = mint("alice", "agent-runtime");
+    char *other = mint("service-account-mcp", "mcp-tools");
+    int r0 = counter(&st_resolves), a0 = counter(&st_audits);
+    tuple(true, "user:alice", "owner", "secret_ref:sec_deny");
+
+    /* no credentials at all */
+    assert_int_equal(
+        retrieve(f->agent, NULL, NULL, NULL, "sec_deny", "mcp_server_env", a, NULL, &err),
+        CX_ERR_UNAUTHENTICATED);
+    /* a browser marker, even with valid tokens */
+    assert_int_equal(
+        retrieve(f->agent, svc, alice, "browser", "sec_deny", "mcp_server_env", a, NULL, &err),
+        CX_ERR_BROWSER_DENIED);
+    /* the edge without x-credex-caller: service */
+    assert_int_equal(
+        retrieve(f->edge, NULL, alice, NULL, "sec_deny", "mcp_server_env", a, NULL, &err),
+        CX_ERR_BROWSER_DENIED);
+    /* session-only auth from a non-edge peer */
+    assert_int_equal(
+        retrieve(f->cli, NULL, alice, NULL, "sec_deny", "mcp_server_env", a, NULL, &err),
+        CX_ERR_BROWSER_DENIED);
+    /* a service token bound to another peer */
+    assert_int_equal(
+        retrieve(f->agent, other, alice, NULL, "sec_deny", "mcp_server_env", a, NULL, &err),
+        CX_ERR_UNAUTHENTICATED);
+    /* a garbage token */
+    assert_int_equal(
+        retrieve(f->agent, "not.a.jwt", alice, NULL, "sec_deny", "mcp_server_env", a, NULL, &err),
+        CX_ERR_UNAUTHENTICATED);
+    /* valid, but not on the platform's retriever allow-list */
+    assert_int_equal(
+        retrieve(f->agent, svc, alice, NULL, "sec_deny", "mcp_server_env", a, NULL, &err),
+        CX_ERR_PERMISSION_DENIED);
+    tuple(true, "service:agent-runtime", "retriever", "platform:credex");
+    /* no intended use */
+    assert_int_equal(retrieve(f->agent, svc, alice, NULL, "sec_deny", "", a, NULL, &err),
+                     CX_ERR_INVALID_ARGUMENT);
+    /* bob has nothing on the secret: exactly the answer for a nonexistent one */
+    char *bob = mint("bob", "agent-runtime");
+    assert_int_equal(
+        retrieve(f->agent, svc, bob, NULL, "sec_deny", "mcp_server_env", a, NULL, &err),
+        CX_ERR_NOT_FOUND);
+    char msg_hidden[CX_ERROR_MESSAGE_MAX];
+    strcpy(msg_hidden, err.message);
+    assert_int_equal(
+        retrieve(f->agent, svc, bob, NULL, "sec_nope", "mcp_server_env", a, NULL, &err),
+        CX_ERR_NOT_FOUND);
+    assert_string_equal(err.message, msg_hidden);
+    /* bob audits it: visible, but no use */
+    tuple(true, "user:bob", "auditor", "secret_ref:sec_deny");
+    assert_int_equal(
+        retrieve(f->agent, svc, bob, NULL, "sec_deny", "mcp_server_env", a, NULL, &err),
+        CX_ERR_PERMISSION_DENIED);
+    /* the service acting for itself without a SERVICE grant */
+    assert_int_equal(
+        retrieve(f->agent, svc, NULL, NULL, "sec_deny", "mcp_server_env", a, NULL, &err),
+        CX_ERR_NOT_FOUND);
+
+    assert_int_equal(counter(&st_resolves), r0);    /* deny before decrypt */
+    assert_int_equal(counter(&st_audits) - a0, 12); /* every denial audited */
+
+    /* the audit store failing does not turn a denial into anything else */
+    pthread_mutex_lock(&st_mu);
+    st_audit_fail = 1;
+    pthread_mutex_unlock(&st_mu);
+    assert_int_equal(
+        retrieve(f->agent, svc, bob, NULL, "sec_nope", "mcp_server_env", a, NULL, &err),
+        CX_ERR_NOT_FOUND);
+    pthread_mutex_lock(&st_mu);
+    st_audit_fail = 0;
+    pthread_mutex_unlock(&st_mu);
+    assert_int_equal(counter(&st_resolves), r0);
+    free(svc);
+    free(alice);
+    free(other);
+    free(bob);
+    rpc_arena_free(a);
+}
+
+static void test_retrieve_allowed(void **state)
+{
+    struct fx *f = *state;
+    rpc_arena_t *a = rpc_arena_new(1024);
+    cx_error_t err;
+    char *svc = mint("service-account-agent-runtime", "agent-runtime");
+    char *carol = mint("carol", "agent-runtime");
+    tuple(true, "service:agent-runtime", "retriever", "platform:credex");
+    tuple(true, "user:carol", "member", "team:eng");
+    tuple(true, "team:eng#member", "owner", "secret_ref:sec_team");
+    int r0 = counter(&st_resolves);
+    Credex__V1__RetrieveResponse *resp = NULL;
+    assert_int_equal(
+        retrieve(f->agent, svc, carol, NULL, "sec_team", "mcp_server_env", a, &resp, &err), CX_OK);
+    assert_int_equal(counter(&st_resolves), r0 + 1);
+    assert_string_equal(resp->secret_id, "sec_team");
+    assert_int_equal(resp->version, 3);
+    assert_int_equal(resp->value.len, 12);
+    assert_memory_equal(resp->value.data, "canary-value", 12);
+    /* the same through the edge, explicitly marked as server-side traffic */
+    char *edge_svc = mint("service-account-edge", "edge");
+    tuple(true, "service:edge", "retriever", "platform:credex");
+    assert_int_equal(
+        retrieve(f->edge, edge_svc, carol, "service", "sec_team", "mcp_server_env", a, NULL, &err),
+        CX_OK);
+    /* leaving the team takes effect at once */
+    tuple(false, "user:carol", "member", "team:eng");
+    assert_int_equal(
+        retrieve(f->agent, svc, carol, NULL, "sec_team", "mcp_server_env", a, NULL, &err),
+        CX_ERR_NOT_FOUND);
+    /* a SERVICE grant lets the service retrieve for itself */
+    tuple(true, "service:agent-runtime", "user", "secret_ref:sec_team");
+    assert_int_equal(
+        retrieve(f->agent, svc, NULL, NULL, "sec_team", "mcp_server_env", a, NULL, &err), CX_OK);
+    free(svc);
+    free(carol);
+    free(edge_svc);
+    rpc_arena_free(a);
+}
+
+static void test_secrets_hidden_is_not_found(void **state)
+{
+    struct fx *f = *state;
+    cx_error_t err;
+    char *dan = mint("dan", NULL);
+    tuple(true, "user:erin", "owner", "secret_ref:sec_erin");
+    assert_int_equal(get_secret(f->cli, dan, "sec_erin", &err), CX_ERR_NOT_FOUND);
+    char hidden[CX_ERROR_MESSAGE_MAX];
+    strcpy(hidden, err.message);
+    assert_int_equal(get_secret(f->cli, dan, "sec_missing", &err), CX_ERR_NOT_FOUND);
+    assert_string_equal(err.message, hidden);
+    tuple(true, "user:dan", "user", "secret_ref:sec_erin");
+    assert_int_equal(get_secret(f->cli, dan, "sec_erin", &err), CX_OK);
+    assert_int_equal(get_secret(f->cli, NULL, "sec_erin", &err), CX_ERR_UNAUTHENTICATED);
+    assert_int_equal(get_secret(f->cli, dan, "bad id!", &err), CX_ERR_INVALID_ARGUMENT);
+    free(dan);
+}
+
+#define OWNER_USER CREDEX__V1__OWNER_TYPE__OWNER_TYPE_USER
+#define OWNER_TEAM CREDEX__V1__OWNER_TYPE__OWNER_TYPE_TEAM
+#define API_KEY    CREDEX__V1__SECRET_KIND__SECRET_KIND_API_KEY
+
+static void test_secrets_lifecycle_and_sharing(void **state)
+{
+    struct fx *f = *state;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    cx_error_t err;
+    char *gina = mint("gina", NULL), *hank = mint("hank", NULL);
+
+    /* create: the owner and platform tuples follow the secret */
+    assert_int_equal(create(f->cli, gina, "k1", 0, NULL, API_KEY, "v1", a, &err), CX_OK);
+    assert_true(fga_has("user:gina", "manage", "secret_ref:sec_k1"));
+    assert_true(fga_has("platform:credex", "platform", "secret_ref:sec_k1"));
+    /* a replay completes a tuple lost after an interrupted create */
+    tuple(false, "user:gina", "owner", "secret_ref:sec_k1");
+    assert_false(fga_has("user:gina", "manage", "secret_ref:sec_k1"));
+    assert_int_equal(create(f->cli, gina, "k1", 0, NULL, API_KEY, "v1", a, &err), CX_OK);
+    assert_true(fga_has("user:gina", "manage", "secret_ref:sec_k1"));
+
+    /* owners: self, or a team the caller belongs to */
+    assert_int_equal(create(f->cli, gina, "k2", OWNER_USER, "hank", API_KEY, "v", a, &err),
+                     CX_ERR_PERMISSION_DENIED);
+    assert_int_equal(create(f->cli, gina, "k3", OWNER_TEAM, "tg", API_KEY, "v", a, &err),
+                     CX_ERR_PERMISSION_DENIED);
+    tuple(true, "user:gina", "admin", "team:tg");
+    assert_int_equal(create(f->cli, gina, "k3", OWNER_TEAM, "tg", API_KEY, "v", a, &err), CX_OK);
+    assert_true(fga_has("team:tg#member", "owner", "secret_ref:sec_k3"));
+    /* validation */
+    assert_int_equal(create(f->cli, gina, "k4", 0, NULL,
+                            CREDEX__V1__SECRET_KIND__SECRET_KIND_OAUTH_CLIENT_SECRET, "v", a, &err),
+                     CX_ERR_INVALID_ARGUMENT);
+    assert_int_equal(create(f->cli, gina, "k4", 0, NULL, API_KEY, "", a, &err),
+                     CX_ERR_INVALID_ARGUMENT);
+    assert_int_equal(create(f->cli, gina, "", 0, NULL, API_KEY, "v", a, &err),
+                     CX_ERR_INVALID_ARGUMENT);
+
+    /* list: what OpenFGA says gina may see */
+    Credex__V1__ListSecretsRequest lr = CREDEX__V1__LIST_SECRETS_REQUEST__INIT;
+    ProtobufCMessage *out = NULL;
+    assert_int_equal(secrets_call(f->cli, gina, "ListSecrets", &lr.base, a, &out, &err), CX_OK);
+    assert_int_equal(((Credex__V1__ListSecretsResponse *)out)->n_secrets, 2);
+    /* hank sees nothing, and store is not even asked (empty ids would mean "all") */
+    int l0 = counter(&st_lists);
+    assert_int_equal(secrets_call(f->cli, hank, "ListSecrets", &lr.base, a, &out, &err), CX_OK);
+    assert_int_equal(((Credex__V1__ListSecretsResponse *)out)->n_secrets, 0);
+    assert_int_equal(counter(&st_lists), l0);
+    lr.scope = CREDEX__V1__LIST_SECRETS_SCOPE__LIST_SECRETS_SCOPE_ALL;
+    assert_int_equal(secrets_call(f->cli, hank, "ListSecrets", &lr.base, a, &out, &err),
+                     CX_ERR_PERMISSION_DENIED);
+
+    /* share with hank: effective at once; listed; unshared: gone at once */
+    Credex__V1__ShareSecretResponse *sr = NULL;
+    assert_int_equal(share(f->cli, hank, "sec_k1", CREDEX__V1__GRANTEE_TYPE__GRANTEE_TYPE_USER,
+                           "hank", CREDEX__V1__SHARE_ROLE__SHARE_ROLE_USER, false, a, &sr, &err),
+                     CX_ERR_NOT_FOUND); /* hank cannot share what he cannot see */
+    assert_int_equal(share(f->cli, gina, "sec_k1", CREDEX__V1__GRANTEE_TYPE__GRANTEE_TYPE_USER,
+                           "hank", CREDEX__V1__SHARE_ROLE__SHARE_ROLE_USER, true, a, &sr, &err),
+                     CX_OK);
+    assert_false(sr->applied);
+    assert_int_equal(get_secret(f->cli, hank, "sec_k1", &err), CX_ERR_NOT_FOUND);
+    assert_int_equal(share(f->cli, gina, "sec_k1", CREDEX__V1__GRANTEE_TYPE__GRANTEE_TYPE_USER,
+                           "hank", CREDEX__V1__SHARE_ROLE__SHARE_ROLE_USER, false, a, &sr, &err),
+                     CX_OK);
+    assert_true(sr->applied);
+    assert_int_equal(get_secret(f->cli, hank, "sec_k1", &err), CX_OK);
+    assert_int_equal(share(f->cli, gina, "sec_k1", CREDEX__V1__GRANTEE_TYPE__GRANTEE_TYPE_TEAM,
+                           "ops", CREDEX__V1__SHARE_ROLE__SHARE_ROLE_AUDITOR, true, a, &sr, &err),
+                     CX_OK);
+    assert_true(sr->n_warnings >= 1);
+    assert_int_equal(share(f->cli, gina, "sec_k1", CREDEX__V1__GRANTEE_TYPE__GRANTEE_TYPE_USER,
+                           "hank", CREDEX__V1__SHARE_ROLE__SHARE_ROLE_OWNER, false, a, &sr, &err),
+                     CX_ERR_INVALID_ARGUMENT);
+    assert_int_equal(share(f->cli, gina, "sec_k1", CREDEX__V1__GRANTEE_TYPE__GRANTEE_TYPE_SERVICE,
+                           "agent-runtime", CREDEX__V1__SHARE_ROLE__SHARE_ROLE_MANAGER, false, a,
+                           &sr, &err),
+                     CX_ERR_INVALID_ARGUMENT);
+    /* hank (a user, not a manager) may not share further */
+    assert_int_equal(share(f->cli, hank, "sec_k1", CREDEX__V1__GRANTEE_TYPE__GRANTEE_TYPE_USER,
+                           "ivan", CREDEX__V1__SHARE_ROLE__SHARE_ROLE_USER, false, a, &sr, &err),
+                     CX_ERR_PERMISSION_DENIED);
+
+    Credex__V1__ListSecretSharesRequest ls = CREDEX__V1__LIST_SECRET_SHARES_REQUEST__INIT;
+    ls.secret_id = "sec_k1";
+    assert_int_equal(secrets_call(f->cli, gina, "ListSecretShares", &ls.base, a, &out, &err),
+                     CX_OK);
+    Credex__V1__ListSecretSharesResponse *shares = (Credex__V1__ListSecretSharesResponse *)out;
+    assert_int_equal(shares->n_shares, 2); /* owner gina, user hank; the platform link is not one */
+    bool saw_owner = false, saw_hank = false;
+    for (size_t i = 0; i < shares->n_shares; i++) {
+        saw_owner |= shares->shares[i]->role == CREDEX__V1__SHARE_ROLE__SHARE_ROLE_OWNER &&
+                     strcmp(shares->shares[i]->grantee->grantee_id, "gina") == 0;
+        saw_hank |= shares->shares[i]->role == CREDEX__V1__SHARE_ROLE__SHARE_ROLE_USER &&
+                    strcmp(shares->shares[i]->grantee->grantee_id, "hank") == 0;
+    }
+    assert_true(saw_owner && saw_hank);
+
+    Credex__V1__Grantee g = CREDEX__V1__GRANTEE__INIT;
+    g.grantee_type = CREDEX__V1__GRANTEE_TYPE__GRANTEE_TYPE_USER;
+    g.grantee_id = "gina";
+    Credex__V1__UnshareSecretRequest ur = CREDEX__V1__UNSHARE_SECRET_REQUEST__INIT;
+    ur.secret_id = "sec_k1";
+    ur.grantee = &g;
+    ur.role = CREDEX__V1__SHARE_ROLE__SHARE_ROLE_OWNER;
+    assert_int_equal(secrets_call(f->cli, gina, "UnshareSecret", &ur.base, a, &out, &err),
+                     CX_ERR_INVALID_ARGUMENT);
+    ur.role = CREDEX__V1__SHARE_ROLE__SHARE_ROLE_UNSPECIFIED;
+    g.grantee_id = "hank";
+    assert_int_equal(secrets_call(f->cli, gina, "UnshareSecret", &ur.base, a, &out, &err), CX_OK);
+    assert_int_equal(((Credex__V1__UnshareSecretResponse *)out)->removed_count, 1);
+    assert_int_equal(get_secret(f->cli, hank, "sec_k1", &err), CX_ERR_NOT_FOUND);
+
+    /* delete: grants go, the owner keeps seeing the tombstone and may delete again */
+    assert_int_equal(share(f->cli, gina, "sec_k1", CREDEX__V1__GRANTEE_TYPE__GRANTEE_TYPE_USER,
+                           "hank", CREDEX__V1__SHARE_ROLE__SHARE_ROLE_MANAGER, false, a, &sr, &err),
+                     CX_OK);
+    Credex__V1__DeleteSecretRequest dr = CREDEX__V1__DELETE_SECRET_REQUEST__INIT;
+    dr.secret_id = "sec_k1";
+    assert_int_equal(secrets_call(f->cli, gina, "DeleteSecret", &dr.base, a, &out, &err), CX_OK);
+    assert_false(fga_has("user:hank", "read_metadata", "secret_ref:sec_k1"));
+    assert_true(fga_has("user:gina", "manage", "secret_ref:sec_k1"));
+    assert_int_equal(secrets_call(f->cli, gina, "DeleteSecret", &dr.base, a, &out, &err), CX_OK);
+
+    /* a service acting for itself manages no user secrets */
+    char *svc = mint("service-account-agent-runtime", "agent-runtime");
+    char bearer[4200];
+    snprintf(bearer, sizeof(bearer), "Bearer %s", svc);
+    rpc_header_t h = {"authorization", bearer};
+    rpc_call_options_t o = {.deadline_ms = 5000, .headers = &h, .nheaders = 1};
+    Credex__V1__GetSecretRequest gr = CREDEX__V1__GET_SECRET_REQUEST__INIT;
+    gr.secret_id = "sec_k3";
+    assert_false(rpc_client_unary(f->agent, &credex__v1__secrets__descriptor, "GetSecret", &gr.base,
+                                  &o, a, &out, &err));
+    assert_int_equal(err.code, CX_ERR_PERMISSION_DENIED);
+    free(svc);
+    free(gina);
+    free(hank);
+    rpc_arena_free(a);
+}
+
+static void test_unimplemented_and_health(void **state)
+{
+    struct fx *f = *state;
+    rpc_arena_t *a = rpc_arena_new(1024);
+    cx_error_t err;
+    Credex__V1__ExchangeRequest ex = CREDEX__V1__EXCHANGE_REQUEST__INIT;
+    rpc_call_options_t o = {.deadline_ms = 5000};
+    ProtobufCMessage *reply = NULL;
+    assert_false(rpc_client_unary(f->agent, &credex__v1__retrieval__descriptor, "Exchange",
+                                  &ex.base, &o, a, &reply, &err));
+    assert_int_equal(err.code, CX_ERR_UNIMPLEMENTED);
+
+    char *u = mint("frank", NULL);
+    rpc_header_t h = {"x-credex-user-token", u};
+    o.headers = &h;
+    o.nheaders = 1;
+    Credex__V1__GetHealthRequest hr = CREDEX__V1__GET_HEALTH_REQUEST__INIT;
+    assert_true(rpc_client_unary(f->cli, &credex__v1__admin__descriptor, "GetHealth", &hr.base, &o,
+                                 a, &reply, &err));
+    Credex__V1__GetHealthResponse *resp = (Credex__V1__GetHealthResponse *)reply;
+    assert_int_equal(resp->n_components, 4);
+    assert_string_equal(resp->components[0]->component, "credential_store");
+    assert_int_equal(resp->components[0]->status, CREDEX__V1__HEALTH_STATUS__HEALTH_STATUS_OK);
+    assert_string_equal(resp->components[1]->component, "key_wrapper");
+    assert_int_equal(resp->components[1]->status, CREDEX__V1__HEALTH_STATUS__HEALTH_STATUS_DOWN);
+    assert_string_equal(resp->components[2]->component, "policy_service");
+    assert_int_equal(resp->components[2]->status, CREDEX__V1__HEALTH_STATUS__HEALTH_STATUS_OK);
+    assert_int_equal(resp->status, CREDEX__V1__HEALTH_STATUS__HEALTH_STATUS_DOWN);
+    assert_string_equal(resp->components[1]->detail, ""); /* not an admin */
+    assert_true(resp->credentials_enabled);
+    free(u);
+    rpc_arena_free(a);
+}
+
+static void test_feature_disabled(void **state)
+{
+    struct fx *f = *state;
+    rpc_arena_t *a = rpc_arena_new(1024);
+    cx_error_t err;
+    char *svc = mint("service-account-agent-runtime", "agent-runtime");
+    char *alice = mint("alice", "agent-runtime");
+    int r0 = counter(&st_resolves);
+    assert_int_equal(
+        retrieve(f->agent, svc, alice, NULL, "sec_team", "mcp_server_env", a, NULL, &err),
+        CX_ERR_FEATURE_DISABLED);
+    assert_int_equal(get_secret(f->cli, alice, "sec_team", &err), CX_ERR_FEATURE_DISABLED);
+    assert_int_equal(counter(&st_resolves), r0);
+    rpc_header_t h = {"x-credex-user-token", alice};
+    rpc_call_options_t o = {.deadline_ms = 5000, .headers = &h, .nheaders = 1};
+    Credex__V1__GetHealthRequest hr = CREDEX__V1__GET_HEALTH_REQUEST__INIT;
+    ProtobufCMessage *reply = NULL;
+    assert_true(rpc_client_unary(f->cli, &credex__v1__admin__descriptor, "GetHealth", &hr.base, &o,
+                                 a, &reply, &err));
+    assert_false(((Credex__V1__GetHealthResponse *)reply)->credentials_enabled);
+    free(svc);
+    free(alice);
+    rpc_arena_free(a);
+}
+
+static int fx_setup_policy_down(void **state)
+{
+    fga_url_override = "http://127.0.0.1:1";
+    int rc = fx_setup(state, true);
+    fga_url_override = NULL;
+    return rc;
+}
+
+/* OpenFGA unreachable: every decision fails closed as unavailable, before store is asked. */
+static void test_policy_down_fails_closed(void **state)
+{
+    struct fx *f = *state;
+    rpc_arena_t *a = rpc_arena_new(1024);
+    cx_error_t err;
+    char *svc = mint("service-account-agent-runtime", "agent-runtime");
+    char *alice = mint("alice", "agent-runtime");
+    int r0 = counter(&st_resolves);
+    assert_int_equal(
+        retrieve(f->agent, svc, alice, NULL, "sec_team", "mcp_server_env", a, NULL, &err),
+        CX_ERR_UNAVAILABLE);
+    assert_int_equal(get_secret(f->cli, alice, "sec_team", &err), CX_ERR_UNAVAILABLE);
+    assert_int_equal(create(f->cli, alice, "kdown", 0, NULL, API_KEY, "v", a, &err),
+                     CX_ERR_UNAVAILABLE); /* the secret exists in store; a replay completes it */
+    assert_int_equal(counter(&st_resolves), r0);
+    /* browsers are still refused as browsers: that needs no policy decision */
+    assert_int_equal(
+        retrieve(f->edge, NULL, alice, NULL, "sec_team", "mcp_server_env", a, NULL, &err),
+        CX_ERR_BROWSER_DENIED);
+    free(svc);
+    free(alice);
+    rpc_arena_free(a);
+}
+
+static bool read_env_file(const char *path)
+{
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (!f)
+        return false;
+    char line[512];
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (strncmp(line, "URL=", 4) == 0)
+            snprintf(fga_url, sizeof(fga_url), "%s", line + 4);
+        else if (strncmp(line, "STORE=", 6) == 0)
+            snprintf(fga_store, sizeof(fga_store), "%s", line + 6);
+        else if (strncmp(line, "MODEL=", 6) == 0)
+            snprintf(fga_model, sizeof(fga_model), "%s", line + 6);
+    }
+    fclose(f);
+    return fga_url[0] && fga_store[0];
+}
+
+int main(void)
+{
+    const char *p = getenv("CREDEX_TEST_PKI");
+    if (!p || !read_env_file(getenv("CREDEX_TEST_FGA_ENV"))) {
+        fprintf(stderr, "run through ctest (CREDEX_TEST_PKI, CREDEX_TEST_FGA_ENV)\n");
+        return 1;
+    }
+    snprintf(pki, sizeof(pki), "%s", p);
+    FILE *kf = fopen(pki_path("jwt-signing.key"), "r");
+    signing_key = kf ? PEM_read_PrivateKey(kf, NULL, NULL, NULL) : NULL;
+    if (kf)
+        fclose(kf);
+    json_t *jwks = json_load_file(pki_path("jwks.json"), 0, NULL);
+    const char *k =
+        json_string_value(json_object_get(json_array_get(json_object_get(jwks, "keys"), 0), "kid"));
+    FILE *isf = fopen(pki_path("jwt-issuer.txt"), "r");
+    if (!signing_key || !k || !isf || !fgets(issuer, sizeof(issuer), isf)) {
+        fprintf(stderr, "dev PKI incomplete in %s\n", pki);
+        return 1;
+    }
+    fclose(isf);
+    issuer[strcspn(issuer, "\n")] = '\0';
+    snprintf(kid, sizeof(kid), "%s", k);
+    json_decref(jwks);
+    cx_fga_options_t fo = {
+        .url = fga_url, .store_id = fga_store, .model_id = fga_model, .timeout_ms = 2000};
+    fga = cx_fga_new(&fo, NULL);
+
+    const struct CMUnitTest enabled[] = {
+        cmocka_unit_test(test_retrieve_denials_never_reach_store),
+        cmocka_unit_test(test_retrieve_allowed),
+        cmocka_unit_test(test_secrets_hidden_is_not_found),
+        cmocka_unit_test(test_secrets_lifecycle_and_sharing),
+        cmocka_unit_test(test_unimplemented_and_health),
+    };
+    const struct CMUnitTest disabled[] = {
+        cmocka_unit_test(test_feature_disabled),
+    };
+    const struct CMUnitTest policy_down[] = {
+        cmocka_unit_test(test_policy_down_fails_closed),
+    };
+    int rc = cmocka_run_group_tests_name("gateway_enabled", enabled, fx_setup_enabled, fx_teardown);
+    rc |= cmocka_run_group_tests_name("gateway_policy_down", policy_down, fx_setup_policy_down,
+                                      fx_teardown);
+    rc |= cmocka_run_group_tests_name("gateway_disabled", disabled, fx_setup_disabled, fx_teardown);
+    cx_fga_free(fga);
+    EVP_PKEY_free(signing_key);
+    return rc;
+}

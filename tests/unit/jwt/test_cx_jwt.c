@@ -1,0 +1,472 @@
+/*
+ * Unit tests of common/jwt: keys are generated here with OpenSSL, published as a JWKS file, and
+ * tokens are signed here, so every check of docs/IDENTITY.md is exercised against real
+ * signatures rather than canned strings.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/jwt/cx_jwt.h"
+
+#define ISS "https://issuer.test/realms/credex"
+#define AUD "credex"
+#define NOW ((int64_t)1800000000)
+
+static EVP_PKEY *ec_key, *rsa_key, *other_ec_key;
+static char jwks_path[64];
+static cx_jwks_t *jwks;
+
+static void b64url(const unsigned char *in, size_t len, char *out)
+{
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < len)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < len)
+            v |= in[i + 2];
+        out[o++] = tbl[(v >> 18) & 63];
+        out[o++] = tbl[(v >> 12) & 63];
+        if (i + 1 < len)
+            out[o++] = tbl[(v >> 6) & 63];
+        if (i + 2 < len)
+            out[o++] = tbl[v & 63];
+    }
+    out[o] = '\0';
+}
+
+static void b64url_str(const char *s, char *out)
+{
+    b64url((const unsigned char *)s, strlen(s), out);
+}
+
+static void bn_b64(EVP_PKEY *k, const char *param, size_t pad, char *out)
+{
+    BIGNUM *bn = NULL;
+    assert_int_equal(EVP_PKEY_get_bn_param(k, param, &bn), 1);
+    unsigned char buf[600];
+    size_t n = pad ? pad : (size_t)BN_num_bytes(bn);
+    assert_true(BN_bn2binpad(bn, buf, (int)n) > 0);
+    b64url(buf, n, out);
+    BN_free(bn);
+}
+
+/* Sign header.payload with key (ES256 raw r||s, RS256 PKCS#1 v1.5), or HMAC for "HS256". */
+static char *sign_token(const char *hdr_json, const char *payload_json, EVP_PKEY *key)
+{
+    char *tok = calloc(1, 16384);
+    char h[2048], p[4096];
+    b64url_str(hdr_json, h);
+    b64url_str(payload_json, p);
+    snprintf(tok, 16384, "%s.%s", h, p);
+    unsigned char sig[1024];
+    size_t siglen = sizeof(sig);
+    if (!key) { /* HMAC with a key the attacker knows */
+        unsigned int l = 0;
+        HMAC(EVP_sha256(), "secret", 6, (unsigned char *)tok, strlen(tok), sig, &l);
+        siglen = l;
+    } else {
+        EVP_MD_CTX *md = EVP_MD_CTX_new();
+        assert_int_equal(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key), 1);
+        assert_int_equal(EVP_DigestSign(md, sig, &siglen, (unsigned char *)tok, strlen(tok)), 1);
+        EVP_MD_CTX_free(md);
+        if (EVP_PKEY_is_a(key, "EC")) {
+            const unsigned char *q = sig;
+            ECDSA_SIG *es = d2i_ECDSA_SIG(NULL, &q, (long)siglen);
+            assert_non_null(es);
+            BN_bn2binpad(ECDSA_SIG_get0_r(es), sig, 32);
+            BN_bn2binpad(ECDSA_SIG_get0_s(es), sig + 32, 32);
+            siglen = 64;
+            ECDSA_SIG_free(es);
+        }
+    }
+    char s[1500];
+    b64url(sig, siglen, s);
+    strcat(tok, ".");
+    strcat(tok, s);
+    return tok;
+}
+
+static char *payload(const char *iss, const char *aud_json, int64_t exp, const char *extra)
+{
+    static char buf[2048];
+    snprintf(buf, sizeof(buf),
+             "{\"iss\":\"%s\",\"aud\":%s,\"exp\":%lld,\"iat\":%lld,\"sub\":\"alice\","
+             "\"azp\":\"agent-runtime\"%s}",
+             iss, aud_json, (long long)exp, (long long)(NOW - 10), extra ? extra : "");
+    return buf;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    ec_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    other_ec_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    rsa_key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    if (!ec_key || !rsa_key || !other_ec_key)
+        return -1;
+    char x[64], y[64], n[400], e[16];
+    bn_b64(ec_key, OSSL_PKEY_PARAM_EC_PUB_X, 32, x);
+    bn_b64(ec_key, OSSL_PKEY_PARAM_EC_PUB_Y, 32, y);
+    bn_b64(rsa_key, OSSL_PKEY_PARAM_RSA_N, 0, n);
+    bn_b64(rsa_key, OSSL_PKEY_PARAM_RSA_E, 0, e);
+    char doc[2048];
+    snprintf(doc, sizeof(doc),
+             "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"ec1\",\"use\":\"sig\","
+             "\"alg\":\"ES256\",\"x\":\"%s\",\"y\":\"%s\"},"
+             "{\"kty\":\"RSA\",\"kid\":\"rsa1\",\"n\":\"%s\",\"e\":\"%s\"},"
+             "{\"kty\":\"oct\",\"kid\":\"hmac\",\"k\":\"c2VjcmV0\"}]}",
+             x, y, n, e);
+    jwks = cx_jwt_jwks_parse(doc, strlen(doc), NULL);
+    if (!jwks)
+        return -1;
+    strcpy(jwks_path, "/tmp/cx_jwt_test_XXXXXX");
+    int fd = mkstemp(jwks_path);
+    if (fd < 0 || write(fd, doc, strlen(doc)) != (ssize_t)strlen(doc))
+        return -1;
+    close(fd);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    EVP_PKEY_free(ec_key);
+    EVP_PKEY_free(rsa_key);
+    EVP_PKEY_free(other_ec_key);
+    cx_jwt_jwks_free(jwks);
+    unlink(jwks_path);
+    return 0;
+}
+
+static const cx_jwt_params_t params = {.issuer = ISS, .audience = AUD, .leeway_s = 30};
+
+static cx_code_t verify(const char *tok, cx_jwt_claims_t *c)
+{
+    cx_error_t err;
+    cx_error_clear(&err);
+    bool ok = cx_jwt_verify_with_jwks(jwks, &params, tok, strlen(tok), NOW, c, &err);
+    return ok ? CX_OK : err.code;
+}
+
+#define EC_HDR "{\"alg\":\"ES256\",\"kid\":\"ec1\",\"typ\":\"JWT\"}"
+
+static void test_jwks_parse(void **state)
+{
+    (void)state;
+    assert_int_equal(cx_jwt_jwks_count(jwks), 2); /* the oct key is skipped */
+    cx_error_t err;
+    assert_null(cx_jwt_jwks_parse("[]", 2, &err));
+    assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+    assert_null(cx_jwt_jwks_parse("{\"keys\":1}", 10, &err));
+    const char *bad_point = "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"k\","
+                            "\"x\":\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\","
+                            "\"y\":\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"}]}";
+    cx_jwks_t *j = cx_jwt_jwks_parse(bad_point, strlen(bad_point), &err);
+    assert_non_null(j);
+    assert_int_equal(cx_jwt_jwks_count(j), 0);
+    cx_jwt_jwks_free(j);
+    cx_jwt_jwks_free(NULL);
+}
+
+static void test_b64url_strict(void **state)
+{
+    (void)state;
+    unsigned char out[16];
+    size_t n;
+    assert_true(cx_jwt_b64url_decode("YWJj", 4, out, sizeof(out), &n));
+    assert_int_equal(n, 3);
+    assert_memory_equal(out, "abc", 3);
+    assert_true(cx_jwt_b64url_decode("YWI", 3, out, sizeof(out), &n));
+    assert_int_equal(n, 2);
+    assert_false(cx_jwt_b64url_decode("YWJ=", 4, out, sizeof(out), &n)); /* padding */
+    assert_false(cx_jwt_b64url_decode("YW+j", 4, out, sizeof(out), &n)); /* std alphabet */
+    assert_false(cx_jwt_b64url_decode("YWJ", 3, out, sizeof(out), &n));  /* stray bits */
+    assert_false(cx_jwt_b64url_decode("Y", 1, out, sizeof(out), &n));
+    assert_false(cx_jwt_b64url_decode("YWJj", 4, out, 2, &n)); /* too small */
+}
+
+static void test_es256_valid(void **state)
+{
+    (void)state;
+    char *tok = sign_token(EC_HDR, payload(ISS, "\"credex\"", NOW + 300, NULL), ec_key);
+    cx_jwt_claims_t c;
+    assert_int_equal(verify(tok, &c), CX_OK);
+    assert_string_equal(c.sub, "alice");
+    assert_string_equal(c.azp, "agent-runtime");
+    assert_string_equal(c.kid, "ec1");
+    assert_string_equal(c.alg, "ES256");
+    assert_int_equal(c.exp, NOW + 300);
+    free(tok);
+    /* aud as an array */
+    tok = sign_token(EC_HDR, payload(ISS, "[\"other\",\"credex\"]", NOW + 300, NULL), ec_key);
+    assert_int_equal(verify(tok, NULL), CX_OK);
+    free(tok);
+}
+
+static void test_rs256_valid(void **state)
+{
+    (void)state;
+    char *tok = sign_token("{\"alg\":\"RS256\",\"kid\":\"rsa1\"}",
+                           payload(ISS, "\"credex\"", NOW + 300, NULL), rsa_key);
+    assert_int_equal(verify(tok, NULL), CX_OK);
+    free(tok);
+    /* RS256 header with the EC key id: alg/key mismatch */
+    tok = sign_token("{\"alg\":\"RS256\",\"kid\":\"ec1\"}",
+                     payload(ISS, "\"credex\"", NOW + 300, NULL), rsa_key);
+    assert_int_equal(verify(tok, NULL), CX_ERR_UNAUTHENTICATED);
+    free(tok);
+}
+
+static void test_expired(void **state)
+{
+    (void)state;
+    char *tok = sign_token(EC_HDR, payload(ISS, "\"credex\"", NOW - 31, NULL), ec_key);
+    assert_int_equal(verify(tok, NULL), CX_ERR_UNAUTHENTICATED);
+    free(tok);
+    /* within leeway */
+    tok = sign_token(EC_HDR, payload(ISS, "\"credex\"", NOW - 29, NULL), ec_key);
+    assert_int_equal(verify(tok, NULL), CX_OK);
+    free(tok);
+    /* no exp at all */
+    tok = sign_token(EC_HDR, "{\"iss\":\"" ISS "\",\"aud\":\"credex\",\"sub\":\"a\"}", ec_key);
+    assert_int_equal(verify(tok, NULL), CX_ERR_UNAUTHENTICATED);
+    free(tok);
+}
+
+static void test_nbf_future(void **state)
+{
+    (void)state;
+    char extra[64];
+    snprintf(extra, sizeof(extra), ",\"nbf\":%lld", (long long)(NOW + 120));
+    char *tok = sign_token(EC_HDR, payload(ISS, "\"credex\"", NOW + 300, extra), ec_key);
+    assert_int_equal(verify(tok, NULL), CX_ERR_UNAUTHENTICATED);
+    free(tok);
+    snprintf(extra, sizeof(extra), ",\"nbf\":%lld", (long long)(NOW + 20));
+    tok = sign_token(EC_HDR, payload(ISS, "\"credex\"", NOW + 300, extra), ec_key);
+    assert_int_equal(verify(tok, NULL), CX_OK);
+    free(tok);
+}
+
+static void test_wrong_iss_aud_sub(void **state)
+{
+    (void)state;
+    char *tok = sign_token(EC_HDR, payload(ISS "/", "\"credex\"", NOW + 300, NULL), ec_key);
+    assert_int_equal(verify(tok, NULL), CX_ERR_UNAUTHENTICATED);
+    free(tok);
+    tok = sign_token(EC_HDR, payload(ISS, "\"credexx\"", NOW + 300, NULL), ec_key);
+    assert_int_equal(verify(tok, NULL), CX_ERR_UNAUTHENTICATED);
+    free(tok);
+    tok = sign_token(EC_HDR, payload(ISS, "[\"a\",\"b\"]", NOW + 300, NULL), ec_key);
+    assert_int_equal(verify(tok, NULL), CX_ERR_UNAUTHENTICATED);
+    free(tok);
+    char p[256];
+    snprintf(p, sizeof(p), "{\"iss\":\"%s\",\"aud\":\"credex\",\"exp\":%lld}", ISS,
+             (long long)(NOW + 300));
+    tok = sign_token(EC_HDR, p, ec_key);
+    assert_int_equal(verify(tok, NULL), CX_ERR_UNAUTHENTICATED); /* no sub */
+    free(tok);
+}
+
+static void test_alg_none_and_hs256(void **state)
+{
+    (void)state;
+    char h[128], p[2048], tok[4096];
+    b64url_str("{\"alg\":\"none\",\"kid\":\"ec1\"}", h);
+    b64url_str(payload(ISS, "\"credex\"", NOW + 300, NULL), p);
+    snprintf(tok, sizeof(tok), "%s.%s.", h, p);
+    assert_int_equal(verify(tok, NULL), CX_ERR_UNAUTHENTICATED);
+    char *t = sign_token("{\"alg\":\"HS256\",\"kid\":\"hmac\"}",
+                         payload(ISS, "\"credex\"", NOW + 300, NULL), NULL);
+    assert_int_equal(verify(t, NULL), CX_ERR_UNAUTHENTICATED);
+    free(t);
+    t = sign_token("{\"alg\":\"HS256\",\"kid\":\"ec1\"}",
+                   payload(ISS, "\"credex\"", NOW + 300, NULL), NULL);
+    assert_int_equal(verify(t, NULL), CX_ERR_UNAUTHENTICATED);
+    free(t);
+}
+
+static void test_unknown_kid(void **state)
+{
+    (void)state;
+    char *tok = sign_token("{\"alg\":\"ES256\",\"kid\":\"nope\"}",
+                           payload(ISS, "\"credex\"", NOW + 300, NULL), ec_key);
+    cx_error_t err;
+    assert_false(cx_jwt_verify_with_jwks(jwks, &params, tok, strlen(tok), NOW, NULL, &err));
+    assert_int_equal(err.code, CX_ERR_UNAUTHENTICATED);
+    assert_string_equal(err.message, "unknown key id");
+    free(tok);
+    /* no kid at all */
+    tok = sign_token("{\"alg\":\"ES256\"}", payload(ISS, "\"credex\"", NOW + 300, NULL), ec_key);
+    assert_int_equal(verify(tok, NULL), CX_ERR_UNAUTHENTICATED);
+    free(tok);
+}
+
+static void test_tampered(void **state)
+{
+    (void)state;
+    char *tok = sign_token(EC_HDR, payload(ISS, "\"credex\"", NOW + 300, NULL), ec_key);
+    /* payload swapped for one claiming another subject */
+    char *d1 = strchr(tok, '.'), *d2 = strchr(d1 + 1, '.');
+    char p[2048], forged[8192];
+    b64url_str(payload(ISS, "\"credex\"", NOW + 300, ",\"x\":1"), p);
+    snprintf(forged, sizeof(forged), "%.*s.%s%s", (int)(d1 - tok), tok, p, d2);
+    assert_int_equal(verify(forged, NULL), CX_ERR_UNAUTHENTICATED);
+    /* one flipped signature character */
+    char *last = tok + strlen(tok) - 5;
+    *last = *last == 'A' ? 'B' : 'A';
+    assert_int_equal(verify(tok, NULL), CX_ERR_UNAUTHENTICATED);
+    free(tok);
+    /* signed by a key that is not in the set, under a known kid */
+    tok = sign_token(EC_HDR, payload(ISS, "\"credex\"", NOW + 300, NULL), other_ec_key);
+    assert_int_equal(verify(tok, NULL), CX_ERR_UNAUTHENTICATED);
+    free(tok);
+}
+
+static void test_malformed(void **state)
+{
+    (void)state;
+    const char *bad[] = {"", "a", "a.b", "a.b.c.d", "..", "e30.e30.", "e30.e30.AAAA"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(verify(bad[i], NULL), CX_ERR_UNAUTHENTICATED);
+    char *big = malloc(CX_JWT_TOKEN_MAX + 2);
+    memset(big, 'A', CX_JWT_TOKEN_MAX + 1);
+    big[CX_JWT_TOKEN_MAX + 1] = '\0';
+    assert_int_equal(verify(big, NULL), CX_ERR_UNAUTHENTICATED);
+    free(big);
+    /* duplicate claim names are refused (two parsers could disagree on which one counts) */
+    char *tok = sign_token(EC_HDR,
+                           "{\"iss\":\"" ISS "\",\"aud\":\"credex\",\"exp\":1900000000,"
+                           "\"sub\":\"a\",\"sub\":\"b\"}",
+                           ec_key);
+    assert_int_equal(verify(tok, NULL), CX_ERR_UNAUTHENTICATED);
+    free(tok);
+}
+
+static void test_verifier_file(void **state)
+{
+    (void)state;
+    cx_jwt_verifier_options_t o = {
+        .jwks_source = jwks_path, .issuer = ISS, .audience = AUD, .leeway_s = 30, .cache_s = 300};
+    cx_error_t err;
+    cx_jwt_verifier_t *v = cx_jwt_verifier_new(&o, &err);
+    assert_non_null(v);
+    int64_t now = (int64_t)time(NULL);
+    char p[512];
+    snprintf(p, sizeof(p), "{\"iss\":\"%s\",\"aud\":\"credex\",\"exp\":%lld,\"sub\":\"bob\"}", ISS,
+             (long long)(now + 60));
+    char *tok = sign_token(EC_HDR, p, ec_key);
+    cx_jwt_claims_t c;
+    assert_true(cx_jwt_verify(v, tok, strlen(tok), &c, &err));
+    assert_string_equal(c.sub, "bob");
+    free(tok);
+    tok = sign_token("{\"alg\":\"ES256\",\"kid\":\"zz\"}", p, ec_key);
+    assert_false(cx_jwt_verify(v, tok, strlen(tok), &c, &err));
+    assert_int_equal(err.code, CX_ERR_UNAUTHENTICATED);
+    free(tok);
+    cx_jwt_verifier_free(v);
+
+    o.jwks_source = "/nonexistent/jwks.json";
+    v = cx_jwt_verifier_new(&o, &err);
+    tok = sign_token(EC_HDR, p, ec_key);
+    assert_false(cx_jwt_verify(v, tok, strlen(tok), &c, &err));
+    assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+    free(tok);
+    cx_jwt_verifier_free(v);
+
+    o.jwks_source = "http://idp.test/jwks";
+    assert_null(cx_jwt_verifier_new(&o, &err));
+    assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+    cx_jwt_verifier_free(NULL);
+}
+
+/* A key rotated at the IdP: an unknown kid refetches the JWKS, at most once per interval. */
+static void test_verifier_refetch_on_unknown_kid(void **state)
+{
+    (void)state;
+    char path[64] = "/tmp/cx_jwt_rot_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    char x[64], y[64], doc[1024];
+    bn_b64(ec_key, OSSL_PKEY_PARAM_EC_PUB_X, 32, x);
+    bn_b64(ec_key, OSSL_PKEY_PARAM_EC_PUB_Y, 32, y);
+    snprintf(doc, sizeof(doc),
+             "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"old\",\"x\":\"%s\","
+             "\"y\":\"%s\"}]}",
+             x, y);
+    FILE *f = fopen(path, "w");
+    fputs(doc, f);
+    fclose(f);
+    cx_jwt_verifier_options_t o = {.jwks_source = path,
+                                   .issuer = ISS,
+                                   .audience = AUD,
+                                   .cache_s = 3600,
+                                   .unknown_kid_refetch_s = 2};
+    cx_error_t err;
+    cx_jwt_verifier_t *v = cx_jwt_verifier_new(&o, &err);
+    assert_non_null(v);
+    int64_t now = (int64_t)time(NULL);
+    char p[512];
+    snprintf(p, sizeof(p), "{\"iss\":\"%s\",\"aud\":\"credex\",\"exp\":%lld,\"sub\":\"bob\"}", ISS,
+             (long long)(now + 600));
+    char *old_tok = sign_token("{\"alg\":\"ES256\",\"kid\":\"old\"}", p, ec_key);
+    char *new_tok = sign_token("{\"alg\":\"ES256\",\"kid\":\"new\"}", p, other_ec_key);
+    assert_true(cx_jwt_verify(v, old_tok, strlen(old_tok), NULL, &err));
+
+    /* the IdP publishes the new key */
+    bn_b64(other_ec_key, OSSL_PKEY_PARAM_EC_PUB_X, 32, x);
+    bn_b64(other_ec_key, OSSL_PKEY_PARAM_EC_PUB_Y, 32, y);
+    snprintf(doc, sizeof(doc),
+             "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"new\",\"x\":\"%s\","
+             "\"y\":\"%s\"}]}",
+             x, y);
+    f = fopen(path, "w");
+    fputs(doc, f);
+    fclose(f);
+    /* within the interval of the first fetch (whole seconds: at most 1 apart): no refetch */
+    assert_false(cx_jwt_verify(v, new_tok, strlen(new_tok), NULL, &err));
+    assert_int_equal(err.code, CX_ERR_UNAUTHENTICATED);
+    sleep(3);
+    assert_true(cx_jwt_verify(v, new_tok, strlen(new_tok), NULL, &err));
+    /* the old key is gone with the refetch */
+    assert_false(cx_jwt_verify(v, old_tok, strlen(old_tok), NULL, &err));
+    free(old_tok);
+    free(new_tok);
+    cx_jwt_verifier_free(v);
+    unlink(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_jwks_parse),
+        cmocka_unit_test(test_b64url_strict),
+        cmocka_unit_test(test_es256_valid),
+        cmocka_unit_test(test_rs256_valid),
+        cmocka_unit_test(test_expired),
+        cmocka_unit_test(test_nbf_future),
+        cmocka_unit_test(test_wrong_iss_aud_sub),
+        cmocka_unit_test(test_alg_none_and_hs256),
+        cmocka_unit_test(test_unknown_kid),
+        cmocka_unit_test(test_tampered),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_verifier_file),
+        cmocka_unit_test(test_verifier_refetch_on_unknown_kid),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,599 @@
+/*
+ * Unit tests of the store's pure parts: secret id derivation, envelope seal/open with a fake
+ * data key and the AAD binding (swapping any bound field fails), stored payload decoding,
+ * DEK cache bounds, request validation and the per-peer kind policy, paging cursors, audit
+ * documents.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "services/store/store_internal.h"
+
+/* ---- ids -------------------------------------------------------------------------------- */
+
+static void test_secret_id_derivation(void **state)
+{
+    (void)state;
+    char a[STORE_ID_BUF], b[STORE_ID_BUF];
+    store_secret_id_derive("user", "alice", "key-1", a);
+    /* Reference: python3 hashlib.sha256(b"user|alice|key-1"), first 130 bits, Crockford. */
+    assert_string_equal(a, "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H");
+    store_secret_id_derive("user", "alice", "key-1", b);
+    assert_string_equal(a, b);
+    assert_true(store_id_valid(a, "sec_"));
+    store_secret_id_derive("team", "alice", "key-1", b);
+    assert_string_not_equal(a, b);
+    store_secret_id_derive("user", "alice", "key-2", b);
+    assert_string_not_equal(a, b);
+    store_secret_id_derive("user", "bob", "key-1", b);
+    assert_string_not_equal(a, b);
+
+    char r1[STORE_ID_BUF], r2[STORE_ID_BUF];
+    cx_error_t err;
+    assert_true(store_random_id("pay_", r1, &err));
+    assert_true(store_random_id("pay_", r2, &err));
+    assert_true(store_id_valid(r1, "pay_"));
+    assert_string_not_equal(r1, r2);
+    assert_false(store_id_valid(r1, "sec_"));
+    assert_false(store_id_valid("sec_5NPKMVKYTE6Z2RVKV37EW1BN4", "sec_"));   /* short */
+    assert_false(store_id_valid("sec_5NPKMVKYTE6Z2RVKV37EW1BN4HH", "sec_")); /* long */
+    assert_false(store_id_valid("sec_5NPKMVKYTE6Z2RVKV37EW1BN4I", "sec_"));  /* I not Crockford */
+    assert_false(store_id_valid("sec_5npkmvkyte6z2rvkv37ew1bn4h", "sec_"));  /* lower case */
+    assert_false(store_id_valid(NULL, "sec_"));
+}
+
+/* ---- envelope --------------------------------------------------------------------------- */
+
+typedef struct sealed {
+    unsigned char nonce[CX_GCM_NONCE_LEN], tag[CX_GCM_TAG_LEN], ct[64];
+    size_t ctlen;
+} sealed_t;
+
+static const store_bind_t good_bind = {.secret_id = "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H",
+                                       .version = 3,
+                                       .owner_type = "user",
+                                       .owner_id = "alice",
+                                       .kind = "api_key",
+                                       .payload_id = "pay_00000000000000000000000000"};
+
+static cx_secret_t *fake_dek(unsigned char fill)
+{
+    unsigned char k[CX_AES_KEY_LEN];
+    memset(k, fill, sizeof(k));
+    return cx_secret_from(k, sizeof(k));
+}
+
+static store_payload_t payload_of(const sealed_t *s, const store_bind_t *b)
+{
+    static const uint8_t wrapped[4] = {1, 2, 3, 4};
+    store_payload_t p = {.payload_id = b->payload_id,
+                         .secret_id = b->secret_id,
+                         .version = b->version,
+                         .key_provider = CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_LOCAL_CMK,
+                         .key_id = "alias/x",
+                         .key_version = "1",
+                         .wrapped = wrapped,
+                         .wrapped_len = 4,
+                         .nonce = s->nonce,
+                         .ct = s->ct,
+                         .ct_len = (uint32_t)s->ctlen,
+                         .tag = s->tag};
+    return p;
+}
+
+static void expect_integrity(const cx_secret_t *dek, const store_bind_t *b,
+                             const store_payload_t *p)
+{
+    cx_error_t err;
+    cx_secret_t *out = store_envelope_open(dek, b, p, &err);
+    assert_null(out);
+    assert_int_equal(err.code, CX_ERR_INTEGRITY);
+}
+
+static void test_envelope_roundtrip_and_binding(void **state)
+{
+    (void)state;
+    static const char value[] = "canary-value-0123456789";
+    cx_error_t err;
+    sealed_t s = {.ctlen = sizeof(value) - 1};
+    cx_secret_t *dek = fake_dek(0x42), *other = fake_dek(0x43);
+    assert_true(store_envelope_seal(dek, &good_bind, (const unsigned char *)value, s.ctlen, s.nonce,
+                                    s.ct, s.tag, &err));
+    assert_memory_not_equal(s.ct, value, s.ctlen);
+    store_payload_t p = payload_of(&s, &good_bind);
+    cx_secret_t *plain = store_envelope_open(dek, &good_bind, &p, &err);
+    assert_non_null(plain);
+    assert_int_equal(cx_secret_len(plain), s.ctlen);
+    assert_memory_equal(cx_secret_bytes(plain), value, s.ctlen);
+    cx_secret_free(plain);
+
+    /* Every bound field, changed on the metadata side (AAD differs). The payload document is
+     * kept consistent with it so the id cross-check alone cannot be what refuses it. */
+    for (int field = 0; field < 6; field++) {
+        store_bind_t b = good_bind;
+        switch (field) {
+        case 0:
+            b.secret_id = "sec_00000000000000000000000000";
+            break;
+        case 1:
+            b.version = 4;
+            break;
+        case 2:
+            b.owner_type = "team";
+            break;
+        case 3:
+            b.owner_id = "mallory";
+            break;
+        case 4:
+            b.kind = "token";
+            break;
+        case 5:
+            b.payload_id = "pay_11111111111111111111111111";
+            break;
+        }
+        store_payload_t q = payload_of(&s, &b);
+        expect_integrity(dek, &b, &q);
+    }
+    /* A payload document claiming another secret/version/payload id: refused before the
+     * cipher. */
+    store_payload_t q = p;
+    q.secret_id = "sec_00000000000000000000000000";
+    expect_integrity(dek, &good_bind, &q);
+    q = p;
+    q.version = 2;
+    expect_integrity(dek, &good_bind, &q);
+    /* Tampered nonce, ciphertext, tag; wrong key. */
+    sealed_t t = s;
+    t.nonce[0] ^= 1;
+    q = payload_of(&t, &good_bind);
+    expect_integrity(dek, &good_bind, &q);
+    t = s;
+    t.ct[t.ctlen - 1] ^= 0x80;
+    q = payload_of(&t, &good_bind);
+    expect_integrity(dek, &good_bind, &q);
+    t = s;
+    t.tag[15] ^= 1;
+    q = payload_of(&t, &good_bind);
+    expect_integrity(dek, &good_bind, &q);
+    expect_integrity(other, &good_bind, &p);
+    /* Truncated ciphertext. */
+    q = p;
+    q.ct_len--;
+    expect_integrity(dek, &good_bind, &q);
+
+    /* Two seals of the same value never share a nonce. */
+    sealed_t s2 = {.ctlen = s.ctlen};
+    assert_true(store_envelope_seal(dek, &good_bind, (const unsigned char *)value, s.ctlen,
+                                    s2.nonce, s2.ct, s2.tag, &err));
+    assert_memory_not_equal(s.nonce, s2.nonce, CX_GCM_NONCE_LEN);
+    cx_secret_free(dek);
+    cx_secret_free(other);
+}
+
+static void test_context_pairs(void **state)
+{
+    (void)state;
+    char ver[12];
+    cx_kv_t pairs[STORE_CONTEXT_PAIRS];
+    store_bind_context(&good_bind, ver, pairs);
+    assert_string_equal(pairs[0].key, "secret_id");
+    assert_string_equal(pairs[1].value, "3");
+    assert_string_equal(pairs[2].value, "user");
+    assert_string_equal(pairs[3].value, "alice");
+    assert_string_equal(pairs[4].value, "api_key");
+    unsigned char *a1 = NULL, *a2 = NULL;
+    size_t l1, l2;
+    cx_error_t err;
+    store_bind_t b = good_bind;
+    assert_true(store_bind_aad(&good_bind, &a1, &l1, &err));
+    b.payload_id = "pay_11111111111111111111111111";
+    assert_true(store_bind_aad(&b, &a2, &l2, &err));
+    assert_true(l1 != l2 || memcmp(a1, a2, l1) != 0);
+    /* The algorithm name is bound too. */
+    assert_non_null(memmem(a1, l1, STORE_ALG, strlen(STORE_ALG)));
+    free(a1);
+    free(a2);
+
+    unsigned char k1[32], k2[32], k3[32];
+    uint8_t w1[3] = {1, 2, 3}, w2[3] = {1, 2, 4};
+    store_dek_cache_key(&good_bind, w1, 3, (const unsigned char *)"aad", 3, k1);
+    store_dek_cache_key(&good_bind, w2, 3, (const unsigned char *)"aad", 3, k2);
+    store_dek_cache_key(&good_bind, w1, 3, (const unsigned char *)"aae", 3, k3);
+    assert_memory_not_equal(k1, k2, 32);
+    assert_memory_not_equal(k1, k3, 32);
+}
+
+/* ---- payload documents ------------------------------------------------------------------ */
+
+static void build_payload(bson_t *d, int omit, int variant)
+{
+    uint8_t nonce[12] = {0}, tag[16] = {0}, ct[5] = {9, 9, 9, 9, 9}, wk[8] = {7};
+    bson_init(d);
+    if (omit != 0)
+        BSON_APPEND_UTF8(d, "payload_id", "pay_00000000000000000000000000");
+    if (omit != 1)
+        BSON_APPEND_UTF8(d, "secret_id", "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H");
+    if (omit != 2) {
+        if (variant == 1)
+            BSON_APPEND_UTF8(d, "version", "3");
+        else if (variant == 2)
+            BSON_APPEND_INT64(d, "version", 0);
+        else
+            BSON_APPEND_INT64(d, "version", 3);
+    }
+    if (omit != 3)
+        BSON_APPEND_UTF8(d, "alg", variant == 3 ? "AES-128-CBC" : STORE_ALG);
+    if (omit != 4)
+        BSON_APPEND_UTF8(d, "key_provider", variant == 4 ? "rot13" : "local-cmk");
+    if (omit != 5)
+        BSON_APPEND_UTF8(d, "key_id", "alias/x");
+    if (omit != 6)
+        BSON_APPEND_UTF8(d, "key_version", "");
+    if (omit != 7)
+        BSON_APPEND_BINARY(d, "wrapped_key", BSON_SUBTYPE_BINARY, wk, sizeof(wk));
+    if (omit != 8)
+        BSON_APPEND_BINARY(d, "nonce", BSON_SUBTYPE_BINARY, nonce, variant == 5 ? 11 : 12);
+    if (omit != 9)
+        BSON_APPEND_BINARY(d, "ciphertext", BSON_SUBTYPE_BINARY, ct, variant == 6 ? 0 : 5);
+    if (omit != 10)
+        BSON_APPEND_BINARY(d, "tag", BSON_SUBTYPE_BINARY, tag, variant == 7 ? 15 : 16);
+    BSON_APPEND_DATE_TIME(d, "created_at", 1234);
+}
+
+static void test_payload_decode(void **state)
+{
+    (void)state;
+    bson_t d;
+    store_payload_t p;
+    cx_error_t err;
+    build_payload(&d, -1, 0);
+    assert_true(store_payload_decode(&d, &p, &err));
+    assert_int_equal(p.version, 3);
+    assert_int_equal(p.ct_len, 5);
+    assert_int_equal(p.wrapped_len, 8);
+    assert_int_equal(p.created_at_ms, 1234);
+    assert_int_equal(p.key_provider, CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_LOCAL_CMK);
+    bson_destroy(&d);
+    for (int omit = 0; omit <= 10; omit++) {
+        build_payload(&d, omit, 0);
+        assert_false(store_payload_decode(&d, &p, &err));
+        assert_int_equal(err.code, CX_ERR_INTEGRITY);
+        bson_destroy(&d);
+    }
+    for (int variant = 1; variant <= 7; variant++) {
+        build_payload(&d, -1, variant);
+        assert_false(store_payload_decode(&d, &p, &err));
+        assert_int_equal(err.code, CX_ERR_INTEGRITY);
+        bson_destroy(&d);
+    }
+    assert_false(store_payload_decode(NULL, &p, &err));
+}
+
+/* ---- DEK cache -------------------------------------------------------------------------- */
+
+static void test_dek_cache_bounds(void **state)
+{
+    (void)state;
+    unsigned char k1[32] = {1}, k2[32] = {2}, k3[32] = {3};
+    cx_secret_t *dek = fake_dek(0x11), *got;
+
+    /* Age. */
+    store_dek_cache_t *c = store_dek_cache_new(1000, 100, 8);
+    store_dek_cache_put(c, k1, dek, 10000);
+    got = store_dek_cache_get(c, k1, 10500);
+    assert_non_null(got);
+    assert_true(cx_secret_equal(got, dek));
+    cx_secret_free(got);
+    assert_null(store_dek_cache_get(c, k1, 11000));
+    assert_int_equal(store_dek_cache_size(c), 0);
+    /* A clock going backwards does not extend life. */
+    store_dek_cache_put(c, k1, dek, 10000);
+    assert_null(store_dek_cache_get(c, k1, 9000));
+    assert_null(store_dek_cache_get(c, k2, 10000));
+    store_dek_cache_free(c);
+
+    /* Uses: the put counts as the first use. */
+    c = store_dek_cache_new(60000, 3, 8);
+    store_dek_cache_put(c, k1, dek, 0);
+    for (int i = 0; i < 2; i++) {
+        got = store_dek_cache_get(c, k1, 1);
+        assert_non_null(got);
+        cx_secret_free(got);
+    }
+    assert_null(store_dek_cache_get(c, k1, 1));
+    store_dek_cache_free(c);
+
+    /* Entries: the oldest goes. */
+    c = store_dek_cache_new(60000, 100, 2);
+    store_dek_cache_put(c, k1, dek, 1);
+    store_dek_cache_put(c, k2, dek, 2);
+    store_dek_cache_put(c, k3, dek, 3);
+    assert_int_equal(store_dek_cache_size(c), 2);
+    assert_null(store_dek_cache_get(c, k1, 4));
+    got = store_dek_cache_get(c, k3, 4);
+    assert_non_null(got);
+    cx_secret_free(got);
+    store_dek_cache_free(c);
+
+    /* Disabled. */
+    c = store_dek_cache_new(0, 100, 8);
+    store_dek_cache_put(c, k1, dek, 1);
+    assert_null(store_dek_cache_get(c, k1, 1));
+    store_dek_cache_free(c);
+    c = store_dek_cache_new(1000, 100, 0);
+    store_dek_cache_put(c, k1, dek, 1);
+    assert_null(store_dek_cache_get(c, k1, 1));
+    store_dek_cache_free(c);
+    store_dek_cache_free(NULL);
+    cx_secret_free(dek);
+}
+
+/* ---- validation ------------------------------------------------------------------------- */
+
+typedef struct create_fx {
+    Credex__V1__StoreCreateSecretRequest r;
+    Credex__V1__CallerContext caller;
+    Credex__V1__Owner owner;
+    char *uses[2];
+    unsigned char value[8];
+} create_fx_t;
+
+static void create_fx_init(create_fx_t *f)
+{
+    Credex__V1__StoreCreateSecretRequest r = CREDEX__V1__STORE_CREATE_SECRET_REQUEST__INIT;
+    Credex__V1__CallerContext c = CREDEX__V1__CALLER_CONTEXT__INIT;
+    Credex__V1__Owner o = CREDEX__V1__OWNER__INIT;
+    f->r = r;
+    f->caller = c;
+    f->owner = o;
+    f->caller.caller_kind = CREDEX__V1__CALLER_KIND__CALLER_KIND_BROWSER;
+    f->caller.subject_user_id = "alice";
+    f->caller.peer = "edge";
+    f->owner.owner_type = CREDEX__V1__OWNER_TYPE__OWNER_TYPE_USER;
+    f->owner.owner_id = "alice";
+    f->uses[0] = "mcp.tool";
+    f->uses[1] = "agent:run";
+    memcpy(f->value, "s3cr3t!!", 8);
+    f->r.caller = &f->caller;
+    f->r.owner = &f->owner;
+    f->r.idempotency_key = "idem-1";
+    f->r.kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_API_KEY;
+    f->r.display_name = "OpenAI key";
+    f->r.n_allowed_uses = 2;
+    f->r.allowed_uses = f->uses;
+    f->r.value.data = f->value;
+    f->r.value.len = 8;
+}
+
+static void expect_create(create_fx_t *f, const char *peer, cx_code_t code)
+{
+    cx_error_t err = {0};
+    bool ok = store_validate_create(&f->r, peer, &err);
+    if (code == CX_OK) {
+        if (!ok)
+            fail_msg("expected ok, got %s", err.message);
+    } else {
+        assert_false(ok);
+        assert_int_equal(err.code, code);
+    }
+    create_fx_init(f);
+}
+
+static void test_validate_create(void **state)
+{
+    (void)state;
+    create_fx_t f;
+    static unsigned char big[STORE_VALUE_MAX + 1];
+    char longname[200];
+    memset(longname, 'a', sizeof(longname));
+    longname[129] = '\0';
+    create_fx_init(&f);
+    expect_create(&f, "gateway", CX_OK);
+    f.r.idempotency_key = "";
+    expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
+    f.r.kind = 0;
+    expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
+    f.r.kind = 99;
+    expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
+    f.r.display_name = "";
+    expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
+    f.r.display_name = longname;
+    expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
+    f.r.display_name = "bad\nname";
+    expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
+    f.r.value.len = 0;
+    expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
+    f.r.value.data = big;
+    f.r.value.len = sizeof(big);
+    expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
+    f.r.value.data = big;
+    f.r.value.len = STORE_VALUE_MAX;
+    expect_create(&f, "gateway", CX_OK);
+    f.owner.owner_id = "a|b";
+    expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
+    f.owner.owner_id = "";
+    expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
+    f.owner.owner_type = 0;
+    expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
+    f.r.owner = NULL;
+    expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
+    f.r.caller = NULL;
+    expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
+    f.caller.caller_kind = 0;
+    expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
+    f.uses[1] = "UPPER";
+    expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
+    f.uses[1] = "mcp.tool";
+    expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT); /* duplicate */
+    /* Per-peer kind policy. */
+    expect_create(&f, "oauth", CX_ERR_PERMISSION_DENIED);
+    expect_create(&f, "edge", CX_ERR_PERMISSION_DENIED);
+    f.r.kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_OAUTH_CLIENT_SECRET;
+    expect_create(&f, "oauth", CX_ERR_INVALID_ARGUMENT); /* connector_id required */
+    f.r.kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_OAUTH_CLIENT_SECRET;
+    f.r.connector_id = "conn_1";
+    expect_create(&f, "oauth", CX_ERR_PERMISSION_DENIED); /* owner must be platform */
+    f.r.kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_OAUTH_CLIENT_SECRET;
+    f.r.connector_id = "conn_1";
+    f.owner.owner_type = CREDEX__V1__OWNER_TYPE__OWNER_TYPE_PLATFORM;
+    f.owner.owner_id = "platform";
+    expect_create(&f, "oauth", CX_OK);
+    f.r.kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_PROVIDER_TOKEN_SET;
+    f.r.connector_id = "conn_1";
+    expect_create(&f, "oauth", CX_OK);
+    f.r.kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_PROVIDER_TOKEN_SET;
+    f.r.connector_id = "conn_1";
+    expect_create(&f, "gateway", CX_ERR_PERMISSION_DENIED);
+    f.owner.owner_type = CREDEX__V1__OWNER_TYPE__OWNER_TYPE_PLATFORM;
+    f.owner.owner_id = "someone";
+    expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
+
+    assert_true(store_peer_may_use("gateway", CREDEX__V1__SECRET_KIND__SECRET_KIND_GENERIC,
+                                   CREDEX__V1__OWNER_TYPE__OWNER_TYPE_TEAM));
+    assert_false(store_peer_may_use("gateway", CREDEX__V1__SECRET_KIND__SECRET_KIND_GENERIC,
+                                    CREDEX__V1__OWNER_TYPE__OWNER_TYPE_PLATFORM));
+    assert_false(store_peer_may_use(NULL, CREDEX__V1__SECRET_KIND__SECRET_KIND_GENERIC,
+                                    CREDEX__V1__OWNER_TYPE__OWNER_TYPE_USER));
+}
+
+static void test_validate_resolve_update(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    Credex__V1__StoreResolveRequest r = CREDEX__V1__STORE_RESOLVE_REQUEST__INIT;
+    Credex__V1__CallerContext c = CREDEX__V1__CALLER_CONTEXT__INIT;
+    Credex__V1__ResourceContext rc = CREDEX__V1__RESOURCE_CONTEXT__INIT;
+    c.caller_kind = CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE_ON_BEHALF_OF_USER;
+    c.service_id = "agent-runtime";
+    c.subject_user_id = "alice";
+    c.intended_use = "mcp.tool";
+    rc.resource_type = "mcp_server";
+    rc.resource_id = "github";
+    c.resource_context = &rc;
+    r.caller = &c;
+    r.secret_id = "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H";
+    assert_true(store_validate_resolve(&r, "gateway", &err));
+    r.secret_id = "sec_bad";
+    assert_false(store_validate_resolve(&r, "gateway", &err));
+    assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+    r.secret_id = "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H";
+    c.intended_use = "";
+    assert_false(store_validate_resolve(&r, "gateway", &err));
+    c.intended_use = "Bad Use";
+    assert_false(store_validate_resolve(&r, "gateway", &err));
+    c.intended_use = "mcp.tool";
+    rc.resource_id = "";
+    assert_false(store_validate_resolve(&r, "gateway", &err));
+    assert_true(store_validate_resolve(&r, "oauth", &err)); /* oauth: no resource context */
+    rc.resource_id = "github";
+    c.caller_kind = CREDEX__V1__CALLER_KIND__CALLER_KIND_BROWSER;
+    assert_false(store_validate_resolve(&r, "gateway", &err));
+    assert_int_equal(err.code, CX_ERR_BROWSER_DENIED);
+    c.caller_kind = CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE;
+    r.expected_kind = 42;
+    assert_false(store_validate_resolve(&r, "gateway", &err));
+
+    Credex__V1__StoreUpdateSecretRequest u = CREDEX__V1__STORE_UPDATE_SECRET_REQUEST__INIT;
+    char *mask[] = {"display_name"}, *badmask[] = {"value"};
+    u.caller = &c;
+    u.secret_id = "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H";
+    u.display_name = "new";
+    assert_false(store_validate_update(&u, &err)); /* empty mask */
+    u.n_update_mask = 1;
+    u.update_mask = mask;
+    assert_true(store_validate_update(&u, &err));
+    u.display_name = "";
+    assert_false(store_validate_update(&u, &err));
+    u.update_mask = badmask;
+    assert_false(store_validate_update(&u, &err));
+
+    Credex__V1__PageRequest p = CREDEX__V1__PAGE_REQUEST__INIT;
+    assert_int_equal(store_page_size(NULL), 50);
+    assert_int_equal(store_page_size(&p), 50);
+    p.page_size = 7;
+    assert_int_equal(store_page_size(&p), 7);
+    p.page_size = 5000;
+    assert_int_equal(store_page_size(&p), 200);
+}
+
+/* ---- cursors and audit documents -------------------------------------------------------- */
+
+static void test_cursor(void **state)
+{
+    (void)state;
+    char tok[64], id[STORE_ID_BUF];
+    int64_t ms = 0;
+    store_cursor_encode(1700000000123, "evt_0123456789ABCDEFGHJKMNPQRS", tok, sizeof(tok));
+    assert_true(store_cursor_decode(tok, &ms, id));
+    assert_int_equal(ms, 1700000000123);
+    assert_string_equal(id, "evt_0123456789ABCDEFGHJKMNPQRS");
+    const char *bad[] = {"",
+                         ".",
+                         "12",
+                         "12.",
+                         "x.evt_0123456789ABCDEFGHJKMNPQRS",
+                         "12.evt_0123",
+                         "99999999999999999999.evt_0123456789ABCDEFGHJKMNPQRS",
+                         "12.abc_0123456789ABCDEFGHJKMNPQRS"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_false(store_cursor_decode(bad[i], &ms, id));
+}
+
+static void test_audit_roundtrip(void **state)
+{
+    (void)state;
+    Credex__V1__AuditEvent e = CREDEX__V1__AUDIT_EVENT__INIT, d;
+    Credex__V1__Owner o = CREDEX__V1__OWNER__INIT;
+    Credex__V1__AuditEvent__AttributesEntry a = CREDEX__V1__AUDIT_EVENT__ATTRIBUTES_ENTRY__INIT;
+    Credex__V1__AuditEvent__AttributesEntry *ap[] = {&a};
+    o.owner_type = CREDEX__V1__OWNER_TYPE__OWNER_TYPE_TEAM;
+    o.owner_id = "team-a";
+    a.key = "version";
+    a.value = "2";
+    e.event_id = "evt_0123456789ABCDEFGHJKMNPQRS";
+    e.created_at_ms = 42;
+    e.event_type = "secret.retrieved";
+    e.outcome = CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_DENIED;
+    e.reason = "permission_denied";
+    e.resource_type = "secret_ref";
+    e.caller_kind = CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE_ON_BEHALF_OF_USER;
+    e.correlation_id = "corr-1";
+    e.owner = &o;
+    e.n_attributes = 1;
+    e.attributes = ap;
+    bson_t doc;
+    store_audit_encode(&e, &doc);
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    assert_true(store_audit_decode(&doc, arena, &d));
+    assert_string_equal(d.event_type, "secret.retrieved");
+    assert_int_equal(d.outcome, e.outcome);
+    assert_int_equal(d.caller_kind, e.caller_kind);
+    assert_int_equal(d.created_at_ms, 42);
+    assert_string_equal(d.owner->owner_id, "team-a");
+    assert_int_equal(d.n_attributes, 1);
+    assert_string_equal(d.attributes[0]->value, "2");
+    bson_destroy(&doc);
+    rpc_arena_free(arena);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_secret_id_derivation),
+        cmocka_unit_test(test_envelope_roundtrip_and_binding),
+        cmocka_unit_test(test_context_pairs),
+        cmocka_unit_test(test_payload_decode),
+        cmocka_unit_test(test_dek_cache_bounds),
+        cmocka_unit_test(test_validate_create),
+        cmocka_unit_test(test_validate_resolve_update),
+        cmocka_unit_test(test_cursor),
+        cmocka_unit_test(test_audit_roundtrip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,1093 @@
+/*
+ * The CredentialStore service in process: a real rpc server with the store registered, real
+ * mTLS clients (certificates of the rpc_pki fixture) calling as gateway, oauth and a peer that
+ * is not allowed, a real FerretDB (fixture mdb_ferretdb), and a fake key-wrap provider (AES-GCM
+ * under a test KEK with the encryption context as AAD, like local-cmk) so that the store is
+ * tested without the keywrap process. Covers lifecycle, idempotency, masking, tampering and
+ * swapping of stored fields, concurrent rotations, the DEK cache, audit, the feature toggle and
+ * outages of the database and of keywrap.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "services/store/store_internal.h"
+
+extern const unsigned char credex_descriptor_set[];
+extern const size_t credex_descriptor_set_len;
+
+static char pki[512], mongo_uri[256], dbname[64];
+
+static const char *pki_path(const char *file)
+{
+    static char buf[8][640];
+    static int i;
+    char *p = buf[i++ % 8];
+    snprintf(p, 640, "%s/%s", pki, file);
+    return p;
+}
+
+/* ---- fake keywrap ----------------------------------------------------------------------- */
+
+typedef struct fake_kw {
+    cx_secret_t *kek;
+    atomic_int generates, unwraps;
+    atomic_bool down;
+} fake_kw_t;
+
+static bool fake_generate(void *ctx, rpc_call_t *call, const cx_kv_t *pairs, size_t n,
+                          cx_secret_t **dek, store_wrapped_t *w, cx_error_t *err)
+{
+    fake_kw_t *k = ctx;
+    unsigned char raw[CX_AES_KEY_LEN], *aad = NULL;
+    size_t aadlen = 0;
+    if (atomic_load(&k->down))
+        return cx_error_set(err, CX_ERR_UNAVAILABLE, "keywrap down (test)");
+    atomic_fetch_add(&k->generates, 1);
+    unsigned char *out = rpc_call_alloc(call, CX_GCM_NONCE_LEN + CX_AES_KEY_LEN + CX_GCM_TAG_LEN);
+    assert_true(cx_crypto_random(raw, sizeof(raw), err));
+    assert_true(cx_crypto_context_encode(pairs, n, &aad, &aadlen, err));
+    assert_true(cx_crypto_seal(k->kek, aad, aadlen, raw, sizeof(raw), out, out + CX_GCM_NONCE_LEN,
+                               out + CX_GCM_NONCE_LEN + CX_AES_KEY_LEN, err));
+    free(aad);
+    *dek = cx_secret_from(raw, sizeof(raw));
+    cx_crypto_wipe(raw, sizeof(raw));
+    w->ct = out;
+    w->ct_len = CX_GCM_NONCE_LEN + CX_AES_KEY_LEN + CX_GCM_TAG_LEN;
+    w->provider = CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_LOCAL_CMK;
+    w->key_id = "alias/test";
+    w->key_version = "1";
+    return true;
+}
+
+static bool fake_unwrap(void *ctx, rpc_call_t *call, const store_wrapped_t *w, const cx_kv_t *pairs,
+                        size_t n, cx_secret_t **dek, cx_error_t *err)
+{
+    (void)call;
+    fake_kw_t *k = ctx;
+    unsigned char *aad = NULL;
+    size_t aadlen = 0;
+    if (atomic_load(&k->down))
+        return cx_error_set(err, CX_ERR_UNAVAILABLE, "keywrap down (test)");
+    atomic_fetch_add(&k->unwraps, 1);
+    if (w->ct_len != CX_GCM_NONCE_LEN + CX_AES_KEY_LEN + CX_GCM_TAG_LEN)
+        return cx_error_set(err, CX_ERR_INTEGRITY, "bad wrapped key");
+    assert_true(cx_crypto_context_encode(pairs, n, &aad, &aadlen, err));
+    cx_secret_t *d = cx_crypto_open(k->kek, aad, aadlen, w->ct, w->ct + CX_GCM_NONCE_LEN,
+                                    CX_AES_KEY_LEN, w->ct + CX_GCM_NONCE_LEN + CX_AES_KEY_LEN, err);
+    free(aad);
+    if (!d)
+        return cx_error_set(err, CX_ERR_INTEGRITY, "unwrap failed");
+    *dek = d;
+    return true;
+}
+
+/* ---- fixture ---------------------------------------------------------------------------- */
+
+typedef struct fx {
+    cx_config_t *cfg;
+    fake_kw_t kw;
+    store_t *st;
+    rpc_server_t *srv;
+    rpc_client_t *gw, *oauth, *intruder;
+    char addr[64];
+} fx_t;
+
+static fx_t F;
+
+static const char *fx_getenv(void *ctx, const char *name)
+{
+    (void)ctx;
+    if (strcmp(name, "CAIPE_CREDENTIALS_ENABLED") == 0)
+        return "true";
+    if (strcmp(name, "CREDEX_MONGO_URI") == 0)
+        return mongo_uri;
+    if (strcmp(name, "CREDEX_MONGO_DB") == 0)
+        return dbname;
+    if (strcmp(name, "CREDEX_MONGO_TIMEOUT_MS") == 0)
+        return "1500";
+    return NULL;
+}
+
+static rpc_client_t *client_as(const char *who)
+{
+    cx_error_t err;
+    char cert[64], key[64];
+    snprintf(cert, sizeof(cert), "%s.pem", who);
+    snprintf(key, sizeof(key), "%s.key", who);
+    rpc_tls_t tls = {
+        .ca_file = pki_path("ca.pem"), .cert_file = pki_path(cert), .key_file = pki_path(key)};
+    rpc_client_t *c = rpc_client_new(F.addr, "store", &tls, &err);
+    assert_non_null(c);
+    return c;
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    unsigned char kek[CX_AES_KEY_LEN];
+    memset(kek, 0x5a, sizeof(kek));
+    F.kw.kek = cx_secret_from(kek, sizeof(kek));
+    assert_true(cx_config_load(&F.cfg, fx_getenv, NULL, &err));
+    store_keys_ops_t ops = {.generate = fake_generate, .unwrap = fake_unwrap, .ctx = &F.kw};
+    F.st = store_new(F.cfg, &ops, &err);
+    assert_non_null(F.st);
+    if (!mdb_init_indexes(F.st->db, NULL, NULL, NULL, &err))
+        fail_msg("init indexes: %s", err.message);
+    rpc_server_options_t o = {.name = "store",
+                              .listen_addr = "127.0.0.1:0",
+                              .tls = {.ca_file = pki_path("ca.pem"),
+                                      .cert_file = pki_path("store.pem"),
+                                      .key_file = pki_path("store.key")},
+                              .threads = 8,
+                              .max_message_bytes = 4 << 20,
+                              .max_metadata_bytes = 16 << 10,
+                              .max_deadline_ms = 10000,
+                              .shutdown_grace_ms = 1000,
+                              .descriptor_set = credex_descriptor_set,
+                              .descriptor_set_len = credex_descriptor_set_len};
+    F.srv = rpc_server_new(&o, &err);
+    assert_non_null(F.srv);
+    assert_true(store_register(F.srv, F.st, &err));
+    assert_true(rpc_server_start(F.srv, &err));
+    snprintf(F.addr, sizeof(F.addr), "127.0.0.1:%d", rpc_server_port(F.srv));
+    F.gw = client_as("gateway");
+    F.oauth = client_as("oauth");
+    F.intruder = client_as("edge");
+    return 0;
+}
+
+static pid_t kw_pid;
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (kw_pid > 0) {
+        int status;
+        kill(kw_pid, SIGTERM);
+        waitpid(kw_pid, &status, 0);
+    }
+    rpc_client_free(F.gw);
+    rpc_client_free(F.oauth);
+    rpc_client_free(F.intruder);
+    rpc_server_free(F.srv);
+    store_free(F.st);
+    cx_config_free(F.cfg);
+    cx_secret_free(F.kw.kek);
+    return 0;
+}
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+static bool call(rpc_client_t *c, const char *method, const ProtobufCMessage *req,
+                 rpc_arena_t *arena, ProtobufCMessage **reply, cx_error_t *err)
+{
+    rpc_call_options_t o = {.deadline_ms = 5000, .correlation_id = "corr-store-test"};
+    return rpc_client_unary(c, &credex__v1__credential_store__descriptor, method, req, &o, arena,
+                            reply, err);
+}
+
+static Credex__V1__CallerContext caller_user(void)
+{
+    Credex__V1__CallerContext c = CREDEX__V1__CALLER_CONTEXT__INIT;
+    c.caller_kind = CREDEX__V1__CALLER_KIND__CALLER_KIND_BROWSER;
+    c.subject_user_id = "alice";
+    c.peer = "edge";
+    return c;
+}
+
+static Credex__V1__ResourceContext rc_mcp = CREDEX__V1__RESOURCE_CONTEXT__INIT;
+
+static Credex__V1__CallerContext caller_agent(void)
+{
+    Credex__V1__CallerContext c = CREDEX__V1__CALLER_CONTEXT__INIT;
+    c.caller_kind = CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE_ON_BEHALF_OF_USER;
+    c.service_id = "agent-runtime";
+    c.subject_user_id = "alice";
+    c.peer = "agent-runtime";
+    c.intended_use = "mcp.tool";
+    rc_mcp.resource_type = "mcp_server";
+    rc_mcp.resource_id = "github";
+    c.resource_context = &rc_mcp;
+    return c;
+}
+
+static Credex__V1__StoreCreateSecretResponse *create(rpc_client_t *c, rpc_arena_t *a,
+                                                     const char *owner, const char *idem,
+                                                     const char *name, const char *value,
+                                                     cx_error_t *err)
+{
+    Credex__V1__StoreCreateSecretRequest r = CREDEX__V1__STORE_CREATE_SECRET_REQUEST__INIT;
+    Credex__V1__CallerContext cc = caller_user();
+    Credex__V1__Owner o = CREDEX__V1__OWNER__INIT;
+    o.owner_type = CREDEX__V1__OWNER_TYPE__OWNER_TYPE_USER;
+    o.owner_id = (char *)owner;
+    r.caller = &cc;
+    r.owner = &o;
+    r.idempotency_key = (char *)idem;
+    r.kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_API_KEY;
+    r.display_name = (char *)name;
+    r.provider = "openai";
+    r.value.data = (uint8_t *)value;
+    r.value.len = strlen(value);
+    ProtobufCMessage *reply = NULL;
+    if (!call(c, "CreateSecret", &r.base, a, &reply, err))
+        return NULL;
+    return (Credex__V1__StoreCreateSecretResponse *)reply;
+}
+
+static Credex__V1__StoreResolveResponse *resolve(rpc_client_t *c, rpc_arena_t *a, const char *id,
+                                                 cx_error_t *err)
+{
+    Credex__V1__StoreResolveRequest r = CREDEX__V1__STORE_RESOLVE_REQUEST__INIT;
+    Credex__V1__CallerContext cc = caller_agent();
+    r.caller = &cc;
+    r.secret_id = (char *)id;
+    ProtobufCMessage *reply = NULL;
+    if (!call(c, "Resolve", &r.base, a, &reply, err))
+        return NULL;
+    return (Credex__V1__StoreResolveResponse *)reply;
+}
+
+static void expect_plain(const char *id, const char *value)
+{
+    cx_error_t err;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    Credex__V1__StoreResolveResponse *r = resolve(F.gw, a, id, &err);
+    if (!r)
+        fail_msg("resolve: %s: %s", cx_code_reason(err.code), err.message);
+    assert_int_equal(r->value.len, strlen(value));
+    assert_memory_equal(r->value.data, value, r->value.len);
+    rpc_arena_free(a);
+}
+
+static void expect_resolve_fails(const char *id, cx_code_t code)
+{
+    cx_error_t err;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    assert_null(resolve(F.gw, a, id, &err));
+    assert_int_equal(err.code, code);
+    rpc_arena_free(a);
+}
+
+static Credex__V1__StoreRotateSecretResponse *rotate(rpc_client_t *c, rpc_arena_t *a,
+                                                     const char *id, uint32_t expected,
+                                                     const char *value, cx_error_t *err)
+{
+    Credex__V1__StoreRotateSecretRequest r = CREDEX__V1__STORE_ROTATE_SECRET_REQUEST__INIT;
+    Credex__V1__CallerContext cc = caller_user();
+    r.caller = &cc;
+    r.secret_id = (char *)id;
+    r.expected_version = expected;
+    r.value.data = (uint8_t *)value;
+    r.value.len = strlen(value);
+    ProtobufCMessage *reply = NULL;
+    if (!call(c, "RotateSecret", &r.base, a, &reply, err))
+        return NULL;
+    return (Credex__V1__StoreRotateSecretResponse *)reply;
+}
+
+static Credex__V1__SecretMetadata *simple(const char *method, const char *id, cx_error_t *err,
+                                          rpc_arena_t *a)
+{
+    Credex__V1__CallerContext cc = caller_user();
+    ProtobufCMessage *reply = NULL;
+    bool ok;
+    if (strcmp(method, "GetSecret") == 0) {
+        Credex__V1__StoreGetSecretRequest r = CREDEX__V1__STORE_GET_SECRET_REQUEST__INIT;
+        r.caller = &cc;
+        r.secret_id = (char *)id;
+        ok = call(F.gw, method, &r.base, a, &reply, err);
+    } else if (strcmp(method, "RevokeSecret") == 0) {
+        Credex__V1__StoreRevokeSecretRequest r = CREDEX__V1__STORE_REVOKE_SECRET_REQUEST__INIT;
+        r.caller = &cc;
+        r.secret_id = (char *)id;
+        r.reason = "leaked";
+        ok = call(F.gw, method, &r.base, a, &reply, err);
+    } else {
+        Credex__V1__StoreDeleteSecretRequest r = CREDEX__V1__STORE_DELETE_SECRET_REQUEST__INIT;
+        r.caller = &cc;
+        r.secret_id = (char *)id;
+        ok = call(F.gw, method, &r.base, a, &reply, err);
+    }
+    return ok ? (Credex__V1__SecretMetadata *)reply : NULL;
+}
+
+static int64_t count_docs(const char *coll, const char *secret_id)
+{
+    cx_error_t err;
+    bson_error_t berr;
+    mongoc_client_t *c = mdb_client_pop(F.st->db, &err);
+    mongoc_collection_t *col = mdb_collection(F.st->db, c, coll);
+    bson_t *f = BCON_NEW("secret_id", BCON_UTF8(secret_id));
+    int64_t n = mongoc_collection_count_documents(col, f, NULL, NULL, NULL, &berr);
+    bson_destroy(f);
+    mongoc_collection_destroy(col);
+    mdb_client_push(F.st->db, c);
+    return n;
+}
+
+/* Replace (or restore) one field of the current payload of a secret. */
+static void payload_get(const char *secret_id, bson_t *out)
+{
+    cx_error_t err;
+    const bson_t *doc;
+    mongoc_client_t *c = mdb_client_pop(F.st->db, &err);
+    mongoc_collection_t *col = mdb_collection(F.st->db, c, MDB_COLL_PAYLOADS);
+    bson_t *f = BCON_NEW("secret_id", BCON_UTF8(secret_id));
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(col, f, NULL, NULL);
+    assert_true(mongoc_cursor_next(cur, &doc));
+    bson_copy_to(doc, out);
+    mongoc_cursor_destroy(cur);
+    bson_destroy(f);
+    mongoc_collection_destroy(col);
+    mdb_client_push(F.st->db, c);
+}
+
+static void payload_set_bin(const char *secret_id, const char *field, const uint8_t *data,
+                            uint32_t len)
+{
+    cx_error_t err;
+    bson_error_t berr;
+    mongoc_client_t *c = mdb_client_pop(F.st->db, &err);
+    mongoc_collection_t *col = mdb_collection(F.st->db, c, MDB_COLL_PAYLOADS);
+    bson_t *f = BCON_NEW("secret_id", BCON_UTF8(secret_id));
+    bson_t *u = BCON_NEW("$set", "{", field, BCON_BIN(BSON_SUBTYPE_BINARY, data, len), "}");
+    assert_true(mongoc_collection_update_many(col, f, u, NULL, NULL, &berr));
+    bson_destroy(f);
+    bson_destroy(u);
+    mongoc_collection_destroy(col);
+    mdb_client_push(F.st->db, c);
+}
+
+static void get_bin(const bson_t *doc, const char *field, uint8_t *out, uint32_t *len)
+{
+    bson_iter_t it;
+    bson_subtype_t st;
+    const uint8_t *d;
+    assert_true(bson_iter_init_find(&it, doc, field));
+    bson_iter_binary(&it, &st, len, &d);
+    memcpy(out, d, *len);
+}
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+static void test_lifecycle(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    rpc_arena_t *a = rpc_arena_new(8192);
+    Credex__V1__StoreCreateSecretResponse *c1 =
+        create(F.gw, a, "alice", "life-1", "OpenAI", "sk-canary-value-1", &err);
+    if (!c1)
+        fail_msg("create: %s: %s", cx_code_reason(err.code), err.message);
+    assert_true(c1->created);
+    char id[STORE_ID_BUF];
+    snprintf(id, sizeof(id), "%s", c1->secret->secret_id);
+    store_secret_id_derive("user", "alice", "life-1", id);
+    assert_string_equal(id, c1->secret->secret_id);
+    assert_true(c1->secret->value_set);
+    assert_string_equal(c1->secret->masked_value, "********");
+    assert_int_equal(c1->secret->current_version, 1);
+    assert_int_equal(c1->secret->status, CREDEX__V1__SECRET_STATUS__SECRET_STATUS_ACTIVE);
+
+    /* Replay: same secret, created=false; different parameters: conflict. */
+    Credex__V1__StoreCreateSecretResponse *c2 =
+        create(F.gw, a, "alice", "life-1", "OpenAI", "sk-canary-value-1", &err);
+    assert_non_null(c2);
+    assert_false(c2->created);
+    assert_string_equal(c2->secret->secret_id, id);
+    assert_null(create(F.gw, a, "alice", "life-1", "Other name", "x", &err));
+    assert_int_equal(err.code, CX_ERR_CONFLICT);
+    assert_int_equal(count_docs(MDB_COLL_PAYLOADS, id), 1);
+
+    expect_plain(id, "sk-canary-value-1");
+
+    Credex__V1__StoreRotateSecretResponse *r = rotate(F.gw, a, id, 1, "sk-canary-value-2", &err);
+    if (!r)
+        fail_msg("rotate: %s", err.message);
+    assert_int_equal(r->secret->current_version, 2);
+    assert_int_equal(r->version->version, 2);
+    assert_null(rotate(F.gw, a, id, 1, "sk-canary-value-3", &err));
+    assert_int_equal(err.code, CX_ERR_CONFLICT);
+    expect_plain(id, "sk-canary-value-2");
+
+    /* Versions, newest first, no ciphertext. */
+    Credex__V1__StoreListVersionsRequest lv = CREDEX__V1__STORE_LIST_VERSIONS_REQUEST__INIT;
+    Credex__V1__CallerContext cc = caller_user();
+    lv.caller = &cc;
+    lv.secret_id = id;
+    ProtobufCMessage *reply = NULL;
+    assert_true(call(F.gw, "ListVersions", &lv.base, a, &reply, &err));
+    Credex__V1__StoreListVersionsResponse *vr = (Credex__V1__StoreListVersionsResponse *)reply;
+    assert_int_equal(vr->n_versions, 2);
+    assert_int_equal(vr->versions[0]->version, 2);
+    assert_int_equal(vr->versions[0]->state, CREDEX__V1__VERSION_STATE__VERSION_STATE_CURRENT);
+    assert_int_equal(vr->versions[1]->state, CREDEX__V1__VERSION_STATE__VERSION_STATE_PREVIOUS);
+    assert_string_equal(vr->versions[0]->algorithm, "AES-256-GCM");
+    assert_string_equal(vr->versions[0]->key_id, "alias/test");
+    /* Distinct data keys per version (distinct wrapped keys). */
+    assert_int_equal(atomic_load(&F.kw.generates) >= 2, 1);
+
+    /* Update. */
+    Credex__V1__StoreUpdateSecretRequest up = CREDEX__V1__STORE_UPDATE_SECRET_REQUEST__INIT;
+    char *mask[] = {"display_name"};
+    up.caller = &cc;
+    up.secret_id = id;
+    up.display_name = "Renamed";
+    up.n_update_mask = 1;
+    up.update_mask = mask;
+    assert_true(call(F.gw, "UpdateSecret", &up.base, a, &reply, &err));
+    assert_string_equal(((Credex__V1__SecretMetadata *)reply)->display_name, "Renamed");
+
+    /* Revoke: Resolve refuses; revoking again returns it unchanged. */
+    Credex__V1__SecretMetadata *m = simple("RevokeSecret", id, &err, a);
+    assert_non_null(m);
+    assert_int_equal(m->status, CREDEX__V1__SECRET_STATUS__SECRET_STATUS_REVOKED);
+    assert_true(m->revoked_at_ms > 0);
+    expect_resolve_fails(id, CX_ERR_FAILED_PRECONDITION);
+    assert_non_null(simple("RevokeSecret", id, &err, a));
+    assert_null(rotate(F.gw, a, id, 2, "x", &err));
+    assert_int_equal(err.code, CX_ERR_FAILED_PRECONDITION);
+
+    /* Delete: payloads destroyed, tombstone stays, idempotent. */
+    m = simple("DeleteSecret", id, &err, a);
+    assert_non_null(m);
+    assert_int_equal(m->status, CREDEX__V1__SECRET_STATUS__SECRET_STATUS_DELETED);
+    assert_false(m->value_set);
+    assert_string_equal(m->masked_value, "");
+    assert_int_equal(count_docs(MDB_COLL_PAYLOADS, id), 0);
+    assert_int_equal(count_docs(MDB_COLL_SECRET_REFS, id), 1);
+    assert_non_null(simple("DeleteSecret", id, &err, a));
+    m = simple("GetSecret", id, &err, a);
+    assert_non_null(m);
+    assert_int_equal(m->status, CREDEX__V1__SECRET_STATUS__SECRET_STATUS_DELETED);
+    expect_resolve_fails(id, CX_ERR_FAILED_PRECONDITION);
+    assert_null(simple("GetSecret", "sec_00000000000000000000000000", &err, a));
+    assert_int_equal(err.code, CX_ERR_NOT_FOUND);
+
+    /* Audit trail of this secret: no material, correlation id recorded. */
+    Credex__V1__StoreQueryAuditEventsRequest q = CREDEX__V1__STORE_QUERY_AUDIT_EVENTS_REQUEST__INIT;
+    Credex__V1__AuditFilter af = CREDEX__V1__AUDIT_FILTER__INIT;
+    af.resource_id = id;
+    q.filter = &af;
+    assert_true(call(F.gw, "QueryAuditEvents", &q.base, a, &reply, &err));
+    Credex__V1__StoreQueryAuditEventsResponse *qr =
+        (Credex__V1__StoreQueryAuditEventsResponse *)reply;
+    const char *want[] = {"secret.created", "secret.rotated", "secret.retrieved",
+                          "secret.updated", "secret.revoked", "secret.deleted"};
+    for (size_t w = 0; w < 6; w++) {
+        bool seen = false;
+        for (size_t i = 0; i < qr->n_events; i++)
+            if (strcmp(qr->events[i]->event_type, want[w]) == 0) {
+                seen = true;
+                assert_string_equal(qr->events[i]->correlation_id, "corr-store-test");
+            }
+        if (!seen)
+            fail_msg("no %s event", want[w]);
+    }
+    bool denied_seen = false;
+    for (size_t i = 0; i < qr->n_events; i++) {
+        if (qr->events[i]->outcome == CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_DENIED &&
+            strcmp(qr->events[i]->reason, "failed_precondition") == 0)
+            denied_seen = true;
+        for (size_t j = 0; j < qr->events[i]->n_attributes; j++)
+            assert_null(strstr(qr->events[i]->attributes[j]->value, "canary"));
+    }
+    assert_true(denied_seen);
+    /* Newest first. */
+    for (size_t i = 1; i < qr->n_events; i++)
+        assert_true(qr->events[i - 1]->created_at_ms >= qr->events[i]->created_at_ms);
+    rpc_arena_free(a);
+}
+
+static void test_list_paging(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    rpc_arena_t *a = rpc_arena_new(8192);
+    for (int i = 0; i < 5; i++) {
+        char idem[32];
+        snprintf(idem, sizeof(idem), "page-%d", i);
+        assert_non_null(create(F.gw, a, "pager", idem, "Pager", "v", &err));
+    }
+    Credex__V1__StoreListSecretsRequest l = CREDEX__V1__STORE_LIST_SECRETS_REQUEST__INIT;
+    Credex__V1__CallerContext cc = caller_user();
+    Credex__V1__Owner o = CREDEX__V1__OWNER__INIT, *owners[] = {&o};
+    Credex__V1__PageRequest p = CREDEX__V1__PAGE_REQUEST__INIT;
+    o.owner_type = CREDEX__V1__OWNER_TYPE__OWNER_TYPE_USER;
+    o.owner_id = "pager";
+    l.caller = &cc;
+    l.n_owners = 1;
+    l.owners = owners;
+    p.page_size = 2;
+    l.page = &p;
+    size_t total = 0, pages = 0;
+    char seen[8][STORE_ID_BUF];
+    do {
+        ProtobufCMessage *reply = NULL;
+        if (!call(F.gw, "ListSecrets", &l.base, a, &reply, &err))
+            fail_msg("list: %s", err.message);
+        Credex__V1__StoreListSecretsResponse *r = (Credex__V1__StoreListSecretsResponse *)reply;
+        assert_true(r->n_secrets <= 2);
+        for (size_t i = 0; i < r->n_secrets; i++) {
+            assert_string_equal(r->secrets[i]->owner->owner_id, "pager");
+            for (size_t j = 0; j < total; j++)
+                assert_string_not_equal(seen[j], r->secrets[i]->secret_id);
+            snprintf(seen[total++], STORE_ID_BUF, "%s", r->secrets[i]->secret_id);
+        }
+        p.page_token = r->page->next_page_token;
+        pages++;
+    } while (p.page_token[0] && pages < 10);
+    assert_int_equal(total, 5);
+    assert_int_equal(pages, 3);
+    p.page_token = "garbage";
+    ProtobufCMessage *reply = NULL;
+    assert_false(call(F.gw, "ListSecrets", &l.base, a, &reply, &err));
+    assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+    rpc_arena_free(a);
+}
+
+static void test_tamper_and_swap(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    rpc_arena_t *a = rpc_arena_new(8192);
+    Credex__V1__StoreCreateSecretResponse *ca =
+        create(F.gw, a, "alice", "tamper-a", "A", "value-of-secret-A", &err);
+    Credex__V1__StoreCreateSecretResponse *cb =
+        create(F.gw, a, "alice", "tamper-b", "B", "value-of-secret-B", &err);
+    assert_non_null(ca);
+    assert_non_null(cb);
+    const char *ida = ca->secret->secret_id, *idb = cb->secret->secret_id;
+    expect_plain(ida, "value-of-secret-A"); /* warms the DEK cache */
+
+    bson_t orig;
+    payload_get(ida, &orig);
+    const char *fields[] = {"ciphertext", "nonce", "tag", "wrapped_key"};
+    for (size_t i = 0; i < 4; i++) {
+        uint8_t buf[256];
+        uint32_t len = 0;
+        get_bin(&orig, fields[i], buf, &len);
+        buf[len / 2] ^= 0x01;
+        payload_set_bin(ida, fields[i], buf, len);
+        expect_resolve_fails(ida, CX_ERR_INTEGRITY);
+        buf[len / 2] ^= 0x01;
+        payload_set_bin(ida, fields[i], buf, len);
+        expect_plain(ida, "value-of-secret-A");
+    }
+    /* Swap B's whole envelope into A's document (ids kept): refused. */
+    bson_t pb;
+    payload_get(idb, &pb);
+    for (size_t i = 0; i < 4; i++) {
+        uint8_t buf[256];
+        uint32_t len = 0;
+        get_bin(&pb, fields[i], buf, &len);
+        payload_set_bin(ida, fields[i], buf, len);
+    }
+    expect_resolve_fails(ida, CX_ERR_INTEGRITY);
+    for (size_t i = 0; i < 4; i++) {
+        uint8_t buf[256];
+        uint32_t len = 0;
+        get_bin(&orig, fields[i], buf, &len);
+        payload_set_bin(ida, fields[i], buf, len);
+    }
+    expect_plain(ida, "value-of-secret-A");
+    /* Malformed document (nonce of the wrong size). */
+    uint8_t shortn[5] = {0};
+    payload_set_bin(ida, "nonce", shortn, 5);
+    expect_resolve_fails(ida, CX_ERR_INTEGRITY);
+    bson_destroy(&orig);
+    bson_destroy(&pb);
+    rpc_arena_free(a);
+}
+
+static void test_dek_cache(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    Credex__V1__StoreCreateSecretResponse *c =
+        create(F.gw, a, "alice", "cache-1", "C", "cached-value", &err);
+    assert_non_null(c);
+    int before = atomic_load(&F.kw.unwraps);
+    expect_plain(c->secret->secret_id, "cached-value");
+    expect_plain(c->secret->secret_id, "cached-value");
+    expect_plain(c->secret->secret_id, "cached-value");
+    assert_int_equal(atomic_load(&F.kw.unwraps) - before, 1);
+    rpc_arena_free(a);
+}
+
+static void test_peers_and_policy(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    /* Not on the allow-list at all. */
+    assert_null(create(F.intruder, a, "alice", "peer-1", "X", "v", &err));
+    assert_int_equal(err.code, CX_ERR_PERMISSION_DENIED);
+    /* oauth may not create user api keys. */
+    assert_null(create(F.oauth, a, "alice", "peer-2", "X", "v", &err));
+    assert_int_equal(err.code, CX_ERR_PERMISSION_DENIED);
+    /* oauth may not resolve or get a gateway kind. */
+    Credex__V1__StoreCreateSecretResponse *c = create(F.gw, a, "alice", "peer-3", "X", "v", &err);
+    assert_non_null(c);
+    assert_null(resolve(F.oauth, a, c->secret->secret_id, &err));
+    assert_int_equal(err.code, CX_ERR_PERMISSION_DENIED);
+    /* oauth must always send expected_version. */
+    assert_null(rotate(F.oauth, a, c->secret->secret_id, 0, "v2", &err));
+    assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+    /* ListSecrets is gateway-only. */
+    Credex__V1__StoreListSecretsRequest l = CREDEX__V1__STORE_LIST_SECRETS_REQUEST__INIT;
+    Credex__V1__CallerContext cc = caller_user();
+    l.caller = &cc;
+    ProtobufCMessage *reply = NULL;
+    assert_false(call(F.oauth, "ListSecrets", &l.base, a, &reply, &err));
+    assert_int_equal(err.code, CX_ERR_PERMISSION_DENIED);
+    /* Migration preview stays unimplemented. */
+    Credex__V1__StoreRecordMigrationPreviewRequest mp =
+        CREDEX__V1__STORE_RECORD_MIGRATION_PREVIEW_REQUEST__INIT;
+    assert_false(call(F.gw, "RecordMigrationPreview", &mp.base, a, &reply, &err));
+    assert_int_equal(err.code, CX_ERR_UNIMPLEMENTED);
+    /* Intended use outside allowed_uses. */
+    Credex__V1__StoreUpdateSecretRequest up = CREDEX__V1__STORE_UPDATE_SECRET_REQUEST__INIT;
+    char *mask[] = {"allowed_uses"}, *uses[] = {"ci.deploy"};
+    up.caller = &cc;
+    up.secret_id = c->secret->secret_id;
+    up.n_update_mask = 1;
+    up.update_mask = mask;
+    up.n_allowed_uses = 1;
+    up.allowed_uses = uses;
+    assert_true(call(F.gw, "UpdateSecret", &up.base, a, &reply, &err));
+    expect_resolve_fails(c->secret->secret_id, CX_ERR_PERMISSION_DENIED);
+    rpc_arena_free(a);
+}
+
+static void test_feature_disabled(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    F.cfg->credentials_enabled = false;
+    assert_null(create(F.gw, a, "alice", "off-1", "X", "v", &err));
+    assert_int_equal(err.code, CX_ERR_FEATURE_DISABLED);
+    assert_null(resolve(F.gw, a, "sec_00000000000000000000000000", &err));
+    assert_int_equal(err.code, CX_ERR_FEATURE_DISABLED);
+    F.cfg->credentials_enabled = true;
+    rpc_arena_free(a);
+}
+
+typedef struct racer {
+    const char *id;
+    bool won;
+    cx_code_t code;
+} racer_t;
+
+static void *race(void *arg)
+{
+    racer_t *r = arg;
+    cx_error_t err = {0};
+    rpc_arena_t *a = rpc_arena_new(4096);
+    r->won = rotate(F.gw, a, r->id, 1, "racing-value", &err) != NULL;
+    r->code = err.code;
+    rpc_arena_free(a);
+    return NULL;
+}
+
+static void test_concurrent_rotations(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    Credex__V1__StoreCreateSecretResponse *c = create(F.gw, a, "alice", "race-1", "R", "v1", &err);
+    assert_non_null(c);
+    enum { N = 6 };
+    pthread_t th[N];
+    racer_t rs[N];
+    for (int i = 0; i < N; i++) {
+        rs[i] = (racer_t){.id = c->secret->secret_id};
+        pthread_create(&th[i], NULL, race, &rs[i]);
+    }
+    int wins = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        if (rs[i].won)
+            wins++;
+        else
+            assert_int_equal(rs[i].code, CX_ERR_CONFLICT);
+    }
+    assert_int_equal(wins, 1);
+    Credex__V1__SecretMetadata *m = simple("GetSecret", c->secret->secret_id, &err, a);
+    assert_int_equal(m->current_version, 2);
+    assert_int_equal(count_docs(MDB_COLL_PAYLOADS, c->secret->secret_id), 2);
+    expect_plain(c->secret->secret_id, "racing-value");
+    rpc_arena_free(a);
+}
+
+static void test_orphan_reclaim(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    bson_error_t berr;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    Credex__V1__StoreCreateSecretResponse *c =
+        create(F.gw, a, "alice", "orphan-1", "O", "v1", &err);
+    assert_non_null(c);
+    const char *id = c->secret->secret_id;
+    /* A payload of version 2 left by a rotation that lost the database after step 1. */
+    bson_t orig;
+    payload_get(id, &orig);
+    bson_t orphan = BSON_INITIALIZER;
+    bson_iter_t it;
+    assert_true(bson_iter_init(&it, &orig));
+    while (bson_iter_next(&it)) {
+        const char *k = bson_iter_key(&it);
+        if (strcmp(k, "_id") == 0 || strcmp(k, "payload_id") == 0 || strcmp(k, "version") == 0 ||
+            strcmp(k, "created_at") == 0)
+            continue;
+        bson_append_iter(&orphan, k, -1, &it);
+    }
+    BSON_APPEND_UTF8(&orphan, "payload_id", "pay_0RPHAN00000000000000000000");
+    BSON_APPEND_INT64(&orphan, "version", 2);
+    BSON_APPEND_DATE_TIME(&orphan, "created_at", mdb_now_ms());
+    mongoc_client_t *mc = mdb_client_pop(F.st->db, &err);
+    mongoc_collection_t *col = mdb_collection(F.st->db, mc, MDB_COLL_PAYLOADS);
+    assert_true(mongoc_collection_insert_one(col, &orphan, NULL, NULL, &berr));
+    /* Recent: could be a rotation in progress, so it wins. */
+    assert_null(rotate(F.gw, a, id, 1, "v2", &err));
+    assert_int_equal(err.code, CX_ERR_CONFLICT);
+    /* Old: reclaimed, the rotation goes through. */
+    bson_t *f = BCON_NEW("payload_id", BCON_UTF8("pay_0RPHAN00000000000000000000"));
+    bson_t *u = BCON_NEW("$set", "{", "created_at", BCON_DATE_TIME(mdb_now_ms() - 3600000), "}");
+    assert_true(mongoc_collection_update_one(col, f, u, NULL, NULL, &berr));
+    Credex__V1__StoreRotateSecretResponse *r = rotate(F.gw, a, id, 1, "v2", &err);
+    if (!r)
+        fail_msg("rotate after orphan: %s", err.message);
+    assert_int_equal(r->secret->current_version, 2);
+    expect_plain(id, "v2");
+    assert_int_equal(count_docs(MDB_COLL_PAYLOADS, id), 2);
+    bson_destroy(f);
+    bson_destroy(u);
+    bson_destroy(&orphan);
+    bson_destroy(&orig);
+    mongoc_collection_destroy(col);
+    mdb_client_push(F.st->db, mc);
+    rpc_arena_free(a);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void test_keywrap_down(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    Credex__V1__StoreCreateSecretResponse *c = create(F.gw, a, "alice", "kwdown-1", "K", "v", &err);
+    assert_non_null(c);
+    atomic_store(&F.kw.down, true);
+    assert_null(create(F.gw, a, "alice", "kwdown-2", "K", "v", &err));
+    assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+    expect_resolve_fails(c->secret->secret_id, CX_ERR_UNAVAILABLE); /* never resolved: uncached */
+    atomic_store(&F.kw.down, false);
+    /* The failed create left nothing behind: a retry creates it. */
+    Credex__V1__StoreCreateSecretResponse *c2 =
+        create(F.gw, a, "alice", "kwdown-2", "K", "v", &err);
+    assert_non_null(c2);
+    assert_true(c2->created);
+    expect_plain(c->secret->secret_id, "v");
+    rpc_arena_free(a);
+}
+
+static const char *dead_getenv(void *ctx, const char *name)
+{
+    if (strcmp(name, "CREDEX_MONGO_URI") == 0)
+        return "mongodb://127.0.0.1:9/";
+    if (strcmp(name, "CREDEX_MONGO_TIMEOUT_MS") == 0)
+        return "300";
+    return fx_getenv(ctx, name);
+}
+
+static void test_database_down(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    cx_config_t *cfg = NULL;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    assert_true(cx_config_load(&cfg, dead_getenv, NULL, &err));
+    store_keys_ops_t ops = {.generate = fake_generate, .unwrap = fake_unwrap, .ctx = &F.kw};
+    store_t *dead = store_new(cfg, &ops, &err);
+    assert_non_null(dead);
+    rpc_server_set_context(F.srv, dead);
+    int64_t t0 = mono_ms();
+    assert_null(create(F.gw, a, "alice", "dbdown-1", "D", "v", &err));
+    assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+    /* One database timeout (300 ms), not one per follow-up write (failure audit, cleanup). */
+    int64_t dt = mono_ms() - t0;
+    printf("create with the database down answered in %lld ms\n", (long long)dt);
+    assert_true(dt < 1000);
+    expect_resolve_fails("sec_00000000000000000000000000", CX_ERR_UNAVAILABLE);
+    assert_true(mono_ms() - t0 < 3000);
+    rpc_server_set_context(F.srv, F.st);
+    store_free(dead);
+    cx_config_free(cfg);
+    rpc_arena_free(a);
+}
+
+static void test_audit_append_query(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    rpc_arena_t *a = rpc_arena_new(8192);
+    for (int i = 0; i < 3; i++) {
+        Credex__V1__StoreAppendAuditEventRequest r =
+            CREDEX__V1__STORE_APPEND_AUDIT_EVENT_REQUEST__INIT;
+        Credex__V1__AuditEvent e = CREDEX__V1__AUDIT_EVENT__INIT;
+        e.event_type = "secret.shared";
+        e.outcome = CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_DENIED;
+        e.reason = "permission_denied";
+        e.resource_type = "secret_ref";
+        e.resource_id = "sec_AUDITTEST00000000000000000";
+        e.subject_user_id = "bob";
+        r.event = &e;
+        ProtobufCMessage *reply = NULL;
+        if (!call(F.oauth, "AppendAuditEvent", &r.base, a, &reply, &err))
+            fail_msg("append: %s", err.message);
+        assert_true(
+            store_id_valid(((Credex__V1__StoreAppendAuditEventResponse *)reply)->event_id, "evt_"));
+    }
+    Credex__V1__StoreAppendAuditEventRequest bad =
+        CREDEX__V1__STORE_APPEND_AUDIT_EVENT_REQUEST__INIT;
+    ProtobufCMessage *reply = NULL;
+    assert_false(call(F.gw, "AppendAuditEvent", &bad.base, a, &reply, &err));
+    assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+
+    Credex__V1__StoreQueryAuditEventsRequest q = CREDEX__V1__STORE_QUERY_AUDIT_EVENTS_REQUEST__INIT;
+    Credex__V1__AuditFilter af = CREDEX__V1__AUDIT_FILTER__INIT;
+    Credex__V1__PageRequest p = CREDEX__V1__PAGE_REQUEST__INIT;
+    af.subject_user_id = "bob";
+    af.event_type = "secret.shared";
+    q.filter = &af;
+    p.page_size = 2;
+    q.page = &p;
+    assert_true(call(F.gw, "QueryAuditEvents", &q.base, a, &reply, &err));
+    Credex__V1__StoreQueryAuditEventsResponse *r =
+        (Credex__V1__StoreQueryAuditEventsResponse *)reply;
+    assert_int_equal(r->n_events, 2);
+    assert_string_not_equal(r->page->next_page_token, "");
+    assert_string_equal(r->events[0]->peer, "oauth");
+    p.page_token = r->page->next_page_token;
+    assert_true(call(F.gw, "QueryAuditEvents", &q.base, a, &reply, &err));
+    r = (Credex__V1__StoreQueryAuditEventsResponse *)reply;
+    assert_int_equal(r->n_events, 1);
+    assert_string_equal(r->page->next_page_token, "");
+    rpc_arena_free(a);
+}
+
+/* ---- with the real keywrap process ------------------------------------------------------ */
+
+static char kw_addr[64];
+/* kw_pid (above) is killed by group_teardown if a failed assertion skipped the stop. */
+
+static int free_port(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+static bool port_open(int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
+static pid_t spawn_keywrap(const char *bin, int port)
+{
+    char e[8][700];
+    char *envp[9];
+    snprintf(e[0], sizeof(e[0]), "CREDEX_KEYWRAP_ADDR=127.0.0.1:%d", port);
+    snprintf(e[1], sizeof(e[1]), "CREDEX_TLS_CA=%s", pki_path("ca.pem"));
+    snprintf(e[2], sizeof(e[2]), "CREDEX_TLS_CERT=%s", pki_path("keywrap.pem"));
+    snprintf(e[3], sizeof(e[3]), "CREDEX_TLS_KEY=%s", pki_path("keywrap.key"));
+    snprintf(e[4], sizeof(e[4]), "CREDEX_LOCAL_CMK_KEY_FILE=%s", pki_path("local-cmk.key"));
+    snprintf(e[5], sizeof(e[5]), "CAIPE_CREDENTIALS_ENABLED=true");
+    snprintf(e[6], sizeof(e[6]), "CREDEX_LOG_LEVEL=warn");
+    snprintf(e[7], sizeof(e[7]), "ASAN_OPTIONS=detect_leaks=0");
+    for (int i = 0; i < 8; i++)
+        envp[i] = e[i];
+    envp[8] = NULL;
+    char *argv[] = {(char *)bin, NULL};
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, bin, NULL, NULL, argv, envp), 0);
+    kw_pid = pid;
+    for (int i = 0; i < 200 && !port_open(port); i++)
+        usleep(25000);
+    assert_true(port_open(port));
+    return pid;
+}
+
+static void stop_process(pid_t pid)
+{
+    int status;
+    kill(pid, SIGTERM);
+    waitpid(pid, &status, 0);
+    kw_pid = 0;
+}
+
+static const char *kw_getenv(void *ctx, const char *name)
+{
+    if (strcmp(name, "CREDEX_KEYWRAP_ADDR") == 0)
+        return kw_addr;
+    if (strcmp(name, "CREDEX_TLS_CA") == 0)
+        return pki_path("ca.pem");
+    if (strcmp(name, "CREDEX_TLS_CERT") == 0)
+        return pki_path("store.pem");
+    if (strcmp(name, "CREDEX_TLS_KEY") == 0)
+        return pki_path("store.key");
+    if (strcmp(name, "CREDEX_DEK_CACHE_TTL_MS") == 0)
+        return "0"; /* every Resolve goes to keywrap */
+    return fx_getenv(ctx, name);
+}
+
+static void test_real_keywrap(void **state)
+{
+    (void)state;
+    const char *bin = getenv("CREDEX_TEST_KEYWRAP_BIN");
+    if (!bin || access(bin, X_OK) != 0)
+        skip();
+    cx_error_t err;
+    int port = free_port();
+    snprintf(kw_addr, sizeof(kw_addr), "127.0.0.1:%d", port);
+    pid_t pid = spawn_keywrap(bin, port);
+    cx_config_t *cfg = NULL;
+    assert_true(cx_config_load(&cfg, kw_getenv, NULL, &err));
+    store_t *st = store_new(cfg, NULL, &err);
+    if (!st)
+        fail_msg("store_new: %s", err.message);
+    rpc_server_set_context(F.srv, st);
+    rpc_arena_t *a = rpc_arena_new(8192);
+
+    Credex__V1__StoreCreateSecretResponse *c =
+        create(F.gw, a, "alice", "real-kw-1", "K", "real-keywrap-value-1", &err);
+    if (!c)
+        fail_msg("create via keywrap: %s: %s", cx_code_reason(err.code), err.message);
+    const char *id = c->secret->secret_id;
+    expect_plain(id, "real-keywrap-value-1");
+
+    /* keywrap authenticates the context and the wrapped key: tampering is integrity_error. */
+    bson_t orig;
+    uint8_t buf[256];
+    uint32_t len = 0;
+    payload_get(id, &orig);
+    get_bin(&orig, "wrapped_key", buf, &len);
+    buf[len - 1] ^= 1;
+    payload_set_bin(id, "wrapped_key", buf, len);
+    expect_resolve_fails(id, CX_ERR_INTEGRITY);
+    buf[len - 1] ^= 1;
+    payload_set_bin(id, "wrapped_key", buf, len);
+    bson_destroy(&orig);
+    expect_plain(id, "real-keywrap-value-1");
+    /* (Tampering above touches every payload of the secret: done while there is one.) */
+    assert_non_null(rotate(F.gw, a, id, 1, "real-keywrap-value-2", &err));
+    expect_plain(id, "real-keywrap-value-2");
+
+    /* keywrap down: unavailable within the deadline, never a value; back: served again. */
+    stop_process(pid);
+    int64_t t0 = mono_ms();
+    expect_resolve_fails(id, CX_ERR_UNAVAILABLE);
+    assert_null(create(F.gw, a, "alice", "real-kw-2", "K", "v", &err));
+    assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+    assert_true(mono_ms() - t0 < 6000);
+    pid = spawn_keywrap(bin, port);
+    /* gRPC reconnects with backoff (1 s initial, x1.6): allow a few attempts. */
+    bool back = false;
+    int64_t t1 = mono_ms();
+    for (int i = 0; i < 300 && !back; i++) {
+        rpc_arena_t *b = rpc_arena_new(4096);
+        Credex__V1__StoreResolveResponse *r = resolve(F.gw, b, id, &err);
+        back = r != NULL;
+        rpc_arena_free(b);
+        if (!back)
+            usleep(100000);
+    }
+    if (!back)
+        fail_msg("store did not resume after keywrap came back: %s: %s", cx_code_reason(err.code),
+                 err.message);
+    printf("keywrap back after %lld ms\n", (long long)(mono_ms() - t1));
+    expect_plain(id, "real-keywrap-value-2");
+    stop_process(pid);
+
+    rpc_arena_free(a);
+    rpc_server_set_context(F.srv, F.st);
+    store_free(st);
+    cx_config_free(cfg);
+}
+
+int main(void)
+{
+    const char *p = getenv("CREDEX_TEST_PKI"), *d = getenv("CREDEX_TEST_FERRETDB_DIR");
+    char path[600];
+    FILE *f;
+    if (!p || !d) {
+        fprintf(stderr, "CREDEX_TEST_PKI / CREDEX_TEST_FERRETDB_DIR unset (ctest fixtures)\n");
+        return 1;
+    }
+    snprintf(pki, sizeof(pki), "%s", p);
+    snprintf(path, sizeof(path), "%s/uri", d);
+    if (!(f = fopen(path, "r")) || !fgets(mongo_uri, sizeof(mongo_uri), f)) {
+        fprintf(stderr, "cannot read %s\n", path);
+        return 1;
+    }
+    fclose(f);
+    mongo_uri[strcspn(mongo_uri, "\n")] = '\0';
+    snprintf(dbname, sizeof(dbname), "storetest_%d", (int)getpid());
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lifecycle),
+        cmocka_unit_test(test_list_paging),
+        cmocka_unit_test(test_tamper_and_swap),
+        cmocka_unit_test(test_dek_cache),
+        cmocka_unit_test(test_peers_and_policy),
+        cmocka_unit_test(test_feature_disabled),
+        cmocka_unit_test(test_concurrent_rotations),
+        cmocka_unit_test(test_orphan_reclaim),
+        cmocka_unit_test(test_keywrap_down),
+        cmocka_unit_test(test_database_down),
+        cmocka_unit_test(test_audit_append_query),
+        cmocka_unit_test(test_real_keywrap),
+    };
+    int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
+    mongoc_cleanup();
+    return rc;
+}
