@@ -1,5 +1,6 @@
 /* cx_fga: see cx_fga.h. */
 #include "common/fga/cx_fga.h"
+#include "common/http/cx_http.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -22,30 +23,6 @@ struct cx_fga {
     CURL *idle[FGA_POOL_MAX];
     size_t nidle;
 };
-
-typedef struct http_buf {
-    char *data;
-    size_t len;
-    bool too_big;
-} http_buf_t;
-
-static size_t http_write(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    http_buf_t *b = ud;
-    size_t n = size * nmemb;
-    if (b->len + n > CX_FGA_RESPONSE_MAX) {
-        b->too_big = true;
-        return 0;
-    }
-    char *p = realloc(b->data, b->len + n + 1);
-    if (!p)
-        return 0;
-    memcpy(p + b->len, ptr, n);
-    p[b->len + n] = '\0';
-    b->data = p;
-    b->len += n;
-    return n;
-}
 
 cx_fga_t *cx_fga_new(const cx_fga_options_t *opts, cx_error_t *err)
 {
@@ -149,7 +126,7 @@ static bool fga_http(cx_fga_t *f, const char *path, json_t *body, json_t **resp,
     bool ok = false;
     char url[1024];
     char *payload = NULL;
-    http_buf_t b = {0};
+    cx_http_buf_t b = {.max = CX_FGA_RESPONSE_MAX};
     struct curl_slist *hdrs = NULL;
     CURL *h = NULL;
     if (snprintf(url, sizeof(url), "%s%s", f->url, path) >= (int)sizeof(url)) {
@@ -166,7 +143,7 @@ static bool fga_http(cx_fga_t *f, const char *path, json_t *body, json_t **resp,
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)f->timeout_ms);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)f->timeout_ms);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, http_write);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, cx_http_buf_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
     if (body) {
         payload = json_dumps(body, JSON_COMPACT);
@@ -208,7 +185,7 @@ static bool fga_http(cx_fga_t *f, const char *path, json_t *body, json_t **resp,
 out:
     curl_slist_free_all(hdrs);
     free(payload);
-    free(b.data);
+    cx_http_buf_reset(&b);
     /* A handle whose transfer failed may hold a broken connection: do not keep it. */
     if (ok)
         handle_give(f, h);

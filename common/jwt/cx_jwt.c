@@ -1,4 +1,5 @@
 /* cx_jwt: see cx_jwt.h. */
+#include "common/http/cx_http.h"
 #include "common/jwt/cx_jwt.h"
 
 #include <curl/curl.h>
@@ -482,30 +483,7 @@ struct cx_jwt_verifier {
     int64_t last_attempt_at; /* monotonic seconds of the last fetch attempt; 0 = never */
 };
 
-typedef struct fetch_buf {
-    char *data;
-    size_t len;
-    bool too_big;
-} fetch_buf_t;
-
-static size_t fetch_write(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    fetch_buf_t *b = ud;
-    size_t n = size * nmemb;
-    if (b->len + n > CX_JWKS_MAX_BYTES) {
-        b->too_big = true;
-        return 0;
-    }
-    char *p = realloc(b->data, b->len + n + 1);
-    if (!p)
-        return 0;
-    memcpy(p + b->len, ptr, n);
-    b->data = p;
-    b->len += n;
-    return n;
-}
-
-static bool fetch_url(const char *url, unsigned timeout_ms, fetch_buf_t *b, cx_error_t *err)
+static bool fetch_url(const char *url, unsigned timeout_ms, cx_http_buf_t *b, cx_error_t *err)
 {
     bool ok = false;
     CURL *h = curl_easy_init();
@@ -517,7 +495,7 @@ static bool fetch_url(const char *url, unsigned timeout_ms, fetch_buf_t *b, cx_e
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, fetch_write);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, cx_http_buf_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
     CURLcode rc = curl_easy_perform(h);
     long status = 0;
@@ -533,7 +511,7 @@ out:
     return ok;
 }
 
-static bool fetch_file(const char *path, fetch_buf_t *b, cx_error_t *err)
+static bool fetch_file(const char *path, cx_http_buf_t *b, cx_error_t *err)
 {
     bool ok = false;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -566,7 +544,7 @@ out:
 
 static cx_jwks_t *jwks_fetch(const cx_jwt_verifier_t *v, cx_error_t *err)
 {
-    fetch_buf_t b = {0};
+    cx_http_buf_t b = {.max = CX_JWKS_MAX_BYTES};
     cx_jwks_t *jwks = NULL;
     bool got = strncmp(v->source, "https://", 8) == 0
                    ? fetch_url(v->source, v->fetch_timeout_ms, &b, err)
@@ -578,7 +556,7 @@ static cx_jwks_t *jwks_fetch(const cx_jwt_verifier_t *v, cx_error_t *err)
     if (!jwks)
         cx_error_set(err, CX_ERR_UNAVAILABLE, "JWKS: %s", perr.message);
 out:
-    free(b.data);
+    cx_http_buf_reset(&b);
     return jwks;
 }
 
