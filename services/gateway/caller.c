@@ -5,6 +5,7 @@
  *   SERVICE                    a valid service JWT whose azp is the mTLS peer, no user token;
  *   SERVICE_ON_BEHALF_OF_USER  the same plus a valid user token (the user is its sub).
  */
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -27,9 +28,10 @@ bool gateway_id_valid(const char *s)
 
 static void copy_id(char *dst, const char *src)
 {
-    /* Callers validated the length with gateway_id_valid. */
-    strncpy(dst, src, GATEWAY_ID_MAX - 1);
-    dst[GATEWAY_ID_MAX - 1] = '\0';
+    /* Callers validated the length with gateway_id_valid; bounded anyway. */
+    size_t n = strnlen(src, GATEWAY_ID_MAX - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
 }
 
 static void set_unauthenticated(gateway_caller_t *out, const cx_error_t *cause, const char *what)

@@ -193,7 +193,7 @@ static bool store_load_ref(store_ctx_t *x, const char *secret_id, store_ref_t *r
 {
     bson_t filter = BSON_INITIALIZER, doc;
     bool found = false, ok;
-    BSON_APPEND_UTF8(&filter, "secret_id", secret_id);
+    BSON_APPEND_UTF8(&filter, "_id", secret_id);
     ok = store_find_one(x, MDB_COLL_SECRET_REFS, &filter, &doc, &found, err);
     bson_destroy(&filter);
     if (!ok)
@@ -348,6 +348,10 @@ static bool store_write_payload(store_ctx_t *x, const store_bind_t *b,
         goto out;
     if (!store_envelope_seal(dek, b, value->data, value->len, nonce, ct, tag, err))
         goto out;
+    /* _id = payload_id (and secret_id for refs): the hot lookups are by _id, which every
+     * MongoDB-wire backend serves from its primary key (FerretDB's SQLite backend scans for
+     * secondary fields, so lookups would grow with the collection). */
+    BSON_APPEND_UTF8(&doc, "_id", b->payload_id);
     BSON_APPEND_UTF8(&doc, "payload_id", b->payload_id);
     BSON_APPEND_UTF8(&doc, "secret_id", b->secret_id);
     BSON_APPEND_INT64(&doc, "version", b->version);
@@ -497,6 +501,7 @@ static bool store_create(rpc_call_t *call, const ProtobufCMessage *request,
         goto out;
     const char *actor = store_actor(r->caller, x.peer);
     int64_t now = mdb_now_ms();
+    BSON_APPEND_UTF8(&doc, "_id", sid); /* primary-key lookups, see the payload insert */
     BSON_APPEND_UTF8(&doc, "secret_id", sid);
     BSON_APPEND_UTF8(&doc, "owner_type", otype);
     BSON_APPEND_UTF8(&doc, "owner_id", r->owner->owner_id);
@@ -965,8 +970,14 @@ static bool store_resolve(rpc_call_t *call, const ProtobufCMessage *request,
         cx_error_set(err, CX_ERR_PERMISSION_DENIED, "intended_use is not allowed for this secret");
         goto out;
     }
-    BSON_APPEND_UTF8(&f, "secret_id", ref.meta->secret_id);
-    BSON_APPEND_INT64(&f, "version", ref.meta->current_version);
+    /* By primary key; the envelope's associated data is bound to what the ref says (secret id,
+     * current version, payload id), so a document swapped in under this _id fails to open. */
+    if (ref.payload_id != NULL && ref.payload_id[0] != '\0') {
+        BSON_APPEND_UTF8(&f, "_id", ref.payload_id);
+    } else {
+        BSON_APPEND_UTF8(&f, "secret_id", ref.meta->secret_id);
+        BSON_APPEND_INT64(&f, "version", ref.meta->current_version);
+    }
     if (!store_find_one(&x, MDB_COLL_PAYLOADS, &f, &pdoc, &found, err))
         goto out;
     have_pdoc = found;
