@@ -102,13 +102,20 @@ static bool user_kind_ok(Credex__V1__SecretKind k)
            k == CREDEX__V1__SECRET_KIND__SECRET_KIND_GENERIC;
 }
 
-static bool is_team_member(const gateway_t *gw, const gateway_caller_t *c, const char *team,
-                           bool *member, cx_error_t *err)
+/* The caller's `relation` ("member" or "admin") on team:<team>. */
+static bool team_check(const gateway_t *gw, const gateway_caller_t *c, const char *team,
+                       const char *relation, bool *allowed, cx_error_t *err)
 {
     char user[CX_FGA_NAME_MAX], obj[CX_FGA_NAME_MAX];
     fga_name(user, sizeof(user), "user", c->user_id);
     fga_name(obj, sizeof(obj), "team", team);
-    return gateway_fga_check(gw, user, "member", obj, member, err);
+    return gateway_fga_check(gw, user, relation, obj, allowed, err);
+}
+
+static bool is_team_member(const gateway_t *gw, const gateway_caller_t *c, const char *team,
+                           bool *member, cx_error_t *err)
+{
+    return team_check(gw, c, team, "member", member, err);
 }
 
 /* ---- CreateSecret ------------------------------------------------------------------------ */
@@ -157,11 +164,13 @@ static bool secrets_create(rpc_call_t *call, const ProtobufCMessage *request,
     } else if (ot == CREDEX__V1__OWNER_TYPE__OWNER_TYPE_TEAM) {
         if (!gateway_id_valid(oid))
             return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "owner team id is not valid");
-        bool member = false;
-        if (!is_team_member(gw, &c, oid, &member, err))
+        /* gateway.proto and the seeds (US1): team secrets are created by the team's admins;
+         * members then use them through the team's owner relation. */
+        bool admin = false;
+        if (!team_check(gw, &c, oid, "admin", &admin, err))
             return false;
-        if (!member) {
-            cx_error_set(err, CX_ERR_PERMISSION_DENIED, "not a member of team %s", oid);
+        if (!admin) {
+            cx_error_set(err, CX_ERR_PERMISSION_DENIED, "not an admin of team %s", oid);
             return gateway_deny(gw, call, &c, ev, "secret_ref", "", NULL, NULL, err);
         }
         owner->owner_type = ot;
