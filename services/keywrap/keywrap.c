@@ -314,9 +314,7 @@ static void keywrap_reply_key(rpc_call_t *call, const cx_secret_t *dek, Protobuf
     out->len = cx_secret_len(dek);
 }
 
-/* The three request types have distinct (if identical) map-entry structs: each gets a small
- * function that copies the pointers into cx_kv_t (no strings are copied). Too many entries is
- * refused before anything else looks at them. */
+/* Too many entries is refused before anything else looks at them. */
 static bool keywrap_context_count(size_t n, cx_error_t *err)
 {
     if (n > KEYWRAP_CONTEXT_MAX_PAIRS)
@@ -325,39 +323,25 @@ static bool keywrap_context_count(size_t n, cx_error_t *err)
     return true;
 }
 
-static bool keywrap_context_of_generate(const Credex__V1__GenerateDataKeyRequest *req,
-                                        cx_kv_t kv[KEYWRAP_CONTEXT_MAX_PAIRS], size_t *n,
-                                        cx_error_t *err)
+/* protobuf-c gives each request its own map-entry type; all three have the same two string
+ * fields (key = 1, value = 2), read here through the entry's descriptor, so one function
+ * serves GenerateDataKey, Unwrap and Rewrap. */
+static bool keywrap_context_of(size_t nentries, void *const *entries,
+                               cx_kv_t kv[KEYWRAP_CONTEXT_MAX_PAIRS], size_t *n, cx_error_t *err)
 {
-    if (!keywrap_context_count(req->n_encryption_context, err))
+    if (!keywrap_context_count(nentries, err))
         return false;
-    for (size_t i = 0; i < req->n_encryption_context; i++)
-        kv[i] = (cx_kv_t){req->encryption_context[i]->key, req->encryption_context[i]->value};
-    *n = req->n_encryption_context;
-    return true;
-}
-
-static bool keywrap_context_of_unwrap(const Credex__V1__UnwrapRequest *req,
-                                      cx_kv_t kv[KEYWRAP_CONTEXT_MAX_PAIRS], size_t *n,
-                                      cx_error_t *err)
-{
-    if (!keywrap_context_count(req->n_encryption_context, err))
-        return false;
-    for (size_t i = 0; i < req->n_encryption_context; i++)
-        kv[i] = (cx_kv_t){req->encryption_context[i]->key, req->encryption_context[i]->value};
-    *n = req->n_encryption_context;
-    return true;
-}
-
-static bool keywrap_context_of_rewrap(const Credex__V1__RewrapRequest *req,
-                                      cx_kv_t kv[KEYWRAP_CONTEXT_MAX_PAIRS], size_t *n,
-                                      cx_error_t *err)
-{
-    if (!keywrap_context_count(req->n_encryption_context, err))
-        return false;
-    for (size_t i = 0; i < req->n_encryption_context; i++)
-        kv[i] = (cx_kv_t){req->encryption_context[i]->key, req->encryption_context[i]->value};
-    *n = req->n_encryption_context;
+    for (size_t i = 0; i < nentries; i++) {
+        const ProtobufCMessage *m = entries[i];
+        const ProtobufCMessageDescriptor *d = m->descriptor;
+        if (d->n_fields != 2 || d->fields[0].type != PROTOBUF_C_TYPE_STRING ||
+            d->fields[1].type != PROTOBUF_C_TYPE_STRING)
+            return cx_error_set(err, CX_ERR_INTERNAL, "encryption_context: not a string map");
+        const char *base = (const char *)m;
+        kv[i] = (cx_kv_t){*(char *const *)(base + d->fields[0].offset),
+                          *(char *const *)(base + d->fields[1].offset)};
+    }
+    *n = nentries;
     return true;
 }
 
@@ -376,7 +360,8 @@ static bool keywrap_generate(rpc_call_t *call, const ProtobufCMessage *request,
 
     if (!keywrap_usable(kw, err))
         goto out;
-    if (!keywrap_context_of_generate(req, kv, &n, err))
+    if (!keywrap_context_of(req->n_encryption_context, (void *const *)req->encryption_context, kv,
+                            &n, err))
         goto out;
     dek = cx_secret_new(CX_AES_KEY_LEN);
     if (dek == NULL) {
@@ -412,7 +397,8 @@ static bool keywrap_unwrap_rpc(rpc_call_t *call, const ProtobufCMessage *request
 
     if (!keywrap_usable(kw, err))
         goto out;
-    if (!keywrap_context_of_unwrap(req, kv, &n, err))
+    if (!keywrap_context_of(req->n_encryption_context, (void *const *)req->encryption_context, kv,
+                            &n, err))
         goto out;
     dek = keywrap_unwrap(kw, req->wrapped_key, kv, n, err);
     if (dek == NULL)
@@ -441,7 +427,8 @@ static bool keywrap_rewrap(rpc_call_t *call, const ProtobufCMessage *request,
 
     if (!keywrap_usable(kw, err))
         goto out;
-    if (!keywrap_context_of_rewrap(req, kv, &n, err))
+    if (!keywrap_context_of(req->n_encryption_context, (void *const *)req->encryption_context, kv,
+                            &n, err))
         goto out;
     /* The data key exists in plaintext only here, between the two operations. */
     dek = keywrap_unwrap(kw, req->wrapped_key, kv, n, err);
