@@ -13,12 +13,6 @@
 
 #include "common/rpc/rpc.h"
 
-/* gRPC status codes, by name, for readability. */
-enum {
-    RPC_ST_OK = 0,
-    RPC_ST_UNIMPLEMENTED = 12,
-};
-
 /* One routable method. */
 struct rpc_route {
     char *path; /* "/pkg.Service/Method" */

@@ -46,6 +46,22 @@ static void set_unauthenticated(gateway_caller_t *out, const cx_error_t *cause, 
     cx_error_set(&out->auth_err, CX_ERR_UNAUTHENTICATED, "%s", what);
 }
 
+/* The user of a verified user token (browser, or on-behalf-of a service); false, with out
+ * marked unauthenticated, when the token was rejected or its subject is not usable. */
+static bool accept_user(gateway_caller_t *out, const gateway_caller_facts_t *f)
+{
+    if (!f->user_token_ok || !f->user_claims) {
+        set_unauthenticated(out, &f->user_token_err, "user token rejected");
+        return false;
+    }
+    if (!gateway_id_valid(f->user_claims->sub)) {
+        set_unauthenticated(out, NULL, "user token subject is not usable");
+        return false;
+    }
+    copy_id(out->user_id, f->user_claims->sub);
+    return true;
+}
+
 void gateway_caller_classify(const gateway_caller_facts_t *f, gateway_caller_t *out)
 {
     memset(out, 0, sizeof(*out));
@@ -83,16 +99,7 @@ void gateway_caller_classify(const gateway_caller_facts_t *f, gateway_caller_t *
             set_unauthenticated(out, NULL, "a user token is required");
             return;
         }
-        if (!f->user_token_ok || !f->user_claims) {
-            set_unauthenticated(out, &f->user_token_err, "user token rejected");
-            return;
-        }
-        if (!gateway_id_valid(f->user_claims->sub)) {
-            set_unauthenticated(out, NULL, "user token subject is not usable");
-            return;
-        }
-        copy_id(out->user_id, f->user_claims->sub);
-        out->authenticated = true;
+        out->authenticated = accept_user(out, f);
         return;
     }
     if (!f->service_token_ok || !f->service_claims) {
@@ -107,17 +114,9 @@ void gateway_caller_classify(const gateway_caller_facts_t *f, gateway_caller_t *
         return;
     }
     copy_id(out->service_id, f->service_claims->azp);
-    if (out->kind == CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE_ON_BEHALF_OF_USER) {
-        if (!f->user_token_ok || !f->user_claims) {
-            set_unauthenticated(out, &f->user_token_err, "user token rejected");
-            return;
-        }
-        if (!gateway_id_valid(f->user_claims->sub)) {
-            set_unauthenticated(out, NULL, "user token subject is not usable");
-            return;
-        }
-        copy_id(out->user_id, f->user_claims->sub);
-    }
+    if (out->kind == CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE_ON_BEHALF_OF_USER &&
+        !accept_user(out, f))
+        return;
     out->authenticated = true;
 }
 

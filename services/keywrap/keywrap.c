@@ -557,7 +557,6 @@ bool keywrap_setup_named(rpc_server_t *srv, const cx_config_t *cfg, const char *
     else
         cx_log_info(NULL, "keywrap.ready", CX_LOG_STR("provider", kw->configured_name),
                     CX_LOG_STR("key_id", kw->cmk_id), CX_LOG_BOOL("dev_key_mode", true));
-    rpc_server_set_context(srv, kw); /* handlers: rpc_call_context */
     *state = kw;
     return true;
 

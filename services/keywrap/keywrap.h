@@ -13,7 +13,8 @@
  * Describe (failed_precondition) and reports NOT_SERVING. aws-kms is refused at start-up.
  *
  * Thread-safety: after keywrap_setup returns, the state is read-only; handlers run on any
- * worker thread. One keywrap per process (the rpc handler signature carries no service state).
+ * worker thread and find it through rpc_call_context (svc_main hands setup's state to
+ * rpc_server_set_context), so several keywraps may share a process (tests do).
  */
 #ifndef CREDEX_SERVICES_KEYWRAP_KEYWRAP_H
 #define CREDEX_SERVICES_KEYWRAP_KEYWRAP_H
@@ -36,10 +37,9 @@
 /* Register keywrap's gRPC services on srv (svc_def_t.setup). Loads and checks the root key and
  * derives the current KEK; fails (with a message naming the variable) when the provider is
  * aws-kms, the key file is unset, unreadable, not 64 hex digits, or open to group/others.
- * The provider's configured name ("local-cmk" or "dev-local") is read from
- * CREDENTIAL_KEY_PROVIDER here, once, because cx_config folds the alias into one value. */
+ * Describe reports the provider's configured name (cx_config_t.key_provider_name). */
 bool keywrap_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_error_t *err);
-/* As keywrap_setup with the configured name given (NULL: "local-cmk"); for tests. */
+/* As keywrap_setup with the configured name given (NULL: as configured); for tests. */
 bool keywrap_setup_named(rpc_server_t *srv, const cx_config_t *cfg, const char *configured_name,
                          void **state, cx_error_t *err);
 /* svc_def_t.started: in production mode, marks credex.v1.KeyWrap and the whole server

@@ -74,7 +74,7 @@ void store_audit_encode(const Credex__V1__AuditEvent *e, bson_t *out)
     store_append_kvs(out, "attributes", n, ks, vs);
 }
 
-static char *store_adup(rpc_arena_t *arena, const bson_t *doc, const char *key)
+char *store_adup(rpc_arena_t *arena, const bson_t *doc, const char *key)
 {
     bson_iter_t it;
     uint32_t len = 0;

@@ -7,9 +7,6 @@
 #include "credex/v1/keywrap.pb-c.h"
 #include "services/store/store_internal.h"
 
-typedef Credex__V1__GenerateDataKeyRequest__EncryptionContextEntry store_gen_entry_t;
-typedef Credex__V1__UnwrapRequest__EncryptionContextEntry store_unwrap_entry_t;
-
 static cx_secret_t *store_keys_take(ProtobufCBinaryData *k, cx_error_t *err)
 {
     cx_secret_t *dek = NULL;
@@ -31,22 +28,33 @@ static bool store_keys_fail(cx_error_t *err)
     return false;
 }
 
+/* protobuf-c gives each keywrap request its own map-entry type; all have the same two string
+ * fields (key = 1, value = 2), so one builder fills any of them through the entry descriptor.
+ * The strings are borrowed from pairs, not copied. */
+static void **store_context_entries(rpc_arena_t *arena, const ProtobufCMessageDescriptor *d,
+                                    const cx_kv_t *pairs, size_t n)
+{
+    void **ptrs = rpc_arena_alloc(arena, n * sizeof(*ptrs));
+    for (size_t i = 0; i < n; i++) {
+        char *m = rpc_arena_alloc(arena, d->sizeof_message);
+        protobuf_c_message_init(d, m);
+        *(const char **)(m + d->fields[0].offset) = pairs[i].key;
+        *(const char **)(m + d->fields[1].offset) = pairs[i].value;
+        ptrs[i] = m;
+    }
+    return ptrs;
+}
+
 static bool store_keys_generate(void *ctx, rpc_call_t *call, const cx_kv_t *pairs, size_t n,
                                 cx_secret_t **dek, store_wrapped_t *wrapped, cx_error_t *err)
 {
     rpc_arena_t *arena = rpc_call_arena(call);
     Credex__V1__GenerateDataKeyRequest req = CREDEX__V1__GENERATE_DATA_KEY_REQUEST__INIT;
-    store_gen_entry_t *entries = rpc_arena_alloc(arena, n * sizeof(*entries));
-    store_gen_entry_t **ptrs = rpc_arena_alloc(arena, n * sizeof(*ptrs));
-    for (size_t i = 0; i < n; i++) {
-        store_gen_entry_t e = CREDEX__V1__GENERATE_DATA_KEY_REQUEST__ENCRYPTION_CONTEXT_ENTRY__INIT;
-        e.key = (char *)pairs[i].key;
-        e.value = (char *)pairs[i].value;
-        entries[i] = e;
-        ptrs[i] = &entries[i];
-    }
     req.n_encryption_context = n;
-    req.encryption_context = ptrs;
+    req.encryption_context =
+        (Credex__V1__GenerateDataKeyRequest__EncryptionContextEntry **)store_context_entries(
+            arena, &credex__v1__generate_data_key_request__encryption_context_entry__descriptor,
+            pairs, n);
     ProtobufCMessage *reply = NULL;
     rpc_call_options_t opts = {.parent = call};
     if (!rpc_client_unary((rpc_client_t *)ctx, &credex__v1__key_wrap__descriptor, "GenerateDataKey",
@@ -79,15 +87,6 @@ static bool store_keys_unwrap(void *ctx, rpc_call_t *call, const store_wrapped_t
     rpc_arena_t *arena = rpc_call_arena(call);
     Credex__V1__UnwrapRequest req = CREDEX__V1__UNWRAP_REQUEST__INIT;
     Credex__V1__WrappedKey wk = CREDEX__V1__WRAPPED_KEY__INIT;
-    store_unwrap_entry_t *entries = rpc_arena_alloc(arena, n * sizeof(*entries));
-    store_unwrap_entry_t **ptrs = rpc_arena_alloc(arena, n * sizeof(*ptrs));
-    for (size_t i = 0; i < n; i++) {
-        store_unwrap_entry_t e = CREDEX__V1__UNWRAP_REQUEST__ENCRYPTION_CONTEXT_ENTRY__INIT;
-        e.key = (char *)pairs[i].key;
-        e.value = (char *)pairs[i].value;
-        entries[i] = e;
-        ptrs[i] = &entries[i];
-    }
     wk.ciphertext.data = (uint8_t *)w->ct;
     wk.ciphertext.len = w->ct_len;
     wk.key_provider = w->provider;
@@ -95,7 +94,9 @@ static bool store_keys_unwrap(void *ctx, rpc_call_t *call, const store_wrapped_t
     wk.key_version = (char *)w->key_version;
     req.wrapped_key = &wk;
     req.n_encryption_context = n;
-    req.encryption_context = ptrs;
+    req.encryption_context =
+        (Credex__V1__UnwrapRequest__EncryptionContextEntry **)store_context_entries(
+            arena, &credex__v1__unwrap_request__encryption_context_entry__descriptor, pairs, n);
     ProtobufCMessage *reply = NULL;
     rpc_call_options_t opts = {.parent = call};
     if (!rpc_client_unary((rpc_client_t *)ctx, &credex__v1__key_wrap__descriptor, "Unwrap",

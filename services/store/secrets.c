@@ -81,17 +81,6 @@ static bool store_db_error(store_ctx_t *x, const bson_error_t *berr, const bson_
     return mdb_error_map(berr, reply, what, err);
 }
 
-static char *store_adup(rpc_arena_t *arena, const bson_t *doc, const char *key)
-{
-    bson_iter_t it;
-    uint32_t len = 0;
-    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_UTF8(&it)) {
-        const char *s = bson_iter_utf8(&it, &len);
-        return rpc_arena_strndup(arena, s, len);
-    }
-    return rpc_arena_strndup(arena, "", 0);
-}
-
 static int64_t store_date(const bson_t *doc, const char *key)
 {
     bson_iter_t it;

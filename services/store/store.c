@@ -80,7 +80,6 @@ bool store_register(rpc_server_t *srv, store_t *st, cx_error_t *err)
         .allowed_peers = store_peers,
         .unimplemented_note = "planned: a later issue (migration preview)",
     };
-    rpc_server_set_context(srv, st); /* handlers: rpc_call_context */
     rpc_server_set_health_probe(srv, "credex.v1.CredentialStore", store_health_probe, st);
     return rpc_server_add_service(srv, &def, err);
 }

@@ -183,9 +183,13 @@ typedef struct store {
  * CREDEX_KEYWRAP_ADDR (expected peer "keywrap", TLS from the config). */
 store_t *store_new(const cx_config_t *cfg, const store_keys_ops_t *keys, cx_error_t *err);
 void store_free(store_t *st); /* NULL-safe */
-/* Register credex.v1.CredentialStore for st on srv; handlers find st through
- * rpc_call_context, and health Checks of the service ping the database. */
+/* Register credex.v1.CredentialStore for st on srv; health Checks of the service ping the
+ * database. Handlers find st through rpc_call_context: the caller hands st to
+ * rpc_server_set_context before starting the server (svc_main does, with setup's state). */
 bool store_register(rpc_server_t *srv, store_t *st, cx_error_t *err);
+
+/* A document's UTF-8 field copied into the arena; "" when absent or not a string. */
+char *store_adup(rpc_arena_t *arena, const bson_t *doc, const char *key);
 
 /* ---- audit ------------------------------------------------------------------------------ */
 

@@ -439,8 +439,10 @@ static void human_metadata(const void *r)
     print_metadata(r);
 }
 
-/* show, delete: ID only. */
-static int sub_simple(sctx_t *c, int argc, char **argv, const char *method)
+/* show, delete, versions, shares: the secret id is the whole request. The request message is
+ * built from the method's input descriptor, so one function serves the four. */
+static int sub_by_id(sctx_t *c, int argc, char **argv, const char *method,
+                     void (*human)(const void *), const char *done_note)
 {
     const char *pos[1];
     size_t npos;
@@ -454,23 +456,25 @@ static int sub_simple(sctx_t *c, int argc, char **argv, const char *method)
     int rc = need_id(c, npos, pos);
     if (rc != CLI_OK || (rc = prepare(c)) != CLI_OK)
         return rc;
+    const ProtobufCMethodDescriptor *m =
+        protobuf_c_service_descriptor_get_method_by_name(&credex__v1__secrets__descriptor, method);
+    const ProtobufCMessageDescriptor *d = m->input;
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(d, "secret_id");
+    char *req = calloc(1, d->sizeof_message);
+    if (req == NULL)
+        return CLI_FAIL;
+    protobuf_c_message_init(d, req);
+    *(const char **)(req + f->offset) = pos[0];
     ProtobufCMessage *reply = NULL;
     cx_error_t err;
-    bool ok;
-    if (strcmp(method, "GetSecret") == 0) {
-        Credex__V1__GetSecretRequest req = CREDEX__V1__GET_SECRET_REQUEST__INIT;
-        req.secret_id = (char *)pos[0];
-        ok = call(c, method, &req.base, &reply, &err);
-    } else {
-        Credex__V1__DeleteSecretRequest req = CREDEX__V1__DELETE_SECRET_REQUEST__INIT;
-        req.secret_id = (char *)pos[0];
-        ok = call(c, method, &req.base, &reply, &err);
-        if (ok && !c->json)
-            printf("deleted secret %s (payloads destroyed, tombstone kept)\n", pos[0]);
-    }
+    bool ok = call(c, method, (const ProtobufCMessage *)req, &reply, &err);
+    free(req);
     if (!ok)
         return cli_fail(&err);
-    return finish(c, reply, human_metadata);
+    if (done_note != NULL && !c->json)
+        printf("%s %s\n", done_note, pos[0]);
+    return finish(c, reply, human);
 }
 
 static int sub_update(sctx_t *c, int argc, char **argv)
@@ -608,29 +612,6 @@ static void human_versions(const void *r)
                              sizeof kp),
                v->key_id, cli_time(v->created_at_ms, t, sizeof t), v->created_by);
     }
-}
-
-static int sub_versions(sctx_t *c, int argc, char **argv)
-{
-    const char *pos[1];
-    size_t npos;
-    bool help;
-    if (!parse_sub(c, argc, argv, NULL, 0, pos, 1, &npos, &help, true))
-        return CLI_USAGE;
-    if (help) {
-        usage(stdout);
-        return CLI_OK;
-    }
-    int rc = need_id(c, npos, pos);
-    if (rc != CLI_OK || (rc = prepare(c)) != CLI_OK)
-        return rc;
-    Credex__V1__ListSecretVersionsRequest req = CREDEX__V1__LIST_SECRET_VERSIONS_REQUEST__INIT;
-    req.secret_id = (char *)pos[0];
-    ProtobufCMessage *reply = NULL;
-    cx_error_t err;
-    if (!call(c, "ListSecretVersions", &req.base, &reply, &err))
-        return cli_fail(&err);
-    return finish(c, reply, human_versions);
 }
 
 static int sub_revoke(sctx_t *c, int argc, char **argv)
@@ -786,29 +767,6 @@ static void human_shares(const void *r)
     }
 }
 
-static int sub_shares(sctx_t *c, int argc, char **argv)
-{
-    const char *pos[1];
-    size_t npos;
-    bool help;
-    if (!parse_sub(c, argc, argv, NULL, 0, pos, 1, &npos, &help, true))
-        return CLI_USAGE;
-    if (help) {
-        usage(stdout);
-        return CLI_OK;
-    }
-    int rc = need_id(c, npos, pos);
-    if (rc != CLI_OK || (rc = prepare(c)) != CLI_OK)
-        return rc;
-    Credex__V1__ListSecretSharesRequest req = CREDEX__V1__LIST_SECRET_SHARES_REQUEST__INIT;
-    req.secret_id = (char *)pos[0];
-    ProtobufCMessage *reply = NULL;
-    cx_error_t err;
-    if (!call(c, "ListSecretShares", &req.base, &reply, &err))
-        return cli_fail(&err);
-    return finish(c, reply, human_shares);
-}
-
 int cmd_secret(const cx_config_t *cfg, int argc, char **argv)
 {
     sctx_t c = {.cfg = cfg};
@@ -843,15 +801,16 @@ int cmd_secret(const cx_config_t *cfg, int argc, char **argv)
     else if (strcmp(c.sub, "list") == 0)
         rc = sub_list(&c, n, a);
     else if (strcmp(c.sub, "show") == 0 || strcmp(c.sub, "get") == 0)
-        rc = sub_simple(&c, n, a, "GetSecret");
+        rc = sub_by_id(&c, n, a, "GetSecret", human_metadata, NULL);
     else if (strcmp(c.sub, "delete") == 0)
-        rc = sub_simple(&c, n, a, "DeleteSecret");
+        rc = sub_by_id(&c, n, a, "DeleteSecret", human_metadata,
+                       "deleted (payloads destroyed, tombstone kept):");
     else if (strcmp(c.sub, "rotate") == 0)
         rc = sub_rotate(&c, n, a);
     else if (strcmp(c.sub, "update") == 0)
         rc = sub_update(&c, n, a);
     else if (strcmp(c.sub, "versions") == 0)
-        rc = sub_versions(&c, n, a);
+        rc = sub_by_id(&c, n, a, "ListSecretVersions", human_versions, NULL);
     else if (strcmp(c.sub, "revoke") == 0)
         rc = sub_revoke(&c, n, a);
     else if (strcmp(c.sub, "share") == 0)
@@ -859,7 +818,7 @@ int cmd_secret(const cx_config_t *cfg, int argc, char **argv)
     else if (strcmp(c.sub, "unshare") == 0)
         rc = sub_share(&c, n, a, true);
     else if (strcmp(c.sub, "shares") == 0)
-        rc = sub_shares(&c, n, a);
+        rc = sub_by_id(&c, n, a, "ListSecretShares", human_shares, NULL);
     else
         rc = cli_usage_error("secret", "unknown subcommand '%s' (see credexctl secret --help)",
                              c.sub);

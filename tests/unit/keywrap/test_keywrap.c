@@ -95,6 +95,7 @@ static void kw_start(kw_server_t *s, const char *cmk_id, const char *key_file, b
     s->srv = server_new();
     if (!keywrap_setup_named(s->srv, s->cfg, name, &s->state, &err))
         fail_msg("keywrap_setup: %s", err.message);
+    rpc_server_set_context(s->srv, s->state);
     assert_true(rpc_server_start(s->srv, &err));
     keywrap_started(s->srv, s->state);
     snprintf(s->addr, sizeof(s->addr), "127.0.0.1:%d", rpc_server_port(s->srv));

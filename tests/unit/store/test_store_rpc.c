@@ -165,6 +165,7 @@ static int group_setup(void **state)
     F.srv = rpc_server_new(&o, &err);
     assert_non_null(F.srv);
     assert_true(store_register(F.srv, F.st, &err));
+    rpc_server_set_context(F.srv, F.st); /* as svc_main does */
     assert_true(rpc_server_start(F.srv, &err));
     snprintf(F.addr, sizeof(F.addr), "127.0.0.1:%d", rpc_server_port(F.srv));
     F.gw = client_as("gateway");
