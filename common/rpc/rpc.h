@@ -129,8 +129,8 @@ typedef struct rpc_service_def {
 bool rpc_server_add_service(rpc_server_t *srv, const rpc_service_def_t *def, cx_error_t *err);
 
 /* Bind and start the worker threads. Fails (UNAVAILABLE) when the address cannot be bound or
- * the TLS files cannot be read. Health reports SERVING for every registered service after
- * this returns. */
+ * the TLS files cannot be read. Health then reports SERVING for every registered service whose
+ * status was not set beforehand (rpc_server_set_serving). */
 bool rpc_server_start(rpc_server_t *srv, cx_error_t *err);
 
 /* Attach the service's state, handed to handlers by rpc_call_context. Set before start. */
@@ -139,7 +139,10 @@ void rpc_server_set_context(rpc_server_t *srv, void *context);
 /* The bound port (useful with port 0). */
 int rpc_server_port(const rpc_server_t *srv);
 
-/* Health status of one service ("" is the whole server). Thread-safe; Watch streams see it. */
+/* Health status of one service ("" is the whole server). Thread-safe; Watch streams see it.
+ * Set before rpc_server_start, the status is kept at start (a service that must not serve, e.g.
+ * a dev key provider in production mode, is never SERVING, not even for an instant); otherwise
+ * start marks every service SERVING. */
 void rpc_server_set_serving(rpc_server_t *srv, const char *service, bool serving);
 
 /* Health computed on demand: a Check of `service` runs fn(ctx) (at most every 500 ms; in

@@ -29,6 +29,7 @@ struct rpc_health {
     struct {
         char name[HEALTH_NAME_MAX];
         status_t status;
+        bool pinned; /* set by the service before start: rpc_health_start leaves it alone */
         rpc_health_probe_fn probe; /* NULL: the status is only what rpc_health_set said */
         void *probe_ctx;
         int64_t probed_ms; /* monotonic time of the last probe */
@@ -88,6 +89,41 @@ static void notify(struct rpc_health *h)
     }
 }
 
+/* Caller holds h->mu: the entry for service, created NOT_SERVING if new (NULL when full). */
+static size_t entry_index(struct rpc_health *h, const char *service)
+{
+    size_t i = 0;
+    while (i < h->n && strcmp(h->entries[i].name, service) != 0)
+        i++;
+    if (i == h->n && h->n < HEALTH_MAX_SERVICES) {
+        strcpy(h->entries[i].name, service);
+        h->entries[i].status = ST_NOT_SERVING;
+        h->n++;
+    }
+    return i;
+}
+
+void rpc_health_pin(struct rpc_health *h, const char *service)
+{
+    if (strlen(service) >= HEALTH_NAME_MAX)
+        return;
+    pthread_mutex_lock(&h->mu);
+    size_t i = entry_index(h, service);
+    if (i < h->n)
+        h->entries[i].pinned = true;
+    pthread_mutex_unlock(&h->mu);
+}
+
+void rpc_health_start(struct rpc_health *h)
+{
+    pthread_mutex_lock(&h->mu);
+    for (size_t i = 0; i < h->n; i++)
+        if (!h->entries[i].pinned)
+            h->entries[i].status = ST_SERVING;
+    notify(h);
+    pthread_mutex_unlock(&h->mu);
+}
+
 void rpc_health_set(struct rpc_health *h, const char *service, bool serving)
 {
     if (strlen(service) >= HEALTH_NAME_MAX)
@@ -98,13 +134,7 @@ void rpc_health_set(struct rpc_health *h, const char *service, bool serving)
         return;
     }
     status_t st = serving ? ST_SERVING : ST_NOT_SERVING;
-    size_t i = 0;
-    while (i < h->n && strcmp(h->entries[i].name, service) != 0)
-        i++;
-    if (i == h->n && h->n < HEALTH_MAX_SERVICES) {
-        strcpy(h->entries[i].name, service);
-        h->n++;
-    }
+    size_t i = entry_index(h, service);
     if (i < h->n)
         h->entries[i].status = st;
     notify(h);
@@ -119,14 +149,7 @@ void rpc_health_set_probe(struct rpc_health *h, const char *service, rpc_health_
     if (strlen(service) >= HEALTH_NAME_MAX)
         return;
     pthread_mutex_lock(&h->mu);
-    size_t i = 0;
-    while (i < h->n && strcmp(h->entries[i].name, service) != 0)
-        i++;
-    if (i == h->n && h->n < HEALTH_MAX_SERVICES) {
-        strcpy(h->entries[i].name, service);
-        h->entries[i].status = ST_NOT_SERVING;
-        h->n++;
-    }
+    size_t i = entry_index(h, service);
     if (i < h->n) {
         h->entries[i].probe = fn;
         h->entries[i].probe_ctx = ctx;

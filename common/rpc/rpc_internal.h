@@ -149,6 +149,10 @@ struct rpc_health *rpc_health_new(void);
 void rpc_health_free(struct rpc_health *h);
 bool rpc_health_register(rpc_server_t *srv, cx_error_t *err);
 void rpc_health_set(struct rpc_health *h, const char *service, bool serving);
+/* Before start: the service's status is its own (rpc_health_start leaves it as set). */
+void rpc_health_pin(struct rpc_health *h, const char *service);
+/* At start: every service not pinned becomes SERVING. */
+void rpc_health_start(struct rpc_health *h);
 void rpc_health_set_probe(struct rpc_health *h, const char *service, rpc_health_probe_fn fn,
                           void *ctx);
 /* Shutdown: everything NOT_SERVING, watchers told and finished. */

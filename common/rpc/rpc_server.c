@@ -977,9 +977,8 @@ bool rpc_server_start(rpc_server_t *srv, cx_error_t *err)
     }
     grpc_server_start(srv->server);
     srv->started = 1;
-    for (size_t i = 0; i < srv->nservices; i++)
-        rpc_health_set(srv->health, srv->service_names[i], true);
-    rpc_health_set(srv->health, "", true);
+    rpc_health_set(srv->health, "", false); /* registers "" like every service */
+    rpc_health_start(srv->health);
     /* Enough requests in flight that arrivals never wait for a worker to re-request. */
     unsigned outstanding = srv->opts.threads + 2;
     for (unsigned i = 0; i < outstanding; i++) {
@@ -1018,6 +1017,8 @@ int rpc_server_port(const rpc_server_t *srv)
 
 void rpc_server_set_serving(rpc_server_t *srv, const char *service, bool serving)
 {
+    if (!srv->started)
+        rpc_health_pin(srv->health, service);
     rpc_health_set(srv->health, service, serving);
 }
 

@@ -70,8 +70,6 @@ int svc_main(const svc_def_t *def)
                      CX_LOG_STR("message", err.message));
         goto out;
     }
-    if (def->started != NULL)
-        def->started(srv, state);
     cx_log_info(NULL, "server.started", CX_LOG_STR("addr", cfg->addr[def->id]),
                 CX_LOG_INT("port", rpc_server_port(srv)), CX_LOG_INT("pid", getpid()),
                 CX_LOG_BOOL("credentials_enabled", cfg->credentials_enabled));

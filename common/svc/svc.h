@@ -20,10 +20,6 @@ typedef struct svc_def {
      * which handlers then get from rpc_call_context(call). The config outlives the server. */
     bool (*setup)(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_error_t *err);
     void (*cleanup)(void *state); /* may be NULL; called after the server stopped */
-    /* May be NULL. Called once rpc_server_start succeeded (health then says SERVING for every
-     * service), before waiting for a signal: the place to mark a service NOT_SERVING that
-     * loaded but must not be used, e.g. keywrap's local-cmk in production mode. */
-    void (*started)(rpc_server_t *srv, void *state);
 } svc_def_t;
 
 /* Run a service process to completion; returns the process exit code. */

@@ -550,11 +550,14 @@ bool keywrap_setup_named(rpc_server_t *srv, const cx_config_t *cfg, const char *
         goto out_fail;
     if (!rpc_server_add_service(srv, &def, err))
         goto out_fail;
-    if (kw->production)
+    if (kw->production) {
+        /* A dev key provider in production is never SERVING, not even between start and now. */
+        rpc_server_set_serving(srv, KEYWRAP_SERVICE, false);
+        rpc_server_set_serving(srv, "", false);
         cx_log_warn(NULL, "keywrap.refused", CX_LOG_STR("provider", kw->configured_name),
                     CX_LOG_STR("reason", cx_code_reason(CX_ERR_FAILED_PRECONDITION)),
                     CX_LOG_STR("message", KEYWRAP_PRODUCTION_REFUSAL));
-    else
+    } else
         cx_log_info(NULL, "keywrap.ready", CX_LOG_STR("provider", kw->configured_name),
                     CX_LOG_STR("key_id", kw->cmk_id), CX_LOG_BOOL("dev_key_mode", true));
     *state = kw;
@@ -568,16 +571,6 @@ out_fail:
 bool keywrap_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_error_t *err)
 {
     return keywrap_setup_named(srv, cfg, NULL, state, err);
-}
-
-void keywrap_started(rpc_server_t *srv, void *state)
-{
-    const keywrap_t *kw = state;
-    if (kw == NULL || !kw->production)
-        return;
-    /* rpc_server_start marked everything SERVING; a dev key provider in production is not. */
-    rpc_server_set_serving(srv, KEYWRAP_SERVICE, false);
-    rpc_server_set_serving(srv, "", false);
 }
 
 void keywrap_cleanup(void *state)

@@ -42,9 +42,6 @@ bool keywrap_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_e
 /* As keywrap_setup with the configured name given (NULL: as configured); for tests. */
 bool keywrap_setup_named(rpc_server_t *srv, const cx_config_t *cfg, const char *configured_name,
                          void **state, cx_error_t *err);
-/* svc_def_t.started: in production mode, marks credex.v1.KeyWrap and the whole server
- * NOT_SERVING. */
-void keywrap_started(rpc_server_t *srv, void *state);
 /* Release what keywrap_setup kept (svc_def_t.cleanup), wiping the keys. Call only after the
  * server stopped. NULL-safe. */
 void keywrap_cleanup(void *state);

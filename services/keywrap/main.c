@@ -4,9 +4,7 @@
 
 int main(void)
 {
-    static const svc_def_t def = {.id = CX_SVC_KEYWRAP,
-                                  .setup = keywrap_setup,
-                                  .cleanup = keywrap_cleanup,
-                                  .started = keywrap_started};
+    static const svc_def_t def = {
+        .id = CX_SVC_KEYWRAP, .setup = keywrap_setup, .cleanup = keywrap_cleanup};
     return svc_main(&def);
 }

@@ -85,7 +85,7 @@ static rpc_server_t *server_new(void)
     return srv;
 }
 
-/* Start a keywrap server the way svc_main does: setup, start, started. */
+/* Start a keywrap server the way svc_main does: setup, context, start. */
 static void kw_start(kw_server_t *s, const char *cmk_id, const char *key_file, bool production,
                      const char *name)
 {
@@ -97,7 +97,6 @@ static void kw_start(kw_server_t *s, const char *cmk_id, const char *key_file, b
         fail_msg("keywrap_setup: %s", err.message);
     rpc_server_set_context(s->srv, s->state);
     assert_true(rpc_server_start(s->srv, &err));
-    keywrap_started(s->srv, s->state);
     snprintf(s->addr, sizeof(s->addr), "127.0.0.1:%d", rpc_server_port(s->srv));
 }
 
@@ -724,7 +723,6 @@ static void test_two_keywraps_in_one_process(void **state)
     kw_stop(&b);
     kw_stop(&a);
     keywrap_cleanup(NULL);
-    keywrap_started(NULL, NULL);
 }
 
 /* ---- the wire helpers directly ---------------------------------------------------------- */

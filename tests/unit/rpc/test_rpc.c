@@ -401,6 +401,37 @@ static void test_health_probe(void **state)
     rpc_server_free(srv);
 }
 
+/* A status set before start is kept at start: never SERVING, not even for an instant. */
+static void test_health_pinned_before_start(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    rpc_client_t *c;
+    char addr[64];
+    rpc_server_options_t o = {.name = "keywrap",
+                              .listen_addr = "127.0.0.1:0",
+                              .tls = {.ca_file = pki_path("ca.pem"),
+                                      .cert_file = pki_path("keywrap.pem"),
+                                      .key_file = pki_path("keywrap.key")},
+                              .threads = 2,
+                              .max_message_bytes = 64 * 1024,
+                              .max_metadata_bytes = 8 * 1024,
+                              .max_deadline_ms = 2000,
+                              .shutdown_grace_ms = 1000};
+    rpc_server_t *srv = rpc_server_new(&o, &err);
+    assert_true(rpc_server_add_service(srv, &kw_def, &err));
+    rpc_server_set_serving(srv, "credex.v1.KeyWrap", false);
+    assert_true(rpc_server_start(srv, &err));
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", rpc_server_port(srv));
+    c = client_new(addr, "keywrap", "credexctl");
+    assert_int_equal(check_status(c, "credex.v1.KeyWrap"),
+                     GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
+    assert_int_equal(check_status(c, ""),
+                     GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+    rpc_client_free(c);
+    rpc_server_free(srv);
+}
+
 struct slow_call {
     rpc_client_t *client;
     bool ok;
@@ -457,6 +488,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_health, setup, teardown),
         cmocka_unit_test(test_shutdown_drains),
         cmocka_unit_test(test_health_probe),
+        cmocka_unit_test(test_health_pinned_before_start),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
