@@ -11,18 +11,25 @@
  *   retrieve_bench --addr 127.0.0.1:7104 --ca CA --cert agent.pem --key agent.key
  *                  --service-token FILE --user-token FILE
  *                  [--callers 1,8,32] [--seconds 5] [--secrets 64] [--peer gateway]
- *                  [--write-callers 1,8] [--only retrieve|write|all]
+ *                  [--write-callers 1,8] [--only retrieve|write|all] [--cpu-of PIDDIR]
  *
  * Tokens are read from files (mint them with `credexctl token --service agent-runtime` and
  * `credexctl token --user bench-user`); the service must hold the platform retriever grant
  * (service:agent-runtime retriever platform:credex in OpenFGA). The certificate must be the one
  * of the service named by the token's azp.
+ *
+ * --cpu-of DIR (scripts/run's .run/pids) also prints, per level, the CPU time each process whose
+ * `<name>.pid` is in DIR spent per successful call, and the bench's own (utime + stime from
+ * /proc), so that "what dominates" is a measured figure rather than a guess.
  */
+#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/rpc/rpc.h"
 #include "credex/v1/common.pb-c.h"
@@ -42,6 +49,68 @@ struct shared {
     char *secret_ids[MAX_SECRETS];
     size_t nsecrets;
 };
+
+/* Processes whose CPU time is reported per level (--cpu-of). */
+#define MAX_PROCS 16
+static struct proc {
+    char name[32];
+    int pid;
+} procs[MAX_PROCS];
+static size_t nprocs;
+
+static void load_procs(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        fprintf(stderr, "retrieve_bench: cannot open --cpu-of %s\n", dir);
+        exit(2);
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && nprocs < MAX_PROCS) {
+        size_t n = strlen(e->d_name);
+        if (n < 5 || n - 4 >= sizeof(procs[0].name) || strcmp(e->d_name + n - 4, ".pid") != 0)
+            continue;
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "r");
+        int pid = 0;
+        if (f != NULL && fscanf(f, "%d", &pid) == 1 && pid > 0) {
+            memcpy(procs[nprocs].name, e->d_name, n - 4);
+            procs[nprocs].name[n - 4] = '\0';
+            procs[nprocs++].pid = pid;
+        }
+        if (f != NULL)
+            fclose(f);
+    }
+    closedir(d);
+}
+
+/* utime + stime of `pid` in clock ticks, or -1 (fields 14 and 15 of /proc/<pid>/stat). */
+static long long proc_ticks(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+                            &st) != 2)
+        return -1;
+    return (long long)(ut + st);
+}
+
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
 
 struct worker {
     struct shared *sh;
@@ -171,6 +240,10 @@ static void run_level(struct shared *sh, enum op op, int callers, double seconds
 {
     struct worker *w = calloc((size_t)callers, sizeof(*w));
     pthread_t *t = calloc((size_t)callers, sizeof(*t));
+    long long ticks0[MAX_PROCS];
+    for (size_t i = 0; i < nprocs; i++)
+        ticks0[i] = proc_ticks(procs[i].pid);
+    double self0 = self_cpu_s();
     double t0 = now_s();
     for (int i = 0; i < callers; i++) {
         w[i] = (struct worker){.sh = sh, .op = op, .index = i, .seconds = seconds};
@@ -201,6 +274,20 @@ static void run_level(struct shared *sh, enum op op, int callers, double seconds
                total ? all[total / 2] : 0, total ? all[(size_t)((double)total * 0.99)] : 0);
         if (first_error != NULL)
             printf("  first error: %s\n", first_error);
+        if (nprocs > 0 && total > 0) {
+            double hz = (double)sysconf(_SC_CLK_TCK), sum = 0;
+            printf("  cpu_us_per_call");
+            for (size_t i = 0; i < nprocs; i++) {
+                long long t1 = proc_ticks(procs[i].pid);
+                if (t1 < 0 || ticks0[i] < 0)
+                    continue;
+                double us = (double)(t1 - ticks0[i]) / hz * 1e6 / (double)total;
+                sum += us;
+                printf(" %s=%.0f", procs[i].name, us);
+            }
+            double self = (self_cpu_s() - self0) * 1e6 / (double)total;
+            printf(" bench=%.0f total=%.0f\n", self, sum + self);
+        }
         fflush(stdout);
     }
     for (int i = 0; i < callers; i++)
@@ -251,6 +338,8 @@ int main(int argc, char **argv)
             nsecrets = atoi(v);
         else if (!strcmp(k, "--only"))
             only = v;
+        else if (!strcmp(k, "--cpu-of"))
+            load_procs(v);
         else {
             fprintf(stderr, "retrieve_bench: unknown option %s\n", k);
             return 2;

@@ -426,6 +426,12 @@ static const cx_config_var_t cx_config_vars[] = {
     CX_UNSIGNED("CREDEX_JWT_LEEWAY_S", jwt_leeway_s, 0, 300, 30),
     CX_UNSIGNED("CREDEX_JWKS_CACHE_S", jwks_cache_s, 10, 86400, 300),
     CX_UNSIGNED("CREDEX_OPENFGA_TIMEOUT_MS", openfga_timeout_ms, 50, 60000, 2000),
+    CX_UNSIGNED("CREDEX_OPENFGA_CACHE_TTL_MS", openfga_cache_ttl_ms, 0, 600000, 10000),
+    CX_UNSIGNED("CREDEX_OPENFGA_WATCH_MS", openfga_watch_ms, 20, 10000, 100),
+    CX_UNSIGNED("CREDEX_JWT_CACHE_MAX_ENTRIES", jwt_cache_max_entries, 0, 1000000, 4096),
+    CX_UNSIGNED("CREDEX_PAYLOAD_CACHE_MAX_ENTRIES", payload_cache_max_entries, 0, 1000000, 4096),
+    CX_UNSIGNED("CREDEX_PAYLOAD_CACHE_TTL_MS", payload_cache_ttl_ms, 0, 3600000, 300000),
+    CX_UNSIGNED("CREDEX_AUDIT_BATCH_MAX", audit_batch_max, 1, 1000, 64),
 };
 
 static bool cx_config_load_var(cx_config_t *cfg, const cx_config_var_t *var, const char *value,

@@ -82,6 +82,12 @@ typedef struct cx_config {
     unsigned jwt_leeway_s;          /* CREDEX_JWT_LEEWAY_S 0..300, default 30 */
     unsigned jwks_cache_s;          /* CREDEX_JWKS_CACHE_S 10..86400, default 300 */
     unsigned openfga_timeout_ms;    /* CREDEX_OPENFGA_TIMEOUT_MS 50..60000, default 2000 */
+    unsigned openfga_cache_ttl_ms;  /* CREDEX_OPENFGA_CACHE_TTL_MS 0..600000 (0: off), def 10000 */
+    unsigned openfga_watch_ms;      /* CREDEX_OPENFGA_WATCH_MS 20..10000, default 100 */
+    unsigned jwt_cache_max_entries; /* CREDEX_JWT_CACHE_MAX_ENTRIES 0..1000000, default 4096 */
+    unsigned payload_cache_max_entries; /* CREDEX_PAYLOAD_CACHE_MAX_ENTRIES 0..1000000, def 4096 */
+    unsigned payload_cache_ttl_ms;      /* CREDEX_PAYLOAD_CACHE_TTL_MS 0..3600000, default 300000 */
+    unsigned audit_batch_max;           /* CREDEX_AUDIT_BATCH_MAX 1..1000, default 64 */
 } cx_config_t;
 
 /* Looks up an environment variable; returns NULL when unset. ctx is passed through. */

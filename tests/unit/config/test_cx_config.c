@@ -221,10 +221,10 @@ static void test_every_variable_set(void **state)
 static void test_every_documented_variable_is_read(void **state)
 {
     (void)state;
-    /* 44 variables in cx_config.h; a forgotten one would keep its default silently. */
+    /* 50 variables in cx_config.h; a forgotten one would keep its default silently. */
     fake_env_t env = {0};
     cx_config_t *cfg = load_ok(&env);
-    assert_int_equal(env.lookups, 44);
+    assert_int_equal(env.lookups, 50);
     cx_config_free(cfg);
 }
 
@@ -239,11 +239,21 @@ static void test_store_and_gateway_tuning(void **state)
     assert_int_equal(cfg->dek_cache_max_uses, 1000);
     assert_int_equal(cfg->jwt_leeway_s, 30);
     assert_int_equal(cfg->openfga_timeout_ms, 2000);
+    assert_int_equal(cfg->openfga_cache_ttl_ms, 10000);
+    assert_int_equal(cfg->openfga_watch_ms, 100);
+    assert_int_equal(cfg->jwt_cache_max_entries, 4096);
+    assert_int_equal(cfg->payload_cache_max_entries, 4096);
+    assert_int_equal(cfg->payload_cache_ttl_ms, 300000);
+    assert_int_equal(cfg->audit_batch_max, 64);
     cx_config_free(cfg);
     fake_env_t env2 = {0};
     env_set(&env2, "CREDEX_MONGO_WRITE_CONCERN", "1");
     env_set(&env2, "CREDEX_DEK_CACHE_TTL_MS", "0");
+    env_set(&env2, "CREDEX_OPENFGA_CACHE_TTL_MS", "0");
+    env_set(&env2, "CREDEX_AUDIT_BATCH_MAX", "1");
     cfg = load_ok(&env2);
+    assert_int_equal(cfg->openfga_cache_ttl_ms, 0);
+    assert_int_equal(cfg->audit_batch_max, 1);
     assert_false(cfg->mongo_write_majority);
     assert_int_equal(cfg->dek_cache_ttl_ms, 0);
     cx_config_free(cfg);
