@@ -8,8 +8,10 @@
 #include <jansson.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <openssl/param_build.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -481,7 +483,21 @@ struct cx_jwt_verifier {
     } * cur;
     int64_t fetched_at;      /* monotonic seconds of the last successful fetch */
     int64_t last_attempt_at; /* monotonic seconds of the last fetch attempt; 0 = never */
+    uint64_t keys_gen;       /* bumped whenever cur is replaced; guarded by mu */
+    /* Verified-token cache (header comment): nsets sets of JWT_CACHE_WAYS entries, guarded by
+     * cache_mu, never held together with mu. */
+    pthread_mutex_t cache_mu;
+    struct jwt_cached {
+        unsigned char digest[SHA256_DIGEST_LENGTH];
+        uint64_t keys_gen; /* 0 = empty slot */
+        uint64_t stamp;    /* insertion order, for replacement */
+        cx_jwt_claims_t claims;
+    } * cache;
+    size_t nsets;
+    uint64_t stamp, hits, misses;
 };
+
+#define JWT_CACHE_WAYS 4
 
 static bool fetch_url(const char *url, unsigned timeout_ms, cx_http_buf_t *b, cx_error_t *err)
 {
@@ -598,10 +614,18 @@ cx_jwt_verifier_t *cx_jwt_verifier_new(const cx_jwt_verifier_options_t *opts, cx
     v->cache_s = opts->cache_s ? opts->cache_s : 300;
     v->fetch_timeout_ms = opts->fetch_timeout_ms ? opts->fetch_timeout_ms : 3000;
     v->refetch_s = opts->unknown_kid_refetch_s ? opts->unknown_kid_refetch_s : 60;
+    if (opts->cache_max_entries > 0) {
+        v->nsets = (opts->cache_max_entries + JWT_CACHE_WAYS - 1) / JWT_CACHE_WAYS;
+        v->cache = calloc(v->nsets * JWT_CACHE_WAYS, sizeof(*v->cache));
+        if (!v->cache)
+            goto fail;
+    }
     pthread_mutex_init(&v->mu, NULL);
+    pthread_mutex_init(&v->cache_mu, NULL);
     return v;
 fail:
     if (v) {
+        free(v->cache);
         free(v->source);
         free(v->issuer);
         free(v->audience);
@@ -626,6 +650,10 @@ void cx_jwt_verifier_free(cx_jwt_verifier_t *v)
         return;
     ref_release_locked(v->cur);
     pthread_mutex_destroy(&v->mu);
+    pthread_mutex_destroy(&v->cache_mu);
+    if (v->cache)
+        OPENSSL_cleanse(v->cache, v->nsets * JWT_CACHE_WAYS * sizeof(*v->cache));
+    free(v->cache);
     free(v->source);
     free(v->issuer);
     free(v->audience);
@@ -638,7 +666,7 @@ void cx_jwt_verifier_free(cx_jwt_verifier_t *v)
  * serving the keys already held: the IdP being briefly down must not lock every user out,
  * and keys it has not revoked are still the keys it signs with. The fetch runs under the lock
  * so that concurrent misses cause a single fetch. */
-static struct jwks_ref *keys_get(cx_jwt_verifier_t *v, bool force, cx_error_t *err)
+static struct jwks_ref *keys_get(cx_jwt_verifier_t *v, bool force, uint64_t *gen, cx_error_t *err)
 {
     pthread_mutex_lock(&v->mu);
     int64_t now = mono_s();
@@ -657,6 +685,7 @@ static struct jwks_ref *keys_get(cx_jwt_verifier_t *v, bool force, cx_error_t *e
                 ref_release_locked(v->cur);
                 v->cur = r;
                 v->fetched_at = now;
+                v->keys_gen++;
             } else {
                 cx_jwt_jwks_free(fresh);
             }
@@ -665,6 +694,7 @@ static struct jwks_ref *keys_get(cx_jwt_verifier_t *v, bool force, cx_error_t *e
         }
     }
     struct jwks_ref *r = v->cur;
+    *gen = v->keys_gen;
     if (r)
         r->refs++;
     else if (err && err->code == CX_OK)
@@ -680,6 +710,82 @@ static void keys_put(cx_jwt_verifier_t *v, struct jwks_ref *r)
     pthread_mutex_unlock(&v->mu);
 }
 
+/* The time checks of cx_jwt_verify_with_jwks, for a remembered token. */
+static bool time_claims_hold(const cx_jwt_claims_t *c, int64_t now_s, unsigned leeway_s,
+                             cx_error_t *err)
+{
+    int64_t leeway = leeway_s;
+    if (now_s - leeway >= c->exp)
+        return cx_error_set(err, CX_ERR_UNAUTHENTICATED, "token has expired");
+    if (c->nbf && c->nbf > now_s + leeway)
+        return cx_error_set(err, CX_ERR_UNAUTHENTICATED, "token is not valid yet");
+    if (c->iat && c->iat > now_s + leeway)
+        return cx_error_set(err, CX_ERR_UNAUTHENTICATED, "token was issued in the future");
+    return true;
+}
+
+static struct jwt_cached *cache_set(cx_jwt_verifier_t *v, const unsigned char *digest)
+{
+    uint64_t h;
+    memcpy(&h, digest, sizeof(h));
+    return &v->cache[(size_t)(h % v->nsets) * JWT_CACHE_WAYS];
+}
+
+/* A remembered token verified under key set `gen`: its claims into *out. */
+static bool cache_lookup(cx_jwt_verifier_t *v, const unsigned char *digest, uint64_t gen,
+                         cx_jwt_claims_t *out)
+{
+    bool hit = false;
+    pthread_mutex_lock(&v->cache_mu);
+    struct jwt_cached *set = cache_set(v, digest);
+    for (size_t i = 0; i < JWT_CACHE_WAYS; i++) {
+        if (set[i].keys_gen == gen &&
+            CRYPTO_memcmp(set[i].digest, digest, SHA256_DIGEST_LENGTH) == 0) {
+            *out = set[i].claims;
+            hit = true;
+            break;
+        }
+    }
+    if (hit)
+        v->hits++;
+    else
+        v->misses++;
+    pthread_mutex_unlock(&v->cache_mu);
+    return hit;
+}
+
+/* Remember a verified token, replacing an empty, outdated or the oldest entry of its set. */
+static void cache_insert(cx_jwt_verifier_t *v, const unsigned char *digest, uint64_t gen,
+                         const cx_jwt_claims_t *claims)
+{
+    pthread_mutex_lock(&v->cache_mu);
+    struct jwt_cached *set = cache_set(v, digest), *victim = &set[0];
+    for (size_t i = 0; i < JWT_CACHE_WAYS; i++) {
+        if (set[i].keys_gen != gen) {
+            victim = &set[i];
+            break;
+        }
+        if (set[i].stamp < victim->stamp)
+            victim = &set[i];
+    }
+    memcpy(victim->digest, digest, SHA256_DIGEST_LENGTH);
+    victim->keys_gen = gen;
+    victim->stamp = ++v->stamp;
+    victim->claims = *claims;
+    pthread_mutex_unlock(&v->cache_mu);
+}
+
+void cx_jwt_verifier_cache_stats(cx_jwt_verifier_t *v, cx_jwt_cache_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!v)
+        return;
+    pthread_mutex_lock(&v->cache_mu);
+    out->hits = v->hits;
+    out->misses = v->misses;
+    pthread_mutex_unlock(&v->cache_mu);
+}
+
 bool cx_jwt_verify_at(cx_jwt_verifier_t *v, const char *token, size_t len, int64_t now_s,
                       cx_jwt_claims_t *out, cx_error_t *err)
 {
@@ -688,28 +794,50 @@ bool cx_jwt_verify_at(cx_jwt_verifier_t *v, const char *token, size_t len, int64
     cx_jwt_params_t p = {.issuer = v->issuer, .audience = v->audience, .leeway_s = v->leeway_s};
     cx_error_t kerr;
     cx_error_clear(&kerr);
-    struct jwks_ref *r = keys_get(v, false, &kerr);
+    uint64_t gen = 0;
+    struct jwks_ref *r = keys_get(v, false, &gen, &kerr);
     if (!r) {
         cx_error_copy(err, &kerr);
         return false;
     }
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    bool cached = v->cache != NULL && token != NULL && len > 0 && len <= CX_JWT_TOKEN_MAX;
+    if (cached) {
+        SHA256((const unsigned char *)token, len, digest);
+        cx_jwt_claims_t c;
+        if (cache_lookup(v, digest, gen, &c)) {
+            keys_put(v, r);
+            if (!time_claims_hold(&c, now_s, v->leeway_s, err))
+                return false;
+            if (out)
+                *out = c;
+            return true;
+        }
+    }
     cx_error_t verr;
-    bool ok = cx_jwt_verify_with_jwks(r->jwks, &p, token, len, now_s, out, &verr);
+    cx_jwt_claims_t c;
+    bool ok = cx_jwt_verify_with_jwks(r->jwks, &p, token, len, now_s, &c, &verr);
     if (!ok && strcmp(verr.message, JWT_UNKNOWN_KID_MSG) == 0) {
         /* The IdP may have rotated its keys since the last fetch. */
         keys_put(v, r);
         cx_error_clear(&kerr);
-        r = keys_get(v, true, &kerr);
+        r = keys_get(v, true, &gen, &kerr);
         if (!r) {
             cx_error_copy(err, &kerr);
             return false;
         }
-        ok = cx_jwt_verify_with_jwks(r->jwks, &p, token, len, now_s, out, &verr);
+        ok = cx_jwt_verify_with_jwks(r->jwks, &p, token, len, now_s, &c, &verr);
     }
     keys_put(v, r);
-    if (!ok)
+    if (!ok) {
         cx_error_copy(err, &verr);
-    return ok;
+        return false;
+    }
+    if (cached)
+        cache_insert(v, digest, gen, &c);
+    if (out)
+        *out = c;
+    return true;
 }
 
 bool cx_jwt_verify(cx_jwt_verifier_t *v, const char *token, size_t len, cx_jwt_claims_t *out,

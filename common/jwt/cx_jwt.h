@@ -13,6 +13,14 @@
  * for cache_s seconds and refetched on an unknown kid at most once a minute, so that a flood of
  * tokens with random kids cannot turn the gateway into a traffic amplifier against the IdP.
  *
+ * A verifier may remember tokens it has verified (cache_max_entries > 0): by the SHA-256 of the
+ * whole token, with the claims, for as long as the key set that verified them is the current
+ * one. A token seen again skips the signature check and JSON parsing, never the time checks:
+ * exp, nbf and iat are checked again at every use with the same leeway. Issuer and audience are
+ * fixed per verifier, so they hold for a remembered token. Any JWKS fetch that replaces the key
+ * set forgets every token (a key the IdP withdrew stops being honoured at the next fetch, as
+ * without the cache). Failed verifications are never remembered.
+ *
  * Errors: a token that fails any check is CX_ERR_UNAUTHENTICATED with a message that never
  * contains the token; a JWKS that cannot be fetched (and none cached) is CX_ERR_UNAVAILABLE.
  * Library code: nothing is logged here.
@@ -82,6 +90,8 @@ typedef struct cx_jwt_verifier_options {
     unsigned fetch_timeout_ms; /* whole fetch, URL sources; 0 = 3000 */
     /* Minimum seconds between refetches caused by an unknown kid; 0 = 60. */
     unsigned unknown_kid_refetch_s;
+    /* Verified tokens remembered (see above); 0 = none, every token is fully verified. */
+    unsigned cache_max_entries;
 } cx_jwt_verifier_options_t;
 
 /* Create a verifier. The JWKS is fetched lazily on first use, so a gateway can start while the
@@ -97,6 +107,13 @@ bool cx_jwt_verify(cx_jwt_verifier_t *v, const char *token, size_t len, cx_jwt_c
 /* Same at an explicit time (tests). */
 bool cx_jwt_verify_at(cx_jwt_verifier_t *v, const char *token, size_t len, int64_t now_s,
                       cx_jwt_claims_t *out, cx_error_t *err);
+
+/* Tokens answered from the verified-token cache, and tokens verified in full, since creation. */
+typedef struct cx_jwt_cache_stats {
+    uint64_t hits;
+    uint64_t misses;
+} cx_jwt_cache_stats_t;
+void cx_jwt_verifier_cache_stats(cx_jwt_verifier_t *v, cx_jwt_cache_stats_t *out);
 
 /* Strict base64url (RFC 7515 section 2: no padding, no whitespace, unused bits zero). Writes at
  * most outsz bytes; returns false on any bad input or when out is too small. Exposed for tests

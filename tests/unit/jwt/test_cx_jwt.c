@@ -394,6 +394,20 @@ static void test_verifier_file(void **state)
     cx_jwt_verifier_free(NULL);
 }
 
+static void write_jwks(const char *path, EVP_PKEY *key, const char *kid)
+{
+    char x[64], y[64];
+    bn_b64(key, OSSL_PKEY_PARAM_EC_PUB_X, 32, x);
+    bn_b64(key, OSSL_PKEY_PARAM_EC_PUB_Y, 32, y);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"%s\",\"x\":\"%s\","
+            "\"y\":\"%s\"}]}",
+            kid, x, y);
+    fclose(f);
+}
+
 /* A key rotated at the IdP: an unknown kid refetches the JWKS, at most once per interval. */
 static void test_verifier_refetch_on_unknown_kid(void **state)
 {
@@ -402,16 +416,7 @@ static void test_verifier_refetch_on_unknown_kid(void **state)
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     close(fd);
-    char x[64], y[64], doc[1024];
-    bn_b64(ec_key, OSSL_PKEY_PARAM_EC_PUB_X, 32, x);
-    bn_b64(ec_key, OSSL_PKEY_PARAM_EC_PUB_Y, 32, y);
-    snprintf(doc, sizeof(doc),
-             "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"old\",\"x\":\"%s\","
-             "\"y\":\"%s\"}]}",
-             x, y);
-    FILE *f = fopen(path, "w");
-    fputs(doc, f);
-    fclose(f);
+    write_jwks(path, ec_key, "old");
     cx_jwt_verifier_options_t o = {.jwks_source = path,
                                    .issuer = ISS,
                                    .audience = AUD,
@@ -429,15 +434,7 @@ static void test_verifier_refetch_on_unknown_kid(void **state)
     assert_true(cx_jwt_verify(v, old_tok, strlen(old_tok), NULL, &err));
 
     /* the IdP publishes the new key */
-    bn_b64(other_ec_key, OSSL_PKEY_PARAM_EC_PUB_X, 32, x);
-    bn_b64(other_ec_key, OSSL_PKEY_PARAM_EC_PUB_Y, 32, y);
-    snprintf(doc, sizeof(doc),
-             "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"new\",\"x\":\"%s\","
-             "\"y\":\"%s\"}]}",
-             x, y);
-    f = fopen(path, "w");
-    fputs(doc, f);
-    fclose(f);
+    write_jwks(path, other_ec_key, "new");
     /* within the interval of the first fetch (whole seconds: at most 1 apart): no refetch */
     assert_false(cx_jwt_verify(v, new_tok, strlen(new_tok), NULL, &err));
     assert_int_equal(err.code, CX_ERR_UNAUTHENTICATED);
@@ -447,6 +444,124 @@ static void test_verifier_refetch_on_unknown_kid(void **state)
     assert_false(cx_jwt_verify(v, old_tok, strlen(old_tok), NULL, &err));
     free(old_tok);
     free(new_tok);
+    cx_jwt_verifier_free(v);
+    unlink(path);
+}
+
+static char *token_for(const char *sub, int64_t exp)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "{\"iss\":\"%s\",\"aud\":\"credex\",\"exp\":%lld,\"sub\":\"%s\"}", ISS,
+             (long long)exp, sub);
+    return sign_token(EC_HDR, p, ec_key);
+}
+
+/* The verified-token cache: a token seen again skips the signature, never the time checks; a
+ * failed token is never remembered; the set is bounded; a new key set forgets everything. */
+static void test_verifier_cache(void **state)
+{
+    (void)state;
+    cx_jwt_verifier_options_t o = {.jwks_source = jwks_path,
+                                   .issuer = ISS,
+                                   .audience = AUD,
+                                   .leeway_s = 30,
+                                   .cache_s = 300,
+                                   .cache_max_entries = 4};
+    cx_error_t err;
+    cx_jwt_verifier_t *v = cx_jwt_verifier_new(&o, &err);
+    assert_non_null(v);
+    int64_t now = (int64_t)time(NULL);
+    char *tok = token_for("carol", now + 60);
+    cx_jwt_claims_t c1, c2;
+    cx_jwt_cache_stats_t st;
+    assert_true(cx_jwt_verify_at(v, tok, strlen(tok), now, &c1, &err));
+    assert_true(cx_jwt_verify_at(v, tok, strlen(tok), now, &c2, &err));
+    assert_memory_equal(&c1, &c2, sizeof(c1));
+    assert_string_equal(c2.sub, "carol");
+    cx_jwt_verifier_cache_stats(v, &st);
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.misses, 1);
+
+    /* remembered, but expired by now (past exp + leeway): refused as without the cache */
+    assert_false(cx_jwt_verify_at(v, tok, strlen(tok), now + 91, NULL, &err));
+    assert_int_equal(err.code, CX_ERR_UNAUTHENTICATED);
+    assert_non_null(strstr(err.message, "expired"));
+    cx_jwt_verifier_cache_stats(v, &st);
+    assert_int_equal(st.hits, 2);
+
+    /* the same claims under a forged signature: a different token, verified in full, refused,
+     * and not remembered either */
+    char *forged = strdup(tok);
+    char *last = forged + strlen(forged) - 5;
+    *last = *last == 'A' ? 'B' : 'A';
+    for (int i = 0; i < 2; i++) {
+        assert_false(cx_jwt_verify_at(v, forged, strlen(forged), now, NULL, &err));
+        assert_int_equal(err.code, CX_ERR_UNAUTHENTICATED);
+    }
+    cx_jwt_verifier_cache_stats(v, &st);
+    assert_int_equal(st.hits, 2);
+    free(forged);
+
+    /* bounded: four entries; the oldest of six distinct tokens are forgotten */
+    char *many[6];
+    for (int i = 0; i < 6; i++) {
+        char sub[16];
+        snprintf(sub, sizeof(sub), "u%d", i);
+        many[i] = token_for(sub, now + 60);
+        assert_true(cx_jwt_verify_at(v, many[i], strlen(many[i]), now, NULL, &err));
+    }
+    cx_jwt_verifier_cache_stats(v, &st);
+    uint64_t hits = st.hits;
+    assert_true(cx_jwt_verify_at(v, many[5], strlen(many[5]), now, NULL, &err));
+    cx_jwt_verifier_cache_stats(v, &st);
+    assert_int_equal(st.hits, hits + 1);
+    assert_true(cx_jwt_verify_at(v, many[0], strlen(many[0]), now, NULL, &err));
+    cx_jwt_verifier_cache_stats(v, &st);
+    assert_int_equal(st.hits, hits + 1);
+    for (int i = 0; i < 6; i++)
+        free(many[i]);
+    free(tok);
+    cx_jwt_verifier_free(v);
+
+    /* cache off: never a hit */
+    o.cache_max_entries = 0;
+    v = cx_jwt_verifier_new(&o, &err);
+    tok = token_for("dave", now + 60);
+    assert_true(cx_jwt_verify_at(v, tok, strlen(tok), now, NULL, &err));
+    assert_true(cx_jwt_verify_at(v, tok, strlen(tok), now, NULL, &err));
+    cx_jwt_verifier_cache_stats(v, &st);
+    assert_int_equal(st.hits, 0);
+    free(tok);
+    cx_jwt_verifier_free(v);
+}
+
+/* A key the IdP withdrew stops being honoured at the next JWKS fetch, remembered tokens too. */
+static void test_verifier_cache_forgets_on_new_keys(void **state)
+{
+    (void)state;
+    char path[64] = "/tmp/cx_jwt_cache_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    write_jwks(path, ec_key, "ec1");
+    cx_jwt_verifier_options_t o = {
+        .jwks_source = path, .issuer = ISS, .audience = AUD, .cache_s = 1, .cache_max_entries = 64};
+    cx_error_t err;
+    cx_jwt_verifier_t *v = cx_jwt_verifier_new(&o, &err);
+    assert_non_null(v);
+    char *tok = token_for("erin", (int64_t)time(NULL) + 600);
+    assert_true(cx_jwt_verify(v, tok, strlen(tok), NULL, &err));
+    assert_true(cx_jwt_verify(v, tok, strlen(tok), NULL, &err));
+    cx_jwt_cache_stats_t st;
+    cx_jwt_verifier_cache_stats(v, &st);
+    assert_int_equal(st.hits, 1);
+    write_jwks(path, other_ec_key, "kid-other"); /* ec1 withdrawn */
+    sleep(2);                                    /* past cache_s: the next call refetches */
+    assert_false(cx_jwt_verify(v, tok, strlen(tok), NULL, &err));
+    assert_int_equal(err.code, CX_ERR_UNAUTHENTICATED);
+    cx_jwt_verifier_cache_stats(v, &st);
+    assert_int_equal(st.hits, 1);
+    free(tok);
     cx_jwt_verifier_free(v);
     unlink(path);
 }
@@ -467,6 +582,8 @@ int main(void)
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_verifier_file),
         cmocka_unit_test(test_verifier_refetch_on_unknown_kid),
+        cmocka_unit_test(test_verifier_cache),
+        cmocka_unit_test(test_verifier_cache_forgets_on_new_keys),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
