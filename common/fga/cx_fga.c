@@ -1,15 +1,29 @@
 /* cx_fga: see cx_fga.h. */
 #include "common/fga/cx_fga.h"
+#include "common/fga/cx_fga_cache.h"
 #include "common/http/cx_http.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define FGA_POOL_MAX 64
+/* The changelog is read in pages of this many changes, at most FGA_WATCH_PAGES per poll (a
+ * poll that saw any change flushes anyway; more pages only catch up faster after a burst). */
+#define FGA_WATCH_PAGE  100
+#define FGA_WATCH_PAGES 10
+/* The first poll (and the first after a failure) starts this far back in the changelog:
+ * OpenFGA refuses a start_time that is not in its past, so this is the clock skew between
+ * credex and OpenFGA that the cache tolerates; a larger skew makes every poll fail, which only
+ * turns the cache off (fail closed, checks go live). */
+#define FGA_WATCH_BACK_S 5
+#define FGA_TOKEN_MAX    1024
 
 struct cx_fga {
     char *url;
@@ -22,7 +36,55 @@ struct cx_fga {
     pthread_mutex_t mu;
     CURL *idle[FGA_POOL_MAX];
     size_t nidle;
+
+    /* The answer cache and its watcher (NULL / not started when cache_ttl_ms is 0). */
+    cx_fga_cache_t *cache;
+    atomic_uint_fast64_t hits, misses;
+    unsigned watch_ms;
+    bool watching; /* the thread was started */
+    pthread_t watcher;
+    pthread_mutex_t wmu; /* guards stop and pairs with wcv */
+    pthread_cond_t wcv;
+    atomic_bool stop;
+    /* Watcher-thread only: where the next poll reads from: the last continuation token, or,
+     * when empty, the changelog from start_time on. */
+    char token[FGA_TOKEN_MAX];
+    char start_time[40];
 };
+
+static void *fga_watch_main(void *arg);
+
+static int64_t fga_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Start the cache and its watcher; false (nothing started) on failure. */
+static bool fga_watch_start(cx_fga_t *f, const cx_fga_options_t *opts, cx_error_t *err)
+{
+    f->watch_ms = opts->watch_ms ? opts->watch_ms : 100;
+    f->cache = cx_fga_cache_new((int64_t)opts->cache_ttl_ms * 1000000,
+                                (int64_t)f->watch_ms * 3 * 1000000, CX_FGA_CACHE_ENTRIES);
+    if (!f->cache)
+        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&f->wcv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&f->wmu, NULL);
+    if (pthread_create(&f->watcher, NULL, fga_watch_main, f) != 0) {
+        pthread_cond_destroy(&f->wcv);
+        pthread_mutex_destroy(&f->wmu);
+        cx_fga_cache_free(f->cache);
+        f->cache = NULL;
+        return cx_error_set(err, CX_ERR_INTERNAL, "cannot start the policy changelog watcher");
+    }
+    f->watching = true;
+    return true;
+}
 
 cx_fga_t *cx_fga_new(const cx_fga_options_t *opts, cx_error_t *err)
 {
@@ -42,6 +104,9 @@ cx_fga_t *cx_fga_new(const cx_fga_options_t *opts, cx_error_t *err)
         goto fail;
     f->curl_inited = true;
     pthread_mutex_init(&f->mu, NULL);
+    atomic_init(&f->hits, 0);
+    atomic_init(&f->misses, 0);
+    atomic_init(&f->stop, false);
     size_t ul = strlen(opts->url);
     while (ul > 0 && opts->url[ul - 1] == '/')
         ul--;
@@ -51,6 +116,10 @@ cx_fga_t *cx_fga_new(const cx_fga_options_t *opts, cx_error_t *err)
     f->timeout_ms = opts->timeout_ms ? opts->timeout_ms : 2000;
     if (!f->url || !f->store_id || !f->model_id)
         goto fail;
+    if (opts->cache_ttl_ms && !fga_watch_start(f, opts, err)) {
+        cx_fga_free(f);
+        return NULL;
+    }
     return f;
 fail:
     if (f)
@@ -65,6 +134,16 @@ void cx_fga_free(cx_fga_t *fga)
 {
     if (!fga)
         return;
+    if (fga->watching) {
+        pthread_mutex_lock(&fga->wmu);
+        atomic_store(&fga->stop, true);
+        pthread_cond_signal(&fga->wcv);
+        pthread_mutex_unlock(&fga->wmu);
+        pthread_join(fga->watcher, NULL);
+        pthread_cond_destroy(&fga->wcv);
+        pthread_mutex_destroy(&fga->wmu);
+    }
+    cx_fga_cache_free(fga->cache);
     free(fga->url);
     free(fga->store_id);
     free(fga->model_id);
@@ -117,11 +196,23 @@ static void handle_give(cx_fga_t *f, CURL *h)
         curl_easy_cleanup(h);
 }
 
+/* The watcher's transfers end early when cx_fga_free asks it to stop. */
+static int fga_watch_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                              curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    return atomic_load(&((cx_fga_t *)ud)->stop) ? 1 : 0;
+}
+
 /* One HTTP exchange with OpenFGA. body NULL = GET. On success *resp is the parsed JSON object
- * (may be NULL for GET when want_json is false). HTTP 4xx is CX_ERR_INVALID_ARGUMENT (our
- * request was wrong: a bug, or a name the model does not know), everything else that is not a
- * 2xx is CX_ERR_UNAVAILABLE. */
-static bool fga_http(cx_fga_t *f, const char *path, json_t *body, json_t **resp, cx_error_t *err)
+ * (when resp is not NULL). HTTP 4xx is CX_ERR_INVALID_ARGUMENT (our request was wrong: a bug,
+ * or a name the model does not know), everything else that is not a 2xx is CX_ERR_UNAVAILABLE.
+ * watcher: the transfer aborts when the client is being freed. */
+static bool fga_http_ex(cx_fga_t *f, const char *path, json_t *body, json_t **resp, bool watcher,
+                        cx_error_t *err)
 {
     bool ok = false;
     char url[1024];
@@ -145,6 +236,11 @@ static bool fga_http(cx_fga_t *f, const char *path, json_t *body, json_t **resp,
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)f->timeout_ms);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, cx_http_buf_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    if (watcher) {
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, fga_watch_progress);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, f);
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    }
     if (body) {
         payload = json_dumps(body, JSON_COMPACT);
         if (!payload) {
@@ -194,6 +290,11 @@ out:
     return ok;
 }
 
+static bool fga_http(cx_fga_t *f, const char *path, json_t *body, json_t **resp, cx_error_t *err)
+{
+    return fga_http_ex(f, path, body, resp, false, err);
+}
+
 static void store_path(cx_fga_t *f, const char *op, char *buf, size_t bufsz)
 {
     snprintf(buf, bufsz, "/stores/%s/%s", f->store_id, op);
@@ -223,11 +324,41 @@ static json_t *tuple_json(const char *user, const char *relation, const char *ob
     return t;
 }
 
+/* The cache key: the three names, each ended by a NUL (names hold no NUL, so the encoding is
+ * unambiguous). 0 when a name is missing or too long: such a check is not cached. */
+#define FGA_KEY_MAX (2 * CX_FGA_NAME_MAX + 64 + 3)
+
+static size_t fga_key(char *key, const char *user, const char *relation, const char *object)
+{
+    if (!user || !relation || !object)
+        return 0;
+    size_t ul = strlen(user), rl = strlen(relation), ol = strlen(object);
+    if (ul >= CX_FGA_NAME_MAX || rl >= 64 || ol >= CX_FGA_NAME_MAX)
+        return 0;
+    memcpy(key, user, ul + 1);
+    memcpy(key + ul + 1, relation, rl + 1);
+    memcpy(key + ul + 1 + rl + 1, object, ol + 1);
+    return ul + rl + ol + 3;
+}
+
 bool cx_fga_check(cx_fga_t *fga, const char *user, const char *relation, const char *object,
                   bool *allowed, cx_error_t *err)
 {
     if (!fga)
         return cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service not configured");
+    char key[FGA_KEY_MAX];
+    size_t keylen = fga->cache ? fga_key(key, user, relation, object) : 0;
+    uint64_t gen = 0;
+    if (keylen) {
+        bool a = false;
+        if (cx_fga_cache_get(fga->cache, key, keylen, fga_now_ns(), &a, &gen)) {
+            atomic_fetch_add(&fga->hits, 1);
+            if (allowed)
+                *allowed = a;
+            return true;
+        }
+    }
+    atomic_fetch_add(&fga->misses, 1);
     bool ok = false;
     json_t *resp = NULL, *body = json_object();
     json_object_set_new(body, "tuple_key", tuple_json(user, relation, object));
@@ -244,6 +375,8 @@ bool cx_fga_check(cx_fga_t *fga, const char *user, const char *relation, const c
     }
     if (allowed)
         *allowed = json_is_true(a);
+    if (keylen)
+        cx_fga_cache_put(fga->cache, key, keylen, json_is_true(a), gen, fga_now_ns());
     ok = true;
 out:
     json_decref(body);
@@ -285,7 +418,14 @@ bool cx_fga_write(cx_fga_t *fga, const cx_fga_tuple_t *adds, size_t nadds,
     add_model(fga, body);
     char path[256];
     store_path(fga, "write", path, sizeof(path));
+    /* Before: a check of this process that read the generation before the write cannot store
+     * its answer. After: nor can one whose live call ran while the write was in flight. After a
+     * failure too, since a write that timed out may still have been applied. */
+    if (fga->cache)
+        cx_fga_cache_flush(fga->cache);
     bool ok = fga_http(fga, path, body, NULL, err);
+    if (fga->cache)
+        cx_fga_cache_flush(fga->cache);
     json_decref(body);
     return ok;
 }
@@ -424,4 +564,136 @@ bool cx_fga_ping(cx_fga_t *fga, cx_error_t *err)
     if (!ok && err && err->code == CX_ERR_INVALID_ARGUMENT)
         cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service has no store %s", fga->store_id);
     return ok;
+}
+
+void cx_fga_cache_stats(cx_fga_t *fga, cx_fga_cache_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!fga)
+        return;
+    out->hits = atomic_load(&fga->hits);
+    out->misses = atomic_load(&fga->misses);
+    if (!fga->cache)
+        return;
+    cx_fga_cache_counts_t c;
+    cx_fga_cache_counts(fga->cache, fga_now_ns(), &c);
+    out->enabled = true;
+    out->fresh = c.fresh;
+    out->flushes = c.flushes;
+    out->polls = c.polls;
+    out->poll_failures = c.poll_failures;
+    out->entries = c.entries;
+}
+
+/* ---- the changelog watcher ------------------------------------------------------------------ */
+
+/* Percent-encode s into out (RFC 3986 unreserved characters kept). false if it does not fit. */
+static bool fga_query_escape(char *out, size_t outsz, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        bool keep = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+                    (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' || ch == '~';
+        if (o + (keep ? 1 : 3) >= outsz)
+            return false;
+        if (keep) {
+            out[o++] = (char)ch;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
+        }
+    }
+    out[o] = '\0';
+    return true;
+}
+
+/* The start point of a watch that has no continuation token: a little before now (see
+ * FGA_WATCH_BACK_S), in OpenFGA's RFC 3339 form. */
+static void fga_watch_set_start(cx_fga_t *f)
+{
+    time_t t = time(NULL) - FGA_WATCH_BACK_S;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(f->start_time, sizeof(f->start_time), "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* One page of the changelog from the current position. *n: changes in it. Advances the
+ * position when OpenFGA gives a token (with no new change, OpenFGA v1.22 answers the same
+ * token, or "" when the read started from start_time; both keep the position). */
+static bool fga_watch_page(cx_fga_t *f, size_t *n, cx_error_t *err)
+{
+    char q[3 * FGA_TOKEN_MAX + 64], path[3 * FGA_TOKEN_MAX + 512];
+    bool ok = false;
+    json_t *resp = NULL;
+    if (!fga_query_escape(q, sizeof(q), f->token[0] ? f->token : f->start_time))
+        return cx_error_set(err, CX_ERR_INTERNAL, "changelog position too long");
+    snprintf(path, sizeof(path), "/stores/%s/changes?page_size=%d&%s=%s", f->store_id,
+             FGA_WATCH_PAGE, f->token[0] ? "continuation_token" : "start_time", q);
+    if (!fga_http_ex(f, path, NULL, &resp, true, err))
+        return false;
+    json_t *changes = json_object_get(resp, "changes");
+    json_t *tok = json_object_get(resp, "continuation_token");
+    if (!json_is_array(changes) || (tok && !json_is_string(tok))) {
+        cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service sent a malformed changelog");
+        goto out;
+    }
+    const char *t = tok ? json_string_value(tok) : "";
+    if (*t) {
+        if (strlen(t) >= sizeof(f->token)) {
+            cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service sent an oversized token");
+            goto out;
+        }
+        strcpy(f->token, t);
+    }
+    *n = json_array_size(changes);
+    ok = true;
+out:
+    json_decref(resp);
+    return ok;
+}
+
+/* One poll: read the changelog to its end (at most FGA_WATCH_PAGES pages) and tell the cache.
+ * On failure the position is dropped: the cache is flushed and stays unusable until a later
+ * poll succeeds, from a fresh start point, which is enough because nothing cached before that
+ * success survives it (cx_fga_cache_poll_ok bumps the generation on a return to validity). */
+static void fga_watch_poll(cx_fga_t *f, int64_t started)
+{
+    cx_error_t e;
+    size_t total = 0;
+    if (!f->token[0] && !f->start_time[0])
+        fga_watch_set_start(f);
+    for (int page = 0; page < FGA_WATCH_PAGES; page++) {
+        size_t n = 0;
+        if (!fga_watch_page(f, &n, &e)) {
+            if (!atomic_load(&f->stop))
+                cx_fga_cache_poll_failed(f->cache);
+            f->token[0] = f->start_time[0] = '\0';
+            return;
+        }
+        total += n;
+        if (n < FGA_WATCH_PAGE)
+            break;
+    }
+    cx_fga_cache_poll_ok(f->cache, started, total > 0);
+}
+
+static void *fga_watch_main(void *arg)
+{
+    cx_fga_t *f = arg;
+    while (!atomic_load(&f->stop)) {
+        int64_t started = fga_now_ns();
+        fga_watch_poll(f, started);
+        /* Every watch_ms from the start of the previous poll; at once if the poll took longer. */
+        int64_t next = started + (int64_t)f->watch_ms * 1000000;
+        struct timespec ts = {.tv_sec = next / 1000000000, .tv_nsec = next % 1000000000};
+        pthread_mutex_lock(&f->wmu);
+        while (!atomic_load(&f->stop) && fga_now_ns() < next)
+            if (pthread_cond_timedwait(&f->wcv, &f->wmu, &ts) == ETIMEDOUT)
+                break;
+        pthread_mutex_unlock(&f->wmu);
+    }
+    return NULL;
 }

@@ -7,15 +7,42 @@
  * Objects and users are OpenFGA strings "type:id" or "type:id#relation" (e.g. "user:alice",
  * "team:eng#member", "secret_ref:sec_123"). Each is at most CX_FGA_NAME_MAX bytes.
  *
- * Thread-safety: a cx_fga_t is immutable after creation; every call uses its own CURL handle,
- * so calls may run concurrently from any thread. Every call blocks for at most timeout_ms.
- * Library code: nothing is logged here.
+ * Check answer cache (cache_ttl_ms > 0; docs/AUTHZ_CACHE.md). Check answers, allowed and
+ * denied alike, are kept in memory for at most cache_ttl_ms (at most CX_FGA_CACHE_ENTRIES of
+ * them; past that an insert evicts one entry), and kept coherent with OpenFGA by a watcher
+ * thread that polls the store's changelog (GET /stores/{id}/changes) every watch_ms, starting
+ * a few seconds back from now (never the whole history) and then following the continuation
+ * token, and that forgets every answer whenever a poll returns any change.
+ * The bounds this gives:
+ *   - a cx_fga_write through this cx_fga_t takes effect for this process at once: the cache is
+ *     flushed before the write starts and again after it returns (also after a failed write,
+ *     which may have been applied);
+ *   - a tuple written by anyone else (another replica, a direct OpenFGA write) is seen by every
+ *     check that starts 3 * watch_ms or more after that write returned (plus OpenFGA's
+ *     changelog horizon offset, if one is configured there); whatever the changelog might not
+ *     show is still bounded by cache_ttl_ms;
+ *   - fail closed: an answer is served from memory only while the last successful poll started
+ *     less than 3 * watch_ms ago. A failed poll (transport error, timeout, non-2xx, malformed
+ *     answer) flushes at once and nothing is served or stored until a poll succeeds again, so
+ *     during an OpenFGA outage every check goes live and fails CX_ERR_UNAVAILABLE, at the
+ *     latest 3 * watch_ms after the outage began;
+ *   - a live answer is stored only if no flush happened while it was being fetched (so an
+ *     answer computed before a change never outlives the flush that change caused) and the
+ *     watcher is fresh at that moment.
+ * Live checks always ask for HIGHER_CONSISTENCY. cache_ttl_ms == 0 turns the cache and the
+ * watcher thread off: every check is then a live call, exactly as without a cache.
+ *
+ * Thread-safety: a cx_fga_t's settings are immutable after creation; every call uses its own
+ * CURL handle and the cache takes one mutex for a bounded table walk (never across HTTP), so
+ * calls may run concurrently from any thread. Every call blocks for at most timeout_ms (a
+ * cache hit does not block). Library code: nothing is logged here.
  */
 #ifndef CREDEX_COMMON_FGA_CX_FGA_H
 #define CREDEX_COMMON_FGA_CX_FGA_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/error/cx_error.h"
 
@@ -25,15 +52,39 @@
 typedef struct cx_fga cx_fga_t;
 
 typedef struct cx_fga_options {
-    const char *url;      /* "http://127.0.0.1:8081" (no trailing slash needed) */
-    const char *store_id; /* required */
-    const char *model_id; /* "" or NULL = the store's latest model */
-    unsigned timeout_ms;  /* whole-call timeout, >= 1 */
+    const char *url;       /* "http://127.0.0.1:8081" (no trailing slash needed) */
+    const char *store_id;  /* required */
+    const char *model_id;  /* "" or NULL = the store's latest model */
+    unsigned timeout_ms;   /* whole-call timeout, >= 1 (0: 2000); also bounds each poll */
+    unsigned cache_ttl_ms; /* life of a cached Check answer; 0: no cache and no watcher */
+    unsigned watch_ms;     /* changelog poll interval (0: 100); answers stay usable for
+                              3 * watch_ms after the start of the last successful poll */
 } cx_fga_options_t;
 
-/* Strings are copied. CX_ERR_INVALID_ARGUMENT when url or store_id is missing. */
+#define CX_FGA_CACHE_ENTRIES 65536
+
+/* Strings are copied. CX_ERR_INVALID_ARGUMENT when url or store_id is missing. With a cache,
+ * starts the watcher thread (its first poll runs at once; until it succeeds every check is
+ * live). */
 cx_fga_t *cx_fga_new(const cx_fga_options_t *opts, cx_error_t *err);
-void cx_fga_free(cx_fga_t *fga); /* NULL-safe */
+/* NULL-safe. Stops and joins the watcher: an idle watcher wakes at once, one in the middle of a
+ * poll aborts it within about a second (libcurl's progress callback) and at worst timeout_ms. */
+void cx_fga_free(cx_fga_t *fga);
+
+/* Counters of the answer cache, for tests and benchmarks. hits + misses counts every
+ * cx_fga_check that reached the policy decision (a miss is a live call, including every check
+ * made while the cache is off or unfresh); flushes counts every time the whole cache was
+ * forgotten (own writes count twice, polls that saw changes, failed polls, returns to
+ * freshness); polls and poll_failures count the watcher's polls; fresh: answers may be served
+ * now. */
+typedef struct cx_fga_cache_stats {
+    uint64_t hits, misses, flushes, polls, poll_failures;
+    size_t entries; /* entries held, flushed ones not yet reclaimed included */
+    bool enabled, fresh;
+} cx_fga_cache_stats_t;
+
+/* Any thread; never blocks on I/O. All zero for NULL. */
+void cx_fga_cache_stats(cx_fga_t *fga, cx_fga_cache_stats_t *out);
 
 typedef struct cx_fga_tuple {
     char user[CX_FGA_NAME_MAX];

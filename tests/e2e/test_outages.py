@@ -7,6 +7,13 @@ from the run folder). While one is down, a retrieval answers `unavailable` withi
 never a secret; the test then starts the process again with the same command line and environment
 (read from /proc before stopping it) and waits, bounded, for retrieval to work again.
 
+OpenFGA is the one dependency whose answers the gateway caches (docs/AUTHZ_CACHE.md): a cached
+check answer is served only while the gateway's last successful poll of OpenFGA's changelog
+started less than 3 * CREDEX_OPENFGA_WATCH_MS ago. So for up to that bound after OpenFGA is gone
+a retrieval may still be answered from memory; the test waits out exactly that bound (set
+explicitly for this stack) after the process is gone, and only then expects `unavailable` for
+every call, within the same deadline as the other outages.
+
 The secret retrieved throughout is a canary: a unique value that, after lifecycle calls, denials,
 conflicts, invalid requests and the outages, must appear in no log file of the run folder, in no
 database file on disk, and in no error message the tests saw.
@@ -30,6 +37,9 @@ import credex_harness as h
 C = grpc.StatusCode
 DEADLINE = 8.0  # client deadline of every retrieval during an outage
 RESUME_TIMEOUT = 60.0
+WATCH_MS = 100  # CREDEX_OPENFGA_WATCH_MS of this stack (also the default)
+# After OpenFGA is gone, the gateway may answer from its check cache for at most this long.
+FGA_CACHE_BOUND = 3 * WATCH_MS / 1000
 SEEN_ERRORS: list[str] = []
 ALL_CANARIES: list[bytes] = []  # every canary value sent (created, rotated, or refused)
 # Admin.GetHealth, taken while each dependency was down, and the component that must say so.
@@ -96,7 +106,8 @@ def outage(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("credex-outage-run")
     try:
         stack = h.start_stack(run_dir, extra_env={"CREDEX_DEK_CACHE_MAX_ENTRIES": "0",
-                                                  "CREDEX_DEK_CACHE_TTL_MS": "0"})
+                                                  "CREDEX_DEK_CACHE_TTL_MS": "0",
+                                                  "CREDEX_OPENFGA_WATCH_MS": str(WATCH_MS)})
     except RuntimeError as e:
         pytest.fail(str(e), pytrace=False)
     api = x.Api(stack, tmp_path_factory.mktemp("outage-certs"))
@@ -181,6 +192,10 @@ def test_dependency_outage_fails_closed_and_recovers(outage, canary, dependency)
     proc = procs.setdefault(dependency, Process(stack, dependency))
     assert api.agent(owner).retrieve(sid).value == values[-1]
     proc.stop()
+    if dependency == "openfga":
+        # The bound of the gateway's check cache (module docstring), counted from the moment the
+        # process is gone, which is after the last poll that could still succeed had started.
+        time.sleep(FGA_CACHE_BOUND)
     try:
         for _ in range(2):
             retrieve_during_outage(api, owner, sid, values)

@@ -312,6 +312,10 @@ static int fx_setup(void **state, bool enabled)
                       {"CREDEX_OAUTH_ADDR", "127.0.0.1:1"},
                       {"CREDEX_OPENFGA_URL", fga_url_override ? fga_url_override : fga_url},
                       {"CREDEX_OPENFGA_TIMEOUT_MS", "500"},
+                      /* The tests write tuples with their own OpenFGA client, which for the
+                       * gateway is a change made elsewhere (seen within the watch bound, see
+                       * docs/AUTHZ_CACHE.md and test_cx_fga); here every check is live. */
+                      {"CREDEX_OPENFGA_CACHE_TTL_MS", "0"},
                       {"CREDEX_OPENFGA_STORE_ID", fga_store},
                       {"CREDEX_OPENFGA_MODEL_ID", fga_model},
                       {"CREDEX_JWKS", pki_path("jwks.json")},
