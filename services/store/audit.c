@@ -178,20 +178,14 @@ bool store_audit_insert(store_t *st, mongoc_client_t *c, Credex__V1__AuditEvent 
                         rpc_arena_t *arena, cx_error_t *err)
 {
     char id[STORE_ID_BUF];
-    bson_t doc, reply;
-    bson_error_t berr;
+    bson_t doc;
     if (!store_random_id("evt_", id, err))
         return false;
     e->event_id = rpc_arena_strndup(arena, id, strlen(id));
     e->created_at_ms = mdb_now_ms();
     store_audit_encode(e, &doc);
-    mongoc_collection_t *coll = mdb_collection(st->db, c, MDB_COLL_AUDIT_EVENTS);
-    bool ok = mongoc_collection_insert_one(coll, &doc, NULL, &reply, &berr);
-    if (!ok)
-        mdb_error_map(&berr, &reply, "audit write", err);
-    bson_destroy(&reply);
+    bool ok = store_audit_batch_write(st->audit, st->db, c, &doc, err);
     bson_destroy(&doc);
-    mongoc_collection_destroy(coll);
     return ok;
 }
 

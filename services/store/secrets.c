@@ -764,6 +764,8 @@ static bool store_rotate(rpc_call_t *call, const ProtobufCMessage *request,
         cx_error_set(err, CX_ERR_CONFLICT, "secret changed concurrently");
         goto out;
     }
+    /* Hygiene only (Resolve follows the live metadata to the new payload id anyway). */
+    store_payload_cache_evict_secret(x.st->payloads, r->secret_id);
     snprintf(ver, sizeof(ver), "%u", b.version);
     cx_kv_t attrs[] = {{"version", ver}, {"kind", b.kind}};
     if (!store_audit(&x, r->caller, "secret.rotated",
@@ -850,6 +852,8 @@ static bool store_revoke(rpc_call_t *call, const ProtobufCMessage *request,
         bson_append_document_end(&upd, &set);
         if (!store_update(&x, MDB_COLL_SECRET_REFS, &sel, &upd, NULL, err))
             goto out;
+        /* Hygiene only: Resolve reads the status live and refuses a revoked secret. */
+        store_payload_cache_evict_secret(x.st->payloads, r->secret_id);
         cx_kv_t attrs[] = {{"note", r->reason}};
         if (!store_audit(&x, r->caller, "secret.revoked",
                          CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_SUCCESS, CX_OK, r->secret_id,
@@ -896,6 +900,8 @@ static bool store_delete(rpc_call_t *call, const ProtobufCMessage *request,
         if (!store_update(&x, MDB_COLL_SECRET_REFS, &sel, &upd, NULL, err))
             goto out;
     }
+    /* Hygiene only: from the tombstone on, Resolve refuses the secret before any payload. */
+    store_payload_cache_evict_secret(x.st->payloads, r->secret_id);
     BSON_APPEND_UTF8(&pf, "secret_id", r->secret_id);
     if (!store_delete_docs(&x, MDB_COLL_PAYLOADS, &pf, true, err))
         goto out;
@@ -927,6 +933,48 @@ static bool store_uses_allow(const Credex__V1__SecretMetadata *m, const char *us
     return false;
 }
 
+/* Unwrap p's data key (DEK cache or keywrap) and open p under the binding b (from the live
+ * metadata). */
+static cx_secret_t *store_resolve_open(store_ctx_t *x, const store_bind_t *b,
+                                       const store_payload_t *p, cx_error_t *err)
+{
+    unsigned char *aad = NULL, ckey[32];
+    size_t aadlen = 0;
+    cx_secret_t *dek = NULL, *plain = NULL;
+    if (!store_bind_aad(b, &aad, &aadlen, err))
+        return NULL;
+    store_dek_cache_key(b, p->wrapped, p->wrapped_len, aad, aadlen, ckey);
+    int64_t now = mdb_now_ms();
+    dek = store_dek_cache_get(x->st->dek, ckey, now);
+    if (!dek) {
+        char ver[12];
+        cx_kv_t pairs[STORE_CONTEXT_PAIRS];
+        store_wrapped_t w = {.ct = p->wrapped,
+                             .ct_len = p->wrapped_len,
+                             .provider = p->key_provider,
+                             .key_id = p->key_id,
+                             .key_version = p->key_version};
+        store_bind_context(b, ver, pairs);
+        if (!x->st->keys.unwrap(x->st->keys.ctx, x->call, &w, pairs, STORE_CONTEXT_PAIRS, &dek,
+                                err))
+            goto out;
+        store_dek_cache_put(x->st->dek, ckey, dek, now);
+    }
+    plain = store_envelope_open(dek, b, p, err);
+out:
+    cx_secret_free(dek);
+    free(aad);
+    return plain;
+}
+
+/* A failure that a fresh copy of the payload cannot cure: the key service or the call is
+ * gone. Retrying would only wait for it a second time. */
+static bool store_transient(cx_code_t code)
+{
+    return code == CX_ERR_UNAVAILABLE || code == CX_ERR_DEADLINE_EXCEEDED ||
+           code == CX_ERR_CANCELLED;
+}
+
 static bool store_resolve(rpc_call_t *call, const ProtobufCMessage *request,
                           ProtobufCMessage **reply, cx_error_t *err)
 {
@@ -935,15 +983,16 @@ static bool store_resolve(rpc_call_t *call, const ProtobufCMessage *request,
     store_ref_t ref = {0};
     bson_t f = BSON_INITIALIZER, pdoc;
     bool ok = false, have_pdoc = false, found = false;
-    unsigned char *aad = NULL, ckey[32];
-    size_t aadlen = 0;
-    cx_secret_t *dek = NULL, *plain = NULL;
-    store_payload_t p;
+    cx_secret_t *plain = NULL, *cached = NULL;
+    store_payload_t p = {0};
+    store_bind_t b;
 
     if (!store_begin(&x, call, err) || !store_validate_resolve(r, x.peer, err) ||
         !store_connect(&x, err) || !store_load_ref(&x, r->secret_id, &ref, err))
         goto out;
-    /* Every check that can refuse happens before any unwrap or decrypt. */
+    /* Every check that can refuse happens before any unwrap or decrypt. The metadata is read
+     * from the database at every Resolve, never cached: a revoke, delete or rotation on any
+     * replica takes effect at once. */
     if (!store_check_peer(&x, &ref, err))
         goto out;
     if (r->expected_kind && r->expected_kind != ref.meta->kind) {
@@ -959,46 +1008,52 @@ static bool store_resolve(rpc_call_t *call, const ProtobufCMessage *request,
         cx_error_set(err, CX_ERR_PERMISSION_DENIED, "intended_use is not allowed for this secret");
         goto out;
     }
-    /* By primary key; the envelope's associated data is bound to what the ref says (secret id,
-     * current version, payload id), so a document swapped in under this _id fails to open. */
-    if (ref.payload_id != NULL && ref.payload_id[0] != '\0') {
-        BSON_APPEND_UTF8(&f, "_id", ref.payload_id);
-    } else {
-        BSON_APPEND_UTF8(&f, "secret_id", ref.meta->secret_id);
-        BSON_APPEND_INT64(&f, "version", ref.meta->current_version);
-    }
-    if (!store_find_one(&x, MDB_COLL_PAYLOADS, &f, &pdoc, &found, err))
-        goto out;
-    have_pdoc = found;
-    if (!found) {
-        cx_error_set(err, CX_ERR_INTEGRITY, "current payload is missing");
-        goto out;
-    }
-    if (!store_payload_decode(&pdoc, &p, err))
-        goto out;
-    store_bind_t b;
     store_bind_from_ref(&ref, &b);
-    if (!store_bind_aad(&b, &aad, &aadlen, err))
-        goto out;
-    store_dek_cache_key(&b, p.wrapped, p.wrapped_len, aad, aadlen, ckey);
-    int64_t now = mdb_now_ms();
-    dek = store_dek_cache_get(x.st->dek, ckey, now);
-    if (!dek) {
-        char ver[12];
-        cx_kv_t pairs[STORE_CONTEXT_PAIRS];
-        store_wrapped_t w = {.ct = p.wrapped,
-                             .ct_len = p.wrapped_len,
-                             .provider = p.key_provider,
-                             .key_id = p.key_id,
-                             .key_version = p.key_version};
-        store_bind_context(&b, ver, pairs);
-        if (!x.st->keys.unwrap(x.st->keys.ctx, call, &w, pairs, STORE_CONTEXT_PAIRS, &dek, err))
-            goto out;
-        store_dek_cache_put(x.st->dek, ckey, dek, now);
+    bool by_id = ref.payload_id != NULL && ref.payload_id[0] != '\0';
+    /* The payload of a payload id never changes, so a cached copy (put only after it opened)
+     * saves the second database read. Anything failing after a hit (a CMK rewrap changed the
+     * stored wrapped key, the key service refuses the old one, a damaged entry) evicts it and
+     * redoes the retrieval once from the database, whose answer is final: a tampered document
+     * is still integrity_error. */
+    if (by_id &&
+        store_payload_cache_get(x.st->payloads, ref.payload_id, mdb_now_ms(), &p, &cached)) {
+        plain = store_resolve_open(&x, &b, &p, err);
+        cx_secret_free(cached);
+        cached = NULL;
+        if (!plain) {
+            if (store_transient(err->code))
+                goto out;
+            store_payload_cache_evict(x.st->payloads, ref.payload_id);
+            cx_log_warn(rpc_call_correlation_id(call), "store.payload_cache_retry",
+                        CX_LOG_STR("secret_id", ref.meta->secret_id),
+                        CX_LOG_STR("reason", cx_code_reason(err->code)));
+        }
     }
-    plain = store_envelope_open(dek, &b, &p, err);
-    if (!plain)
-        goto out;
+    if (!plain) {
+        /* By primary key; the envelope's associated data is bound to what the ref says (secret
+         * id, current version, payload id), so a document swapped in under this _id fails to
+         * open. */
+        if (by_id) {
+            BSON_APPEND_UTF8(&f, "_id", ref.payload_id);
+        } else {
+            BSON_APPEND_UTF8(&f, "secret_id", ref.meta->secret_id);
+            BSON_APPEND_INT64(&f, "version", ref.meta->current_version);
+        }
+        if (!store_find_one(&x, MDB_COLL_PAYLOADS, &f, &pdoc, &found, err))
+            goto out;
+        have_pdoc = found;
+        if (!found) {
+            cx_error_set(err, CX_ERR_INTEGRITY, "current payload is missing");
+            goto out;
+        }
+        if (!store_payload_decode(&pdoc, &p, err))
+            goto out;
+        plain = store_resolve_open(&x, &b, &p, err);
+        if (!plain)
+            goto out;
+        if (by_id)
+            store_payload_cache_put(x.st->payloads, &p, mdb_now_ms());
+    }
     char ver[12];
     snprintf(ver, sizeof(ver), "%u", b.version);
     cx_kv_t attrs[] = {{"version", ver}, {"kind", b.kind}};
@@ -1033,8 +1088,7 @@ out:
                             err);
     }
     cx_secret_free(plain);
-    cx_secret_free(dek);
-    free(aad);
+    cx_secret_free(cached);
     if (have_pdoc)
         bson_destroy(&pdoc);
     bson_destroy(&f);

@@ -42,6 +42,13 @@ store_t *store_new(const cx_config_t *cfg, const store_keys_ops_t *keys, cx_erro
         cx_error_set(err, CX_ERR_INTERNAL, "out of memory (DEK cache)");
         goto fail;
     }
+    st->payloads = store_payload_cache_new(
+        cfg->payload_cache_ttl_ms, cfg->payload_cache_max_entries, STORE_PAYLOAD_CACHE_MAX_BYTES);
+    st->audit = store_audit_batch_new(cfg->audit_batch_max);
+    if (!st->payloads || !st->audit) {
+        cx_error_set(err, CX_ERR_INTERNAL, "out of memory (payload cache, audit batch)");
+        goto fail;
+    }
     return st;
 fail:
     store_free(st);
@@ -53,6 +60,8 @@ void store_free(store_t *st)
     if (!st)
         return;
     store_dek_cache_free(st->dek);
+    store_payload_cache_free(st->payloads);
+    store_audit_batch_free(st->audit);
     rpc_client_free(st->keywrap);
     mdb_close(st->db);
     free(st);

@@ -5,8 +5,10 @@
  *               decoding of stored payload documents (outside input: the database)
  *   validate.c  request validation and the per-peer kind policy
  *   dek_cache.c bounded cache of unwrapped data keys
+ *   payload_cache.c bounded cache of decoded payload documents (never plaintext)
  *   keys.c      data keys from keywrap (GenerateDataKey/Unwrap over mTLS)
  *   audit.c     credential_audit_events writes and queries
+ *   audit_batch.c group commit of concurrent audit writes
  *   secrets.c   the CredentialStore handlers
  */
 #ifndef CREDEX_SERVICES_STORE_STORE_INTERNAL_H
@@ -125,6 +127,41 @@ void store_dek_cache_put(store_dek_cache_t *c, const unsigned char key[32], cons
                          int64_t now_ms);
 size_t store_dek_cache_size(store_dek_cache_t *c);
 
+/* ---- payload cache ---------------------------------------------------------------------- */
+
+/* Decoded payload documents by payload id: ciphertext, nonce, tag, wrapped key and key
+ * provider/id/version, never plaintext or data keys. Only an envelope that opened is put, and
+ * the metadata is still read live at every Resolve (which also retries once from the database
+ * when anything fails after a hit). Entries are cx_secret_t memory, wiped on eviction and free.
+ * Thread-safe; each call holds the lock for a hash lookup (and a copy of one entry). */
+typedef struct store_payload_cache store_payload_cache_t;
+
+/* Total bytes held at most (ciphertexts are up to 64 KiB, entries up to 1000000). */
+#define STORE_PAYLOAD_CACHE_MAX_BYTES ((size_t)64 << 20)
+
+typedef struct store_payload_cache_stats {
+    uint64_t hits, misses, inserts, expired, evicted;
+    size_t entries, bytes;
+} store_payload_cache_stats_t;
+
+/* ttl_ms == 0, max_entries == 0 or max_bytes == 0 gives a disabled cache (get always misses,
+ * put does nothing). Age counts from insertion; the oldest entry goes first when full. */
+store_payload_cache_t *store_payload_cache_new(unsigned ttl_ms, unsigned max_entries,
+                                               size_t max_bytes);
+void store_payload_cache_free(store_payload_cache_t *c); /* NULL-safe; wipes every entry */
+/* On a hit, *copy (caller frees with cx_secret_free) is a private copy of the entry and every
+ * pointer of *out points into it (created_by/created_at are not kept). False on a miss or an
+ * expired entry (then removed); *copy is NULL. */
+bool store_payload_cache_get(store_payload_cache_t *c, const char *payload_id, int64_t now_ms,
+                             store_payload_t *out, cx_secret_t **copy);
+/* Insert a copy of p (replacing an entry of the same payload id), evicting expired, then the
+ * oldest, entries while over a bound. */
+void store_payload_cache_put(store_payload_cache_t *c, const store_payload_t *p, int64_t now_ms);
+void store_payload_cache_evict(store_payload_cache_t *c, const char *payload_id);
+/* Every entry of one secret (delete, revoke, rotate). */
+void store_payload_cache_evict_secret(store_payload_cache_t *c, const char *secret_id);
+void store_payload_cache_stats(store_payload_cache_t *c, store_payload_cache_stats_t *out);
+
 /* ---- validation ------------------------------------------------------------------------- */
 
 /* May this peer touch a secret of this kind and owner type (store.proto's policy)? */
@@ -177,6 +214,8 @@ typedef struct store {
     rpc_client_t *keywrap; /* NULL when keys were injected (tests) */
     store_keys_ops_t keys;
     store_dek_cache_t *dek;
+    store_payload_cache_t *payloads;
+    struct store_audit_batch *audit; /* store_audit_batch_t, below */
 } store_t;
 
 /* Build a store over the configured database; keys NULL means keywrap at
@@ -193,11 +232,36 @@ char *store_adup(rpc_arena_t *arena, const bson_t *doc, const char *key);
 
 /* ---- audit ------------------------------------------------------------------------------ */
 
-/* Append one event (event_id and created_at assigned here, written into e). Blocking; the
- * write concern of the database applies. On failure err carries the mapped database code;
- * callers answer unavailable whatever it is (no audit record, no operation: store.proto). */
+/* Append one event (event_id and created_at assigned here, written into e). Blocking, and
+ * shared with concurrent callers (group commit, st->audit); the write concern of the database
+ * applies. On failure err carries the mapped database code; callers answer unavailable whatever
+ * it is (no audit record, no operation: store.proto). */
 bool store_audit_insert(store_t *st, mongoc_client_t *c, Credex__V1__AuditEvent *e,
                         rpc_arena_t *arena, cx_error_t *err);
+
+/* Group commit (audit_batch.c): concurrent callers share inserts of up to max events (1: one
+ * insert per event). Thread-safe. */
+typedef struct store_audit_batch store_audit_batch_t;
+
+typedef struct store_audit_batch_stats {
+    uint64_t inserts;  /* database inserts issued */
+    uint64_t events;   /* events they carried */
+    uint64_t grouped;  /* inserts that carried more than one event */
+    uint64_t failed;   /* inserts that failed as a whole (each failed all of its events) */
+    uint64_t isolated; /* inserts refused for one event, the others then written one by one */
+    size_t largest;    /* most events in one insert */
+} store_audit_batch_stats_t;
+
+store_audit_batch_t *store_audit_batch_new(unsigned max);
+void store_audit_batch_free(store_audit_batch_t *b); /* NULL-safe; no caller may be inside */
+/* Queue doc and return once it is written (true) or its insert failed (false, err set from
+ * mdb_error_map). Blocking: at most the inserts already queued ahead of it, each bounded by
+ * the database timeouts. c is the caller's client; it writes other callers' events too when
+ * this caller becomes the writer. doc must stay valid until the call returns. */
+bool store_audit_batch_write(store_audit_batch_t *b, mdb_t *db, mongoc_client_t *c,
+                             const bson_t *doc, cx_error_t *err);
+void store_audit_batch_stats(store_audit_batch_t *b, store_audit_batch_stats_t *out);
+
 /* Encode an event as a credential_audit_events document (for tests and the fuzz target). */
 void store_audit_encode(const Credex__V1__AuditEvent *e, bson_t *out);
 /* Decode a stored event into arena memory; false when malformed. */

@@ -12,7 +12,8 @@ URI SAN, an unknown identity) for the stack's CA.
 agent-runtime callers, OpenFGA tuple writes and a MongoDB client (issue 4 tests).
 
 `nocache`: a private gateway + store pair on the session stack whose store has no data-key cache
-(every retrieval unwraps through keywrap): (gateway Instance, store Instance).
+and no payload cache (every retrieval reads the payload and unwraps through keywrap): (gateway
+Instance, store Instance).
 """
 
 from __future__ import annotations
@@ -91,7 +92,14 @@ def api(stack, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def nocache(stack):
-    store = stack.spawn("store", CREDEX_DEK_CACHE_MAX_ENTRIES="0", CREDEX_DEK_CACHE_TTL_MS="0")
+    """A private gateway + store pair whose store caches neither data keys
+    (CREDEX_DEK_CACHE_MAX_ENTRIES=0) nor payload documents (CREDEX_PAYLOAD_CACHE_MAX_ENTRIES=0):
+    every retrieval reads the stored payload, unwraps its wrapped key through keywrap and opens
+    its ciphertext, so tampering with the database shows at the very next retrieval (a cached
+    key or payload, authenticated when it was cached, would serve the original value instead).
+    Yields (gateway Instance, store Instance)."""
+    store = stack.spawn("store", CREDEX_DEK_CACHE_MAX_ENTRIES="0", CREDEX_DEK_CACHE_TTL_MS="0",
+                        CREDEX_PAYLOAD_CACHE_MAX_ENTRIES="0")
     stack.wait_healthy(store)
     gateway = stack.spawn("gateway", CREDEX_STORE_ADDR=store.addr)
     stack.wait_healthy(gateway)

@@ -5,15 +5,26 @@ at a time, or swaps whole envelopes between two secrets and between two versions
 the agent runtime then retrieves and must get integrity_error.
 
 Retrieval goes through a private gateway + store pair (conftest `nocache`) with the data-key
-cache disabled (CREDEX_DEK_CACHE_MAX_ENTRIES=0), so that every retrieval unwraps the stored
-wrapped key and decrypts the stored ciphertext: a cached key would hide a tampered wrapped key.
+cache and the payload cache disabled (CREDEX_DEK_CACHE_MAX_ENTRIES=0,
+CREDEX_PAYLOAD_CACHE_MAX_ENTRIES=0), so that every retrieval reads the stored payload, unwraps the
+stored wrapped key and decrypts the stored ciphertext: a cached key or payload (authenticated when
+it was cached) would serve the original value and hide the tampering until it leaves the cache.
 Secrets are created through the session gateway (same database).
+
+With the payload cache ON (`cached_pair`, the last test), a tamper after a cached retrieval is
+reported once the entry expires (CREDEX_PAYLOAD_CACHE_TTL_MS): until then the store serves the
+copy it authenticated before the tampering, never the tampered bytes. The store's retry-once rule
+(evict and read the database again when anything fails after a cache hit) only applies when the
+cached copy itself fails, e.g. after a CMK rewrap retired its wrapped key; that path is pinned by
+the store's unit tests (tests/unit/store, test_payload_cache_retry), since keywrap cannot be made
+to retire a key from here.
 
 Field names are found in the stored document (the envelope format is store's), by name.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import grpc
@@ -227,3 +238,44 @@ def test_integrity_errors_are_audited_and_service_goes_on(api, db, pair):
     owner = x.uid("ursula")
     sid, value = new_secret(api, owner, "fine")
     assert api.agent(owner, addr=pair).retrieve(sid).value == value
+
+
+CACHE_TTL_MS = 1500
+
+
+@pytest.fixture(scope="module")
+def cached_pair(stack):
+    """A private gateway + store pair with the payload cache ON (short TTL) and the data-key cache
+    off: the address of its gateway."""
+    store = stack.spawn("store", CREDEX_DEK_CACHE_MAX_ENTRIES="0", CREDEX_DEK_CACHE_TTL_MS="0",
+                        CREDEX_PAYLOAD_CACHE_MAX_ENTRIES="64",
+                        CREDEX_PAYLOAD_CACHE_TTL_MS=str(CACHE_TTL_MS))
+    stack.wait_healthy(store)
+    gateway = stack.spawn("gateway", CREDEX_STORE_ADDR=store.addr)
+    stack.wait_healthy(gateway)
+    yield gateway.addr
+    codes = {"gateway": gateway.stop(), "store": store.stop()}
+    assert codes == {"gateway": 0, "store": 0}, f"cached pair exit codes {codes}"
+
+
+@pytest.mark.parametrize("target", ["ciphertext", "wrapped_key"])
+def test_tamper_after_a_cached_retrieval_is_detected_when_the_entry_expires(api, db, cached_pair,
+                                                                             target):
+    api.grant_retriever(x.AGENT)
+    owner = x.uid("carla")
+    sid, value = new_secret(api, owner, f"cached-{target}")
+    assert api.agent(owner, addr=cached_pair).retrieve(sid).value == value  # now cached
+    doc = payload(db, sid)
+    path, suffix = find_path(doc, target)
+    res = db.credential_encrypted_payloads.update_one(
+        {"_id": doc["_id"]}, {"$set": {path: tampered(get_path(doc, path), suffix)}})
+    assert res.modified_count == 1
+    tampered_at = time.monotonic()
+    # Within the TTL: the authenticated copy or integrity_error, never anything else.
+    try:
+        assert api.agent(owner, addr=cached_pair).retrieve(sid).value == value
+    except grpc.RpcError as err:
+        assert (err.code(), x.reason(err)) == (C.DATA_LOSS, "integrity_error"), x.describe(err)
+    # Once the entry has expired the store reads the tampered document again.
+    time.sleep(max(0.0, CACHE_TTL_MS / 1000 + 0.3 - (time.monotonic() - tampered_at)))
+    expect_integrity_error(api, cached_pair, owner, sid, value)

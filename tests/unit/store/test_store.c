@@ -1,8 +1,8 @@
 /*
  * Unit tests of the store's pure parts: secret id derivation, envelope seal/open with a fake
  * data key and the AAD binding (swapping any bound field fails), stored payload decoding,
- * DEK cache bounds, request validation and the per-peer kind policy, paging cursors, audit
- * documents.
+ * DEK and payload cache bounds, request validation and the per-peer kind policy, paging cursors,
+ * audit documents.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -334,6 +334,160 @@ static void test_dek_cache_bounds(void **state)
     cx_secret_free(dek);
 }
 
+/* ---- payload cache ---------------------------------------------------------------------- */
+
+static uint8_t pc_ct[300], pc_wrapped[61], pc_nonce[CX_GCM_NONCE_LEN], pc_tag[CX_GCM_TAG_LEN];
+
+/* A decoded payload with recognisable bytes; ids are 30-char store ids. */
+static store_payload_t pc_payload(const char *pid, const char *sid, uint32_t ct_len)
+{
+    store_payload_t p;
+    memset(&p, 0, sizeof(p));
+    for (size_t i = 0; i < sizeof(pc_ct); i++)
+        pc_ct[i] = (uint8_t)(i * 7 + 1);
+    memset(pc_wrapped, 0x77, sizeof(pc_wrapped));
+    memset(pc_nonce, 0x11, sizeof(pc_nonce));
+    memset(pc_tag, 0x22, sizeof(pc_tag));
+    p.payload_id = pid;
+    p.secret_id = sid;
+    p.version = 3;
+    p.key_provider = CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_LOCAL_CMK;
+    p.key_id = "alias/credex-dev";
+    p.key_version = "1";
+    p.wrapped = pc_wrapped;
+    p.wrapped_len = sizeof(pc_wrapped);
+    p.nonce = pc_nonce;
+    p.ct = pc_ct;
+    p.ct_len = ct_len;
+    p.tag = pc_tag;
+    p.created_by = "alice";
+    return p;
+}
+
+static bool pc_has(store_payload_cache_t *c, const char *pid, int64_t now)
+{
+    store_payload_t got;
+    cx_secret_t *copy = NULL;
+    bool hit = store_payload_cache_get(c, pid, now, &got, &copy);
+    assert_true(hit == (copy != NULL));
+    cx_secret_free(copy);
+    return hit;
+}
+
+static void test_payload_cache_bounds(void **state)
+{
+    (void)state;
+    const char *pa = "pay_AAAAAAAAAAAAAAAAAAAAAAAAAA", *pb = "pay_BBBBBBBBBBBBBBBBBBBBBBBBBB",
+               *pc = "pay_CCCCCCCCCCCCCCCCCCCCCCCCCC", *s1 = "sec_11111111111111111111111111",
+               *s2 = "sec_22222222222222222222222222";
+    store_payload_cache_stats_t st;
+    store_payload_t p = pc_payload(pa, s1, 300), got;
+    cx_secret_t *copy = NULL;
+
+    /* A hit gives a private copy equal to what was put, ids included. */
+    store_payload_cache_t *c = store_payload_cache_new(1000, 8, STORE_PAYLOAD_CACHE_MAX_BYTES);
+    assert_false(store_payload_cache_get(c, pa, 10000, &got, &copy));
+    assert_null(copy);
+    store_payload_cache_put(c, &p, 10000);
+    memset(pc_ct, 0, sizeof(pc_ct)); /* the cache holds its own copy */
+    assert_true(store_payload_cache_get(c, pa, 10500, &got, &copy));
+    assert_non_null(copy);
+    assert_string_equal(got.payload_id, pa);
+    assert_string_equal(got.secret_id, s1);
+    assert_int_equal(got.version, 3);
+    assert_int_equal(got.key_provider, CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_LOCAL_CMK);
+    assert_string_equal(got.key_id, "alias/credex-dev");
+    assert_string_equal(got.key_version, "1");
+    assert_int_equal(got.ct_len, 300);
+    for (uint32_t i = 0; i < got.ct_len; i++)
+        assert_int_equal(got.ct[i], (uint8_t)(i * 7 + 1));
+    assert_int_equal(got.wrapped_len, 61);
+    assert_memory_equal(got.wrapped, pc_wrapped, 61);
+    assert_memory_equal(got.nonce, pc_nonce, CX_GCM_NONCE_LEN);
+    assert_memory_equal(got.tag, pc_tag, CX_GCM_TAG_LEN);
+    /* The copy outlives the entry. */
+    store_payload_cache_evict(c, pa);
+    assert_int_equal(got.ct[5], (uint8_t)36);
+    assert_string_equal(got.payload_id, pa);
+    cx_secret_free(copy);
+    assert_false(pc_has(c, pa, 10500));
+
+    /* TTL: from insertion; a clock going backwards does not extend it. */
+    p = pc_payload(pa, s1, 300);
+    store_payload_cache_put(c, &p, 10000);
+    assert_true(pc_has(c, pa, 10999));
+    assert_false(pc_has(c, pa, 11000));
+    store_payload_cache_put(c, &p, 10000);
+    assert_false(pc_has(c, pa, 9000));
+    store_payload_cache_stats(c, &st);
+    assert_int_equal(st.expired, 2);
+    assert_int_equal(st.entries, 0);
+    assert_int_equal(st.bytes, 0);
+    store_payload_cache_free(c);
+
+    /* Entry bound: the oldest goes first; a put of the same id replaces (no duplicate). */
+    c = store_payload_cache_new(60000, 2, STORE_PAYLOAD_CACHE_MAX_BYTES);
+    store_payload_t a = pc_payload(pa, s1, 10), b = pc_payload(pb, s2, 10),
+                    d = pc_payload(pc, s1, 10);
+    store_payload_cache_put(c, &a, 1);
+    store_payload_cache_put(c, &b, 2);
+    store_payload_cache_put(c, &b, 2);
+    store_payload_cache_stats(c, &st);
+    assert_int_equal(st.entries, 2);
+    store_payload_cache_put(c, &d, 3);
+    assert_false(pc_has(c, pa, 4));
+    assert_true(pc_has(c, pb, 4));
+    assert_true(pc_has(c, pc, 4));
+    store_payload_cache_stats(c, &st);
+    assert_int_equal(st.entries, 2);
+    /* Per-secret eviction (delete, revoke, rotate). */
+    store_payload_cache_evict_secret(c, s1);
+    assert_false(pc_has(c, pc, 4));
+    assert_true(pc_has(c, pb, 4));
+    store_payload_cache_stats(c, &st);
+    assert_int_equal(st.entries, 1);
+    assert_int_equal(st.hits, 3);
+    assert_int_equal(st.misses, 2);
+    store_payload_cache_free(c);
+
+    /* Byte bound: entries are evicted, oldest first, to stay under it; a single payload over
+     * it is not cached at all. */
+    size_t one = 100 + 61 + CX_GCM_NONCE_LEN + CX_GCM_TAG_LEN + strlen("alias/credex-dev") +
+                 strlen("1") + 30 + 30 + 4;
+    c = store_payload_cache_new(60000, 100, 2 * one);
+    a = pc_payload(pa, s1, 100);
+    b = pc_payload(pb, s1, 100);
+    d = pc_payload(pc, s1, 100);
+    store_payload_cache_put(c, &a, 1);
+    store_payload_cache_put(c, &b, 1);
+    store_payload_cache_stats(c, &st);
+    assert_int_equal(st.bytes, 2 * one);
+    store_payload_cache_put(c, &d, 1);
+    assert_false(pc_has(c, pa, 2));
+    assert_true(pc_has(c, pb, 2));
+    assert_true(pc_has(c, pc, 2));
+    store_payload_cache_free(c);
+    c = store_payload_cache_new(60000, 100, one);
+    store_payload_t big = pc_payload("pay_DDDDDDDDDDDDDDDDDDDDDDDDDD", s2, 300);
+    store_payload_cache_put(c, &a, 1);
+    store_payload_cache_put(c, &big, 1);
+    assert_false(pc_has(c, "pay_DDDDDDDDDDDDDDDDDDDDDDDDDD", 2));
+    assert_true(pc_has(c, pa, 2));
+    store_payload_cache_free(c);
+
+    /* Disabled: 0 entries or 0 ttl. */
+    c = store_payload_cache_new(0, 100, STORE_PAYLOAD_CACHE_MAX_BYTES);
+    store_payload_cache_put(c, &a, 1);
+    assert_false(pc_has(c, pa, 1));
+    store_payload_cache_free(c);
+    c = store_payload_cache_new(1000, 0, STORE_PAYLOAD_CACHE_MAX_BYTES);
+    store_payload_cache_put(c, &a, 1);
+    assert_false(pc_has(c, pa, 1));
+    store_payload_cache_evict_secret(c, s1);
+    store_payload_cache_free(c);
+    store_payload_cache_free(NULL);
+}
+
 /* ---- validation ------------------------------------------------------------------------- */
 
 typedef struct create_fx {
@@ -590,6 +744,7 @@ int main(void)
         cmocka_unit_test(test_context_pairs),
         cmocka_unit_test(test_payload_decode),
         cmocka_unit_test(test_dek_cache_bounds),
+        cmocka_unit_test(test_payload_cache_bounds),
         cmocka_unit_test(test_validate_create),
         cmocka_unit_test(test_validate_resolve_update),
         cmocka_unit_test(test_cursor),

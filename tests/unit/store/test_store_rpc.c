@@ -4,8 +4,8 @@
  * is not allowed, a real FerretDB (fixture mdb_ferretdb), and a fake key-wrap provider (AES-GCM
  * under a test KEK with the encryption context as AAD, like local-cmk) so that the store is
  * tested without the keywrap process. Covers lifecycle, idempotency, masking, tampering and
- * swapping of stored fields, concurrent rotations, the DEK cache, audit, the feature toggle and
- * outages of the database and of keywrap.
+ * swapping of stored fields, concurrent rotations, the DEK and payload caches, audit (and its
+ * group commit), the feature toggle and outages of the database and of keywrap.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -48,6 +48,10 @@ typedef struct fake_kw {
     cx_secret_t *kek;
     atomic_int generates, unwraps;
     atomic_bool down;
+    /* A wrapped key the fake refuses, like a key service whose old CMK was retired after a
+     * rewrap (set between calls only). */
+    uint8_t retired[64];
+    size_t retired_len;
 } fake_kw_t;
 
 static bool fake_generate(void *ctx, rpc_call_t *call, const cx_kv_t *pairs, size_t n,
@@ -85,6 +89,8 @@ static bool fake_unwrap(void *ctx, rpc_call_t *call, const store_wrapped_t *w, c
     if (atomic_load(&k->down))
         return cx_error_set(err, CX_ERR_UNAVAILABLE, "keywrap down (test)");
     atomic_fetch_add(&k->unwraps, 1);
+    if (k->retired_len && w->ct_len == k->retired_len && memcmp(w->ct, k->retired, w->ct_len) == 0)
+        return cx_error_set(err, CX_ERR_INTEGRITY, "wrapped key refused (retired CMK, test)");
     if (w->ct_len != CX_GCM_NONCE_LEN + CX_AES_KEY_LEN + CX_GCM_TAG_LEN)
         return cx_error_set(err, CX_ERR_INTEGRITY, "bad wrapped key");
     assert_true(cx_crypto_context_encode(pairs, n, &aad, &aadlen, err));
@@ -387,6 +393,129 @@ static void get_bin(const bson_t *doc, const char *field, uint8_t *out, uint32_t
     memcpy(out, d, *len);
 }
 
+/* A second store over the same database with a few settings changed, serving the fixture's
+ * server in place of F.st until alt_end (calls are sequential, so none is in flight). */
+typedef struct alt {
+    cx_config_t *cfg;
+    store_t *st;
+} alt_t;
+
+static const char *const *alt_env; /* NULL-terminated name/value pairs */
+
+static const char *alt_getenv(void *ctx, const char *name)
+{
+    for (size_t i = 0; alt_env && alt_env[i]; i += 2)
+        if (strcmp(name, alt_env[i]) == 0)
+            return alt_env[i + 1];
+    return fx_getenv(ctx, name);
+}
+
+static store_t *alt_begin(alt_t *a, const char *const *env)
+{
+    cx_error_t err;
+    alt_env = env;
+    assert_true(cx_config_load(&a->cfg, alt_getenv, NULL, &err));
+    alt_env = NULL;
+    store_keys_ops_t ops = {.generate = fake_generate, .unwrap = fake_unwrap, .ctx = &F.kw};
+    a->st = store_new(a->cfg, &ops, &err);
+    if (!a->st)
+        fail_msg("store_new: %s", err.message);
+    rpc_server_set_context(F.srv, a->st);
+    return a->st;
+}
+
+static void alt_end(alt_t *a)
+{
+    rpc_server_set_context(F.srv, F.st);
+    store_free(a->st);
+    cx_config_free(a->cfg);
+}
+
+/* The current payload id of a secret, from its metadata document. */
+static void ref_payload_id(const char *secret_id, char out[STORE_ID_BUF])
+{
+    cx_error_t err;
+    const bson_t *doc;
+    bson_iter_t it;
+    mongoc_client_t *c = mdb_client_pop(F.st->db, &err);
+    mongoc_collection_t *col = mdb_collection(F.st->db, c, MDB_COLL_SECRET_REFS);
+    bson_t *f = BCON_NEW("secret_id", BCON_UTF8(secret_id));
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(col, f, NULL, NULL);
+    assert_true(mongoc_cursor_next(cur, &doc));
+    assert_true(bson_iter_init_find(&it, doc, "current_payload_id"));
+    snprintf(out, STORE_ID_BUF, "%s", bson_iter_utf8(&it, NULL));
+    mongoc_cursor_destroy(cur);
+    bson_destroy(f);
+    mongoc_collection_destroy(col);
+    mdb_client_push(F.st->db, c);
+}
+
+/* What another replica's revoke or delete does to the metadata. */
+static void ref_set_status(const char *secret_id, const char *status)
+{
+    cx_error_t err;
+    bson_error_t berr;
+    mongoc_client_t *c = mdb_client_pop(F.st->db, &err);
+    mongoc_collection_t *col = mdb_collection(F.st->db, c, MDB_COLL_SECRET_REFS);
+    bson_t *f = BCON_NEW("secret_id", BCON_UTF8(secret_id));
+    bson_t *u = BCON_NEW("$set", "{", "status", BCON_UTF8(status), "}");
+    assert_true(mongoc_collection_update_one(col, f, u, NULL, NULL, &berr));
+    bson_destroy(f);
+    bson_destroy(u);
+    mongoc_collection_destroy(col);
+    mdb_client_push(F.st->db, c);
+}
+
+static int64_t count_events(const char *resource_id, const char *event_type, const char *outcome)
+{
+    cx_error_t err;
+    bson_error_t berr;
+    mongoc_client_t *c = mdb_client_pop(F.st->db, &err);
+    mongoc_collection_t *col = mdb_collection(F.st->db, c, MDB_COLL_AUDIT_EVENTS);
+    bson_t *f = BCON_NEW("resource_id", BCON_UTF8(resource_id), "event_type", BCON_UTF8(event_type),
+                         "outcome", BCON_UTF8(outcome));
+    int64_t n = mongoc_collection_count_documents(col, f, NULL, NULL, NULL, &berr);
+    bson_destroy(f);
+    mongoc_collection_destroy(col);
+    mdb_client_push(F.st->db, c);
+    return n;
+}
+
+static bool cache_holds(store_t *st, const char *payload_id)
+{
+    store_payload_t p;
+    cx_secret_t *copy = NULL;
+    bool hit = store_payload_cache_get(st->payloads, payload_id, mdb_now_ms(), &p, &copy);
+    cx_secret_free(copy);
+    return hit;
+}
+
+/* The wrapped key w (fake format) of version 1 of a user api_key of alice, wrapped again
+ * under the same KEK with a fresh nonce: what a CMK rewrap stores. */
+static void fake_rewrap(const char *secret_id, const uint8_t *w, uint8_t *out)
+{
+    cx_error_t err;
+    char ver[12];
+    cx_kv_t pairs[STORE_CONTEXT_PAIRS];
+    unsigned char *aad = NULL;
+    size_t aadlen = 0;
+    store_bind_t b = {.secret_id = secret_id,
+                      .version = 1,
+                      .owner_type = "user",
+                      .owner_id = "alice",
+                      .kind = "api_key"};
+    store_bind_context(&b, ver, pairs);
+    assert_true(cx_crypto_context_encode(pairs, STORE_CONTEXT_PAIRS, &aad, &aadlen, &err));
+    cx_secret_t *dek = cx_crypto_open(F.kw.kek, aad, aadlen, w, w + CX_GCM_NONCE_LEN,
+                                      CX_AES_KEY_LEN, w + CX_GCM_NONCE_LEN + CX_AES_KEY_LEN, &err);
+    assert_non_null(dek);
+    assert_true(cx_crypto_seal(F.kw.kek, aad, aadlen, cx_secret_bytes(dek), cx_secret_len(dek), out,
+                               out + CX_GCM_NONCE_LEN, out + CX_GCM_NONCE_LEN + CX_AES_KEY_LEN,
+                               &err));
+    cx_secret_free(dek);
+    free(aad);
+}
+
 /* ---- tests ------------------------------------------------------------------------------ */
 
 static void test_lifecycle(void **state)
@@ -565,10 +694,16 @@ static void test_list_paging(void **state)
     rpc_arena_free(a);
 }
 
+/* Every Resolve here must read the tampered document: the payload cache is off (as in the
+ * e2e `nocache` pair). Tampering behind a cached entry is test_payload_cache_retry's. */
+static const char *const no_payload_cache[] = {"CREDEX_PAYLOAD_CACHE_MAX_ENTRIES", "0", NULL};
+
 static void test_tamper_and_swap(void **state)
 {
     (void)state;
     cx_error_t err;
+    alt_t alt;
+    alt_begin(&alt, no_payload_cache);
     rpc_arena_t *a = rpc_arena_new(8192);
     Credex__V1__StoreCreateSecretResponse *ca =
         create(F.gw, a, "alice", "tamper-a", "A", "value-of-secret-A", &err);
@@ -617,6 +752,7 @@ static void test_tamper_and_swap(void **state)
     bson_destroy(&orig);
     bson_destroy(&pb);
     rpc_arena_free(a);
+    alt_end(&alt);
 }
 
 static void test_dek_cache(void **state)
@@ -905,6 +1041,416 @@ static void test_audit_append_query(void **state)
     rpc_arena_free(a);
 }
 
+/* ---- payload cache and audit group commit ----------------------------------------------- */
+
+static void test_payload_cache(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    char pid[STORE_ID_BUF];
+    store_payload_cache_stats_t s0, s1;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    Credex__V1__StoreCreateSecretResponse *c =
+        create(F.gw, a, "alice", "pcache-1", "P", "payload-cached-value", &err);
+    assert_non_null(c);
+    const char *id = c->secret->secret_id;
+    ref_payload_id(id, pid);
+    assert_false(cache_holds(F.st, pid)); /* created, never retrieved: not cached */
+
+    /* One read of the payload document, then hits. */
+    store_payload_cache_stats(F.st->payloads, &s0);
+    expect_plain(id, "payload-cached-value");
+    expect_plain(id, "payload-cached-value");
+    expect_plain(id, "payload-cached-value");
+    store_payload_cache_stats(F.st->payloads, &s1);
+    assert_int_equal(s1.misses - s0.misses, 1);
+    assert_int_equal(s1.inserts - s0.inserts, 1);
+    assert_int_equal(s1.hits - s0.hits, 2);
+    assert_true(cache_holds(F.st, pid));
+
+    /* The metadata is still read live: a revoke or delete by another replica (straight in the
+     * database, so this store's cache still holds the payload) is refused at once. */
+    ref_set_status(id, "revoked");
+    expect_resolve_fails(id, CX_ERR_FAILED_PRECONDITION);
+    ref_set_status(id, "deleted");
+    expect_resolve_fails(id, CX_ERR_FAILED_PRECONDITION);
+    assert_true(cache_holds(F.st, pid));
+    ref_set_status(id, "active");
+    expect_plain(id, "payload-cached-value");
+
+    /* A rotation elsewhere moves the metadata to a new payload id: never the cached one. */
+    Credex__V1__StoreRotateSecretResponse *r = rotate(F.gw, a, id, 1, "rotated-value", &err);
+    assert_non_null(r);
+    assert_false(cache_holds(F.st, pid)); /* hygiene: this store's rotate evicted it */
+    expect_plain(id, "rotated-value");
+    ref_payload_id(id, pid);
+    assert_true(cache_holds(F.st, pid));
+
+    /* This store's revoke evicts the secret's entries. */
+    assert_non_null(simple("RevokeSecret", id, &err, a));
+    assert_false(cache_holds(F.st, pid));
+    expect_resolve_fails(id, CX_ERR_FAILED_PRECONDITION);
+    rpc_arena_free(a);
+}
+
+static void test_payload_cache_ttl_and_size(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    alt_t alt;
+    const char *const env[] = {"CREDEX_PAYLOAD_CACHE_MAX_ENTRIES", "2",
+                               "CREDEX_PAYLOAD_CACHE_TTL_MS", "300", NULL};
+    store_t *st = alt_begin(&alt, env);
+    store_payload_cache_stats_t s;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    char ids[3][STORE_ID_BUF], pids[3][STORE_ID_BUF];
+    for (int i = 0; i < 3; i++) {
+        char idem[32];
+        snprintf(idem, sizeof(idem), "pbound-%d", i);
+        Credex__V1__StoreCreateSecretResponse *c =
+            create(F.gw, a, "alice", idem, "B", "bounded-value", &err);
+        assert_non_null(c);
+        snprintf(ids[i], STORE_ID_BUF, "%s", c->secret->secret_id);
+        ref_payload_id(ids[i], pids[i]);
+        expect_plain(ids[i], "bounded-value");
+    }
+    /* At most two entries: the oldest went. */
+    store_payload_cache_stats(st->payloads, &s);
+    assert_int_equal(s.entries, 2);
+    assert_false(cache_holds(st, pids[0]));
+    assert_true(cache_holds(st, pids[2]));
+    /* Age: after the TTL the document is read again. */
+    usleep(350 * 1000);
+    store_payload_cache_stats(st->payloads, &s);
+    uint64_t misses = s.misses;
+    expect_plain(ids[2], "bounded-value");
+    store_payload_cache_stats(st->payloads, &s);
+    assert_int_equal(s.misses - misses, 1);
+    assert_true(s.expired >= 1);
+    rpc_arena_free(a);
+    alt_end(&alt);
+}
+
+/* Anything failing after a hit evicts the entry and redoes the retrieval once from the
+ * database: a CMK rewrap (the cached wrapped key is refused) is served from the new document;
+ * a document tampered with behind the cached entry is then integrity_error, with no second
+ * retry. The DEK cache is off so that every Resolve unwraps. */
+static void test_payload_cache_retry(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    alt_t alt;
+    const char *const env[] = {"CREDEX_DEK_CACHE_MAX_ENTRIES", "0", NULL};
+    store_t *st = alt_begin(&alt, env);
+    store_payload_cache_stats_t s0, s1;
+    char pid[STORE_ID_BUF];
+    uint8_t w1[64], w2[60], w3[60], ct[256];
+    uint32_t wlen = 0, ctlen = 0;
+    bson_t doc;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    Credex__V1__StoreCreateSecretResponse *c =
+        create(F.gw, a, "alice", "pretry-1", "R", "retry-value", &err);
+    assert_non_null(c);
+    const char *id = c->secret->secret_id;
+    ref_payload_id(id, pid);
+    expect_plain(id, "retry-value");
+    assert_true(cache_holds(st, pid));
+
+    /* Rewrap in the database; keywrap refuses the old wrapped key from now on. */
+    payload_get(id, &doc);
+    get_bin(&doc, "wrapped_key", w1, &wlen);
+    get_bin(&doc, "ciphertext", ct, &ctlen);
+    bson_destroy(&doc);
+    assert_int_equal(wlen, sizeof(w2));
+    fake_rewrap(id, w1, w2);
+    payload_set_bin(id, "wrapped_key", w2, sizeof(w2));
+    memcpy(F.kw.retired, w1, wlen);
+    F.kw.retired_len = wlen;
+    int u0 = atomic_load(&F.kw.unwraps);
+    store_payload_cache_stats(st->payloads, &s0);
+    expect_plain(id, "retry-value");
+    store_payload_cache_stats(st->payloads, &s1);
+    assert_int_equal(atomic_load(&F.kw.unwraps) - u0, 2); /* cached (refused), then fresh */
+    assert_int_equal(s1.hits - s0.hits, 1);
+    assert_int_equal(s1.inserts - s0.inserts, 1); /* the fresh document replaced the entry */
+    expect_plain(id, "retry-value");              /* now a plain hit again */
+
+    /* Tamper behind the cached entry (ciphertext), with another rewrap so that the hit fails:
+     * the retry reads the tampered document and answers integrity_error. */
+    fake_rewrap(id, w2, w3);
+    ct[ctlen / 2] ^= 0x01;
+    payload_set_bin(id, "wrapped_key", w3, sizeof(w3));
+    payload_set_bin(id, "ciphertext", ct, ctlen);
+    memcpy(F.kw.retired, w2, sizeof(w2));
+    F.kw.retired_len = sizeof(w2);
+    u0 = atomic_load(&F.kw.unwraps);
+    expect_resolve_fails(id, CX_ERR_INTEGRITY);
+    assert_int_equal(atomic_load(&F.kw.unwraps) - u0, 2); /* retried once, not more */
+    assert_false(cache_holds(st, pid));                   /* the failure is not cached */
+    expect_resolve_fails(id, CX_ERR_INTEGRITY);
+    /* Restored: served again. */
+    ct[ctlen / 2] ^= 0x01;
+    payload_set_bin(id, "ciphertext", ct, ctlen);
+    expect_plain(id, "retry-value");
+    F.kw.retired_len = 0;
+    rpc_arena_free(a);
+    alt_end(&alt);
+}
+
+typedef struct resolver {
+    const char *id;
+    pthread_barrier_t *go;
+    bool ok;
+    cx_code_t code;
+} resolver_t;
+
+static void *resolver_run(void *arg)
+{
+    resolver_t *r = arg;
+    cx_error_t err = {0};
+    rpc_arena_t *a = rpc_arena_new(4096);
+    pthread_barrier_wait(r->go);
+    r->ok = resolve(F.gw, a, r->id, &err) != NULL;
+    r->code = err.code;
+    rpc_arena_free(a);
+    return NULL;
+}
+
+/* N concurrent Resolves: each succeeds with exactly one secret.retrieved event on record, and
+ * inserts carrying several events do happen. */
+static void test_audit_group_commit(void **state)
+{
+    (void)state;
+    enum { N = 16 };
+    cx_error_t err;
+    store_audit_batch_stats_t s0, s1;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    store_audit_batch_stats(F.st->audit, &s0);
+    int rounds = 0;
+    do {
+        char idem[32];
+        snprintf(idem, sizeof(idem), "group-%d", rounds);
+        Credex__V1__StoreCreateSecretResponse *c =
+            create(F.gw, a, "alice", idem, "G", "grouped-value", &err);
+        assert_non_null(c);
+        pthread_t th[N];
+        resolver_t rs[N];
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, N);
+        for (int i = 0; i < N; i++) {
+            rs[i] = (resolver_t){.id = c->secret->secret_id, .go = &go};
+            pthread_create(&th[i], NULL, resolver_run, &rs[i]);
+        }
+        for (int i = 0; i < N; i++) {
+            pthread_join(th[i], NULL);
+            if (!rs[i].ok)
+                fail_msg("concurrent resolve %d: %s", i, cx_code_reason(rs[i].code));
+        }
+        pthread_barrier_destroy(&go);
+        assert_int_equal(count_events(c->secret->secret_id, "secret.retrieved", "success"), N);
+        store_audit_batch_stats(F.st->audit, &s1);
+        rounds++;
+    } while (s1.grouped == s0.grouped && rounds < 5);
+    printf("audit group commit: %llu inserts for %llu events, largest %zu (%d rounds)\n",
+           (unsigned long long)(s1.inserts - s0.inserts),
+           (unsigned long long)(s1.events - s0.events), s1.largest, rounds);
+    assert_true(s1.grouped > s0.grouped);
+    assert_true(s1.largest > 1);
+    assert_true(s1.inserts - s0.inserts < s1.events - s0.events);
+    rpc_arena_free(a);
+}
+
+typedef struct auditor {
+    store_t *st;
+    pthread_barrier_t *go;
+    char resource[STORE_ID_BUF];
+    bool ok;
+    cx_code_t code;
+} auditor_t;
+
+static void *auditor_run(void *arg)
+{
+    auditor_t *t = arg;
+    cx_error_t err = {0};
+    rpc_arena_t *a = rpc_arena_new(4096);
+    mongoc_client_t *c = mdb_client_pop(t->st->db, &err);
+    assert_non_null(c);
+    Credex__V1__AuditEvent e = CREDEX__V1__AUDIT_EVENT__INIT;
+    e.event_type = "secret.retrieved";
+    e.outcome = CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_SUCCESS;
+    e.resource_type = "secret_ref";
+    e.resource_id = t->resource;
+    pthread_barrier_wait(t->go);
+    t->ok = store_audit_insert(t->st, c, &e, a, &err);
+    t->code = err.code;
+    mdb_client_push(t->st->db, c);
+    rpc_arena_free(a);
+    return NULL;
+}
+
+/* n threads append one event each to st at the same moment. */
+static void audit_burst(store_t *st, int n, const char *resource, auditor_t *ts)
+{
+    pthread_t th[32];
+    pthread_barrier_t go;
+    assert_true(n <= 32);
+    pthread_barrier_init(&go, NULL, (unsigned)n);
+    for (int i = 0; i < n; i++) {
+        ts[i] = (auditor_t){.st = st, .go = &go};
+        snprintf(ts[i].resource, sizeof(ts[i].resource), "%s", resource);
+        pthread_create(&th[i], NULL, auditor_run, &ts[i]);
+    }
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
+}
+
+/* CREDEX_AUDIT_BATCH_MAX=1 is one insert per event (the behaviour before group commit); with
+ * the database down every event of every batch fails, within the database timeouts. */
+static void test_audit_batch_one_and_down(void **state)
+{
+    (void)state;
+    enum { N = 12 };
+    auditor_t ts[N];
+    store_audit_batch_stats_t s;
+    alt_t alt;
+    const char *const one[] = {"CREDEX_AUDIT_BATCH_MAX", "1", NULL};
+    store_t *st = alt_begin(&alt, one);
+    audit_burst(st, N, "sec_AUD1TBATCH0NE0000000000000", ts);
+    for (int i = 0; i < N; i++)
+        assert_true(ts[i].ok);
+    store_audit_batch_stats(st->audit, &s);
+    assert_int_equal(s.inserts, N);
+    assert_int_equal(s.events, N);
+    assert_int_equal(s.grouped, 0);
+    assert_int_equal(count_events("sec_AUD1TBATCH0NE0000000000000", "secret.retrieved", "success"),
+                     N);
+    alt_end(&alt);
+
+    const char *const dead[] = {"CREDEX_MONGO_URI", "mongodb://127.0.0.1:9/",
+                                "CREDEX_MONGO_TIMEOUT_MS", "300", NULL};
+    st = alt_begin(&alt, dead);
+    int64_t t0 = mono_ms();
+    audit_burst(st, N, "sec_AUD1TD0WN00000000000000000", ts);
+    int64_t dt = mono_ms() - t0;
+    for (int i = 0; i < N; i++) {
+        assert_false(ts[i].ok);
+        assert_int_equal(ts[i].code, CX_ERR_UNAVAILABLE);
+    }
+    store_audit_batch_stats(st->audit, &s);
+    printf("audit with the database down: %d events failed in %llu inserts, %lld ms\n", N,
+           (unsigned long long)s.inserts, (long long)dt);
+    assert_int_equal(s.events, N);
+    assert_int_equal(s.failed, s.inserts);
+    assert_true(s.inserts < N); /* the waiting events went together */
+    assert_true(dt < 4000);
+    /* Resolves through that store fail too (no material without a record). */
+    expect_resolve_fails("sec_00000000000000000000000000", CX_ERR_UNAVAILABLE);
+    alt_end(&alt);
+}
+
+typedef struct doc_writer {
+    store_audit_batch_t *b;
+    const bson_t *doc;
+    pthread_barrier_t *go;
+    bool ok;
+    cx_code_t code;
+} doc_writer_t;
+
+static void *doc_writer_run(void *arg)
+{
+    doc_writer_t *w = arg;
+    cx_error_t err = {0};
+    mongoc_client_t *c = mdb_client_pop(F.st->db, &err);
+    assert_non_null(c);
+    pthread_barrier_wait(w->go);
+    w->ok = store_audit_batch_write(w->b, F.st->db, c, w->doc, &err);
+    w->code = err.code;
+    mdb_client_push(F.st->db, c);
+    return NULL;
+}
+
+static int64_t count_resource(const char *resource_id)
+{
+    cx_error_t err;
+    bson_error_t berr;
+    mongoc_client_t *c = mdb_client_pop(F.st->db, &err);
+    mongoc_collection_t *col = mdb_collection(F.st->db, c, MDB_COLL_AUDIT_EVENTS);
+    bson_t *f = BCON_NEW("resource_id", BCON_UTF8(resource_id));
+    int64_t n = mongoc_collection_count_documents(col, f, NULL, NULL, NULL, &berr);
+    bson_destroy(f);
+    mongoc_collection_destroy(col);
+    mdb_client_push(F.st->db, c);
+    return n;
+}
+
+/* One event that the driver (an empty key) or the database (a duplicate _id) refuses fails
+ * alone: the events grouped with it are still written, each exactly once. */
+static void test_audit_batch_isolation(void **state)
+{
+    (void)state;
+    enum { N = 12, ROUNDS = 8 };
+    store_audit_batch_t *b = store_audit_batch_new(64);
+    store_audit_batch_stats_t s;
+    bson_error_t berr;
+    cx_error_t err;
+    const char *res = "sec_AUD1TS0LAT10N000000000000";
+    bson_t *dup = BCON_NEW("_id", BCON_UTF8("audit-isolation-dup"), "resource_id",
+                           BCON_UTF8("sec_AUD1TS0LAT10NDUP0000000000"));
+    mongoc_client_t *mc = mdb_client_pop(F.st->db, &err);
+    mongoc_collection_t *col = mdb_collection(F.st->db, mc, MDB_COLL_AUDIT_EVENTS);
+    assert_true(mongoc_collection_insert_one(col, dup, NULL, NULL, &berr));
+    mongoc_collection_destroy(col);
+    mdb_client_push(F.st->db, mc);
+    int64_t good = 0;
+    for (int phase = 0; phase < 2; phase++) {
+        uint64_t isolated0;
+        store_audit_batch_stats(b, &s);
+        isolated0 = s.isolated;
+        for (int round = 0; round < ROUNDS && s.isolated == isolated0; round++) {
+            bson_t docs[N];
+            doc_writer_t ws[N];
+            pthread_t th[N];
+            pthread_barrier_t go;
+            pthread_barrier_init(&go, NULL, N);
+            for (int i = 0; i < N; i++) {
+                bson_init(&docs[i]);
+                if (i == N / 2 && phase == 0) {
+                    BSON_APPEND_UTF8(&docs[i], "", "empty keys are refused by the driver");
+                } else if (i == N / 2) {
+                    BSON_APPEND_UTF8(&docs[i], "_id", "audit-isolation-dup");
+                }
+                BSON_APPEND_UTF8(&docs[i], "resource_id", res);
+                ws[i] = (doc_writer_t){.b = b, .doc = &docs[i], .go = &go};
+                pthread_create(&th[i], NULL, doc_writer_run, &ws[i]);
+            }
+            for (int i = 0; i < N; i++) {
+                pthread_join(th[i], NULL);
+                if (i == N / 2) {
+                    assert_false(ws[i].ok);
+                    if (phase == 1)
+                        assert_int_equal(ws[i].code, CX_ERR_CONFLICT);
+                } else {
+                    if (!ws[i].ok)
+                        fail_msg("event %d grouped with a refused one failed: %s", i,
+                                 cx_code_reason(ws[i].code));
+                    good++;
+                }
+                bson_destroy(&docs[i]);
+            }
+            pthread_barrier_destroy(&go);
+            assert_int_equal(count_resource(res), good);
+            store_audit_batch_stats(b, &s);
+        }
+        printf("audit isolation (%s): %llu inserts, %llu isolated, largest %zu\n",
+               phase == 0 ? "driver" : "database", (unsigned long long)s.inserts,
+               (unsigned long long)s.isolated, s.largest);
+        assert_true(s.isolated > isolated0); /* the refused event was grouped with others */
+    }
+    bson_destroy(dup);
+    store_audit_batch_free(b);
+}
+
 /* ---- with the real keywrap process ------------------------------------------------------ */
 
 static char kw_addr[64];
@@ -978,7 +1524,9 @@ static const char *kw_getenv(void *ctx, const char *name)
     if (strcmp(name, "CREDEX_TLS_KEY") == 0)
         return pki_path("store.key");
     if (strcmp(name, "CREDEX_DEK_CACHE_TTL_MS") == 0)
-        return "0"; /* every Resolve goes to keywrap */
+        return "0"; /* every Resolve goes to keywrap ... */
+    if (strcmp(name, "CREDEX_PAYLOAD_CACHE_MAX_ENTRIES") == 0)
+        return "0"; /* ... with the stored (tampered) wrapped key */
     return fx_getenv(ctx, name);
 }
 
@@ -1086,6 +1634,12 @@ int main(void)
         cmocka_unit_test(test_keywrap_down),
         cmocka_unit_test(test_database_down),
         cmocka_unit_test(test_audit_append_query),
+        cmocka_unit_test(test_payload_cache),
+        cmocka_unit_test(test_payload_cache_ttl_and_size),
+        cmocka_unit_test(test_payload_cache_retry),
+        cmocka_unit_test(test_audit_group_commit),
+        cmocka_unit_test(test_audit_batch_one_and_down),
+        cmocka_unit_test(test_audit_batch_isolation),
         cmocka_unit_test(test_real_keywrap),
     };
     int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
