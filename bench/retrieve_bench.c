@@ -98,8 +98,8 @@ static long long proc_ticks(int pid)
     buf[n] = '\0';
     const char *p = strrchr(buf, ')');
     unsigned long long ut = 0, st = 0;
-    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
-                            &st) != 2)
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return -1;
     return (long long)(ut + st);
 }
@@ -189,8 +189,8 @@ static bool one_call(struct worker *w, unsigned long seq, cx_error_t *err)
         req.display_name = name;
         req.value.data = (uint8_t *)value;
         req.value.len = sizeof(value) - 1;
-        ok = rpc_client_unary(sh->client, &credex__v1__secrets__descriptor, "CreateSecret", &req.base,
-                              &opts, arena, &reply, err);
+        ok = rpc_client_unary(sh->client, &credex__v1__secrets__descriptor, "CreateSecret",
+                              &req.base, &opts, arena, &reply, err);
         break;
     }
     case OP_ROTATE: {
@@ -199,8 +199,8 @@ static bool one_call(struct worker *w, unsigned long seq, cx_error_t *err)
         req.expected_version = 0;
         req.value.data = (uint8_t *)value;
         req.value.len = sizeof(value) - 1;
-        ok = rpc_client_unary(sh->client, &credex__v1__secrets__descriptor, "RotateSecret", &req.base,
-                              &opts, arena, &reply, err);
+        ok = rpc_client_unary(sh->client, &credex__v1__secrets__descriptor, "RotateSecret",
+                              &req.base, &opts, arena, &reply, err);
         break;
     }
     case OP_HEALTH: {
@@ -229,8 +229,8 @@ static void *worker_main(void *arg)
             w->lat_us[w->n++] = (uint32_t)((now_s() - t0) * 1e6);
         } else {
             if (w->errors++ == 0)
-                snprintf(w->first_error, sizeof(w->first_error), "%s: %s",
-                         cx_code_reason(err.code), err.message);
+                snprintf(w->first_error, sizeof(w->first_error), "%s: %s", cx_code_reason(err.code),
+                         err.message);
         }
     }
     return NULL;

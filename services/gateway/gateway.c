@@ -211,7 +211,8 @@ bool gateway_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_e
                                         .issuer = cfg->jwt_issuer,
                                         .audience = cfg->jwt_audience,
                                         .leeway_s = cfg->jwt_leeway_s,
-                                        .cache_s = cfg->jwks_cache_s};
+                                        .cache_s = cfg->jwks_cache_s,
+                                        .cache_max_entries = cfg->jwt_cache_max_entries};
         gw->jwt = cx_jwt_verifier_new(&jo, err);
         if (!gw->jwt)
             goto fail; /* a bad source (http://) is a configuration error */
@@ -224,7 +225,9 @@ bool gateway_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_e
         cx_fga_options_t fo = {.url = cfg->openfga_url,
                                .store_id = cfg->openfga_store_id,
                                .model_id = cfg->openfga_model_id,
-                               .timeout_ms = cfg->openfga_timeout_ms};
+                               .timeout_ms = cfg->openfga_timeout_ms,
+                               .cache_ttl_ms = cfg->openfga_cache_ttl_ms,
+                               .watch_ms = cfg->openfga_watch_ms};
         gw->fga = cx_fga_new(&fo, err);
         if (!gw->fga)
             goto fail;
