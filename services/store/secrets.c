@@ -13,6 +13,10 @@
  * Concurrency is settled by unique indexes, not by locks: secret_id (idempotent create) and
  * (secret_id, version) (rotation: the payload of v+1 is inserted first, then the metadata is
  * moved from v to v+1 with a conditional update; the loser of either step cleans up).
+ *
+ * A ref's _id is its secret_id and a payload's _id its payload_id; every query and conditional
+ * update of one ref selects it by _id (plus its conditions), which any MongoDB answers from the
+ * primary key (and FerretDB's SQLite backend with credex's patch, tools/go/ferretdb/patches).
  */
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -544,7 +548,7 @@ static bool store_create(rpc_call_t *call, const ProtobufCMessage *request,
         bson_t f = BSON_INITIALIZER;
         cx_error_t ignored;
         store_delete_payload_id(&x, pid);
-        BSON_APPEND_UTF8(&f, "secret_id", sid);
+        BSON_APPEND_UTF8(&f, "_id", sid);
         BSON_APPEND_UTF8(&f, "current_payload_id", pid);
         if (!x.db_down)
             store_delete_docs(&x, MDB_COLL_SECRET_REFS, &f, false, &ignored);
@@ -603,7 +607,7 @@ static bool store_update_secret(rpc_call_t *call, const ProtobufCMessage *reques
         cx_error_set(err, CX_ERR_FAILED_PRECONDITION, "secret is deleted");
         goto out;
     }
-    BSON_APPEND_UTF8(&sel, "secret_id", r->secret_id);
+    BSON_APPEND_UTF8(&sel, "_id", r->secret_id);
     BSON_APPEND_DOCUMENT_BEGIN(&sel, "status", &ne);
     BSON_APPEND_UTF8(&ne, "$ne", "deleted");
     bson_append_document_end(&sel, &ne);
@@ -747,7 +751,7 @@ static bool store_rotate(rpc_call_t *call, const ProtobufCMessage *request,
     wrote = true;
     /* Step 2: move the metadata from v to v+1 only if nobody else did. */
     int64_t now = mdb_now_ms();
-    BSON_APPEND_UTF8(&sel, "secret_id", r->secret_id);
+    BSON_APPEND_UTF8(&sel, "_id", r->secret_id);
     BSON_APPEND_INT64(&sel, "current_version", cur);
     BSON_APPEND_UTF8(&sel, "status", "active");
     BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
@@ -774,7 +778,7 @@ static bool store_rotate(rpc_call_t *call, const ProtobufCMessage *request,
         /* Put the metadata back to v so that the unaudited version is never served. */
         bson_t s2 = BSON_INITIALIZER, u2 = BSON_INITIALIZER, st2;
         cx_error_t ignored;
-        BSON_APPEND_UTF8(&s2, "secret_id", r->secret_id);
+        BSON_APPEND_UTF8(&s2, "_id", r->secret_id);
         BSON_APPEND_UTF8(&s2, "current_payload_id", pid);
         BSON_APPEND_DOCUMENT_BEGIN(&u2, "$set", &st2);
         BSON_APPEND_INT64(&st2, "current_version", cur);
@@ -842,7 +846,7 @@ static bool store_revoke(rpc_call_t *call, const ProtobufCMessage *request,
     }
     if (ref.meta->status == CREDEX__V1__SECRET_STATUS__SECRET_STATUS_ACTIVE) {
         int64_t now = mdb_now_ms();
-        BSON_APPEND_UTF8(&sel, "secret_id", r->secret_id);
+        BSON_APPEND_UTF8(&sel, "_id", r->secret_id);
         BSON_APPEND_UTF8(&sel, "status", "active");
         BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
         BSON_APPEND_UTF8(&set, "status", "revoked");
@@ -889,7 +893,7 @@ static bool store_delete(rpc_call_t *call, const ProtobufCMessage *request,
         /* Tombstone first: from this write on, Resolve refuses the secret even if destroying
          * the payloads below is interrupted (a retry finishes it). */
         int64_t now = mdb_now_ms();
-        BSON_APPEND_UTF8(&sel, "secret_id", r->secret_id);
+        BSON_APPEND_UTF8(&sel, "_id", r->secret_id);
         BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
         BSON_APPEND_UTF8(&set, "status", "deleted");
         BSON_APPEND_BOOL(&set, "value_set", false);
