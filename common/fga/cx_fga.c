@@ -207,6 +207,146 @@ static int fga_watch_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, cu
     return atomic_load(&((cx_fga_t *)ud)->stop) ? 1 : 0;
 }
 
+/* ---- decoders of OpenFGA's answers: pure functions of the body (fuzz/fuzz_fga.c) -------- */
+
+/* The body as a JSON object, or NULL (CX_ERR_UNAVAILABLE: an answer we cannot read is no
+ * answer, so the caller fails closed). */
+static json_t *fga_parse_body(const char *data, size_t len, cx_error_t *err)
+{
+    json_t *j = data && len ? json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    if (!json_is_object(j)) {
+        json_decref(j);
+        cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service sent a malformed answer");
+        return NULL;
+    }
+    return j;
+}
+
+/* Check: {"allowed": bool, ...}. */
+static bool fga_decode_check(json_t *resp, bool *allowed, cx_error_t *err)
+{
+    json_t *a = json_object_get(resp, "allowed");
+    if (!json_is_boolean(a))
+        return cx_error_set(err, CX_ERR_UNAVAILABLE,
+                            "policy service sent a malformed check answer");
+    *allowed = json_is_true(a);
+    return true;
+}
+
+/* One page of Read: {"tuples": [{"key": {user, relation, object}}...], "continuation_token"}.
+ * Appends to *v (*count entries, at most max in all); *token: the next page's token (malloc'd)
+ * or NULL at the end. Tuples with a missing or oversized part are skipped (they cannot be
+ * credex's); a page that is not of this shape is malformed. */
+static bool fga_decode_tuples(json_t *resp, size_t max, cx_fga_tuple_t **v, size_t *count,
+                              char **token, cx_error_t *err)
+{
+    json_t *tuples = json_object_get(resp, "tuples"), *t;
+    json_t *ct = json_object_get(resp, "continuation_token");
+    if ((tuples && !json_is_array(tuples)) || (ct && !json_is_string(ct)))
+        return cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service sent a malformed read answer");
+    size_t i;
+    json_array_foreach(tuples, i, t)
+    {
+        json_t *k = json_object_get(t, "key");
+        if (*count >= max)
+            return cx_error_set(err, CX_ERR_RESOURCE_EXHAUSTED, "more than %zu tuples", max);
+        cx_fga_tuple_t *nv = realloc(*v, (*count + 1) * sizeof(**v));
+        if (!nv)
+            return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+        *v = nv;
+        if (cx_fga_tuple_set(&nv[*count], json_string_value(json_object_get(k, "user")),
+                             json_string_value(json_object_get(k, "relation")),
+                             json_string_value(json_object_get(k, "object"))))
+            (*count)++;
+    }
+    const char *next = ct ? json_string_value(ct) : NULL;
+    *token = NULL;
+    if (next && *next && !(*token = strdup(next)))
+        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+    return true;
+}
+
+/* ListObjects: {"objects": ["type:id", ...]} -> ids of objects of `type` (others skipped). */
+static bool fga_decode_objects(json_t *resp, const char *type, char ***ids, size_t *n,
+                               cx_error_t *err)
+{
+    json_t *objs = json_object_get(resp, "objects"), *o;
+    if (!json_is_array(objs))
+        return cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service sent a malformed list answer");
+    char **v = calloc(json_array_size(objs) + 1, sizeof(*v));
+    size_t count = 0, tl = strlen(type), i;
+    if (!v)
+        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+    json_array_foreach(objs, i, o)
+    {
+        const char *s = json_string_value(o);
+        if (!s || strncmp(s, type, tl) != 0 || s[tl] != ':' || !s[tl + 1])
+            continue;
+        if (!(v[count] = strdup(s + tl + 1))) {
+            cx_fga_strv_free(v, count);
+            return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+        }
+        count++;
+    }
+    *ids = v;
+    *n = count;
+    return true;
+}
+
+/* One page of ReadChanges: {"changes": [...], "continuation_token": "..."}. *n: changes in
+ * it; the token (possibly "") is copied to token[tokensz] when present, else token[0] = 0. */
+static bool fga_decode_changes(json_t *resp, char *token, size_t tokensz, size_t *n,
+                               cx_error_t *err)
+{
+    json_t *changes = json_object_get(resp, "changes");
+    json_t *tok = json_object_get(resp, "continuation_token");
+    if (!json_is_array(changes) || (tok && !json_is_string(tok)))
+        return cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service sent a malformed changelog");
+    const char *t = tok ? json_string_value(tok) : "";
+    if (strlen(t) >= tokensz)
+        return cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service sent an oversized token");
+    strcpy(token, t);
+    *n = json_array_size(changes);
+    return true;
+}
+
+bool cx_fga_decode_answer(cx_fga_answer_t kind, const char *body, size_t len, cx_error_t *err)
+{
+    json_t *resp = fga_parse_body(body, len, err);
+    if (!resp)
+        return false;
+    bool ok = false, allowed = false;
+    size_t n = 0;
+    switch (kind) {
+    case CX_FGA_ANSWER_CHECK:
+        ok = fga_decode_check(resp, &allowed, err);
+        break;
+    case CX_FGA_ANSWER_READ: {
+        cx_fga_tuple_t *v = NULL;
+        char *token = NULL;
+        ok = fga_decode_tuples(resp, 1000, &v, &n, &token, err);
+        free(v);
+        free(token);
+        break;
+    }
+    case CX_FGA_ANSWER_LIST_OBJECTS: {
+        char **ids = NULL;
+        if ((ok = fga_decode_objects(resp, "secret_ref", &ids, &n, err)))
+            cx_fga_strv_free(ids, n);
+        break;
+    }
+    case CX_FGA_ANSWER_CHANGES: {
+        char token[FGA_TOKEN_MAX];
+        ok = fga_decode_changes(resp, token, sizeof(token), &n, err);
+        break;
+    }
+    default:
+        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "unknown answer kind");
+    }
+    json_decref(resp);
+    return ok;
+}
+
 /* One HTTP exchange with OpenFGA. body NULL = GET. On success *resp is the parsed JSON object
  * (when resp is not NULL). HTTP 4xx is CX_ERR_INVALID_ARGUMENT (our request was wrong: a bug,
  * or a name the model does not know), everything else that is not a 2xx is CX_ERR_UNAVAILABLE.
@@ -268,15 +408,8 @@ static bool fga_http_ex(cx_fga_t *f, const char *path, json_t *body, json_t **re
         cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service failed (HTTP %ld)", status);
         goto out;
     }
-    if (resp) {
-        json_t *j = b.data ? json_loadb(b.data, b.len, 0, NULL) : NULL;
-        if (!json_is_object(j)) {
-            json_decref(j);
-            cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service sent a malformed answer");
-            goto out;
-        }
-        *resp = j;
-    }
+    if (resp && !(*resp = fga_parse_body(b.data, b.len, err)))
+        goto out;
     ok = true;
 out:
     curl_slist_free_all(hdrs);
@@ -366,17 +499,13 @@ bool cx_fga_check(cx_fga_t *fga, const char *user, const char *relation, const c
     add_consistency(body);
     char path[256];
     store_path(fga, "check", path, sizeof(path));
-    if (!fga_http(fga, path, body, &resp, err))
+    bool a = false;
+    if (!fga_http(fga, path, body, &resp, err) || !fga_decode_check(resp, &a, err))
         goto out;
-    json_t *a = json_object_get(resp, "allowed");
-    if (!json_is_boolean(a)) {
-        cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service sent a malformed check answer");
-        goto out;
-    }
     if (allowed)
-        *allowed = json_is_true(a);
+        *allowed = a;
     if (keylen)
-        cx_fga_cache_put(fga->cache, key, keylen, json_is_true(a), gen, fga_now_ns());
+        cx_fga_cache_put(fga->cache, key, keylen, a, gen, fga_now_ns());
     ok = true;
 out:
     json_decref(body);
@@ -451,32 +580,12 @@ bool cx_fga_read(cx_fga_t *fga, const char *object, const char *relation, const 
         json_decref(body);
         if (!got)
             goto out;
-        json_t *tuples = json_object_get(resp, "tuples"), *t;
-        size_t i;
-        json_array_foreach(tuples, i, t)
-        {
-            json_t *k = json_object_get(t, "key");
-            if (count >= max) {
-                json_decref(resp);
-                cx_error_set(err, CX_ERR_RESOURCE_EXHAUSTED, "more than %zu tuples", max);
-                goto out;
-            }
-            cx_fga_tuple_t *nv = realloc(v, (count + 1) * sizeof(*v));
-            if (!nv) {
-                json_decref(resp);
-                cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
-                goto out;
-            }
-            v = nv;
-            if (cx_fga_tuple_set(&v[count], json_string_value(json_object_get(k, "user")),
-                                 json_string_value(json_object_get(k, "relation")),
-                                 json_string_value(json_object_get(k, "object"))))
-                count++;
-        }
-        const char *ct = json_string_value(json_object_get(resp, "continuation_token"));
         free(token);
-        token = ct && *ct ? strdup(ct) : NULL;
+        token = NULL;
+        got = fga_decode_tuples(resp, max, &v, &count, &token, err);
         json_decref(resp);
+        if (!got)
+            goto out;
         if (!token)
             break;
     }
@@ -504,10 +613,7 @@ bool cx_fga_list_objects(cx_fga_t *fga, const char *user, const char *relation, 
 {
     if (!fga)
         return cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service not configured");
-    bool ok = false;
     json_t *resp = NULL, *body = json_object();
-    char **v = NULL;
-    size_t count = 0;
     json_object_set_new(body, "user", json_string(user));
     json_object_set_new(body, "relation", json_string(relation));
     json_object_set_new(body, "type", json_string(type));
@@ -515,37 +621,7 @@ bool cx_fga_list_objects(cx_fga_t *fga, const char *user, const char *relation, 
     add_consistency(body);
     char path[256];
     store_path(fga, "list-objects", path, sizeof(path));
-    if (!fga_http(fga, path, body, &resp, err))
-        goto out;
-    json_t *objs = json_object_get(resp, "objects"), *o;
-    if (!json_is_array(objs)) {
-        cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service sent a malformed list answer");
-        goto out;
-    }
-    v = calloc(json_array_size(objs) + 1, sizeof(*v));
-    if (!v) {
-        cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
-        goto out;
-    }
-    size_t tl = strlen(type), i;
-    json_array_foreach(objs, i, o)
-    {
-        const char *s = json_string_value(o);
-        if (!s || strncmp(s, type, tl) != 0 || s[tl] != ':' || !s[tl + 1])
-            continue;
-        v[count] = strdup(s + tl + 1);
-        if (!v[count]) {
-            cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
-            goto out;
-        }
-        count++;
-    }
-    *ids = v;
-    *n = count;
-    v = NULL;
-    ok = true;
-out:
-    cx_fga_strv_free(v, count);
+    bool ok = fga_http(fga, path, body, &resp, err) && fga_decode_objects(resp, type, ids, n, err);
     json_decref(body);
     json_decref(resp);
     return ok;
@@ -634,23 +710,10 @@ static bool fga_watch_page(cx_fga_t *f, size_t *n, cx_error_t *err)
              FGA_WATCH_PAGE, f->token[0] ? "continuation_token" : "start_time", q);
     if (!fga_http_ex(f, path, NULL, &resp, true, err))
         return false;
-    json_t *changes = json_object_get(resp, "changes");
-    json_t *tok = json_object_get(resp, "continuation_token");
-    if (!json_is_array(changes) || (tok && !json_is_string(tok))) {
-        cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service sent a malformed changelog");
-        goto out;
-    }
-    const char *t = tok ? json_string_value(tok) : "";
-    if (*t) {
-        if (strlen(t) >= sizeof(f->token)) {
-            cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service sent an oversized token");
-            goto out;
-        }
+    char t[FGA_TOKEN_MAX];
+    ok = fga_decode_changes(resp, t, sizeof(t), n, err);
+    if (ok && t[0])
         strcpy(f->token, t);
-    }
-    *n = json_array_size(changes);
-    ok = true;
-out:
     json_decref(resp);
     return ok;
 }

@@ -122,4 +122,15 @@ void cx_fga_strv_free(char **v, size_t n); /* NULL-safe */
 /* Is the OpenFGA server answering (GET /healthz)? CX_ERR_UNAVAILABLE with a reason if not. */
 bool cx_fga_ping(cx_fga_t *fga, cx_error_t *err);
 
+/* The decoders of OpenFGA's answers, exposed for tests and fuzzing (fuzz/fuzz_fga.c): `body` is
+ * a response body as received. Anything but the documented shape is CX_ERR_UNAVAILABLE (an
+ * answer that cannot be read is no answer: callers fail closed). */
+typedef enum cx_fga_answer {
+    CX_FGA_ANSWER_CHECK,        /* {"allowed": bool} */
+    CX_FGA_ANSWER_READ,         /* {"tuples": [{"key": {...}}], "continuation_token": ""} */
+    CX_FGA_ANSWER_LIST_OBJECTS, /* {"objects": ["type:id", ...]} */
+    CX_FGA_ANSWER_CHANGES,      /* {"changes": [...], "continuation_token": ""} */
+} cx_fga_answer_t;
+bool cx_fga_decode_answer(cx_fga_answer_t kind, const char *body, size_t len, cx_error_t *err);
+
 #endif

@@ -636,9 +636,57 @@ static void test_cache_generation_guard(void **state)
     assert_false(st.enabled);
 }
 
+/* OpenFGA's answers are read strictly: anything but the documented shape is unavailable (the
+ * caller fails closed), never a default such as "allowed". */
+static void test_decode_answers(void **state)
+{
+    (void)state;
+    static const struct {
+        cx_fga_answer_t kind;
+        const char *body;
+        bool ok;
+    } cases[] = {
+        {CX_FGA_ANSWER_CHECK, "{\"allowed\":true}", true},
+        {CX_FGA_ANSWER_CHECK, "{\"allowed\":false,\"resolution\":\"\"}", true},
+        {CX_FGA_ANSWER_CHECK, "{\"allowed\":\"true\"}", false},
+        {CX_FGA_ANSWER_CHECK, "{\"allowed\":1}", false},
+        {CX_FGA_ANSWER_CHECK, "{}", false},
+        {CX_FGA_ANSWER_CHECK, "[true]", false},
+        {CX_FGA_ANSWER_CHECK, "", false},
+        {CX_FGA_ANSWER_CHECK, "{\"allowed\":false,\"allowed\":true}", false},
+        {CX_FGA_ANSWER_READ, "{\"tuples\":[],\"continuation_token\":\"\"}", true},
+        {CX_FGA_ANSWER_READ, "{\"tuples\":{},\"continuation_token\":\"\"}", false},
+        {CX_FGA_ANSWER_READ, "{\"tuples\":[],\"continuation_token\":7}", false},
+        {CX_FGA_ANSWER_LIST_OBJECTS, "{\"objects\":[\"secret_ref:a\",7,\"team:x\"]}", true},
+        {CX_FGA_ANSWER_LIST_OBJECTS, "{\"objects\":\"secret_ref:a\"}", false},
+        {CX_FGA_ANSWER_CHANGES, "{\"changes\":[],\"continuation_token\":\"t\"}", true},
+        {CX_FGA_ANSWER_CHANGES, "{\"changes\":[]}", true},
+        {CX_FGA_ANSWER_CHANGES, "{\"continuation_token\":\"t\"}", false},
+        {CX_FGA_ANSWER_CHANGES, "{\"changes\":[],\"continuation_token\":null}", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cx_error_t err;
+        cx_error_clear(&err);
+        bool ok = cx_fga_decode_answer(cases[i].kind, cases[i].body, strlen(cases[i].body), &err);
+        if (ok != cases[i].ok)
+            fail_msg("case %zu (%s): got %d", i, cases[i].body, ok);
+        if (!ok)
+            assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+    }
+    /* a changelog token longer than any OpenFGA issues */
+    char big[3000];
+    int n = snprintf(big, sizeof(big), "{\"changes\":[],\"continuation_token\":\"");
+    memset(big + n, 'a', 2000);
+    strcpy(big + n + 2000, "\"}");
+    cx_error_t err;
+    assert_false(cx_fga_decode_answer(CX_FGA_ANSWER_CHANGES, big, strlen(big), &err));
+    assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_decode_answers),
         cmocka_unit_test(test_model_and_check),
         cmocka_unit_test(test_write_idempotent),
         cmocka_unit_test(test_read_and_list),
