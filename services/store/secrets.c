@@ -1031,6 +1031,7 @@ static bool store_resolve(rpc_call_t *call, const ProtobufCMessage *request,
             cx_log_warn(rpc_call_correlation_id(call), "store.payload_cache_retry",
                         CX_LOG_STR("secret_id", ref.meta->secret_id),
                         CX_LOG_STR("reason", cx_code_reason(err->code)));
+            cx_error_clear(err); /* the database's answer below is the call's */
         }
     }
     if (!plain) {
