@@ -255,7 +255,7 @@ static bool secrets_list(rpc_call_t *call, const ProtobufCMessage *request,
     sreq.status = req->status;
     sreq.provider = req->provider;
     sreq.page = req->page;
-    Credex__V1__Owner *owners[1];
+    Credex__V1__Owner *owners[1], **excl = NULL, *excl_items = NULL;
     Credex__V1__Owner me = CREDEX__V1__OWNER__INIT;
     cx_error_t ferr;
     cx_error_clear(&ferr);
@@ -327,6 +327,22 @@ static bool secrets_list(rpc_call_t *call, const ProtobufCMessage *request,
         }
         sreq.secret_ids = ids;
         sreq.n_secret_ids = nids;
+        /* Narrowing and exclusion go to store, which applies them before it cuts the page. */
+        sreq.require_owner = (Credex__V1__Owner *)narrow;
+        if (req->scope == CREDEX__V1__LIST_SECRETS_SCOPE__LIST_SECRETS_SCOPE_SHARED_WITH_ME) {
+            /* Shared with me: neither mine nor my teams'. */
+            excl = rpc_call_alloc(call, (nteams + 1) * sizeof(*excl));
+            excl_items = rpc_call_alloc(call, (nteams + 1) * sizeof(*excl_items));
+            for (size_t t = 0; t <= nteams; t++) {
+                credex__v1__owner__init(&excl_items[t]);
+                excl_items[t].owner_type = t == 0 ? CREDEX__V1__OWNER_TYPE__OWNER_TYPE_USER
+                                                  : CREDEX__V1__OWNER_TYPE__OWNER_TYPE_TEAM;
+                excl_items[t].owner_id = t == 0 ? (char *)c.user_id : teams[t - 1];
+                excl[t] = &excl_items[t];
+            }
+            sreq.exclude_owners = excl;
+            sreq.n_exclude_owners = nteams + 1;
+        }
         break;
     default:
         cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "unknown scope");
@@ -336,29 +352,10 @@ static bool secrets_list(rpc_call_t *call, const ProtobufCMessage *request,
     Credex__V1__StoreListSecretsResponse *sr = NULL;
     if (!store_call(gw, call, "ListSecrets", &sreq.base, (ProtobufCMessage **)&sr, err))
         goto out;
-    /* Narrowing that store's OR-semantics cannot express is applied here. */
-    size_t keep = 0;
-    for (size_t i = 0; i < sr->n_secrets; i++) {
-        const Credex__V1__Owner *o = sr->secrets[i]->owner;
-        if (narrow &&
-            (req->scope == CREDEX__V1__LIST_SECRETS_SCOPE__LIST_SECRETS_SCOPE_ACCESSIBLE ||
-             req->scope == CREDEX__V1__LIST_SECRETS_SCOPE__LIST_SECRETS_SCOPE_UNSPECIFIED ||
-             req->scope == CREDEX__V1__LIST_SECRETS_SCOPE__LIST_SECRETS_SCOPE_SHARED_WITH_ME) &&
-            !owner_is(o, narrow->owner_type, narrow->owner_id))
-            continue;
-        if (req->scope == CREDEX__V1__LIST_SECRETS_SCOPE__LIST_SECRETS_SCOPE_SHARED_WITH_ME) {
-            bool mine = owner_is(o, CREDEX__V1__OWNER_TYPE__OWNER_TYPE_USER, c.user_id);
-            for (size_t t = 0; !mine && t < nteams; t++)
-                mine = owner_is(o, CREDEX__V1__OWNER_TYPE__OWNER_TYPE_TEAM, teams[t]);
-            if (mine)
-                continue;
-        }
-        sr->secrets[keep++] = sr->secrets[i];
-    }
     Credex__V1__ListSecretsResponse *resp = rpc_call_alloc(call, sizeof(*resp));
     credex__v1__list_secrets_response__init(resp);
     resp->secrets = sr->secrets;
-    resp->n_secrets = keep;
+    resp->n_secrets = sr->n_secrets;
     resp->page = sr->page;
     *reply = &resp->base;
     ok = true;

@@ -1217,6 +1217,28 @@ static void store_append_in(bson_t *parent, const char *key, const char *const *
     bson_append_document_end(parent, &d);
 }
 
+/* {owner_type, owner_id} of one owner, as the metadata documents store it. */
+static void store_append_owner(bson_t *d, const Credex__V1__Owner *o)
+{
+    BSON_APPEND_UTF8(d, "owner_type", store_owner_type_name(o->owner_type));
+    BSON_APPEND_UTF8(d, "owner_id", o->owner_id);
+}
+
+/* One {owner_type, owner_id} document per owner, appended to the array arr from index *idx. */
+static void store_append_owners(bson_t *arr, unsigned *idx, Credex__V1__Owner *const *owners,
+                                size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        bson_t o;
+        char k[16];
+        const char *kk;
+        bson_uint32_to_string((*idx)++, &kk, k, sizeof(k));
+        BSON_APPEND_DOCUMENT_BEGIN(arr, kk, &o);
+        store_append_owner(&o, owners[i]);
+        bson_append_document_end(arr, &o);
+    }
+}
+
 static bool store_list(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
                        cx_error_t *err)
 {
@@ -1242,6 +1264,16 @@ static bool store_list(rpc_call_t *call, const ProtobufCMessage *request, Protob
     for (size_t i = 0; i < r->n_secret_ids; i++)
         if (!store_validate_secret_id(r->secret_ids[i], err))
             goto out;
+    if (r->n_exclude_owners > 1024) {
+        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "at most 1024 exclude_owners");
+        goto out;
+    }
+    for (size_t i = 0; i < r->n_exclude_owners; i++)
+        if (!store_validate_owner(r->exclude_owners[i], err))
+            goto out;
+    if (r->require_owner && r->require_owner->owner_type &&
+        !store_validate_owner(r->require_owner, err))
+        goto out;
     if ((r->kind && !store_kind_name(r->kind)) || (r->status && !store_status_name(r->status)) ||
         strlen(r->provider) > 64 || strlen(r->connector_id) > 64) {
         cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "invalid filter");
@@ -1257,16 +1289,7 @@ static bool store_list(rpc_call_t *call, const ProtobufCMessage *request, Protob
         bson_uint32_to_string(idx++, &kk, k, sizeof(k));
         BSON_APPEND_DOCUMENT_BEGIN(&and_arr, kk, &or_doc);
         BSON_APPEND_ARRAY_BEGIN(&or_doc, "$or", &or_arr);
-        for (size_t i = 0; i < r->n_owners; i++) {
-            bson_t o;
-            char k2[16];
-            const char *kk2;
-            bson_uint32_to_string(oi++, &kk2, k2, sizeof(k2));
-            BSON_APPEND_DOCUMENT_BEGIN(&or_arr, kk2, &o);
-            BSON_APPEND_UTF8(&o, "owner_type", store_owner_type_name(r->owners[i]->owner_type));
-            BSON_APPEND_UTF8(&o, "owner_id", r->owners[i]->owner_id);
-            bson_append_document_end(&or_arr, &o);
-        }
+        store_append_owners(&or_arr, &oi, r->owners, r->n_owners);
         if (r->n_secret_ids) {
             bson_t o;
             char k2[16];
@@ -1278,6 +1301,27 @@ static bool store_list(rpc_call_t *call, const ProtobufCMessage *request, Protob
         }
         bson_append_array_end(&or_doc, &or_arr);
         bson_append_document_end(&and_arr, &or_doc);
+    }
+    if (r->require_owner && r->require_owner->owner_type) {
+        bson_t d;
+        char k[16];
+        const char *kk;
+        bson_uint32_to_string(idx++, &kk, k, sizeof(k));
+        BSON_APPEND_DOCUMENT_BEGIN(&and_arr, kk, &d);
+        store_append_owner(&d, r->require_owner);
+        bson_append_document_end(&and_arr, &d);
+    }
+    if (r->n_exclude_owners) {
+        bson_t d, nor;
+        char k[16];
+        const char *kk;
+        bson_uint32_to_string(idx++, &kk, k, sizeof(k));
+        BSON_APPEND_DOCUMENT_BEGIN(&and_arr, kk, &d);
+        unsigned ni = 0;
+        BSON_APPEND_ARRAY_BEGIN(&d, "$nor", &nor);
+        store_append_owners(&nor, &ni, r->exclude_owners, r->n_exclude_owners);
+        bson_append_array_end(&d, &nor);
+        bson_append_document_end(&and_arr, &d);
     }
     {
         bson_t d;

@@ -300,3 +300,41 @@ def test_no_secret_value_in_any_log_of_the_session_stack(stack, api):
         data = path.read_bytes()
         leaked = [f[:12] for f in forms if f in data]
         assert not leaked, f"{len(leaked)} secret value(s) in {path}, e.g. starting {leaked[0]!r}"
+
+
+def pages(ui, size: int, **fields) -> list[list]:
+    """Every page of a ListSecrets, in order, each a list of secrets."""
+    out, token = [], ""
+    for _ in range(20):
+        reply = ui.list(page=x.pb().common.PageRequest(page_size=size, page_token=token), **fields)
+        out.append(list(reply.secrets))
+        token = reply.page.next_page_token
+        if not token:
+            return out
+    raise AssertionError("more than 20 pages")
+
+
+def test_list_pages_are_full_when_filtered(api):
+    """Secrets shared with me, or everything I can see narrowed to one owner: the filter applies
+    before the page is cut, so every page but the last holds page_size secrets."""
+    p = api.pb
+    alice, bob = x.uid("alice"), x.uid("bob")
+    shared = []
+    for _ in range(5):
+        sid = api.ui(bob).create(secret_value("shared")).secret.secret_id
+        api.ui(bob).share(sid, p.gateway.GRANTEE_TYPE_USER, alice, p.gateway.SHARE_ROLE_USER)
+        shared.append(sid)
+    # Lists are newest first: alice's own secrets, created last, would fill the first pages
+    # if they were filtered out only after the page was cut.
+    mine = [api.ui(alice).create(secret_value("mine")).secret.secret_id for _ in range(3)]
+    ui = api.ui(alice)
+    for fields in ({"scope": p.gateway.LIST_SECRETS_SCOPE_SHARED_WITH_ME},
+                   {"scope": p.gateway.LIST_SECRETS_SCOPE_ACCESSIBLE,
+                    "owner": p.common.Owner(owner_type=p.common.OWNER_TYPE_USER, owner_id=bob)}):
+        got = pages(ui, 2, **fields)
+        assert [len(page) for page in got] == [2, 2, 1], (fields, [len(page) for page in got])
+        ids = [s.secret_id for page in got for s in page]
+        assert sorted(ids) == sorted(shared) and len(set(ids)) == 5
+        assert not set(ids) & set(mine)
+    everything = [s.secret_id for page in pages(ui, 3) for s in page]
+    assert set(mine + shared) <= set(everything)
