@@ -70,6 +70,7 @@ typedef struct cx_config {
     char openfga_store_id[64];        /* CREDEX_OPENFGA_STORE_ID, default "" */
     char openfga_model_id[64];        /* CREDEX_OPENFGA_MODEL_ID, default "" (latest) */
     char jwks[512];                   /* CREDEX_JWKS: file path or https URL, default "" */
+    char jwks_ca_file[512];           /* CREDEX_JWKS_CA_FILE, default "" (system trust store) */
     char jwt_issuer[256];             /* CREDEX_JWT_ISSUER, default "" */
     char jwt_audience[128];           /* CREDEX_JWT_AUDIENCE, default "credex" */
     char local_cmk_key_file[512];     /* CREDEX_LOCAL_CMK_KEY_FILE, default "" */
@@ -81,6 +82,7 @@ typedef struct cx_config {
     unsigned dek_cache_max_entries;   /* CREDEX_DEK_CACHE_MAX_ENTRIES 0..1000000, default 4096 */
     unsigned jwt_leeway_s;            /* CREDEX_JWT_LEEWAY_S 0..300, default 30 */
     unsigned jwks_cache_s;            /* CREDEX_JWKS_CACHE_S 10..86400, default 300 */
+    unsigned jwks_timeout_ms;         /* CREDEX_JWKS_TIMEOUT_MS 100..60000, default 3000 */
     unsigned openfga_timeout_ms;      /* CREDEX_OPENFGA_TIMEOUT_MS 50..60000, default 2000 */
     unsigned openfga_cache_ttl_ms;  /* CREDEX_OPENFGA_CACHE_TTL_MS 0..600000 (0: off), def 10000 */
     unsigned openfga_watch_ms;      /* CREDEX_OPENFGA_WATCH_MS 20..10000, default 100 */

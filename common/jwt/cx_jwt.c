@@ -472,6 +472,7 @@ out:
 
 struct cx_jwt_verifier {
     char *source;
+    char *ca_file; /* NULL = system store */
     char *issuer;
     char *audience;
     unsigned leeway_s, cache_s, fetch_timeout_ms, refetch_s;
@@ -499,7 +500,8 @@ struct cx_jwt_verifier {
 
 #define JWT_CACHE_WAYS 4
 
-static bool fetch_url(const char *url, unsigned timeout_ms, cx_http_buf_t *b, cx_error_t *err)
+static bool fetch_url(const char *url, const char *ca_file, unsigned timeout_ms, cx_http_buf_t *b,
+                      cx_error_t *err)
 {
     bool ok = false;
     CURL *h = curl_easy_init();
@@ -508,6 +510,12 @@ static bool fetch_url(const char *url, unsigned timeout_ms, cx_http_buf_t *b, cx
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    /* Peer and name verification stay on (libcurl's defaults, set again so that no default
+     * elsewhere can turn them off); a configured CA bundle replaces the system store. */
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (ca_file && *ca_file)
+        curl_easy_setopt(h, CURLOPT_CAINFO, ca_file);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
@@ -563,7 +571,7 @@ static cx_jwks_t *jwks_fetch(const cx_jwt_verifier_t *v, cx_error_t *err)
     cx_http_buf_t b = {.max = CX_JWKS_MAX_BYTES};
     cx_jwks_t *jwks = NULL;
     bool got = strncmp(v->source, "https://", 8) == 0
-                   ? fetch_url(v->source, v->fetch_timeout_ms, &b, err)
+                   ? fetch_url(v->source, v->ca_file, v->fetch_timeout_ms, &b, err)
                    : fetch_file(v->source, &b, err);
     if (!got)
         goto out;
@@ -606,6 +614,8 @@ cx_jwt_verifier_t *cx_jwt_verifier_new(const cx_jwt_verifier_options_t *opts, cx
     if (!v)
         goto fail;
     v->source = strdup(opts->jwks_source);
+    if (opts->ca_file && *opts->ca_file && !(v->ca_file = strdup(opts->ca_file)))
+        goto fail;
     v->issuer = strdup(opts->issuer);
     v->audience = strdup(opts->audience);
     if (!v->source || !v->issuer || !v->audience)
@@ -626,6 +636,7 @@ cx_jwt_verifier_t *cx_jwt_verifier_new(const cx_jwt_verifier_options_t *opts, cx
 fail:
     if (v) {
         free(v->cache);
+        free(v->ca_file);
         free(v->source);
         free(v->issuer);
         free(v->audience);
@@ -654,6 +665,7 @@ void cx_jwt_verifier_free(cx_jwt_verifier_t *v)
     if (v->cache)
         OPENSSL_cleanse(v->cache, v->nsets * JWT_CACHE_WAYS * sizeof(*v->cache));
     free(v->cache);
+    free(v->ca_file);
     free(v->source);
     free(v->issuer);
     free(v->audience);

@@ -88,6 +88,7 @@ typedef struct cx_jwt_verifier_options {
     unsigned leeway_s;
     unsigned cache_s;          /* how long a fetched JWKS is used; >= 1 */
     unsigned fetch_timeout_ms; /* whole fetch, URL sources; 0 = 3000 */
+    const char *ca_file;       /* PEM CAs for the https source; NULL or "" = system store */
     /* Minimum seconds between refetches caused by an unknown kid; 0 = 60. */
     unsigned unknown_kid_refetch_s;
     /* Verified tokens remembered (see above); 0 = none, every token is fully verified. */

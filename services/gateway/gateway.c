@@ -212,7 +212,9 @@ bool gateway_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_e
                                         .audience = cfg->jwt_audience,
                                         .leeway_s = cfg->jwt_leeway_s,
                                         .cache_s = cfg->jwks_cache_s,
-                                        .cache_max_entries = cfg->jwt_cache_max_entries};
+                                        .cache_max_entries = cfg->jwt_cache_max_entries,
+                                        .fetch_timeout_ms = cfg->jwks_timeout_ms,
+                                        .ca_file = cfg->jwks_ca_file};
         gw->jwt = cx_jwt_verifier_new(&jo, err);
         if (!gw->jwt)
             goto fail; /* a bad source (http://) is a configuration error */

@@ -221,10 +221,10 @@ static void test_every_variable_set(void **state)
 static void test_every_documented_variable_is_read(void **state)
 {
     (void)state;
-    /* 50 variables in cx_config.h; a forgotten one would keep its default silently. */
+    /* 52 variables in cx_config.h; a forgotten one would keep its default silently. */
     fake_env_t env = {0};
     cx_config_t *cfg = load_ok(&env);
-    assert_int_equal(env.lookups, 50);
+    assert_int_equal(env.lookups, 52);
     cx_config_free(cfg);
 }
 
@@ -245,6 +245,8 @@ static void test_store_and_gateway_tuning(void **state)
     assert_int_equal(cfg->payload_cache_max_entries, 4096);
     assert_int_equal(cfg->payload_cache_ttl_ms, 300000);
     assert_int_equal(cfg->audit_batch_max, 64);
+    assert_int_equal(cfg->jwks_timeout_ms, 3000);
+    assert_string_equal(cfg->jwks_ca_file, "");
     cx_config_free(cfg);
     fake_env_t env2 = {0};
     env_set(&env2, "CREDEX_MONGO_WRITE_CONCERN", "1");

@@ -13,9 +13,14 @@
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -566,6 +571,130 @@ static void test_verifier_cache_forgets_on_new_keys(void **state)
     unlink(path);
 }
 
+/* ---- an https JWKS, served by a real TLS server (openssl s_server -WWW) ----------------- */
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static bool port_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+/* openssl s_server serving the files of `dir` over TLS on 127.0.0.1:port with `cert`/`key`. */
+static pid_t https_server(const char *dir, int port, const char *cert, const char *key)
+{
+    char accept[32];
+    snprintf(accept, sizeof(accept), "127.0.0.1:%d", port);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (chdir(dir) != 0)
+            _exit(127);
+        execlp("openssl", "openssl", "s_server", "-quiet", "-WWW", "-accept", accept, "-cert", cert,
+               "-key", key, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 100 && !port_open(port); i++)
+        usleep(50000);
+    assert_true(port_open(port));
+    return pid;
+}
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The https source: the server is verified against the configured CA bundle (not the system
+ * store when one is given), a server from another CA is refused, and the whole fetch is
+ * bounded by fetch_timeout_ms: every failure leaves the verifier without keys, so tokens fail
+ * closed (unavailable), never open. */
+static void test_verifier_https(void **state)
+{
+    (void)state;
+    const char *pki = getenv("CREDEX_TEST_PKI");
+    if (!pki)
+        fail_msg("CREDEX_TEST_PKI is not set (the jwt_pki ctest fixture sets it)");
+    char ca[512], other_ca[512], cert[512], key[512], dir[64] = "/tmp/cx_jwks_https_XXXXXX";
+    snprintf(ca, sizeof(ca), "%s/ca.pem", pki);
+    snprintf(other_ca, sizeof(other_ca), "%s/test/other-ca.pem", pki);
+    snprintf(cert, sizeof(cert), "%s/gateway.pem", pki);
+    snprintf(key, sizeof(key), "%s/gateway.key", pki);
+    assert_non_null(mkdtemp(dir));
+    char file[128];
+    snprintf(file, sizeof(file), "%s/jwks.json", dir);
+    write_jwks(file, ec_key, "ec1");
+    int port = free_port();
+    pid_t server = https_server(dir, port, cert, key);
+
+    char url[128];
+    snprintf(url, sizeof(url), "https://localhost:%d/jwks.json", port);
+    char *tok = token_for("frank", (int64_t)time(NULL) + 600);
+    cx_jwt_verifier_options_t o = {
+        .jwks_source = url, .issuer = ISS, .audience = AUD, .cache_s = 300, .ca_file = ca};
+    cx_error_t err;
+    cx_jwt_claims_t c;
+    cx_jwt_verifier_t *v = cx_jwt_verifier_new(&o, &err);
+    assert_non_null(v);
+    if (!cx_jwt_verify(v, tok, strlen(tok), &c, &err))
+        fail_msg("https JWKS with our CA: %s", err.message);
+    assert_string_equal(c.sub, "frank");
+    cx_jwt_verifier_free(v);
+
+    /* a bundle that does not hold the server's CA; the system store (no bundle) neither */
+    const char *untrusted[] = {other_ca, NULL};
+    for (size_t i = 0; i < 2; i++) {
+        o.ca_file = untrusted[i];
+        v = cx_jwt_verifier_new(&o, &err);
+        assert_false(cx_jwt_verify(v, tok, strlen(tok), NULL, &err));
+        assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+        assert_null(strstr(err.message, tok));
+        cx_jwt_verifier_free(v);
+    }
+    kill(server, SIGTERM);
+    waitpid(server, NULL, 0);
+
+    /* a server that accepts the connection and never answers: bounded by fetch_timeout_ms */
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    snprintf(url, sizeof(url), "https://localhost:%d/jwks.json", ntohs(a.sin_port));
+    o.ca_file = ca;
+    o.fetch_timeout_ms = 300;
+    v = cx_jwt_verifier_new(&o, &err);
+    double t0 = mono_now();
+    assert_false(cx_jwt_verify(v, tok, strlen(tok), NULL, &err));
+    double took = mono_now() - t0;
+    assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+    if (took < 0.25 || took > 2.0)
+        fail_msg("a silent JWKS server took %.2f s to fail, with a 0.3 s timeout", took);
+    cx_jwt_verifier_free(v);
+    close(lfd);
+    free(tok);
+    unlink(file);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -584,6 +713,7 @@ int main(void)
         cmocka_unit_test(test_verifier_refetch_on_unknown_kid),
         cmocka_unit_test(test_verifier_cache),
         cmocka_unit_test(test_verifier_cache_forgets_on_new_keys),
+        cmocka_unit_test(test_verifier_https),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
