@@ -23,40 +23,16 @@
 
 #include "common/fga/cx_fga.h"
 #include "common/fga/cx_fga_cache.h"
-
-typedef struct fga_env {
-    char url[256], store[64], model[64], dead[256];
-} fga_env_t;
+#include "tests/unit/kit/testkit.h"
 
 static char url[256], store[64], model[64], dead[256];
 static cx_fga_t *fga;
 
-static bool read_env(const char *path, fga_env_t *env)
-{
-    FILE *f = path ? fopen(path, "r") : NULL;
-    if (!f)
-        return false;
-    char line[512];
-    while (fgets(line, sizeof(line), f)) {
-        line[strcspn(line, "\n")] = '\0';
-        if (strncmp(line, "URL=", 4) == 0)
-            snprintf(env->url, sizeof(env->url), "%s", line + 4);
-        else if (strncmp(line, "STORE=", 6) == 0)
-            snprintf(env->store, sizeof(env->store), "%s", line + 6);
-        else if (strncmp(line, "MODEL=", 6) == 0)
-            snprintf(env->model, sizeof(env->model), "%s", line + 6);
-        else if (strncmp(line, "DEAD=", 5) == 0)
-            snprintf(env->dead, sizeof(env->dead), "%s", line + 5);
-    }
-    fclose(f);
-    return env->url[0] && env->store[0];
-}
-
 static int setup(void **state)
 {
     (void)state;
-    fga_env_t env = {0};
-    if (!read_env(getenv("CREDEX_TEST_FGA_ENV"), &env)) {
+    tk_fga_env_t env;
+    if (!tk_fga_env_read(NULL, &env)) {
         fprintf(stderr, "CREDEX_TEST_FGA_ENV unset or unreadable (run through ctest)\n");
         return -1;
     }
@@ -486,8 +462,8 @@ static void test_cache_fails_closed_when_openfga_stops(void **state)
     fixture("start", dir);
     char envpath[1024];
     snprintf(envpath, sizeof(envpath), "%s/env", dir);
-    fga_env_t env = {0};
-    assert_true(read_env(envpath, &env));
+    tk_fga_env_t env;
+    assert_true(tk_fga_env_read(envpath, &env));
     pid_t pid = fixture_pid(dir);
     const unsigned timeout = 400;
     cx_fga_t *c = cached_client(env.url, env.store, env.model, timeout);

@@ -26,8 +26,10 @@
 #include "credex/v1/gateway.pb-c.h"
 #include "credex/v1/store.pb-c.h"
 #include "services/gateway/gateway.h"
+#include "tests/unit/kit/testkit.h"
 
-static char pki[512], fga_url[256], fga_store[64], fga_model[64], kid[128], issuer[256];
+static tk_fga_env_t fga_env;
+static char kid[128], issuer[256];
 static EVP_PKEY *signing_key;
 static cx_fga_t *fga;
 
@@ -171,36 +173,6 @@ static const rpc_service_def_t st_def = {.desc = &credex__v1__credential_store__
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
-static const char *pki_path(const char *file)
-{
-    /* A ring large enough for every path one fixture set-up holds at once. */
-    static char buf[64][640];
-    static int i;
-    char *p = buf[i++ % 64];
-    snprintf(p, 640, "%s/%s", pki, file);
-    return p;
-}
-
-static void b64url(const unsigned char *in, size_t len, char *out)
-{
-    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < len)
-            v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < len)
-            v |= in[i + 2];
-        out[o++] = t[(v >> 18) & 63];
-        out[o++] = t[(v >> 12) & 63];
-        if (i + 1 < len)
-            out[o++] = t[(v >> 6) & 63];
-        if (i + 2 < len)
-            out[o++] = t[v & 63];
-    }
-    out[o] = '\0';
-}
-
 /* An ES256 token from the dev issuer's key; caller frees. */
 static char *mint(const char *sub, const char *azp)
 {
@@ -211,8 +183,8 @@ static char *mint(const char *sub, const char *azp)
              "{\"iss\":\"%s\",\"aud\":\"credex\",\"sub\":\"%s\",\"iat\":%lld,\"exp\":%lld%s%s%s}",
              issuer, sub, now, now + 300, azp ? ",\"azp\":\"" : "", azp ? azp : "",
              azp ? "\"" : "");
-    b64url((const unsigned char *)hdr, strlen(hdr), h64);
-    b64url((const unsigned char *)pl, strlen(pl), p64);
+    tk_b64url((const unsigned char *)hdr, strlen(hdr), h64);
+    tk_b64url((const unsigned char *)pl, strlen(pl), p64);
     char *tok = malloc(4096);
     snprintf(tok, 4096, "%s.%s", h64, p64);
     unsigned char der[128], raw[64];
@@ -227,7 +199,7 @@ static char *mint(const char *sub, const char *azp)
     BN_bn2binpad(ECDSA_SIG_get0_s(es), raw + 32, 32);
     ECDSA_SIG_free(es);
     char s64[128];
-    b64url(raw, 64, s64);
+    tk_b64url(raw, 64, s64);
     strcat(tok, ".");
     strcat(tok, s64);
     return tok;
@@ -269,15 +241,7 @@ struct fx {
 
 static rpc_client_t *client(const char *addr, const char *who)
 {
-    char c[64], k[64];
-    snprintf(c, sizeof(c), "%s.pem", who);
-    snprintf(k, sizeof(k), "%s.key", who);
-    rpc_tls_t tls = {
-        .ca_file = pki_path("ca.pem"), .cert_file = pki_path(c), .key_file = pki_path(k)};
-    cx_error_t err;
-    rpc_client_t *cl = rpc_client_new(addr, "gateway", &tls, &err);
-    assert_non_null(cl);
-    return cl;
+    return tk_client(addr, "gateway", who);
 }
 
 /* When set, the gateway's OpenFGA URL: a port where nothing listens (policy service down). */
@@ -287,16 +251,10 @@ static int fx_setup(void **state, bool enabled)
 {
     struct fx *f = calloc(1, sizeof(*f));
     cx_error_t err;
-    rpc_server_options_t so = {.name = "store",
-                               .listen_addr = "127.0.0.1:0",
-                               .tls = {.ca_file = pki_path("ca.pem"),
-                                       .cert_file = pki_path("store.pem"),
-                                       .key_file = pki_path("store.key")},
-                               .threads = 2,
-                               .max_message_bytes = 1 << 20,
-                               .max_metadata_bytes = 16 * 1024,
-                               .max_deadline_ms = 5000,
-                               .shutdown_grace_ms = 100};
+    rpc_server_options_t so = tk_server_options("store");
+    so.max_message_bytes = 1 << 20;
+    so.max_metadata_bytes = 16 * 1024;
+    so.shutdown_grace_ms = 100;
     f->store = rpc_server_new(&so, &err);
     if (!f->store || !rpc_server_add_service(f->store, &st_def, &err) ||
         !rpc_server_start(f->store, &err))
@@ -304,31 +262,31 @@ static int fx_setup(void **state, bool enabled)
     char store_addr[64], gw_addr[64];
     snprintf(store_addr, sizeof(store_addr), "127.0.0.1:%d", rpc_server_port(f->store));
     env_kv_t env[] = {{"CAIPE_CREDENTIALS_ENABLED", enabled ? "true" : "false"},
-                      {"CREDEX_TLS_CA", pki_path("ca.pem")},
-                      {"CREDEX_TLS_CERT", pki_path("gateway.pem")},
-                      {"CREDEX_TLS_KEY", pki_path("gateway.key")},
+                      {"CREDEX_TLS_CA", tk_pki_path("ca.pem")},
+                      {"CREDEX_TLS_CERT", tk_pki_path("gateway.pem")},
+                      {"CREDEX_TLS_KEY", tk_pki_path("gateway.key")},
                       {"CREDEX_STORE_ADDR", store_addr},
                       {"CREDEX_KEYWRAP_ADDR", "127.0.0.1:1"},
                       {"CREDEX_OAUTH_ADDR", "127.0.0.1:1"},
-                      {"CREDEX_OPENFGA_URL", fga_url_override ? fga_url_override : fga_url},
+                      {"CREDEX_OPENFGA_URL", fga_url_override ? fga_url_override : fga_env.url},
                       {"CREDEX_OPENFGA_TIMEOUT_MS", "500"},
                       /* The tests write tuples with their own OpenFGA client, which for the
                        * gateway is a change made elsewhere (seen within the watch bound, see
                        * docs/AUTHZ_CACHE.md and test_cx_fga); here every check is live. */
                       {"CREDEX_OPENFGA_CACHE_TTL_MS", "0"},
-                      {"CREDEX_OPENFGA_STORE_ID", fga_store},
-                      {"CREDEX_OPENFGA_MODEL_ID", fga_model},
-                      {"CREDEX_JWKS", pki_path("jwks.json")},
+                      {"CREDEX_OPENFGA_STORE_ID", fga_env.store},
+                      {"CREDEX_OPENFGA_MODEL_ID", fga_env.model},
+                      {"CREDEX_JWKS", tk_pki_path("jwks.json")},
                       {"CREDEX_JWT_ISSUER", issuer},
                       {NULL, NULL}};
     if (!cx_config_load(&f->cfg, env_get, env, &err)) {
         fprintf(stderr, "config: %s\n", err.message);
         return -1;
     }
-    rpc_server_options_t go = so;
-    go.name = "gateway";
-    go.tls.cert_file = pki_path("gateway.pem");
-    go.tls.key_file = pki_path("gateway.key");
+    rpc_server_options_t go = tk_server_options("gateway");
+    go.max_message_bytes = so.max_message_bytes;
+    go.max_metadata_bytes = so.max_metadata_bytes;
+    go.shutdown_grace_ms = so.shutdown_grace_ms;
     go.threads = 4;
     f->gw = rpc_server_new(&go, &err);
     if (!f->gw || !gateway_setup(f->gw, f->cfg, &f->gw_state, &err)) {
@@ -867,51 +825,33 @@ static void test_policy_down_fails_closed(void **state)
     rpc_arena_free(a);
 }
 
-static bool read_env_file(const char *path)
-{
-    FILE *f = path ? fopen(path, "r") : NULL;
-    if (!f)
-        return false;
-    char line[512];
-    while (fgets(line, sizeof(line), f)) {
-        line[strcspn(line, "\n")] = '\0';
-        if (strncmp(line, "URL=", 4) == 0)
-            snprintf(fga_url, sizeof(fga_url), "%s", line + 4);
-        else if (strncmp(line, "STORE=", 6) == 0)
-            snprintf(fga_store, sizeof(fga_store), "%s", line + 6);
-        else if (strncmp(line, "MODEL=", 6) == 0)
-            snprintf(fga_model, sizeof(fga_model), "%s", line + 6);
-    }
-    fclose(f);
-    return fga_url[0] && fga_store[0];
-}
-
 int main(void)
 {
     const char *p = getenv("CREDEX_TEST_PKI");
-    if (!p || !read_env_file(getenv("CREDEX_TEST_FGA_ENV"))) {
+    if (!p || !tk_fga_env_read(NULL, &fga_env)) {
         fprintf(stderr, "run through ctest (CREDEX_TEST_PKI, CREDEX_TEST_FGA_ENV)\n");
         return 1;
     }
-    snprintf(pki, sizeof(pki), "%s", p);
-    FILE *kf = fopen(pki_path("jwt-signing.key"), "r");
+    FILE *kf = fopen(tk_pki_path("jwt-signing.key"), "r");
     signing_key = kf ? PEM_read_PrivateKey(kf, NULL, NULL, NULL) : NULL;
     if (kf)
         fclose(kf);
-    json_t *jwks = json_load_file(pki_path("jwks.json"), 0, NULL);
+    json_t *jwks = json_load_file(tk_pki_path("jwks.json"), 0, NULL);
     const char *k =
         json_string_value(json_object_get(json_array_get(json_object_get(jwks, "keys"), 0), "kid"));
-    FILE *isf = fopen(pki_path("jwt-issuer.txt"), "r");
+    FILE *isf = fopen(tk_pki_path("jwt-issuer.txt"), "r");
     if (!signing_key || !k || !isf || !fgets(issuer, sizeof(issuer), isf)) {
-        fprintf(stderr, "dev PKI incomplete in %s\n", pki);
+        fprintf(stderr, "dev PKI incomplete in %s\n", p);
         return 1;
     }
     fclose(isf);
     issuer[strcspn(issuer, "\n")] = '\0';
     snprintf(kid, sizeof(kid), "%s", k);
     json_decref(jwks);
-    cx_fga_options_t fo = {
-        .url = fga_url, .store_id = fga_store, .model_id = fga_model, .timeout_ms = 2000};
+    cx_fga_options_t fo = {.url = fga_env.url,
+                           .store_id = fga_env.store,
+                           .model_id = fga_env.model,
+                           .timeout_ms = 2000};
     fga = cx_fga_new(&fo, NULL);
 
     const struct CMUnitTest enabled[] = {

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "common/jwt/cx_jwt.h"
+#include "tests/unit/kit/testkit.h"
 
 #define ISS "https://issuer.test/realms/credex"
 #define AUD "credex"
@@ -34,29 +35,9 @@ static EVP_PKEY *ec_key, *rsa_key, *other_ec_key;
 static char jwks_path[64];
 static cx_jwks_t *jwks;
 
-static void b64url(const unsigned char *in, size_t len, char *out)
-{
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < len)
-            v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < len)
-            v |= in[i + 2];
-        out[o++] = tbl[(v >> 18) & 63];
-        out[o++] = tbl[(v >> 12) & 63];
-        if (i + 1 < len)
-            out[o++] = tbl[(v >> 6) & 63];
-        if (i + 2 < len)
-            out[o++] = tbl[v & 63];
-    }
-    out[o] = '\0';
-}
-
 static void b64url_str(const char *s, char *out)
 {
-    b64url((const unsigned char *)s, strlen(s), out);
+    tk_b64url((const unsigned char *)s, strlen(s), out);
 }
 
 static void bn_b64(EVP_PKEY *k, const char *param, size_t pad, char *out)
@@ -66,7 +47,7 @@ static void bn_b64(EVP_PKEY *k, const char *param, size_t pad, char *out)
     unsigned char buf[600];
     size_t n = pad ? pad : (size_t)BN_num_bytes(bn);
     assert_true(BN_bn2binpad(bn, buf, (int)n) > 0);
-    b64url(buf, n, out);
+    tk_b64url(buf, n, out);
     BN_free(bn);
 }
 
@@ -100,7 +81,7 @@ static char *sign_token(const char *hdr_json, const char *payload_json, EVP_PKEY
         }
     }
     char s[1500];
-    b64url(sig, siglen, s);
+    tk_b64url(sig, siglen, s);
     strcat(tok, ".");
     strcat(tok, s);
     return tok;
@@ -629,14 +610,9 @@ static double mono_now(void)
 static void test_verifier_https(void **state)
 {
     (void)state;
-    const char *pki = getenv("CREDEX_TEST_PKI");
-    if (!pki)
-        fail_msg("CREDEX_TEST_PKI is not set (the jwt_pki ctest fixture sets it)");
-    char ca[512], other_ca[512], cert[512], key[512], dir[64] = "/tmp/cx_jwks_https_XXXXXX";
-    snprintf(ca, sizeof(ca), "%s/ca.pem", pki);
-    snprintf(other_ca, sizeof(other_ca), "%s/test/other-ca.pem", pki);
-    snprintf(cert, sizeof(cert), "%s/gateway.pem", pki);
-    snprintf(key, sizeof(key), "%s/gateway.key", pki);
+    const char *ca = tk_pki_path("ca.pem"), *other_ca = tk_pki_path("test/other-ca.pem");
+    const char *cert = tk_pki_path("gateway.pem"), *key = tk_pki_path("gateway.key");
+    char dir[64] = "/tmp/cx_jwks_https_XXXXXX";
     assert_non_null(mkdtemp(dir));
     char file[128];
     snprintf(file, sizeof(file), "%s/jwks.json", dir);

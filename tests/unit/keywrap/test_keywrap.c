@@ -19,18 +19,9 @@
 #include "credex/v1/keywrap.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "services/keywrap/keywrap.h"
+#include "tests/unit/kit/testkit.h"
 
-static char pki[512];
 static char tmpdir[600];
-
-static const char *pki_path(const char *file)
-{
-    static char buf[8][700];
-    static int i;
-    char *p = buf[i++ % 8];
-    snprintf(p, 700, "%s/%s", pki, file);
-    return p;
-}
 
 /* ---- fixture: a keywrap server ---------------------------------------------------------- */
 
@@ -70,16 +61,7 @@ static cx_config_t *config_new(const char *cmk_id, const char *key_file, bool pr
 static rpc_server_t *server_new(void)
 {
     cx_error_t err;
-    rpc_server_options_t o = {.name = "keywrap",
-                              .listen_addr = "127.0.0.1:0",
-                              .tls = {.ca_file = pki_path("ca.pem"),
-                                      .cert_file = pki_path("keywrap.pem"),
-                                      .key_file = pki_path("keywrap.key")},
-                              .threads = 2,
-                              .max_message_bytes = 64 * 1024,
-                              .max_metadata_bytes = 8 * 1024,
-                              .max_deadline_ms = 5000,
-                              .shutdown_grace_ms = 500};
+    rpc_server_options_t o = tk_server_options("keywrap");
     rpc_server_t *srv = rpc_server_new(&o, &err);
     assert_non_null(srv);
     return srv;
@@ -110,15 +92,7 @@ static void kw_stop(kw_server_t *s)
 
 static rpc_client_t *client_as(const kw_server_t *s, const char *who)
 {
-    cx_error_t err;
-    char cert[64], key[64];
-    snprintf(cert, sizeof(cert), "%s.pem", who);
-    snprintf(key, sizeof(key), "%s.key", who);
-    rpc_tls_t tls = {
-        .ca_file = pki_path("ca.pem"), .cert_file = pki_path(cert), .key_file = pki_path(key)};
-    rpc_client_t *c = rpc_client_new(s->addr, "keywrap", &tls, &err);
-    assert_non_null(c);
-    return c;
+    return tk_client(s->addr, "keywrap", who);
 }
 
 /* ---- calls ------------------------------------------------------------------------------ */
@@ -273,7 +247,7 @@ static const char *write_key_file(const char *name, const char *content, mode_t 
 
 static const char *main_key(void)
 {
-    return pki_path("local-cmk.key");
+    return tk_pki_path("local-cmk.key");
 }
 
 /* ---- tests ------------------------------------------------------------------------------ */
@@ -768,8 +742,7 @@ static int group_setup(void **state)
         fprintf(stderr, "CREDEX_TEST_PKI is not set (run through ctest)\n");
         return -1;
     }
-    snprintf(pki, sizeof(pki), "%s", dir);
-    snprintf(tmpdir, sizeof(tmpdir), "%s/../keyfiles", pki);
+    snprintf(tmpdir, sizeof(tmpdir), "%s/../keyfiles", dir);
     mkdir(tmpdir, 0700);
     return 0;
 }

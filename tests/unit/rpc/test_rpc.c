@@ -19,20 +19,7 @@
 #include "common/rpc/rpc_internal.h"
 #include "credex/v1/keywrap.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
-
-extern const unsigned char credex_descriptor_set[];
-extern const size_t credex_descriptor_set_len;
-
-static char pki[512];
-
-static const char *pki_path(const char *file)
-{
-    static char buf[8][640];
-    static int i;
-    char *p = buf[i++ % 8];
-    snprintf(p, 640, "%s/%s", pki, file);
-    return p;
-}
+#include "tests/unit/kit/testkit.h"
 
 /* ---- pure functions --------------------------------------------------------------------- */
 
@@ -144,18 +131,10 @@ struct fixture {
 static rpc_server_t *server_new(unsigned grace_ms)
 {
     cx_error_t err;
-    rpc_server_options_t o = {.name = "keywrap",
-                              .listen_addr = "127.0.0.1:0",
-                              .tls = {.ca_file = pki_path("ca.pem"),
-                                      .cert_file = pki_path("keywrap.pem"),
-                                      .key_file = pki_path("keywrap.key")},
-                              .threads = 3,
-                              .max_message_bytes = 64 * 1024,
-                              .max_metadata_bytes = 8 * 1024,
-                              .max_deadline_ms = 2000,
-                              .shutdown_grace_ms = grace_ms,
-                              .descriptor_set = credex_descriptor_set,
-                              .descriptor_set_len = credex_descriptor_set_len};
+    rpc_server_options_t o = tk_server_options("keywrap");
+    o.threads = 3;
+    o.max_deadline_ms = 2000;
+    o.shutdown_grace_ms = grace_ms;
     rpc_server_t *srv = rpc_server_new(&o, &err);
     assert_non_null(srv);
     assert_true(rpc_server_add_service(srv, &kw_def, &err));
@@ -165,25 +144,12 @@ static rpc_server_t *server_new(unsigned grace_ms)
     return srv;
 }
 
-static rpc_client_t *client_new(const char *addr, const char *peer, const char *who)
-{
-    cx_error_t err;
-    char cert[64], key[64];
-    snprintf(cert, sizeof(cert), "%s.pem", who);
-    snprintf(key, sizeof(key), "%s.key", who);
-    rpc_tls_t tls = {
-        .ca_file = pki_path("ca.pem"), .cert_file = pki_path(cert), .key_file = pki_path(key)};
-    rpc_client_t *c = rpc_client_new(addr, peer, &tls, &err);
-    assert_non_null(c);
-    return c;
-}
-
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     f->srv = server_new(2000);
     snprintf(f->addr, sizeof(f->addr), "127.0.0.1:%d", rpc_server_port(f->srv));
-    f->client = client_new(f->addr, "keywrap", "credexctl");
+    f->client = tk_client(f->addr, "keywrap", "credexctl");
     *state = f;
     return 0;
 }
@@ -290,7 +256,7 @@ static void test_allow_list_and_unimplemented(void **state)
 static void test_store_peer_allowed(void **state)
 {
     struct fixture *f = *state;
-    rpc_client_t *as_store = client_new(f->addr, "keywrap", "store");
+    rpc_client_t *as_store = tk_client(f->addr, "keywrap", "store");
     Credex__V1__GenerateDataKeyRequest g = CREDEX__V1__GENERATE_DATA_KEY_REQUEST__INIT;
     /* allowed, but declared without a handler */
     expect_code(as_store, "GenerateDataKey", &g.base, CX_ERR_UNIMPLEMENTED, "test note");
@@ -300,7 +266,7 @@ static void test_store_peer_allowed(void **state)
 static void test_wrong_server_identity(void **state)
 {
     struct fixture *f = *state;
-    rpc_client_t *c = client_new(f->addr, "store", "credexctl"); /* server is keywrap */
+    rpc_client_t *c = tk_client(f->addr, "store", "credexctl"); /* server is keywrap */
     rpc_arena_t *arena = rpc_arena_new(1024);
     Credex__V1__DescribeResponse *r = NULL;
     cx_error_t err;
@@ -363,23 +329,16 @@ static void test_health_probe(void **state)
 {
     (void)state;
     cx_error_t err;
-    rpc_server_options_t o = {.name = "keywrap",
-                              .listen_addr = "127.0.0.1:0",
-                              .tls = {.ca_file = pki_path("ca.pem"),
-                                      .cert_file = pki_path("keywrap.pem"),
-                                      .key_file = pki_path("keywrap.key")},
-                              .threads = 2,
-                              .max_message_bytes = 64 * 1024,
-                              .max_metadata_bytes = 8 * 1024,
-                              .max_deadline_ms = 2000,
-                              .shutdown_grace_ms = 1000};
+    rpc_server_options_t o = tk_server_options("keywrap");
+    o.max_deadline_ms = 2000;
+    o.shutdown_grace_ms = 1000;
     rpc_server_t *srv = rpc_server_new(&o, &err);
     assert_true(rpc_server_add_service(srv, &kw_def, &err));
     rpc_server_set_health_probe(srv, "credex.v1.KeyWrap", probe, NULL);
     assert_true(rpc_server_start(srv, &err));
     char addr[64];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", rpc_server_port(srv));
-    rpc_client_t *c = client_new(addr, "keywrap", "credexctl");
+    rpc_client_t *c = tk_client(addr, "keywrap", "credexctl");
     probe_calls = 0;
     probe_answer = false;
     assert_int_equal(check_status(c, "credex.v1.KeyWrap"),
@@ -408,22 +367,15 @@ static void test_health_pinned_before_start(void **state)
     cx_error_t err;
     rpc_client_t *c;
     char addr[64];
-    rpc_server_options_t o = {.name = "keywrap",
-                              .listen_addr = "127.0.0.1:0",
-                              .tls = {.ca_file = pki_path("ca.pem"),
-                                      .cert_file = pki_path("keywrap.pem"),
-                                      .key_file = pki_path("keywrap.key")},
-                              .threads = 2,
-                              .max_message_bytes = 64 * 1024,
-                              .max_metadata_bytes = 8 * 1024,
-                              .max_deadline_ms = 2000,
-                              .shutdown_grace_ms = 1000};
+    rpc_server_options_t o = tk_server_options("keywrap");
+    o.max_deadline_ms = 2000;
+    o.shutdown_grace_ms = 1000;
     rpc_server_t *srv = rpc_server_new(&o, &err);
     assert_true(rpc_server_add_service(srv, &kw_def, &err));
     rpc_server_set_serving(srv, "credex.v1.KeyWrap", false);
     assert_true(rpc_server_start(srv, &err));
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", rpc_server_port(srv));
-    c = client_new(addr, "keywrap", "credexctl");
+    c = tk_client(addr, "keywrap", "credexctl");
     assert_int_equal(check_status(c, "credex.v1.KeyWrap"),
                      GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
     assert_int_equal(check_status(c, ""),
@@ -455,7 +407,7 @@ static void test_shutdown_drains(void **state)
     rpc_server_t *srv = server_new(2000);
     char addr[64];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", rpc_server_port(srv));
-    struct slow_call s = {.client = client_new(addr, "keywrap", "credexctl")};
+    struct slow_call s = {.client = tk_client(addr, "keywrap", "credexctl")};
     pthread_t t;
     pthread_create(&t, NULL, slow_call_main, &s);
     usleep(100 * 1000); /* the call is inside its 300 ms handler */
@@ -473,7 +425,6 @@ int main(void)
         fprintf(stderr, "CREDEX_TEST_PKI is not set (ctest's rpc_pki fixture sets it)\n");
         return 1;
     }
-    snprintf(pki, sizeof(pki), "%s", dir);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_identity_from_uri),
         cmocka_unit_test(test_correlation_ids),

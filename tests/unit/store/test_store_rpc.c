@@ -27,20 +27,9 @@
 #include <unistd.h>
 
 #include "services/store/store_internal.h"
+#include "tests/unit/kit/testkit.h"
 
-extern const unsigned char credex_descriptor_set[];
-extern const size_t credex_descriptor_set_len;
-
-static char pki[512], mongo_uri[256], dbname[64];
-
-static const char *pki_path(const char *file)
-{
-    static char buf[8][640];
-    static int i;
-    char *p = buf[i++ % 8];
-    snprintf(p, 640, "%s/%s", pki, file);
-    return p;
-}
+static char mongo_uri[256], dbname[64];
 
 /* ---- fake keywrap ----------------------------------------------------------------------- */
 
@@ -132,15 +121,7 @@ static const char *fx_getenv(void *ctx, const char *name)
 
 static rpc_client_t *client_as(const char *who)
 {
-    cx_error_t err;
-    char cert[64], key[64];
-    snprintf(cert, sizeof(cert), "%s.pem", who);
-    snprintf(key, sizeof(key), "%s.key", who);
-    rpc_tls_t tls = {
-        .ca_file = pki_path("ca.pem"), .cert_file = pki_path(cert), .key_file = pki_path(key)};
-    rpc_client_t *c = rpc_client_new(F.addr, "store", &tls, &err);
-    assert_non_null(c);
-    return c;
+    return tk_client(F.addr, "store", who);
 }
 
 static int group_setup(void **state)
@@ -156,18 +137,12 @@ static int group_setup(void **state)
     assert_non_null(F.st);
     if (!mdb_init_indexes(F.st->db, NULL, NULL, NULL, &err))
         fail_msg("init indexes: %s", err.message);
-    rpc_server_options_t o = {.name = "store",
-                              .listen_addr = "127.0.0.1:0",
-                              .tls = {.ca_file = pki_path("ca.pem"),
-                                      .cert_file = pki_path("store.pem"),
-                                      .key_file = pki_path("store.key")},
-                              .threads = 8,
-                              .max_message_bytes = 4 << 20,
-                              .max_metadata_bytes = 16 << 10,
-                              .max_deadline_ms = 10000,
-                              .shutdown_grace_ms = 1000,
-                              .descriptor_set = credex_descriptor_set,
-                              .descriptor_set_len = credex_descriptor_set_len};
+    rpc_server_options_t o = tk_server_options("store");
+    o.threads = 8;
+    o.max_message_bytes = 4 << 20;
+    o.max_metadata_bytes = 16 << 10;
+    o.max_deadline_ms = 10000;
+    o.shutdown_grace_ms = 1000;
     F.srv = rpc_server_new(&o, &err);
     assert_non_null(F.srv);
     assert_true(store_register(F.srv, F.st, &err));
@@ -1485,10 +1460,10 @@ static pid_t spawn_keywrap(const char *bin, int port)
     char e[8][700];
     char *envp[9];
     snprintf(e[0], sizeof(e[0]), "CREDEX_KEYWRAP_ADDR=127.0.0.1:%d", port);
-    snprintf(e[1], sizeof(e[1]), "CREDEX_TLS_CA=%s", pki_path("ca.pem"));
-    snprintf(e[2], sizeof(e[2]), "CREDEX_TLS_CERT=%s", pki_path("keywrap.pem"));
-    snprintf(e[3], sizeof(e[3]), "CREDEX_TLS_KEY=%s", pki_path("keywrap.key"));
-    snprintf(e[4], sizeof(e[4]), "CREDEX_LOCAL_CMK_KEY_FILE=%s", pki_path("local-cmk.key"));
+    snprintf(e[1], sizeof(e[1]), "CREDEX_TLS_CA=%s", tk_pki_path("ca.pem"));
+    snprintf(e[2], sizeof(e[2]), "CREDEX_TLS_CERT=%s", tk_pki_path("keywrap.pem"));
+    snprintf(e[3], sizeof(e[3]), "CREDEX_TLS_KEY=%s", tk_pki_path("keywrap.key"));
+    snprintf(e[4], sizeof(e[4]), "CREDEX_LOCAL_CMK_KEY_FILE=%s", tk_pki_path("local-cmk.key"));
     snprintf(e[5], sizeof(e[5]), "CAIPE_CREDENTIALS_ENABLED=true");
     snprintf(e[6], sizeof(e[6]), "CREDEX_LOG_LEVEL=warn");
     snprintf(e[7], sizeof(e[7]), "ASAN_OPTIONS=detect_leaks=0");
@@ -1518,11 +1493,11 @@ static const char *kw_getenv(void *ctx, const char *name)
     if (strcmp(name, "CREDEX_KEYWRAP_ADDR") == 0)
         return kw_addr;
     if (strcmp(name, "CREDEX_TLS_CA") == 0)
-        return pki_path("ca.pem");
+        return tk_pki_path("ca.pem");
     if (strcmp(name, "CREDEX_TLS_CERT") == 0)
-        return pki_path("store.pem");
+        return tk_pki_path("store.pem");
     if (strcmp(name, "CREDEX_TLS_KEY") == 0)
-        return pki_path("store.key");
+        return tk_pki_path("store.key");
     if (strcmp(name, "CREDEX_DEK_CACHE_TTL_MS") == 0)
         return "0"; /* every Resolve goes to keywrap ... */
     if (strcmp(name, "CREDEX_PAYLOAD_CACHE_MAX_ENTRIES") == 0)
@@ -1535,7 +1510,7 @@ static void test_real_keywrap(void **state)
     (void)state;
     const char *bin = getenv("CREDEX_TEST_KEYWRAP_BIN");
     if (!bin || access(bin, X_OK) != 0)
-        skip();
+        fail_msg("CREDEX_TEST_KEYWRAP_BIN is not an executable (ctest sets it to credex-keywrap)");
     cx_error_t err;
     int port = free_port();
     snprintf(kw_addr, sizeof(kw_addr), "127.0.0.1:%d", port);
@@ -1613,7 +1588,6 @@ int main(void)
         fprintf(stderr, "CREDEX_TEST_PKI / CREDEX_TEST_FERRETDB_DIR unset (ctest fixtures)\n");
         return 1;
     }
-    snprintf(pki, sizeof(pki), "%s", p);
     snprintf(path, sizeof(path), "%s/uri", d);
     if (!(f = fopen(path, "r")) || !fgets(mongo_uri, sizeof(mongo_uri), f)) {
         fprintf(stderr, "cannot read %s\n", path);

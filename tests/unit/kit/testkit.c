@@ -1,0 +1,112 @@
+/* testkit: see testkit.h. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/unit/kit/testkit.h"
+
+extern const unsigned char credex_descriptor_set[];
+extern const size_t credex_descriptor_set_len;
+
+const char *tk_pki_path(const char *file)
+{
+    static char buf[64][640];
+    static int i;
+    const char *dir = getenv("CREDEX_TEST_PKI");
+    if (!dir || !*dir) {
+        fprintf(stderr, "CREDEX_TEST_PKI is not set (run through ctest: credex_test_pki)\n");
+        abort();
+    }
+    char *p = buf[i++ % 64];
+    snprintf(p, sizeof(buf[0]), "%s/%s", dir, file);
+    return p;
+}
+
+rpc_tls_t tk_tls(const char *who)
+{
+    char cert[64], key[64];
+    snprintf(cert, sizeof(cert), "%s.pem", who);
+    snprintf(key, sizeof(key), "%s.key", who);
+    return (rpc_tls_t){.ca_file = tk_pki_path("ca.pem"),
+                       .cert_file = tk_pki_path(cert),
+                       .key_file = tk_pki_path(key)};
+}
+
+rpc_client_t *tk_client(const char *addr, const char *peer, const char *who)
+{
+    rpc_tls_t tls = tk_tls(who);
+    cx_error_t err;
+    rpc_client_t *c = rpc_client_new(addr, peer, &tls, &err);
+    if (!c)
+        fail_msg("client %s -> %s at %s: %s", who, peer, addr, err.message);
+    return c;
+}
+
+rpc_server_options_t tk_server_options(const char *name)
+{
+    return (rpc_server_options_t){.name = name,
+                                  .listen_addr = "127.0.0.1:0",
+                                  .tls = tk_tls(name),
+                                  .threads = 2,
+                                  .max_message_bytes = 64 * 1024,
+                                  .max_metadata_bytes = 8 * 1024,
+                                  .max_deadline_ms = 5000,
+                                  .shutdown_grace_ms = 500,
+                                  .descriptor_set = credex_descriptor_set,
+                                  .descriptor_set_len = credex_descriptor_set_len};
+}
+
+bool tk_fga_env_read(const char *path, tk_fga_env_t *env)
+{
+    static const struct {
+        const char *key;
+        size_t off, size;
+    } fields[] = {
+        {"URL=", offsetof(tk_fga_env_t, url), sizeof(((tk_fga_env_t *)0)->url)},
+        {"STORE=", offsetof(tk_fga_env_t, store), sizeof(((tk_fga_env_t *)0)->store)},
+        {"MODEL=", offsetof(tk_fga_env_t, model), sizeof(((tk_fga_env_t *)0)->model)},
+        {"DEAD=", offsetof(tk_fga_env_t, dead), sizeof(((tk_fga_env_t *)0)->dead)},
+    };
+    memset(env, 0, sizeof(*env));
+    if (!path)
+        path = getenv("CREDEX_TEST_FGA_ENV");
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (!f)
+        return false;
+    char line[512];
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+            size_t kl = strlen(fields[i].key);
+            if (strncmp(line, fields[i].key, kl) == 0)
+                snprintf((char *)env + fields[i].off, fields[i].size, "%s", line + kl);
+        }
+    }
+    fclose(f);
+    return env->url[0] && env->store[0];
+}
+
+void tk_b64url(const unsigned char *in, size_t len, char *out)
+{
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < len)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < len)
+            v |= in[i + 2];
+        out[o++] = t[(v >> 18) & 63];
+        out[o++] = t[(v >> 12) & 63];
+        if (i + 1 < len)
+            out[o++] = t[(v >> 6) & 63];
+        if (i + 2 < len)
+            out[o++] = t[v & 63];
+    }
+    out[o] = '\0';
+}

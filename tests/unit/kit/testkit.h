@@ -1,0 +1,47 @@
+/*
+ * testkit: what several unit tests share, so that each test says only what is particular to it.
+ *
+ *  - the test PKI of the credex_test_pki ctest fixture ($CREDEX_TEST_PKI,
+ * tests/unit/CMakeLists.txt): file paths, a client's TLS identity, a client of an in-process
+ * server;
+ *  - the options of an in-process rpc server with the certificate of one credex identity;
+ *  - the env file of tests/unit/fga/openfga-fixture (URL, STORE, MODEL, DEAD);
+ *  - base64url without padding, for tokens and JWKS the tests build by hand.
+ *
+ * Failures fail the running cmocka test (assertions), never return a half-made value.
+ */
+#ifndef CREDEX_TESTS_UNIT_KIT_TESTKIT_H
+#define CREDEX_TESTS_UNIT_KIT_TESTKIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/rpc/rpc.h"
+
+/* $CREDEX_TEST_PKI/<file>, in one of 64 rotating buffers (enough for every path one fixture
+ * set-up holds at once). Aborts with a message when the variable is unset: run through ctest. */
+const char *tk_pki_path(const char *file);
+
+/* The mTLS identity `who` (<who>.pem/.key) with the test CA. */
+rpc_tls_t tk_tls(const char *who);
+
+/* A client of the server at addr whose identity must be `peer`, presenting identity `who`. */
+rpc_client_t *tk_client(const char *addr, const char *peer, const char *who);
+
+/* Options of a test server named `name` on 127.0.0.1:0 with the certificate of `name`: 2
+ * threads, 64 KiB messages, 8 KiB metadata, 5 s deadlines, 500 ms grace, reflection. Tests
+ * change the fields they care about. */
+rpc_server_options_t tk_server_options(const char *name);
+
+typedef struct tk_fga_env {
+    char url[256], store[64], model[64], dead[256];
+} tk_fga_env_t;
+
+/* Read the openfga-fixture env file at path (NULL: $CREDEX_TEST_FGA_ENV). False when it is
+ * missing or has no URL or STORE. */
+bool tk_fga_env_read(const char *path, tk_fga_env_t *env);
+
+/* base64url of in[0..len) without padding into out (at least 4 * (len + 2) / 3 + 1 bytes). */
+void tk_b64url(const unsigned char *in, size_t len, char *out);
+
+#endif
