@@ -205,6 +205,25 @@ static int need_id(sctx_t *c, size_t npos, const char *const *pos)
     return CLI_OK;
 }
 
+/* The options and the one secret ID (pos[0]) of a subcommand on one secret. True: go on.
+ * False: return *rc at once (CLI_OK after --help, a usage error otherwise). */
+static bool parse_by_id(sctx_t *c, int argc, char **argv, const cli_opt_t *extra, size_t nextra,
+                        const char **pos, bool user_is_actor, int *rc)
+{
+    size_t npos;
+    bool help;
+    if (!parse_sub(c, argc, argv, extra, nextra, pos, 1, &npos, &help, user_is_actor)) {
+        *rc = CLI_USAGE;
+        return false;
+    }
+    if (help) {
+        usage(stdout);
+        *rc = CLI_OK;
+        return false;
+    }
+    return (*rc = need_id(c, npos, pos)) == CLI_OK;
+}
+
 static int read_value_opt(sctx_t *c, const char *file, bool from_stdin, unsigned char **val,
                           size_t *len)
 {
@@ -445,16 +464,8 @@ static int sub_by_id(sctx_t *c, int argc, char **argv, const char *method,
                      void (*human)(const void *), const char *done_note)
 {
     const char *pos[1];
-    size_t npos;
-    bool help;
-    if (!parse_sub(c, argc, argv, NULL, 0, pos, 1, &npos, &help, true))
-        return CLI_USAGE;
-    if (help) {
-        usage(stdout);
-        return CLI_OK;
-    }
-    int rc = need_id(c, npos, pos);
-    if (rc != CLI_OK || (rc = prepare(c)) != CLI_OK)
+    int rc;
+    if (!parse_by_id(c, argc, argv, NULL, 0, pos, true, &rc) || (rc = prepare(c)) != CLI_OK)
         return rc;
     const ProtobufCMethodDescriptor *m =
         protobuf_c_service_descriptor_get_method_by_name(&credex__v1__secrets__descriptor, method);
@@ -480,8 +491,8 @@ static int sub_by_id(sctx_t *c, int argc, char **argv, const char *method,
 static int sub_update(sctx_t *c, int argc, char **argv)
 {
     const char *name = NULL, *desc = NULL, *uses[MAX_USES], *pos[1];
-    size_t nuses = 0, npos;
-    bool clear_uses = false, help;
+    size_t nuses = 0;
+    bool clear_uses = false;
     const cli_opt_t extra[] = {
         {.name = "name", .kind = CLI_OPT_VALUE, .value = &name},
         {.name = "description", .kind = CLI_OPT_VALUE, .value = &desc},
@@ -492,15 +503,8 @@ static int sub_update(sctx_t *c, int argc, char **argv)
          .list_max = MAX_USES},
         {.name = "any-use", .kind = CLI_OPT_FLAG, .flag = &clear_uses},
     };
-    if (!parse_sub(c, argc, argv, extra, sizeof extra / sizeof extra[0], pos, 1, &npos, &help,
-                   true))
-        return CLI_USAGE;
-    if (help) {
-        usage(stdout);
-        return CLI_OK;
-    }
-    int rc = need_id(c, npos, pos);
-    if (rc != CLI_OK)
+    int rc;
+    if (!parse_by_id(c, argc, argv, extra, sizeof extra / sizeof extra[0], pos, true, &rc))
         return rc;
     if (name != NULL && !cli_valid_text(name, 128))
         return cli_usage_error(c->label, "--name: 1..128 printable characters");
@@ -553,22 +557,14 @@ static void human_rotate(const void *r)
 static int sub_rotate(sctx_t *c, int argc, char **argv)
 {
     const char *expected = NULL, *file = NULL, *pos[1];
-    size_t npos;
-    bool from_stdin = false, help;
+    bool from_stdin = false;
     const cli_opt_t extra[] = {
         {.name = "expected-version", .kind = CLI_OPT_VALUE, .value = &expected},
         {.name = "value-file", .kind = CLI_OPT_VALUE, .value = &file},
         {.name = "value-stdin", .kind = CLI_OPT_FLAG, .flag = &from_stdin},
     };
-    if (!parse_sub(c, argc, argv, extra, sizeof extra / sizeof extra[0], pos, 1, &npos, &help,
-                   true))
-        return CLI_USAGE;
-    if (help) {
-        usage(stdout);
-        return CLI_OK;
-    }
-    int rc = need_id(c, npos, pos);
-    if (rc != CLI_OK)
+    int rc;
+    if (!parse_by_id(c, argc, argv, extra, sizeof extra / sizeof extra[0], pos, true, &rc))
         return rc;
     uint64_t ev = 0;
     if (expected == NULL || !cli_parse_uint(expected, 1, UINT32_MAX, &ev))
@@ -617,17 +613,9 @@ static void human_versions(const void *r)
 static int sub_revoke(sctx_t *c, int argc, char **argv)
 {
     const char *reason = NULL, *pos[1];
-    size_t npos;
-    bool help;
     const cli_opt_t extra[] = {{.name = "reason", .kind = CLI_OPT_VALUE, .value = &reason}};
-    if (!parse_sub(c, argc, argv, extra, 1, pos, 1, &npos, &help, true))
-        return CLI_USAGE;
-    if (help) {
-        usage(stdout);
-        return CLI_OK;
-    }
-    int rc = need_id(c, npos, pos);
-    if (rc != CLI_OK)
+    int rc;
+    if (!parse_by_id(c, argc, argv, extra, 1, pos, true, &rc))
         return rc;
     if (reason != NULL && !cli_valid_text(reason, 256))
         return cli_usage_error(c->label,
@@ -705,8 +693,7 @@ static void human_unshare(const void *r)
 static int sub_share(sctx_t *c, int argc, char **argv, bool unshare)
 {
     const char *user = NULL, *team = NULL, *service = NULL, *role = NULL, *pos[1];
-    size_t npos;
-    bool preview = false, help;
+    bool preview = false;
     const cli_opt_t extra[] = {
         {.name = "user", .kind = CLI_OPT_VALUE, .value = &user},
         {.name = "team", .kind = CLI_OPT_VALUE, .value = &team},
@@ -715,17 +702,13 @@ static int sub_share(sctx_t *c, int argc, char **argv, bool unshare)
         {.name = "preview", .kind = CLI_OPT_FLAG, .flag = &preview},
     };
     size_t nextra = sizeof extra / sizeof extra[0] - (unshare ? 1 : 0);
-    if (!parse_sub(c, argc, argv, extra, nextra, pos, 1, &npos, &help, false))
-        return CLI_USAGE;
-    if (help) {
-        usage(stdout);
-        return CLI_OK;
-    }
+    int rc;
+    if (!parse_by_id(c, argc, argv, extra, nextra, pos, false, &rc))
+        return rc;
     Credex__V1__Grantee g = CREDEX__V1__GRANTEE__INIT;
     Credex__V1__ShareRole r = unshare ? CREDEX__V1__SHARE_ROLE__SHARE_ROLE_UNSPECIFIED
                                       : CREDEX__V1__SHARE_ROLE__SHARE_ROLE_USER;
-    int rc = need_id(c, npos, pos);
-    if (rc != CLI_OK || (rc = grantee_of(c, user, team, service, &g)) != CLI_OK ||
+    if ((rc = grantee_of(c, user, team, service, &g)) != CLI_OK ||
         (rc = role_of(c, role, &r)) != CLI_OK || (rc = prepare(c)) != CLI_OK)
         return rc;
     ProtobufCMessage *reply = NULL;
