@@ -1134,14 +1134,30 @@ static void store_append_after(bson_t *and_arr, unsigned idx, const char *key, c
     bson_append_document_end(and_arr, &d);
 }
 
-typedef bool (*store_row_fn)(store_ctx_t *x, const bson_t *doc, void *acc, cx_error_t *err);
+/* A row decoder: the reply message for one document (in the call arena), or NULL with err
+ * set. ctx is the caller's, passed through. */
+typedef void *(*store_row_fn)(store_ctx_t *x, const bson_t *doc, const void *ctx, cx_error_t *err);
+
+/* One page of a list: the decoded rows and the page response (both in the call arena). */
+typedef struct store_page {
+    void **items;
+    size_t n;
+    Credex__V1__PageResponse *page;
+} store_page_t;
 
 /* Run a paged query: filter, sort {sortkey: -1, idkey: -1}, limit page+1 to learn whether
- * there is a next page. next_token set from the last returned row. */
+ * there is a next page; the next page token comes from the last returned row. */
 static bool store_page_query(store_ctx_t *x, const char *collname, const bson_t *filter,
-                             const char *sortkey, const char *idkey, bool is_date, unsigned page,
-                             store_row_fn row, void *acc, char **next_token, cx_error_t *err)
+                             const char *sortkey, const char *idkey, bool is_date,
+                             const Credex__V1__PageRequest *req, store_row_fn row, const void *ctx,
+                             store_page_t *out, cx_error_t *err)
 {
+    unsigned page = store_page_size(req);
+    out->items = rpc_arena_alloc(x->arena, page * sizeof(void *));
+    out->n = 0;
+    out->page = rpc_arena_alloc(x->arena, sizeof(*out->page));
+    credex__v1__page_response__init(out->page);
+    char **next_token = &out->page->next_page_token;
     bson_t opts = BSON_INITIALIZER, sort;
     bson_error_t berr;
     const bson_t *doc;
@@ -1163,7 +1179,10 @@ static bool store_page_query(store_ctx_t *x, const char *collname, const bson_t 
             *next_token = rpc_arena_strndup(x->arena, tok, strlen(tok));
             break;
         }
-        ok = row(x, doc, acc, err);
+        void *item = row(x, doc, ctx, err);
+        if (!(ok = item != NULL))
+            break;
+        out->items[out->n++] = item;
         bson_iter_t it;
         last_ms = is_date ? store_date(doc, sortkey) : store_int(doc, sortkey);
         if (bson_iter_init_find(&it, doc, idkey) && BSON_ITER_HOLDS_UTF8(&it))
@@ -1178,19 +1197,11 @@ static bool store_page_query(store_ctx_t *x, const char *collname, const bson_t 
     return ok;
 }
 
-typedef struct store_meta_acc {
-    Credex__V1__SecretMetadata **items;
-    size_t n;
-} store_meta_acc_t;
-
-static bool store_meta_row(store_ctx_t *x, const bson_t *doc, void *acc, cx_error_t *err)
+static void *store_meta_row(store_ctx_t *x, const bson_t *doc, const void *ctx, cx_error_t *err)
 {
-    store_meta_acc_t *a = acc;
+    (void)ctx;
     store_ref_t ref;
-    if (!store_ref_decode(x->arena, doc, &ref, err))
-        return false;
-    a->items[a->n++] = ref.meta;
-    return true;
+    return store_ref_decode(x->arena, doc, &ref, err) ? ref.meta : NULL;
 }
 
 static bool store_page_token(const Credex__V1__PageRequest *p, int64_t *ms, char id[STORE_ID_BUF],
@@ -1352,19 +1363,16 @@ static bool store_list(rpc_call_t *call, const ProtobufCMessage *request, Protob
     if (has_tok)
         store_append_after(&and_arr, idx++, "updated_at", "secret_id", cms, cid, true);
     bson_append_array_end(&filter, &and_arr);
-    unsigned page = store_page_size(r->page);
-    store_meta_acc_t acc = {.items = rpc_arena_alloc(x.arena, page * sizeof(void *)), .n = 0};
-    Credex__V1__StoreListSecretsResponse *resp = rpc_arena_alloc(x.arena, sizeof(*resp));
-    Credex__V1__PageResponse *pr = rpc_arena_alloc(x.arena, sizeof(*pr));
-    credex__v1__store_list_secrets_response__init(resp);
-    credex__v1__page_response__init(pr);
+    store_page_t pg;
     if (!store_connect(&x, err) ||
-        !store_page_query(&x, MDB_COLL_SECRET_REFS, &filter, "updated_at", "secret_id", true, page,
-                          store_meta_row, &acc, &pr->next_page_token, err))
+        !store_page_query(&x, MDB_COLL_SECRET_REFS, &filter, "updated_at", "secret_id", true,
+                          r->page, store_meta_row, NULL, &pg, err))
         goto out;
-    resp->secrets = acc.items;
-    resp->n_secrets = acc.n;
-    resp->page = pr;
+    Credex__V1__StoreListSecretsResponse *resp = rpc_arena_alloc(x.arena, sizeof(*resp));
+    credex__v1__store_list_secrets_response__init(resp);
+    resp->secrets = (Credex__V1__SecretMetadata **)pg.items;
+    resp->n_secrets = pg.n;
+    resp->page = pg.page;
     *reply = &resp->base;
     ok = true;
 out:
@@ -1373,25 +1381,20 @@ out:
     return ok;
 }
 
-typedef struct store_ver_acc {
-    Credex__V1__VersionInfo **items;
-    size_t n;
-    uint32_t current;
-} store_ver_acc_t;
-
-static bool store_ver_row(store_ctx_t *x, const bson_t *doc, void *acc, cx_error_t *err)
+/* ctx: the secret's current version (uint32_t). */
+static void *store_ver_row(store_ctx_t *x, const bson_t *doc, const void *ctx, cx_error_t *err)
 {
-    store_ver_acc_t *a = acc;
+    uint32_t current = *(const uint32_t *)ctx;
     store_payload_t p;
     if (!store_payload_decode(doc, &p, err))
-        return false;
+        return NULL;
     Credex__V1__VersionInfo *v = rpc_arena_alloc(x->arena, sizeof(*v));
     credex__v1__version_info__init(v);
     v->secret_id = rpc_arena_strndup(x->arena, p.secret_id, strlen(p.secret_id));
     v->version = p.version;
     v->payload_id = rpc_arena_strndup(x->arena, p.payload_id, strlen(p.payload_id));
-    v->state = p.version == a->current ? CREDEX__V1__VERSION_STATE__VERSION_STATE_CURRENT
-                                       : CREDEX__V1__VERSION_STATE__VERSION_STATE_PREVIOUS;
+    v->state = p.version == current ? CREDEX__V1__VERSION_STATE__VERSION_STATE_CURRENT
+                                    : CREDEX__V1__VERSION_STATE__VERSION_STATE_PREVIOUS;
     v->algorithm = STORE_ALG;
     v->key_provider = p.key_provider;
     v->key_id = rpc_arena_strndup(x->arena, p.key_id, strlen(p.key_id));
@@ -1399,8 +1402,7 @@ static bool store_ver_row(store_ctx_t *x, const bson_t *doc, void *acc, cx_error
     const char *cb = p.created_by ? p.created_by : "";
     v->created_by = rpc_arena_strndup(x->arena, cb, strlen(cb));
     v->created_at_ms = p.created_at_ms;
-    a->items[a->n++] = v;
-    return true;
+    return v;
 }
 
 static bool store_list_versions(rpc_call_t *call, const ProtobufCMessage *request,
@@ -1426,19 +1428,16 @@ static bool store_list_versions(rpc_call_t *call, const ProtobufCMessage *reques
         BSON_APPEND_INT64(&lt, "$lt", cms);
         bson_append_document_end(&filter, &lt);
     }
-    unsigned page = store_page_size(r->page);
-    store_ver_acc_t acc = {.items = rpc_arena_alloc(x.arena, page * sizeof(void *)),
-                           .current = ref.meta->current_version};
-    Credex__V1__StoreListVersionsResponse *resp = rpc_arena_alloc(x.arena, sizeof(*resp));
-    Credex__V1__PageResponse *pr = rpc_arena_alloc(x.arena, sizeof(*pr));
-    credex__v1__store_list_versions_response__init(resp);
-    credex__v1__page_response__init(pr);
-    if (!store_page_query(&x, MDB_COLL_PAYLOADS, &filter, "version", "payload_id", false, page,
-                          store_ver_row, &acc, &pr->next_page_token, err))
+    store_page_t pg;
+    uint32_t current = ref.meta->current_version;
+    if (!store_page_query(&x, MDB_COLL_PAYLOADS, &filter, "version", "payload_id", false, r->page,
+                          store_ver_row, &current, &pg, err))
         goto out;
-    resp->versions = acc.items;
-    resp->n_versions = acc.n;
-    resp->page = pr;
+    Credex__V1__StoreListVersionsResponse *resp = rpc_arena_alloc(x.arena, sizeof(*resp));
+    credex__v1__store_list_versions_response__init(resp);
+    resp->versions = (Credex__V1__VersionInfo **)pg.items;
+    resp->n_versions = pg.n;
+    resp->page = pg.page;
     *reply = &resp->base;
     ok = true;
 out:
@@ -1481,19 +1480,15 @@ out:
     return ok;
 }
 
-typedef struct store_evt_acc {
-    Credex__V1__AuditEvent **items;
-    size_t n;
-} store_evt_acc_t;
-
-static bool store_evt_row(store_ctx_t *x, const bson_t *doc, void *acc, cx_error_t *err)
+static void *store_evt_row(store_ctx_t *x, const bson_t *doc, const void *ctx, cx_error_t *err)
 {
-    store_evt_acc_t *a = acc;
+    (void)ctx;
     Credex__V1__AuditEvent *e = rpc_arena_alloc(x->arena, sizeof(*e));
-    if (!store_audit_decode(doc, x->arena, e))
-        return cx_error_set(err, CX_ERR_INTERNAL, "stored audit event is malformed");
-    a->items[a->n++] = e;
-    return true;
+    if (!store_audit_decode(doc, x->arena, e)) {
+        cx_error_set(err, CX_ERR_INTERNAL, "stored audit event is malformed");
+        return NULL;
+    }
+    return e;
 }
 
 static bool store_query_audit(rpc_call_t *call, const ProtobufCMessage *request,
@@ -1545,19 +1540,16 @@ static bool store_query_audit(rpc_call_t *call, const ProtobufCMessage *request,
     if (has_tok)
         store_append_after(&and_arr, 1, "created_at", "event_id", cms, cid, true);
     bson_append_array_end(&filter, &and_arr);
-    unsigned page = store_page_size(r->page);
-    store_evt_acc_t acc = {.items = rpc_arena_alloc(x.arena, page * sizeof(void *))};
-    Credex__V1__StoreQueryAuditEventsResponse *resp = rpc_arena_alloc(x.arena, sizeof(*resp));
-    Credex__V1__PageResponse *pr = rpc_arena_alloc(x.arena, sizeof(*pr));
-    credex__v1__store_query_audit_events_response__init(resp);
-    credex__v1__page_response__init(pr);
+    store_page_t pg;
     if (!store_connect(&x, err) ||
-        !store_page_query(&x, MDB_COLL_AUDIT_EVENTS, &filter, "created_at", "event_id", true, page,
-                          store_evt_row, &acc, &pr->next_page_token, err))
+        !store_page_query(&x, MDB_COLL_AUDIT_EVENTS, &filter, "created_at", "event_id", true,
+                          r->page, store_evt_row, NULL, &pg, err))
         goto out;
-    resp->events = acc.items;
-    resp->n_events = acc.n;
-    resp->page = pr;
+    Credex__V1__StoreQueryAuditEventsResponse *resp = rpc_arena_alloc(x.arena, sizeof(*resp));
+    credex__v1__store_query_audit_events_response__init(resp);
+    resp->events = (Credex__V1__AuditEvent **)pg.items;
+    resp->n_events = pg.n;
+    resp->page = pg.page;
     *reply = &resp->base;
     ok = true;
 out:
