@@ -432,6 +432,17 @@ def log_lines_with(path: Path, correlation_id: str) -> list[dict]:
     return out
 
 
+def flatten(doc, prefix: str = "") -> dict:
+    """A stored document as {"dotted.path": leaf value}, to find fields by name."""
+    out = {}
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    else:
+        out[prefix.rstrip(".")] = doc
+    return out
+
+
 def encodings(value: bytes) -> list[bytes]:
     """The forms in which a leaked value could show up in a text log."""
     forms = [value, value.hex().encode(), base64.b64encode(value), base64.urlsafe_b64encode(value).rstrip(b"=")]

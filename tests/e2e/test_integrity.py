@@ -65,16 +65,6 @@ def payload(db, sid: str, version: int = 1) -> dict:
     return doc
 
 
-def flatten(doc, prefix: str = "") -> dict:
-    out = {}
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-    else:
-        out[prefix.rstrip(".")] = doc
-    return out
-
-
 def is_wrapped(path: str) -> bool:
     p = path.lower()
     return "wrap" in p or "encrypted_data_key" in p or "edk" in p.split(".") or "dek" in p
@@ -83,7 +73,7 @@ def is_wrapped(path: str) -> bool:
 def find_path(doc: dict, target: str) -> tuple[str, bool]:
     """(dotted path, is_suffix) of the field to tamper for a target; is_suffix means "the GCM tag
     is the last 16 bytes of that field" (no separate tag field)."""
-    flat = flatten(doc)
+    flat = x.flatten(doc)
     last = {p: p.rsplit(".", 1)[-1].lower() for p in flat}
 
     def pick(pred) -> str | None:

@@ -125,7 +125,7 @@ def test_delete_leaves_a_tombstone_and_destroys_the_payloads(api):
         assert ref is not None, "the tombstone (metadata) must remain"
         assert "deleted" in str(ref.get("status", "")).lower(), ref.get("status")
         for doc in db.credential_encrypted_payloads.find({"secret_id": sid}):
-            leftovers = {path: value for path, value in flatten(doc).items() if is_key_material_field(path)
+            leftovers = {path: value for path, value in x.flatten(doc).items() if is_key_material_field(path)
                          and value not in (None, b"", "", [], {})}
             assert not leftovers, f"payload of version {doc.get('version')} still holds {sorted(leftovers)}"
     # Deleting again is idempotent; the owner sees a tombstone or nothing, never a value.
@@ -151,16 +151,6 @@ def test_values_are_encrypted_at_rest(api):
                 flat = repr(doc).encode()
                 for form in x.encodings(value):
                     assert form not in flat, f"{coll} holds the plaintext of {sid}"
-
-
-def flatten(doc, prefix: str = "") -> dict:
-    out = {}
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-    else:
-        out[prefix.rstrip(".")] = doc
-    return out
 
 
 def is_key_material_field(path: str) -> bool:
