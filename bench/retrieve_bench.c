@@ -23,7 +23,6 @@
  * /proc), so that "what dominates" is a measured figure rather than a guess.
  */
 #include <dirent.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,12 +30,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench_kit.h"
 #include "common/rpc/rpc.h"
 #include "credex/v1/common.pb-c.h"
 #include "credex/v1/gateway.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 
-#define MAX_SAMPLES (2u << 20)
 #define MAX_SECRETS 1024
 
 enum op { OP_RETRIEVE, OP_CREATE, OP_ROTATE, OP_HEALTH };
@@ -112,29 +111,14 @@ static double self_cpu_s(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-struct worker {
+/* The value every benchmark secret holds (not a credential). */
+static const char value[] = "bench-value-0123456789abcdef0123456789abcdef";
+
+/* What one level's callers share: the stack and the operation. */
+struct level {
     struct shared *sh;
     enum op op;
-    int index;
-    double seconds;
-    uint32_t *lat_us;
-    size_t n;
-    size_t errors;
-    char first_error[320];
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 static char *read_token(const char *path)
 {
@@ -153,21 +137,21 @@ static char *read_token(const char *path)
 }
 
 /* One call of `op`; true on success. The secret value is a fixed benchmark string. */
-static bool one_call(struct worker *w, unsigned long seq, cx_error_t *err)
+static bool one_call(void *ctx, int caller, unsigned long seq, cx_error_t *err)
 {
-    struct shared *sh = w->sh;
+    const struct level *lv = ctx;
+    struct shared *sh = lv->sh;
     rpc_call_options_t opts = {.deadline_ms = 10000, .headers = sh->headers, .nheaders = 2};
     rpc_arena_t *arena = rpc_arena_new(1024);
     ProtobufCMessage *reply = NULL;
     bool ok = false;
-    static const char value[] = "bench-value-0123456789abcdef0123456789abcdef";
-    switch (w->op) {
+    switch (lv->op) {
     case OP_RETRIEVE: {
         Credex__V1__ResourceContext rc = CREDEX__V1__RESOURCE_CONTEXT__INIT;
         rc.resource_type = "mcp_server";
         rc.resource_id = "bench";
         Credex__V1__RetrieveRequest req = CREDEX__V1__RETRIEVE_REQUEST__INIT;
-        req.secret_ref = sh->secret_ids[(seq * 7 + (unsigned long)w->index) % sh->nsecrets];
+        req.secret_ref = sh->secret_ids[(seq * 7 + (unsigned long)caller) % sh->nsecrets];
         req.intended_use = "mcp_server_env";
         req.resource_context = &rc;
         ok = rpc_client_unary(sh->client, &credex__v1__retrieval__descriptor, "Retrieve", &req.base,
@@ -181,8 +165,8 @@ static bool one_call(struct worker *w, unsigned long seq, cx_error_t *err)
     }
     case OP_CREATE: {
         char key[96], name[96];
-        snprintf(key, sizeof(key), "bench-%ld-%d-%lu", (long)time(NULL), w->index, seq);
-        snprintf(name, sizeof(name), "bench %d %lu", w->index, seq);
+        snprintf(key, sizeof(key), "bench-%ld-%d-%lu", (long)time(NULL), caller, seq);
+        snprintf(name, sizeof(name), "bench %d %lu", caller, seq);
         Credex__V1__CreateSecretRequest req = CREDEX__V1__CREATE_SECRET_REQUEST__INIT;
         req.idempotency_key = key;
         req.kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_API_KEY;
@@ -195,7 +179,7 @@ static bool one_call(struct worker *w, unsigned long seq, cx_error_t *err)
     }
     case OP_ROTATE: {
         Credex__V1__RotateSecretRequest req = CREDEX__V1__ROTATE_SECRET_REQUEST__INIT;
-        req.secret_id = sh->secret_ids[(size_t)w->index % sh->nsecrets]; /* one secret per caller */
+        req.secret_id = sh->secret_ids[(size_t)caller % sh->nsecrets]; /* one secret per caller */
         req.expected_version = 0;
         req.value.data = (uint8_t *)value;
         req.value.len = sizeof(value) - 1;
@@ -214,87 +198,37 @@ static bool one_call(struct worker *w, unsigned long seq, cx_error_t *err)
     return ok;
 }
 
-static void *worker_main(void *arg)
-{
-    struct worker *w = arg;
-    double end = now_s() + w->seconds;
-    unsigned long seq = 0;
-    while (w->n < MAX_SAMPLES) {
-        double t0 = now_s();
-        if (t0 >= end)
-            break;
-        cx_error_t err;
-        memset(&err, 0, sizeof(err));
-        if (one_call(w, seq++, &err)) {
-            w->lat_us[w->n++] = (uint32_t)((now_s() - t0) * 1e6);
-        } else {
-            if (w->errors++ == 0)
-                snprintf(w->first_error, sizeof(w->first_error), "%s: %s", cx_code_reason(err.code),
-                         err.message);
-        }
-    }
-    return NULL;
-}
-
 static void run_level(struct shared *sh, enum op op, int callers, double seconds, bool print)
 {
-    struct worker *w = calloc((size_t)callers, sizeof(*w));
-    pthread_t *t = calloc((size_t)callers, sizeof(*t));
     long long ticks0[MAX_PROCS];
     for (size_t i = 0; i < nprocs; i++)
         ticks0[i] = proc_ticks(procs[i].pid);
     double self0 = self_cpu_s();
-    double t0 = now_s();
-    for (int i = 0; i < callers; i++) {
-        w[i] = (struct worker){.sh = sh, .op = op, .index = i, .seconds = seconds};
-        w[i].lat_us = malloc(MAX_SAMPLES * sizeof(uint32_t));
-        pthread_create(&t[i], NULL, worker_main, &w[i]);
-    }
-    size_t total = 0, errors = 0;
-    const char *first_error = NULL;
-    for (int i = 0; i < callers; i++) {
-        pthread_join(t[i], NULL);
-        total += w[i].n;
-        errors += w[i].errors;
-        if (first_error == NULL && w[i].errors)
-            first_error = w[i].first_error;
-    }
-    double elapsed = now_s() - t0;
-    uint32_t *all = malloc((total ? total : 1) * sizeof(uint32_t));
-    size_t k = 0;
-    for (int i = 0; i < callers; i++) {
-        memcpy(all + k, w[i].lat_us, w[i].n * sizeof(uint32_t));
-        k += w[i].n;
-    }
-    qsort(all, total, sizeof(uint32_t), cmp_u32);
-    if (print) {
-        printf("op=%-8s callers=%-3d calls=%-8zu errors=%-5zu calls_per_s=%-8.0f p50_us=%-6u "
-               "p99_us=%u\n",
-               op_name[op], callers, total, errors, (double)total / elapsed,
-               total ? all[total / 2] : 0, total ? all[(size_t)((double)total * 0.99)] : 0);
-        if (first_error != NULL)
-            printf("  first error: %s\n", first_error);
-        if (nprocs > 0 && total > 0) {
-            double hz = (double)sysconf(_SC_CLK_TCK), sum = 0;
-            printf("  cpu_us_per_call");
-            for (size_t i = 0; i < nprocs; i++) {
-                long long t1 = proc_ticks(procs[i].pid);
-                if (t1 < 0 || ticks0[i] < 0)
-                    continue;
-                double us = (double)(t1 - ticks0[i]) / hz * 1e6 / (double)total;
-                sum += us;
-                printf(" %s=%.0f", procs[i].name, us);
-            }
-            double self = (self_cpu_s() - self0) * 1e6 / (double)total;
-            printf(" bench=%.0f total=%.0f\n", self, sum + self);
+    struct level lv = {.sh = sh, .op = op};
+    bench_result_t r;
+    bench_run(one_call, &lv, callers, seconds, &r);
+    if (!print)
+        return;
+    printf("op=%-8s callers=%-3d calls=%-8zu errors=%-5zu calls_per_s=%-8.0f p50_us=%-6u "
+           "p99_us=%u\n",
+           op_name[op], callers, r.calls, r.errors, r.per_s, r.p50_us, r.p99_us);
+    if (r.first_error[0])
+        printf("  first error: %s\n", r.first_error);
+    if (nprocs > 0 && r.calls > 0) {
+        double hz = (double)sysconf(_SC_CLK_TCK), sum = 0;
+        printf("  cpu_us_per_call");
+        for (size_t i = 0; i < nprocs; i++) {
+            long long t1 = proc_ticks(procs[i].pid);
+            if (t1 < 0 || ticks0[i] < 0)
+                continue;
+            double us = (double)(t1 - ticks0[i]) / hz * 1e6 / (double)r.calls;
+            sum += us;
+            printf(" %s=%.0f", procs[i].name, us);
         }
-        fflush(stdout);
+        double self = (self_cpu_s() - self0) * 1e6 / (double)r.calls;
+        printf(" bench=%.0f total=%.0f\n", self, sum + self);
     }
-    for (int i = 0; i < callers; i++)
-        free(w[i].lat_us);
-    free(all);
-    free(w);
-    free(t);
+    fflush(stdout);
 }
 
 static void levels(struct shared *sh, enum op op, const char *list, double seconds)
@@ -368,12 +302,10 @@ int main(int argc, char **argv)
     }
 
     /* The secrets every level retrieves (and rotates). */
-    struct worker setup = {.sh = &sh, .op = OP_CREATE};
     for (int i = 0; i < nsecrets; i++) {
         char keybuf[96], name[64];
         snprintf(keybuf, sizeof(keybuf), "bench-setup-%ld-%d", (long)time(NULL), i);
         snprintf(name, sizeof(name), "bench secret %d", i);
-        static const char value[] = "bench-value-0123456789abcdef0123456789abcdef";
         Credex__V1__CreateSecretRequest req = CREDEX__V1__CREATE_SECRET_REQUEST__INIT;
         req.idempotency_key = keybuf;
         req.kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_API_KEY;
@@ -393,7 +325,6 @@ int main(int argc, char **argv)
             strdup(((Credex__V1__CreateSecretResponse *)reply)->secret->secret_id);
         rpc_arena_free(arena);
     }
-    (void)setup;
     printf("retrieve_bench: gateway %s as %s, %zu secrets, %.0fs per level\n", addr, cert,
            sh.nsecrets, seconds);
     printf("warm-up (not a figure)\n");

@@ -7,97 +7,38 @@
  *   rpc_bench --ca CA --server-cert C --server-key K --client-cert C --client-key K
  *             [--addr HOST:PORT --peer NAME] [--callers 1,4,16] [--seconds 5] [--threads 4]
  */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench/bench_kit.h"
 #include "common/rpc/rpc.h"
 #include "grpc/health/v1/health.pb-c.h"
 
 extern const unsigned char credex_descriptor_set[];
 extern const size_t credex_descriptor_set_len;
 
-#define MAX_SAMPLES (4u << 20)
-
-struct worker {
-    rpc_client_t *client;
-    double seconds;
-    uint32_t *lat_us; /* one sample per call */
-    size_t n;
-    size_t errors;
-};
-
-static double now_s(void)
+static bool health_call(void *ctx, int caller, unsigned long seq, cx_error_t *err)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void *worker_main(void *arg)
-{
-    struct worker *w = arg;
+    (void)caller;
+    (void)seq;
     Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
     rpc_call_options_t opts = {.deadline_ms = 5000, .correlation_id = "bench"};
-    double end = now_s() + w->seconds;
-    while (w->n < MAX_SAMPLES) {
-        double t0 = now_s();
-        if (t0 >= end)
-            break;
-        rpc_arena_t *arena = rpc_arena_new(512);
-        ProtobufCMessage *reply = NULL;
-        cx_error_t err;
-        if (rpc_client_unary(w->client, &grpc__health__v1__health__descriptor, "Check", &req.base,
-                             &opts, arena, &reply, &err))
-            w->lat_us[w->n++] = (uint32_t)((now_s() - t0) * 1e6);
-        else
-            w->errors++;
-        rpc_arena_free(arena);
-    }
-    return NULL;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
+    rpc_arena_t *arena = rpc_arena_new(512);
+    ProtobufCMessage *reply = NULL;
+    bool ok = rpc_client_unary(ctx, &grpc__health__v1__health__descriptor, "Check", &req.base,
+                               &opts, arena, &reply, err);
+    rpc_arena_free(arena);
+    return ok;
 }
 
 static void run_level(rpc_client_t *client, int callers, double seconds)
 {
-    struct worker *w = calloc((size_t)callers, sizeof(*w));
-    pthread_t *t = calloc((size_t)callers, sizeof(*t));
-    double t0 = now_s();
-    for (int i = 0; i < callers; i++) {
-        w[i].client = client;
-        w[i].seconds = seconds;
-        w[i].lat_us = malloc(MAX_SAMPLES * sizeof(uint32_t));
-        pthread_create(&t[i], NULL, worker_main, &w[i]);
-    }
-    size_t total = 0, errors = 0;
-    for (int i = 0; i < callers; i++) {
-        pthread_join(t[i], NULL);
-        total += w[i].n;
-        errors += w[i].errors;
-    }
-    double elapsed = now_s() - t0;
-    uint32_t *all = malloc((total ? total : 1) * sizeof(uint32_t));
-    size_t k = 0;
-    for (int i = 0; i < callers; i++) {
-        memcpy(all + k, w[i].lat_us, w[i].n * sizeof(uint32_t));
-        k += w[i].n;
-        free(w[i].lat_us);
-    }
-    qsort(all, total, sizeof(uint32_t), cmp_u32);
+    bench_result_t r;
+    bench_run(health_call, client, callers, seconds, &r);
     printf("callers=%-3d calls=%-8zu errors=%-4zu calls_per_s=%-9.0f p50_us=%-6u p99_us=%u\n",
-           callers, total, errors, (double)total / elapsed, total ? all[total / 2] : 0,
-           total ? all[(size_t)((double)total * 0.99)] : 0);
+           callers, r.calls, r.errors, r.per_s, r.p50_us, r.p99_us);
     fflush(stdout);
-    free(all);
-    free(w);
-    free(t);
 }
 
 int main(int argc, char **argv)
