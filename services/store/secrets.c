@@ -413,6 +413,52 @@ static bool store_update(store_ctx_t *x, const char *collname, const bson_t *sel
     return ok;
 }
 
+/* Conditional update of one secret's metadata that also answers the document as it is after
+ * the update (findAndModify, new: true), so that a lifecycle reply needs no second read.
+ * *matched false: the selector matched nothing and *out is untouched. */
+static bool store_update_ref(store_ctx_t *x, const bson_t *sel, const bson_t *upd, store_ref_t *out,
+                             bool *matched, cx_error_t *err)
+{
+    bson_error_t berr;
+    bson_t reply;
+    bson_iter_t it;
+    mongoc_collection_t *coll = mdb_collection(x->st->db, x->c, MDB_COLL_SECRET_REFS);
+    mongoc_find_and_modify_opts_t *o = mongoc_find_and_modify_opts_new();
+    mongoc_find_and_modify_opts_set_update(o, upd);
+    mongoc_find_and_modify_opts_set_flags(o, MONGOC_FIND_AND_MODIFY_RETURN_NEW);
+    bool ok = mongoc_collection_find_and_modify_with_opts(coll, sel, o, &reply, &berr);
+    *matched = false;
+    if (!ok) {
+        store_db_error(x, &berr, &reply, "database update", err);
+    } else if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        const uint8_t *data;
+        uint32_t len;
+        bson_t doc;
+        bson_iter_document(&it, &len, &data);
+        ok = bson_init_static(&doc, data, len) && store_ref_decode(x->arena, &doc, out, err);
+        *matched = ok;
+    }
+    mongoc_find_and_modify_opts_destroy(o);
+    bson_destroy(&reply);
+    mongoc_collection_destroy(coll);
+    return ok;
+}
+
+/* store_update_ref, and when the selector matched nothing (someone else revoked or deleted the
+ * secret meanwhile), the metadata as it is now: either way *ref is the secret after the call. */
+static bool store_update_ref_current(store_ctx_t *x, const bson_t *sel, const bson_t *upd,
+                                     const char *secret_id, store_ref_t *ref, cx_error_t *err)
+{
+    bool matched = false;
+    store_ref_t after;
+    if (!store_update_ref(x, sel, upd, &after, &matched, err))
+        return false;
+    if (!matched)
+        return store_load_ref(x, secret_id, ref, err);
+    *ref = after;
+    return true;
+}
+
 static bool store_payload_exists(store_ctx_t *x, const char *secret_id, uint32_t version,
                                  bool *exists, cx_error_t *err)
 {
@@ -460,6 +506,31 @@ static bool store_create_replay(store_ctx_t *x, const Credex__V1__StoreCreateSec
         }
     }
     return true;
+}
+
+/* The payload of version 1 of a secret this create has just inserted. A concurrent replay of
+ * the same key that found the metadata before this payload existed writes it itself (see
+ * store_create_replay), under this very payload id: then ours is refused as a duplicate, and
+ * the one stored is the replay's, equally valid (same key, same request). Only a duplicate
+ * under another payload id (a leftover of an interrupted create) is a real conflict. */
+static bool store_create_payload(store_ctx_t *x, const store_bind_t *b,
+                                 const ProtobufCBinaryData *value, const char *actor,
+                                 cx_error_t *err)
+{
+    if (store_write_payload(x, b, value, actor, err))
+        return true;
+    if (err->code != CX_ERR_CONFLICT)
+        return false;
+    bson_t f = BSON_INITIALIZER, doc;
+    bool found = false;
+    cx_error_t ferr;
+    BSON_APPEND_UTF8(&f, "_id", b->payload_id);
+    if (store_find_one(x, MDB_COLL_PAYLOADS, &f, &doc, &found, &ferr) && found) {
+        bson_destroy(&doc);
+        cx_error_clear(err);
+    }
+    bson_destroy(&f);
+    return found;
 }
 
 static bool store_create(rpc_call_t *call, const ProtobufCMessage *request,
@@ -539,7 +610,7 @@ static bool store_create(rpc_call_t *call, const ProtobufCMessage *request,
                       .kind = store_kind_name(r->kind),
                       .payload_id = pid};
     cx_kv_t attrs[] = {{"version", "1"}, {"kind", b.kind}};
-    if (!store_write_payload(&x, &b, &r->value, actor, err) ||
+    if (!store_create_payload(&x, &b, &r->value, actor, err) ||
         !store_audit(&x, r->caller, "secret.created",
                      CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_SUCCESS, CX_OK, sid, r->owner, attrs,
                      2, err)) {
@@ -555,7 +626,7 @@ static bool store_create(rpc_call_t *call, const ProtobufCMessage *request,
         bson_destroy(&f);
         goto out;
     }
-    if (!store_load_ref(&x, sid, &ref, err))
+    if (!store_ref_decode(x.arena, &doc, &ref, err)) /* what was inserted: no second read */
         goto out;
     created = ok = true;
 out:
@@ -632,7 +703,8 @@ static bool store_update_secret(rpc_call_t *call, const ProtobufCMessage *reques
     BSON_APPEND_UTF8(&set, "updated_by", store_actor(r->caller, x.peer));
     BSON_APPEND_DATE_TIME(&set, "updated_at", mdb_now_ms());
     bson_append_document_end(&upd, &set);
-    if (!store_update(&x, MDB_COLL_SECRET_REFS, &sel, &upd, &matched, err))
+    store_ref_t after;
+    if (!store_update_ref(&x, &sel, &upd, &after, &matched, err))
         goto out;
     if (!matched) {
         cx_error_set(err, CX_ERR_FAILED_PRECONDITION, "secret is deleted");
@@ -640,10 +712,9 @@ static bool store_update_secret(rpc_call_t *call, const ProtobufCMessage *reques
     }
     if (!store_audit(&x, r->caller, "secret.updated",
                      CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_SUCCESS, CX_OK, r->secret_id,
-                     ref.meta->owner, NULL, 0, err) ||
-        !store_load_ref(&x, r->secret_id, &ref, err))
+                     ref.meta->owner, NULL, 0, err))
         goto out;
-    *reply = &ref.meta->base;
+    *reply = &after.meta->base;
     ok = true;
 out:
     bson_destroy(&sel);
@@ -762,7 +833,8 @@ static bool store_rotate(rpc_call_t *call, const ProtobufCMessage *request,
     BSON_APPEND_DATE_TIME(&set, "updated_at", now);
     BSON_APPEND_DATE_TIME(&set, "rotated_at", now);
     bson_append_document_end(&upd, &set);
-    if (!store_update(&x, MDB_COLL_SECRET_REFS, &sel, &upd, &matched, err))
+    store_ref_t moved;
+    if (!store_update_ref(&x, &sel, &upd, &moved, &matched, err))
         goto out;
     if (!matched) {
         cx_error_set(err, CX_ERR_CONFLICT, "secret changed concurrently");
@@ -791,8 +863,7 @@ static bool store_rotate(rpc_call_t *call, const ProtobufCMessage *request,
         goto out;
     }
     wrote = false; /* committed */
-    if (!store_load_ref(&x, r->secret_id, &ref, err))
-        goto out;
+    ref = moved;
     Credex__V1__StoreRotateSecretResponse *resp = rpc_arena_alloc(x.arena, sizeof(*resp));
     Credex__V1__VersionInfo *vi = rpc_arena_alloc(x.arena, sizeof(*vi));
     credex__v1__store_rotate_secret_response__init(resp);
@@ -854,7 +925,7 @@ static bool store_revoke(rpc_call_t *call, const ProtobufCMessage *request,
         BSON_APPEND_DATE_TIME(&set, "updated_at", now);
         BSON_APPEND_DATE_TIME(&set, "revoked_at", now);
         bson_append_document_end(&upd, &set);
-        if (!store_update(&x, MDB_COLL_SECRET_REFS, &sel, &upd, NULL, err))
+        if (!store_update_ref_current(&x, &sel, &upd, r->secret_id, &ref, err))
             goto out;
         /* Hygiene only: Resolve reads the status live and refuses a revoked secret. */
         store_payload_cache_evict_secret(x.st->payloads, r->secret_id);
@@ -862,8 +933,6 @@ static bool store_revoke(rpc_call_t *call, const ProtobufCMessage *request,
         if (!store_audit(&x, r->caller, "secret.revoked",
                          CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_SUCCESS, CX_OK, r->secret_id,
                          ref.meta->owner, attrs, r->reason[0] ? 1 : 0, err))
-            goto out;
-        if (!store_load_ref(&x, r->secret_id, &ref, err))
             goto out;
     }
     *reply = &ref.meta->base;
@@ -901,7 +970,7 @@ static bool store_delete(rpc_call_t *call, const ProtobufCMessage *request,
         BSON_APPEND_DATE_TIME(&set, "updated_at", now);
         BSON_APPEND_DATE_TIME(&set, "deleted_at", now);
         bson_append_document_end(&upd, &set);
-        if (!store_update(&x, MDB_COLL_SECRET_REFS, &sel, &upd, NULL, err))
+        if (!store_update_ref_current(&x, &sel, &upd, r->secret_id, &ref, err))
             goto out;
     }
     /* Hygiene only: from the tombstone on, Resolve refuses the secret before any payload. */
@@ -912,8 +981,6 @@ static bool store_delete(rpc_call_t *call, const ProtobufCMessage *request,
     if (!was_deleted && !store_audit(&x, r->caller, "secret.deleted",
                                      CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_SUCCESS, CX_OK,
                                      r->secret_id, ref.meta->owner, NULL, 0, err))
-        goto out;
-    if (!store_load_ref(&x, r->secret_id, &ref, err))
         goto out;
     *reply = &ref.meta->base;
     ok = true;
