@@ -55,6 +55,11 @@ static int bench_cmp_u32(const void *a, const void *b)
 void bench_run(bench_call_fn fn, void *ctx, int callers, double seconds, bench_result_t *out)
 {
     memset(out, 0, sizeof(*out));
+    if (callers < 1 || callers > 4096 || !(seconds > 0 && seconds <= 3600)) {
+        fprintf(stderr, "bench: callers must be 1..4096 and seconds in (0, 3600] (got %d, %g)\n",
+                callers, seconds);
+        exit(2);
+    }
     struct bench_worker *w = calloc((size_t)callers, sizeof(*w));
     pthread_t *t = calloc((size_t)callers, sizeof(*t));
     if (!w || !t) {

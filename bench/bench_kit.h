@@ -22,7 +22,8 @@ typedef struct bench_result {
     char first_error[320]; /* "" when none */
 } bench_result_t;
 
-/* Run `callers` threads calling fn for `seconds` each. */
+/* Run `callers` threads calling fn for `seconds` each. Callers outside 1..4096 or seconds
+ * outside (0, 3600] end the program with a usage message (exit 2). */
 void bench_run(bench_call_fn fn, void *ctx, int callers, double seconds, bench_result_t *out);
 
 /* Monotonic seconds. */

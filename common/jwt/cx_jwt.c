@@ -600,6 +600,12 @@ cx_jwt_verifier_t *cx_jwt_verifier_new(const cx_jwt_verifier_options_t *opts, cx
                      "CREDEX_JWT_AUDIENCE");
         return NULL;
     }
+    if (opts->ca_file && *opts->ca_file && access(opts->ca_file, R_OK) != 0) {
+        /* Found at start, not at the first token: every call would fail closed without it. */
+        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "CREDEX_JWKS_CA_FILE: cannot read the file (%s)",
+                     strerror(errno));
+        return NULL;
+    }
     if (strncmp(opts->jwks_source, "http://", 7) == 0) {
         /* Whoever can alter the keys in transit controls every decision. */
         cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "CREDEX_JWKS: http:// is refused, use https://");

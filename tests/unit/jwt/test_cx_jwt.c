@@ -634,6 +634,12 @@ static void test_verifier_https(void **state)
     assert_string_equal(c.sub, "frank");
     cx_jwt_verifier_free(v);
 
+    /* a bundle that cannot be read is a configuration error at creation, not a runtime one */
+    o.ca_file = "/nonexistent/ca.pem";
+    assert_null(cx_jwt_verifier_new(&o, &err));
+    assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "CREDEX_JWKS_CA_FILE"));
+
     /* a bundle that does not hold the server's CA; the system store (no bundle) neither */
     const char *untrusted[] = {other_ca, NULL};
     for (size_t i = 0; i < 2; i++) {
