@@ -343,16 +343,15 @@ static void path_pop(walk_t *w, size_t at)
     w->path[at] = '\0';
 }
 
-/* A map entry message (protobuf-c has no flag for it): fields key=1 and value=2 only. */
-static bool is_map_entry(const ProtobufCMessageDescriptor *d)
+bool cx_contract_is_map_entry(const ProtobufCMessageDescriptor *d)
 {
     return d->n_fields == 2 && strcmp(d->fields[0].name, "key") == 0 &&
            strcmp(d->fields[1].name, "value") == 0;
 }
 
-/* The rule of field f of message d; map_field names the map when d is a map entry. */
-static const cx_contract_rule_t *rule_for(const ProtobufCMessageDescriptor *d,
-                                          const ProtobufCFieldDescriptor *f, const char *map_field)
+const cx_contract_rule_t *cx_contract_field_rule(const ProtobufCMessageDescriptor *d,
+                                                 const ProtobufCFieldDescriptor *f,
+                                                 const char *map_field)
 {
     char key[192];
     if (map_field) {
@@ -372,7 +371,7 @@ static bool check_one(walk_t *w, const ProtobufCMessageDescriptor *d,
                       const ProtobufCFieldDescriptor *f, const void *p, const char *map_field,
                       bool required, unsigned depth)
 {
-    const cx_contract_rule_t *r = rule_for(d, f, map_field);
+    const cx_contract_rule_t *r = cx_contract_field_rule(d, f, map_field);
     switch (f->type) {
     case PROTOBUF_C_TYPE_STRING: {
         const char *s = *(char *const *)p;
@@ -412,7 +411,7 @@ static bool check_one(walk_t *w, const ProtobufCMessageDescriptor *d,
                        ? cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s is required", w->path)
                        : true;
         const ProtobufCMessageDescriptor *sd = f->descriptor;
-        return check_message(w, sub, is_map_entry(sd) ? f->name : NULL, depth + 1);
+        return check_message(w, sub, cx_contract_is_map_entry(sd) ? f->name : NULL, depth + 1);
     }
     default:
         return true; /* numbers and bools: the wire check saw their range */
@@ -450,7 +449,7 @@ static bool check_repeated(walk_t *w, const ProtobufCMessageDescriptor *d,
 {
     size_t n = *(const size_t *)(base + f->quantifier_offset);
     const char *arr = *(char *const *)(base + f->offset);
-    const cx_contract_rule_t *r = rule_for(d, f, map_field);
+    const cx_contract_rule_t *r = cx_contract_field_rule(d, f, map_field);
     unsigned max_items = r && r->max_items ? r->max_items : 1000;
     size_t at = path_push(w, f->name, -1);
     bool ok = true;

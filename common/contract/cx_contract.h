@@ -66,6 +66,16 @@ typedef struct cx_contract_rule {
 /* The rule for a field name ("attributes.key" for a map's keys), or NULL when none. */
 const cx_contract_rule_t *cx_contract_rule(const char *field);
 
+/* The rule of field f of message d (a "<message>.<field>" override first, then the field's
+ * name); map_field names the map when d is a map entry (its "key" and "value" are then ruled as
+ * "<map_field>.key" and "<map_field>.value"). NULL when none. */
+const cx_contract_rule_t *cx_contract_field_rule(const ProtobufCMessageDescriptor *d,
+                                                 const ProtobufCFieldDescriptor *f,
+                                                 const char *map_field);
+
+/* A map entry message (protobuf-c keeps no flag for it): exactly the fields key and value. */
+bool cx_contract_is_map_entry(const ProtobufCMessageDescriptor *d);
+
 /* Check one value against the rule of `field` (for credexctl and handlers that build values
  * themselves). A value of length 0 passes unless the rule's min is > 0 and required is set. */
 bool cx_contract_check_value(const char *field, const char *value, bool required, cx_error_t *err);

@@ -28,25 +28,6 @@ static const ProtobufCServiceDescriptor *const services[] = {
     &credex__v1__provider_tokens__descriptor,
 };
 
-static bool is_map_entry(const ProtobufCMessageDescriptor *d)
-{
-    return d->n_fields == 2 && strcmp(d->fields[0].name, "key") == 0 &&
-           strcmp(d->fields[1].name, "value") == 0;
-}
-
-static const cx_contract_rule_t *rule_of(const ProtobufCMessageDescriptor *d,
-                                         const ProtobufCFieldDescriptor *f, const char *map)
-{
-    char key[256];
-    if (map) {
-        snprintf(key, sizeof(key), "%s.%s", map, f->name);
-        return cx_contract_rule(key);
-    }
-    snprintf(key, sizeof(key), "%s.%s", d->name, f->name);
-    const cx_contract_rule_t *r = cx_contract_rule(key);
-    return r ? r : cx_contract_rule(f->name);
-}
-
 static unsigned unruled;
 
 static void walk_ruled(const ProtobufCMessageDescriptor *d, const char *map, unsigned depth)
@@ -55,7 +36,7 @@ static void walk_ruled(const ProtobufCMessageDescriptor *d, const char *map, uns
         return;
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
-        const cx_contract_rule_t *r = rule_of(d, f, map);
+        const cx_contract_rule_t *r = cx_contract_field_rule(d, f, map);
         bool text = f->type == PROTOBUF_C_TYPE_STRING || f->type == PROTOBUF_C_TYPE_BYTES;
         bool rep = f->label == PROTOBUF_C_LABEL_REPEATED;
         if ((text && !r) || (rep && (!r || !r->max_items))) {
@@ -64,7 +45,7 @@ static void walk_ruled(const ProtobufCMessageDescriptor *d, const char *map, uns
         }
         if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
             const ProtobufCMessageDescriptor *sd = f->descriptor;
-            walk_ruled(sd, is_map_entry(sd) ? f->name : NULL, depth + 1);
+            walk_ruled(sd, cx_contract_is_map_entry(sd) ? f->name : NULL, depth + 1);
         }
     }
 }
