@@ -208,3 +208,21 @@ int cx_code_http_status(cx_code_t code)
         return cx_code_table[CX_ERR_INTERNAL].http;
     return cx_code_table[code].http;
 }
+
+bool cx_code_is_denial(cx_code_t code)
+{
+    switch (code) {
+    case CX_ERR_UNAUTHENTICATED:
+    case CX_ERR_PERMISSION_DENIED:
+    case CX_ERR_NOT_FOUND:
+    case CX_ERR_INVALID_ARGUMENT:
+    case CX_ERR_BROWSER_DENIED:
+    case CX_ERR_FAILED_PRECONDITION:
+    case CX_ERR_SSRF_BLOCKED:
+    case CX_ERR_FEATURE_DISABLED:
+    case CX_ERR_RESOURCE_EXHAUSTED:
+        return true;
+    default:
+        return false;
+    }
+}

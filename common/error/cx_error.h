@@ -74,4 +74,11 @@ cx_code_t cx_code_from_grpc_status(int grpc_status);
 /* HTTP status for a code, for the edge's JSON errors. */
 int cx_code_http_status(cx_code_t code);
 
+/* The outcome an audit event records for a failed call with this code, in this one place:
+ * true (DENIED: authentication, authorization, a guardrail or the input contract refused it)
+ * for unauthenticated, permission_denied, not_found, invalid_argument, browser_denied,
+ * failed_precondition, ssrf_blocked, feature_disabled and resource_exhausted; false (FAILED:
+ * allowed, but it could not be done) for every other code. */
+bool cx_code_is_denial(cx_code_t code);
+
 #endif
