@@ -248,7 +248,10 @@ static bool admit_caller(gateway_req_t *r, cx_error_t *err)
 {
     const gateway_caller_t *c = &r->caller;
     unsigned flags = r->m->flags;
-    if ((flags & GATEWAY_M_SERVER_SIDE) && c->kind == CREDEX__V1__CALLER_KIND__CALLER_KIND_BROWSER)
+    /* The edge carries browser traffic and never holds credential material, whatever it
+     * claims about a call (docs/DESIGN.md): server-side methods refuse the peer itself. */
+    if ((flags & GATEWAY_M_SERVER_SIDE) &&
+        (c->kind == CREDEX__V1__CALLER_KIND__CALLER_KIND_BROWSER || strcmp(c->peer, "edge") == 0))
         return cx_error_set(err, CX_ERR_BROWSER_DENIED,
                             "credential material is never returned to browser callers");
     if (!c->authenticated) {

@@ -82,6 +82,15 @@ def co(w: World):
     return w.api.pb.common
 
 
+def edge_as_service(w: World) -> x.Caller:
+    """The edge's own identity claiming a server-side call: x-credex-caller: service, a service
+    token bound to peer edge, and even a retriever grant. Material never goes to the edge."""
+    w.api.grant_retriever("edge")
+    return w.api.raw("edge", [("authorization", f"Bearer {w.api.tokens.service('edge')}"),
+                              ("x-credex-user-token", w.api.tokens.user(w.owner)),
+                              ("x-credex-caller", "service")])
+
+
 def raw_call(caller: x.Caller, service: str, method: str, body: bytes, cid: str):
     """A call with hand-made wire bytes (Python's protobuf refuses to encode bad UTF-8)."""
     fn = caller.channel().unary_unary(f"/credex.v1.{service}/{method}")
@@ -209,6 +218,8 @@ CASES = [
          C.INVALID_ARGUMENT, "invalid_argument", "secret.unshared", "denied", resource_id=lambda w: w.sid),
     # ---- Retrieve -----------------------------------------------------------------------------
     Case("retrieve-browser", lambda w, c: w.api.browser(w.owner).retrieve(w.sid, cid=c),
+         C.PERMISSION_DENIED, "browser_denied", "secret.retrieved", "denied", resource_id=lambda w: w.sid),
+    Case("retrieve-from-edge-claiming-service", lambda w, c: edge_as_service(w).retrieve(w.sid, cid=c),
          C.PERMISSION_DENIED, "browser_denied", "secret.retrieved", "denied", resource_id=lambda w: w.sid),
     Case("retrieve-no-service-token", lambda w, c: w.api.raw(x.AGENT, []).retrieve(w.sid, cid=c),
          C.UNAUTHENTICATED, "unauthenticated", "secret.retrieved", "denied", resource_id=lambda w: w.sid),
