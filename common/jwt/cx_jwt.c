@@ -20,8 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define JWT_UNKNOWN_KID_MSG "unknown key id"
-
 typedef enum jwt_alg { JWT_ALG_ES256 = 1, JWT_ALG_RS256 = 2 } jwt_alg_t;
 
 typedef struct jwks_key {
@@ -408,7 +406,8 @@ bool cx_jwt_verify_with_jwks(const cx_jwks_t *jwks, const cx_jwt_params_t *param
     }
     const jwks_key_t *key = jwks_find(jwks, c.kid);
     if (!key) {
-        cx_error_set(err, CX_ERR_UNAUTHENTICATED, JWT_UNKNOWN_KID_MSG);
+        cx_error_set_detail(err, CX_ERR_UNAUTHENTICATED, CX_DETAIL_JWT_UNKNOWN_KID,
+                            "unknown key id");
         goto out;
     }
     if (key->alg != a) {
@@ -835,7 +834,7 @@ bool cx_jwt_verify_at(cx_jwt_verifier_t *v, const char *token, size_t len, int64
     cx_error_t verr;
     cx_jwt_claims_t c;
     bool ok = cx_jwt_verify_with_jwks(r->jwks, &p, token, len, now_s, &c, &verr);
-    if (!ok && strcmp(verr.message, JWT_UNKNOWN_KID_MSG) == 0) {
+    if (!ok && verr.detail == CX_DETAIL_JWT_UNKNOWN_KID) {
         /* The IdP may have rotated its keys since the last fetch. */
         keys_put(v, r);
         cx_error_clear(&kerr);

@@ -71,8 +71,8 @@ typedef struct cx_jwt_params {
 
 /* Verify `token` (len bytes, need not be NUL-terminated) with the keys of `jwks` at time now_s
  * (Unix seconds). On success fills *out (may be NULL); on failure *out is untouched. Reentrant.
- * err->code: CX_ERR_UNAUTHENTICATED for every token fault; a kid not in the set is reported
- * with the message "unknown key id" (cx_jwt_verifier uses it to decide on a refetch). */
+ * err->code: CX_ERR_UNAUTHENTICATED for every token fault; a kid not in the set has the detail
+ * CX_DETAIL_JWT_UNKNOWN_KID (cx_jwt_verifier refetches the key set on it). */
 bool cx_jwt_verify_with_jwks(const cx_jwks_t *jwks, const cx_jwt_params_t *params,
                              const char *token, size_t len, int64_t now_s, cx_jwt_claims_t *out,
                              cx_error_t *err);
