@@ -248,6 +248,14 @@ bool cx_code_is_denial(cx_code_t code)
 static const char *const cx_detail_names[] = {
     [CX_DETAIL_NONE] = "none",
     [CX_DETAIL_JWT_UNKNOWN_KID] = "jwt_unknown_kid",
+    [CX_DETAIL_HTTP_SCHEME] = "http_scheme",
+    [CX_DETAIL_HTTP_DNS] = "http_dns",
+    [CX_DETAIL_HTTP_CONNECT] = "http_connect",
+    [CX_DETAIL_HTTP_TIMEOUT] = "http_timeout",
+    [CX_DETAIL_HTTP_TLS] = "http_tls",
+    [CX_DETAIL_HTTP_TOO_BIG] = "http_too_big",
+    [CX_DETAIL_HTTP_TRANSPORT] = "http_transport",
+    [CX_DETAIL_HTTP_STATUS] = "http_status",
 };
 
 _Static_assert(sizeof(cx_detail_names) / sizeof(cx_detail_names[0]) == CX_DETAIL_COUNT_,

@@ -49,7 +49,16 @@ typedef enum cx_code {
 typedef enum cx_detail {
     CX_DETAIL_NONE = 0,            /* nothing more specific than the code */
     CX_DETAIL_JWT_UNKNOWN_KID = 1, /* the token's kid is not in the key set (cx_jwt) */
-    CX_DETAIL_COUNT_               /* not a detail; keep last */
+    /* cx_http: why an outbound request failed (with CX_ERR_UNAVAILABLE unless said) */
+    CX_DETAIL_HTTP_SCHEME = 2,    /* URL scheme not allowed (CX_ERR_INVALID_ARGUMENT before send) */
+    CX_DETAIL_HTTP_DNS = 3,       /* the host name does not resolve */
+    CX_DETAIL_HTTP_CONNECT = 4,   /* connection refused, no route */
+    CX_DETAIL_HTTP_TIMEOUT = 5,   /* no complete answer in time */
+    CX_DETAIL_HTTP_TLS = 6,       /* handshake or certificate verification failed */
+    CX_DETAIL_HTTP_TOO_BIG = 7,   /* the answer passed its size limit */
+    CX_DETAIL_HTTP_TRANSPORT = 8, /* any other transport failure */
+    CX_DETAIL_HTTP_STATUS = 9,    /* an answer arrived with a status the caller refuses */
+    CX_DETAIL_COUNT_              /* not a detail; keep last */
 } cx_detail_t;
 
 #define CX_ERROR_MESSAGE_MAX 256

@@ -9,9 +9,10 @@
  *  - `iss` equal to the configured issuer, `aud` (string or array) containing the audience,
  *    `exp` required, `exp`/`nbf`/`iat` checked with leeway, `sub` required.
  *
- * The JWKS comes from a file path or an https URL (libcurl, bounded size and time), is cached
- * for cache_s seconds and refetched on an unknown kid at most once a minute, so that a flood of
- * tokens with random kids cannot turn the gateway into a traffic amplifier against the IdP.
+ * The JWKS comes from a file path or an https URL (common/http: TLS verified, bounded size and
+ * time), is cached for cache_s seconds and refetched on an unknown kid at most once a minute, so
+ * that a flood of tokens with random kids cannot turn the gateway into a traffic amplifier
+ * against the IdP.
  *
  * A verifier may remember tokens it has verified (cache_max_entries > 0): by the SHA-256 of the
  * whole token, with the claims, for as long as the key set that verified them is the current
@@ -88,7 +89,8 @@ typedef struct cx_jwt_verifier_options {
     unsigned leeway_s;
     unsigned cache_s;          /* how long a fetched JWKS is used; >= 1 */
     unsigned fetch_timeout_ms; /* whole fetch, URL sources; 0 = 3000 */
-    const char *ca_file;       /* PEM CAs for the https source; NULL or "" = system store */
+    const char *ca_file;       /* PEM CAs for the https source; NULL or "" = system store
+                                  (an https source refuses one that cannot be read) */
     /* Minimum seconds between refetches caused by an unknown kid; 0 = 60. */
     unsigned unknown_kid_refetch_s;
     /* Verified tokens remembered (see above); 0 = none, every token is fully verified. */
