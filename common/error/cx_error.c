@@ -256,6 +256,10 @@ static const char *const cx_detail_names[] = {
     [CX_DETAIL_HTTP_TOO_BIG] = "http_too_big",
     [CX_DETAIL_HTTP_TRANSPORT] = "http_transport",
     [CX_DETAIL_HTTP_STATUS] = "http_status",
+    [CX_DETAIL_TOKEN_NOT_SERVICE] = "token_not_service",
+    [CX_DETAIL_TOKEN_NOT_USER] = "token_not_user",
+    [CX_DETAIL_TOKEN_KIND_UNKNOWN] = "token_kind_unknown",
+    [CX_DETAIL_TOKEN_PEER_MISMATCH] = "token_peer_mismatch",
 };
 
 _Static_assert(sizeof(cx_detail_names) / sizeof(cx_detail_names[0]) == CX_DETAIL_COUNT_,

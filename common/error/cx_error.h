@@ -58,7 +58,12 @@ typedef enum cx_detail {
     CX_DETAIL_HTTP_TOO_BIG = 7,   /* the answer passed its size limit */
     CX_DETAIL_HTTP_TRANSPORT = 8, /* any other transport failure */
     CX_DETAIL_HTTP_STATUS = 9,    /* an answer arrived with a status the caller refuses */
-    CX_DETAIL_COUNT_              /* not a detail; keep last */
+    /* the gateway's caller classification (CX_ERR_UNAUTHENTICATED, docs/IDENTITY.md) */
+    CX_DETAIL_TOKEN_NOT_SERVICE = 10,   /* a user's token where a service token belongs */
+    CX_DETAIL_TOKEN_NOT_USER = 11,      /* a service token where a user's token belongs */
+    CX_DETAIL_TOKEN_KIND_UNKNOWN = 12,  /* the claims fit neither kind (e.g. client claim != azp) */
+    CX_DETAIL_TOKEN_PEER_MISMATCH = 13, /* the service token's client is not the mTLS peer */
+    CX_DETAIL_COUNT_                    /* not a detail; keep last */
 } cx_detail_t;
 
 #define CX_ERROR_MESSAGE_MAX 256

@@ -456,6 +456,12 @@ bool cx_jwt_verify_with_jwks(const cx_jwks_t *jwks, const cx_jwt_params_t *param
         cx_error_set(err, CX_ERR_UNAUTHENTICATED, "token has an invalid azp");
         goto out;
     }
+    if (!copy_claim(
+            pl, params->client_claim && *params->client_claim ? params->client_claim : "client_id",
+            c.client, sizeof(c.client), false)) {
+        cx_error_set(err, CX_ERR_UNAUTHENTICATED, "token has an invalid client claim");
+        goto out;
+    }
     if (out)
         *out = c;
     ok = true;
@@ -473,6 +479,7 @@ struct cx_jwt_verifier {
     cx_http_t *http; /* the https source's client; NULL for a file */
     char *issuer;
     char *audience;
+    char *client_claim;
     unsigned leeway_s, cache_s, refetch_s;
     pthread_mutex_t mu;
     /* Guarded by mu. A key set is shared by reference with verifications in flight. */
@@ -616,7 +623,9 @@ cx_jwt_verifier_t *cx_jwt_verifier_new(const cx_jwt_verifier_options_t *opts, cx
     v->source = strdup(opts->jwks_source);
     v->issuer = strdup(opts->issuer);
     v->audience = strdup(opts->audience);
-    if (!v->source || !v->issuer || !v->audience)
+    v->client_claim =
+        strdup(opts->client_claim && *opts->client_claim ? opts->client_claim : "client_id");
+    if (!v->source || !v->issuer || !v->audience || !v->client_claim)
         goto fail;
     v->leeway_s = opts->leeway_s;
     v->cache_s = opts->cache_s ? opts->cache_s : 300;
@@ -637,6 +646,7 @@ fail:
         free(v->source);
         free(v->issuer);
         free(v->audience);
+        free(v->client_claim);
         free(v);
     }
     cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
@@ -665,6 +675,7 @@ void cx_jwt_verifier_free(cx_jwt_verifier_t *v)
     free(v->source);
     free(v->issuer);
     free(v->audience);
+    free(v->client_claim);
     free(v);
 }
 
@@ -798,7 +809,10 @@ bool cx_jwt_verify_at(cx_jwt_verifier_t *v, const char *token, size_t len, int64
 {
     if (!v)
         return cx_error_set(err, CX_ERR_UNAUTHENTICATED, "token verification is not configured");
-    cx_jwt_params_t p = {.issuer = v->issuer, .audience = v->audience, .leeway_s = v->leeway_s};
+    cx_jwt_params_t p = {.issuer = v->issuer,
+                         .audience = v->audience,
+                         .leeway_s = v->leeway_s,
+                         .client_claim = v->client_claim};
     cx_error_t kerr;
     cx_error_clear(&kerr);
     uint64_t gen = 0;

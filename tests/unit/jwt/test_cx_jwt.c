@@ -305,6 +305,41 @@ static void test_unknown_kid(void **state)
     free(tok);
 }
 
+/* The client claim (typed tokens, docs/IDENTITY.md): copied under the configured name, "" when
+ * absent, and a token whose claim is not a non-empty string is refused rather than read as
+ * absent (which would make it a user token). */
+static void test_client_claim(void **state)
+{
+    (void)state;
+    cx_jwt_claims_t c;
+    char *tok = sign_token(
+        EC_HDR, payload(ISS, "\"credex\"", NOW + 300, ",\"client_id\":\"agent-runtime\""), ec_key);
+    assert_int_equal(verify(tok, &c), CX_OK);
+    assert_string_equal(c.client, "agent-runtime");
+    cx_jwt_params_t older = params; /* Keycloak before the service_account scope */
+    older.client_claim = "clientId";
+    cx_error_t err;
+    assert_true(cx_jwt_verify_with_jwks(jwks, &older, tok, strlen(tok), NOW, &c, &err));
+    assert_string_equal(c.client, "");
+    free(tok);
+    tok = sign_token(
+        EC_HDR, payload(ISS, "\"credex\"", NOW + 300, ",\"clientId\":\"agent-runtime\""), ec_key);
+    assert_true(cx_jwt_verify_with_jwks(jwks, &older, tok, strlen(tok), NOW, &c, &err));
+    assert_string_equal(c.client, "agent-runtime");
+    free(tok);
+    tok = sign_token(EC_HDR, payload(ISS, "\"credex\"", NOW + 300, NULL), ec_key);
+    assert_int_equal(verify(tok, &c), CX_OK);
+    assert_string_equal(c.client, "");
+    free(tok);
+    const char *bad[] = {",\"client_id\":\"\"", ",\"client_id\":7", ",\"client_id\":[\"a\"]",
+                         ",\"client_id\":null"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        tok = sign_token(EC_HDR, payload(ISS, "\"credex\"", NOW + 300, bad[i]), ec_key);
+        assert_int_equal(verify(tok, NULL), CX_ERR_UNAUTHENTICATED);
+        free(tok);
+    }
+}
+
 static void test_tampered(void **state)
 {
     (void)state;
@@ -457,16 +492,23 @@ static void test_verifier_cache(void **state)
                                    .cache_s = 300,
                                    .cache_max_entries = 4};
     cx_error_t err;
+    o.client_claim = "clientId";
     cx_jwt_verifier_t *v = cx_jwt_verifier_new(&o, &err);
     assert_non_null(v);
     int64_t now = (int64_t)time(NULL);
-    char *tok = token_for("carol", now + 60);
+    char p[512];
+    snprintf(p, sizeof(p),
+             "{\"iss\":\"%s\",\"aud\":\"credex\",\"exp\":%lld,\"sub\":\"carol\","
+             "\"azp\":\"svc\",\"clientId\":\"svc\"}",
+             ISS, (long long)(now + 60));
+    char *tok = sign_token(EC_HDR, p, ec_key);
     cx_jwt_claims_t c1, c2;
     cx_jwt_cache_stats_t st;
     assert_true(cx_jwt_verify_at(v, tok, strlen(tok), now, &c1, &err));
     assert_true(cx_jwt_verify_at(v, tok, strlen(tok), now, &c2, &err));
     assert_memory_equal(&c1, &c2, sizeof(c1));
     assert_string_equal(c2.sub, "carol");
+    assert_string_equal(c2.client, "svc"); /* the remembered claims keep the client claim */
     cx_jwt_verifier_cache_stats(v, &st);
     assert_int_equal(st.hits, 1);
     assert_int_equal(st.misses, 1);
@@ -643,6 +685,7 @@ int main(void)
         cmocka_unit_test(test_wrong_iss_aud_sub),
         cmocka_unit_test(test_alg_none_and_hs256),
         cmocka_unit_test(test_unknown_kid),
+        cmocka_unit_test(test_client_claim),
         cmocka_unit_test(test_tampered),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_verifier_file),
