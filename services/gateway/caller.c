@@ -1,7 +1,8 @@
 /*
  * Caller classification, exactly as docs/IDENTITY.md fixes it:
  *   BROWSER                    peer `edge` with x-credex-caller not "service", or a user token
- *                              without a service JWT (session-only auth), or any browser marker;
+ *                              without a service JWT (session-only auth), or any browser marker
+ *                              (Origin, Cookie, Sec-Fetch-*, Referer, a browser User-Agent);
  *   SERVICE                    a valid service token whose client is the mTLS peer, no user
  *                              token;
  *   SERVICE_ON_BEHALF_OF_USER  the same plus a valid user token (the user is its sub).
@@ -202,6 +203,24 @@ static bool verify_token(const gateway_t *gw, const char *tok, cx_jwt_claims_t *
     return cx_jwt_verify(gw->jwt, tok, strlen(tok), claims, err);
 }
 
+bool gateway_user_agent_is_browser(const char *ua)
+{
+    if (!ua)
+        return false;
+    /* Product tokens only (RFC 9110 section 10.1.5): text inside parentheses is a comment. */
+    unsigned depth = 0;
+    for (const char *p = ua; *p; p++) {
+        if (*p == '(')
+            depth++;
+        else if (*p == ')' && depth > 0)
+            depth--;
+        else if (depth == 0 && (p == ua || p[-1] == ' ' || p[-1] == '\t') &&
+                 strncasecmp(p, "mozilla/", 8) == 0)
+            return true;
+    }
+    return false;
+}
+
 void gateway_caller_from_call(const gateway_t *gw, rpc_call_t *call, gateway_caller_t *out)
 {
     static const char *const markers[] = {"origin",         "cookie",         "sec-fetch-site",
@@ -216,6 +235,8 @@ void gateway_caller_from_call(const gateway_t *gw, rpc_call_t *call, gateway_cal
     for (size_t i = 0; i < sizeof(markers) / sizeof(markers[0]); i++)
         if (rpc_call_header(call, markers[i]))
             f.browser_marker = true;
+    if (gateway_user_agent_is_browser(rpc_call_header(call, "user-agent")))
+        f.browser_marker = true;
     const char *authz = rpc_call_header(call, "authorization");
     const char *ut = rpc_call_header(call, "x-credex-user-token");
     if (authz) {

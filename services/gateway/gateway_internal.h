@@ -81,6 +81,13 @@ typedef enum gateway_token_kind {
 gateway_token_kind_t gateway_token_kind(cx_jwt_service_rule_t rule, const cx_jwt_claims_t *c,
                                         const char **client);
 
+/* True for a User-Agent a browser sent: one with a "Mozilla/" product token (any letter case) at
+ * its start or after a space or tab, outside parenthesised comments. Every browser's User-Agent
+ * begins with it, and a page cannot remove it; gRPC libraries send "grpc-<language>/<version>",
+ * after the application's own product tokens when it sets some, so a server-side caller is taken
+ * for a browser only if it claims to be one. NULL: false. Pure. */
+bool gateway_user_agent_is_browser(const char *ua);
+
 /* Gather the facts of a live call (verifying its tokens) and classify it. */
 void gateway_caller_from_call(const gateway_t *gw, rpc_call_t *call, gateway_caller_t *out);
 

@@ -29,6 +29,7 @@ import grpc
 import pytest
 
 import credex_api as x
+import credex_harness as h
 
 C = grpc.StatusCode
 RESOLVE = "/credex.v1.CredentialStore/Resolve"
@@ -573,6 +574,44 @@ def test_credexctl_dev_tokens_have_the_shapes_of_the_rule(api, stack, owned):
     assert api.agent(service_token=svc, user_token=obo).retrieve(sid).value == value
     refused = api.agent(service_token=obo, user_token=obo)
     denied_without_store(stack, lambda c: refused.retrieve(sid, cid=c), UNAUTHENTICATED)
+
+
+# ---- a browser's User-Agent is a browser marker (issue 8, finding 8) ----------------------------
+
+BROWSER_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/124.0.0.0 Safari/537.36")
+
+
+def retrieval_stub(api, peer: str, user_agent: str):
+    """A Retrieval stub on its own channel whose user-agent starts with `user_agent` (grpcio
+    appends its own "grpc-python/... grpc-c/..." tokens after it)."""
+    cert, key = api.identity_pair(peer)
+    channel = grpc.secure_channel(api.gateway_addr, h.channel_credentials(api.stack.pki.ca, cert, key), options=[
+        ("grpc.ssl_target_name_override", "localhost"),
+        ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.primary_user_agent", user_agent),
+    ])
+    return channel, api.pb.gateway_grpc.RetrievalStub(channel)
+
+
+def test_browser_user_agent_is_browser_denied(api, stack, owned):
+    """The agent runtime's own certificate and valid tokens, but a browser's User-Agent:
+    browser_denied, audited, store never asked. The same caller with its own user agent, or
+    grpcio's, retrieves."""
+    owner, sid, value = owned
+    agent = api.agent(owner)
+    channel, stub = retrieval_stub(api, x.AGENT, BROWSER_UA)
+    with channel:
+        refused_and_audited(
+            api, stack,
+            lambda c: stub.Retrieve(agent.retrieve_request(sid), timeout=10,
+                                    metadata=agent.metadata + [("x-correlation-id", c)]),
+            BROWSER, "browser_denied")
+    no_retrieval_succeeded(api, sid)
+    channel, stub = retrieval_stub(api, x.AGENT, "agent-runtime/2.3")
+    with channel:
+        assert stub.Retrieve(agent.retrieve_request(sid), timeout=10, metadata=agent.metadata).value == value
+    assert agent.retrieve(sid).value == value
 
 
 # ---- helpers ------------------------------------------------------------------------------------

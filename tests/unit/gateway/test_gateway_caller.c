@@ -369,6 +369,45 @@ static void test_token_kind_table(void **state)
     }
 }
 
+/* Browsers' User-Agents (a "Mozilla/" product token) are browser markers; gRPC libraries',
+ * with or without an application's own product tokens, are not. */
+static void test_browser_user_agent(void **state)
+{
+    (void)state;
+    const char *browsers[] = {
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/124.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Version/17.4 Safari/605.1.15",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0",
+        "Mozilla/5.0 (X11; Linux x86_64) Chrome/124.0 grpc-python/1.62.1 grpc-c/39.0.0 (linux; "
+        "chttp2)", /* grpc.primary_user_agent set to a browser's */
+        "mozilla/4.0",
+        "agent/1.0 Mozilla/5.0",
+        "agent/1.0\tMozilla/5.0",
+    };
+    for (size_t i = 0; i < sizeof(browsers) / sizeof(browsers[0]); i++)
+        if (!gateway_user_agent_is_browser(browsers[i]))
+            fail_msg("not taken for a browser: %s", browsers[i]);
+    const char *servers[] = {
+        "grpc-c/29.0.0 (linux; chttp2)",
+        "grpc-python/1.62.1 grpc-c/39.0.0 (linux; chttp2)",
+        "agent-runtime/2.3 grpc-python/1.62.1 grpc-c/39.0.0 (linux; chttp2)",
+        "grpc-go/1.63.2",
+        "grpcurl/v1.8.9 grpc-go/1.57.0",
+        "curl/8.5.0",
+        "python-requests/2.31.0",
+        "NotMozilla/5.0",
+        "agent (compatible; Mozilla/5.0)", /* inside a comment, not a product token */
+        "Mozilla",
+        "",
+        NULL,
+    };
+    for (size_t i = 0; i < sizeof(servers) / sizeof(servers[0]); i++)
+        if (gateway_user_agent_is_browser(servers[i]))
+            fail_msg("taken for a browser: %s", servers[i] ? servers[i] : "(null)");
+}
+
 static void test_jwks_down_is_unavailable(void **state)
 {
     (void)state;
@@ -487,6 +526,7 @@ int main(void)
         cmocka_unit_test(test_client_claim_not_azp),
         cmocka_unit_test(test_sub_is_client_rule),
         cmocka_unit_test(test_token_kind_table),
+        cmocka_unit_test(test_browser_user_agent),
         cmocka_unit_test(test_jwks_down_is_unavailable),
         cmocka_unit_test(test_unusable_subject),
         cmocka_unit_test(test_ids),
