@@ -277,6 +277,24 @@ static bool cx_config_check_jwks(const char *v)
     return strstr(v, "://") == NULL;
 }
 
+/* The claim that marks a service's own token. A claim every token carries would make every
+ * user token look like a service token, so the registered claims are refused. */
+static bool cx_config_check_client_claim(const char *v)
+{
+    static const char *const every_token[] = {"iss", "sub", "aud", "azp", "exp",
+                                              "nbf", "iat", "jti", "typ", NULL};
+    for (const char *p = v; *p != '\0'; p++) {
+        char c = *p;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.' || c == ':'))
+            return false;
+    }
+    for (size_t i = 0; every_token[i] != NULL; i++)
+        if (strcmp(v, every_token[i]) == 0)
+            return false;
+    return v[0] != '\0';
+}
+
 /* SPIFFE trust domain: lowercase letters, digits, '.', '-', '_'. */
 static bool cx_config_check_trust_domain(const char *v)
 {
@@ -340,6 +358,14 @@ static void cx_config_set_write_concern(cx_config_t *cfg, size_t i)
 static void cx_config_set_log_level(cx_config_t *cfg, size_t i)
 {
     cfg->log_level = (cx_log_level_t)i;
+}
+
+/* Same order as cx_jwt_service_rule_t. */
+static const char *const cx_config_service_rules[] = {"client_claim", "sub_is_client", NULL};
+
+static void cx_config_set_service_rule(cx_config_t *cfg, size_t i)
+{
+    cfg->jwt_service_rule = (cx_jwt_service_rule_t)i;
 }
 
 #define CX_BOOL(n, field, def)                                                                     \
@@ -416,6 +442,9 @@ static const cx_config_var_t cx_config_vars[] = {
     CX_STR("CREDEX_JWKS_CA_FILE", jwks_ca_file, "", NULL, NULL),
     CX_STR("CREDEX_JWT_ISSUER", jwt_issuer, "", NULL, NULL),
     CX_STR("CREDEX_JWT_AUDIENCE", jwt_audience, "credex", NULL, NULL),
+    CX_ENUM("CREDEX_JWT_SERVICE_RULE", cx_config_service_rules, cx_config_set_service_rule, 0),
+    CX_STR("CREDEX_JWT_CLIENT_CLAIM", jwt_client_claim, "client_id", cx_config_check_client_claim,
+           "a claim name of [A-Za-z0-9_.:-], not iss/sub/aud/azp/exp/nbf/iat/jti/typ"),
     CX_STR("CREDEX_LOCAL_CMK_KEY_FILE", local_cmk_key_file, "", NULL, NULL),
     CX_UNSIGNED("CREDEX_MONGO_TIMEOUT_MS", mongo_timeout_ms, 100, 60000, 3000),
     CX_ENUM("CREDEX_MONGO_WRITE_CONCERN", cx_config_write_concerns, cx_config_set_write_concern, 0),

@@ -37,6 +37,12 @@ typedef enum cx_key_provider {
     CX_KEY_PROVIDER_AWS_KMS = 1,   /* "aws-kms" */
 } cx_key_provider_t;
 
+/* How the gateway tells a service's own token from a user's token (docs/IDENTITY.md). */
+typedef enum cx_jwt_service_rule {
+    CX_JWT_RULE_CLIENT_CLAIM = 0, /* "client_claim": the client claim present and equal to azp */
+    CX_JWT_RULE_SUB_IS_CLIENT = 1 /* "sub_is_client": sub equal to the client id (RFC 9068) */
+} cx_jwt_service_rule_t;
+
 typedef struct cx_config {
     /* Feature toggles (seed names). */
     bool credentials_enabled;        /* CAIPE_CREDENTIALS_ENABLED, default false */
@@ -90,6 +96,10 @@ typedef struct cx_config {
     unsigned payload_cache_max_entries; /* CREDEX_PAYLOAD_CACHE_MAX_ENTRIES 0..1000000, def 4096 */
     unsigned payload_cache_ttl_ms;      /* CREDEX_PAYLOAD_CACHE_TTL_MS 0..3600000, default 300000 */
     unsigned audit_batch_max;           /* CREDEX_AUDIT_BATCH_MAX 1..1000, default 64 */
+
+    /* Service tokens and user tokens (docs/IDENTITY.md). */
+    cx_jwt_service_rule_t jwt_service_rule; /* CREDEX_JWT_SERVICE_RULE, default client_claim */
+    char jwt_client_claim[64];              /* CREDEX_JWT_CLIENT_CLAIM, default "client_id" */
 } cx_config_t;
 
 /* Looks up an environment variable; returns NULL when unset. ctx is passed through. */

@@ -35,30 +35,31 @@ typedef struct cx_code_info {
     const char *reason; /* stable: stored in audit events and sent as the credex-reason trailer */
     int grpc;
     int http;
+    bool denial; /* audit outcome DENIED (true) or FAILED (false), see cx_code_is_denial */
 } cx_code_info_t;
 
 /*
  * The one mapping table (STYLE.md rule 4).
  *
- * code                 reason               gRPC                    HTTP
- * CX_OK                ok                   0  OK                   200
- * FEATURE_DISABLED     feature_disabled     9  FAILED_PRECONDITION  404
- * UNAUTHENTICATED      unauthenticated      16 UNAUTHENTICATED      401
- * PERMISSION_DENIED    permission_denied    7  PERMISSION_DENIED    403
- * NOT_FOUND            not_found            5  NOT_FOUND            404
- * INVALID_ARGUMENT     invalid_argument     3  INVALID_ARGUMENT     400
- * CONFLICT             conflict             10 ABORTED              409
- * UNAVAILABLE          unavailable          14 UNAVAILABLE          503
- * INTEGRITY            integrity_error      15 DATA_LOSS            500
- * BROWSER_DENIED       browser_denied       7  PERMISSION_DENIED    403
- * SSRF_BLOCKED         ssrf_blocked         3  INVALID_ARGUMENT     400
- * RECONSENT_REQUIRED   reconsent_required   9  FAILED_PRECONDITION  409
- * INTERNAL             internal             13 INTERNAL             500
- * UNIMPLEMENTED        unimplemented        12 UNIMPLEMENTED        501
- * RESOURCE_EXHAUSTED   resource_exhausted   8  RESOURCE_EXHAUSTED   429
- * DEADLINE_EXCEEDED    deadline_exceeded    4  DEADLINE_EXCEEDED    504
- * FAILED_PRECONDITION  failed_precondition  9  FAILED_PRECONDITION  412
- * CANCELLED            cancelled            1  CANCELLED            499
+ * code                 reason               gRPC                    HTTP  audit outcome
+ * CX_OK                ok                   0  OK                   200   -
+ * FEATURE_DISABLED     feature_disabled     9  FAILED_PRECONDITION  404   DENIED
+ * UNAUTHENTICATED      unauthenticated      16 UNAUTHENTICATED      401   DENIED
+ * PERMISSION_DENIED    permission_denied    7  PERMISSION_DENIED    403   DENIED
+ * NOT_FOUND            not_found            5  NOT_FOUND            404   DENIED
+ * INVALID_ARGUMENT     invalid_argument     3  INVALID_ARGUMENT     400   DENIED
+ * CONFLICT             conflict             10 ABORTED              409   FAILED
+ * UNAVAILABLE          unavailable          14 UNAVAILABLE          503   FAILED
+ * INTEGRITY            integrity_error      15 DATA_LOSS            500   FAILED
+ * BROWSER_DENIED       browser_denied       7  PERMISSION_DENIED    403   DENIED
+ * SSRF_BLOCKED         ssrf_blocked         3  INVALID_ARGUMENT     400   DENIED
+ * RECONSENT_REQUIRED   reconsent_required   9  FAILED_PRECONDITION  409   FAILED
+ * INTERNAL             internal             13 INTERNAL             500   FAILED
+ * UNIMPLEMENTED        unimplemented        12 UNIMPLEMENTED        501   FAILED
+ * RESOURCE_EXHAUSTED   resource_exhausted   8  RESOURCE_EXHAUSTED   429   DENIED
+ * DEADLINE_EXCEEDED    deadline_exceeded    4  DEADLINE_EXCEEDED    504   FAILED
+ * FAILED_PRECONDITION  failed_precondition  9  FAILED_PRECONDITION  412   DENIED
+ * CANCELLED            cancelled            1  CANCELLED            499   FAILED
  *
  * Why these choices:
  *  - feature_disabled is not UNIMPLEMENTED (12): that status already means "unknown method",
@@ -77,26 +78,31 @@ typedef struct cx_code_info {
  *    bodies are rejected by the HTTP layer itself before a code is chosen.
  *  - cancelled 499 (nginx's "client closed request"): nobody reads it, but it must not be
  *    counted as a server error.
+ *  - audit outcome: DENIED when credex refused the request because of who asked, what was asked
+ *    or the state it asked about (the caller can change something and succeed); FAILED when the
+ *    request was acceptable and credex or a dependency could not carry it out. conflict is
+ *    FAILED: a lost race on a version is not a refusal of the caller. reconsent_required is
+ *    FAILED: the caller was allowed; the provider connection broke.
  */
 static const cx_code_info_t cx_code_table[] = {
-    [CX_OK] = {"ok", GRPC_OK_, 200},
-    [CX_ERR_FEATURE_DISABLED] = {"feature_disabled", GRPC_FAILED_PRECONDITION_, 404},
-    [CX_ERR_UNAUTHENTICATED] = {"unauthenticated", GRPC_UNAUTHENTICATED_, 401},
-    [CX_ERR_PERMISSION_DENIED] = {"permission_denied", GRPC_PERMISSION_DENIED_, 403},
-    [CX_ERR_NOT_FOUND] = {"not_found", GRPC_NOT_FOUND_, 404},
-    [CX_ERR_INVALID_ARGUMENT] = {"invalid_argument", GRPC_INVALID_ARGUMENT_, 400},
-    [CX_ERR_CONFLICT] = {"conflict", GRPC_ABORTED_, 409},
-    [CX_ERR_UNAVAILABLE] = {"unavailable", GRPC_UNAVAILABLE_, 503},
-    [CX_ERR_INTEGRITY] = {"integrity_error", GRPC_DATA_LOSS_, 500},
-    [CX_ERR_BROWSER_DENIED] = {"browser_denied", GRPC_PERMISSION_DENIED_, 403},
-    [CX_ERR_SSRF_BLOCKED] = {"ssrf_blocked", GRPC_INVALID_ARGUMENT_, 400},
-    [CX_ERR_RECONSENT_REQUIRED] = {"reconsent_required", GRPC_FAILED_PRECONDITION_, 409},
-    [CX_ERR_INTERNAL] = {"internal", GRPC_INTERNAL_, 500},
-    [CX_ERR_UNIMPLEMENTED] = {"unimplemented", GRPC_UNIMPLEMENTED_, 501},
-    [CX_ERR_RESOURCE_EXHAUSTED] = {"resource_exhausted", GRPC_RESOURCE_EXHAUSTED_, 429},
-    [CX_ERR_DEADLINE_EXCEEDED] = {"deadline_exceeded", GRPC_DEADLINE_EXCEEDED_, 504},
-    [CX_ERR_FAILED_PRECONDITION] = {"failed_precondition", GRPC_FAILED_PRECONDITION_, 412},
-    [CX_ERR_CANCELLED] = {"cancelled", GRPC_CANCELLED_, 499},
+    [CX_OK] = {"ok", GRPC_OK_, 200, false},
+    [CX_ERR_FEATURE_DISABLED] = {"feature_disabled", GRPC_FAILED_PRECONDITION_, 404, true},
+    [CX_ERR_UNAUTHENTICATED] = {"unauthenticated", GRPC_UNAUTHENTICATED_, 401, true},
+    [CX_ERR_PERMISSION_DENIED] = {"permission_denied", GRPC_PERMISSION_DENIED_, 403, true},
+    [CX_ERR_NOT_FOUND] = {"not_found", GRPC_NOT_FOUND_, 404, true},
+    [CX_ERR_INVALID_ARGUMENT] = {"invalid_argument", GRPC_INVALID_ARGUMENT_, 400, true},
+    [CX_ERR_CONFLICT] = {"conflict", GRPC_ABORTED_, 409, false},
+    [CX_ERR_UNAVAILABLE] = {"unavailable", GRPC_UNAVAILABLE_, 503, false},
+    [CX_ERR_INTEGRITY] = {"integrity_error", GRPC_DATA_LOSS_, 500, false},
+    [CX_ERR_BROWSER_DENIED] = {"browser_denied", GRPC_PERMISSION_DENIED_, 403, true},
+    [CX_ERR_SSRF_BLOCKED] = {"ssrf_blocked", GRPC_INVALID_ARGUMENT_, 400, true},
+    [CX_ERR_RECONSENT_REQUIRED] = {"reconsent_required", GRPC_FAILED_PRECONDITION_, 409, false},
+    [CX_ERR_INTERNAL] = {"internal", GRPC_INTERNAL_, 500, false},
+    [CX_ERR_UNIMPLEMENTED] = {"unimplemented", GRPC_UNIMPLEMENTED_, 501, false},
+    [CX_ERR_RESOURCE_EXHAUSTED] = {"resource_exhausted", GRPC_RESOURCE_EXHAUSTED_, 429, true},
+    [CX_ERR_DEADLINE_EXCEEDED] = {"deadline_exceeded", GRPC_DEADLINE_EXCEEDED_, 504, false},
+    [CX_ERR_FAILED_PRECONDITION] = {"failed_precondition", GRPC_FAILED_PRECONDITION_, 412, true},
+    [CX_ERR_CANCELLED] = {"cancelled", GRPC_CANCELLED_, 499, false},
 };
 
 _Static_assert(sizeof(cx_code_table) / sizeof(cx_code_table[0]) == CX_CODE_COUNT_,
@@ -136,19 +142,41 @@ static bool cx_code_valid(cx_code_t code)
     return (unsigned)code < (unsigned)CX_CODE_COUNT_;
 }
 
+static bool cx_detail_valid(cx_detail_t detail)
+{
+    return (unsigned)detail < (unsigned)CX_DETAIL_COUNT_;
+}
+
+static void cx_error_vset(cx_error_t *err, cx_code_t code, cx_detail_t detail, const char *fmt,
+                          va_list ap)
+{
+    err->code = cx_code_valid(code) ? code : CX_ERR_INTERNAL;
+    err->detail = cx_detail_valid(detail) ? detail : CX_DETAIL_NONE;
+    err->message[0] = '\0';
+    /* Truncation is the documented behaviour; the result length is not needed. */
+    if (fmt != NULL)
+        (void)vsnprintf(err->message, sizeof(err->message), fmt, ap);
+}
+
 bool cx_error_set(cx_error_t *err, cx_code_t code, const char *fmt, ...)
 {
     if (err == NULL)
         return false;
-    err->code = cx_code_valid(code) ? code : CX_ERR_INTERNAL;
-    err->message[0] = '\0';
-    if (fmt != NULL) {
-        va_list ap;
-        va_start(ap, fmt);
-        /* Truncation is the documented behaviour; the result length is not needed. */
-        (void)vsnprintf(err->message, sizeof(err->message), fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    cx_error_vset(err, code, CX_DETAIL_NONE, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+bool cx_error_set_detail(cx_error_t *err, cx_code_t code, cx_detail_t detail, const char *fmt, ...)
+{
+    if (err == NULL)
+        return false;
+    va_list ap;
+    va_start(ap, fmt);
+    cx_error_vset(err, code, detail, fmt, ap);
+    va_end(ap);
     return false;
 }
 
@@ -157,6 +185,7 @@ void cx_error_clear(cx_error_t *err)
     if (err == NULL)
         return;
     err->code = CX_OK;
+    err->detail = CX_DETAIL_NONE;
     memset(err->message, 0, sizeof(err->message));
 }
 
@@ -165,6 +194,7 @@ void cx_error_copy(cx_error_t *dst, const cx_error_t *src)
     if (dst == NULL || src == NULL || dst == src)
         return;
     dst->code = cx_code_valid(src->code) ? src->code : CX_ERR_INTERNAL;
+    dst->detail = cx_detail_valid(src->detail) ? src->detail : CX_DETAIL_NONE;
     memcpy(dst->message, src->message, sizeof(dst->message));
     /* src may have been filled by hand; never hand on an unterminated string. */
     dst->message[sizeof(dst->message) - 1] = '\0';
@@ -211,18 +241,31 @@ int cx_code_http_status(cx_code_t code)
 
 bool cx_code_is_denial(cx_code_t code)
 {
-    switch (code) {
-    case CX_ERR_UNAUTHENTICATED:
-    case CX_ERR_PERMISSION_DENIED:
-    case CX_ERR_NOT_FOUND:
-    case CX_ERR_INVALID_ARGUMENT:
-    case CX_ERR_BROWSER_DENIED:
-    case CX_ERR_FAILED_PRECONDITION:
-    case CX_ERR_SSRF_BLOCKED:
-    case CX_ERR_FEATURE_DISABLED:
-    case CX_ERR_RESOURCE_EXHAUSTED:
-        return true;
-    default:
-        return false;
-    }
+    return cx_code_valid(code) && cx_code_table[code].denial;
+}
+
+/* Names for logs only: details never travel or get stored, so these may change with the code. */
+static const char *const cx_detail_names[] = {
+    [CX_DETAIL_NONE] = "none",
+    [CX_DETAIL_JWT_UNKNOWN_KID] = "jwt_unknown_kid",
+    [CX_DETAIL_HTTP_SCHEME] = "http_scheme",
+    [CX_DETAIL_HTTP_DNS] = "http_dns",
+    [CX_DETAIL_HTTP_CONNECT] = "http_connect",
+    [CX_DETAIL_HTTP_TIMEOUT] = "http_timeout",
+    [CX_DETAIL_HTTP_TLS] = "http_tls",
+    [CX_DETAIL_HTTP_TOO_BIG] = "http_too_big",
+    [CX_DETAIL_HTTP_TRANSPORT] = "http_transport",
+    [CX_DETAIL_HTTP_STATUS] = "http_status",
+    [CX_DETAIL_TOKEN_NOT_SERVICE] = "token_not_service",
+    [CX_DETAIL_TOKEN_NOT_USER] = "token_not_user",
+    [CX_DETAIL_TOKEN_KIND_UNKNOWN] = "token_kind_unknown",
+    [CX_DETAIL_TOKEN_PEER_MISMATCH] = "token_peer_mismatch",
+};
+
+_Static_assert(sizeof(cx_detail_names) / sizeof(cx_detail_names[0]) == CX_DETAIL_COUNT_,
+               "every cx_detail_t needs a name");
+
+const char *cx_detail_name(cx_detail_t detail)
+{
+    return cx_detail_valid(detail) ? cx_detail_names[detail] : cx_detail_names[CX_DETAIL_NONE];
 }

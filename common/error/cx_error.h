@@ -7,6 +7,12 @@
  * their numbers are stored in audit events and compared by clients.
  *
  * Each code maps to exactly one gRPC status and one HTTP status, here and nowhere else.
+ *
+ * A detail (cx_detail_t) says, within a code, which known condition failed, for code that must
+ * tell them apart (a JWT with an unknown kid triggers a JWKS refetch; a transport failure may be
+ * a timeout or a TLS fault). Code branches on codes and details, never on message text: messages
+ * are for people and may be reworded at any time. Details are in-process only: they are not
+ * sent over gRPC nor stored; like codes they are appended, never renumbered.
  * Messages are written by credex developers and must never contain credential material; the
  * logger additionally redacts credential-shaped strings (see cx_log.h).
  *
@@ -40,23 +46,53 @@ typedef enum cx_code {
     CX_CODE_COUNT_                   /* not a code; keep last */
 } cx_code_t;
 
+typedef enum cx_detail {
+    CX_DETAIL_NONE = 0,            /* nothing more specific than the code */
+    CX_DETAIL_JWT_UNKNOWN_KID = 1, /* the token's kid is not in the key set (cx_jwt) */
+    /* cx_http: why an outbound request failed (with CX_ERR_UNAVAILABLE unless said) */
+    CX_DETAIL_HTTP_SCHEME = 2,    /* URL scheme not allowed (CX_ERR_INVALID_ARGUMENT before send) */
+    CX_DETAIL_HTTP_DNS = 3,       /* the host name does not resolve */
+    CX_DETAIL_HTTP_CONNECT = 4,   /* connection refused, no route */
+    CX_DETAIL_HTTP_TIMEOUT = 5,   /* no complete answer in time */
+    CX_DETAIL_HTTP_TLS = 6,       /* handshake or certificate verification failed */
+    CX_DETAIL_HTTP_TOO_BIG = 7,   /* the answer passed its size limit */
+    CX_DETAIL_HTTP_TRANSPORT = 8, /* any other transport failure */
+    CX_DETAIL_HTTP_STATUS = 9,    /* an answer arrived with a status the caller refuses */
+    /* the gateway's caller classification (CX_ERR_UNAUTHENTICATED, docs/IDENTITY.md) */
+    CX_DETAIL_TOKEN_NOT_SERVICE = 10,   /* a user's token where a service token belongs */
+    CX_DETAIL_TOKEN_NOT_USER = 11,      /* a service token where a user's token belongs */
+    CX_DETAIL_TOKEN_KIND_UNKNOWN = 12,  /* the claims fit neither kind (e.g. client claim != azp) */
+    CX_DETAIL_TOKEN_PEER_MISMATCH = 13, /* the service token's client is not the mTLS peer */
+    CX_DETAIL_COUNT_                    /* not a detail; keep last */
+} cx_detail_t;
+
 #define CX_ERROR_MESSAGE_MAX 256
 
 typedef struct cx_error {
     cx_code_t code;
+    cx_detail_t detail;                 /* CX_DETAIL_NONE unless set with cx_error_set_detail */
     char message[CX_ERROR_MESSAGE_MAX]; /* NUL-terminated, truncated if longer */
 } cx_error_t;
 
 /* Set *err (if err != NULL) and return false, so that `return cx_error_set(err, ...);` reads
- * naturally in bool functions. fmt is a printf format; never pass credential material. */
+ * naturally in bool functions. The detail is CX_DETAIL_NONE. fmt is a printf format; never pass
+ * credential material. */
 bool cx_error_set(cx_error_t *err, cx_code_t code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Reset to CX_OK with an empty message. NULL-safe. */
+/* cx_error_set with a detail (an out-of-range detail becomes CX_DETAIL_NONE). */
+bool cx_error_set_detail(cx_error_t *err, cx_code_t code, cx_detail_t detail, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Reset to CX_OK, CX_DETAIL_NONE and an empty message. NULL-safe. */
 void cx_error_clear(cx_error_t *err);
 
-/* Copy src to dst (both may be NULL: then nothing happens). */
+/* Copy src to dst, detail included (both may be NULL: then nothing happens). */
 void cx_error_copy(cx_error_t *dst, const cx_error_t *src);
+
+/* Snake_case name of a detail, for logs only, e.g. "jwt_unknown_kid"; "none" for
+ * CX_DETAIL_NONE and for an out-of-range value. Never NULL. */
+const char *cx_detail_name(cx_detail_t detail);
 
 /* Stable snake_case reason code, e.g. "feature_disabled", "integrity_error". Never NULL:
  * an out-of-range value yields "internal". */
@@ -74,11 +110,12 @@ cx_code_t cx_code_from_grpc_status(int grpc_status);
 /* HTTP status for a code, for the edge's JSON errors. */
 int cx_code_http_status(cx_code_t code);
 
-/* The outcome an audit event records for a failed call with this code, in this one place:
- * true (DENIED: authentication, authorization, a guardrail or the input contract refused it)
- * for unauthenticated, permission_denied, not_found, invalid_argument, browser_denied,
- * failed_precondition, ssrf_blocked, feature_disabled and resource_exhausted; false (FAILED:
- * allowed, but it could not be done) for every other code. */
+/* The outcome an audit event records for a failure with this code: true for DENIED (the request
+ * was refused: unauthenticated, permission_denied, not_found, invalid_argument, browser_denied,
+ * failed_precondition, ssrf_blocked, feature_disabled, resource_exhausted), false for FAILED
+ * (credex or a dependency could not do what was allowed: unavailable, internal, integrity_error,
+ * conflict, deadline_exceeded, ...). CX_OK and out-of-range values: false. This is the one
+ * place that mapping lives; every writer of audit events asks here. */
 bool cx_code_is_denial(cx_code_t code);
 
 #endif

@@ -3,7 +3,6 @@
 #include "common/fga/cx_fga_cache.h"
 #include "common/http/cx_http.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -29,13 +28,9 @@ struct cx_fga {
     char *url;
     char *store_id;
     char *model_id; /* "" = latest */
-    unsigned timeout_ms;
-    bool curl_inited;
-    /* Idle handles, reused so that calls keep their HTTP connection to OpenFGA alive (a fresh
-     * TCP connection per check would dominate the cost of a retrieval). Guarded by mu. */
-    pthread_mutex_t mu;
-    CURL *idle[FGA_POOL_MAX];
-    size_t nidle;
+    /* Up to FGA_POOL_MAX idle connections, kept alive between calls: a fresh TCP connection
+     * per check would dominate the cost of a retrieval. */
+    cx_http_t *http;
 
     /* The answer cache and its watcher (NULL / not started when cache_ttl_ms is 0). */
     cx_fga_cache_t *cache;
@@ -93,17 +88,9 @@ cx_fga_t *cx_fga_new(const cx_fga_options_t *opts, cx_error_t *err)
                      "OpenFGA needs CREDEX_OPENFGA_URL and CREDEX_OPENFGA_STORE_ID");
         return NULL;
     }
-    /* Reference-counted inside libcurl; done here, at start-up, so that no worker thread is
-     * the first to initialise it. */
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        cx_error_set(err, CX_ERR_INTERNAL, "cannot initialise libcurl");
-        return NULL;
-    }
     cx_fga_t *f = calloc(1, sizeof(*f));
     if (!f)
         goto fail;
-    f->curl_inited = true;
-    pthread_mutex_init(&f->mu, NULL);
     atomic_init(&f->hits, 0);
     atomic_init(&f->misses, 0);
     atomic_init(&f->stop, false);
@@ -113,19 +100,26 @@ cx_fga_t *cx_fga_new(const cx_fga_options_t *opts, cx_error_t *err)
     f->url = strndup(opts->url, ul);
     f->store_id = strdup(opts->store_id);
     f->model_id = strdup(opts->model_id ? opts->model_id : "");
-    f->timeout_ms = opts->timeout_ms ? opts->timeout_ms : 2000;
     if (!f->url || !f->store_id || !f->model_id)
         goto fail;
+    /* OpenFGA is a configured internal endpoint (loopback, or a cluster-internal service), so
+     * plain http is allowed for it; its URL is not taken from any request. */
+    cx_http_options_t ho = {.name = "policy service",
+                            .allow_http = true,
+                            .timeout_ms = opts->timeout_ms ? opts->timeout_ms : 2000,
+                            .max_response_bytes = CX_FGA_RESPONSE_MAX,
+                            .pool_max = FGA_POOL_MAX};
+    if (!(f->http = cx_http_new(&ho, err))) {
+        cx_fga_free(f);
+        return NULL;
+    }
     if (opts->cache_ttl_ms && !fga_watch_start(f, opts, err)) {
         cx_fga_free(f);
         return NULL;
     }
     return f;
 fail:
-    if (f)
-        cx_fga_free(f);
-    else
-        curl_global_cleanup();
+    cx_fga_free(f);
     cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
     return NULL;
 }
@@ -147,12 +141,7 @@ void cx_fga_free(cx_fga_t *fga)
     free(fga->url);
     free(fga->store_id);
     free(fga->model_id);
-    if (fga->curl_inited) {
-        for (size_t i = 0; i < fga->nidle; i++)
-            curl_easy_cleanup(fga->idle[i]);
-        pthread_mutex_destroy(&fga->mu);
-        curl_global_cleanup();
-    }
+    cx_http_free(fga->http);
     free(fga);
 }
 
@@ -168,43 +157,10 @@ bool cx_fga_tuple_set(cx_fga_tuple_t *t, const char *user, const char *relation,
     return true;
 }
 
-static CURL *handle_take(cx_fga_t *f)
-{
-    CURL *h = NULL;
-    pthread_mutex_lock(&f->mu);
-    if (f->nidle > 0)
-        h = f->idle[--f->nidle];
-    pthread_mutex_unlock(&f->mu);
-    if (h) {
-        curl_easy_reset(h); /* options go, the connection cache stays */
-        return h;
-    }
-    return curl_easy_init();
-}
-
-static void handle_give(cx_fga_t *f, CURL *h)
-{
-    if (!h)
-        return;
-    pthread_mutex_lock(&f->mu);
-    if (f->nidle < FGA_POOL_MAX) {
-        f->idle[f->nidle++] = h;
-        h = NULL;
-    }
-    pthread_mutex_unlock(&f->mu);
-    if (h)
-        curl_easy_cleanup(h);
-}
-
 /* The watcher's transfers end early when cx_fga_free asks it to stop. */
-static int fga_watch_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-                              curl_off_t ulnow)
+static bool fga_watch_stopping(void *ud)
 {
-    (void)dltotal;
-    (void)dlnow;
-    (void)ultotal;
-    (void)ulnow;
-    return atomic_load(&((cx_fga_t *)ud)->stop) ? 1 : 0;
+    return atomic_load(&((cx_fga_t *)ud)->stop);
 }
 
 /* ---- decoders of OpenFGA's answers: pure functions of the body (fuzz/fuzz_fga.c) -------- */
@@ -354,72 +310,40 @@ bool cx_fga_decode_answer(cx_fga_answer_t kind, const char *body, size_t len, cx
 static bool fga_http_ex(cx_fga_t *f, const char *path, json_t *body, json_t **resp, bool watcher,
                         cx_error_t *err)
 {
+    static const cx_http_header_t json_type = {"content-type", "application/json"};
     bool ok = false;
     char url[1024];
     char *payload = NULL;
-    cx_http_buf_t b = {.max = CX_FGA_RESPONSE_MAX};
-    struct curl_slist *hdrs = NULL;
-    CURL *h = NULL;
-    if (snprintf(url, sizeof(url), "%s%s", f->url, path) >= (int)sizeof(url)) {
-        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "OpenFGA URL too long");
+    cx_http_response_t r = {0};
+    if (snprintf(url, sizeof(url), "%s%s", f->url, path) >= (int)sizeof(url))
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "OpenFGA URL too long");
+    if (body && !(payload = json_dumps(body, JSON_COMPACT)))
+        return cx_error_set(err, CX_ERR_INTERNAL, "policy service: cannot encode the request");
+    cx_http_request_t rq = {.url = url,
+                            .headers = payload ? &json_type : NULL,
+                            .nheaders = payload ? 1 : 0,
+                            .body = payload,
+                            .body_len = payload ? strlen(payload) : 0,
+                            .abort = watcher ? fga_watch_stopping : NULL,
+                            .abort_ctx = f};
+    if (!cx_http_do(f->http, &rq, &r, err))
+        goto out;
+    if (r.status >= 400 && r.status < 500) {
+        cx_error_set_detail(err, CX_ERR_INVALID_ARGUMENT, CX_DETAIL_HTTP_STATUS,
+                            "policy service refused the request (HTTP %ld)", r.status);
         goto out;
     }
-    h = handle_take(f);
-    if (!h) {
-        cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service: cannot create an HTTP handle");
+    if (r.status < 200 || r.status >= 300) {
+        cx_error_set_detail(err, CX_ERR_UNAVAILABLE, CX_DETAIL_HTTP_STATUS,
+                            "policy service failed (HTTP %ld)", r.status);
         goto out;
     }
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)f->timeout_ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)f->timeout_ms);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, cx_http_buf_write);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-    if (watcher) {
-        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, fga_watch_progress);
-        curl_easy_setopt(h, CURLOPT_XFERINFODATA, f);
-        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-    }
-    if (body) {
-        payload = json_dumps(body, JSON_COMPACT);
-        if (!payload) {
-            cx_error_set(err, CX_ERR_INTERNAL, "policy service: cannot encode the request");
-            goto out;
-        }
-        hdrs = curl_slist_append(hdrs, "content-type: application/json");
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, payload);
-    }
-    CURLcode rc = curl_easy_perform(h);
-    long status = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    if (rc != CURLE_OK) {
-        cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service unreachable: %s",
-                     b.too_big ? "response too large" : curl_easy_strerror(rc));
-        goto out;
-    }
-    if (status >= 400 && status < 500) {
-        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "policy service refused the request (HTTP %ld)",
-                     status);
-        goto out;
-    }
-    if (status < 200 || status >= 300) {
-        cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service failed (HTTP %ld)", status);
-        goto out;
-    }
-    if (resp && !(*resp = fga_parse_body(b.data, b.len, err)))
+    if (resp && !(*resp = fga_parse_body(r.body, r.body_len, err)))
         goto out;
     ok = true;
 out:
-    curl_slist_free_all(hdrs);
+    cx_http_response_free(&r);
     free(payload);
-    cx_http_buf_reset(&b);
-    /* A handle whose transfer failed may hold a broken connection: do not keep it. */
-    if (ok)
-        handle_give(f, h);
-    else if (h)
-        curl_easy_cleanup(h);
     return ok;
 }
 

@@ -2,7 +2,9 @@
  * cx_fga: a client of the OpenFGA HTTP API (Check, Write, Read, ListObjects), the policy
  * service of docs/IDENTITY.md. OpenFGA is the only source of truth for who may do what, so
  * every failure to get an answer is fail-closed: transport errors, timeouts and HTTP 5xx are
- * CX_ERR_UNAVAILABLE, and a Check that did not answer `allowed: true` is never "allowed".
+ * CX_ERR_UNAVAILABLE (with cx_http's detail), and a Check that did not answer `allowed: true`
+ * is never "allowed". Requests go through common/http, which keeps the connections to OpenFGA
+ * alive between calls; plain http is allowed for this configured internal endpoint.
  *
  * Objects and users are OpenFGA strings "type:id" or "type:id#relation" (e.g. "user:alice",
  * "team:eng#member", "secret_ref:sec_123"). Each is at most CX_FGA_NAME_MAX bytes.
@@ -32,10 +34,10 @@
  * Live checks always ask for HIGHER_CONSISTENCY. cache_ttl_ms == 0 turns the cache and the
  * watcher thread off: every check is then a live call, exactly as without a cache.
  *
- * Thread-safety: a cx_fga_t's settings are immutable after creation; every call uses its own
- * CURL handle and the cache takes one mutex for a bounded table walk (never across HTTP), so
- * calls may run concurrently from any thread. Every call blocks for at most timeout_ms (a
- * cache hit does not block). Library code: nothing is logged here.
+ * Thread-safety: a cx_fga_t's settings are immutable after creation; every call takes its own
+ * handle from cx_http's pool and the cache takes one mutex for a bounded table walk (never
+ * across HTTP), so calls may run concurrently from any thread. Every call blocks for at most
+ * timeout_ms (a cache hit does not block). Library code: nothing is logged here.
  */
 #ifndef CREDEX_COMMON_FGA_CX_FGA_H
 #define CREDEX_COMMON_FGA_CX_FGA_H
@@ -68,7 +70,7 @@ typedef struct cx_fga_options {
  * live). */
 cx_fga_t *cx_fga_new(const cx_fga_options_t *opts, cx_error_t *err);
 /* NULL-safe. Stops and joins the watcher: an idle watcher wakes at once, one in the middle of a
- * poll aborts it within about a second (libcurl's progress callback) and at worst timeout_ms. */
+ * poll aborts it within about a second (cx_http's abort callback) and at worst timeout_ms. */
 void cx_fga_free(cx_fga_t *fga);
 
 /* Counters of the answer cache, for tests and benchmarks. hits + misses counts every

@@ -2,7 +2,6 @@
 #include "common/http/cx_http.h"
 #include "common/jwt/cx_jwt.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -19,8 +18,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-#define JWT_UNKNOWN_KID_MSG "unknown key id"
 
 typedef enum jwt_alg { JWT_ALG_ES256 = 1, JWT_ALG_RS256 = 2 } jwt_alg_t;
 
@@ -408,7 +405,8 @@ bool cx_jwt_verify_with_jwks(const cx_jwks_t *jwks, const cx_jwt_params_t *param
     }
     const jwks_key_t *key = jwks_find(jwks, c.kid);
     if (!key) {
-        cx_error_set(err, CX_ERR_UNAUTHENTICATED, JWT_UNKNOWN_KID_MSG);
+        cx_error_set_detail(err, CX_ERR_UNAUTHENTICATED, CX_DETAIL_JWT_UNKNOWN_KID,
+                            "unknown key id");
         goto out;
     }
     if (key->alg != a) {
@@ -458,6 +456,12 @@ bool cx_jwt_verify_with_jwks(const cx_jwks_t *jwks, const cx_jwt_params_t *param
         cx_error_set(err, CX_ERR_UNAUTHENTICATED, "token has an invalid azp");
         goto out;
     }
+    if (!copy_claim(
+            pl, params->client_claim && *params->client_claim ? params->client_claim : "client_id",
+            c.client, sizeof(c.client), false)) {
+        cx_error_set(err, CX_ERR_UNAUTHENTICATED, "token has an invalid client claim");
+        goto out;
+    }
     if (out)
         *out = c;
     ok = true;
@@ -472,10 +476,11 @@ out:
 
 struct cx_jwt_verifier {
     char *source;
-    char *ca_file; /* NULL = system store */
+    cx_http_t *http; /* the https source's client; NULL for a file */
     char *issuer;
     char *audience;
-    unsigned leeway_s, cache_s, fetch_timeout_ms, refetch_s;
+    char *client_claim;
+    unsigned leeway_s, cache_s, refetch_s;
     pthread_mutex_t mu;
     /* Guarded by mu. A key set is shared by reference with verifications in flight. */
     struct jwks_ref {
@@ -500,44 +505,30 @@ struct cx_jwt_verifier {
 
 #define JWT_CACHE_WAYS 4
 
-static bool fetch_url(const char *url, const char *ca_file, unsigned timeout_ms, cx_http_buf_t *b,
-                      cx_error_t *err)
+/* A JWKS document, malloc'd (NUL-terminated) into *doc, from the https source. */
+static bool fetch_url(const cx_jwt_verifier_t *v, char **doc, size_t *len, cx_error_t *err)
 {
-    bool ok = false;
-    CURL *h = curl_easy_init();
-    if (!h)
-        return cx_error_set(err, CX_ERR_UNAVAILABLE, "JWKS: cannot create an HTTP handle");
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-    /* Peer and name verification stay on (libcurl's defaults, set again so that no default
-     * elsewhere can turn them off); a configured CA bundle replaces the system store. */
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (ca_file && *ca_file)
-        curl_easy_setopt(h, CURLOPT_CAINFO, ca_file);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, cx_http_buf_write);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
-    CURLcode rc = curl_easy_perform(h);
-    long status = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    if (rc != CURLE_OK || status != 200) {
-        cx_error_set(err, CX_ERR_UNAVAILABLE, "JWKS: fetch failed (%s, HTTP %ld)",
-                     b->too_big ? "too large" : curl_easy_strerror(rc), status);
-        goto out;
+    cx_http_request_t rq = {.url = v->source};
+    cx_http_response_t r;
+    if (!cx_http_do(v->http, &rq, &r, err))
+        return false;
+    if (r.status != 200) {
+        long status = r.status;
+        cx_http_response_free(&r);
+        return cx_error_set_detail(err, CX_ERR_UNAVAILABLE, CX_DETAIL_HTTP_STATUS,
+                                   "JWKS: fetch failed (HTTP %ld)", status);
     }
-    ok = true;
-out:
-    curl_easy_cleanup(h);
-    return ok;
+    *doc = r.body;
+    *len = r.body_len;
+    return true;
 }
 
-static bool fetch_file(const char *path, cx_http_buf_t *b, cx_error_t *err)
+/* The same from the key file. */
+static bool fetch_file(const char *path, char **doc, size_t *len, cx_error_t *err)
 {
     bool ok = false;
+    char *buf = NULL;
+    size_t got = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return cx_error_set(err, CX_ERR_UNAVAILABLE, "JWKS: cannot open the key file (%s)",
@@ -549,38 +540,41 @@ static bool fetch_file(const char *path, cx_http_buf_t *b, cx_error_t *err)
                      CX_JWKS_MAX_BYTES);
         goto out;
     }
-    b->data = malloc((size_t)st.st_size + 1);
-    if (!b->data)
+    if (!(buf = malloc((size_t)st.st_size + 1))) {
+        cx_error_set(err, CX_ERR_INTERNAL, "JWKS: out of memory");
         goto out;
-    while (b->len < (size_t)st.st_size) {
-        ssize_t n = read(fd, b->data + b->len, (size_t)st.st_size - b->len);
+    }
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
         if (n <= 0) {
             cx_error_set(err, CX_ERR_UNAVAILABLE, "JWKS: cannot read the key file");
             goto out;
         }
-        b->len += (size_t)n;
+        got += (size_t)n;
     }
+    buf[got] = '\0';
+    *doc = buf;
+    *len = got;
+    buf = NULL;
     ok = true;
 out:
+    free(buf);
     close(fd);
     return ok;
 }
 
 static cx_jwks_t *jwks_fetch(const cx_jwt_verifier_t *v, cx_error_t *err)
 {
-    cx_http_buf_t b = {.max = CX_JWKS_MAX_BYTES};
-    cx_jwks_t *jwks = NULL;
-    bool got = strncmp(v->source, "https://", 8) == 0
-                   ? fetch_url(v->source, v->ca_file, v->fetch_timeout_ms, &b, err)
-                   : fetch_file(v->source, &b, err);
+    char *doc = NULL;
+    size_t len = 0;
+    bool got = v->http ? fetch_url(v, &doc, &len, err) : fetch_file(v->source, &doc, &len, err);
     if (!got)
-        goto out;
+        return NULL;
     cx_error_t perr;
-    jwks = cx_jwt_jwks_parse(b.data, b.len, &perr);
+    cx_jwks_t *jwks = cx_jwt_jwks_parse(doc, len, &perr);
     if (!jwks)
         cx_error_set(err, CX_ERR_UNAVAILABLE, "JWKS: %s", perr.message);
-out:
-    cx_http_buf_reset(&b);
+    free(doc);
     return jwks;
 }
 
@@ -600,35 +594,41 @@ cx_jwt_verifier_t *cx_jwt_verifier_new(const cx_jwt_verifier_options_t *opts, cx
                      "CREDEX_JWT_AUDIENCE");
         return NULL;
     }
-    if (opts->ca_file && *opts->ca_file && access(opts->ca_file, R_OK) != 0) {
-        /* Found at start, not at the first token: every call would fail closed without it. */
-        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "CREDEX_JWKS_CA_FILE: cannot read the file (%s)",
-                     strerror(errno));
-        return NULL;
-    }
     if (strncmp(opts->jwks_source, "http://", 7) == 0) {
         /* Whoever can alter the keys in transit controls every decision. */
         cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "CREDEX_JWKS: http:// is refused, use https://");
         return NULL;
     }
-    /* See cx_fga_new: libcurl is initialised at start-up, never first by a worker. */
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        cx_error_set(err, CX_ERR_INTERNAL, "cannot initialise libcurl");
-        return NULL;
-    }
     cx_jwt_verifier_t *v = calloc(1, sizeof(*v));
     if (!v)
         goto fail;
+    if (strncmp(opts->jwks_source, "https://", 8) == 0) {
+        cx_http_options_t ho = {.name = "JWKS",
+                                .ca_file = opts->ca_file,
+                                .timeout_ms =
+                                    opts->fetch_timeout_ms ? opts->fetch_timeout_ms : 3000,
+                                .max_response_bytes = CX_JWKS_MAX_BYTES,
+                                .pool_max = 1};
+        cx_error_t herr;
+        if (!(v->http = cx_http_new(&ho, &herr))) {
+            /* Found at start, not at the first token: every call would fail closed without it. */
+            if (herr.code == CX_ERR_INVALID_ARGUMENT)
+                cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "CREDEX_JWKS_CA_FILE: %s", herr.message);
+            else
+                cx_error_copy(err, &herr);
+            free(v);
+            return NULL;
+        }
+    }
     v->source = strdup(opts->jwks_source);
-    if (opts->ca_file && *opts->ca_file && !(v->ca_file = strdup(opts->ca_file)))
-        goto fail;
     v->issuer = strdup(opts->issuer);
     v->audience = strdup(opts->audience);
-    if (!v->source || !v->issuer || !v->audience)
+    v->client_claim =
+        strdup(opts->client_claim && *opts->client_claim ? opts->client_claim : "client_id");
+    if (!v->source || !v->issuer || !v->audience || !v->client_claim)
         goto fail;
     v->leeway_s = opts->leeway_s;
     v->cache_s = opts->cache_s ? opts->cache_s : 300;
-    v->fetch_timeout_ms = opts->fetch_timeout_ms ? opts->fetch_timeout_ms : 3000;
     v->refetch_s = opts->unknown_kid_refetch_s ? opts->unknown_kid_refetch_s : 60;
     if (opts->cache_max_entries > 0) {
         v->nsets = (opts->cache_max_entries + JWT_CACHE_WAYS - 1) / JWT_CACHE_WAYS;
@@ -641,14 +641,14 @@ cx_jwt_verifier_t *cx_jwt_verifier_new(const cx_jwt_verifier_options_t *opts, cx
     return v;
 fail:
     if (v) {
+        cx_http_free(v->http);
         free(v->cache);
-        free(v->ca_file);
         free(v->source);
         free(v->issuer);
         free(v->audience);
+        free(v->client_claim);
         free(v);
     }
-    curl_global_cleanup();
     cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
     return NULL;
 }
@@ -671,12 +671,12 @@ void cx_jwt_verifier_free(cx_jwt_verifier_t *v)
     if (v->cache)
         OPENSSL_cleanse(v->cache, v->nsets * JWT_CACHE_WAYS * sizeof(*v->cache));
     free(v->cache);
-    free(v->ca_file);
+    cx_http_free(v->http);
     free(v->source);
     free(v->issuer);
     free(v->audience);
+    free(v->client_claim);
     free(v);
-    curl_global_cleanup();
 }
 
 /* Take a reference to the current key set, fetching first when there is none, it is older
@@ -809,7 +809,10 @@ bool cx_jwt_verify_at(cx_jwt_verifier_t *v, const char *token, size_t len, int64
 {
     if (!v)
         return cx_error_set(err, CX_ERR_UNAUTHENTICATED, "token verification is not configured");
-    cx_jwt_params_t p = {.issuer = v->issuer, .audience = v->audience, .leeway_s = v->leeway_s};
+    cx_jwt_params_t p = {.issuer = v->issuer,
+                         .audience = v->audience,
+                         .leeway_s = v->leeway_s,
+                         .client_claim = v->client_claim};
     cx_error_t kerr;
     cx_error_clear(&kerr);
     uint64_t gen = 0;
@@ -835,7 +838,7 @@ bool cx_jwt_verify_at(cx_jwt_verifier_t *v, const char *token, size_t len, int64
     cx_error_t verr;
     cx_jwt_claims_t c;
     bool ok = cx_jwt_verify_with_jwks(r->jwks, &p, token, len, now_s, &c, &verr);
-    if (!ok && strcmp(verr.message, JWT_UNKNOWN_KID_MSG) == 0) {
+    if (!ok && verr.detail == CX_DETAIL_JWT_UNKNOWN_KID) {
         /* The IdP may have rotated its keys since the last fetch. */
         keys_put(v, r);
         cx_error_clear(&kerr);

@@ -7,19 +7,24 @@
  *    key used as an HMAC secret would let anyone mint tokens); `crit` is refused;
  *  - `kid` required and only used as a lookup key into the JWKS; the key's type must match alg;
  *  - `iss` equal to the configured issuer, `aud` (string or array) containing the audience,
- *    `exp` required, `exp`/`nbf`/`iat` checked with leeway, `sub` required.
+ *    `exp` required, `exp`/`nbf`/`iat` checked with leeway, `sub` required;
+ *  - `azp` and the client claim (named by the caller, `client_id` by default), when present,
+ *    are non-empty strings: the gateway tells service tokens from user tokens by them
+ *    (docs/IDENTITY.md), so a claim of another type is a bad token, not an absent claim.
  *
- * The JWKS comes from a file path or an https URL (libcurl, bounded size and time), is cached
- * for cache_s seconds and refetched on an unknown kid at most once a minute, so that a flood of
- * tokens with random kids cannot turn the gateway into a traffic amplifier against the IdP.
+ * The JWKS comes from a file path or an https URL (common/http: TLS verified, bounded size and
+ * time), is cached for cache_s seconds and refetched on an unknown kid at most once a minute, so
+ * that a flood of tokens with random kids cannot turn the gateway into a traffic amplifier
+ * against the IdP.
  *
  * A verifier may remember tokens it has verified (cache_max_entries > 0): by the SHA-256 of the
  * whole token, with the claims, for as long as the key set that verified them is the current
  * one. A token seen again skips the signature check and JSON parsing, never the time checks:
- * exp, nbf and iat are checked again at every use with the same leeway. Issuer and audience are
- * fixed per verifier, so they hold for a remembered token. Any JWKS fetch that replaces the key
- * set forgets every token (a key the IdP withdrew stops being honoured at the next fetch, as
- * without the cache). Failed verifications are never remembered.
+ * exp, nbf and iat are checked again at every use with the same leeway. Issuer, audience and
+ * the name of the client claim are fixed per verifier, so a remembered token's claims (the
+ * client claim's value included) are what a full verification would give. Any JWKS fetch that
+ * replaces the key set forgets every token (a key the IdP withdrew stops being honoured at the next
+ * fetch, as without the cache). Failed verifications are never remembered.
  *
  * Errors: a token that fails any check is CX_ERR_UNAUTHENTICATED with a message that never
  * contains the token; a JWKS that cannot be fetched (and none cached) is CX_ERR_UNAVAILABLE.
@@ -57,7 +62,9 @@ typedef struct cx_jwt_claims {
     char kid[CX_JWT_KID_MAX];
     char iss[CX_JWT_CLAIM_MAX];
     char sub[CX_JWT_CLAIM_MAX];
-    char azp[CX_JWT_CLAIM_MAX]; /* "" when absent */
+    char azp[CX_JWT_CLAIM_MAX];    /* "" when absent */
+    char client[CX_JWT_CLAIM_MAX]; /* the client claim's value (cx_jwt_params_t.client_claim);
+                                      "" when absent */
     int64_t exp;
     int64_t nbf; /* 0 when absent */
     int64_t iat; /* 0 when absent */
@@ -67,12 +74,14 @@ typedef struct cx_jwt_params {
     const char *issuer;   /* required, compared exactly */
     const char *audience; /* required */
     unsigned leeway_s;
+    const char *client_claim; /* the claim copied into cx_jwt_claims_t.client; NULL or "":
+                                 "client_id" */
 } cx_jwt_params_t;
 
 /* Verify `token` (len bytes, need not be NUL-terminated) with the keys of `jwks` at time now_s
  * (Unix seconds). On success fills *out (may be NULL); on failure *out is untouched. Reentrant.
- * err->code: CX_ERR_UNAUTHENTICATED for every token fault; a kid not in the set is reported
- * with the message "unknown key id" (cx_jwt_verifier uses it to decide on a refetch). */
+ * err->code: CX_ERR_UNAUTHENTICATED for every token fault; a kid not in the set has the detail
+ * CX_DETAIL_JWT_UNKNOWN_KID (cx_jwt_verifier refetches the key set on it). */
 bool cx_jwt_verify_with_jwks(const cx_jwks_t *jwks, const cx_jwt_params_t *params,
                              const char *token, size_t len, int64_t now_s, cx_jwt_claims_t *out,
                              cx_error_t *err);
@@ -86,9 +95,12 @@ typedef struct cx_jwt_verifier_options {
     const char *issuer;
     const char *audience;
     unsigned leeway_s;
+    const char *client_claim;  /* see cx_jwt_params_t; fixed per verifier, so remembered
+                                  tokens keep the right value */
     unsigned cache_s;          /* how long a fetched JWKS is used; >= 1 */
     unsigned fetch_timeout_ms; /* whole fetch, URL sources; 0 = 3000 */
-    const char *ca_file;       /* PEM CAs for the https source; NULL or "" = system store */
+    const char *ca_file;       /* PEM CAs for the https source; NULL or "" = system store
+                                  (an https source refuses one that cannot be read) */
     /* Minimum seconds between refetches caused by an unknown kid; 0 = 60. */
     unsigned unknown_kid_refetch_s;
     /* Verified tokens remembered (see above); 0 = none, every token is fully verified. */

@@ -1,9 +1,14 @@
 /*
  * Caller classification, exactly as docs/IDENTITY.md fixes it:
  *   BROWSER                    peer `edge` with x-credex-caller not "service", or a user token
- *                              without a service JWT (session-only auth), or any browser marker;
- *   SERVICE                    a valid service JWT whose azp is the mTLS peer, no user token;
+ *                              without a service JWT (session-only auth), or any browser marker
+ *                              (Origin, Cookie, Sec-Fetch-*, Referer, a browser User-Agent);
+ *   SERVICE                    a valid service token whose client is the mTLS peer, no user
+ *                              token;
  *   SERVICE_ON_BEHALF_OF_USER  the same plus a valid user token (the user is its sub).
+ * Service tokens and user tokens are told apart by their claims (gateway_token_kind), so that a
+ * user's on-behalf-of token (azp = the service) never passes for the service's own token, nor a
+ * service token for a user's.
  */
 #include <stdio.h>
 #include <string.h>
@@ -34,7 +39,8 @@ static void copy_id(char *dst, const char *src)
     dst[n] = '\0';
 }
 
-static void set_unauthenticated(gateway_caller_t *out, const cx_error_t *cause, const char *what)
+static void set_unauthenticated(gateway_caller_t *out, const cx_error_t *cause, cx_detail_t detail,
+                                const char *what)
 {
     out->authenticated = false;
     if (cause && cause->code == CX_ERR_UNAVAILABLE) {
@@ -43,22 +49,87 @@ static void set_unauthenticated(gateway_caller_t *out, const cx_error_t *cause, 
         cx_error_copy(&out->auth_err, cause);
         return;
     }
-    cx_error_set(&out->auth_err, CX_ERR_UNAUTHENTICATED, "%s", what);
+    cx_error_set_detail(&out->auth_err, CX_ERR_UNAUTHENTICATED, detail, "%s", what);
+}
+
+gateway_token_kind_t gateway_token_kind(cx_jwt_service_rule_t rule, const cx_jwt_claims_t *c,
+                                        const char **client)
+{
+    const char *id;
+    if (rule == CX_JWT_RULE_SUB_IS_CLIENT) {
+        /* RFC 9068: the client is azp, or client_id where azp is absent; both present must
+         * agree. A client-credentials token is the client's own: sub is the client id. */
+        if (c->azp[0] && c->client[0] && strcmp(c->azp, c->client) != 0)
+            return GATEWAY_TOKEN_UNKNOWN;
+        id = c->azp[0] ? c->azp : c->client;
+        if (!id[0])
+            return GATEWAY_TOKEN_UNKNOWN;
+        if (strcmp(c->sub, id) != 0)
+            return GATEWAY_TOKEN_USER;
+    } else {
+        /* Keycloak: the client claim is written into client-credentials tokens only, naming the
+         * client the token was issued to, which is also azp. */
+        if (!c->client[0])
+            return GATEWAY_TOKEN_USER;
+        if (!c->azp[0] || strcmp(c->client, c->azp) != 0)
+            return GATEWAY_TOKEN_UNKNOWN;
+        id = c->azp;
+    }
+    if (client)
+        *client = id;
+    return GATEWAY_TOKEN_SERVICE;
 }
 
 /* The user of a verified user token (browser, or on-behalf-of a service); false, with out
- * marked unauthenticated, when the token was rejected or its subject is not usable. */
+ * marked unauthenticated, when the token was rejected, is not a user token, or its subject is
+ * not usable. */
 static bool accept_user(gateway_caller_t *out, const gateway_caller_facts_t *f)
 {
     if (!f->user_token_ok || !f->user_claims) {
-        set_unauthenticated(out, &f->user_token_err, "user token rejected");
+        set_unauthenticated(out, &f->user_token_err, CX_DETAIL_NONE, "user token rejected");
+        return false;
+    }
+    gateway_token_kind_t k = gateway_token_kind(f->rule, f->user_claims, NULL);
+    if (k != GATEWAY_TOKEN_USER) {
+        set_unauthenticated(out, NULL,
+                            k == GATEWAY_TOKEN_SERVICE ? CX_DETAIL_TOKEN_NOT_USER
+                                                       : CX_DETAIL_TOKEN_KIND_UNKNOWN,
+                            "the user token is not a user's token");
         return false;
     }
     if (!gateway_id_valid(f->user_claims->sub)) {
-        set_unauthenticated(out, NULL, "user token subject is not usable");
+        set_unauthenticated(out, NULL, CX_DETAIL_NONE, "user token subject is not usable");
         return false;
     }
     copy_id(out->user_id, f->user_claims->sub);
+    return true;
+}
+
+/* The service of a verified service token bound to the peer; false, with out marked
+ * unauthenticated, otherwise. */
+static bool accept_service(gateway_caller_t *out, const gateway_caller_facts_t *f)
+{
+    if (!f->service_token_ok || !f->service_claims) {
+        set_unauthenticated(out, &f->service_token_err, CX_DETAIL_NONE, "service token rejected");
+        return false;
+    }
+    const char *client = NULL;
+    gateway_token_kind_t k = gateway_token_kind(f->rule, f->service_claims, &client);
+    if (k != GATEWAY_TOKEN_SERVICE) {
+        set_unauthenticated(out, NULL,
+                            k == GATEWAY_TOKEN_USER ? CX_DETAIL_TOKEN_NOT_SERVICE
+                                                    : CX_DETAIL_TOKEN_KIND_UNKNOWN,
+                            "the service token is not a service's own token");
+        return false;
+    }
+    /* A service token is bound to the connection it arrives on: one stolen from another
+     * service is useless without that service's certificate too. */
+    if (!f->peer || strcmp(client, f->peer) != 0 || !gateway_id_valid(client)) {
+        set_unauthenticated(out, NULL, CX_DETAIL_TOKEN_PEER_MISMATCH,
+                            "service token is not bound to this peer");
+        return false;
+    }
+    copy_id(out->service_id, client);
     return true;
 }
 
@@ -90,30 +161,21 @@ void gateway_caller_classify(const gateway_caller_facts_t *f, gateway_caller_t *
 
     /* 2. Authentication for that kind. */
     if (out->kind == CREDEX__V1__CALLER_KIND__CALLER_KIND_UNSPECIFIED) {
-        set_unauthenticated(out, NULL, "no credentials: a user token or a service JWT is required");
+        set_unauthenticated(out, NULL, CX_DETAIL_NONE,
+                            "no credentials: a user token or a service JWT is required");
         return;
     }
     if (out->kind == CREDEX__V1__CALLER_KIND__CALLER_KIND_BROWSER) {
         /* A browser acts only as its user; a service JWT it might carry adds nothing. */
         if (!f->has_user_token) {
-            set_unauthenticated(out, NULL, "a user token is required");
+            set_unauthenticated(out, NULL, CX_DETAIL_NONE, "a user token is required");
             return;
         }
         out->authenticated = accept_user(out, f);
         return;
     }
-    if (!f->service_token_ok || !f->service_claims) {
-        set_unauthenticated(out, &f->service_token_err, "service token rejected");
+    if (!accept_service(out, f))
         return;
-    }
-    /* A service token is bound to the connection it arrives on: one stolen from another
-     * service is useless without that service's certificate too. */
-    if (!f->peer || !f->service_claims->azp[0] || strcmp(f->service_claims->azp, f->peer) != 0 ||
-        !gateway_id_valid(f->service_claims->azp)) {
-        set_unauthenticated(out, NULL, "service token is not bound to this peer");
-        return;
-    }
-    copy_id(out->service_id, f->service_claims->azp);
     if (out->kind == CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE_ON_BEHALF_OF_USER &&
         !accept_user(out, f))
         return;
@@ -141,6 +203,24 @@ static bool verify_token(const gateway_t *gw, const char *tok, cx_jwt_claims_t *
     return cx_jwt_verify(gw->jwt, tok, strlen(tok), claims, err);
 }
 
+bool gateway_user_agent_is_browser(const char *ua)
+{
+    if (!ua)
+        return false;
+    /* Product tokens only (RFC 9110 section 10.1.5): text inside parentheses is a comment. */
+    unsigned depth = 0;
+    for (const char *p = ua; *p; p++) {
+        if (*p == '(')
+            depth++;
+        else if (*p == ')' && depth > 0)
+            depth--;
+        else if (depth == 0 && (p == ua || p[-1] == ' ' || p[-1] == '\t') &&
+                 strncasecmp(p, "mozilla/", 8) == 0)
+            return true;
+    }
+    return false;
+}
+
 void gateway_caller_from_call(const gateway_t *gw, rpc_call_t *call, gateway_caller_t *out)
 {
     static const char *const markers[] = {"origin",         "cookie",         "sec-fetch-site",
@@ -150,10 +230,13 @@ void gateway_caller_from_call(const gateway_t *gw, rpc_call_t *call, gateway_cal
     memset(&f, 0, sizeof(f));
     cx_jwt_claims_t sc, uc;
     f.peer = rpc_call_peer(call);
+    f.rule = gw->cfg ? gw->cfg->jwt_service_rule : CX_JWT_RULE_CLIENT_CLAIM;
     f.x_caller = rpc_call_header(call, "x-credex-caller");
     for (size_t i = 0; i < sizeof(markers) / sizeof(markers[0]); i++)
         if (rpc_call_header(call, markers[i]))
             f.browser_marker = true;
+    if (gateway_user_agent_is_browser(rpc_call_header(call, "user-agent")))
+        f.browser_marker = true;
     const char *authz = rpc_call_header(call, "authorization");
     const char *ut = rpc_call_header(call, "x-credex-user-token");
     if (authz) {

@@ -346,6 +346,7 @@ bool gateway_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_e
                                         .issuer = cfg->jwt_issuer,
                                         .audience = cfg->jwt_audience,
                                         .leeway_s = cfg->jwt_leeway_s,
+                                        .client_claim = cfg->jwt_client_claim,
                                         .cache_s = cfg->jwks_cache_s,
                                         .cache_max_entries = cfg->jwt_cache_max_entries,
                                         .fetch_timeout_ms = cfg->jwks_timeout_ms,

@@ -43,7 +43,8 @@ const gateway_t *gateway_state(rpc_call_t *call);
 typedef struct gateway_caller_facts {
     const char *peer;     /* mTLS peer name */
     const char *x_caller; /* x-credex-caller value or NULL */
-    bool browser_marker;  /* Origin / Sec-Fetch-* / Cookie metadata present */
+    bool browser_marker;  /* Origin / Cookie / Sec-Fetch-* / Referer, or a browser User-Agent */
+    cx_jwt_service_rule_t rule; /* how a service token is told from a user token */
     bool has_service_token;
     bool service_token_ok; /* verified; claims below valid */
     const cx_jwt_claims_t *service_claims;
@@ -64,8 +65,29 @@ typedef struct gateway_caller {
 } gateway_caller_t;
 
 /* Classify (pure). The kind is decided from the transport and markers first, so that a browser
- * gets browser_denied even with bad tokens; authentication is then judged for that kind. */
+ * gets browser_denied even with bad tokens; authentication is then judged for that kind: the
+ * token in the service slot must be a service token bound to the peer, the one in the user slot
+ * a user token (under f->rule), else not authenticated with a CX_DETAIL_TOKEN_* detail. */
 void gateway_caller_classify(const gateway_caller_facts_t *f, gateway_caller_t *out);
+
+/* What a verified token is under a rule (docs/IDENTITY.md "Service tokens and user tokens"). */
+typedef enum gateway_token_kind {
+    GATEWAY_TOKEN_USER,
+    GATEWAY_TOKEN_SERVICE,
+    GATEWAY_TOKEN_UNKNOWN /* the claims fit neither kind: refused in both slots */
+} gateway_token_kind_t;
+
+/* The kind of a token with claims c; for a service token *client (may be NULL) points into c at
+ * its client id. Pure. */
+gateway_token_kind_t gateway_token_kind(cx_jwt_service_rule_t rule, const cx_jwt_claims_t *c,
+                                        const char **client);
+
+/* True for a User-Agent a browser sent: one with a "Mozilla/" product token (any letter case) at
+ * its start or after a space or tab, outside parenthesised comments. Every browser's User-Agent
+ * begins with it, and a page cannot remove it; gRPC libraries send "grpc-<language>/<version>",
+ * after the application's own product tokens when it sets some, so a server-side caller is taken
+ * for a browser only if it claims to be one. NULL: false. Pure. */
+bool gateway_user_agent_is_browser(const char *ua);
 
 /* Gather the facts of a live call (verifying its tokens) and classify it. */
 void gateway_caller_from_call(const gateway_t *gw, rpc_call_t *call, gateway_caller_t *out);

@@ -145,17 +145,24 @@ class TokenMint:
         return jwt.encode(body, key or self.key, algorithm=algorithm, headers=hdr)
 
     def user(self, sub: str, **overrides) -> str:
-        """An end user's access token (sub = the user id)."""
+        """An end user's access token (sub = the user id, azp the UI's client, no client_id)."""
         drop = overrides.pop("drop", ())
         ttl = overrides.pop("ttl", 300)
         return self.mint({"sub": sub, "azp": "caipe-ui", "preferred_username": sub, "typ": "Bearer"} | overrides,
                          ttl=ttl, drop=drop)
 
+    def on_behalf_of(self, sub: str, service: str, **overrides) -> str:
+        """A user's token issued to a service by token exchange: sub = the user, azp = the
+        service, no client_id (docs/IDENTITY.md)."""
+        return self.user(sub, azp=service, **overrides)
+
     def service(self, name: str, **overrides) -> str:
-        """A service JWT (Keycloak client-credentials shape): sub service-account-NAME, azp NAME."""
+        """A service JWT (Keycloak client-credentials shape): sub service-account-NAME, azp NAME,
+        and client_id NAME, the claim that only client-credentials tokens carry (the gateway's
+        default CREDEX_JWT_SERVICE_RULE=client_claim)."""
         drop = overrides.pop("drop", ())
         ttl = overrides.pop("ttl", 300)
-        return self.mint({"sub": f"service-account-{name}", "azp": name,
+        return self.mint({"sub": f"service-account-{name}", "azp": name, "client_id": name,
                           "preferred_username": f"service-account-{name}", "typ": "Bearer"} | overrides,
                          ttl=ttl, drop=drop)
 

@@ -29,6 +29,7 @@ import grpc
 import pytest
 
 import credex_api as x
+import credex_harness as h
 
 C = grpc.StatusCode
 RESOLVE = "/credex.v1.CredentialStore/Resolve"
@@ -427,6 +428,11 @@ def test_no_token_at_all_is_refused(api, stack, owned):
     denied_without_store(stack, lambda c: caller.retrieve(sid, cid=c), BROWSER | UNAUTHENTICATED)
 
 
+# The claims of agent-runtime's own token, for tokens built by hand: refused only for what the
+# case changes.
+SERVICE_CLAIMS = {"sub": "service-account-agent-runtime", "azp": x.AGENT, "client_id": x.AGENT}
+
+
 @pytest.mark.parametrize("case", ["wrong_audience", "expired", "wrong_issuer", "no_exp", "azp_not_peer",
                                   "unknown_kid", "foreign_key", "alg_none", "garbage"])
 def test_bad_service_jwt_is_unauthenticated(api, stack, owned, case):
@@ -438,10 +444,9 @@ def test_bad_service_jwt_is_unauthenticated(api, stack, owned, case):
         "wrong_issuer": lambda: t.service(x.AGENT, iss="https://evil.example/issuer"),
         "no_exp": lambda: t.service(x.AGENT, drop=("exp",)),
         "azp_not_peer": lambda: t.service("mcp-github"),
-        "unknown_kid": lambda: t.mint({"sub": "service-account-agent-runtime", "azp": x.AGENT},
-                                      headers={"kid": "not-a-known-kid"}),
-        "foreign_key": lambda: t.mint({"sub": "service-account-agent-runtime", "azp": x.AGENT}, key=foreign_key()),
-        "alg_none": lambda: unsigned_token(t, {"sub": "service-account-agent-runtime", "azp": x.AGENT}),
+        "unknown_kid": lambda: t.mint(SERVICE_CLAIMS, headers={"kid": "not-a-known-kid"}),
+        "foreign_key": lambda: t.mint(SERVICE_CLAIMS, key=foreign_key()),
+        "alg_none": lambda: unsigned_token(t, SERVICE_CLAIMS),
         "garbage": lambda: "not.a.jwt",
     }[case]()
     caller = api.agent(owner, service_token=token)
@@ -486,6 +491,129 @@ def test_denial_messages_carry_no_material(api, stack, owned):
             assert value not in (v if isinstance(v, bytes) else v.encode())
 
 
+# ---- service tokens and user tokens are told apart (issue 8, finding 1) ---------------------------
+
+def refused_and_audited(api, stack, call, expect, reason: str) -> grpc.RpcError:
+    """denied_without_store, plus the audit trail of that call: its denial with `reason`, and no
+    success event under its correlation id."""
+    seen = []
+
+    def fn(c):
+        seen.append(c)
+        return call(c)
+
+    err = denied_without_store(stack, fn, expect)
+    client, db = api.mongo()
+    with client:
+        events = db.credential_audit_events
+        denied = x.wait_until(lambda: [e for e in events.find({"correlation_id": seen[0]})
+                                       if e.get("outcome") == "denied"], 10, what="audit event of the denial")
+        assert denied[0].get("reason") == reason, denied
+        assert not [e for e in events.find({"correlation_id": seen[0]}) if e.get("outcome") == "success"]
+    return err
+
+
+def no_retrieval_succeeded(api, sid: str) -> None:
+    client, db = api.mongo()
+    with client:
+        done = list(db.credential_audit_events.find(
+            {"resource_id": sid, "event_type": "secret.retrieved", "outcome": "success"}))
+    assert not done, f"a refused caller retrieved {sid}: {done}"
+
+
+def test_on_behalf_of_token_is_not_a_service_token(api, stack, owned):
+    """A user's on-behalf-of token (sub = the user, azp = the service, no client_id) in the
+    service slot must not let the service act as itself, nor stand in for both tokens at once:
+    UNAUTHENTICATED, audited, and store never asked."""
+    owner, sid, value = owned
+    g = api.pb.gateway
+    # The service's own grant on the secret, so that acting as the service would succeed.
+    api.ui(owner).share(sid, g.GRANTEE_TYPE_SERVICE, x.AGENT, g.SHARE_ROLE_USER)
+    obo = api.tokens.on_behalf_of(owner, x.AGENT)
+    for caller in (api.agent(service_token=obo),                    # acting as the service
+                   api.agent(service_token=obo, user_token=obo),    # one user token in both slots
+                   api.agent(owner, service_token=obo)):            # with a fresh user token
+        refused_and_audited(api, stack, lambda c: caller.retrieve(sid, cid=c), UNAUTHENTICATED,
+                            "unauthenticated")
+    no_retrieval_succeeded(api, sid)
+    # Positive control: the same service with its own token, for itself and for the owner.
+    assert api.agent().retrieve(sid).value == value
+    assert api.agent(user_token=obo).retrieve(sid).value == value
+
+
+def test_service_token_is_not_a_user_token(api, stack, owned):
+    """A service token (client_id = azp) in the user slot would make the service a "user" named
+    after its service account: UNAUTHENTICATED, audited, and store never asked."""
+    owner, sid, _ = owned
+    svc = api.tokens.service(x.AGENT)
+    for caller in (api.agent(user_token=svc), api.agent(service_token=svc, user_token=svc)):
+        refused_and_audited(api, stack, lambda c: caller.retrieve(sid, cid=c), UNAUTHENTICATED,
+                            "unauthenticated")
+    no_retrieval_succeeded(api, sid)
+
+
+def test_credexctl_dev_tokens_have_the_shapes_of_the_rule(api, stack, owned):
+    """`credexctl token`: a service token passes the default rule (client_id = azp), an
+    on-behalf-of token is a user's token (no client_id) and is refused in the service slot."""
+    import jwt
+
+    owner, sid, value = owned
+
+    def mint(*args: str) -> str:
+        res = stack.credexctl_run("token", *args)
+        assert res.returncode == 0, res.stderr
+        return res.stdout.strip()
+
+    svc, obo = mint("--service", x.AGENT), mint("--service", x.AGENT, "--user", owner)
+    user = mint("--user", owner)
+    claims = {name: jwt.decode(t, options={"verify_signature": False})
+              for name, t in (("svc", svc), ("obo", obo), ("user", user))}
+    assert claims["svc"]["client_id"] == claims["svc"]["azp"] == x.AGENT
+    assert claims["obo"]["azp"] == x.AGENT and "client_id" not in claims["obo"]
+    assert "client_id" not in claims["user"] and claims["user"]["sub"] == owner
+    assert api.agent(service_token=svc, user_token=obo).retrieve(sid).value == value
+    refused = api.agent(service_token=obo, user_token=obo)
+    denied_without_store(stack, lambda c: refused.retrieve(sid, cid=c), UNAUTHENTICATED)
+
+
+# ---- a browser's User-Agent is a browser marker (issue 8, finding 8) ----------------------------
+
+BROWSER_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/124.0.0.0 Safari/537.36")
+
+
+def retrieval_stub(api, peer: str, user_agent: str):
+    """A Retrieval stub on its own channel whose user-agent starts with `user_agent` (grpcio
+    appends its own "grpc-python/... grpc-c/..." tokens after it)."""
+    cert, key = api.identity_pair(peer)
+    channel = grpc.secure_channel(api.gateway_addr, h.channel_credentials(api.stack.pki.ca, cert, key), options=[
+        ("grpc.ssl_target_name_override", "localhost"),
+        ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.primary_user_agent", user_agent),
+    ])
+    return channel, api.pb.gateway_grpc.RetrievalStub(channel)
+
+
+def test_browser_user_agent_is_browser_denied(api, stack, owned):
+    """The agent runtime's own certificate and valid tokens, but a browser's User-Agent:
+    browser_denied, audited, store never asked. The same caller with its own user agent, or
+    grpcio's, retrieves."""
+    owner, sid, value = owned
+    agent = api.agent(owner)
+    channel, stub = retrieval_stub(api, x.AGENT, BROWSER_UA)
+    with channel:
+        refused_and_audited(
+            api, stack,
+            lambda c: stub.Retrieve(agent.retrieve_request(sid), timeout=10,
+                                    metadata=agent.metadata + [("x-correlation-id", c)]),
+            BROWSER, "browser_denied")
+    no_retrieval_succeeded(api, sid)
+    channel, stub = retrieval_stub(api, x.AGENT, "agent-runtime/2.3")
+    with channel:
+        assert stub.Retrieve(agent.retrieve_request(sid), timeout=10, metadata=agent.metadata).value == value
+    assert agent.retrieve(sid).value == value
+
+
 # ---- helpers ------------------------------------------------------------------------------------
 
 def foreign_key():
@@ -515,6 +643,10 @@ def test_helpers_are_sane(api):
     claims = jwt.decode(token, jwks[jwt.get_unverified_header(token)["kid"]].key, algorithms=["ES256"],
                         audience=api.tokens.audience, issuer=api.tokens.issuer)
     assert claims["azp"] == x.AGENT and claims["sub"] == f"service-account-{x.AGENT}"
+    assert claims["client_id"] == x.AGENT
+    # user and on-behalf-of tokens never carry the client claim
+    for tok in (api.tokens.user("u"), api.tokens.on_behalf_of("u", x.AGENT)):
+        assert "client_id" not in jwt.decode(tok, options={"verify_signature": False})
     assert re.fullmatch(r"[A-Za-z0-9._-]+", x.cid())
 
 

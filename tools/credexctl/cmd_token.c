@@ -3,9 +3,13 @@
  *
  *   credexctl token --user ID [--ttl S]                 a user access token (sub = ID)
  *   credexctl token --service NAME [--ttl S]            a service JWT (sub service-account-NAME,
- *                                                       azp NAME)
+ *                                                       azp NAME, client_id NAME)
  *   credexctl token --service NAME --user ID [--ttl S]  an on-behalf-of user token held by the
  *                                                       service (sub = ID, azp = NAME)
+ *
+ * The shapes are Keycloak's, so that they pass the gateway's default rule for telling service
+ * tokens from user tokens (CREDEX_JWT_SERVICE_RULE=client_claim, docs/IDENTITY.md): only a
+ * client-credentials token carries client_id; user and on-behalf-of tokens never do.
  *
  * ES256 over the P-256 key in <pki>/jwt-signing.key; kid is the kid of <pki>/jwks.json (the
  * gateway only looks kids up there); iss from CREDEX_JWT_ISSUER, else <pki>/jwt-issuer.txt; aud
@@ -32,8 +36,9 @@ static void usage(FILE *f)
         "       credexctl token --service NAME [--user ID] [--ttl SECONDS]\n"
         "Mint a dev JWT (ES256) with the dev issuer key and print it on stdout.\n"
         "  --user ID        user token: sub = ID\n"
-        "  --service NAME   service JWT: sub = service-account-NAME, azp = NAME; with --user, an\n"
-        "                   on-behalf-of user token issued to that service (sub = ID, azp = NAME)\n"
+        "  --service NAME   service JWT: sub = service-account-NAME, azp = client_id = NAME;\n"
+        "                   with --user, an on-behalf-of user token issued to that service\n"
+        "                   (sub = ID, azp = NAME, no client_id)\n"
         "  --ttl SECONDS    lifetime, 1..86400 (default 600)\n"
         "Key: $CREDEX_RUN_DIR/pki/jwt-signing.key (default .run/pki); kid from jwks.json;\n"
         "iss: CREDEX_JWT_ISSUER or pki/jwt-issuer.txt; aud: CREDEX_JWT_AUDIENCE (default credex).\n"
@@ -179,6 +184,11 @@ bool cli_token_mint(const cx_config_t *cfg, const cli_token_spec_t *spec, char *
     }
     if (spec->azp != NULL)
         json_object_set_new(claims, "azp", json_string(spec->azp));
+    /* Keycloak names a client's service account service-account-<client>: a token for that
+     * subject is the client's own (client credentials) and carries the client claim. */
+    if (spec->azp != NULL && strncmp(spec->sub, "service-account-", 16) == 0 &&
+        strcmp(spec->sub + 16, spec->azp) == 0)
+        json_object_set_new(claims, "client_id", json_string(spec->azp));
     h64 = b64url_json(header);
     c64 = b64url_json(claims);
     if (h64 == NULL || c64 == NULL || asprintf(&input, "%s.%s", h64, c64) < 0) {

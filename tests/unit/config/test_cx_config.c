@@ -221,10 +221,10 @@ static void test_every_variable_set(void **state)
 static void test_every_documented_variable_is_read(void **state)
 {
     (void)state;
-    /* 52 variables in cx_config.h; a forgotten one would keep its default silently. */
+    /* 54 variables in cx_config.h; a forgotten one would keep its default silently. */
     fake_env_t env = {0};
     cx_config_t *cfg = load_ok(&env);
-    assert_int_equal(env.lookups, 52);
+    assert_int_equal(env.lookups, 54);
     cx_config_free(cfg);
 }
 
@@ -455,6 +455,40 @@ static void test_urls_and_names(void **state)
     cx_config_t *cfg = load_ok(&env);
     assert_string_equal(cfg->jwks, "/etc/credex/jwks.json");
     cx_config_free(cfg);
+}
+
+/* Typed tokens (docs/IDENTITY.md): the rule and the name of the client claim. */
+static void test_jwt_service_rule(void **state)
+{
+    (void)state;
+    fake_env_t env = {0};
+    cx_config_t *cfg = load_ok(&env);
+    assert_int_equal(cfg->jwt_service_rule, CX_JWT_RULE_CLIENT_CLAIM);
+    assert_string_equal(cfg->jwt_client_claim, "client_id");
+    cx_config_free(cfg);
+    env_set(&env, "CREDEX_JWT_SERVICE_RULE", "sub_is_client");
+    env_set(&env, "CREDEX_JWT_CLIENT_CLAIM", "clientId");
+    cfg = load_ok(&env);
+    assert_int_equal(cfg->jwt_service_rule, CX_JWT_RULE_SUB_IS_CLIENT);
+    assert_string_equal(cfg->jwt_client_claim, "clientId");
+    cx_config_free(cfg);
+
+    expect_load_error("CREDEX_JWT_SERVICE_RULE", "azp",
+                      "CREDEX_JWT_SERVICE_RULE: expected one of client_claim|sub_is_client, got "
+                      "\"azp\"");
+    /* a claim every token carries would make every token a service token */
+    const char *every[] = {"azp", "sub", "iss", "aud", "exp", "typ"};
+    for (size_t i = 0; i < sizeof(every) / sizeof(every[0]); i++) {
+        char msg[192];
+        snprintf(msg, sizeof(msg),
+                 "CREDEX_JWT_CLIENT_CLAIM: expected a claim name of [A-Za-z0-9_.:-], not "
+                 "iss/sub/aud/azp/exp/nbf/iat/jti/typ, got \"%s\"",
+                 every[i]);
+        expect_load_error("CREDEX_JWT_CLIENT_CLAIM", every[i], msg);
+    }
+    expect_load_error("CREDEX_JWT_CLIENT_CLAIM", "client id",
+                      "CREDEX_JWT_CLIENT_CLAIM: expected a claim name of [A-Za-z0-9_.:-], not "
+                      "iss/sub/aud/azp/exp/nbf/iat/jti/typ, got \"client id\"");
 }
 
 static void test_string_too_long(void **state)
@@ -688,6 +722,7 @@ int main(void)
         cmocka_unit_test(test_deadline_default_above_cap),
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_urls_and_names),
+        cmocka_unit_test(test_jwt_service_rule),
         cmocka_unit_test(test_string_too_long),
         cmocka_unit_test(test_secret_values_hidden),
         cmocka_unit_test(test_credential_shaped_values_hidden),

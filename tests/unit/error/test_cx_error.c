@@ -16,27 +16,28 @@ typedef struct expected_row {
     const char *reason;
     int grpc;
     int http;
+    bool denial; /* audit outcome DENIED (else FAILED) */
 } expected_row_t;
 
 static const expected_row_t rows[] = {
-    {CX_OK, 0, "ok", 0, 200},
-    {CX_ERR_FEATURE_DISABLED, 1, "feature_disabled", 9, 404},
-    {CX_ERR_UNAUTHENTICATED, 2, "unauthenticated", 16, 401},
-    {CX_ERR_PERMISSION_DENIED, 3, "permission_denied", 7, 403},
-    {CX_ERR_NOT_FOUND, 4, "not_found", 5, 404},
-    {CX_ERR_INVALID_ARGUMENT, 5, "invalid_argument", 3, 400},
-    {CX_ERR_CONFLICT, 6, "conflict", 10, 409},
-    {CX_ERR_UNAVAILABLE, 7, "unavailable", 14, 503},
-    {CX_ERR_INTEGRITY, 8, "integrity_error", 15, 500},
-    {CX_ERR_BROWSER_DENIED, 9, "browser_denied", 7, 403},
-    {CX_ERR_SSRF_BLOCKED, 10, "ssrf_blocked", 3, 400},
-    {CX_ERR_RECONSENT_REQUIRED, 11, "reconsent_required", 9, 409},
-    {CX_ERR_INTERNAL, 12, "internal", 13, 500},
-    {CX_ERR_UNIMPLEMENTED, 13, "unimplemented", 12, 501},
-    {CX_ERR_RESOURCE_EXHAUSTED, 14, "resource_exhausted", 8, 429},
-    {CX_ERR_DEADLINE_EXCEEDED, 15, "deadline_exceeded", 4, 504},
-    {CX_ERR_FAILED_PRECONDITION, 16, "failed_precondition", 9, 412},
-    {CX_ERR_CANCELLED, 17, "cancelled", 1, 499},
+    {CX_OK, 0, "ok", 0, 200, false},
+    {CX_ERR_FEATURE_DISABLED, 1, "feature_disabled", 9, 404, true},
+    {CX_ERR_UNAUTHENTICATED, 2, "unauthenticated", 16, 401, true},
+    {CX_ERR_PERMISSION_DENIED, 3, "permission_denied", 7, 403, true},
+    {CX_ERR_NOT_FOUND, 4, "not_found", 5, 404, true},
+    {CX_ERR_INVALID_ARGUMENT, 5, "invalid_argument", 3, 400, true},
+    {CX_ERR_CONFLICT, 6, "conflict", 10, 409, false},
+    {CX_ERR_UNAVAILABLE, 7, "unavailable", 14, 503, false},
+    {CX_ERR_INTEGRITY, 8, "integrity_error", 15, 500, false},
+    {CX_ERR_BROWSER_DENIED, 9, "browser_denied", 7, 403, true},
+    {CX_ERR_SSRF_BLOCKED, 10, "ssrf_blocked", 3, 400, true},
+    {CX_ERR_RECONSENT_REQUIRED, 11, "reconsent_required", 9, 409, false},
+    {CX_ERR_INTERNAL, 12, "internal", 13, 500, false},
+    {CX_ERR_UNIMPLEMENTED, 13, "unimplemented", 12, 501, false},
+    {CX_ERR_RESOURCE_EXHAUSTED, 14, "resource_exhausted", 8, 429, true},
+    {CX_ERR_DEADLINE_EXCEEDED, 15, "deadline_exceeded", 4, 504, false},
+    {CX_ERR_FAILED_PRECONDITION, 16, "failed_precondition", 9, 412, true},
+    {CX_ERR_CANCELLED, 17, "cancelled", 1, 499, false},
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))
@@ -251,9 +252,71 @@ static void test_copy_terminates(void **state)
     (void)state;
     cx_error_t a, b;
     a.code = CX_ERR_CONFLICT;
+    a.detail = CX_DETAIL_NONE;
     memset(a.message, 'z', sizeof(a.message)); /* no NUL at all */
     cx_error_copy(&b, &a);
     assert_int_equal(strlen(b.message), CX_ERROR_MESSAGE_MAX - 1);
+}
+
+static void test_denial_outcome(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < NROWS; i++)
+        if (cx_code_is_denial(rows[i].code) != rows[i].denial)
+            fail_msg("%s: audit outcome should be %s", rows[i].reason,
+                     rows[i].denial ? "DENIED" : "FAILED");
+    assert_false(cx_code_is_denial(CX_CODE_COUNT_));
+    assert_false(cx_code_is_denial((cx_code_t)-1));
+}
+
+static void test_set_detail(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    cx_error_clear(&err);
+    assert_int_equal(err.detail, CX_DETAIL_NONE);
+    assert_false(
+        cx_error_set_detail(&err, CX_ERR_UNAUTHENTICATED, CX_DETAIL_JWT_UNKNOWN_KID, "kid %d", 7));
+    assert_int_equal(err.code, CX_ERR_UNAUTHENTICATED);
+    assert_int_equal(err.detail, CX_DETAIL_JWT_UNKNOWN_KID);
+    assert_string_equal(err.message, "kid 7");
+    /* cx_error_set always means "no detail", whatever was there before */
+    cx_error_set(&err, CX_ERR_UNAUTHENTICATED, "other");
+    assert_int_equal(err.detail, CX_DETAIL_NONE);
+    /* out of range: no detail rather than a value nobody can name */
+    cx_error_set_detail(&err, CX_ERR_UNAVAILABLE, (cx_detail_t)999, NULL);
+    assert_int_equal(err.detail, CX_DETAIL_NONE);
+    assert_false(cx_error_set_detail(NULL, CX_ERR_INTERNAL, CX_DETAIL_JWT_UNKNOWN_KID, "x"));
+}
+
+static void test_clear_and_copy_carry_the_detail(void **state)
+{
+    (void)state;
+    cx_error_t a, b;
+    memset(&b, 0, sizeof(b));
+    cx_error_set_detail(&a, CX_ERR_UNAUTHENTICATED, CX_DETAIL_JWT_UNKNOWN_KID, "k");
+    cx_error_copy(&b, &a);
+    assert_int_equal(b.detail, CX_DETAIL_JWT_UNKNOWN_KID);
+    cx_error_clear(&b);
+    assert_int_equal(b.detail, CX_DETAIL_NONE);
+    /* a struct filled by hand with a detail out of range is copied without it */
+    a.detail = (cx_detail_t)12345;
+    cx_error_copy(&b, &a);
+    assert_int_equal(b.detail, CX_DETAIL_NONE);
+}
+
+static void test_detail_names(void **state)
+{
+    (void)state;
+    assert_string_equal(cx_detail_name(CX_DETAIL_NONE), "none");
+    assert_string_equal(cx_detail_name(CX_DETAIL_JWT_UNKNOWN_KID), "jwt_unknown_kid");
+    assert_string_equal(cx_detail_name(CX_DETAIL_COUNT_), "none");
+    for (int i = 1; i < CX_DETAIL_COUNT_; i++) {
+        const char *n = cx_detail_name((cx_detail_t)i);
+        assert_string_not_equal(n, "none");
+        for (int j = i + 1; j < CX_DETAIL_COUNT_; j++)
+            assert_string_not_equal(n, cx_detail_name((cx_detail_t)j));
+    }
 }
 
 int main(void)
@@ -276,6 +339,10 @@ int main(void)
         cmocka_unit_test(test_clear),
         cmocka_unit_test(test_copy),
         cmocka_unit_test(test_copy_terminates),
+        cmocka_unit_test(test_denial_outcome),
+        cmocka_unit_test(test_set_detail),
+        cmocka_unit_test(test_clear_and_copy_carry_the_detail),
+        cmocka_unit_test(test_detail_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

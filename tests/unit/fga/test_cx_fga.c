@@ -171,6 +171,7 @@ static void test_fail_closed(void **state)
     cx_error_t err;
     assert_false(cx_fga_check(down, "user:alice", "use", "secret_ref:s1", &allowed, &err));
     assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+    assert_int_equal(err.detail, CX_DETAIL_HTTP_CONNECT); /* common/http's mapping */
     assert_true(allowed); /* untouched on failure */
     assert_false(cx_fga_ping(down, &err));
     assert_int_equal(err.code, CX_ERR_UNAVAILABLE);

@@ -173,16 +173,19 @@ static const rpc_service_def_t st_def = {.desc = &credex__v1__credential_store__
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
-/* An ES256 token from the dev issuer's key; caller frees. */
+/* An ES256 token from the dev issuer's key; caller frees. A sub of service-account-<azp> makes
+ * it a client-credentials token (Keycloak's shape), which carries the client claim client_id. */
 static char *mint(const char *sub, const char *azp)
 {
-    char hdr[256], pl[512], h64[512], p64[1024];
+    char hdr[256], pl[768], h64[512], p64[1024], client[160] = "";
     snprintf(hdr, sizeof(hdr), "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"%s\"}", kid);
     long long now = (long long)time(NULL);
+    if (azp && strncmp(sub, "service-account-", 16) == 0 && strcmp(sub + 16, azp) == 0)
+        snprintf(client, sizeof(client), ",\"client_id\":\"%s\"", azp);
     snprintf(pl, sizeof(pl),
-             "{\"iss\":\"%s\",\"aud\":\"credex\",\"sub\":\"%s\",\"iat\":%lld,\"exp\":%lld%s%s%s}",
-             issuer, sub, now, now + 300, azp ? ",\"azp\":\"" : "", azp ? azp : "",
-             azp ? "\"" : "");
+             "{\"iss\":\"%s\",\"aud\":\"credex\",\"sub\":\"%s\",\"iat\":%lld,\"exp\":%lld%s%s%s%s}",
+             issuer, sub, now, now + 300, azp ? ",\"azp\":\"" : "", azp ? azp : "", azp ? "\"" : "",
+             client);
     tk_b64url((const unsigned char *)hdr, strlen(hdr), h64);
     tk_b64url((const unsigned char *)pl, strlen(pl), p64);
     char *tok = malloc(4096);
@@ -553,12 +556,14 @@ static void test_retrieve_allowed(void **state)
     assert_int_equal(resp->version, 3);
     assert_int_equal(resp->value.len, 12);
     assert_memory_equal(resp->value.data, "canary-value", 12);
-    /* the same through the edge, explicitly marked as server-side traffic */
+    /* never through the edge, even marked as server-side traffic with a retriever grant: the
+     * edge holds no credential material (docs/DESIGN.md) */
     char *edge_svc = mint("service-account-edge", "edge");
     tuple(true, "service:edge", "retriever", "platform:credex");
     assert_int_equal(
         retrieve(f->edge, edge_svc, carol, "service", "sec_team", "mcp_server_env", a, NULL, &err),
-        CX_OK);
+        CX_ERR_BROWSER_DENIED);
+    assert_int_equal(counter(&st_resolves), r0 + 1);
     /* leaving the team takes effect at once */
     tuple(false, "user:carol", "member", "team:eng");
     assert_int_equal(

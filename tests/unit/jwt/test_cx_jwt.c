@@ -15,12 +15,10 @@
 #include <openssl/hmac.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -294,12 +292,52 @@ static void test_unknown_kid(void **state)
     cx_error_t err;
     assert_false(cx_jwt_verify_with_jwks(jwks, &params, tok, strlen(tok), NOW, NULL, &err));
     assert_int_equal(err.code, CX_ERR_UNAUTHENTICATED);
-    assert_string_equal(err.message, "unknown key id");
+    assert_int_equal(err.detail, CX_DETAIL_JWT_UNKNOWN_KID);
+    free(tok);
+    /* a known kid with a bad signature is another fault: no refetch would help */
+    tok = sign_token(EC_HDR, payload(ISS, "\"credex\"", NOW + 300, NULL), other_ec_key);
+    assert_false(cx_jwt_verify_with_jwks(jwks, &params, tok, strlen(tok), NOW, NULL, &err));
+    assert_int_equal(err.detail, CX_DETAIL_NONE);
     free(tok);
     /* no kid at all */
     tok = sign_token("{\"alg\":\"ES256\"}", payload(ISS, "\"credex\"", NOW + 300, NULL), ec_key);
     assert_int_equal(verify(tok, NULL), CX_ERR_UNAUTHENTICATED);
     free(tok);
+}
+
+/* The client claim (typed tokens, docs/IDENTITY.md): copied under the configured name, "" when
+ * absent, and a token whose claim is not a non-empty string is refused rather than read as
+ * absent (which would make it a user token). */
+static void test_client_claim(void **state)
+{
+    (void)state;
+    cx_jwt_claims_t c;
+    char *tok = sign_token(
+        EC_HDR, payload(ISS, "\"credex\"", NOW + 300, ",\"client_id\":\"agent-runtime\""), ec_key);
+    assert_int_equal(verify(tok, &c), CX_OK);
+    assert_string_equal(c.client, "agent-runtime");
+    cx_jwt_params_t older = params; /* Keycloak before the service_account scope */
+    older.client_claim = "clientId";
+    cx_error_t err;
+    assert_true(cx_jwt_verify_with_jwks(jwks, &older, tok, strlen(tok), NOW, &c, &err));
+    assert_string_equal(c.client, "");
+    free(tok);
+    tok = sign_token(
+        EC_HDR, payload(ISS, "\"credex\"", NOW + 300, ",\"clientId\":\"agent-runtime\""), ec_key);
+    assert_true(cx_jwt_verify_with_jwks(jwks, &older, tok, strlen(tok), NOW, &c, &err));
+    assert_string_equal(c.client, "agent-runtime");
+    free(tok);
+    tok = sign_token(EC_HDR, payload(ISS, "\"credex\"", NOW + 300, NULL), ec_key);
+    assert_int_equal(verify(tok, &c), CX_OK);
+    assert_string_equal(c.client, "");
+    free(tok);
+    const char *bad[] = {",\"client_id\":\"\"", ",\"client_id\":7", ",\"client_id\":[\"a\"]",
+                         ",\"client_id\":null"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        tok = sign_token(EC_HDR, payload(ISS, "\"credex\"", NOW + 300, bad[i]), ec_key);
+        assert_int_equal(verify(tok, NULL), CX_ERR_UNAUTHENTICATED);
+        free(tok);
+    }
 }
 
 static void test_tampered(void **state)
@@ -454,16 +492,23 @@ static void test_verifier_cache(void **state)
                                    .cache_s = 300,
                                    .cache_max_entries = 4};
     cx_error_t err;
+    o.client_claim = "clientId";
     cx_jwt_verifier_t *v = cx_jwt_verifier_new(&o, &err);
     assert_non_null(v);
     int64_t now = (int64_t)time(NULL);
-    char *tok = token_for("carol", now + 60);
+    char p[512];
+    snprintf(p, sizeof(p),
+             "{\"iss\":\"%s\",\"aud\":\"credex\",\"exp\":%lld,\"sub\":\"carol\","
+             "\"azp\":\"svc\",\"clientId\":\"svc\"}",
+             ISS, (long long)(now + 60));
+    char *tok = sign_token(EC_HDR, p, ec_key);
     cx_jwt_claims_t c1, c2;
     cx_jwt_cache_stats_t st;
     assert_true(cx_jwt_verify_at(v, tok, strlen(tok), now, &c1, &err));
     assert_true(cx_jwt_verify_at(v, tok, strlen(tok), now, &c2, &err));
     assert_memory_equal(&c1, &c2, sizeof(c1));
     assert_string_equal(c2.sub, "carol");
+    assert_string_equal(c2.client, "svc"); /* the remembered claims keep the client claim */
     cx_jwt_verifier_cache_stats(v, &st);
     assert_int_equal(st.hits, 1);
     assert_int_equal(st.misses, 1);
@@ -554,55 +599,6 @@ static void test_verifier_cache_forgets_on_new_keys(void **state)
 
 /* ---- an https JWKS, served by a real TLS server (openssl s_server -WWW) ----------------- */
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static bool port_open(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-    close(fd);
-    return ok;
-}
-
-/* openssl s_server serving the files of `dir` over TLS on 127.0.0.1:port with `cert`/`key`. */
-static pid_t https_server(const char *dir, int port, const char *cert, const char *key)
-{
-    char accept[32];
-    snprintf(accept, sizeof(accept), "127.0.0.1:%d", port);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        if (chdir(dir) != 0)
-            _exit(127);
-        execlp("openssl", "openssl", "s_server", "-quiet", "-WWW", "-accept", accept, "-cert", cert,
-               "-key", key, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 100 && !port_open(port); i++)
-        usleep(50000);
-    assert_true(port_open(port));
-    return pid;
-}
-
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* The https source: the server is verified against the configured CA bundle (not the system
  * store when one is given), a server from another CA is refused, and the whole fetch is
  * bounded by fetch_timeout_ms: every failure leaves the verifier without keys, so tokens fail
@@ -611,14 +607,13 @@ static void test_verifier_https(void **state)
 {
     (void)state;
     const char *ca = tk_pki_path("ca.pem"), *other_ca = tk_pki_path("test/other-ca.pem");
-    const char *cert = tk_pki_path("gateway.pem"), *key = tk_pki_path("gateway.key");
     char dir[64] = "/tmp/cx_jwks_https_XXXXXX";
     assert_non_null(mkdtemp(dir));
     char file[128];
     snprintf(file, sizeof(file), "%s/jwks.json", dir);
     write_jwks(file, ec_key, "ec1");
-    int port = free_port();
-    pid_t server = https_server(dir, port, cert, key);
+    int port = tk_free_port("127.0.0.1");
+    pid_t server = tk_tls_file_server(dir, "127.0.0.1", port, "gateway");
 
     char url[128];
     snprintf(url, sizeof(url), "https://localhost:%d/jwks.json", port);
@@ -647,11 +642,11 @@ static void test_verifier_https(void **state)
         v = cx_jwt_verifier_new(&o, &err);
         assert_false(cx_jwt_verify(v, tok, strlen(tok), NULL, &err));
         assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+        assert_int_equal(err.detail, CX_DETAIL_HTTP_TLS);
         assert_null(strstr(err.message, tok));
         cx_jwt_verifier_free(v);
     }
-    kill(server, SIGTERM);
-    waitpid(server, NULL, 0);
+    tk_process_stop(server);
 
     /* a server that accepts the connection and never answers: bounded by fetch_timeout_ms */
     int lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -664,10 +659,11 @@ static void test_verifier_https(void **state)
     o.ca_file = ca;
     o.fetch_timeout_ms = 300;
     v = cx_jwt_verifier_new(&o, &err);
-    double t0 = mono_now();
+    double t0 = tk_now();
     assert_false(cx_jwt_verify(v, tok, strlen(tok), NULL, &err));
-    double took = mono_now() - t0;
+    double took = tk_now() - t0;
     assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+    assert_int_equal(err.detail, CX_DETAIL_HTTP_TIMEOUT);
     if (took < 0.25 || took > 2.0)
         fail_msg("a silent JWKS server took %.2f s to fail, with a 0.3 s timeout", took);
     cx_jwt_verifier_free(v);
@@ -689,6 +685,7 @@ int main(void)
         cmocka_unit_test(test_wrong_iss_aud_sub),
         cmocka_unit_test(test_alg_none_and_hs256),
         cmocka_unit_test(test_unknown_kid),
+        cmocka_unit_test(test_client_claim),
         cmocka_unit_test(test_tampered),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_verifier_file),

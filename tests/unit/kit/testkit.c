@@ -4,9 +4,16 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "tests/unit/kit/testkit.h"
 
@@ -109,4 +116,66 @@ void tk_b64url(const unsigned char *in, size_t len, char *out)
             out[o++] = t[v & 63];
     }
     out[o] = '\0';
+}
+
+static struct sockaddr_in tk_addr(const char *ip, int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    assert_int_equal(inet_pton(AF_INET, ip, &a.sin_addr), 1);
+    return a;
+}
+
+int tk_free_port(const char *ip)
+{
+    struct sockaddr_in a = tk_addr(ip, 0);
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static bool tk_port_open(const char *ip, int port)
+{
+    struct sockaddr_in a = tk_addr(ip, port);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    bool ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+pid_t tk_tls_file_server(const char *dir, const char *ip, int port, const char *who)
+{
+    char accept[64], cert[64], key[64];
+    snprintf(accept, sizeof(accept), "%s:%d", ip, port);
+    snprintf(cert, sizeof(cert), "%s.pem", who);
+    snprintf(key, sizeof(key), "%s.key", who);
+    const char *cert_path = tk_pki_path(cert), *key_path = tk_pki_path(key);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (chdir(dir) != 0)
+            _exit(127);
+        execlp("openssl", "openssl", "s_server", "-quiet", "-WWW", "-accept", accept, "-cert",
+               cert_path, "-key", key_path, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 100 && !tk_port_open(ip, port); i++)
+        usleep(50000);
+    assert_true(tk_port_open(ip, port));
+    return pid;
+}
+
+void tk_process_stop(pid_t pid)
+{
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+}
+
+double tk_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }

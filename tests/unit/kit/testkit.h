@@ -6,7 +6,8 @@
  * server;
  *  - the options of an in-process rpc server with the certificate of one credex identity;
  *  - the env file of tests/unit/fga/openfga-fixture (URL, STORE, MODEL, DEAD);
- *  - base64url without padding, for tokens and JWKS the tests build by hand.
+ *  - base64url without padding, for tokens and JWKS the tests build by hand;
+ *  - a TLS file server (openssl s_server -WWW) with a test PKI certificate, free ports, time.
  *
  * Failures fail the running cmocka test (assertions), never return a half-made value.
  */
@@ -15,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "common/rpc/rpc.h"
 
@@ -43,5 +45,19 @@ bool tk_fga_env_read(const char *path, tk_fga_env_t *env);
 
 /* base64url of in[0..len) without padding into out (at least 4 * (len + 2) / 3 + 1 bytes). */
 void tk_b64url(const unsigned char *in, size_t len, char *out);
+
+/* A TCP port free on the IPv4 address ip at the time of the call. */
+int tk_free_port(const char *ip);
+
+/* openssl s_server serving the files of dir (HTTP/1.0, -WWW) over TLS on ip:port with the test
+ * PKI's certificate <who>.pem; returns once it accepts connections. Stop it with
+ * tk_process_stop. */
+pid_t tk_tls_file_server(const char *dir, const char *ip, int port, const char *who);
+
+/* SIGTERM and reap a child process. */
+void tk_process_stop(pid_t pid);
+
+/* CLOCK_MONOTONIC in seconds, for bounds that are the requirement (e.g. a timeout). */
+double tk_now(void);
 
 #endif
