@@ -54,6 +54,8 @@ void rpc_arena_free(rpc_arena_t *arena); /* NULL-safe */
 /* Zeroed, 16-byte aligned memory; aborts on out-of-memory (as the gRPC core itself does). */
 void *rpc_arena_alloc(rpc_arena_t *arena, size_t size);
 char *rpc_arena_strndup(rpc_arena_t *arena, const char *s, size_t n);
+/* Bytes handed out so far (rounded up to the alignment): what the free will wipe. */
+size_t rpc_arena_used(const rpc_arena_t *arena);
 /* A protobuf-c allocator that allocates from the arena (free is a no-op). */
 ProtobufCAllocator rpc_arena_allocator(rpc_arena_t *arena);
 

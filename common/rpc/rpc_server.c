@@ -16,6 +16,7 @@
  */
 #include <grpc/support/alloc.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,14 +28,49 @@
 
 /* ---- packing ---------------------------------------------------------------------------- */
 
+/* Requests and replies carry secret values and data keys. What credex allocates for them is
+ * wiped before it is freed: outgoing messages are packed into a buffer of ours that gRPC
+ * releases through rpc_owned_release; an incoming message is unpacked straight from the
+ * core's slice when it arrived in one piece, else from a contiguous copy in the arena (wiped
+ * with it). What the core itself holds (TLS records, HTTP/2 frames, the received slices) is
+ * not ours to wipe: docs/THREAT_MODEL.md says what that is and for how long. */
+
+/* Bytes wiped by rpc_owned_release since start: a process-wide statistic, the one way a test
+ * can see that memory handed to gRPC was wiped after gRPC let go of it. */
+static _Atomic size_t owned_wiped_bytes;
+
+static void owned_release(void *p, size_t len)
+{
+    explicit_bzero(p, len);
+    atomic_fetch_add_explicit(&owned_wiped_bytes, len, memory_order_relaxed);
+    free(p);
+}
+
+size_t rpc_owned_wiped_bytes(void)
+{
+    return atomic_load_explicit(&owned_wiped_bytes, memory_order_relaxed);
+}
+
+grpc_slice rpc_owned_slice(const void *data, size_t len)
+{
+    unsigned char *p = malloc(len > 0 ? len : 1);
+    if (p == NULL)
+        abort();
+    memcpy(p, data, len);
+    return grpc_slice_new_with_len(p, len, owned_release);
+}
+
 grpc_byte_buffer *rpc_pack(const ProtobufCMessage *msg)
 {
     size_t n = protobuf_c_message_get_packed_size(msg);
-    grpc_slice s = grpc_slice_malloc(n);
-    if (protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s)) != n) {
-        grpc_slice_unref(s);
+    unsigned char *p = malloc(n > 0 ? n : 1);
+    if (p == NULL)
+        abort();
+    if (protobuf_c_message_pack(msg, p) != n) {
+        owned_release(p, n);
         return NULL;
     }
+    grpc_slice s = grpc_slice_new_with_len(p, n, owned_release);
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
     return bb;
@@ -44,14 +80,44 @@ ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_b
                              rpc_arena_t *arena)
 {
     grpc_byte_buffer_reader r;
+    grpc_slice s, first = grpc_empty_slice();
+    size_t nslices = 0, total = 0, off = 0;
+    ProtobufCAllocator a = rpc_arena_allocator(arena);
+    ProtobufCMessage *m = NULL;
     if (!grpc_byte_buffer_reader_init(&r, buf))
         return NULL;
-    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+    while (grpc_byte_buffer_reader_next(&r, &s)) {
+        total += GRPC_SLICE_LENGTH(s);
+        if (nslices++ == 0)
+            first = s;
+        else
+            grpc_slice_unref(s);
+    }
     grpc_byte_buffer_reader_destroy(&r);
-    ProtobufCAllocator a = rpc_arena_allocator(arena);
-    ProtobufCMessage *m =
-        protobuf_c_message_unpack(desc, &a, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
-    grpc_slice_unref(s);
+    if (nslices <= 1) {
+        m = protobuf_c_message_unpack(desc, &a, GRPC_SLICE_LENGTH(first),
+                                      GRPC_SLICE_START_PTR(first));
+        goto out;
+    }
+    /* protobuf-c needs contiguous input: the copy lives (and is wiped) with the arena. */
+    unsigned char *flat = rpc_arena_alloc(arena, total);
+    if (!grpc_byte_buffer_reader_init(&r, buf))
+        goto out;
+    while (grpc_byte_buffer_reader_next(&r, &s)) {
+        size_t len = GRPC_SLICE_LENGTH(s);
+        if (len <= total - off) {
+            memcpy(flat + off, GRPC_SLICE_START_PTR(s), len);
+            off += len;
+        }
+        grpc_slice_unref(s);
+    }
+    grpc_byte_buffer_reader_destroy(&r);
+    m = protobuf_c_message_unpack(desc, &a, off, flat);
+out:
+    grpc_slice_unref(first);
+    /* A message of up to 23 bytes is inlined in the slice struct itself: our stack copies. */
+    explicit_bzero(&first, sizeof(first));
+    explicit_bzero(&s, sizeof(s));
     return m;
 }
 
@@ -1004,7 +1070,7 @@ out:
     free(ca);
     free(cert);
     if (key != NULL) {
-        memset(key, 0, strlen(key)); /* private key material: wipe before free */
+        explicit_bzero(key, strlen(key)); /* private key material (memset may be elided) */
         free(key);
     }
     return ok;

@@ -80,6 +80,83 @@ static void test_arena(void **state)
     rpc_arena_free(NULL);
 }
 
+/* ---- memory hygiene --------------------------------------------------------------------- */
+
+/* An outgoing message is packed into memory credex owns and is wiped when gRPC lets go of it:
+ * destroying the byte buffer (its last reference) wipes exactly the packed bytes. With the
+ * core's own allocation (grpc_slice_malloc) nothing would be wiped, and the counter would not
+ * move. */
+static void test_pack_wiped_on_release(void **state)
+{
+    (void)state;
+    grpc_init();
+    unsigned char key[32];
+    memset(key, 0xA5, sizeof(key));
+    Credex__V1__UnwrapResponse msg = CREDEX__V1__UNWRAP_RESPONSE__INIT;
+    msg.plaintext_data_key.data = key;
+    msg.plaintext_data_key.len = sizeof(key);
+    size_t packed = protobuf_c_message_get_packed_size(&msg.base);
+    grpc_byte_buffer *bb = rpc_pack(&msg.base);
+    assert_non_null(bb);
+    size_t before = rpc_owned_wiped_bytes();
+    grpc_byte_buffer_destroy(bb);
+    assert_int_equal(rpc_owned_wiped_bytes() - before, packed);
+    grpc_shutdown();
+}
+
+/* protobuf-c needs contiguous input. A message that arrives in several slices (large
+ * messages always do) must be joined in the arena, which is wiped when freed; the core's
+ * grpc_byte_buffer_reader_readall would join it in malloc'd memory that is freed unwiped, and
+ * the arena would then hold only the decoded field (about half of what is asserted here).
+ * A message in one slice is decoded in place: no copy at all. */
+static void test_unpack_copies_only_into_arena(void **state)
+{
+    (void)state;
+    grpc_init();
+    enum { KEY = 8000 };
+    unsigned char *key = malloc(KEY);
+    for (size_t i = 0; i < KEY; i++)
+        key[i] = (unsigned char)(i * 7);
+    Credex__V1__UnwrapResponse msg = CREDEX__V1__UNWRAP_RESPONSE__INIT;
+    msg.plaintext_data_key.data = key;
+    msg.plaintext_data_key.len = KEY;
+    size_t n = protobuf_c_message_get_packed_size(&msg.base);
+    unsigned char *wire = malloc(n);
+    assert_int_equal(protobuf_c_message_pack(&msg.base, wire), n);
+    grpc_slice parts[3] = {grpc_slice_from_copied_buffer((char *)wire, 100),
+                           grpc_slice_from_copied_buffer((char *)wire + 100, 3000),
+                           grpc_slice_from_copied_buffer((char *)wire + 3100, n - 3100)};
+    grpc_byte_buffer *split = grpc_raw_byte_buffer_create(parts, 3);
+    grpc_slice whole_slice = grpc_slice_from_copied_buffer((char *)wire, n);
+    grpc_byte_buffer *whole = grpc_raw_byte_buffer_create(&whole_slice, 1);
+
+    rpc_arena_t *arena = rpc_arena_new(256);
+    Credex__V1__UnwrapResponse *got = (Credex__V1__UnwrapResponse *)rpc_unpack(
+        &credex__v1__unwrap_response__descriptor, split, arena);
+    assert_non_null(got);
+    assert_int_equal(got->plaintext_data_key.len, KEY);
+    assert_memory_equal(got->plaintext_data_key.data, key, KEY);
+    assert_true(rpc_arena_used(arena) >= n + KEY); /* the joined copy and the decoded field */
+    rpc_arena_free(arena);
+
+    arena = rpc_arena_new(256);
+    got = (Credex__V1__UnwrapResponse *)rpc_unpack(&credex__v1__unwrap_response__descriptor, whole,
+                                                   arena);
+    assert_non_null(got);
+    assert_memory_equal(got->plaintext_data_key.data, key, KEY);
+    assert_true(rpc_arena_used(arena) < KEY + 1024); /* the decoded field only */
+    rpc_arena_free(arena);
+
+    for (int i = 0; i < 3; i++)
+        grpc_slice_unref(parts[i]);
+    grpc_slice_unref(whole_slice);
+    grpc_byte_buffer_destroy(split);
+    grpc_byte_buffer_destroy(whole);
+    free(wire);
+    free(key);
+    grpc_shutdown();
+}
+
 /* ---- a test service on a real server ------------------------------------------------------ */
 
 static bool describe(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
@@ -183,10 +260,17 @@ static void test_unary_roundtrip(void **state)
     rpc_arena_t *arena = rpc_arena_new(1024);
     Credex__V1__DescribeResponse *r = NULL;
     cx_error_t err;
-    assert_true(call_describe(f->client, NULL, 1000, arena, &r, &err));
+    size_t wiped = rpc_owned_wiped_bytes();
+    assert_true(call_describe(f->client, "plain", 1000, arena, &r, &err));
     assert_string_equal(r->configured_name, "credexctl"); /* handler saw the peer identity */
     assert_string_equal(r->key_id, "corr-123");           /* correlation id propagated */
     assert_true(r->checked_at_ms > 0 && r->checked_at_ms <= 1000); /* deadline visible */
+    /* The server's reply buffer and the client's header value ("plain") were ours and are
+     * wiped once gRPC releases them (the server frees its call on a worker: poll, bounded). */
+    size_t want = protobuf_c_message_get_packed_size(&r->base) + strlen("plain");
+    for (int i = 0; i < 200 && rpc_owned_wiped_bytes() - wiped < want; i++)
+        usleep(10 * 1000);
+    assert_true(rpc_owned_wiped_bytes() - wiped >= want);
     rpc_arena_free(arena);
 }
 
@@ -429,6 +513,8 @@ int main(void)
         cmocka_unit_test(test_identity_from_uri),
         cmocka_unit_test(test_correlation_ids),
         cmocka_unit_test(test_arena),
+        cmocka_unit_test(test_pack_wiped_on_release),
+        cmocka_unit_test(test_unpack_copies_only_into_arena),
         cmocka_unit_test_setup_teardown(test_unary_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handler_error_keeps_code, setup, teardown),
