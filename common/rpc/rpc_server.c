@@ -1015,7 +1015,7 @@ bool rpc_server_start(rpc_server_t *srv, cx_error_t *err)
         goto out;
     }
     const grpc_channel_args *base = rpc_channel_args();
-    grpc_arg args[8];
+    grpc_arg args[3 + RPC_CHANNEL_ARGS_MAX];
     memcpy(args + 3, base->args, base->num_args * sizeof(grpc_arg));
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
