@@ -5,7 +5,8 @@
  * Server model. One completion queue served by `threads` worker threads. Services are
  * registered from their protobuf-c service descriptors; every method of a registered service
  * is routable, and a method without an implementation answers UNIMPLEMENTED at once with the
- * service's note. Unknown paths answer UNIMPLEMENTED at once too.
+ * service's note (unless the server's gate closed it first). Unknown paths answer
+ * UNIMPLEMENTED at once too.
  *  - Unary handlers run synchronously on a worker thread and may block (downstream calls,
  *    database); request and reply live in the call's arena, freed when the call ends.
  *  - Streaming handlers (server-streaming and bidi) are event-driven and must not block: they
@@ -109,6 +110,13 @@ typedef struct rpc_server_options {
      * reflection). Must outlive the server. */
     const unsigned char *descriptor_set;
     size_t descriptor_set_len;
+    /* A gate run for every routed call, implemented or not, after peer authentication and
+     * the allow-list and before the handler (e.g. a feature toggle that closes a whole API).
+     * Returning false answers the call with *err. Called on worker threads, concurrently:
+     * must not block and must be thread-safe. NULL: every call passes. gate_ctx must outlive
+     * the server. */
+    bool (*gate)(void *gate_ctx, const char *method_path, cx_error_t *err);
+    void *gate_ctx;
 } rpc_server_options_t;
 
 /* Create a server (not yet listening). Health (grpc.health.v1.Health) is always registered;

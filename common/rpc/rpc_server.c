@@ -3,7 +3,7 @@
  *
  * Life of a call (each arrow is one completion-queue event, handled by whichever worker thread
  * dequeues it; the event's tag is a struct rpc_tag embedded in the call):
- *   request_call --TAG_NEW_CALL--> authenticate peer, route, allow-list
+ *   request_call --TAG_NEW_CALL--> authenticate peer, route, allow-list, gate
  *     rejected:  SEND_INITIAL_MD+SEND_STATUS+RECV_CLOSE --TAG_FINISHED--> free
  *     unary:     RECV_MESSAGE --TAG_UNARY_RECV--> handler; SEND_MD+SEND_MESSAGE+SEND_STATUS+
  *                RECV_CLOSE --TAG_FINISHED--> free
@@ -891,6 +891,16 @@ static void on_new_call(rpc_server_t *srv, struct rpc_call *c, int success)
     if (!peer_allowed(c->route->allowed, c->peer)) {
         reject(c, CX_ERR_PERMISSION_DENIED, "peer %s may not call this method", c->peer);
         return;
+    }
+    if (srv->opts.gate != NULL) {
+        cx_error_t st;
+        cx_error_clear(&st);
+        if (!srv->opts.gate(srv->opts.gate_ctx, c->method, &st)) {
+            if (st.code == CX_OK)
+                cx_error_set(&st, CX_ERR_INTERNAL, "gate closed without a reason");
+            finish_unary(c, &st, NULL);
+            return;
+        }
     }
     if (impl == NULL || (impl->kind == RPC_UNARY ? impl->unary == NULL : impl->stream == NULL)) {
         cx_error_t st;

@@ -506,6 +506,46 @@ static void test_shutdown_drains(void **state)
     rpc_server_free(srv);
 }
 
+static bool close_unwrap(void *ctx, const char *method_path, cx_error_t *err)
+{
+    (*(int *)ctx)++;
+    if (strcmp(method_path, "/credex.v1.KeyWrap/Unwrap") == 0 ||
+        strcmp(method_path, "/credex.v1.KeyWrap/Describe") == 0)
+        return cx_error_set(err, CX_ERR_FEATURE_DISABLED, "closed");
+    return true;
+}
+
+/* The gate answers for implemented (Describe) and unimplemented (Unwrap) methods alike, after
+ * the allow-list (GenerateDataKey is still permission_denied for credexctl) and never for an
+ * unknown path. */
+static void test_gate(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    int gated = 0;
+    rpc_server_options_t o = tk_server_options("keywrap");
+    o.gate = close_unwrap;
+    o.gate_ctx = &gated;
+    rpc_server_t *srv = rpc_server_new(&o, &err);
+    assert_true(rpc_server_add_service(srv, &kw_def, &err));
+    assert_true(rpc_server_start(srv, &err));
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", rpc_server_port(srv));
+    rpc_client_t *c = tk_client(addr, "keywrap", "credexctl");
+    Credex__V1__UnwrapRequest u = CREDEX__V1__UNWRAP_REQUEST__INIT;
+    expect_code(c, "Unwrap", &u.base, CX_ERR_FEATURE_DISABLED, "closed");
+    Credex__V1__DescribeRequest d = CREDEX__V1__DESCRIBE_REQUEST__INIT;
+    expect_code(c, "Describe", &d.base, CX_ERR_FEATURE_DISABLED, "closed");
+    Credex__V1__GenerateDataKeyRequest g = CREDEX__V1__GENERATE_DATA_KEY_REQUEST__INIT;
+    expect_code(c, "GenerateDataKey", &g.base, CX_ERR_PERMISSION_DENIED, NULL);
+    assert_int_equal(gated, 2);
+    assert_int_equal(check_status(c, ""),
+                     GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+    assert_int_equal(gated, 3); /* health passes through the gate, which let it pass */
+    rpc_client_free(c);
+    rpc_server_free(srv);
+}
+
 /* ---- reconnection to a server that restarts (another process) ---------------------------- */
 
 /* The restarting server runs in a child process (this executable with --serve), so that a
@@ -637,6 +677,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_shutdown_drains),
         cmocka_unit_test(test_health_probe),
         cmocka_unit_test(test_health_pinned_before_start),
+        cmocka_unit_test(test_gate),
         cmocka_unit_test(test_reconnect_after_restart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
