@@ -120,7 +120,8 @@ typedef struct rpc_server_options {
 } rpc_server_options_t;
 
 /* Create a server (not yet listening). Health (grpc.health.v1.Health) is always registered;
- * reflection (grpc.reflection.v1.ServerReflection) when a descriptor set is given. */
+ * reflection (grpc.reflection.v1.ServerReflection, and the same under its older name
+ * grpc.reflection.v1alpha.ServerReflection) when a descriptor set is given. */
 rpc_server_t *rpc_server_new(const rpc_server_options_t *opts, cx_error_t *err);
 
 /* A service to register. impls may cover only some methods; the others answer UNIMPLEMENTED
@@ -129,6 +130,9 @@ rpc_server_t *rpc_server_new(const rpc_server_options_t *opts, cx_error_t *err);
  * one. Everything pointed to must outlive the server. */
 typedef struct rpc_service_def {
     const ProtobufCServiceDescriptor *desc;
+    /* Serve desc under this full service name instead of desc->name: an alias whose messages
+     * are identical on the wire (e.g. an older package of the same protocol). NULL: desc->name. */
+    const char *name;
     const rpc_method_impl_t *impls;
     size_t nimpls;
     const char *const *allowed_peers; /* NULL-terminated; NULL means any authenticated peer */

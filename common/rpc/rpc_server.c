@@ -433,6 +433,7 @@ static bool peer_allowed(const char *const *allowed, const char *peer)
 bool rpc_server_add_service(rpc_server_t *srv, const rpc_service_def_t *def, cx_error_t *err)
 {
     const ProtobufCServiceDescriptor *desc = def->desc;
+    const char *name = def->name != NULL ? def->name : desc->name;
     if (srv->started)
         return cx_error_set(err, CX_ERR_INTERNAL, "add_service after start");
     for (size_t i = 0; i < def->nimpls; i++) {
@@ -441,14 +442,14 @@ bool rpc_server_add_service(rpc_server_t *srv, const rpc_service_def_t *def, cx_
         for (unsigned j = 0; j < desc->n_methods; j++)
             found = found || strcmp(desc->methods[j].name, m->method) == 0;
         if (!found)
-            return cx_error_set(err, CX_ERR_INTERNAL, "%s has no method %s", desc->name, m->method);
+            return cx_error_set(err, CX_ERR_INTERNAL, "%s has no method %s", name, m->method);
         if (m->kind == RPC_UNARY ? m->stream != NULL : m->unary != NULL)
             return cx_error_set(err, CX_ERR_INTERNAL, "method %s: handler does not match kind",
                                 m->method);
     }
     for (size_t i = 0; i < srv->nservices; i++)
-        if (strcmp(srv->service_names[i], desc->name) == 0)
-            return cx_error_set(err, CX_ERR_INTERNAL, "service %s registered twice", desc->name);
+        if (strcmp(srv->service_names[i], name) == 0)
+            return cx_error_set(err, CX_ERR_INTERNAL, "service %s registered twice", name);
     if (srv->nroutes + desc->n_methods > srv->cap_routes) {
         size_t cap = (srv->nroutes + desc->n_methods) * 2;
         struct rpc_route *r = realloc(srv->routes, cap * sizeof(*r));
@@ -461,17 +462,17 @@ bool rpc_server_add_service(rpc_server_t *srv, const rpc_service_def_t *def, cx_
     if (names == NULL)
         abort();
     srv->service_names = names;
-    srv->service_names[srv->nservices++] = desc->name;
+    srv->service_names[srv->nservices++] = name;
     for (unsigned j = 0; j < desc->n_methods; j++) {
         struct rpc_route *r = &srv->routes[srv->nroutes++];
         memset(r, 0, sizeof(*r));
-        size_t len = strlen(desc->name) + strlen(desc->methods[j].name) + 3;
+        size_t len = strlen(name) + strlen(desc->methods[j].name) + 3;
         r->path = malloc(len);
         if (r->path == NULL)
             abort();
-        snprintf(r->path, len, "/%s/%s", desc->name, desc->methods[j].name);
+        snprintf(r->path, len, "/%s/%s", name, desc->methods[j].name);
         r->path_len = strlen(r->path);
-        r->service = desc->name;
+        r->service = name;
         r->input = desc->methods[j].input;
         r->output = desc->methods[j].output;
         r->note = def->unimplemented_note ? def->unimplemented_note : "not implemented";
@@ -486,7 +487,7 @@ bool rpc_server_add_service(rpc_server_t *srv, const rpc_service_def_t *def, cx_
     }
     qsort(srv->routes, srv->nroutes, sizeof(*srv->routes), route_cmp);
     if (srv->health != NULL)
-        rpc_health_set(srv->health, desc->name, false);
+        rpc_health_set(srv->health, name, false);
     return true;
 }
 

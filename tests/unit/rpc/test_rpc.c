@@ -22,7 +22,9 @@
 #include "common/rpc/rpc.h"
 #include "common/rpc/rpc_internal.h"
 #include "credex/v1/keywrap.pb-c.h"
+#include "google/protobuf/descriptor.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "grpc/reflection/v1alpha/reflection.pb-c.h"
 #include "tests/unit/kit/testkit.h"
 
 /* ---- pure functions --------------------------------------------------------------------- */
@@ -546,6 +548,63 @@ static void test_gate(void **state)
     rpc_server_free(srv);
 }
 
+/* One request on grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo (a bidi stream:
+ * one request, half-close, one reply, which is what a unary-shaped batch does). */
+static Grpc__Reflection__V1alpha__ServerReflectionResponse *
+reflect_alpha(rpc_client_t *c, Grpc__Reflection__V1alpha__ServerReflectionRequest *req,
+              rpc_arena_t *arena)
+{
+    ProtobufCMessage *reply = NULL;
+    cx_error_t err;
+    rpc_call_options_t o = {.deadline_ms = 2000};
+    if (!rpc_client_unary(c, &grpc__reflection__v1alpha__server_reflection__descriptor,
+                          "ServerReflectionInfo", &req->base, &o, arena, &reply, &err))
+        fail_msg("v1alpha reflection: %s (%s)", cx_code_reason(err.code), err.message);
+    return (Grpc__Reflection__V1alpha__ServerReflectionResponse *)reply;
+}
+
+/* Reflection answers under its older name too (Python's grpcio-reflection speaks only
+ * v1alpha): both names are listed, and describing a v1alpha symbol gives its file. */
+static void test_reflection_v1alpha(void **state)
+{
+    struct fixture *f = *state;
+    rpc_arena_t *arena = rpc_arena_new(4096);
+    Grpc__Reflection__V1alpha__ServerReflectionRequest req =
+        GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__INIT;
+    req.message_request_case =
+        GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES;
+    req.list_services = "";
+    Grpc__Reflection__V1alpha__ServerReflectionResponse *r = reflect_alpha(f->client, &req, arena);
+    assert_int_equal(
+        r->message_response_case,
+        GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE);
+    int seen = 0;
+    for (size_t i = 0; i < r->list_services_response->n_service; i++) {
+        const char *name = r->list_services_response->service[i]->name;
+        seen |= (strcmp(name, "grpc.reflection.v1.ServerReflection") == 0) << 0;
+        seen |= (strcmp(name, "grpc.reflection.v1alpha.ServerReflection") == 0) << 1;
+        seen |= (strcmp(name, "credex.v1.KeyWrap") == 0) << 2;
+    }
+    assert_int_equal(seen, 7);
+
+    req.message_request_case =
+        GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL;
+    req.file_containing_symbol = "grpc.reflection.v1alpha.ServerReflection";
+    r = reflect_alpha(f->client, &req, arena);
+    assert_int_equal(
+        r->message_response_case,
+        GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE);
+    assert_true(r->file_descriptor_response->n_file_descriptor_proto >= 1);
+    ProtobufCBinaryData *fd = &r->file_descriptor_response->file_descriptor_proto[0];
+    ProtobufCAllocator a = rpc_arena_allocator(arena);
+    Google__Protobuf__FileDescriptorProto *file =
+        google__protobuf__file_descriptor_proto__unpack(&a, fd->len, fd->data);
+    assert_non_null(file);
+    assert_string_equal(file->name, "grpc/reflection/v1alpha/reflection.proto");
+    assert_string_equal(file->package, "grpc.reflection.v1alpha");
+    rpc_arena_free(arena);
+}
+
 /* ---- reconnection to a server that restarts (another process) ---------------------------- */
 
 /* The restarting server runs in a child process (this executable with --serve), so that a
@@ -677,6 +736,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_shutdown_drains),
         cmocka_unit_test(test_health_probe),
         cmocka_unit_test(test_health_pinned_before_start),
+        cmocka_unit_test_setup_teardown(test_reflection_v1alpha, setup, teardown),
         cmocka_unit_test(test_gate),
         cmocka_unit_test(test_reconnect_after_restart),
     };
