@@ -131,10 +131,10 @@ static size_t cx_log_utf8_len(const unsigned char *s, size_t avail)
     return n;
 }
 
-/* Write s as a JSON string, consuming at most max_in bytes of it. Control characters are
- * escaped, each byte that is not part of well-formed UTF-8 becomes U+FFFD, and a cut never
- * falls inside a character. A cut value ends with CX_LOG_TRUNCATED inside the quotes. */
-static void cx_log_put_json_string(cx_log_buf_t *b, const char *str, size_t max_in)
+/* Write s as the inside of a JSON string (no quotes), consuming at most max_in bytes of it.
+ * Control characters are escaped, each byte that is not part of well-formed UTF-8 becomes
+ * U+FFFD, and a cut never falls inside a character. A cut value ends with CX_LOG_TRUNCATED. */
+static void cx_log_put_json_chars(cx_log_buf_t *b, const char *str, size_t max_in)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *s = (const unsigned char *)str;
@@ -142,7 +142,6 @@ static void cx_log_put_json_string(cx_log_buf_t *b, const char *str, size_t max_
     size_t i = 0;
     bool truncated = false;
 
-    cx_log_put_char(b, '"');
     while (i < n) {
         unsigned char c = s[i];
         size_t len = cx_log_utf8_len(s + i, n - i);
@@ -173,6 +172,12 @@ static void cx_log_put_json_string(cx_log_buf_t *b, const char *str, size_t max_
     }
     if (truncated)
         cx_log_put_str(b, CX_LOG_TRUNCATED);
+}
+
+static void cx_log_put_json_string(cx_log_buf_t *b, const char *str, size_t max_in)
+{
+    cx_log_put_char(b, '"');
+    cx_log_put_json_chars(b, str, max_in);
     cx_log_put_char(b, '"');
 }
 
@@ -418,10 +423,58 @@ static void cx_log_put_value(cx_log_buf_t *b, const char *value)
         cx_log_put_json_string(b, value, CX_LOG_VALUE_MAX);
 }
 
+/* The keys cx_log writes itself (cx_log.h): a field may not take them. */
+static const char *const cx_log_reserved[] = {"ts",    "level",          "service",
+                                              "event", "correlation_id", "dropped_fields"};
+
+static const char *cx_log_key(const cx_log_field_t *f)
+{
+    return f->key != NULL ? f->key : "";
+}
+
+/* The prefix a field's key is written with: CX_LOG_RESERVED_PREFIX for a reserved key. */
+static const char *cx_log_key_prefix(const char *key)
+{
+    for (size_t i = 0; i < sizeof(cx_log_reserved) / sizeof(cx_log_reserved[0]); i++)
+        if (strcmp(key, cx_log_reserved[i]) == 0)
+            return CX_LOG_RESERVED_PREFIX;
+    return "";
+}
+
+/* True when p1 + k1 and p2 + k2 are the same string. */
+static bool cx_log_same_key(const char *p1, const char *k1, const char *p2, const char *k2)
+{
+    size_t lp1 = strlen(p1), lp2 = strlen(p2), n = lp1 + strlen(k1);
+    if (n != lp2 + strlen(k2))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c1 = i < lp1 ? p1[i] : k1[i - lp1];
+        char c2 = i < lp2 ? p2[i] : k2[i - lp2];
+        if (c1 != c2)
+            return false;
+    }
+    return true;
+}
+
+/* True when an earlier field of the line is written under the same key as fields[i]. */
+static bool cx_log_key_taken(const cx_log_field_t *fields, size_t i)
+{
+    const char *k = cx_log_key(&fields[i]), *p = cx_log_key_prefix(k);
+    for (size_t j = 0; j < i; j++) {
+        const char *kj = cx_log_key(&fields[j]);
+        if (cx_log_same_key(cx_log_key_prefix(kj), kj, p, k))
+            return true;
+    }
+    return false;
+}
+
 static void cx_log_put_field(cx_log_buf_t *b, const cx_log_field_t *f)
 {
-    cx_log_put_char(b, ',');
-    cx_log_put_json_string(b, f->key != NULL ? f->key : "", CX_LOG_VALUE_MAX);
+    const char *key = cx_log_key(f);
+    cx_log_put_str(b, ",\"");
+    cx_log_put_str(b, cx_log_key_prefix(key));
+    cx_log_put_json_chars(b, key, CX_LOG_VALUE_MAX);
+    cx_log_put_char(b, '"');
     cx_log_put_char(b, ':');
     switch (f->type) {
     case CX_LOG_T_STR:
@@ -479,7 +532,7 @@ static size_t cx_log_build(char *buf, size_t bufsz, const char *service, cx_log_
                            const cx_log_field_t *fields, size_t nfields)
 {
     cx_log_buf_t b;
-    size_t cap, dropped = 0;
+    size_t cap, dropped = 0, skipped = 0;
 
     if (buf == NULL || bufsz == 0)
         return 0;
@@ -510,6 +563,10 @@ static size_t cx_log_build(char *buf, size_t bufsz, const char *service, cx_log_
         nfields = 0;
     for (size_t i = 0; i < nfields; i++) {
         size_t mark = b.len;
+        if (cx_log_key_taken(fields, i)) {
+            skipped++; /* never a duplicate key: the first field of a name wins */
+            continue;
+        }
         cx_log_put_field(&b, &fields[i]);
         if (b.overflow) {
             /* Never split a field: drop it and everything after it, and say how many. */
@@ -521,6 +578,7 @@ static size_t cx_log_build(char *buf, size_t bufsz, const char *service, cx_log_
     }
 
     b.cap = cap;
+    dropped += skipped;
     if (dropped > 0) {
         cx_log_put_str(&b, ",\"dropped_fields\":");
         cx_log_put_uint(&b, dropped, 1);

@@ -12,6 +12,12 @@
  *    like a credential (bearer tokens, JWTs, PEM blocks, well-known token prefixes, long
  *    high-entropy strings) is replaced by "[redacted]" before it is written.
  *
+ * Keys are unique in every line. cx_log writes ts, level, service, event, correlation_id and
+ * (when fields had to go) dropped_fields itself; those names are reserved: a field named like
+ * one is written with the prefix CX_LOG_RESERVED_PREFIX ("service" becomes "field_service").
+ * Of several fields written under one key, the first is kept and the others are dropped and
+ * counted in dropped_fields.
+ *
  * The logger is one of the two permitted process-wide mutable globals (STYLE.md rule 7).
  * cx_log_init is called once at start-up before any thread exists; cx_log_emit is thread-safe
  * (one write(2) per line, so lines never interleave).
@@ -30,8 +36,9 @@ typedef enum cx_log_level {
     CX_LOG_ERROR = 3,
 } cx_log_level_t;
 
-#define CX_LOG_VALUE_MAX 200  /* bytes of a string value before truncation */
-#define CX_LOG_LINE_MAX  4096 /* a whole line; extra fields are dropped, never split */
+#define CX_LOG_VALUE_MAX       200      /* bytes of a string value before truncation */
+#define CX_LOG_LINE_MAX        4096     /* a whole line; extra fields are dropped, never split */
+#define CX_LOG_RESERVED_PREFIX "field_" /* before a field key that cx_log itself writes */
 
 typedef enum cx_log_type { CX_LOG_T_STR, CX_LOG_T_INT, CX_LOG_T_BOOL } cx_log_type_t;
 

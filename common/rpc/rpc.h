@@ -5,7 +5,8 @@
  * Server model. One completion queue served by `threads` worker threads. Services are
  * registered from their protobuf-c service descriptors; every method of a registered service
  * is routable, and a method without an implementation answers UNIMPLEMENTED at once with the
- * service's note. Unknown paths answer UNIMPLEMENTED at once too.
+ * service's note (unless the server's gate closed it first). Unknown paths answer
+ * UNIMPLEMENTED at once too.
  *  - Unary handlers run synchronously on a worker thread and may block (downstream calls,
  *    database); request and reply live in the call's arena, freed when the call ends.
  *  - Streaming handlers (server-streaming and bidi) are event-driven and must not block: they
@@ -54,6 +55,8 @@ void rpc_arena_free(rpc_arena_t *arena); /* NULL-safe */
 /* Zeroed, 16-byte aligned memory; aborts on out-of-memory (as the gRPC core itself does). */
 void *rpc_arena_alloc(rpc_arena_t *arena, size_t size);
 char *rpc_arena_strndup(rpc_arena_t *arena, const char *s, size_t n);
+/* Bytes handed out so far (rounded up to the alignment): what the free will wipe. */
+size_t rpc_arena_used(const rpc_arena_t *arena);
 /* A protobuf-c allocator that allocates from the arena (free is a no-op). */
 ProtobufCAllocator rpc_arena_allocator(rpc_arena_t *arena);
 
@@ -107,10 +110,18 @@ typedef struct rpc_server_options {
      * reflection). Must outlive the server. */
     const unsigned char *descriptor_set;
     size_t descriptor_set_len;
+    /* A gate run for every routed call, implemented or not, after peer authentication and
+     * the allow-list and before the handler (e.g. a feature toggle that closes a whole API).
+     * Returning false answers the call with *err. Called on worker threads, concurrently:
+     * must not block and must be thread-safe. NULL: every call passes. gate_ctx must outlive
+     * the server. */
+    bool (*gate)(void *gate_ctx, const char *method_path, cx_error_t *err);
+    void *gate_ctx;
 } rpc_server_options_t;
 
 /* Create a server (not yet listening). Health (grpc.health.v1.Health) is always registered;
- * reflection (grpc.reflection.v1.ServerReflection) when a descriptor set is given. */
+ * reflection (grpc.reflection.v1.ServerReflection, and the same under its older name
+ * grpc.reflection.v1alpha.ServerReflection) when a descriptor set is given. */
 rpc_server_t *rpc_server_new(const rpc_server_options_t *opts, cx_error_t *err);
 
 /* A service to register. impls may cover only some methods; the others answer UNIMPLEMENTED
@@ -119,6 +130,9 @@ rpc_server_t *rpc_server_new(const rpc_server_options_t *opts, cx_error_t *err);
  * one. Everything pointed to must outlive the server. */
 typedef struct rpc_service_def {
     const ProtobufCServiceDescriptor *desc;
+    /* Serve desc under this full service name instead of desc->name: an alias whose messages
+     * are identical on the wire (e.g. an older package of the same protocol). NULL: desc->name. */
+    const char *name;
     const rpc_method_impl_t *impls;
     size_t nimpls;
     const char *const *allowed_peers; /* NULL-terminated; NULL means any authenticated peer */

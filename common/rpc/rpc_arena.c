@@ -79,6 +79,14 @@ void *rpc_arena_alloc(rpc_arena_t *arena, size_t size)
     return p;
 }
 
+size_t rpc_arena_used(const rpc_arena_t *arena)
+{
+    size_t n = 0;
+    for (const struct chunk *c = arena->head; c != NULL; c = c->next)
+        n += c->used;
+    return n;
+}
+
 char *rpc_arena_strndup(rpc_arena_t *arena, const char *s, size_t n)
 {
     char *p = rpc_arena_alloc(arena, n + 1);

@@ -82,7 +82,7 @@ out:
     free(ca);
     free(cert);
     if (key != NULL) {
-        memset(key, 0, strlen(key));
+        explicit_bzero(key, strlen(key)); /* private key material (memset may be elided) */
         free(key);
     }
     return c;
@@ -196,7 +196,8 @@ bool rpc_client_unary(rpc_client_t *client, const ProtobufCServiceDescriptor *se
     nmd++;
     for (size_t i = 0; i < opts->nheaders; i++, nmd++) {
         md_out[nmd].key = grpc_slice_from_copied_string(opts->headers[i].key);
-        md_out[nmd].value = grpc_slice_from_copied_string(opts->headers[i].value);
+        /* Header values may be bearer tokens: our wiped buffer, not a core copy. */
+        md_out[nmd].value = rpc_owned_slice(opts->headers[i].value, strlen(opts->headers[i].value));
     }
     grpc_metadata_array init_in, trail_in;
     grpc_metadata_array_init(&init_in);

@@ -137,9 +137,11 @@ int64_t rpc_now_ms(void);
 gpr_timespec rpc_deadline_from_ms(int64_t monotonic_ms);
 
 /* Channel arguments shared by clients and servers, tuned for loopback latency (see
- * docs/PERFORMANCE.md): no BDP probing pings, no retry buffering, latency optimisation.
- * Returns a static, immutable set. */
+ * docs/PERFORMANCE.md): no BDP probing pings, no retry buffering, latency optimisation; and
+ * fast reconnection, so that a peer that restarted is used again within 1 s. Returns a static,
+ * immutable set. */
 const grpc_channel_args *rpc_channel_args(void);
+#define RPC_CHANNEL_ARGS_MAX 8 /* an upper bound of rpc_channel_args()->num_args */
 
 /* grpc_init, with the core's log lines routed into cx_log first. Pair with grpc_shutdown. */
 void rpc_core_init(void);
@@ -163,9 +165,15 @@ struct rpc_reflection *rpc_reflection_new(const unsigned char *fds, size_t len, 
 void rpc_reflection_free(struct rpc_reflection *r);
 bool rpc_reflection_register(rpc_server_t *srv, cx_error_t *err);
 
-/* rpc_server.c: a serialized message as a byte buffer (NULL on pack failure). */
+/* rpc_server.c: a serialized message as a byte buffer (NULL on pack failure), in a buffer of
+ * ours that is wiped when gRPC releases it. */
 grpc_byte_buffer *rpc_pack(const ProtobufCMessage *msg);
-/* Unpack a byte buffer into the arena; NULL when it does not decode. */
+/* A copy of data[0..len) in a slice that is wiped when gRPC releases it (header values). */
+grpc_slice rpc_owned_slice(const void *data, size_t len);
+/* Bytes wiped so far by the release of rpc_pack and rpc_owned_slice buffers (for tests). */
+size_t rpc_owned_wiped_bytes(void);
+/* Unpack a byte buffer into the arena; NULL when it does not decode. The wire bytes are read
+ * in place (one slice) or copied into the arena (several), never into unwiped memory. */
 ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *buf,
                              rpc_arena_t *arena);
 

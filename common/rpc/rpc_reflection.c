@@ -1,9 +1,9 @@
 /*
- * rpc_reflection: grpc.reflection.v1.ServerReflection, so that grpcurl and other tools work
- * without proto files. The embedded FileDescriptorSet (built by cmake/proto.cmake) is split
- * into its serialized FileDescriptorProtos once, and a sorted symbol index (messages, enums,
- * services, methods; nested ones too) maps each name to its file. Answers carry the file and
- * its transitive dependencies, requested file first.
+ * rpc_reflection: grpc.reflection.v1.ServerReflection (and the same under its older name
+ * grpc.reflection.v1alpha), so that grpcurl and other tools work without proto files. The embedded
+ * FileDescriptorSet (built by cmake/proto.cmake) is split into its serialized FileDescriptorProtos
+ * once, and a sorted symbol index (messages, enums, services, methods; nested ones too) maps each
+ * name to its file. Answers carry the file and its transitive dependencies, requested file first.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -294,5 +294,12 @@ bool rpc_reflection_register(rpc_server_t *srv, cx_error_t *err)
                                               &grpc__reflection__v1__server_reflection__descriptor,
                                           .impls = reflection_impls,
                                           .nimpls = 1};
-    return rpc_server_add_service(srv, &def, err);
+    /* v1alpha is v1 under its older package name (proto/grpc/reflection/v1alpha): the same
+     * handler and messages, so tools that speak only v1alpha work too. */
+    static const rpc_service_def_t alpha = {
+        .desc = &grpc__reflection__v1__server_reflection__descriptor,
+        .name = "grpc.reflection.v1alpha.ServerReflection",
+        .impls = reflection_impls,
+        .nimpls = 1};
+    return rpc_server_add_service(srv, &def, err) && rpc_server_add_service(srv, &alpha, err);
 }

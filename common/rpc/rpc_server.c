@@ -3,7 +3,7 @@
  *
  * Life of a call (each arrow is one completion-queue event, handled by whichever worker thread
  * dequeues it; the event's tag is a struct rpc_tag embedded in the call):
- *   request_call --TAG_NEW_CALL--> authenticate peer, route, allow-list
+ *   request_call --TAG_NEW_CALL--> authenticate peer, route, allow-list, gate
  *     rejected:  SEND_INITIAL_MD+SEND_STATUS+RECV_CLOSE --TAG_FINISHED--> free
  *     unary:     RECV_MESSAGE --TAG_UNARY_RECV--> handler; SEND_MD+SEND_MESSAGE+SEND_STATUS+
  *                RECV_CLOSE --TAG_FINISHED--> free
@@ -16,6 +16,7 @@
  */
 #include <grpc/support/alloc.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,14 +28,49 @@
 
 /* ---- packing ---------------------------------------------------------------------------- */
 
+/* Requests and replies carry secret values and data keys. What credex allocates for them is
+ * wiped before it is freed: outgoing messages are packed into a buffer of ours that gRPC
+ * releases through rpc_owned_release; an incoming message is unpacked straight from the
+ * core's slice when it arrived in one piece, else from a contiguous copy in the arena (wiped
+ * with it). What the core itself holds (TLS records, HTTP/2 frames, the received slices) is
+ * not ours to wipe: docs/THREAT_MODEL.md says what that is and for how long. */
+
+/* Bytes wiped by rpc_owned_release since start: a process-wide statistic, the one way a test
+ * can see that memory handed to gRPC was wiped after gRPC let go of it. */
+static _Atomic size_t owned_wiped_bytes;
+
+static void owned_release(void *p, size_t len)
+{
+    explicit_bzero(p, len);
+    atomic_fetch_add_explicit(&owned_wiped_bytes, len, memory_order_relaxed);
+    free(p);
+}
+
+size_t rpc_owned_wiped_bytes(void)
+{
+    return atomic_load_explicit(&owned_wiped_bytes, memory_order_relaxed);
+}
+
+grpc_slice rpc_owned_slice(const void *data, size_t len)
+{
+    unsigned char *p = malloc(len > 0 ? len : 1);
+    if (p == NULL)
+        abort();
+    memcpy(p, data, len);
+    return grpc_slice_new_with_len(p, len, owned_release);
+}
+
 grpc_byte_buffer *rpc_pack(const ProtobufCMessage *msg)
 {
     size_t n = protobuf_c_message_get_packed_size(msg);
-    grpc_slice s = grpc_slice_malloc(n);
-    if (protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s)) != n) {
-        grpc_slice_unref(s);
+    unsigned char *p = malloc(n > 0 ? n : 1);
+    if (p == NULL)
+        abort();
+    if (protobuf_c_message_pack(msg, p) != n) {
+        owned_release(p, n);
         return NULL;
     }
+    grpc_slice s = grpc_slice_new_with_len(p, n, owned_release);
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
     return bb;
@@ -44,14 +80,44 @@ ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_b
                              rpc_arena_t *arena)
 {
     grpc_byte_buffer_reader r;
+    grpc_slice s, first = grpc_empty_slice();
+    size_t nslices = 0, total = 0, off = 0;
+    ProtobufCAllocator a = rpc_arena_allocator(arena);
+    ProtobufCMessage *m = NULL;
     if (!grpc_byte_buffer_reader_init(&r, buf))
         return NULL;
-    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+    while (grpc_byte_buffer_reader_next(&r, &s)) {
+        total += GRPC_SLICE_LENGTH(s);
+        if (nslices++ == 0)
+            first = s;
+        else
+            grpc_slice_unref(s);
+    }
     grpc_byte_buffer_reader_destroy(&r);
-    ProtobufCAllocator a = rpc_arena_allocator(arena);
-    ProtobufCMessage *m =
-        protobuf_c_message_unpack(desc, &a, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
-    grpc_slice_unref(s);
+    if (nslices <= 1) {
+        m = protobuf_c_message_unpack(desc, &a, GRPC_SLICE_LENGTH(first),
+                                      GRPC_SLICE_START_PTR(first));
+        goto out;
+    }
+    /* protobuf-c needs contiguous input: the copy lives (and is wiped) with the arena. */
+    unsigned char *flat = rpc_arena_alloc(arena, total);
+    if (!grpc_byte_buffer_reader_init(&r, buf))
+        goto out;
+    while (grpc_byte_buffer_reader_next(&r, &s)) {
+        size_t len = GRPC_SLICE_LENGTH(s);
+        if (len <= total - off) {
+            memcpy(flat + off, GRPC_SLICE_START_PTR(s), len);
+            off += len;
+        }
+        grpc_slice_unref(s);
+    }
+    grpc_byte_buffer_reader_destroy(&r);
+    m = protobuf_c_message_unpack(desc, &a, off, flat);
+out:
+    grpc_slice_unref(first);
+    /* A message of up to 23 bytes is inlined in the slice struct itself: our stack copies. */
+    explicit_bzero(&first, sizeof(first));
+    explicit_bzero(&s, sizeof(s));
     return m;
 }
 
@@ -367,6 +433,7 @@ static bool peer_allowed(const char *const *allowed, const char *peer)
 bool rpc_server_add_service(rpc_server_t *srv, const rpc_service_def_t *def, cx_error_t *err)
 {
     const ProtobufCServiceDescriptor *desc = def->desc;
+    const char *name = def->name != NULL ? def->name : desc->name;
     if (srv->started)
         return cx_error_set(err, CX_ERR_INTERNAL, "add_service after start");
     for (size_t i = 0; i < def->nimpls; i++) {
@@ -375,14 +442,14 @@ bool rpc_server_add_service(rpc_server_t *srv, const rpc_service_def_t *def, cx_
         for (unsigned j = 0; j < desc->n_methods; j++)
             found = found || strcmp(desc->methods[j].name, m->method) == 0;
         if (!found)
-            return cx_error_set(err, CX_ERR_INTERNAL, "%s has no method %s", desc->name, m->method);
+            return cx_error_set(err, CX_ERR_INTERNAL, "%s has no method %s", name, m->method);
         if (m->kind == RPC_UNARY ? m->stream != NULL : m->unary != NULL)
             return cx_error_set(err, CX_ERR_INTERNAL, "method %s: handler does not match kind",
                                 m->method);
     }
     for (size_t i = 0; i < srv->nservices; i++)
-        if (strcmp(srv->service_names[i], desc->name) == 0)
-            return cx_error_set(err, CX_ERR_INTERNAL, "service %s registered twice", desc->name);
+        if (strcmp(srv->service_names[i], name) == 0)
+            return cx_error_set(err, CX_ERR_INTERNAL, "service %s registered twice", name);
     if (srv->nroutes + desc->n_methods > srv->cap_routes) {
         size_t cap = (srv->nroutes + desc->n_methods) * 2;
         struct rpc_route *r = realloc(srv->routes, cap * sizeof(*r));
@@ -395,17 +462,17 @@ bool rpc_server_add_service(rpc_server_t *srv, const rpc_service_def_t *def, cx_
     if (names == NULL)
         abort();
     srv->service_names = names;
-    srv->service_names[srv->nservices++] = desc->name;
+    srv->service_names[srv->nservices++] = name;
     for (unsigned j = 0; j < desc->n_methods; j++) {
         struct rpc_route *r = &srv->routes[srv->nroutes++];
         memset(r, 0, sizeof(*r));
-        size_t len = strlen(desc->name) + strlen(desc->methods[j].name) + 3;
+        size_t len = strlen(name) + strlen(desc->methods[j].name) + 3;
         r->path = malloc(len);
         if (r->path == NULL)
             abort();
-        snprintf(r->path, len, "/%s/%s", desc->name, desc->methods[j].name);
+        snprintf(r->path, len, "/%s/%s", name, desc->methods[j].name);
         r->path_len = strlen(r->path);
-        r->service = desc->name;
+        r->service = name;
         r->input = desc->methods[j].input;
         r->output = desc->methods[j].output;
         r->note = def->unimplemented_note ? def->unimplemented_note : "not implemented";
@@ -420,7 +487,7 @@ bool rpc_server_add_service(rpc_server_t *srv, const rpc_service_def_t *def, cx_
     }
     qsort(srv->routes, srv->nroutes, sizeof(*srv->routes), route_cmp);
     if (srv->health != NULL)
-        rpc_health_set(srv->health, desc->name, false);
+        rpc_health_set(srv->health, name, false);
     return true;
 }
 
@@ -826,6 +893,16 @@ static void on_new_call(rpc_server_t *srv, struct rpc_call *c, int success)
         reject(c, CX_ERR_PERMISSION_DENIED, "peer %s may not call this method", c->peer);
         return;
     }
+    if (srv->opts.gate != NULL) {
+        cx_error_t st;
+        cx_error_clear(&st);
+        if (!srv->opts.gate(srv->opts.gate_ctx, c->method, &st)) {
+            if (st.code == CX_OK)
+                cx_error_set(&st, CX_ERR_INTERNAL, "gate closed without a reason");
+            finish_unary(c, &st, NULL);
+            return;
+        }
+    }
     if (impl == NULL || (impl->kind == RPC_UNARY ? impl->unary == NULL : impl->stream == NULL)) {
         cx_error_t st;
         cx_error_set(&st, CX_ERR_UNIMPLEMENTED, "%s is not implemented yet (%s)", c->method,
@@ -949,7 +1026,7 @@ bool rpc_server_start(rpc_server_t *srv, cx_error_t *err)
         goto out;
     }
     const grpc_channel_args *base = rpc_channel_args();
-    grpc_arg args[8];
+    grpc_arg args[3 + RPC_CHANNEL_ARGS_MAX];
     memcpy(args + 3, base->args, base->num_args * sizeof(grpc_arg));
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -1004,7 +1081,7 @@ out:
     free(ca);
     free(cert);
     if (key != NULL) {
-        memset(key, 0, strlen(key)); /* private key material: wipe before free */
+        explicit_bzero(key, strlen(key)); /* private key material (memset may be elided) */
         free(key);
     }
     return ok;

@@ -1,5 +1,7 @@
 /* svc: shared process lifecycle for the credex services (see svc.h). */
+#include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "common/log/cx_log.h"
@@ -19,6 +21,26 @@ rpc_tls_t svc_tls(const cx_config_t *cfg)
     return t;
 }
 
+/* The credex.v1 methods that answer while CAIPE_CREDENTIALS_ENABLED is false: the credential
+ * health report and the key wrapper's description it reads. The one list; common.proto and
+ * docs/CONFIGURATION.md repeat it. grpc.* services (health, reflection) are never gated. */
+static const char *const svc_ungated_methods[] = {
+    "/credex.v1.Admin/GetHealth",
+    "/credex.v1.KeyWrap/Describe",
+};
+
+bool svc_feature_gate(void *cfg, const char *method_path, cx_error_t *err)
+{
+    const cx_config_t *c = cfg;
+    if (c->credentials_enabled || strncmp(method_path, "/credex.v1.", 11) != 0)
+        return true;
+    for (size_t i = 0; i < sizeof(svc_ungated_methods) / sizeof(svc_ungated_methods[0]); i++)
+        if (strcmp(method_path, svc_ungated_methods[i]) == 0)
+            return true;
+    return cx_error_set(err, CX_ERR_FEATURE_DISABLED,
+                        "credentials are disabled (CAIPE_CREDENTIALS_ENABLED=false)");
+}
+
 rpc_server_options_t svc_server_options(const cx_config_t *cfg, cx_service_t id)
 {
     rpc_server_options_t o = {
@@ -32,6 +54,8 @@ rpc_server_options_t svc_server_options(const cx_config_t *cfg, cx_service_t id)
         .shutdown_grace_ms = cfg->shutdown_grace_ms,
         .descriptor_set = credex_descriptor_set,
         .descriptor_set_len = credex_descriptor_set_len,
+        .gate = svc_feature_gate,
+        .gate_ctx = (void *)(uintptr_t)cfg,
     };
     return o;
 }

@@ -26,8 +26,13 @@ typedef struct svc_def {
 int svc_main(const svc_def_t *def);
 
 /* Server options derived from the config for a given service (listen address, TLS files,
- * limits, embedded descriptor set). The strings point into cfg. */
+ * limits, embedded descriptor set, the feature gate). The strings point into cfg. */
 rpc_server_options_t svc_server_options(const cx_config_t *cfg, cx_service_t id);
+
+/* The rpc gate every service installs (cfg is the cx_config_t): while credentials are disabled
+ * every "/credex.v1." method fails with feature_disabled, implemented or not, except the few
+ * that report health (svc.c keeps that list). Thread-safe (reads the immutable config). */
+bool svc_feature_gate(void *cfg, const char *method_path, cx_error_t *err);
 
 /* TLS material of this process from the config. */
 rpc_tls_t svc_tls(const cx_config_t *cfg);

@@ -16,6 +16,8 @@
 #   agent-runtime.pem .key         a dev server-side caller: spiffe://credex.local/agent-runtime,
 #                                  clientAuth, 1 year, so that a developer can act as an agent
 #                                  runtime (`credexctl retrieve --as-service agent-runtime`)
+# and, from pki_issue_caller_cert (`scripts/run cert NAME`), a certificate for any other
+# server-side caller, by default in "$CX_RUN/certs".
 # Creation is idempotent: existing files are kept; a certificate that is missing, no longer
 # chains to the CA or expires within a week is re-issued. Keys are never printed.
 # shellcheck shell=bash
@@ -95,6 +97,22 @@ pki_make_identity_cert() {
   )
 }
 
+# pki_issue_caller_cert <dir> <name>: <dir>/<name>.pem/.key from our CA for the server-side
+# caller spiffe://credex.local/<name> (clientAuth only, 1 year, like the dev callers); <dir> is
+# created 0700, the files are 0600. Existing files are replaced: callers check first.
+pki_issue_caller_cert() {
+  local dir=${1:?usage: pki_issue_caller_cert <dir> <name>} name=${2:?missing identity name}
+  _pki_valid_name "$name" || cx_die "pki: bad identity name (expected 1..63 of [a-z0-9-])"
+  _pki_need_ca
+  (
+    umask 077
+    mkdir -p "$dir"
+    chmod 700 "$dir"
+    _pki_issue "$CX_PKI/ca" "$dir/$name" "$name" "URI:$(_pki_spiffe "$name")" client
+    chmod 600 "$dir/$name.pem" "$dir/$name.key"
+  )
+}
+
 # ---- internals ---------------------------------------------------------------------------
 
 _pki_spiffe() { printf 'spiffe://%s/%s' "$CX_TRUST_DOMAIN" "$1"; }
@@ -105,7 +123,7 @@ _pki_need_ca() {
   fi
 }
 
-_pki_valid_name() { [[ $1 =~ ^[a-z0-9][a-z0-9-]*$ ]]; }
+_pki_valid_name() { [[ $1 =~ ^[a-z0-9-]{1,63}$ ]]; }
 
 _pki_openssl() {
   local out

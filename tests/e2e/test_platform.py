@@ -507,3 +507,15 @@ def _is_zombie(pid: int) -> bool:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
+
+
+def test_openfga_logs_at_warn_by_default(stack):
+    """scripts/run starts OpenFGA at warn (CREDEX_OPENFGA_LOG_LEVEL): at info it logs every
+    request, tens of MB an hour on an idle stack. Its start-up lines are info, so none may be
+    in its log; and the process was told so."""
+    pid = stack.pid("openfga")
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert argv[argv.index(b"--log-level") + 1] == b"warn"
+    levels = {json.loads(line).get("level") for line in stack.log_text("openfga").splitlines()
+              if line.startswith("{")}
+    assert "info" not in levels, levels

@@ -299,24 +299,85 @@ static void test_line_cap_drops_whole_fields(void **state)
     cx_log_field_t f[N];
     size_t present = 0;
 
+    char keys[N][8];
+
     memset(v, 'c', CX_LOG_VALUE_MAX);
     v[CX_LOG_VALUE_MAX] = '\0';
-    for (size_t i = 0; i < N; i++)
-        f[i] = CX_LOG_STR("field", v);
+    for (size_t i = 0; i < N; i++) {
+        /* Distinct keys (one key twice would be dropped as a duplicate, not for the cap). */
+        snprintf(keys[i], sizeof(keys[i]), "fld%02zu", i);
+        f[i] = (cx_log_field_t){.key = keys[i], .type = CX_LOG_T_STR, .v.s = v};
+    }
     size_t n = fmt(CX_LOG_INFO, CORR, "big", f, N);
     assert_true(n <= CX_LOG_LINE_MAX);
     assert_true(n > CX_LOG_LINE_MAX - 300); /* filled, not given up early */
     assert_int_equal(line[n - 1], '\n');
     assert_int_equal(line[n - 2], '}');
-    for (const char *p = line; (p = strstr(p, "\"field\":\"")) != NULL; p++) {
+    for (const char *p = line; (p = strstr(p, "\":\"ccc")) != NULL; p++) {
         /* every field that is there is complete */
-        assert_int_equal(p[9 + CX_LOG_VALUE_MAX], '"');
+        assert_int_equal(p[3 + CX_LOG_VALUE_MAX], '"');
         present++;
     }
     char want[64];
     snprintf(want, sizeof(want), ",\"dropped_fields\":%zu}\n", (size_t)N - present);
     assert_true(present > 0 && present < N);
     assert_non_null(strstr(line, want));
+}
+
+/* ---- unique keys --------------------------------------------------------------------- */
+
+/* Number of times `"key":` occurs in the line. */
+static int key_count(const char *key)
+{
+    char pat[96];
+    int n = 0;
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    for (const char *p = line; (p = strstr(p, pat)) != NULL; p++)
+        n++;
+    return n;
+}
+
+/* A handler field named like a key cx_log writes itself (the gateway's "service") is written
+ * under CX_LOG_RESERVED_PREFIX: the line stays valid JSON with unique keys, and both values
+ * are there. */
+static void test_reserved_keys_are_prefixed(void **state)
+{
+    (void)state;
+    cx_log_field_t f[] = {
+        CX_LOG_STR("service", "agent-runtime"),
+        CX_LOG_STR("ts", "t"),
+        CX_LOG_STR("level", "l"),
+        CX_LOG_STR("event", "e"),
+        CX_LOG_STR("correlation_id", "c"),
+        CX_LOG_INT("dropped_fields", 7),
+        CX_LOG_STR("user", "alice"),
+    };
+    fmt(CX_LOG_INFO, CORR, "gateway.retrieved", f, 7);
+    const char *keys[] = {"ts", "level", "service", "event", "correlation_id", "user"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        assert_int_equal(key_count(keys[i]), 1);
+    assert_int_equal(key_count("dropped_fields"), 0);
+    assert_non_null(strstr(line, ",\"service\":\"store\","));
+    assert_non_null(strstr(line, "\"" CX_LOG_RESERVED_PREFIX "service\":\"agent-runtime\""));
+    assert_non_null(strstr(line, "\"" CX_LOG_RESERVED_PREFIX "dropped_fields\":7"));
+    assert_int_equal(key_count(CX_LOG_RESERVED_PREFIX "ts"), 1);
+}
+
+/* Two fields under one key (directly, or a reserved key and its prefixed form): the first is
+ * written, the others are dropped and counted. */
+static void test_duplicate_field_keys_are_dropped(void **state)
+{
+    (void)state;
+    cx_log_field_t f[] = {
+        CX_LOG_STR("peer", "a"),    CX_LOG_STR("peer", "b"),
+        CX_LOG_STR("service", "x"), CX_LOG_STR(CX_LOG_RESERVED_PREFIX "service", "y"),
+        CX_LOG_INT("ms", 1),
+    };
+    fmt(CX_LOG_INFO, NULL, "dup", f, 5);
+    assert_string_equal(after_ts(line),
+                        ",\"level\":\"info\",\"service\":\"store\",\"event\":\"dup\","
+                        "\"peer\":\"a\",\"" CX_LOG_RESERVED_PREFIX "service\":\"x\",\"ms\":1,"
+                        "\"dropped_fields\":2}\n");
 }
 
 static void test_worst_case_escaping_still_fits(void **state)
@@ -638,6 +699,8 @@ int main(void)
         cmocka_unit_test_setup(test_redacted_in_line, setup_logger),
         cmocka_unit_test_setup(test_correlation_id_is_a_value, setup_logger),
         cmocka_unit_test_setup(test_secret_past_the_truncation_point_still_redacts, setup_logger),
+        cmocka_unit_test_setup(test_reserved_keys_are_prefixed, setup_logger),
+        cmocka_unit_test_setup(test_duplicate_field_keys_are_dropped, setup_logger),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
