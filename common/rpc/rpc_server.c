@@ -76,8 +76,10 @@ grpc_byte_buffer *rpc_pack(const ProtobufCMessage *msg)
     return bb;
 }
 
-ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *buf,
-                             rpc_arena_t *arena)
+ProtobufCMessage *
+rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *buf, rpc_arena_t *arena,
+           bool (*check)(const ProtobufCMessageDescriptor *, const uint8_t *, size_t, cx_error_t *),
+           cx_error_t *err)
 {
     grpc_byte_buffer_reader r;
     grpc_slice s, first = grpc_empty_slice();
@@ -95,8 +97,9 @@ ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_b
     }
     grpc_byte_buffer_reader_destroy(&r);
     if (nslices <= 1) {
-        m = protobuf_c_message_unpack(desc, &a, GRPC_SLICE_LENGTH(first),
-                                      GRPC_SLICE_START_PTR(first));
+        if (!check || check(desc, GRPC_SLICE_START_PTR(first), GRPC_SLICE_LENGTH(first), err))
+            m = protobuf_c_message_unpack(desc, &a, GRPC_SLICE_LENGTH(first),
+                                          GRPC_SLICE_START_PTR(first));
         goto out;
     }
     /* protobuf-c needs contiguous input: the copy lives (and is wiped) with the arena. */
@@ -112,8 +115,11 @@ ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_b
         grpc_slice_unref(s);
     }
     grpc_byte_buffer_reader_destroy(&r);
-    m = protobuf_c_message_unpack(desc, &a, off, flat);
+    if (!check || check(desc, flat, off, err))
+        m = protobuf_c_message_unpack(desc, &a, off, flat);
 out:
+    if (m == NULL && (!err || err->code == CX_OK))
+        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "request does not decode as %s", desc->name);
     grpc_slice_unref(first);
     /* A message of up to 23 bytes is inlined in the slice struct itself: our stack copies. */
     explicit_bzero(&first, sizeof(first));
@@ -248,6 +254,11 @@ const char *rpc_call_header(rpc_call_t *call, const char *key)
 const char *rpc_call_peer(const rpc_call_t *call)
 {
     return call->peer;
+}
+
+const cx_error_t *rpc_call_input_error(const rpc_call_t *call)
+{
+    return call->input_bad ? &call->input_err : NULL;
 }
 
 const char *rpc_call_correlation_id(const rpc_call_t *call)
@@ -476,6 +487,7 @@ bool rpc_server_add_service(rpc_server_t *srv, const rpc_service_def_t *def, cx_
         r->input = desc->methods[j].input;
         r->output = desc->methods[j].output;
         r->note = def->unimplemented_note ? def->unimplemented_note : "not implemented";
+        r->handles_bad_input = def->handles_bad_input;
         r->allowed = def->allowed_peers;
         for (size_t i = 0; i < def->nimpls; i++) {
             if (strcmp(def->impls[i].method, desc->methods[j].name) == 0) {
@@ -693,15 +705,17 @@ static void stream_on_recv(struct rpc_call *c, int success)
         return;
     }
     rpc_arena_t *msg_arena = rpc_arena_new(4096);
-    ProtobufCMessage *req = rpc_unpack(c->route->input, buf, msg_arena);
+    cx_error_t ierr;
+    cx_error_clear(&ierr);
+    ProtobufCMessage *req =
+        rpc_unpack(c->route->input, buf, msg_arena, c->srv->opts.input_check, &ierr);
     c->msg_arena = msg_arena;
     grpc_byte_buffer_destroy(buf);
     cx_error_t err;
     cx_error_clear(&err);
     bool rearm = false;
     if (req == NULL) {
-        cx_error_set(&err, CX_ERR_INVALID_ARGUMENT, "request does not decode as %s",
-                     c->route->input->name);
+        cx_error_copy(&err, &ierr);
         rpc_call_finish(c, &err);
     } else if (!ops->on_message(c, req, &err)) {
         rpc_call_finish(c, &err);
@@ -780,11 +794,15 @@ static void unary_on_recv(struct rpc_call *c, int success)
         reject(c, CX_ERR_INVALID_ARGUMENT, "missing request message");
         return;
     }
-    ProtobufCMessage *req = rpc_unpack(c->route->input, buf, c->arena);
+    ProtobufCMessage *req =
+        rpc_unpack(c->route->input, buf, c->arena, c->srv->opts.input_check, &c->input_err);
     grpc_byte_buffer_destroy(buf);
     if (req == NULL) {
-        reject(c, CX_ERR_INVALID_ARGUMENT, "request does not decode as %s", c->route->input->name);
-        return;
+        c->input_bad = true;
+        if (!c->route->handles_bad_input) {
+            reject(c, CX_ERR_INVALID_ARGUMENT, "%s", c->input_err.message);
+            return;
+        }
     }
     if (rpc_call_remaining_ms(c) == 0) {
         reject(c, CX_ERR_DEADLINE_EXCEEDED, "deadline passed before the handler ran");

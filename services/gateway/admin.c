@@ -151,4 +151,5 @@ const rpc_service_def_t gateway_admin_def = {
     .impls = admin_impls,
     .nimpls = 1,
     .unimplemented_note = "planned: a later issue (migration preview)",
+    .handles_bad_input = true, /* gateway_run audits it */
 };

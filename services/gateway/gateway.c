@@ -298,7 +298,9 @@ bool gateway_run(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMes
     cx_error_t input_err;
     cx_error_clear(&input_err);
     bool input_ok = request && cx_contract_check(request, &input_err);
-    if (!request)
+    if (!request) /* it did not decode or failed the wire check (rpc handles_bad_input) */
+        cx_error_copy(&input_err, rpc_call_input_error(call));
+    if (!request && input_err.code == CX_OK)
         cx_error_set(&input_err, CX_ERR_INVALID_ARGUMENT, "malformed request");
     if (input_ok)
         r.request = request;

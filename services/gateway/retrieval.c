@@ -71,4 +71,5 @@ const rpc_service_def_t gateway_retrieval_def = {
     .impls = retrieval_impls,
     .nimpls = 1,
     .unimplemented_note = "planned: a later issue (credential exchange)",
+    .handles_bad_input = true, /* gateway_run audits it */
 };

@@ -732,4 +732,5 @@ const rpc_service_def_t gateway_secrets_def = {
     .impls = secrets_impls,
     .nimpls = sizeof(secrets_impls) / sizeof(secrets_impls[0]),
     .unimplemented_note = "planned: a later issue",
+    .handles_bad_input = true, /* gateway_run audits it */
 };

@@ -138,7 +138,7 @@ static void test_unpack_copies_only_into_arena(void **state)
 
     rpc_arena_t *arena = rpc_arena_new(256);
     Credex__V1__UnwrapResponse *got = (Credex__V1__UnwrapResponse *)rpc_unpack(
-        &credex__v1__unwrap_response__descriptor, split, arena);
+        &credex__v1__unwrap_response__descriptor, split, arena, NULL, NULL);
     assert_non_null(got);
     assert_int_equal(got->plaintext_data_key.len, KEY);
     assert_memory_equal(got->plaintext_data_key.data, key, KEY);
@@ -147,7 +147,7 @@ static void test_unpack_copies_only_into_arena(void **state)
 
     arena = rpc_arena_new(256);
     got = (Credex__V1__UnwrapResponse *)rpc_unpack(&credex__v1__unwrap_response__descriptor, whole,
-                                                   arena);
+                                                   arena, NULL, NULL);
     assert_non_null(got);
     assert_memory_equal(got->plaintext_data_key.data, key, KEY);
     assert_true(rpc_arena_used(arena) < KEY + 1024); /* the decoded field only */
