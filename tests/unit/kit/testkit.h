@@ -6,7 +6,9 @@
  * server;
  *  - the options of an in-process rpc server with the certificate of one credex identity;
  *  - the env file of tests/unit/fga/openfga-fixture (URL, STORE, MODEL, DEAD);
- *  - base64url without padding, for tokens and JWKS the tests build by hand.
+ *  - base64url without padding, for tokens and JWKS the tests build by hand;
+ *  - loopback ports (a free one, is one listening) and a monotonic clock, for tests that
+ *    start, stop and time processes.
  *
  * Failures fail the running cmocka test (assertions), never return a half-made value.
  */
@@ -15,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/rpc/rpc.h"
 
@@ -43,5 +46,14 @@ bool tk_fga_env_read(const char *path, tk_fga_env_t *env);
 
 /* base64url of in[0..len) without padding into out (at least 4 * (len + 2) / 3 + 1 bytes). */
 void tk_b64url(const unsigned char *in, size_t len, char *out);
+
+/* A loopback TCP port nothing listens on right now (bound, read, closed). */
+int tk_free_port(void);
+
+/* Does something accept TCP connections on 127.0.0.1:port? */
+bool tk_port_open(int port);
+
+/* Milliseconds of CLOCK_MONOTONIC. */
+int64_t tk_mono_ms(void);
 
 #endif

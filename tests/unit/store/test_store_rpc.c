@@ -12,12 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -903,13 +900,6 @@ static void test_orphan_reclaim(void **state)
     rpc_arena_free(a);
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void test_keywrap_down(void **state)
 {
     (void)state;
@@ -951,15 +941,15 @@ static void test_database_down(void **state)
     store_t *dead = store_new(cfg, &ops, &err);
     assert_non_null(dead);
     rpc_server_set_context(F.srv, dead);
-    int64_t t0 = mono_ms();
+    int64_t t0 = tk_mono_ms();
     assert_null(create(F.gw, a, "alice", "dbdown-1", "D", "v", &err));
     assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
     /* One database timeout (300 ms), not one per follow-up write (failure audit, cleanup). */
-    int64_t dt = mono_ms() - t0;
+    int64_t dt = tk_mono_ms() - t0;
     printf("create with the database down answered in %lld ms\n", (long long)dt);
     assert_true(dt < 1000);
     expect_resolve_fails("sec_00000000000000000000000000", CX_ERR_UNAVAILABLE);
-    assert_true(mono_ms() - t0 < 3000);
+    assert_true(tk_mono_ms() - t0 < 3000);
     rpc_server_set_context(F.srv, F.st);
     store_free(dead);
     cx_config_free(cfg);
@@ -1248,7 +1238,9 @@ static void *auditor_run(void *arg)
     auditor_t *t = arg;
     cx_error_t err = {0};
     rpc_arena_t *a = rpc_arena_new(4096);
-    mongoc_client_t *c = mdb_client_pop(t->st->db, &err);
+    /* A client of the live database even when t->st's is down (its writes then fail before
+     * using the client). */
+    mongoc_client_t *c = mdb_client_pop(F.st->db, &err);
     assert_non_null(c);
     Credex__V1__AuditEvent e = CREDEX__V1__AUDIT_EVENT__INIT;
     e.event_type = "secret.retrieved";
@@ -1258,7 +1250,7 @@ static void *auditor_run(void *arg)
     pthread_barrier_wait(t->go);
     t->ok = store_audit_insert(t->st, c, &e, a, &err);
     t->code = err.code;
-    mdb_client_push(t->st->db, c);
+    mdb_client_push(F.st->db, c);
     rpc_arena_free(a);
     return NULL;
 }
@@ -1305,9 +1297,12 @@ static void test_audit_batch_one_and_down(void **state)
     const char *const dead[] = {"CREDEX_MONGO_URI", "mongodb://127.0.0.1:9/",
                                 "CREDEX_MONGO_TIMEOUT_MS", "300", NULL};
     st = alt_begin(&alt, dead);
-    int64_t t0 = mono_ms();
+    for (int i = 0; i < 200 && mdb_is_up(st->db); i++)
+        usleep(10000);
+    assert_false(mdb_is_up(st->db)); /* its prober found nothing listening */
+    int64_t t0 = tk_mono_ms();
     audit_burst(st, N, "sec_AUD1TD0WN00000000000000000", ts);
-    int64_t dt = mono_ms() - t0;
+    int64_t dt = tk_mono_ms() - t0;
     for (int i = 0; i < N; i++) {
         assert_false(ts[i].ok);
         assert_int_equal(ts[i].code, CX_ERR_UNAVAILABLE);
@@ -1317,8 +1312,7 @@ static void test_audit_batch_one_and_down(void **state)
            (unsigned long long)s.inserts, (long long)dt);
     assert_int_equal(s.events, N);
     assert_int_equal(s.failed, s.inserts);
-    assert_true(s.inserts < N); /* the waiting events went together */
-    assert_true(dt < 4000);
+    assert_true(dt < 1000); /* the database is known to be down: nothing waits for it */
     /* Resolves through that store fail too (no material without a record). */
     expect_resolve_fails("sec_00000000000000000000000000", CX_ERR_UNAVAILABLE);
     alt_end(&alt);
@@ -1431,30 +1425,6 @@ static void test_audit_batch_isolation(void **state)
 static char kw_addr[64];
 /* kw_pid (above) is killed by group_teardown if a failed assertion skipped the stop. */
 
-static int free_port(void)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
-
-static bool port_open(int port)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    close(fd);
-    return ok;
-}
-
 static pid_t spawn_keywrap(const char *bin, int port)
 {
     char e[8][700];
@@ -1474,9 +1444,9 @@ static pid_t spawn_keywrap(const char *bin, int port)
     pid_t pid;
     assert_int_equal(posix_spawn(&pid, bin, NULL, NULL, argv, envp), 0);
     kw_pid = pid;
-    for (int i = 0; i < 200 && !port_open(port); i++)
+    for (int i = 0; i < 200 && !tk_port_open(port); i++)
         usleep(25000);
-    assert_true(port_open(port));
+    assert_true(tk_port_open(port));
     return pid;
 }
 
@@ -1512,7 +1482,7 @@ static void test_real_keywrap(void **state)
     if (!bin || access(bin, X_OK) != 0)
         fail_msg("CREDEX_TEST_KEYWRAP_BIN is not an executable (ctest sets it to credex-keywrap)");
     cx_error_t err;
-    int port = free_port();
+    int port = tk_free_port();
     snprintf(kw_addr, sizeof(kw_addr), "127.0.0.1:%d", port);
     pid_t pid = spawn_keywrap(bin, port);
     cx_config_t *cfg = NULL;
@@ -1549,15 +1519,15 @@ static void test_real_keywrap(void **state)
 
     /* keywrap down: unavailable within the deadline, never a value; back: served again. */
     stop_process(pid);
-    int64_t t0 = mono_ms();
+    int64_t t0 = tk_mono_ms();
     expect_resolve_fails(id, CX_ERR_UNAVAILABLE);
     assert_null(create(F.gw, a, "alice", "real-kw-2", "K", "v", &err));
     assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
-    assert_true(mono_ms() - t0 < 6000);
+    assert_true(tk_mono_ms() - t0 < 6000);
     pid = spawn_keywrap(bin, port);
     /* gRPC reconnects with backoff (1 s initial, x1.6): allow a few attempts. */
     bool back = false;
-    int64_t t1 = mono_ms();
+    int64_t t1 = tk_mono_ms();
     for (int i = 0; i < 300 && !back; i++) {
         rpc_arena_t *b = rpc_arena_new(4096);
         Credex__V1__StoreResolveResponse *r = resolve(F.gw, b, id, &err);
@@ -1569,7 +1539,7 @@ static void test_real_keywrap(void **state)
     if (!back)
         fail_msg("store did not resume after keywrap came back: %s: %s", cx_code_reason(err.code),
                  err.message);
-    printf("keywrap back after %lld ms\n", (long long)(mono_ms() - t1));
+    printf("keywrap back after %lld ms\n", (long long)(tk_mono_ms() - t1));
     expect_plain(id, "real-keywrap-value-2");
     stop_process(pid);
 
