@@ -14,8 +14,9 @@
  *      what the context holds (validated caller, validated secret id, owner decoded from the
  *      database), never a raw request field. Not audited: a disabled feature, the audit RPCs
  *      themselves (AppendAuditEvent, QueryAuditEvents), and a call that failed while the
- *      database is known to be down (the event could not be written: store.audit_skipped is
- *      logged instead, once per call). integrity_error is also logged (store.integrity_error).
+ *      database is known to be down or had no connection for it (the event could not be
+ *      written: store.audit_skipped is logged instead, once per call). integrity_error is also
+ *      logged (store.integrity_error).
  */
 #include <string.h>
 
@@ -169,7 +170,9 @@ static void store_failed(store_ctx_t *x, const store_method_t *m, const cx_error
                      CX_LOG_STR("secret_id", sid), CX_LOG_STR("detail", failure->message));
     if (!m->event_type)
         return;
-    if (!mdb_is_up(x->st->db)) {
+    /* The event could not be written: the database is known to be down, or it could not give
+     * this call a connection (trying again would wait as long once more). */
+    if (!mdb_is_up(x->st->db) || (failure->code == CX_ERR_UNAVAILABLE && !x->c)) {
         cx_log_warn(corr, "store.audit_skipped", CX_LOG_STR("method", m->name),
                     CX_LOG_STR("reason", cx_code_reason(failure->code)),
                     CX_LOG_STR("secret_id", sid), CX_LOG_STR("detail", failure->message));

@@ -938,41 +938,6 @@ static void test_keywrap_down(void **state)
     rpc_arena_free(a);
 }
 
-static const char *dead_getenv(void *ctx, const char *name)
-{
-    if (strcmp(name, "CREDEX_MONGO_URI") == 0)
-        return "mongodb://127.0.0.1:9/";
-    if (strcmp(name, "CREDEX_MONGO_TIMEOUT_MS") == 0)
-        return "300";
-    return fx_getenv(ctx, name);
-}
-
-static void test_database_down(void **state)
-{
-    (void)state;
-    cx_error_t err;
-    cx_config_t *cfg = NULL;
-    rpc_arena_t *a = rpc_arena_new(4096);
-    assert_true(cx_config_load(&cfg, dead_getenv, NULL, &err));
-    store_keys_ops_t ops = {.generate = fake_generate, .unwrap = fake_unwrap, .ctx = &F.kw};
-    store_t *dead = store_new(cfg, &ops, &err);
-    assert_non_null(dead);
-    rpc_server_set_context(F.srv, dead);
-    int64_t t0 = tk_mono_ms();
-    assert_null(create(F.gw, a, "alice", "dbdown-1", "D", "v", &err));
-    assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
-    /* One database timeout (300 ms), not one per follow-up write (failure audit, cleanup). */
-    int64_t dt = tk_mono_ms() - t0;
-    printf("create with the database down answered in %lld ms\n", (long long)dt);
-    assert_true(dt < 1000);
-    expect_resolve_fails("sec_00000000000000000000000000", CX_ERR_UNAVAILABLE);
-    assert_true(tk_mono_ms() - t0 < 3000);
-    rpc_server_set_context(F.srv, F.st);
-    store_free(dead);
-    cx_config_free(cfg);
-    rpc_arena_free(a);
-}
-
 static void test_audit_append_query(void **state)
 {
     (void)state;
@@ -1201,7 +1166,9 @@ static void test_failure_audit_requests(void **state)
         assert_int_equal(err.code, CX_ERR_NOT_FOUND);
         snprintf(what, sizeof(what), "%s of an absent secret", m);
         expect_event(what, cid, (want_t){type, "denied", "not_found", absent, NULL, "alice"});
-        /* oauth may not touch a user's api_key: the owner was loaded before the refusal. */
+        /* oauth may not touch a user's api_key: the owner was loaded before the refusal.
+         * (Update and ListVersions are gateway-only: the rpc allow-list refuses oauth before
+         * any handler, so store never sees those calls.) */
         if (strcmp(m, "UpdateSecret") != 0 && strcmp(m, "ListVersions") != 0) {
             Credex__V1__CallerContext sys = caller_agent();
             sys.caller_kind = CREDEX__V1__CALLER_KIND__CALLER_KIND_SYSTEM;
@@ -1470,6 +1437,60 @@ static void test_tampered_metadata(void **state)
     Credex__V1__CallerContext cc = caller_user();
     assert_true(on_secret(F.gw, "GetSecret", id, &cc, a, &err, cid));
     expect_plain(id, "tampered-value");
+    rpc_arena_free(a);
+}
+
+static const char *dead_getenv(void *ctx, const char *name)
+{
+    if (strcmp(name, "CREDEX_MONGO_URI") == 0)
+        return "mongodb://127.0.0.1:9/";
+    if (strcmp(name, "CREDEX_MONGO_TIMEOUT_MS") == 0)
+        return "300";
+    return fx_getenv(ctx, name);
+}
+
+static void test_database_down(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    cx_config_t *cfg = NULL;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    assert_true(cx_config_load(&cfg, dead_getenv, NULL, &err));
+    store_keys_ops_t ops = {.generate = fake_generate, .unwrap = fake_unwrap, .ctx = &F.kw};
+    store_t *dead = store_new(cfg, &ops, &err);
+    assert_non_null(dead);
+    rpc_server_set_context(F.srv, dead);
+    int64_t t0 = tk_mono_ms();
+    assert_null(create(F.gw, a, "alice", "dbdown-1", "D", "v", &err));
+    assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+    /* One database timeout (300 ms), not one per follow-up write (failure audit, cleanup). */
+    int64_t dt = tk_mono_ms() - t0;
+    printf("create with the database down answered in %lld ms\n", (long long)dt);
+    assert_true(dt < 1000);
+    expect_resolve_fails("sec_00000000000000000000000000", CX_ERR_UNAVAILABLE);
+    assert_true(tk_mono_ms() - t0 < 3000);
+    /* Once the database is known to be down, every call answers at once, a refusal included
+     * (its audit event cannot be written and is not tried). */
+    for (int i = 0; i < 200 && mdb_is_up(dead->db); i++)
+        usleep(10000);
+    assert_false(mdb_is_up(dead->db));
+    char cid[40];
+    Credex__V1__CallerContext user = caller_user(), agent = caller_agent();
+    for (size_t i = 0; i < sizeof(secret_methods) / sizeof(secret_methods[0]); i++) {
+        Credex__V1__CallerContext *cc = strcmp(secret_methods[i], "Resolve") == 0 ? &agent : &user;
+        int64_t t1 = tk_mono_ms();
+        assert_false(
+            on_secret(F.gw, secret_methods[i], "sec_00000000000000000000000000", cc, a, &err, cid));
+        assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+        assert_true(tk_mono_ms() - t1 < 100);
+        t1 = tk_mono_ms();
+        assert_false(on_secret(F.gw, secret_methods[i], "sec_bad", cc, a, &err, cid));
+        assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT); /* refused: never audited */
+        assert_true(tk_mono_ms() - t1 < 100);
+    }
+    rpc_server_set_context(F.srv, F.st);
+    store_free(dead);
+    cx_config_free(cfg);
     rpc_arena_free(a);
 }
 
