@@ -29,7 +29,11 @@
  * before any call pays the selection timeout. Its timeouts are the operations' own, so a
  * database slow under load is never declared down sooner than the operations would find it.
  * While down, mdb_client_pop and every operation fail at once with CX_ERR_UNAVAILABLE and a
- * message "database is down: <why>" (a driver message: hosts and errors, never values).
+ * message "database is down: <why>" (a driver message: hosts and errors, never values). A call
+ * already waiting in the driver when the state turns down still waits out its own timeout.
+ * The pool's own monitor looks at the server every 500 ms (the driver's minimum), so that
+ * once the prober lifts the state, the pool finds the server without a further wait of its
+ * own beyond that: service resumes within about half a second of the database listening.
  *
  * Library code: it never logs except mdb_init_indexes' degradation warning, which the brief
  * requires to be visible both to the operator (report line) and in the logs.
@@ -109,7 +113,8 @@ bool mdb_ping(mdb_t *m, cx_error_t *err);
  * the configured database. They fail at once with UNAVAILABLE while the database is down;
  * otherwise a failure sets err with mdb_error_map's code (unavailable, conflict for a
  * duplicate key, internal) and, for a network or server-selection error, marks the database
- * down. Out-params are untouched on failure. Blocking (see above). */
+ * down. Out-params are untouched on failure (but mdb_insert_many's *refused, which is set only
+ * then). Blocking (see above). */
 
 /* The first document matching filter, copied into *out (caller destroys it) with *found true;
  * *found false (and *out untouched) when none matches. */
