@@ -5,7 +5,8 @@
 - `secret share/unshare` name the grantee with `--grantee TYPE:ID`; `--user` is the acting user
   in every command;
 - `--version` prints the project version; `retrieve --json` prints the RetrieveResponse with the
-  value in base64, while plain `retrieve` writes the raw value and nothing else.
+  value in base64, while plain `retrieve` writes the raw value and nothing else;
+- what retrieve prints is not left behind in credexctl's memory (a gdb stopped at exit() looks).
 
 Every test uses its own users, so tests are independent of each other and of their order.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -166,6 +168,72 @@ def test_retrieve_json_carries_the_value_in_base64(stack, api):
                      [f"authorization: Bearer {service_jwt}", f"x-credex-user-token: {obo}"], identity=x.AGENT)
     assert json.loads(g) == doc
     assert res.stdout.decode() == g, "same text as grpcurl, indentation included"
+
+
+# What a gdb stopped at exit() in credexctl sees: the bytes in stdout's stdio buffer (glibc x86-64:
+# _IO_buf_base and _IO_buf_end at offsets 56 and 64 of the FILE), and in every writable mapping,
+# counted per needle. Freed memory keeps its content (ASan's quarantine too), so a copy that was
+# freed without being wiped is still found.
+MEMORY_SCAN = r"""
+import gdb, os
+needles = [bytes.fromhex(v) for v in os.environ["CX_NEEDLES"].split(",")]
+inf = gdb.selected_inferior()
+fp = int(gdb.parse_and_eval("*(unsigned long *)&stdout"))
+base = int.from_bytes(bytes(inf.read_memory(fp + 56, 8)), "little")
+end = int.from_bytes(bytes(inf.read_memory(fp + 64, 8)), "little")
+buf = bytes(inf.read_memory(base, end - base)) if base and end > base else b""
+counts = [0] * len(needles)
+for line in open(f"/proc/{inf.pid}/maps"):
+    p = line.split()
+    lo, hi = (int(v, 16) for v in p[0].split("-"))
+    if not p[1].startswith("rw") or hi - lo > (256 << 20):
+        continue
+    try:
+        mem = bytes(inf.read_memory(lo, hi - lo))
+    except gdb.MemoryError:
+        continue
+    for i, n in enumerate(needles):
+        counts[i] += mem.count(n)
+print("SCAN", json.dumps({"stdio": [buf.count(n) for n in needles], "memory": counts}))
+""".replace("import gdb, os", "import gdb, json, os")
+
+
+def copies_at_exit(stack, tmp_path, args: list[str], needles: list[bytes]) -> dict:
+    gdb = shutil.which("gdb")
+    assert gdb, "gdb is needed for this test (scripts/setup installs it)"
+    script = tmp_path / "scan.py"
+    script.write_text(MEMORY_SCAN)
+    env = h.clean_base_env() | stack.env | {
+        "CREDEX_TLS_CERT": str(stack.pki.cert(h.CLI_IDENTITY)),
+        "CREDEX_TLS_KEY": str(stack.pki.key(h.CLI_IDENTITY)),
+        "CREDEX_RUN_DIR": str(stack.run_dir),
+        "CX_NEEDLES": ",".join(n.hex() for n in needles),
+    }
+    res = subprocess.run([gdb, "-nx", "-batch", "-ex", "set pagination off", "-ex", "set breakpoint pending on",
+                          "-ex", "break exit", "-ex", "run", "-ex", f"source {script}",
+                          "--args", str(stack.credexctl), *args],
+                         env=env, capture_output=True, text=True, timeout=300)
+    found = [line for line in res.stdout.splitlines() if line.startswith("SCAN ")]
+    assert found, f"gdb scan did not run:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
+    return json.loads(found[-1][5:])
+
+
+def test_retrieve_leaves_no_copy_of_the_value_in_its_own_buffers(stack, api, tmp_path):
+    """Raw: the value is written to the stdout descriptor, never into stdio's buffer. --json: the
+    base64 text (jansson's tree, the text credexctl wrote) is wiped everywhere. (Copies of the raw
+    value that the gRPC transport keeps, in its receive buffers, are common/rpc's to wipe.)"""
+    user = x.uid("cli-mem")
+    value = b"sk-cli-mem-" + x.uid("v").encode()
+    api.values.add(value)
+    sid = create(stack, user, value)
+    args = ["retrieve", sid, "--as-service", x.AGENT, "--for-user", user, "--use", x.DEFAULT_USE,
+            "--resource", RESOURCE]
+    raw = copies_at_exit(stack, tmp_path, args, [value])
+    assert raw["stdio"] == [0], "the value stayed in stdout's stdio buffer"
+    b64 = base64.b64encode(value)
+    js = copies_at_exit(stack, tmp_path, [*args, "--json"], [value, b64])
+    assert js["stdio"] == [0, 0]
+    assert js["memory"][1] == 0, f"{js['memory'][1]} unwiped copies of the value's base64"
 
 
 # ---- --json is grpcurl's shape ----------------------------------------------------------------------
