@@ -143,7 +143,7 @@ pj_opts_t pj_opts(const pjson_options_t *o)
     r.flags = o->flags;
     r.indent = o->indent > PJSON_MAX_INDENT ? PJSON_MAX_INDENT : o->indent;
     if (o->max_depth != 0)
-        r.max_depth = o->max_depth;
+        r.max_depth = o->max_depth < PJSON_MAX_DEPTH ? o->max_depth : PJSON_MAX_DEPTH;
     if (o->max_bytes != 0)
         r.max_bytes = o->max_bytes;
     return r;

@@ -15,7 +15,9 @@
  *  - enums as the value's name (a number when the value has no name); int64, uint64, sint64,
  *    fixed64, sfixed64 as decimal strings; 32-bit integers as numbers; float and double as
  *    numbers, or "NaN", "Infinity", "-Infinity" (17 significant digits: exact, though longer
- *    than protojson's shortest form); bytes as standard base64 with padding;
+ *    than protojson's shortest form); bytes as standard base64 with padding; strings as UTF-8
+ *    with only '"', '\' and control characters escaped (the latter as \u00XX in upper case,
+ *    where protojson writes lower case: the only difference in text from grpcurl's output);
  *  - repeated fields as arrays; map fields as objects with the key as a string ("true",
  *    "42"), keys sorted (bytewise, numerically, false before true) as protojson does;
  *  - nested messages as objects. Well-known types (Timestamp, Any, ...) get no special form:
@@ -73,6 +75,7 @@
 
 #define PJSON_DEFAULT_MAX_BYTES (256u * 1024u) /* a 64 KiB secret in base64 is ~87 KiB */
 #define PJSON_DEFAULT_MAX_DEPTH 32u            /* objects and arrays, the outermost being 1 */
+#define PJSON_MAX_DEPTH         100u /* larger limits are clamped: the walk recurses per level */
 #define PJSON_MAX_INDENT        8u
 
 enum {
@@ -86,7 +89,8 @@ typedef struct pjson_options {
     unsigned flags;     /* PJSON_* */
     unsigned indent;    /* encode: spaces per level, 0..PJSON_MAX_INDENT; 0 = one line */
     size_t max_bytes;   /* decode: largest JSON text; 0 = PJSON_DEFAULT_MAX_BYTES */
-    unsigned max_depth; /* nesting limit of input and output; 0 = PJSON_DEFAULT_MAX_DEPTH */
+    unsigned max_depth; /* nesting limit of input and output; 0 = PJSON_DEFAULT_MAX_DEPTH,
+                           at most PJSON_MAX_DEPTH */
 } pjson_options_t;
 
 /* ---- message -> JSON ------------------------------------------------------------------------ */

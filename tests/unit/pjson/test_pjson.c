@@ -751,7 +751,7 @@ static void test_limits(void **state)
 {
     (void)state;
     const ProtobufCMessageDescriptor *n = &pjsontest__node__descriptor;
-    char text[1024];
+    char text[2048];
     size_t len = 0;
     /* a chain of 32 nested objects passes the default limit; 33 does not */
     for (int depth = 32; depth <= 33; depth++) {
@@ -799,6 +799,17 @@ static void test_limits(void **state)
     assert_false(pjson_encode(&out, &outlen, &a.base, &o, &err));
     assert_null(out);
     assert_string_equal(err.message, "child.child: nesting deeper than 2");
+    /* a caller's limit is clamped, so the recursion stays bounded */
+    pjson_options_t deep_ok = {.max_depth = 1000000};
+    len = 0;
+    for (int i = 1; i < 101; i++)
+        len += (size_t)snprintf(text + len, sizeof text - len, "{\"child\":");
+    len += (size_t)snprintf(text + len, sizeof text - len, "{}");
+    for (int i = 1; i < 101; i++)
+        text[len++] = '}';
+    text[len] = '\0';
+    assert_null(decode_opts(arena, n, text, &deep_ok, &err));
+    assert_string_equal(err.message, "JSON nesting deeper than 100");
     /* size */
     pjson_options_t small = {.max_bytes = 16};
     assert_null(decode_opts(arena, n, "{\"name\":\"0123456789\"}", &small, &err));
