@@ -6,6 +6,7 @@
  */
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -487,6 +488,23 @@ static bool dec_map(dec_t *d, ProtobufCMessage *m, const ProtobufCFieldDescripto
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
+/* Whether key is the JSON name of proto field name f (pjson_json_name without building it). */
+static bool is_json_name(const char *f, const char *key)
+{
+    bool upper = false;
+    for (; *f; f++) {
+        if (*f == '_') {
+            upper = true;
+            continue;
+        }
+        char c = upper && *f >= 'a' && *f <= 'z' ? (char)(*f - 'a' + 'A') : *f;
+        if (*key++ != c)
+            return false;
+        upper = false;
+    }
+    return *key == '\0';
+}
+
 /* The field a key names (proto name first, then JSON name); *other: the field's other name
  * when it differs from the key, so that one field given under both names is refused. */
 static const ProtobufCFieldDescriptor *find_field(const ProtobufCMessageDescriptor *desc,
@@ -499,10 +517,9 @@ static const ProtobufCFieldDescriptor *find_field(const ProtobufCMessageDescript
             other[0] = '\0';
         return f;
     }
-    char name[128];
     for (unsigned i = 0; i < desc->n_fields; i++) {
         f = &desc->fields[i];
-        if (pjson_json_name(f, name, sizeof name) > 0 && strcmp(name, key) == 0) {
+        if (is_json_name(f->name, key)) {
             snprintf(other, othersz, "%s", f->name);
             return f;
         }

@@ -1,7 +1,7 @@
 /*
- * pjson, message -> JSON: a jansson tree built from the descriptors, then written in one pass
- * into a buffer of exactly the right size (json_dumpb twice: no growing copies of the text,
- * which would hold the base64 of bytes fields).
+ * pjson, message -> JSON: a jansson tree built from the descriptors, then written with
+ * json_dumpb into a buffer of ours (jansson's own dumps grow a buffer through copies it frees
+ * unwiped, and the text holds the base64 of bytes fields).
  */
 #include <inttypes.h>
 #include <math.h>
@@ -371,10 +371,19 @@ bool pjson_encode(char **out, size_t *outlen, const ProtobufCMessage *msg,
     if (!pjson_to_value(&v, msg, opts, err))
         return false;
     size_t flags = o.indent > 0 ? JSON_INDENT(o.indent) : JSON_COMPACT;
-    size_t need = json_dumpb(v, NULL, 0, flags);
-    char *buf = need > 0 ? malloc(need + 1) : NULL;
-    if (buf == NULL || json_dumpb(v, buf, need, flags) != need) {
-        pjson_text_free(buf, need);
+    /* One pass into a buffer that fits most replies; a larger text is written again into one
+     * of its exact size (json_dumpb reports the size it needed). */
+    size_t cap = 65536, need = 0;
+    char *buf = malloc(cap + 1);
+    if (buf != NULL && (need = json_dumpb(v, buf, cap, flags)) > cap) {
+        pjson_text_free(buf, cap);
+        cap = need;
+        buf = malloc(cap + 1);
+        if (buf != NULL && json_dumpb(v, buf, cap, flags) != need)
+            need = 0;
+    }
+    if (buf == NULL || need == 0) {
+        pjson_text_free(buf, cap);
         pjson_value_free(v);
         return cx_error_set(err, CX_ERR_RESOURCE_EXHAUSTED, "out of memory writing JSON");
     }
