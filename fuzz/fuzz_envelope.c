@@ -94,6 +94,7 @@ static void fuzz_request(const ProtobufCMessageDescriptor *desc, const uint8_t *
     if (m) {
         if (desc == &credex__v1__store_create_secret_request__descriptor) {
             const Credex__V1__StoreCreateSecretRequest *r = (const void *)m;
+            (void)store_validate_caller(r->caller, &err);
             if (store_validate_create(r, "gateway", &err) &&
                 (r->value.len == 0 || r->value.len > STORE_VALUE_MAX || !r->owner))
                 abort();

@@ -1,18 +1,34 @@
 /* mdb: see mdb.h. */
 #include "common/mdb/mdb.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "common/log/cx_log.h"
 
+/* The reason kept for "database is down: <why>": a driver message. */
+#define MDB_WHY_MAX BSON_ERROR_BUFFER_SIZE
+
 struct mdb {
     mongoc_client_pool_t *pool;
+    mongoc_uri_t *probe_uri; /* the pool's URI with the prober's options */
     mongoc_write_concern_t *wc;
     char db[64];
     unsigned timeout_ms;
+    /* The down state: `down` is read without the lock on every operation; the rest is under
+     * mu. `epoch` counts failures noted by operations, so that a ping that began before one
+     * cannot lift the state it set. */
+    atomic_bool down;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t prober;
+    bool stopping, wake;
+    uint64_t epoch;
+    char why[MDB_WHY_MAX];
 };
 
 static pthread_once_t mdb_once = PTHREAD_ONCE_INIT;
@@ -25,6 +41,10 @@ static void mdb_log_handler(mongoc_log_level_t level, const char *domain, const 
 {
     (void)user;
     if (level > MONGOC_LOG_LEVEL_WARNING)
+        return;
+    /* FerretDB advertises sessions but has no endSessions, which the driver sends when a
+     * client goes away; servers expire unused sessions anyway, so there is nothing to tell. */
+    if (strstr(message, "\"endSessions\"") && strstr(message, "no such command"))
         return;
     cx_log_warn(NULL, "mdb.driver", CX_LOG_STR("domain", domain), CX_LOG_STR("message", message));
 }
@@ -47,6 +67,150 @@ int64_t mdb_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* ---- the down state -------------------------------------------------------------------- */
+
+/* Called with mu held. */
+static void mdb_set_down_locked(mdb_t *m, const char *why)
+{
+    if (!atomic_load(&m->down))
+        snprintf(m->why, sizeof(m->why), "%s", why);
+    atomic_store(&m->down, true);
+}
+
+/* An operation could not reach the database: down at once, and the prober pings again now
+ * (so that a false alarm, e.g. one broken pooled connection, lasts one round trip). */
+static void mdb_note_outage(mdb_t *m, const bson_error_t *berr)
+{
+    pthread_mutex_lock(&m->mu);
+    m->epoch++;
+    mdb_set_down_locked(m, berr->message);
+    m->wake = true;
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+}
+
+bool mdb_is_up(mdb_t *m)
+{
+    return !atomic_load(&m->down);
+}
+
+/* UNAVAILABLE while down, without touching the driver. */
+static bool mdb_check_up(mdb_t *m, cx_error_t *err)
+{
+    if (!atomic_load(&m->down))
+        return true;
+    char why[MDB_WHY_MAX];
+    pthread_mutex_lock(&m->mu);
+    snprintf(why, sizeof(why), "%s", m->why);
+    pthread_mutex_unlock(&m->mu);
+    return cx_error_set(err, CX_ERR_UNAVAILABLE, "database is down: %s", why);
+}
+
+/* mdb_error_map plus the down state. Returns false. */
+static bool mdb_fail(mdb_t *m, const bson_error_t *berr, const bson_t *reply, const char *what,
+                     cx_error_t *err)
+{
+    if (mdb_error_is_outage(berr))
+        mdb_note_outage(m, berr);
+    return mdb_error_map(berr, reply, what, err);
+}
+
+/* One ping on *c (kept open between pings). A failure on a connection that had worked is
+ * retried once on a fresh client: the server may have restarted between two pings, leaving a
+ * dead socket behind. A fresh single-threaded client also avoids the driver's 5 s cooldown of
+ * a server whose check failed, which would hold the next pings back. */
+static bool mdb_probe_once(mdb_t *m, mongoc_client_t **c, char *why, size_t whysz)
+{
+    bson_error_t berr;
+    bson_t cmd = BSON_INITIALIZER;
+    bool ok = false;
+    BSON_APPEND_INT32(&cmd, "ping", 1);
+    for (int attempt = 0; attempt < 2 && !ok; attempt++) {
+        bool fresh = *c == NULL;
+        if (fresh) {
+            *c = mongoc_client_new_from_uri_with_error(m->probe_uri, &berr);
+            if (!*c) {
+                snprintf(why, whysz, "%s", berr.message);
+                break;
+            }
+            mongoc_client_set_error_api(*c, MONGOC_ERROR_API_VERSION_2);
+        }
+        ok = mongoc_client_command_simple(*c, "admin", &cmd, NULL, NULL, &berr);
+        if (!ok) {
+            snprintf(why, whysz, "%s", berr.message);
+            mongoc_client_destroy(*c);
+            *c = NULL;
+            if (fresh)
+                break; /* a new connection failed: that is the answer */
+        }
+    }
+    bson_destroy(&cmd);
+    return ok;
+}
+
+static void mdb_wait_ms(mdb_t *m, unsigned ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    while (!m->stopping && !m->wake)
+        if (pthread_cond_timedwait(&m->cv, &m->mu, &until) == ETIMEDOUT)
+            break;
+    m->wake = false;
+}
+
+static void *mdb_prober_main(void *arg)
+{
+    mdb_t *m = arg;
+    mongoc_client_t *c = NULL;
+    char why[MDB_WHY_MAX];
+    pthread_mutex_lock(&m->mu);
+    while (!m->stopping) {
+        uint64_t epoch = m->epoch;
+        pthread_mutex_unlock(&m->mu);
+        bool ok = mdb_probe_once(m, &c, why, sizeof(why));
+        pthread_mutex_lock(&m->mu);
+        if (!ok) {
+            mdb_set_down_locked(m, why);
+        } else if (epoch == m->epoch) {
+            atomic_store(&m->down, false);
+        } else {
+            continue; /* an operation failed meanwhile: ping again before lifting */
+        }
+        mdb_wait_ms(m, MDB_PROBE_INTERVAL_MS);
+    }
+    pthread_mutex_unlock(&m->mu);
+    mongoc_client_destroy(c);
+    return NULL;
+}
+
+/* ---- pool ------------------------------------------------------------------------------ */
+
+/* Every wait the driver can do is bounded by the same budget: an outage must surface as
+ * unavailable within the caller's deadline instead of hanging a worker thread. */
+static bool mdb_uri_timeouts(mongoc_uri_t *uri, int32_t t)
+{
+    return mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, t) &&
+           mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, t) &&
+           mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, t);
+}
+
+/* Everything but the prober thread (not started, or joined). */
+static void mdb_free(mdb_t *m)
+{
+    mongoc_client_pool_destroy(m->pool);
+    mongoc_write_concern_destroy(m->wc);
+    mongoc_uri_destroy(m->probe_uri);
+    pthread_cond_destroy(&m->cv);
+    pthread_mutex_destroy(&m->mu);
+    bson_free(m);
+}
+
 bool mdb_open(mdb_t **out, const mdb_options_t *opts, cx_error_t *err)
 {
     bson_error_t berr;
@@ -61,31 +225,39 @@ bool mdb_open(mdb_t **out, const mdb_options_t *opts, cx_error_t *err)
     uri = mongoc_uri_new_with_error(opts->uri, &berr);
     if (!uri)
         return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "CREDEX_MONGO_URI: not a valid URI");
-    /* Every wait the driver can do is bounded by the same budget: an outage must surface as
-     * unavailable within the caller's deadline instead of hanging a worker thread. */
+    /* The pool's monitor looks at the server every 500 ms (the driver's minimum) instead of
+     * every 10 s: it then drops the sockets of a server that went away before calls hit them,
+     * and finds a server that came back within 500 ms of it listening. */
     int32_t t = (int32_t)opts->timeout_ms;
-    if (!mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, t) ||
-        !mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, t) ||
-        !mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, t) ||
+    if (!mdb_uri_timeouts(uri, t) ||
         !mongoc_uri_set_option_as_int32(uri, MONGOC_URI_WAITQUEUETIMEOUTMS, t) ||
-        !mongoc_uri_set_option_as_int32(uri, MONGOC_URI_MAXPOOLSIZE, (int32_t)opts->pool_max)) {
+        !mongoc_uri_set_option_as_int32(uri, MONGOC_URI_MAXPOOLSIZE, (int32_t)opts->pool_max) ||
+        !mongoc_uri_set_option_as_int32(uri, MONGOC_URI_HEARTBEATFREQUENCYMS, 500)) {
         mongoc_uri_destroy(uri);
         return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "mdb: cannot set URI options");
     }
-    /* Fail fast on a dead server instead of blocking the whole selection budget once per
-     * retry: one selection attempt per operation. */
-    mongoc_uri_set_option_as_bool(uri, MONGOC_URI_SERVERSELECTIONTRYONCE, true);
     if (opts->app_name)
         mongoc_uri_set_appname(uri, opts->app_name);
 
     m = bson_malloc0(sizeof(*m));
     snprintf(m->db, sizeof(m->db), "%s", opts->db);
     m->timeout_ms = opts->timeout_ms;
+    atomic_init(&m->down, false);
+    pthread_mutex_init(&m->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    /* The prober's client is single-threaded: one selection attempt per ping (pooled clients
+     * ignore serverSelectionTryOnce and would retry for the whole timeout). */
+    m->probe_uri = mongoc_uri_copy(uri);
+    mongoc_uri_set_option_as_bool(m->probe_uri, MONGOC_URI_SERVERSELECTIONTRYONCE, true);
     m->pool = mongoc_client_pool_new_with_error(uri, &berr);
     mongoc_uri_destroy(uri);
     if (!m->pool) {
-        bson_free(m);
-        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "mdb: cannot create the client pool");
+        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "mdb: cannot create the client pool");
+        goto fail;
     }
     mongoc_client_pool_set_error_api(m->pool, MONGOC_ERROR_API_VERSION_2);
     m->wc = mongoc_write_concern_new();
@@ -93,17 +265,27 @@ bool mdb_open(mdb_t **out, const mdb_options_t *opts, cx_error_t *err)
         mongoc_write_concern_set_wmajority(m->wc, (int32_t)opts->timeout_ms);
     else
         mongoc_write_concern_set_w(m->wc, 1);
+    if (pthread_create(&m->prober, NULL, mdb_prober_main, m) != 0) {
+        cx_error_set(err, CX_ERR_INTERNAL, "mdb: cannot start the prober thread");
+        goto fail;
+    }
     *out = m;
     return true;
+fail:
+    mdb_free(m);
+    return false;
 }
 
 void mdb_close(mdb_t *m)
 {
     if (!m)
         return;
-    mongoc_client_pool_destroy(m->pool);
-    mongoc_write_concern_destroy(m->wc);
-    bson_free(m);
+    pthread_mutex_lock(&m->mu);
+    m->stopping = true;
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+    pthread_join(m->prober, NULL);
+    mdb_free(m);
 }
 
 const char *mdb_db_name(const mdb_t *m)
@@ -118,6 +300,8 @@ unsigned mdb_timeout_ms(const mdb_t *m)
 
 mongoc_client_t *mdb_client_pop(mdb_t *m, cx_error_t *err)
 {
+    if (!mdb_check_up(m, err))
+        return NULL;
     /* waitQueueTimeoutMS bounds this wait; NULL means the pool stayed exhausted. */
     mongoc_client_t *c = mongoc_client_pool_pop(m->pool);
     if (!c)
@@ -149,12 +333,234 @@ bool mdb_ping(mdb_t *m, cx_error_t *err)
     BSON_APPEND_INT32(&cmd, "ping", 1);
     ok = mongoc_client_command_simple(c, "admin", &cmd, NULL, NULL, &berr);
     if (!ok)
-        mdb_error_map(&berr, NULL, "database ping", err);
+        mdb_fail(m, &berr, NULL, "database ping", err);
 out:
     bson_destroy(&cmd);
     mdb_client_push(m, c);
     return ok;
 }
+
+/* ---- operations ------------------------------------------------------------------------ */
+
+static int64_t mdb_reply_count(const bson_t *reply, const char *key)
+{
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, reply, key) &&
+        (BSON_ITER_HOLDS_INT32(&it) || BSON_ITER_HOLDS_INT64(&it)))
+        return bson_iter_as_int64(&it);
+    return -1;
+}
+
+bool mdb_find_one(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter, bson_t *out,
+                  bool *found, cx_error_t *err)
+{
+    const bson_t *doc;
+    bson_error_t berr;
+    bson_t opts = BSON_INITIALIZER;
+    bool have = false;
+    if (!mdb_check_up(m, err))
+        return false;
+    BSON_APPEND_INT64(&opts, "limit", 1);
+    mongoc_collection_t *col = mdb_collection(m, c, coll);
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(col, filter, &opts, NULL);
+    if (mongoc_cursor_next(cur, &doc)) {
+        bson_copy_to(doc, out); /* (a bson_t cannot be moved by assignment) */
+        have = true;
+    }
+    bool ok = !mongoc_cursor_error(cur, &berr);
+    if (!ok) {
+        if (have)
+            bson_destroy(out);
+        mdb_fail(m, &berr, NULL, "database read", err);
+    } else {
+        *found = have;
+    }
+    mongoc_cursor_destroy(cur);
+    mongoc_collection_destroy(col);
+    bson_destroy(&opts);
+    return ok;
+}
+
+bool mdb_insert_one(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *doc,
+                    cx_error_t *err)
+{
+    bson_error_t berr;
+    bson_t reply;
+    if (!mdb_check_up(m, err))
+        return false;
+    mongoc_collection_t *col = mdb_collection(m, c, coll);
+    bool ok = mongoc_collection_insert_one(col, doc, NULL, &reply, &berr);
+    if (!ok)
+        mdb_fail(m, &berr, &reply, "database write", err);
+    bson_destroy(&reply);
+    mongoc_collection_destroy(col);
+    return ok;
+}
+
+/* What is known of an ordered insert that failed (see mdb_insert_many). Client-side
+ * validation refuses before sending anything; a write error at index k (and no write concern
+ * error) with k documents inserted means 0..k-1 written, k refused, k+1.. never tried; anything
+ * else (timeouts, network, write concern) leaves the batch's outcome unknown. */
+static size_t mdb_insert_refused(const bson_error_t *berr, const bson_t *reply, size_t n)
+{
+    bson_iter_t it, arr, first;
+    if (berr->domain == MONGOC_ERROR_COMMAND && berr->code == MONGOC_ERROR_COMMAND_INVALID_ARG)
+        return n;
+    if (bson_iter_init_find(&it, reply, "writeConcernErrors") && BSON_ITER_HOLDS_ARRAY(&it) &&
+        bson_iter_recurse(&it, &arr) && bson_iter_next(&arr))
+        return MDB_INSERT_UNKNOWN;
+    if (!bson_iter_init_find(&it, reply, "writeErrors") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+        !bson_iter_recurse(&it, &arr) || !bson_iter_next(&arr) || !BSON_ITER_HOLDS_DOCUMENT(&arr) ||
+        !bson_iter_recurse(&arr, &first) || !bson_iter_find(&first, "index") ||
+        !(BSON_ITER_HOLDS_INT32(&first) || BSON_ITER_HOLDS_INT64(&first)))
+        return MDB_INSERT_UNKNOWN;
+    int64_t k = bson_iter_as_int64(&first);
+    if (mdb_reply_count(reply, "insertedCount") != k || k < 0 || (size_t)k >= n)
+        return MDB_INSERT_UNKNOWN;
+    return (size_t)k;
+}
+
+bool mdb_insert_many(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *const *docs,
+                     size_t n, size_t *refused, cx_error_t *err)
+{
+    bson_error_t berr;
+    bson_t reply;
+    if (!mdb_check_up(m, err)) {
+        *refused = MDB_INSERT_UNKNOWN; /* the batch as a whole */
+        return false;
+    }
+    mongoc_collection_t *col = mdb_collection(m, c, coll);
+    bool ok = mongoc_collection_insert_many(col, (const bson_t **)docs, n, NULL, &reply, &berr);
+    if (!ok) {
+        mdb_fail(m, &berr, &reply, "database write", err);
+        *refused = mdb_insert_refused(&berr, &reply, n);
+    }
+    bson_destroy(&reply);
+    mongoc_collection_destroy(col);
+    return ok;
+}
+
+bool mdb_update_one(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *sel,
+                    const bson_t *upd, bool *matched, cx_error_t *err)
+{
+    bson_error_t berr;
+    bson_t reply;
+    if (!mdb_check_up(m, err))
+        return false;
+    mongoc_collection_t *col = mdb_collection(m, c, coll);
+    bool ok = mongoc_collection_update_one(col, sel, upd, NULL, &reply, &berr);
+    if (!ok)
+        mdb_fail(m, &berr, &reply, "database update", err);
+    else if (matched)
+        *matched = mdb_reply_count(&reply, "matchedCount") > 0;
+    bson_destroy(&reply);
+    mongoc_collection_destroy(col);
+    return ok;
+}
+
+bool mdb_update_one_returning(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *sel,
+                              const bson_t *upd, bson_t *after, bool *matched, cx_error_t *err)
+{
+    bson_error_t berr;
+    bson_t reply;
+    bson_iter_t it;
+    if (!mdb_check_up(m, err))
+        return false;
+    mongoc_collection_t *col = mdb_collection(m, c, coll);
+    mongoc_find_and_modify_opts_t *o = mongoc_find_and_modify_opts_new();
+    mongoc_find_and_modify_opts_set_update(o, upd);
+    mongoc_find_and_modify_opts_set_flags(o, MONGOC_FIND_AND_MODIFY_RETURN_NEW);
+    bool ok = mongoc_collection_find_and_modify_with_opts(col, sel, o, &reply, &berr);
+    if (!ok) {
+        mdb_fail(m, &berr, &reply, "database update", err);
+    } else if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        const uint8_t *data;
+        uint32_t len;
+        bson_t doc;
+        bson_iter_document(&it, &len, &data);
+        if (!bson_init_static(&doc, data, len)) {
+            ok = cx_error_set(err, CX_ERR_INTERNAL, "database update: malformed reply");
+        } else {
+            bson_copy_to(&doc, after);
+            *matched = true;
+        }
+    } else {
+        *matched = false; /* value: null */
+    }
+    mongoc_find_and_modify_opts_destroy(o);
+    bson_destroy(&reply);
+    mongoc_collection_destroy(col);
+    return ok;
+}
+
+static bool mdb_delete(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                       bool many, cx_error_t *err)
+{
+    bson_error_t berr;
+    bson_t reply;
+    if (!mdb_check_up(m, err))
+        return false;
+    mongoc_collection_t *col = mdb_collection(m, c, coll);
+    bool ok = many ? mongoc_collection_delete_many(col, filter, NULL, &reply, &berr)
+                   : mongoc_collection_delete_one(col, filter, NULL, &reply, &berr);
+    if (!ok)
+        mdb_fail(m, &berr, &reply, "database delete", err);
+    bson_destroy(&reply);
+    mongoc_collection_destroy(col);
+    return ok;
+}
+
+bool mdb_delete_one(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                    cx_error_t *err)
+{
+    return mdb_delete(m, c, coll, filter, false, err);
+}
+
+bool mdb_delete_many(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                     cx_error_t *err)
+{
+    return mdb_delete(m, c, coll, filter, true, err);
+}
+
+bool mdb_find_page(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                   const char *sortkey, const char *idkey, unsigned limit, mdb_row_fn row,
+                   void *ctx, bool *more, cx_error_t *err)
+{
+    bson_t opts = BSON_INITIALIZER, sort;
+    bson_error_t berr;
+    const bson_t *doc;
+    unsigned n = 0;
+    bool ok = true, next = false;
+    if (limit < 1)
+        return cx_error_set(err, CX_ERR_INTERNAL, "database read: page limit 0");
+    if (!mdb_check_up(m, err))
+        return false;
+    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
+    BSON_APPEND_INT32(&sort, sortkey, -1);
+    BSON_APPEND_INT32(&sort, idkey, -1);
+    bson_append_document_end(&opts, &sort);
+    BSON_APPEND_INT64(&opts, "limit", (int64_t)limit + 1);
+    mongoc_collection_t *col = mdb_collection(m, c, coll);
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(col, filter, &opts, NULL);
+    while (ok && mongoc_cursor_next(cur, &doc)) {
+        if (n == limit) {
+            next = true;
+            break;
+        }
+        ok = row(ctx, doc, err);
+        n++;
+    }
+    if (ok && mongoc_cursor_error(cur, &berr))
+        ok = mdb_fail(m, &berr, NULL, "database read", err);
+    if (ok)
+        *more = next;
+    mongoc_cursor_destroy(cur);
+    mongoc_collection_destroy(col);
+    bson_destroy(&opts);
+    return ok;
+}
+
+/* ---- error mapping --------------------------------------------------------------------- */
 
 /* Server error codes that mean "the database is not there right now" rather than "your
  * request is wrong": host unreachable/not found, network timeout, shutdown, not primary,
@@ -172,6 +578,12 @@ static bool mdb_server_code_unavailable(uint32_t code)
 static bool mdb_code_duplicate(uint32_t code)
 {
     return code == 11000 || code == 11001 || code == 12582;
+}
+
+bool mdb_error_is_outage(const bson_error_t *berr)
+{
+    return berr &&
+           (berr->domain == MONGOC_ERROR_STREAM || berr->domain == MONGOC_ERROR_SERVER_SELECTION);
 }
 
 cx_code_t mdb_error_code(const bson_error_t *berr, const bson_t *reply)
@@ -412,7 +824,7 @@ static bool mdb_ensure_index(mdb_t *m, mongoc_client_t *c, const mdb_index_spec_
         } else {
             char what[200];
             snprintf(what, sizeof(what), "create index %s.%s", s->coll, name);
-            mdb_error_map(&berr, &reply, what, err);
+            mdb_fail(m, &berr, &reply, what, err);
         }
         goto out;
     }
@@ -426,7 +838,7 @@ static bool mdb_ensure_index(mdb_t *m, mongoc_client_t *c, const mdb_index_spec_
             /* Accepted but dropped: remove the over-strict index it left behind. */
             bson_error_t derr;
             if (!mongoc_collection_drop_index_with_opts(coll, name, NULL, &derr)) {
-                mdb_error_map(&derr, NULL, "drop over-strict index", err);
+                mdb_fail(m, &derr, NULL, "drop over-strict index", err);
                 goto out;
             }
             mdb_report_degraded(report, ctx, s->coll, name, mdb_partial_reason,

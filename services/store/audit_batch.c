@@ -80,92 +80,45 @@ static void store_audit_req_set(store_audit_req_t *r, bool ok, const cx_error_t 
 }
 
 /* One event alone: exactly the write of one insert_one per event. */
-static bool store_audit_insert_one(mongoc_collection_t *coll, store_audit_req_t *r)
+static bool store_audit_insert_one(mdb_t *db, mongoc_client_t *c, store_audit_req_t *r)
 {
-    bson_t reply;
-    bson_error_t berr;
     cx_error_t err;
-    bool ok = mongoc_collection_insert_one(coll, r->doc, NULL, &reply, &berr);
-    if (!ok)
-        mdb_error_map(&berr, &reply, "audit write", &err);
-    bson_destroy(&reply);
+    bool ok = mdb_insert_one(db, c, MDB_COLL_AUDIT_EVENTS, r->doc, &err);
     store_audit_req_set(r, ok, ok ? NULL : &err);
     return ok;
 }
 
-/* The events of an ordered insert that failed on one document only, and so are known to be
- * unwritten and safe to write again: from the first index (*from) on. Client-side validation
- * refuses before sending anything (from 0, none written); a write error at index k (and no
- * write concern error) means 0..k-1 written, k refused, k+1.. never tried. Anything else
- * (timeouts, network, write concern) leaves the outcome of the whole batch unknown: false. */
-static bool store_audit_per_document(const bson_error_t *berr, const bson_t *reply, size_t n,
-                                     size_t *bad)
-{
-    bson_iter_t it, arr, first;
-    if (berr->domain == MONGOC_ERROR_COMMAND && berr->code == MONGOC_ERROR_COMMAND_INVALID_ARG) {
-        *bad = n; /* which one is unknown: none was sent */
-        return true;
-    }
-    if (bson_iter_init_find(&it, reply, "writeConcernErrors") && BSON_ITER_HOLDS_ARRAY(&it) &&
-        bson_iter_recurse(&it, &arr) && bson_iter_next(&arr))
-        return false;
-    if (!bson_iter_init_find(&it, reply, "writeErrors") || !BSON_ITER_HOLDS_ARRAY(&it) ||
-        !bson_iter_recurse(&it, &arr) || !bson_iter_next(&arr) || !BSON_ITER_HOLDS_DOCUMENT(&arr) ||
-        !bson_iter_recurse(&arr, &first) || !bson_iter_find(&first, "index") ||
-        !(BSON_ITER_HOLDS_INT32(&first) || BSON_ITER_HOLDS_INT64(&first)))
-        return false;
-    int64_t k = bson_iter_as_int64(&first);
-    if (!bson_iter_init_find(&it, reply, "insertedCount") ||
-        !(BSON_ITER_HOLDS_INT32(&it) || BSON_ITER_HOLDS_INT64(&it)) ||
-        bson_iter_as_int64(&it) != k || k < 0 || (size_t)k >= n)
-        return false;
-    *bad = (size_t)k;
-    return true;
-}
-
-/* Write batch[0..n) with one insert (the write concern of mdb_collection applies) and record
- * each event's result in it. One malformed or refused event must not fail the others (an
- * AppendAuditEvent caller could otherwise fail concurrent retrievals): when the failure is
- * known to concern one document, the unwritten events are written one by one (*isolated).
- * Returns false when the batch failed as a whole. */
+/* Write batch[0..n) with one insert (the write concern of mdb applies) and record each event's
+ * result in it. One malformed or refused event must not fail the others (an AppendAuditEvent
+ * caller could otherwise fail concurrent retrievals): when the failure is known to concern one
+ * document (mdb_insert_many's *refused), the unwritten events are written one by one
+ * (*isolated). Returns false when the batch failed as a whole. */
 static bool store_audit_batch_insert(mdb_t *db, mongoc_client_t *c, store_audit_req_t **batch,
                                      const bson_t **docs, size_t n, bool *isolated)
 {
-    bson_t reply;
-    bson_error_t berr;
     cx_error_t err;
-    size_t bad = 0;
-    bool ok = true;
-    mongoc_collection_t *coll = mdb_collection(db, c, MDB_COLL_AUDIT_EVENTS);
-    if (n == 1) {
-        ok = store_audit_insert_one(coll, batch[0]);
-        goto out;
-    }
-    ok = mongoc_collection_insert_many(coll, docs, n, NULL, &reply, &berr);
-    if (ok) {
+    size_t refused = MDB_INSERT_UNKNOWN;
+    if (n == 1)
+        return store_audit_insert_one(db, c, batch[0]);
+    if (mdb_insert_many(db, c, MDB_COLL_AUDIT_EVENTS, docs, n, &refused, &err)) {
         for (size_t i = 0; i < n; i++)
             store_audit_req_set(batch[i], true, NULL);
-    } else {
-        mdb_error_map(&berr, &reply, "audit write", &err);
-        if (store_audit_per_document(&berr, &reply, n, &bad)) {
-            *isolated = true;
-            ok = true;
-            size_t from = bad == n ? 0 : bad + 1;
-            for (size_t i = 0; i < n && i < bad; i++)
-                store_audit_req_set(batch[i], true, NULL);
-            if (bad < n)
-                store_audit_req_set(batch[bad], false, &err);
-            for (size_t i = from; i < n; i++)
-                store_audit_insert_one(coll, batch[i]);
-        } else {
-            for (size_t i = 0; i < n; i++)
-                store_audit_req_set(batch[i], false, &err);
-        }
+        return true;
     }
-    bson_destroy(&reply);
-out:
-    mongoc_collection_destroy(coll);
-    return ok;
+    if (refused == MDB_INSERT_UNKNOWN) {
+        for (size_t i = 0; i < n; i++)
+            store_audit_req_set(batch[i], false, &err);
+        return false;
+    }
+    *isolated = true;
+    size_t from = refused == n ? 0 : refused + 1;
+    for (size_t i = 0; i < n && i < refused; i++)
+        store_audit_req_set(batch[i], true, NULL);
+    if (refused < n)
+        store_audit_req_set(batch[refused], false, &err);
+    for (size_t i = from; i < n; i++)
+        store_audit_insert_one(db, c, batch[i]);
+    return true;
 }
 
 bool store_audit_batch_write(store_audit_batch_t *b, mdb_t *db, mongoc_client_t *c,

@@ -1,4 +1,5 @@
-/* store envelope: ids, encryption context/AAD, seal/open, stored payload decoding. */
+/* store envelope: ids, encryption context/AAD, seal/open, the codec of stored payload
+ * documents. */
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,6 +220,27 @@ bool store_payload_decode(const bson_t *doc, store_payload_t *out, cx_error_t *e
     return true;
 bad:
     return cx_error_set(err, CX_ERR_INTEGRITY, "stored payload is malformed");
+}
+
+void store_payload_encode(const store_payload_t *p, bson_t *out)
+{
+    bson_init(out);
+    /* _id = payload_id: the hot lookups are by _id, which every MongoDB-wire backend serves
+     * from its primary key (FerretDB's SQLite backend scans for secondary fields). */
+    BSON_APPEND_UTF8(out, "_id", p->payload_id);
+    BSON_APPEND_UTF8(out, "payload_id", p->payload_id);
+    BSON_APPEND_UTF8(out, "secret_id", p->secret_id);
+    BSON_APPEND_INT64(out, "version", p->version);
+    BSON_APPEND_UTF8(out, "alg", STORE_ALG);
+    BSON_APPEND_UTF8(out, "key_provider", store_key_provider_name(p->key_provider));
+    BSON_APPEND_UTF8(out, "key_id", p->key_id);
+    BSON_APPEND_UTF8(out, "key_version", p->key_version ? p->key_version : "");
+    BSON_APPEND_BINARY(out, "wrapped_key", BSON_SUBTYPE_BINARY, p->wrapped, p->wrapped_len);
+    BSON_APPEND_BINARY(out, "nonce", BSON_SUBTYPE_BINARY, p->nonce, CX_GCM_NONCE_LEN);
+    BSON_APPEND_BINARY(out, "ciphertext", BSON_SUBTYPE_BINARY, p->ct, p->ct_len);
+    BSON_APPEND_BINARY(out, "tag", BSON_SUBTYPE_BINARY, p->tag, CX_GCM_TAG_LEN);
+    BSON_APPEND_UTF8(out, "created_by", p->created_by);
+    BSON_APPEND_DATE_TIME(out, "created_at", p->created_at_ms);
 }
 
 bool store_envelope_seal(const cx_secret_t *dek, const store_bind_t *b, const unsigned char *plain,

@@ -4,7 +4,7 @@
  * Why this is safe: a payload document never changes under its payload id (a new version gets
  * a new id; delete marks the metadata first, which Resolve reads live). An entry is inserted
  * only after its envelope opened, and Resolve redoes a retrieval from the database once when
- * anything fails after a hit (see secrets.c), so a cached copy can only ever give the value
+ * anything fails after a hit (see resolve.c), so a cached copy can only ever give the value
  * that was authenticated when it was cached. The price: a document tampered with after it was
  * cached is reported (integrity_error) only once its entry is gone (TTL, eviction, restart);
  * until then the authenticated copy is served, never the tampered bytes. No plaintext and no

@@ -79,7 +79,7 @@ static bool store_health_probe(void *ctx)
 
 bool store_register(rpc_server_t *srv, store_t *st, cx_error_t *err)
 {
-    /* Filled at run time because the method count lives in secrets.c; must outlive the
+    /* Filled at run time because the method count lives in dispatch.c; must outlive the
      * server, hence static. */
     static rpc_service_def_t def;
     def = (rpc_service_def_t){

@@ -1,15 +1,23 @@
 /*
  * store internals shared by the store's modules and its unit tests (not a public API: other
- * services meet store only through proto/). Modules:
- *   envelope.c  secret/payload id derivation, encryption context and AAD, AES-GCM seal/open,
- *               decoding of stored payload documents (outside input: the database)
- *   validate.c  request validation and the per-peer kind policy
- *   dek_cache.c bounded cache of unwrapped data keys
+ * services meet store only through proto/). Modules, in the order a call meets them:
+ *   store.c       the process state (store_new) and registration
+ *   dispatch.c    the method table, the call context every handler gets, and the one rule of
+ *                 failure audit: every failed call is audited there, nowhere else
+ *   validate.c    request validation, the shapes of stored strings, the per-peer kind policy
+ *   lifecycle.c   CreateSecret, GetSecret, UpdateSecret, RotateSecret, RevokeSecret,
+ *                 DeleteSecret
+ *   resolve.c     Resolve (the only decrypt)
+ *   lists.c       ListSecrets, ListVersions, QueryAuditEvents and the paging they share
+ *   events.c      audit events composed from a call (success and failure), AppendAuditEvent
+ *   secret_doc.c  the codec of credential_secret_refs documents (outside input: the database)
+ *   envelope.c    secret/payload ids, encryption context and AAD, AES-GCM seal/open, the codec
+ *                 of credential_encrypted_payloads documents
+ *   keys.c        data keys from keywrap (GenerateDataKey/Unwrap over mTLS)
+ *   dek_cache.c   bounded cache of unwrapped data keys
  *   payload_cache.c bounded cache of decoded payload documents (never plaintext)
- *   keys.c      data keys from keywrap (GenerateDataKey/Unwrap over mTLS)
- *   audit.c     credential_audit_events writes and queries
+ *   audit.c       credential_audit_events documents, paging cursors
  *   audit_batch.c group commit of concurrent audit writes
- *   secrets.c   the CredentialStore handlers
  */
 #ifndef CREDEX_SERVICES_STORE_STORE_INTERNAL_H
 #define CREDEX_SERVICES_STORE_STORE_INTERNAL_H
@@ -99,6 +107,9 @@ typedef struct store_payload {
  * outside input and a damaged payload must never reach the cipher. */
 bool store_payload_decode(const bson_t *doc, store_payload_t *out, cx_error_t *err);
 
+/* The credential_encrypted_payloads document of p (_id = payload_id; alg AES-256-GCM). */
+void store_payload_encode(const store_payload_t *p, bson_t *out);
+
 /* Seal plain under dek with the AAD of b. ct has plen bytes. */
 bool store_envelope_seal(const cx_secret_t *dek, const store_bind_t *b, const unsigned char *plain,
                          size_t plen, unsigned char nonce[CX_GCM_NONCE_LEN], unsigned char *ct,
@@ -164,6 +175,17 @@ void store_payload_cache_stats(store_payload_cache_t *c, store_payload_cache_sta
 
 /* ---- validation ------------------------------------------------------------------------- */
 
+/* Shapes of strings, shared by request validation and the stored-document decoders. NULL is
+ * the empty string. */
+/* Valid UTF-8 of min..max bytes without control characters (free text shown to humans). */
+bool store_text_ok(const char *s, size_t min, size_t max);
+/* min..max bytes of [A-Za-z0-9_.:@/-] (identifiers from other services). */
+bool store_ident_ok(const char *s, size_t min, size_t max);
+/* [a-z0-9_.:-]{1,64}: intended_use and allowed_uses entries. */
+bool store_use_ok(const char *s);
+/* 1..128 bytes of printable ASCII without '|' (owner ids, user ids, actors). */
+bool store_owner_id_ok(const char *s);
+
 /* May this peer touch a secret of this kind and owner type (store.proto's policy)? */
 bool store_peer_may_use(const char *peer, Credex__V1__SecretKind kind,
                         Credex__V1__OwnerType owner_type);
@@ -171,12 +193,14 @@ bool store_validate_owner(const Credex__V1__Owner *o, cx_error_t *err);
 bool store_validate_caller(const Credex__V1__CallerContext *c, cx_error_t *err);
 bool store_validate_uses(size_t n, char *const *uses, cx_error_t *err);
 bool store_validate_value(const ProtobufCBinaryData *v, cx_error_t *err);
+bool store_validate_secret_id(const char *id, cx_error_t *err);
+/* The rest of a request, once the dispatch has validated its caller context and secret id
+ * (store_validate_caller, store_validate_secret_id); a NULL caller is refused, not read. */
 bool store_validate_create(const Credex__V1__StoreCreateSecretRequest *r, const char *peer,
                            cx_error_t *err);
 bool store_validate_update(const Credex__V1__StoreUpdateSecretRequest *r, cx_error_t *err);
 bool store_validate_resolve(const Credex__V1__StoreResolveRequest *r, const char *peer,
                             cx_error_t *err);
-bool store_validate_secret_id(const char *id, cx_error_t *err);
 bool store_validate_audit_event(const Credex__V1__AuditEvent *e, cx_error_t *err);
 /* Clamped page size (default 50, max 200). */
 unsigned store_page_size(const Credex__V1__PageRequest *p);
@@ -271,7 +295,109 @@ bool store_audit_decode(const bson_t *doc, rpc_arena_t *arena, Credex__V1__Audit
 void store_cursor_encode(int64_t ms, const char *id, char *out, size_t outsz);
 bool store_cursor_decode(const char *tok, int64_t *ms, char id[STORE_ID_BUF]);
 
-/* ---- handlers (secrets.c) --------------------------------------------------------------- */
+/* ---- secret documents (secret_doc.c) --------------------------------------------------- */
+
+/* A decoded credential_secret_refs document; everything in the call arena. */
+typedef struct store_ref {
+    Credex__V1__SecretMetadata *meta;
+    const char *payload_id;  /* current_payload_id */
+    const char *fingerprint; /* create_fingerprint */
+} store_ref_t;
+
+/* What a create writes: the request (validated) and what store derived from it. */
+typedef struct store_ref_new {
+    const Credex__V1__StoreCreateSecretRequest *req;
+    const char *secret_id, *payload_id, *fingerprint, *actor;
+    int64_t now_ms;
+} store_ref_new_t;
+
+/* The document of a new secret (version 1, active; _id = secret_id). */
+void store_ref_encode(const store_ref_new_t *n, bson_t *out);
+
+/* Decode a credential_secret_refs document into arena memory. Strict: every field it reads is
+ * required (rotated_at, revoked_at, deleted_at excepted) and type- and shape-checked (ids,
+ * owner, known enum names, allowed_uses entries [a-z0-9_.:-]{1,64} and at most 16, version
+ * 1..UINT32_MAX, strings valid UTF-8 without control characters), so that a document altered
+ * in the database is CX_ERR_INTEGRITY (naming the field, never its value), like a tampered
+ * payload, and never reaches a handler. *out untouched on failure. */
+bool store_ref_decode(rpc_arena_t *arena, const bson_t *doc, store_ref_t *out, cx_error_t *err);
+
+/* The binding of a secret's current version (what its payload's AAD and encryption context
+ * are made of), from its decoded metadata; points into ref. */
+void store_bind_from_ref(const store_ref_t *ref, store_bind_t *b);
+
+/* ---- the call context (dispatch.c) ----------------------------------------------------- */
+
+/* One call as its handler sees it. The three facts a failure event may carry are set only once
+ * they are known to be sound: the caller context and the secret id by the dispatch after
+ * validating them, the owner by store_load_ref after decoding the metadata (or by CreateSecret
+ * after validating its request). Success events are composed from the same facts. */
+typedef struct store_ctx {
+    store_t *st;
+    rpc_call_t *call;
+    rpc_arena_t *arena;
+    const char *peer;
+    mongoc_client_t *c; /* NULL until store_connect; pushed back by the dispatch */
+    const Credex__V1__CallerContext *caller;
+    const char *secret_id;
+    const Credex__V1__Owner *owner;
+} store_ctx_t;
+
+typedef bool (*store_handler_fn)(store_ctx_t *x, const ProtobufCMessage *request,
+                                 ProtobufCMessage **reply, cx_error_t *err);
+
+/* A database client for the rest of the call (idempotent). */
+bool store_connect(store_ctx_t *x, cx_error_t *err);
+/* Load and decode a secret's metadata: not_found when absent, integrity_error when the stored
+ * document is malformed or is not the one asked for; sets x->owner. */
+bool store_load_ref(store_ctx_t *x, const char *secret_id, store_ref_t *ref, cx_error_t *err);
+/* The call's secret (x->secret_id), loaded as store_load_ref does, and refused as
+ * permission_denied to a peer that may not touch its kind (store.proto). */
+bool store_load_secret(store_ctx_t *x, store_ref_t *ref, cx_error_t *err);
+/* Who acted: the validated caller's user, else its service, else the peer. */
+const char *store_actor(const store_ctx_t *x);
+
+/* ---- handlers ---------------------------------------------------------------------------- */
+
+bool store_create(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                  cx_error_t *err);
+bool store_get(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,
+               cx_error_t *err);
+bool store_update(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                  cx_error_t *err);
+bool store_rotate(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                  cx_error_t *err);
+bool store_revoke(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                  cx_error_t *err);
+bool store_delete(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                  cx_error_t *err);
+bool store_resolve(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                   cx_error_t *err);
+bool store_list_secrets(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                        cx_error_t *err);
+bool store_list_versions(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                         cx_error_t *err);
+bool store_query_audit(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                       cx_error_t *err);
+bool store_append_audit(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                        cx_error_t *err);
+
+/* ---- events (events.c) ------------------------------------------------------------------- */
+
+/* Write one audit event about the call's secret: type, outcome, reason (CX_OK: none) and
+ * attrs (at most 7 key/value pairs), everything else from x (caller, secret id, owner, peer,
+ * correlation id). Blocking. On failure it logs store.audit_write_failed and err is
+ * unavailable: no record, no change and no material (store.proto). */
+bool store_audit(store_ctx_t *x, const char *event_type, Credex__V1__AuditOutcome outcome,
+                 cx_code_t reason, const cx_kv_t *attrs, size_t nattrs, cx_error_t *err);
+
+/* The one mapping of a failure to an audit outcome: DENIED when the request was refused
+ * (unauthenticated, permission_denied, not_found, invalid_argument, browser_denied,
+ * failed_precondition, ssrf_blocked, feature_disabled, resource_exhausted), FAILED when it
+ * could not be carried out. */
+Credex__V1__AuditOutcome store_failure_outcome(cx_code_t code);
+
+/* The method table (dispatch.c), registered by store_register. */
 extern const rpc_method_impl_t store_method_impls[];
 extern const size_t store_method_nimpls;
 

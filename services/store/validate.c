@@ -1,6 +1,7 @@
 /* store request validation: every field a peer sends is checked here, even though the gateway
  * checked it first (defence in depth; store never trusts shape, only the CallerContext facts
- * of its allow-listed peers). Limits are those of common.proto. */
+ * of its allow-listed peers). Limits are those of common.proto. The string shapes serve the
+ * decoder of stored documents too (secret_doc.c): what store accepts is what it may read back. */
 #include <string.h>
 
 #include "services/store/store_internal.h"
@@ -11,9 +12,9 @@ static bool store_str_len_ok(const char *s, size_t min, size_t max)
     return n >= min && n <= max;
 }
 
-/* Printable ASCII without '|' (the id derivation separator) and without control chars. */
-static bool store_owner_id_ok(const char *s)
+bool store_owner_id_ok(const char *s)
 {
+    /* '|' is the id derivation's separator (store_secret_id_derive). */
     if (!store_str_len_ok(s, 1, STORE_OWNER_ID_MAX))
         return false;
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
@@ -22,8 +23,7 @@ static bool store_owner_id_ok(const char *s)
     return true;
 }
 
-/* [a-z0-9_.:-]{1,64}: intended_use and allowed_uses entries. */
-static bool store_use_ok(const char *s)
+bool store_use_ok(const char *s)
 {
     if (!store_str_len_ok(s, 1, 64))
         return false;
@@ -33,19 +33,19 @@ static bool store_use_ok(const char *s)
     return true;
 }
 
-/* Free text shown to humans: no control characters (they corrupt logs and terminals). */
-static bool store_text_ok(const char *s, size_t min, size_t max)
+bool store_text_ok(const char *s, size_t min, size_t max)
 {
+    /* Control characters corrupt logs and terminals; invalid UTF-8 breaks every JSON client. */
     if (!store_str_len_ok(s, min, max))
         return false;
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++)
+    s = s ? s : "";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
         if (*p < 0x20 || *p == 0x7f)
             return false;
-    return true;
+    return bson_utf8_validate(s, strlen(s), false);
 }
 
-/* Identifier-shaped strings from other services ([A-Za-z0-9_.:@-]). */
-static bool store_ident_ok(const char *s, size_t min, size_t max)
+bool store_ident_ok(const char *s, size_t min, size_t max)
 {
     if (!store_str_len_ok(s, min, max))
         return false;
@@ -151,7 +151,9 @@ bool store_validate_secret_id(const char *id, cx_error_t *err)
 bool store_validate_create(const Credex__V1__StoreCreateSecretRequest *r, const char *peer,
                            cx_error_t *err)
 {
-    if (!store_validate_caller(r->caller, err) || !store_validate_owner(r->owner, err))
+    if (!r->caller)
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "caller is required");
+    if (!store_validate_owner(r->owner, err))
         return false;
     if (!store_text_ok(r->idempotency_key, 1, 128))
         return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
@@ -181,8 +183,6 @@ bool store_validate_create(const Credex__V1__StoreCreateSecretRequest *r, const 
 
 bool store_validate_update(const Credex__V1__StoreUpdateSecretRequest *r, cx_error_t *err)
 {
-    if (!store_validate_caller(r->caller, err) || !store_validate_secret_id(r->secret_id, err))
-        return false;
     if (r->n_update_mask == 0 || r->n_update_mask > 3)
         return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "update_mask is required");
     for (size_t i = 0; i < r->n_update_mask; i++) {
@@ -208,8 +208,8 @@ bool store_validate_update(const Credex__V1__StoreUpdateSecretRequest *r, cx_err
 bool store_validate_resolve(const Credex__V1__StoreResolveRequest *r, const char *peer,
                             cx_error_t *err)
 {
-    if (!store_validate_caller(r->caller, err) || !store_validate_secret_id(r->secret_id, err))
-        return false;
+    if (!r->caller)
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "caller is required");
     if (!r->caller->intended_use || !r->caller->intended_use[0])
         return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "caller.intended_use is required");
     if (r->expected_kind != CREDEX__V1__SECRET_KIND__SECRET_KIND_UNSPECIFIED &&

@@ -20,6 +20,12 @@ the store's unit tests (tests/unit/store, test_payload_cache_retry), since keywr
 to retire a key from here.
 
 Field names are found in the stored document (the envelope format is store's), by name.
+
+The secret's metadata document is outside input too: a field altered in the database (owner
+type, kind, status, allowed uses, current version) must answer integrity_error for GetSecret,
+Retrieve and a list that meets the row, never unavailable (which would make tampering look like
+an outage) and never an answer; each such call leaves exactly one audit event, with reason
+integrity_error. These go through the session gateway: the store reads metadata at every call.
 """
 
 from __future__ import annotations
@@ -269,3 +275,54 @@ def test_tamper_after_a_cached_retrieval_is_detected_when_the_entry_expires(api,
     # Once the entry has expired the store reads the tampered document again.
     time.sleep(max(0.0, CACHE_TTL_MS / 1000 + 0.3 - (time.monotonic() - tampered_at)))
     expect_integrity_error(api, cached_pair, owner, sid, value)
+
+
+# A metadata field altered in the database, and whether the owner's list still selects the row
+# (its filter names the owner type, the gateway's kinds and the live statuses).
+METADATA_TAMPERS = [
+    ("owner_type", "robot", False),
+    ("kind", "ssh_key", False),
+    ("status", "paused", False),
+    ("allowed_uses", ["Not A Use"], True),
+    ("allowed_uses", [f"use{i}" for i in range(17)], True),
+    ("current_version", 0, True),
+    ("current_version", "1", True),
+]
+
+
+def audit_events(db, correlation_id: str) -> list[dict]:
+    """The audit events of one call (store writes them before it answers)."""
+    return list(db.credential_audit_events.find({"correlation_id": correlation_id}))
+
+
+def expect_audited_integrity_error(db, call, event_type: str) -> None:
+    cid = x.cid()
+    with pytest.raises(grpc.RpcError) as info:
+        call(cid)
+    err = info.value
+    assert (err.code(), x.reason(err)) == (C.DATA_LOSS, "integrity_error"), x.describe(err)
+    events = audit_events(db, cid)
+    assert [(e["event_type"], e["outcome"], e["reason"]) for e in events] == \
+        [(event_type, "failed", "integrity_error")], events
+
+
+@pytest.mark.parametrize("field,value,listed", METADATA_TAMPERS,
+                         ids=[f"{f}-{i}" for i, (f, _, _) in enumerate(METADATA_TAMPERS)])
+def test_tampered_metadata_is_an_audited_integrity_error(api, db, field, value, listed):
+    api.grant_retriever(x.AGENT)
+    owner = x.uid("mona")
+    sid, secret = new_secret(api, owner, f"meta-{field}")
+    assert api.agent(owner).retrieve(sid).value == secret
+    ref = db.credential_secret_refs.find_one({"secret_id": sid})
+    assert ref is not None and field in ref, ref
+    db.credential_secret_refs.update_one({"_id": ref["_id"]}, {"$set": {field: value}})
+    try:
+        expect_audited_integrity_error(db, lambda cid: api.ui(owner).get(sid, cid=cid), "secret.read")
+        expect_audited_integrity_error(db, lambda cid: api.agent(owner).retrieve(sid, cid=cid),
+                                       "secret.retrieved")
+        if listed:
+            expect_audited_integrity_error(db, lambda cid: api.ui(owner).list(cid=cid), "secret.listed")
+    finally:
+        db.credential_secret_refs.replace_one({"_id": ref["_id"]}, ref)
+    assert api.agent(owner).retrieve(sid).value == secret
+    assert [s.secret_id for s in api.ui(owner).list().secrets] == [sid]

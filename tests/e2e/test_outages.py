@@ -14,6 +14,11 @@ a retrieval may still be answered from memory; the test waits out exactly that b
 explicitly for this stack) after the process is gone, and only then expects `unavailable` for
 every call, within the same deadline as the other outages.
 
+The last test measures the database down state (common/mdb): with FerretDB stopped, store-bound
+calls (GetSecret, a Retrieve that store would deny) answer `unavailable` within 300 ms once
+store knows the database is down, a Retrieve the gateway denies waits for nothing but its audit
+write, and service resumes within 1 s of FerretDB listening again.
+
 The secret retrieved throughout is a canary: a unique value that, after lifecycle calls, denials,
 conflicts, invalid requests and the outages, must appear in no log file of the run folder, in no
 database file on disk, and in no error message the tests saw.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -269,3 +275,81 @@ def test_canary_never_appears_in_logs_data_or_errors(outage, canary):
     assert SEEN_ERRORS, "no errors were observed"
     for message in SEEN_ERRORS:
         assert not [f for f in forms if f.decode() in message], f"canary value in an error: {message}"
+
+
+# The database down state of common/mdb, seen through the gateway: while FerretDB is gone every
+# store-bound call answers at once (a denial included) instead of waiting out the database
+# timeout, and service resumes within a second of FerretDB listening again.
+FAST = 0.3    # seconds: a call with the database known to be down
+RESUME = 1.0  # seconds: from FerretDB listening again to a call that works
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def timed_failure(call) -> tuple[float, grpc.RpcError]:
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return time.monotonic() - started, remember(info.value)
+
+
+def test_database_down_answers_at_once_and_resumes_within_a_second(outage):
+    stack, api, procs = outage
+    api.grant_retriever(x.AGENT)
+    owner = x.uid("swift-owner")
+    value = b"database-down-value"
+    sid = api.ui(owner).create(value, name="swift", allowed_uses=["ci.deploy"]).secret.secret_id
+    assert api.agent(owner).retrieve(sid, intended_use="ci.deploy").value == value
+    if "ferretdb" not in procs:  # (an earlier test may have restarted it already)
+        procs["ferretdb"] = Process(stack, "ferretdb")
+    proc = procs["ferretdb"]
+    port = stack.ports["ferretdb"]
+    calls = {
+        "GetSecret by the owner": lambda: api.ui(owner).get(sid, timeout=DEADLINE),
+        # denied by store (a use outside allowed_uses), had it been able to read the secret
+        "Retrieve for a use not allowed": lambda: api.agent(owner).retrieve(sid, timeout=DEADLINE),
+    }
+    proc.stop()
+    try:
+        # Store learns of the outage from a failed call (which may wait out the database
+        # timeout) or its prober (250 ms), whichever comes first.
+        x.wait_until(lambda: x.reason(timed_failure(calls["GetSecret by the owner"])[1]) == "unavailable",
+                     10, interval=0.05, what="store to know the database is down")
+        slowest = {}
+        for name, call in calls.items():
+            for _ in range(3):
+                elapsed, err = timed_failure(call)
+                assert (err.code(), x.reason(err)) == (C.UNAVAILABLE, "unavailable"), (name, x.describe(err))
+                assert elapsed < FAST, f"{name} took {elapsed:.3f}s with the database down"
+                slowest[name] = max(slowest.get(name, 0.0), elapsed)
+        # Denied by the gateway (no use on the secret): the denial waits for nothing but its
+        # own audit write, which store refuses at once; the gateway's answer is its own rule.
+        for _ in range(3):
+            elapsed, err = timed_failure(lambda: api.agent(x.uid("stranger")).retrieve(sid, timeout=DEADLINE))
+            assert x.reason(err) in ("not_found", "unavailable"), x.describe(err)
+            assert elapsed < FAST, f"a denied Retrieve took {elapsed:.3f}s with the database down"
+            slowest["Retrieve denied by the gateway"] = max(slowest.get("Retrieve denied by the gateway", 0.0),
+                                                            elapsed)
+    finally:
+        proc.start()
+    deadline = time.monotonic() + 30
+    while not port_open(port):
+        assert time.monotonic() < deadline, "FerretDB did not listen again"
+        time.sleep(0.005)
+    listening = time.monotonic()
+
+    def works():
+        try:
+            return api.ui(owner).get(sid, timeout=DEADLINE).secret_id == sid
+        except grpc.RpcError:
+            time.sleep(0.02)
+            return False
+    x.wait_until(works, 30, interval=0.0, what="GetSecret after FerretDB is back")
+    resumed = time.monotonic() - listening
+    print(f"database down: slowest answers {slowest}; resumed {resumed:.3f}s after FerretDB listened")
+    assert resumed < RESUME, f"service resumed {resumed:.3f}s after FerretDB listened again"
+    assert api.agent(owner).retrieve(sid, intended_use="ci.deploy").value == value

@@ -10,10 +10,11 @@
 
 static void usage(FILE *f)
 {
-    fputs("usage: credexctl health [--addr HOST:PORT] [--peer NAME] [--service NAME]\n"
+    fputs("usage: credexctl health [--addr HOST:PORT] [--peer NAME] [--service NAME] [--json]\n"
           "  --addr     address to call (default: CREDEX_GATEWAY_ADDR)\n"
           "  --peer     identity the server must prove (default: gateway)\n"
           "  --service  service name to check (default: \"\", the whole server)\n"
+          "  --json     print the reply (grpc.health.v1.HealthCheckResponse) as JSON\n"
           "TLS: CREDEX_TLS_CA, CREDEX_TLS_CERT, CREDEX_TLS_KEY (see docs/CONFIGURATION.md)\n",
           f);
 }
@@ -29,10 +30,11 @@ int cmd_health(const cx_config_t *cfg, int argc, char **argv)
     const char *service = "", *pos[1];
     cli_conn_t conn = {0};
     size_t npos;
-    bool help;
+    bool help, json = false;
     const cli_opt_t opts[] = {{.name = "addr", .kind = CLI_OPT_VALUE, .value = &conn.addr},
                               {.name = "peer", .kind = CLI_OPT_VALUE, .value = &conn.peer},
                               {.name = "service", .kind = CLI_OPT_VALUE, .value = &service},
+                              {.name = "json", .kind = CLI_OPT_FLAG, .flag = &json},
                               {0}};
     if (!cli_parse("health", argc, argv, opts, pos, 0, &npos, &help))
         return CLI_USAGE;
@@ -58,10 +60,14 @@ int cmd_health(const cx_config_t *cfg, int argc, char **argv)
                 err.message);
     } else {
         int st = ((Grpc__Health__V1__HealthCheckResponse *)reply)->status;
-        printf("%s %s %s\n", peer, addr, status_name(st));
+        if (json && cli_print_message(reply) != CLI_OK)
+            goto out;
+        if (!json)
+            printf("%s %s %s\n", peer, addr, status_name(st));
         rc = st == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ? CLI_OK
                                                                                     : CLI_FAIL;
     }
+out:
     rpc_arena_free(arena);
     return rc;
 }
@@ -76,7 +82,7 @@ static void gh_usage(FILE *f)
         "Exit code 0 when the overall status is ok or degraded, 1 when down or unreachable.\n"
         "  --user ID / --token JWT  call as this user (component detail is for platform admins);\n"
         "                           default: as the CLI itself (service JWT, azp credexctl)\n"
-        "  --json                   print the reply as JSON\n",
+        "  --json                   print the reply (credex.v1.GetHealthResponse) as JSON\n",
         f);
 }
 
@@ -144,7 +150,8 @@ int cmd_gateway_health(const cx_config_t *cfg, int argc, char **argv)
              ? CLI_OK
              : CLI_FAIL;
     if (json) {
-        cli_json_print(cli_message_json(reply));
+        if (cli_print_message(reply) != CLI_OK)
+            rc = CLI_FAIL;
         goto out;
     }
     char a[48], b[48], t[40];

@@ -5,7 +5,10 @@
  * the dev PKI: scripts/run creates one for `agent-runtime`), sends a service JWT whose azp is
  * NAME (the gateway binds azp to the mTLS peer) and, with --for-user, an on-behalf-of token of
  * that user. The value goes to stdout, byte for byte, and nothing else does: pipe it where it
- * is needed, never into a log.
+ * is needed, never into a log. With --json the whole RetrieveResponse goes there instead, in
+ * the canonical JSON mapping (the value in base64), as grpcurl would print it. Either way the
+ * output is written to the file descriptor itself, not through a stdio buffer, and the reply
+ * (in the call's arena) and the JSON text are wiped when done.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -16,22 +19,25 @@
 
 static void usage(FILE *f)
 {
-    fputs("usage: credexctl retrieve ID --as-service NAME [--for-user U | --user-token JWT]\n"
-          "                          --use INTENDED_USE --resource TYPE:ID [--agent-id A]\n"
-          "Retrieve a secret's value as a server-side caller (dev tool). Prints the value on\n"
-          "stdout and nothing else.\n"
-          "  --as-service NAME  act as service NAME: mTLS with <pki>/NAME.pem/.key and a service\n"
-          "                     JWT with azp NAME (scripts/run issues agent-runtime)\n"
-          "  --for-user U       on behalf of user U (mints U's on-behalf-of token); without it\n"
-          "                     the service acts for itself and needs its own grant\n"
-          "  --user-token JWT   on behalf of the user of this token instead\n"
-          "  --use USE          intended use, e.g. mcp_server_env (required)\n"
-          "  --resource T:ID    the resource that will use the value, e.g. mcp_server:github\n"
-          "                     (required)\n"
-          "  --agent-id A       the invoking agent (optional)\n"
-          "  --cert F --key F   the service's certificate and key (default <pki>/NAME.pem/.key)\n"
-          "  --addr HOST:PORT, --peer NAME   the gateway (default CREDEX_GATEWAY_ADDR, gateway)\n",
-          f);
+    fputs(
+        "usage: credexctl retrieve ID --as-service NAME [--for-user U | --user-token JWT]\n"
+        "                          --use INTENDED_USE --resource TYPE:ID [--agent-id A] [--json]\n"
+        "Retrieve a secret's value as a server-side caller (dev tool). Prints the value on\n"
+        "stdout and nothing else.\n"
+        "  --json             print the reply (credex.v1.RetrieveResponse: id, version, kind,\n"
+        "                     the value in base64) as JSON instead of the raw value\n"
+        "  --as-service NAME  act as service NAME: mTLS with <pki>/NAME.pem/.key and a service\n"
+        "                     JWT with azp NAME (scripts/run issues agent-runtime)\n"
+        "  --for-user U       on behalf of user U (mints U's on-behalf-of token); without it\n"
+        "                     the service acts for itself and needs its own grant\n"
+        "  --user-token JWT   on behalf of the user of this token instead\n"
+        "  --use USE          intended use, e.g. mcp_server_env (required)\n"
+        "  --resource T:ID    the resource that will use the value, e.g. mcp_server:github\n"
+        "                     (required)\n"
+        "  --agent-id A       the invoking agent (optional)\n"
+        "  --cert F --key F   the service's certificate and key (default <pki>/NAME.pem/.key)\n"
+        "  --addr HOST:PORT, --peer NAME   the gateway (default CREDEX_GATEWAY_ADDR, gateway)\n",
+        f);
 }
 
 int cmd_retrieve(const cx_config_t *cfg, int argc, char **argv)
@@ -40,8 +46,9 @@ int cmd_retrieve(const cx_config_t *cfg, int argc, char **argv)
                *agent = NULL, *pos[1];
     cli_conn_t conn = {0};
     size_t npos;
-    bool help;
+    bool help, json = false;
     const cli_opt_t opts[] = {{.name = "as-service", .kind = CLI_OPT_VALUE, .value = &service},
+                              {.name = "json", .kind = CLI_OPT_FLAG, .flag = &json},
                               {.name = "for-user", .kind = CLI_OPT_VALUE, .value = &for_user},
                               {.name = "user-token", .kind = CLI_OPT_VALUE, .value = &user_token},
                               {.name = "use", .kind = CLI_OPT_VALUE, .value = &use},
@@ -142,12 +149,11 @@ int cmd_retrieve(const cx_config_t *cfg, int argc, char **argv)
     if (!cli_call(cfg, &conn, &credex__v1__retrieval__descriptor, "Retrieve", &req.base, hdr, nhdr,
                   arena, &reply, &err)) {
         rc = cli_fail(&err);
+    } else if (json) {
+        rc = cli_print_message(reply);
     } else {
         const Credex__V1__RetrieveResponse *res = (const Credex__V1__RetrieveResponse *)reply;
-        rc = fwrite(res->value.data, 1, res->value.len, stdout) == res->value.len &&
-                     fflush(stdout) == 0
-                 ? CLI_OK
-                 : CLI_FAIL;
+        rc = cli_write_stdout(res->value.data, res->value.len) ? CLI_OK : CLI_FAIL;
         if (rc != CLI_OK)
             fprintf(stderr, "credexctl: internal: could not write the value to stdout\n");
     }

@@ -2,10 +2,11 @@
  * credexctl secret: the public Secrets service of the gateway, acting as a user.
  *
  * The user is authenticated by a user token in `x-credex-user-token` (minted on the fly with
- * --user/--as, or given with --token). No service JWT is sent, so the gateway classifies the
- * CLI as a BROWSER-class caller (docs/IDENTITY.md): it may manage secrets, never read a value.
- * Values go in from a file or stdin only, never from the command line (which other local users
- * can read in /proc and which lands in shell history).
+ * --user, or its alias --as, or given with --token). --user always names the acting user; the
+ * grantee of share/unshare has its own option, --grantee TYPE:ID. No service JWT is sent, so the
+ * gateway classifies the CLI as a BROWSER-class caller (docs/IDENTITY.md): it may manage secrets,
+ * never read a value. Values go in from a file or stdin only, never from the command line (which
+ * other local users can read in /proc and which lands in shell history).
  */
 #include <openssl/rand.h>
 #include <stdlib.h>
@@ -22,10 +23,10 @@ static void usage(FILE *f)
         "usage: credexctl secret [ACTOR] SUBCOMMAND [ARGS] [ACTOR]\n"
         "Manage secrets through the gateway's public Secrets API, acting as a user.\n"
         "ACTOR (before or after the subcommand):\n"
-        "  --user ID | --as ID  act as user ID (mints a dev token, see `credexctl token`);\n"
-        "                       in share/unshare --user names the grantee: use --as there\n"
+        "  --user ID | --as ID  act as user ID (mints a dev token, see `credexctl token`)\n"
         "  --token JWT          act with this user token instead\n"
-        "  --json               print the reply as JSON\n"
+        "  --json               print the reply message as JSON (proto3 JSON mapping: what\n"
+        "                       grpcurl prints for the same call)\n"
         "  --addr HOST:PORT     gateway address (default CREDEX_GATEWAY_ADDR)\n"
         "  --peer NAME          identity the gateway must prove (default gateway)\n"
         "SUBCOMMANDS:\n"
@@ -41,8 +42,8 @@ static void usage(FILE *f)
         "  versions ID\n"
         "  revoke ID [--reason R]\n"
         "  delete ID\n"
-        "  share ID (--user U | --team T | --service S) [--role user|manager|auditor] [--preview]\n"
-        "  unshare ID (--user U | --team T | --service S) [--role user|manager|auditor]\n"
+        "  share ID --grantee user:U|team:T|service:S [--role user|manager|auditor] [--preview]\n"
+        "  unshare ID --grantee user:U|team:T|service:S [--role user|manager|auditor]\n"
         "  shares ID\n"
         "Values are read from a file or stdin, byte for byte (printf '%s' \"$v\" | ... keeps a\n"
         "trailing newline out), 1..65536 bytes; never from the command line. No command here\n"
@@ -53,11 +54,13 @@ static void usage(FILE *f)
 /* Everything a subcommand needs: the parsed common options and the call plumbing. */
 typedef struct sctx {
     const cx_config_t *cfg;
-    const char *sub;   /* subcommand name */
-    char label[48];    /* "secret <sub>", for messages */
-    bool quiet;        /* create: print the secret id only */
-    const char *actor; /* --user / --as */
-    const char *token; /* --token */
+    const char *sub;        /* subcommand name */
+    char label[48];         /* "secret <sub>", for messages */
+    bool quiet;             /* create: print the secret id only */
+    const char *actor;      /* the acting user: --user or --as */
+    const char *actor_user; /* --user */
+    const char *actor_as;   /* --as */
+    const char *token;      /* --token */
     bool json;
     cli_conn_t conn;
     char *minted; /* heap: token minted for actor */
@@ -67,7 +70,8 @@ typedef struct sctx {
 
 /* Options every subcommand accepts; the subcommand's own follow. */
 #define COMMON_OPTS(c)                                                                             \
-    {.name = "as", .kind = CLI_OPT_VALUE, .value = &(c)->actor},                                   \
+    {.name = "user", .kind = CLI_OPT_VALUE, .value = &(c)->actor_user},                            \
+        {.name = "as", .kind = CLI_OPT_VALUE, .value = &(c)->actor_as},                            \
         {.name = "token", .kind = CLI_OPT_VALUE, .value = &(c)->token},                            \
         {.name = "json", .kind = CLI_OPT_FLAG, .flag = &(c)->json},                                \
         {.name = "addr", .kind = CLI_OPT_VALUE, .value = &(c)->conn.addr},                         \
@@ -77,6 +81,12 @@ typedef struct sctx {
 
 static int prepare(sctx_t *c)
 {
+    /* Two names for one thing: given both, the caller may mean the old share syntax, where
+     * --user was the grantee; refuse rather than act as the wrong user. */
+    if (c->actor_user != NULL && c->actor_as != NULL)
+        return cli_usage_error(c->label, "--user and --as both name the acting user: give one "
+                                         "(the grantee of share/unshare is --grantee TYPE:ID)");
+    c->actor = c->actor_user != NULL ? c->actor_user : c->actor_as;
     if (c->actor != NULL && c->token != NULL)
         return cli_usage_error(c->label, "give either --user/--as or --token, not both");
     if (c->actor == NULL && c->token == NULL)
@@ -170,24 +180,21 @@ static void print_metadata(const Credex__V1__SecretMetadata *m)
 static int finish(sctx_t *c, const ProtobufCMessage *reply, void (*human)(const void *))
 {
     if (c->json)
-        cli_json_print(cli_message_json(reply));
-    else
-        human(reply);
+        return cli_print_message(reply);
+    human(reply);
     return CLI_OK;
 }
 
 /* ---- argument helpers ------------------------------------------------------------------ */
 
 static bool parse_sub(sctx_t *c, int argc, char **argv, const cli_opt_t *extra, size_t nextra,
-                      const char **pos, size_t maxpos, size_t *npos, bool *help, bool user_is_actor)
+                      const char **pos, size_t maxpos, size_t *npos, bool *help)
 {
     cli_opt_t opts[32];
     size_t n = 0;
     const cli_opt_t common[] = {COMMON_OPTS(c)};
     for (size_t i = 0; i < sizeof common / sizeof common[0]; i++)
         opts[n++] = common[i];
-    if (user_is_actor)
-        opts[n++] = (cli_opt_t){.name = "user", .kind = CLI_OPT_VALUE, .value = &c->actor};
     for (size_t i = 0; i < nextra && n + 1 < sizeof opts / sizeof opts[0]; i++)
         opts[n++] = extra[i];
     opts[n] = (cli_opt_t){0};
@@ -208,11 +215,11 @@ static int need_id(sctx_t *c, size_t npos, const char *const *pos)
 /* The options and the one secret ID (pos[0]) of a subcommand on one secret. True: go on.
  * False: return *rc at once (CLI_OK after --help, a usage error otherwise). */
 static bool parse_by_id(sctx_t *c, int argc, char **argv, const cli_opt_t *extra, size_t nextra,
-                        const char **pos, bool user_is_actor, int *rc)
+                        const char **pos, int *rc)
 {
     size_t npos;
     bool help;
-    if (!parse_sub(c, argc, argv, extra, nextra, pos, 1, &npos, &help, user_is_actor)) {
+    if (!parse_sub(c, argc, argv, extra, nextra, pos, 1, &npos, &help)) {
         *rc = CLI_USAGE;
         return false;
     }
@@ -292,8 +299,7 @@ static int sub_create(sctx_t *c, int argc, char **argv)
         {.name = "idempotency-key", .kind = CLI_OPT_VALUE, .value = &idem},
         {.name = "quiet", .kind = CLI_OPT_FLAG, .flag = &c->quiet},
     };
-    if (!parse_sub(c, argc, argv, extra, sizeof extra / sizeof extra[0], pos, 0, &npos, &help,
-                   true))
+    if (!parse_sub(c, argc, argv, extra, sizeof extra / sizeof extra[0], pos, 0, &npos, &help))
         return CLI_USAGE;
     if (help) {
         usage(stdout);
@@ -396,8 +402,7 @@ static int sub_list(sctx_t *c, int argc, char **argv)
         {.name = "page-size", .kind = CLI_OPT_VALUE, .value = &psize},
         {.name = "page-token", .kind = CLI_OPT_VALUE, .value = &ptoken},
     };
-    if (!parse_sub(c, argc, argv, extra, sizeof extra / sizeof extra[0], pos, 0, &npos, &help,
-                   true))
+    if (!parse_sub(c, argc, argv, extra, sizeof extra / sizeof extra[0], pos, 0, &npos, &help))
         return CLI_USAGE;
     if (help) {
         usage(stdout);
@@ -465,7 +470,7 @@ static int sub_by_id(sctx_t *c, int argc, char **argv, const char *method,
 {
     const char *pos[1];
     int rc;
-    if (!parse_by_id(c, argc, argv, NULL, 0, pos, true, &rc) || (rc = prepare(c)) != CLI_OK)
+    if (!parse_by_id(c, argc, argv, NULL, 0, pos, &rc) || (rc = prepare(c)) != CLI_OK)
         return rc;
     const ProtobufCMethodDescriptor *m =
         protobuf_c_service_descriptor_get_method_by_name(&credex__v1__secrets__descriptor, method);
@@ -504,7 +509,7 @@ static int sub_update(sctx_t *c, int argc, char **argv)
         {.name = "any-use", .kind = CLI_OPT_FLAG, .flag = &clear_uses},
     };
     int rc;
-    if (!parse_by_id(c, argc, argv, extra, sizeof extra / sizeof extra[0], pos, true, &rc))
+    if (!parse_by_id(c, argc, argv, extra, sizeof extra / sizeof extra[0], pos, &rc))
         return rc;
     if (name != NULL && !cli_valid_text(name, 128))
         return cli_usage_error(c->label, "--name: 1..128 printable characters");
@@ -564,7 +569,7 @@ static int sub_rotate(sctx_t *c, int argc, char **argv)
         {.name = "value-stdin", .kind = CLI_OPT_FLAG, .flag = &from_stdin},
     };
     int rc;
-    if (!parse_by_id(c, argc, argv, extra, sizeof extra / sizeof extra[0], pos, true, &rc))
+    if (!parse_by_id(c, argc, argv, extra, sizeof extra / sizeof extra[0], pos, &rc))
         return rc;
     uint64_t ev = 0;
     if (expected == NULL || !cli_parse_uint(expected, 1, UINT32_MAX, &ev))
@@ -615,7 +620,7 @@ static int sub_revoke(sctx_t *c, int argc, char **argv)
     const char *reason = NULL, *pos[1];
     const cli_opt_t extra[] = {{.name = "reason", .kind = CLI_OPT_VALUE, .value = &reason}};
     int rc;
-    if (!parse_by_id(c, argc, argv, extra, 1, pos, true, &rc))
+    if (!parse_by_id(c, argc, argv, extra, 1, pos, &rc))
         return rc;
     if (reason != NULL && !cli_valid_text(reason, 256))
         return cli_usage_error(c->label,
@@ -634,26 +639,39 @@ static int sub_revoke(sctx_t *c, int argc, char **argv)
     return finish(c, reply, human_metadata);
 }
 
-/* share/unshare: the grantee and role. */
-static int grantee_of(sctx_t *c, const char *user, const char *team, const char *service,
-                      Credex__V1__Grantee *g)
+/* share/unshare: the grantee, "user:ID", "team:ID" or "service:ID". */
+static int grantee_of(sctx_t *c, const char *spec, Credex__V1__Grantee *g)
 {
-    int n = (user != NULL) + (team != NULL) + (service != NULL);
-    if (n != 1)
+    static const struct {
+        const char *name;
+        Credex__V1__GranteeType type;
+        bool (*valid)(const char *);
+        const char *rule;
+    } kinds[] = {
+        {"user", CREDEX__V1__GRANTEE_TYPE__GRANTEE_TYPE_USER, cli_valid_principal,
+         "1..128 of [A-Za-z0-9._@+-]"},
+        {"team", CREDEX__V1__GRANTEE_TYPE__GRANTEE_TYPE_TEAM, cli_valid_principal,
+         "1..128 of [A-Za-z0-9._@+-]"},
+        {"service", CREDEX__V1__GRANTEE_TYPE__GRANTEE_TYPE_SERVICE, cli_valid_service,
+         "1..63 of [a-z0-9-]"},
+    };
+    if (spec == NULL)
         return cli_usage_error(c->label,
-                               "give exactly one grantee: --user U, --team T or --service S "
-                               "(the acting user is --as ID or --token JWT)");
-    if (user != NULL && !cli_valid_principal(user))
-        return cli_usage_error(c->label, "--user: expected 1..128 of [A-Za-z0-9._@+-]");
-    if (team != NULL && !cli_valid_principal(team))
-        return cli_usage_error(c->label, "--team: expected 1..128 of [A-Za-z0-9._@+-]");
-    if (service != NULL && !cli_valid_service(service))
-        return cli_usage_error(c->label, "--service: expected 1..63 of [a-z0-9-]");
-    g->grantee_type = user   ? CREDEX__V1__GRANTEE_TYPE__GRANTEE_TYPE_USER
-                      : team ? CREDEX__V1__GRANTEE_TYPE__GRANTEE_TYPE_TEAM
-                             : CREDEX__V1__GRANTEE_TYPE__GRANTEE_TYPE_SERVICE;
-    g->grantee_id = (char *)(user ? user : team ? team : service);
-    return CLI_OK;
+                               "who gets it? give --grantee user:ID, team:ID or service:ID "
+                               "(the acting user is --user ID or --token JWT)");
+    const char *colon = strchr(spec, ':');
+    for (size_t i = 0; colon != NULL && i < sizeof kinds / sizeof kinds[0]; i++) {
+        if (strlen(kinds[i].name) != (size_t)(colon - spec) ||
+            strncmp(spec, kinds[i].name, (size_t)(colon - spec)) != 0)
+            continue;
+        if (!kinds[i].valid(colon + 1))
+            return cli_usage_error(c->label, "--grantee %s:ID: ID must be %s", kinds[i].name,
+                                   kinds[i].rule);
+        g->grantee_type = kinds[i].type;
+        g->grantee_id = (char *)(colon + 1);
+        return CLI_OK;
+    }
+    return cli_usage_error(c->label, "--grantee: expected user:ID, team:ID or service:ID");
 }
 
 static int role_of(sctx_t *c, const char *role, Credex__V1__ShareRole *out)
@@ -692,24 +710,22 @@ static void human_unshare(const void *r)
 
 static int sub_share(sctx_t *c, int argc, char **argv, bool unshare)
 {
-    const char *user = NULL, *team = NULL, *service = NULL, *role = NULL, *pos[1];
+    const char *grantee = NULL, *role = NULL, *pos[1];
     bool preview = false;
     const cli_opt_t extra[] = {
-        {.name = "user", .kind = CLI_OPT_VALUE, .value = &user},
-        {.name = "team", .kind = CLI_OPT_VALUE, .value = &team},
-        {.name = "service", .kind = CLI_OPT_VALUE, .value = &service},
+        {.name = "grantee", .kind = CLI_OPT_VALUE, .value = &grantee},
         {.name = "role", .kind = CLI_OPT_VALUE, .value = &role},
         {.name = "preview", .kind = CLI_OPT_FLAG, .flag = &preview},
     };
     size_t nextra = sizeof extra / sizeof extra[0] - (unshare ? 1 : 0);
     int rc;
-    if (!parse_by_id(c, argc, argv, extra, nextra, pos, false, &rc))
+    if (!parse_by_id(c, argc, argv, extra, nextra, pos, &rc))
         return rc;
     Credex__V1__Grantee g = CREDEX__V1__GRANTEE__INIT;
     Credex__V1__ShareRole r = unshare ? CREDEX__V1__SHARE_ROLE__SHARE_ROLE_UNSPECIFIED
                                       : CREDEX__V1__SHARE_ROLE__SHARE_ROLE_USER;
-    if ((rc = grantee_of(c, user, team, service, &g)) != CLI_OK ||
-        (rc = role_of(c, role, &r)) != CLI_OK || (rc = prepare(c)) != CLI_OK)
+    if ((rc = prepare(c)) != CLI_OK || (rc = grantee_of(c, grantee, &g)) != CLI_OK ||
+        (rc = role_of(c, role, &r)) != CLI_OK)
         return rc;
     ProtobufCMessage *reply = NULL;
     cx_error_t err;
@@ -755,8 +771,7 @@ int cmd_secret(const cx_config_t *cfg, int argc, char **argv)
     sctx_t c = {.cfg = cfg};
     /* Common options may come before the subcommand word. */
     int i = 0;
-    const cli_opt_t common[] = {
-        COMMON_OPTS(&c), {.name = "user", .kind = CLI_OPT_VALUE, .value = &c.actor}, {0}};
+    const cli_opt_t common[] = {COMMON_OPTS(&c), {0}};
     while (i < argc && strncmp(argv[i], "--", 2) == 0 && strcmp(argv[i], "--help") != 0) {
         const char *pos[1];
         size_t npos;

@@ -6,6 +6,7 @@
  * One file per command family: cmd_token.c (dev JWTs), cmd_secret.c (Secrets), cmd_retrieve.c
  * (Retrieval, as a service), cmd_health.c (health, gateway-health), cmd_dev.c (OpenFGA tuples
  * for a local stack), cmd_db.c (database maintenance); util.c and output.c are shared.
+ * --json output is the reply message in common/pjson's mapping (what grpcurl prints).
  *
  * Exit codes: 0 success, 1 the call failed or the answer is negative, 2 usage or config error.
  */
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/pjson/pjson.h"
 #include "tools/credexctl/credexctl.h"
 #ifdef CREDEXCTL_HAVE_DB
 #include "tools/credexctl/cmd_db.h"
@@ -32,6 +34,9 @@ static void usage(FILE *f)
           "  dev SUBCOMMAND       grant-retriever, add-team-member, make-admin: OpenFGA tuples\n"
           "                       for a local stack only\n"
           "  db SUBCOMMAND        database maintenance (init-indexes)\n"
+          "  --version            print credexctl's version\n"
+          "--json (health, gateway-health, secret, retrieve) prints the reply in the proto3 JSON\n"
+          "mapping, the document grpcurl prints for the same call.\n"
           "Configuration from the environment (docs/CONFIGURATION.md); `. .run/env` after\n"
           "scripts/run sets the addresses and the CLI's certificate.\n"
           "Errors: one line \"credexctl: <reason_code>: <message>\"; exit 1 (2 for usage).\n",
@@ -45,6 +50,12 @@ int main(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? CLI_USAGE : CLI_OK;
     }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("credexctl %s\n", CREDEX_VERSION);
+        return CLI_OK;
+    }
+    /* Every block jansson frees is wiped first: JSON documents here may hold tokens. */
+    pjson_jansson_wipe_frees();
     cx_error_t err;
     cx_config_t *cfg = NULL;
     if (!cx_config_load(&cfg, NULL, NULL, &err)) {

@@ -7,13 +7,14 @@
  *    CLI_USAGE (2: bad arguments or configuration);
  *  - errors are one line on stderr, "credexctl: <reason_code>: <message>", and never contain
  *    credential material (secret values, tokens, keys);
- *  - stdout carries the result only (human-readable, or JSON with --json); `retrieve` writes the
- *    secret value and nothing else.
+ *  - stdout carries the result only: human-readable, or with --json the reply message in the
+ *    canonical proto3 JSON mapping (common/pjson; the document grpcurl prints for the same
+ *    call); `retrieve` writes the secret value and nothing else (or, with --json, its reply).
  */
 #ifndef CREDEX_TOOLS_CREDEXCTL_CREDEXCTL_H
 #define CREDEX_TOOLS_CREDEXCTL_CREDEXCTL_H
 
-#include <jansson.h>
+#include <jansson.h> /* cmd_dev.c and cmd_token.c build JSON documents */
 #include <protobuf-c/protobuf-c.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -125,11 +126,13 @@ bool cli_enum_value(const ProtobufCEnumDescriptor *desc, const char *name, int *
 /* Milliseconds since the epoch as "2026-11-22T21:30:00Z" ("-" for 0). */
 const char *cli_time(int64_t ms, char *buf, size_t bufsz);
 
-/* Any protobuf-c message as a JSON object (bytes fields are never rendered: a read model has
- * none, and no credexctl output prints material except `retrieve`, which writes raw bytes). */
-json_t *cli_message_json(const ProtobufCMessage *msg);
-/* Print a JSON value on stdout, indented, with a newline; takes ownership. */
-void cli_json_print(json_t *v);
+/* The message in the canonical JSON mapping (common/pjson), indented as grpcurl prints it, and a
+ * newline, on stdout through cli_write_stdout; the text is wiped. CLI_OK, or CLI_FAIL with a
+ * one-line error (a string field that is not UTF-8, a write error). */
+int cli_print_message(const ProtobufCMessage *msg);
+/* Flush stdout's buffer, then write len bytes to the stdout file descriptor itself, so that no
+ * stdio buffer holds a copy of what may be credential material. False on a write error. */
+bool cli_write_stdout(const void *data, size_t len);
 
 /* ---- commands ----------------------------------------------------------------------------- */
 

@@ -1,11 +1,16 @@
 /*
- * credexctl output: enum names, times, and a generic protobuf-c -> JSON rendering for --json.
- * Bytes fields are never rendered: the only command that outputs material is `retrieve`, which
- * writes the raw value itself.
+ * credexctl output: enum names and times for the human-readable form; for --json, the reply in
+ * the canonical JSON mapping (common/pjson: the shape grpcurl prints, and the edge serves).
+ * Output that may hold material (retrieve) goes to the stdout file descriptor directly, so no
+ * stdio buffer keeps a copy, and every buffer it was formatted in is wiped.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "common/pjson/pjson.h"
 
 #include "tools/credexctl/credexctl.h"
 
@@ -64,110 +69,38 @@ const char *cli_time(int64_t ms, char *buf, size_t bufsz)
     return buf;
 }
 
-/* ---- JSON ----------------------------------------------------------------------------- */
+/* ---- JSON and raw output ------------------------------------------------------------------ */
 
-static json_t *value_json(const ProtobufCFieldDescriptor *f, const void *p)
+bool cli_write_stdout(const void *data, size_t len)
 {
-    char buf[96];
-    switch (f->type) {
-    case PROTOBUF_C_TYPE_INT32:
-    case PROTOBUF_C_TYPE_SINT32:
-    case PROTOBUF_C_TYPE_SFIXED32:
-        return json_integer(*(const int32_t *)p);
-    case PROTOBUF_C_TYPE_UINT32:
-    case PROTOBUF_C_TYPE_FIXED32:
-        return json_integer(*(const uint32_t *)p);
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-        return json_integer(*(const int64_t *)p);
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-        return json_integer((json_int_t) * (const uint64_t *)p);
-    case PROTOBUF_C_TYPE_FLOAT:
-        return json_real(*(const float *)p);
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return json_real(*(const double *)p);
-    case PROTOBUF_C_TYPE_BOOL:
-        return json_boolean(*(const protobuf_c_boolean *)p);
-    case PROTOBUF_C_TYPE_ENUM:
-        return json_string(cli_enum_name(f->descriptor, *(const int *)p, buf, sizeof buf));
-    case PROTOBUF_C_TYPE_STRING: {
-        const char *s = *(char *const *)p;
-        return json_string(s ? s : "");
-    }
-    case PROTOBUF_C_TYPE_MESSAGE: {
-        const ProtobufCMessage *m = *(ProtobufCMessage *const *)p;
-        return m ? cli_message_json(m) : json_null();
-    }
-    case PROTOBUF_C_TYPE_BYTES:
-    default:
-        return NULL;
-    }
-}
-
-static bool is_map_entry(const ProtobufCMessageDescriptor *d)
-{
-    return d->n_fields == 2 && strcmp(d->fields[0].name, "key") == 0 &&
-           strcmp(d->fields[1].name, "value") == 0 && strstr(d->name, "Entry") != NULL;
-}
-
-json_t *cli_message_json(const ProtobufCMessage *msg)
-{
-    json_t *obj = json_object();
-    const ProtobufCMessageDescriptor *d = msg->descriptor;
-    for (unsigned i = 0; i < d->n_fields; i++) {
-        const ProtobufCFieldDescriptor *f = &d->fields[i];
-        if (f->type == PROTOBUF_C_TYPE_BYTES)
+    const char *p = data;
+    if (fflush(stdout) != 0)
+        return false;
+    while (len > 0) {
+        ssize_t w = write(STDOUT_FILENO, p, len);
+        if (w < 0 && errno == EINTR)
             continue;
-        const char *base = (const char *)msg + f->offset;
-        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-            size_t n = *(const size_t *)((const char *)msg + f->quantifier_offset);
-            const char *arr = *(char *const *)base;
-            size_t elem =
-                f->type == PROTOBUF_C_TYPE_STRING || f->type == PROTOBUF_C_TYPE_MESSAGE
-                    ? sizeof(void *)
-                : f->type == PROTOBUF_C_TYPE_INT64 || f->type == PROTOBUF_C_TYPE_UINT64 ||
-                        f->type == PROTOBUF_C_TYPE_SINT64 || f->type == PROTOBUF_C_TYPE_FIXED64 ||
-                        f->type == PROTOBUF_C_TYPE_SFIXED64 || f->type == PROTOBUF_C_TYPE_DOUBLE
-                    ? 8
-                : f->type == PROTOBUF_C_TYPE_BOOL ? sizeof(protobuf_c_boolean)
-                                                  : 4;
-            if (f->type == PROTOBUF_C_TYPE_MESSAGE && is_map_entry(f->descriptor)) {
-                json_t *map = json_object();
-                for (size_t k = 0; k < n; k++) {
-                    const ProtobufCMessage *e = ((ProtobufCMessage *const *)arr)[k];
-                    json_t *kv = cli_message_json(e);
-                    const char *key = json_string_value(json_object_get(kv, "key"));
-                    json_t *val = json_object_get(kv, "value");
-                    if (key != NULL && val != NULL)
-                        json_object_set(map, key, val);
-                    json_decref(kv);
-                }
-                json_object_set_new(obj, f->name, map);
-                continue;
-            }
-            json_t *list = json_array();
-            for (size_t k = 0; k < n; k++) {
-                json_t *v = value_json(f, arr + k * elem);
-                if (v != NULL)
-                    json_array_append_new(list, v);
-            }
-            json_object_set_new(obj, f->name, list);
-            continue;
-        }
-        json_t *v = value_json(f, base);
-        if (v != NULL)
-            json_object_set_new(obj, f->name, v);
+        if (w <= 0)
+            return false;
+        p += w;
+        len -= (size_t)w;
     }
-    return obj;
+    return true;
 }
 
-void cli_json_print(json_t *v)
+int cli_print_message(const ProtobufCMessage *msg)
 {
-    if (v == NULL)
-        return;
-    json_dumpf(v, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    fputc('\n', stdout);
-    json_decref(v);
+    char *text = NULL;
+    size_t len = 0;
+    cx_error_t err;
+    pjson_options_t o = {.indent = 2}; /* grpcurl's layout */
+    if (!pjson_encode(&text, &len, msg, &o, &err))
+        return cli_fail(&err);
+    bool ok = cli_write_stdout(text, len) && cli_write_stdout("\n", 1);
+    pjson_text_free(text, len);
+    if (!ok) {
+        fprintf(stderr, "credexctl: internal: could not write to stdout\n");
+        return CLI_FAIL;
+    }
+    return CLI_OK;
 }

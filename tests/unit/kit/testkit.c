@@ -136,7 +136,7 @@ int tk_free_port(const char *ip)
     return ntohs(a.sin_port);
 }
 
-static bool tk_port_open(const char *ip, int port)
+bool tk_port_open(const char *ip, int port)
 {
     struct sockaddr_in a = tk_addr(ip, port);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -178,4 +178,11 @@ double tk_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int64_t tk_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

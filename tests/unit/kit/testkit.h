@@ -7,7 +7,8 @@
  *  - the options of an in-process rpc server with the certificate of one credex identity;
  *  - the env file of tests/unit/fga/openfga-fixture (URL, STORE, MODEL, DEAD);
  *  - base64url without padding, for tokens and JWKS the tests build by hand;
- *  - a TLS file server (openssl s_server -WWW) with a test PKI certificate, free ports, time.
+ *  - a TLS file server (openssl s_server -WWW) with a test PKI certificate, free ports, whether
+ *    a port listens, and a monotonic clock, for tests that start, stop and time processes.
  *
  * Failures fail the running cmocka test (assertions), never return a half-made value.
  */
@@ -16,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "common/rpc/rpc.h"
@@ -59,5 +61,11 @@ void tk_process_stop(pid_t pid);
 
 /* CLOCK_MONOTONIC in seconds, for bounds that are the requirement (e.g. a timeout). */
 double tk_now(void);
+
+/* Does something accept TCP connections on ip:port? */
+bool tk_port_open(const char *ip, int port);
+
+/* Milliseconds of CLOCK_MONOTONIC. */
+int64_t tk_mono_ms(void);
 
 #endif

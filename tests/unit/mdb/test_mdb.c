@@ -1,9 +1,12 @@
 /*
  * Unit tests of common/mdb: error mapping (pure), and against a real FerretDB started by the
- * ctest fixture (mdb_ferretdb, $CREDEX_TEST_FERRETDB_DIR/uri): index bootstrap (idempotent,
- * explicit degradation), duplicate keys as conflict, an outage as unavailable within the
- * timeout, and `credexctl db init-indexes` through credexctl_cmd_db.
+ * ctest fixture (mdb_ferretdb, $CREDEX_TEST_FERRETDB_DIR/uri): the operations, index bootstrap
+ * (idempotent, explicit degradation), duplicate keys as conflict, an outage as unavailable
+ * within the timeout, and `credexctl db init-indexes` through credexctl_cmd_db. The down state
+ * is tested against a FerretDB of the test's own (same binary, $CREDEX_TEST_FERRETDB_DIR/bin)
+ * that it stops, freezes (SIGSTOP) and starts again on the same port.
  */
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,15 +15,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/config/cx_config.h"
 #include "common/mdb/mdb.h"
+#include "tests/unit/kit/testkit.h"
 #include "tools/credexctl/cmd_db.h"
 
 static char uri[256];
 static char dbname[64];
+static char fixture_dir[512];
 
 static mdb_t *open_db(const char *u, unsigned timeout_ms)
 {
@@ -183,28 +192,403 @@ static void test_duplicate_is_conflict(void **state)
     mdb_close(m);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void test_outage_is_unavailable_in_time(void **state)
 {
     (void)state;
     /* Port 9 (discard) on loopback: nothing listens, connections are refused. */
     mdb_t *m = open_db("mongodb://127.0.0.1:9/", 300);
     cx_error_t err;
-    int64_t t0 = now_ms();
+    int64_t t0 = tk_mono_ms();
     assert_false(mdb_ping(m, &err));
-    int64_t dt = now_ms() - t0;
+    int64_t dt = tk_mono_ms() - t0;
     assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
     assert_true(dt < 2000);
     report_t r = {0};
     assert_false(mdb_init_indexes(m, collect, &r, NULL, &err));
     assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
     mdb_close(m);
+}
+
+/* ---- operations ------------------------------------------------------------------------ */
+
+static bson_t *doc_of(const char *id, int64_t at)
+{
+    return BCON_NEW("_id", BCON_UTF8(id), "group", BCON_UTF8("ops"), "at", BCON_INT64(at), "n",
+                    BCON_INT32(0));
+}
+
+typedef struct rows {
+    char ids[8][32];
+    size_t n;
+    bool stop_at_2;
+} rows_t;
+
+static bool collect_row(void *ctx, const bson_t *doc, cx_error_t *err)
+{
+    rows_t *r = ctx;
+    bson_iter_t it;
+    if (r->stop_at_2 && r->n == 2)
+        return cx_error_set(err, CX_ERR_INTEGRITY, "row refused (test)");
+    assert_true(bson_iter_init_find(&it, doc, "_id"));
+    snprintf(r->ids[r->n++], sizeof(r->ids[0]), "%s", bson_iter_utf8(&it, NULL));
+    return true;
+}
+
+static void test_operations(void **state)
+{
+    (void)state;
+    mdb_t *m = open_db(uri, 3000);
+    cx_error_t err;
+    bson_t out;
+    bool found = true, matched = false, more = false;
+    const char *coll = "mdb_ops";
+    mongoc_client_t *c = mdb_client_pop(m, &err);
+    assert_non_null(c);
+    bson_t *any = BCON_NEW("group", BCON_UTF8("ops"));
+    assert_true(mdb_delete_many(m, c, coll, any, &err));
+    for (int i = 0; i < 5; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "op-%d", i);
+        bson_t *d = doc_of(id, 100 + i / 2); /* two pairs share a sort key: the id decides */
+        assert_true(mdb_insert_one(m, c, coll, d, &err));
+        if (i == 0) {
+            assert_false(mdb_insert_one(m, c, coll, d, &err));
+            assert_int_equal(err.code, CX_ERR_CONFLICT);
+        }
+        bson_destroy(d);
+    }
+    bson_t *f0 = BCON_NEW("_id", BCON_UTF8("op-0"));
+    bson_t *fx = BCON_NEW("_id", BCON_UTF8("op-none"));
+    assert_true(mdb_find_one(m, c, coll, fx, &out, &found, &err));
+    assert_false(found);
+    assert_true(mdb_find_one(m, c, coll, f0, &out, &found, &err));
+    assert_true(found);
+    bson_destroy(&out);
+
+    bson_t *inc = BCON_NEW("$set", "{", "n", BCON_INT32(7), "}");
+    assert_true(mdb_update_one(m, c, coll, fx, inc, &matched, &err));
+    assert_false(matched);
+    assert_true(mdb_update_one(m, c, coll, f0, inc, &matched, &err));
+    assert_true(matched);
+    bson_t *inc2 = BCON_NEW("$set", "{", "n", BCON_INT32(8), "}");
+    assert_true(mdb_update_one_returning(m, c, coll, fx, inc2, &out, &matched, &err));
+    assert_false(matched);
+    assert_true(mdb_update_one_returning(m, c, coll, f0, inc2, &out, &matched, &err));
+    assert_true(matched);
+    bson_iter_t it;
+    assert_true(bson_iter_init_find(&it, &out, "n"));
+    assert_int_equal(bson_iter_as_int64(&it), 8); /* the document after the update */
+    bson_destroy(&out);
+
+    /* Pages of 2, newest first, ties broken by the id (descending). */
+    rows_t r = {0};
+    assert_true(mdb_find_page(m, c, coll, any, "at", "_id", 2, collect_row, &r, &more, &err));
+    assert_int_equal(r.n, 2);
+    assert_true(more);
+    assert_string_equal(r.ids[0], "op-4");
+    assert_string_equal(r.ids[1], "op-3");
+    memset(&r, 0, sizeof(r));
+    assert_true(mdb_find_page(m, c, coll, any, "at", "_id", 5, collect_row, &r, &more, &err));
+    assert_int_equal(r.n, 5);
+    assert_false(more);
+    assert_string_equal(r.ids[4], "op-0");
+    /* A row that fails fails the page with its own error. */
+    memset(&r, 0, sizeof(r));
+    r.stop_at_2 = true;
+    assert_false(mdb_find_page(m, c, coll, any, "at", "_id", 5, collect_row, &r, &more, &err));
+    assert_int_equal(err.code, CX_ERR_INTEGRITY);
+
+    assert_true(mdb_delete_one(m, c, coll, f0, &err));
+    assert_true(mdb_find_one(m, c, coll, f0, &out, &found, &err));
+    assert_false(found);
+    assert_true(mdb_delete_many(m, c, coll, any, &err));
+    memset(&r, 0, sizeof(r));
+    assert_true(mdb_find_page(m, c, coll, any, "at", "_id", 5, collect_row, &r, &more, &err));
+    assert_int_equal(r.n, 0);
+    assert_true(mdb_is_up(m));
+    bson_destroy(any);
+    bson_destroy(f0);
+    bson_destroy(fx);
+    bson_destroy(inc);
+    bson_destroy(inc2);
+    mdb_client_push(m, c);
+    mdb_close(m);
+}
+
+/* An ordered insert that the server refuses at one document says which one: the documents
+ * before it are written, the ones after it are not. */
+static void test_insert_many_refused(void **state)
+{
+    (void)state;
+    mdb_t *m = open_db(uri, 3000);
+    cx_error_t err;
+    size_t refused = 99;
+    mongoc_client_t *c = mdb_client_pop(m, &err);
+    assert_non_null(c);
+    bson_t *any = BCON_NEW("group", BCON_UTF8("ops"));
+    assert_true(mdb_delete_many(m, c, "mdb_many", any, &err));
+    bson_t *a = doc_of("many-a", 1), *b = doc_of("many-b", 2), *d = doc_of("many-d", 3);
+    const bson_t *docs[] = {a, b, a, d};
+    assert_false(mdb_insert_many(m, c, "mdb_many", docs, 4, &refused, &err));
+    assert_int_equal(err.code, CX_ERR_CONFLICT);
+    assert_int_equal(refused, 2);
+    bson_t out;
+    bool found = true;
+    bson_t *fd = BCON_NEW("_id", BCON_UTF8("many-d"));
+    assert_true(mdb_find_one(m, c, "mdb_many", fd, &out, &found, &err));
+    assert_false(found);
+    const bson_t *ok[] = {d};
+    assert_true(mdb_insert_many(m, c, "mdb_many", ok, 1, &refused, &err));
+    bson_destroy(fd);
+    bson_destroy(a);
+    bson_destroy(b);
+    bson_destroy(d);
+    bson_destroy(any);
+    mdb_client_push(m, c);
+    mdb_close(m);
+}
+
+/* ---- the down state -------------------------------------------------------------------- */
+
+/* A FerretDB of this test's own on a fixed port, so that it can be stopped and started again
+ * where the mdb under test expects it. */
+typedef struct own_db {
+    char dir[600], bin[512], uri[64];
+    int port;
+    pid_t pid;
+} own_db_t;
+
+static void own_db_start(own_db_t *d)
+{
+    char sqlite[700], state[700], listen[64], log[700];
+    snprintf(sqlite, sizeof(sqlite), "--sqlite-url=file:%s/", d->dir);
+    snprintf(state, sizeof(state), "--state-dir=%s", d->dir);
+    snprintf(listen, sizeof(listen), "--listen-addr=127.0.0.1:%d", d->port);
+    snprintf(log, sizeof(log), "%s/ferretdb.log", d->dir);
+    char *argv[] = {d->bin,
+                    "--handler=sqlite",
+                    sqlite,
+                    state,
+                    listen,
+                    "--debug-addr=-",
+                    "--telemetry=disable",
+                    "--log-level=warn",
+                    NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    extern char **environ;
+    assert_int_equal(posix_spawn(&d->pid, d->bin, &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+}
+
+/* Wait until it accepts connections; returns that moment (tk_mono_ms), polled every 2 ms. */
+static int64_t own_db_wait_listening(own_db_t *d)
+{
+    for (int i = 0; i < 5000; i++) {
+        if (tk_port_open("127.0.0.1", d->port))
+            return tk_mono_ms();
+        usleep(2000);
+    }
+    fail_msg("own FerretDB did not listen on %d", d->port);
+    return 0;
+}
+
+static void own_db_stop(own_db_t *d)
+{
+    int status;
+    if (d->pid <= 0)
+        return;
+    kill(d->pid, SIGCONT); /* in case a test froze it */
+    kill(d->pid, SIGTERM);
+    waitpid(d->pid, &status, 0);
+    d->pid = 0;
+}
+
+/* SIGSTOP, and wait until it has taken effect (kill returns before the target stops). */
+static void own_db_freeze(own_db_t *d)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)d->pid);
+    kill(d->pid, SIGSTOP);
+    for (int i = 0; i < 1000; i++) {
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f)
+            fclose(f);
+        buf[n] = '\0';
+        const char *close_paren = strrchr(buf, ')');
+        if (close_paren && close_paren[1] == ' ' && close_paren[2] == 'T')
+            return;
+        usleep(1000);
+    }
+    fail_msg("own FerretDB did not stop");
+}
+
+static void own_db_init(own_db_t *d)
+{
+    char path[600];
+    FILE *f;
+    memset(d, 0, sizeof(*d));
+    snprintf(path, sizeof(path), "%s/bin", fixture_dir);
+    assert_non_null(f = fopen(path, "r"));
+    assert_non_null(fgets(d->bin, sizeof(d->bin), f));
+    fclose(f);
+    d->bin[strcspn(d->bin, "\n")] = '\0';
+    snprintf(d->dir, sizeof(d->dir), "%s/own-%d", fixture_dir, (int)getpid());
+    mkdir(d->dir, 0700);
+    d->port = tk_free_port("127.0.0.1");
+    snprintf(d->uri, sizeof(d->uri), "mongodb://127.0.0.1:%d/", d->port);
+    own_db_start(d);
+    own_db_wait_listening(d);
+}
+
+/* Wait (bounded) until the state is down, e.g. after the database went away. */
+static void wait_down(mdb_t *m, int64_t bound_ms)
+{
+    int64_t t0 = tk_mono_ms();
+    while (mdb_is_up(m) && tk_mono_ms() - t0 < bound_ms)
+        usleep(2000);
+    assert_false(mdb_is_up(m));
+}
+
+/* Each of n calls fails with unavailable in under 100 ms; returns the slowest. */
+static int64_t expect_fast_failures(mdb_t *m, int n)
+{
+    int64_t worst = 0;
+    cx_error_t err;
+    for (int i = 0; i < n; i++) {
+        int64_t t0 = tk_mono_ms();
+        mongoc_client_t *c = mdb_client_pop(m, &err);
+        assert_null(c);
+        assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+        assert_non_null(strstr(err.message, "database is down"));
+        assert_false(mdb_ping(m, &err));
+        assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+        int64_t dt = tk_mono_ms() - t0;
+        if (dt > worst)
+            worst = dt;
+        assert_true(dt < 100);
+    }
+    return worst;
+}
+
+/* With the production timeout (3 s), a refused connection costs at most one failure: every
+ * call after it answers unavailable at once instead of waiting out server selection. */
+static void test_refused_fails_fast(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    int port = tk_free_port("127.0.0.1");
+    char dead[64];
+    snprintf(dead, sizeof(dead), "mongodb://127.0.0.1:%d/", port);
+    mdb_t *m = open_db(dead, 3000);
+    int64_t t0 = tk_mono_ms();
+    assert_false(mdb_ping(m, &err)); /* the first failure (or the prober's, if it came first) */
+    assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+    int64_t first = tk_mono_ms() - t0;
+    wait_down(m, 3000);
+    int64_t worst = expect_fast_failures(m, 20);
+    printf("refused connection: first failure %lld ms, then each call <= %lld ms\n",
+           (long long)first, (long long)worst);
+    mdb_close(m);
+}
+
+/* The database stops, then listens again on the same port: calls fail fast while it is gone
+ * (the client popped before the outage too), and work again within 1 s of it listening. */
+static void test_restart_resumes(void **state)
+{
+    (void)state;
+    own_db_t d;
+    cx_error_t err;
+    bson_t out;
+    bool found = false;
+    own_db_init(&d);
+    mdb_t *m = open_db(d.uri, 3000);
+    mongoc_client_t *held = mdb_client_pop(m, &err);
+    assert_non_null(held);
+    bson_t *doc = BCON_NEW("_id", BCON_UTF8("restart-1"));
+    assert_true(mdb_insert_one(m, held, "mdb_restart", doc, &err));
+
+    own_db_stop(&d);
+    int64_t t0 = tk_mono_ms();
+    assert_false(mdb_find_one(m, held, "mdb_restart", doc, &out, &found, &err));
+    assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+    int64_t first = tk_mono_ms() - t0;
+    wait_down(m, 3000);
+    int64_t worst = expect_fast_failures(m, 10);
+    t0 = tk_mono_ms();
+    assert_false(mdb_find_one(m, held, "mdb_restart", doc, &out, &found, &err));
+    assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+    assert_true(tk_mono_ms() - t0 < 100);
+
+    own_db_start(&d);
+    int64_t listening = own_db_wait_listening(&d), back = 0;
+    while (!back && tk_mono_ms() - listening < 5000) {
+        mongoc_client_t *c = mdb_client_pop(m, &err);
+        if (c && mdb_find_one(m, c, "mdb_restart", doc, &out, &found, &err)) {
+            back = tk_mono_ms();
+            assert_true(found);
+            bson_destroy(&out);
+        }
+        mdb_client_push(m, c);
+        if (!back)
+            usleep(10000);
+    }
+    assert_true(back > 0);
+    /* The client held through the outage works again too. */
+    assert_true(mdb_find_one(m, held, "mdb_restart", doc, &out, &found, &err));
+    bson_destroy(&out);
+    printf("restart: first failure %lld ms, then each call <= %lld ms; resumed %lld ms after "
+           "the database listened again\n",
+           (long long)first, (long long)worst, (long long)(back - listening));
+    assert_true(back - listening < 1000);
+    bson_destroy(doc);
+    mdb_client_push(m, held);
+    mdb_close(m);
+    own_db_stop(&d);
+}
+
+/* A database that answers late but within the operations' timeout is not declared down by the
+ * prober, whose ping waits as long as an operation would; one frozen beyond that timeout is,
+ * and comes back once it answers again. */
+static void test_slow_is_not_down(void **state)
+{
+    (void)state;
+    own_db_t d;
+    cx_error_t err;
+    own_db_init(&d);
+    mdb_t *m = open_db(d.uri, 1500);
+    assert_true(mdb_ping(m, &err));
+    own_db_freeze(&d);
+    int64_t t0 = tk_mono_ms();
+    while (tk_mono_ms() - t0 < 900) { /* several probe periods, below the timeout */
+        assert_true(mdb_is_up(m));
+        usleep(5000);
+    }
+    kill(d.pid, SIGCONT);
+    assert_true(mdb_ping(m, &err));
+    assert_true(mdb_is_up(m));
+
+    own_db_freeze(&d);
+    t0 = tk_mono_ms();
+    assert_false(mdb_ping(m, &err)); /* the operation's own timeout */
+    assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+    int64_t hung = tk_mono_ms() - t0;
+    assert_true(hung >= 1400);
+    assert_false(mdb_is_up(m));
+    kill(d.pid, SIGCONT);
+    int64_t t1 = tk_mono_ms();
+    while (!mdb_is_up(m) && tk_mono_ms() - t1 < 5000)
+        usleep(5000);
+    assert_true(mdb_is_up(m));
+    assert_true(mdb_ping(m, &err));
+    printf("frozen database: declared down after %lld ms (timeout 1500), up %lld ms after it "
+           "thawed\n",
+           (long long)hung, (long long)(tk_mono_ms() - t1));
+    mdb_close(m);
+    own_db_stop(&d);
 }
 
 static const char *test_getenv(void *ctx, const char *name)
@@ -244,6 +628,7 @@ int main(void)
         fprintf(stderr, "CREDEX_TEST_FERRETDB_DIR is not set (ctest's mdb_ferretdb fixture)\n");
         return 1;
     }
+    snprintf(fixture_dir, sizeof(fixture_dir), "%s", dir);
     snprintf(path, sizeof(path), "%s/uri", dir);
     if (!(f = fopen(path, "r")) || !fgets(uri, sizeof(uri), f)) {
         fprintf(stderr, "cannot read %s\n", path);
@@ -257,7 +642,12 @@ int main(void)
         cmocka_unit_test(test_bad_uri),
         cmocka_unit_test(test_init_indexes_idempotent),
         cmocka_unit_test(test_duplicate_is_conflict),
+        cmocka_unit_test(test_operations),
+        cmocka_unit_test(test_insert_many_refused),
         cmocka_unit_test(test_outage_is_unavailable_in_time),
+        cmocka_unit_test(test_refused_fails_fast),
+        cmocka_unit_test(test_restart_resumes),
+        cmocka_unit_test(test_slow_is_not_down),
         cmocka_unit_test(test_cmd_db),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,8 +1,9 @@
 /*
  * Unit tests of the store's pure parts: secret id derivation, envelope seal/open with a fake
  * data key and the AAD binding (swapping any bound field fails), stored payload decoding,
- * DEK and payload cache bounds, request validation and the per-peer kind policy, paging cursors,
- * audit documents.
+ * DEK and payload cache bounds, request validation and the per-peer kind policy, the strict
+ * decoder of stored secret metadata (every kind of tampering is integrity_error), paging
+ * cursors, audit documents.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -579,8 +580,16 @@ static void test_validate_create(void **state)
     expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
     f.r.caller = NULL;
     expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
-    f.caller.caller_kind = 0;
+    f.r.display_name = "bad \xc3\x28 utf-8";
     expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
+    /* The caller context is the dispatch's to validate (dispatch.c). */
+    cx_error_t cerr;
+    assert_true(store_validate_caller(&f.caller, &cerr));
+    f.caller.caller_kind = 0;
+    assert_false(store_validate_caller(&f.caller, &cerr));
+    assert_int_equal(cerr.code, CX_ERR_INVALID_ARGUMENT);
+    assert_false(store_validate_caller(NULL, &cerr));
+    create_fx_init(&f);
     f.uses[1] = "UPPER";
     expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
     f.uses[1] = "mcp.tool";
@@ -633,14 +642,18 @@ static void test_validate_resolve_update(void **state)
     r.caller = &c;
     r.secret_id = "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H";
     assert_true(store_validate_resolve(&r, "gateway", &err));
-    r.secret_id = "sec_bad";
-    assert_false(store_validate_resolve(&r, "gateway", &err));
+    /* The secret id is the dispatch's to validate (dispatch.c). */
+    assert_true(store_validate_secret_id(r.secret_id, &err));
+    assert_false(store_validate_secret_id("sec_bad", &err));
     assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
-    r.secret_id = "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H";
+    assert_false(store_validate_secret_id(NULL, &err));
+    r.caller = NULL;
+    assert_false(store_validate_resolve(&r, "gateway", &err));
+    r.caller = &c;
     c.intended_use = "";
     assert_false(store_validate_resolve(&r, "gateway", &err));
     c.intended_use = "Bad Use";
-    assert_false(store_validate_resolve(&r, "gateway", &err));
+    assert_false(store_validate_caller(&c, &err)); /* its shape: the caller context's */
     c.intended_use = "mcp.tool";
     rc.resource_id = "";
     assert_false(store_validate_resolve(&r, "gateway", &err));
@@ -674,6 +687,219 @@ static void test_validate_resolve_update(void **state)
     assert_int_equal(store_page_size(&p), 7);
     p.page_size = 5000;
     assert_int_equal(store_page_size(&p), 200);
+}
+
+/* ---- secret documents ----------------------------------------------------------------- */
+
+/* A valid stored document: what a create of the create_fx request writes. */
+static void ref_doc_valid(create_fx_t *f, bson_t *out)
+{
+    create_fx_init(f);
+    store_ref_new_t n = {.req = &f->r,
+                         .secret_id = "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H",
+                         .payload_id = "pay_0123456789ABCDEFGHJKMNPQRS",
+                         .fingerprint =
+                             "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+                         .actor = "alice",
+                         .now_ms = 1700000000000};
+    store_ref_encode(&n, out);
+}
+
+/* base with field replaced by the value of the extended JSON json (NULL: field removed). */
+static void ref_doc_with(const bson_t *base, const char *field, const char *json, bson_t *out)
+{
+    bson_iter_t it;
+    bson_init(out);
+    assert_true(bson_iter_init(&it, base));
+    while (bson_iter_next(&it))
+        if (strcmp(bson_iter_key(&it), field) != 0)
+            assert_true(bson_append_iter(out, bson_iter_key(&it), -1, &it));
+    if (!json)
+        return;
+    char wrapped[4096];
+    bson_error_t berr;
+    snprintf(wrapped, sizeof(wrapped), "{\"v\": %s}", json);
+    bson_t *v = bson_new_from_json((const uint8_t *)wrapped, -1, &berr);
+    if (!v)
+        fail_msg("bad test JSON %s: %s", json, berr.message);
+    assert_true(bson_iter_init_find(&it, v, "v"));
+    assert_true(bson_append_iter(out, field, -1, &it));
+    bson_destroy(v);
+}
+
+/* The decoder refuses doc as integrity_error naming field, and leaves *out alone. */
+static void expect_ref_refused(const bson_t *doc, const char *field, const char *what)
+{
+    store_ref_t ref = {.payload_id = "untouched"};
+    cx_error_t err = {0};
+    char named[64];
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    if (store_ref_decode(arena, doc, &ref, &err))
+        fail_msg("tampered %s (%s) was accepted", field, what);
+    assert_int_equal(err.code, CX_ERR_INTEGRITY);
+    snprintf(named, sizeof(named), "(%s)", field);
+    if (!strstr(err.message, named))
+        fail_msg("tampered %s (%s): message does not name it: %s", field, what, err.message);
+    assert_string_equal(ref.payload_id, "untouched");
+    assert_null(ref.meta);
+    rpc_arena_free(arena);
+}
+
+static void test_ref_decode_valid(void **state)
+{
+    (void)state;
+    create_fx_t f;
+    bson_t doc, d2;
+    store_ref_t ref;
+    cx_error_t err;
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    ref_doc_valid(&f, &doc);
+    assert_true(store_ref_decode(arena, &doc, &ref, &err));
+    assert_string_equal(ref.meta->secret_id, "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H");
+    assert_int_equal(ref.meta->owner->owner_type, CREDEX__V1__OWNER_TYPE__OWNER_TYPE_USER);
+    assert_string_equal(ref.meta->owner->owner_id, "alice");
+    assert_int_equal(ref.meta->kind, CREDEX__V1__SECRET_KIND__SECRET_KIND_API_KEY);
+    assert_int_equal(ref.meta->status, CREDEX__V1__SECRET_STATUS__SECRET_STATUS_ACTIVE);
+    assert_int_equal(ref.meta->current_version, 1);
+    assert_int_equal(ref.meta->n_allowed_uses, 2);
+    assert_string_equal(ref.meta->allowed_uses[1], "agent:run");
+    assert_string_equal(ref.meta->masked_value, "********");
+    assert_string_equal(ref.payload_id, "pay_0123456789ABCDEFGHJKMNPQRS");
+    assert_int_equal(ref.meta->created_at_ms, 1700000000000);
+    assert_int_equal(ref.meta->rotated_at_ms, 0);
+    /* The limits themselves are fine: 16 uses, version 2^32-1 (as int32 or int64), dates. */
+    const char *fine[][2] = {
+        {"allowed_uses", "[\"u0\",\"u1\",\"u2\",\"u3\",\"u4\",\"u5\",\"u6\",\"u7\",\"u8\",\"u9\","
+                         "\"ua\",\"ub\",\"uc\",\"ud\",\"ue\",\"uf\"]"},
+        {"allowed_uses", "[]"},
+        {"current_version", "{\"$numberLong\": \"4294967295\"}"},
+        {"current_version", "{\"$numberInt\": \"7\"}"},
+        {"rotated_at", "{\"$date\": {\"$numberLong\": \"1700000000001\"}}"},
+        {"status", "\"deleted\""},
+        {"description", "\"caf\\u00e9 \\u2603\""},
+    };
+    for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++) {
+        ref_doc_with(&doc, fine[i][0], fine[i][1], &d2);
+        if (!store_ref_decode(arena, &d2, &ref, &err))
+            fail_msg("valid %s %s refused: %s", fine[i][0], fine[i][1], err.message);
+        bson_destroy(&d2);
+    }
+    bson_destroy(&doc);
+    rpc_arena_free(arena);
+}
+
+/* pre, then n times c, then post, into buf. */
+static void json_run(char *buf, size_t bufsz, const char *pre, char c, size_t n, const char *post)
+{
+    size_t o = strlen(pre);
+    assert_true(o + n + strlen(post) < bufsz);
+    memcpy(buf, pre, o);
+    memset(buf + o, c, n);
+    snprintf(buf + o + n, bufsz - o - n, "%s", post);
+}
+
+static void test_ref_decode_tampered(void **state)
+{
+    (void)state;
+    create_fx_t f;
+    bson_t doc, d2;
+    char long_name[300], long_desc[1200], seventeen[400], long_use[100];
+    json_run(long_name, sizeof(long_name), "\"", 'n', 129, "\"");
+    json_run(long_desc, sizeof(long_desc), "\"", 'd', 1025, "\"");
+    json_run(long_use, sizeof(long_use), "[\"", 'u', 65, "\"]");
+    size_t o = (size_t)snprintf(seventeen, sizeof(seventeen), "[");
+    for (int i = 0; i < 17; i++)
+        o += (size_t)snprintf(seventeen + o, sizeof(seventeen) - o, "%s\"use%d\"", i ? "," : "", i);
+    snprintf(seventeen + o, sizeof(seventeen) - o, "]");
+    const char *cases[][2] = {
+        {"secret_id", "\"sec_bad\""},
+        {"secret_id", "\"pay_0123456789ABCDEFGHJKMNPQRS\""},
+        {"secret_id", "42"},
+        {"secret_id", NULL},
+        {"owner_type", "\"bogus\""},
+        {"owner_type", "\"USER\""},
+        {"owner_type", "1"},
+        {"owner_type", NULL},
+        {"owner_id", "\"a|b\""},
+        {"owner_id", "\"\""},
+        {"owner_id", "\"two words\""},
+        {"owner_id", "{\"id\": \"alice\"}"},
+        {"kind", "\"bogus\""},
+        {"kind", "\"API_KEY\""},
+        {"kind", "null"},
+        {"status", "\"bogus\""},
+        {"status", "true"},
+        {"display_name", "\"\""},
+        {"display_name", "\"tab\\there\""},
+        {"display_name", long_name},
+        {"description", long_desc},
+        {"description", "\"line\\nbreak\""},
+        {"provider", "\"bad provider\""},
+        {"connector_id", "\"bad\\u0001id\""},
+        {"allowed_uses", "\"mcp.tool\""},
+        {"allowed_uses", "[\"UPPER\"]"},
+        {"allowed_uses", "[1]"},
+        {"allowed_uses", "[\"a\", \"a\"]"},
+        {"allowed_uses", "[\"\"]"},
+        {"allowed_uses", "{\"0\": \"mcp.tool\"}"},
+        {"allowed_uses", seventeen},
+        {"allowed_uses", long_use},
+        {"allowed_uses", NULL},
+        {"current_version", "0"},
+        {"current_version", "-1"},
+        {"current_version", "{\"$numberLong\": \"4294967296\"}"},
+        {"current_version", "\"1\""},
+        {"current_version", "1.0"},
+        {"current_version", NULL},
+        {"current_payload_id", "\"pay_x\""},
+        {"current_payload_id", "\"sec_5NPKMVKYTE6Z2RVKV37EW1BN4H\""},
+        {"value_set", "1"},
+        {"value_set", NULL},
+        {"create_fingerprint", "\"00112233\""},
+        {"create_fingerprint",
+         "\"00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF\""},
+        {"created_by", "\"two words\""},
+        {"updated_by", NULL},
+        {"created_at", "1234"},
+        {"updated_at", "{\"$date\": {\"$numberLong\": \"-5\"}}"},
+        {"rotated_at", "\"yesterday\""},
+        {"deleted_at", "true"},
+    };
+    ref_doc_valid(&f, &doc);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ref_doc_with(&doc, cases[i][0], cases[i][1], &d2);
+        expect_ref_refused(&d2, cases[i][0], cases[i][1] ? cases[i][1] : "missing");
+        bson_destroy(&d2);
+    }
+    /* Bytes JSON cannot say: invalid UTF-8, an embedded NUL (the C string would differ from
+     * the stored one). */
+    const struct {
+        const char *field, *bytes;
+        int len;
+    } raw[] = {
+        {"display_name", "bad \xc3\x28", 6},
+        {"owner_id", "ali\0ce", 6},
+        {"description", "d\xff", 2},
+        {"secret_id", "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H\0x", 32},
+    };
+    for (size_t i = 0; i < sizeof(raw) / sizeof(raw[0]); i++) {
+        ref_doc_with(&doc, raw[i].field, NULL, &d2);
+        bson_append_utf8(&d2, raw[i].field, -1, raw[i].bytes, raw[i].len);
+        expect_ref_refused(&d2, raw[i].field, "raw bytes");
+        bson_destroy(&d2);
+    }
+    bson_t arr;
+    ref_doc_with(&doc, "allowed_uses", NULL, &d2);
+    BSON_APPEND_ARRAY_BEGIN(&d2, "allowed_uses", &arr);
+    bson_append_utf8(&arr, "0", -1, "mcp\0tool", 8);
+    bson_append_array_end(&d2, &arr);
+    expect_ref_refused(&d2, "allowed_uses", "embedded NUL");
+    bson_destroy(&d2);
+    /* A platform secret belongs to "platform". */
+    ref_doc_with(&doc, "owner_type", "\"platform\"", &d2);
+    expect_ref_refused(&d2, "owner_id", "platform owned by alice");
+    bson_destroy(&d2);
+    bson_destroy(&doc);
 }
 
 /* ---- cursors and audit documents -------------------------------------------------------- */
@@ -747,6 +973,8 @@ int main(void)
         cmocka_unit_test(test_payload_cache_bounds),
         cmocka_unit_test(test_validate_create),
         cmocka_unit_test(test_validate_resolve_update),
+        cmocka_unit_test(test_ref_decode_valid),
+        cmocka_unit_test(test_ref_decode_tampered),
         cmocka_unit_test(test_cursor),
         cmocka_unit_test(test_audit_roundtrip),
     };

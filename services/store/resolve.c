@@ -1,0 +1,171 @@
+/*
+ * store resolve: Resolve, the only place a secret is decrypted (store.proto). Every check that
+ * can refuse happens before any unwrap or decrypt; the metadata is read from the database at
+ * every call, never cached, so that a revoke, delete or rotation on any replica takes effect
+ * at once. The use is on record before the material leaves: no record, no material.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log/cx_log.h"
+#include "services/store/store_internal.h"
+
+static bool store_uses_allow(const Credex__V1__SecretMetadata *m, const char *use)
+{
+    if (m->n_allowed_uses == 0)
+        return true;
+    for (size_t i = 0; i < m->n_allowed_uses; i++)
+        if (strcmp(m->allowed_uses[i], use) == 0)
+            return true;
+    return false;
+}
+
+/* Unwrap p's data key (DEK cache or keywrap) and open p under the binding b (from the live
+ * metadata). */
+static cx_secret_t *store_resolve_open(store_ctx_t *x, const store_bind_t *b,
+                                       const store_payload_t *p, cx_error_t *err)
+{
+    unsigned char *aad = NULL, ckey[32];
+    size_t aadlen = 0;
+    cx_secret_t *dek = NULL, *plain = NULL;
+    if (!store_bind_aad(b, &aad, &aadlen, err))
+        return NULL;
+    store_dek_cache_key(b, p->wrapped, p->wrapped_len, aad, aadlen, ckey);
+    int64_t now = mdb_now_ms();
+    dek = store_dek_cache_get(x->st->dek, ckey, now);
+    if (!dek) {
+        char ver[12];
+        cx_kv_t pairs[STORE_CONTEXT_PAIRS];
+        store_wrapped_t w = {.ct = p->wrapped,
+                             .ct_len = p->wrapped_len,
+                             .provider = p->key_provider,
+                             .key_id = p->key_id,
+                             .key_version = p->key_version};
+        store_bind_context(b, ver, pairs);
+        if (!x->st->keys.unwrap(x->st->keys.ctx, x->call, &w, pairs, STORE_CONTEXT_PAIRS, &dek,
+                                err))
+            goto out;
+        store_dek_cache_put(x->st->dek, ckey, dek, now);
+    }
+    plain = store_envelope_open(dek, b, p, err);
+out:
+    cx_secret_free(dek);
+    free(aad);
+    return plain;
+}
+
+/* A failure that a fresh copy of the payload cannot cure: the key service or the call is
+ * gone. Retrying would only wait for it a second time. */
+static bool store_transient(cx_code_t code)
+{
+    return code == CX_ERR_UNAVAILABLE || code == CX_ERR_DEADLINE_EXCEEDED ||
+           code == CX_ERR_CANCELLED;
+}
+
+/* The payload of a payload id never changes, so a cached copy (put only after it opened)
+ * saves the second database read. Anything failing after a hit (a CMK rewrap changed the
+ * stored wrapped key, the key service refuses the old one, a damaged entry) evicts it, and the
+ * caller redoes the retrieval once from the database, whose answer is final: a tampered
+ * document is still integrity_error. True with *plain NULL: nothing usable in the cache. */
+static bool store_open_cached(store_ctx_t *x, const store_bind_t *b, cx_secret_t **plain,
+                              cx_error_t *err)
+{
+    store_payload_t p;
+    cx_secret_t *copy = NULL;
+    *plain = NULL;
+    if (!store_payload_cache_get(x->st->payloads, b->payload_id, mdb_now_ms(), &p, &copy))
+        return true;
+    *plain = store_resolve_open(x, b, &p, err);
+    cx_secret_free(copy);
+    if (*plain)
+        return true;
+    if (store_transient(err->code))
+        return false;
+    store_payload_cache_evict(x->st->payloads, b->payload_id);
+    cx_log_warn(rpc_call_correlation_id(x->call), "store.payload_cache_retry",
+                CX_LOG_STR("secret_id", b->secret_id),
+                CX_LOG_STR("reason", cx_code_reason(err->code)));
+    cx_error_clear(err); /* the database's answer is the call's */
+    return true;
+}
+
+/* The payload document by primary key; its associated data is bound to what the metadata
+ * says (secret id, current version, payload id), so a document swapped in under this _id
+ * fails to open. */
+static cx_secret_t *store_open_stored(store_ctx_t *x, const store_bind_t *b, cx_error_t *err)
+{
+    bson_t f = BSON_INITIALIZER, doc;
+    bool found = false;
+    store_payload_t p;
+    cx_secret_t *plain = NULL;
+    BSON_APPEND_UTF8(&f, "_id", b->payload_id);
+    bool ok = mdb_find_one(x->st->db, x->c, MDB_COLL_PAYLOADS, &f, &doc, &found, err);
+    bson_destroy(&f);
+    if (!ok)
+        return NULL;
+    if (!found) {
+        cx_error_set(err, CX_ERR_INTEGRITY, "current payload is missing");
+        return NULL;
+    }
+    if (store_payload_decode(&doc, &p, err)) {
+        plain = store_resolve_open(x, b, &p, err);
+        if (plain)
+            store_payload_cache_put(x->st->payloads, &p, mdb_now_ms());
+    }
+    bson_destroy(&doc);
+    return plain;
+}
+
+bool store_resolve(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                   cx_error_t *err)
+{
+    const Credex__V1__StoreResolveRequest *r = (const Credex__V1__StoreResolveRequest *)request;
+    store_ref_t ref;
+    store_bind_t b;
+    cx_secret_t *plain = NULL;
+    bool ok = false;
+
+    if (!store_validate_resolve(r, x->peer, err) || !store_load_secret(x, &ref, err))
+        goto out;
+    if (r->expected_kind && r->expected_kind != ref.meta->kind) {
+        cx_error_set(err, CX_ERR_NOT_FOUND, "secret not found");
+        goto out;
+    }
+    if (ref.meta->status != CREDEX__V1__SECRET_STATUS__SECRET_STATUS_ACTIVE) {
+        cx_error_set(err, CX_ERR_FAILED_PRECONDITION, "secret is %s",
+                     store_status_name(ref.meta->status));
+        goto out;
+    }
+    if (!store_uses_allow(ref.meta, x->caller->intended_use)) {
+        cx_error_set(err, CX_ERR_PERMISSION_DENIED, "intended_use is not allowed for this secret");
+        goto out;
+    }
+    store_bind_from_ref(&ref, &b);
+    if (!store_open_cached(x, &b, &plain, err) ||
+        (!plain && !(plain = store_open_stored(x, &b, err))))
+        goto out;
+    char ver[12];
+    snprintf(ver, sizeof(ver), "%u", b.version);
+    cx_kv_t attrs[] = {{"version", ver}, {"kind", b.kind}};
+    if (!store_audit(x, "secret.retrieved", CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_SUCCESS, CX_OK,
+                     attrs, 2, err))
+        goto out;
+    Credex__V1__StoreResolveResponse *resp = rpc_arena_alloc(x->arena, sizeof(*resp));
+    credex__v1__store_resolve_response__init(resp);
+    resp->secret_id = ref.meta->secret_id;
+    resp->version = ref.meta->current_version;
+    resp->kind = ref.meta->kind;
+    resp->owner = ref.meta->owner;
+    resp->provider = ref.meta->provider;
+    resp->connector_id = ref.meta->connector_id;
+    /* The call arena is wiped when the call ends (rpc_arena_free). */
+    resp->value.len = cx_secret_len(plain);
+    resp->value.data = rpc_arena_alloc(x->arena, resp->value.len);
+    memcpy(resp->value.data, cx_secret_bytes(plain), resp->value.len);
+    *reply = &resp->base;
+    ok = true;
+out:
+    cx_secret_free(plain);
+    return ok;
+}
