@@ -3,8 +3,8 @@
  *  - stored payload documents (BSON read back from the database, which an attacker with
  *    database access controls): store_payload_decode, then store_envelope_open, which must
  *    refuse (integrity) and never crash; stored audit documents: store_audit_decode;
- *  - requests from peers (protobuf): store_validate_create / _resolve / _update /
- *    _audit_event, and page cursors.
+ *  - requests from peers (protobuf): the contract, then store_validate_create / _resolve /
+ *    _update / _audit_event, and page cursors.
  * The first byte picks the mode; mode 1 builds a well-formed-looking payload document from
  * the input so the field checks, not just the BSON parser, are exercised.
  */
@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/contract/cx_contract.h"
 #include "services/store/store_internal.h"
 
 const char *const fuzz_seeds[] = {
@@ -94,8 +95,9 @@ static void fuzz_request(const ProtobufCMessageDescriptor *desc, const uint8_t *
     if (m) {
         if (desc == &credex__v1__store_create_secret_request__descriptor) {
             const Credex__V1__StoreCreateSecretRequest *r = (const void *)m;
-            (void)store_validate_caller(r->caller, &err);
-            if (store_validate_create(r, "gateway", &err) &&
+            /* As the dispatch does: the contract, then store's policy; together they never let
+             * an empty or oversized value, or a missing owner, through. */
+            if (cx_contract_check(m, &err) && store_validate_create(r, "gateway", &err) &&
                 (r->value.len == 0 || r->value.len > STORE_VALUE_MAX || !r->owner))
                 abort();
             (void)store_validate_create(r, "oauth", &err);

@@ -425,8 +425,6 @@ bool store_rotate(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMess
     bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set;
     bool ok = false, matched = false, wrote = false;
 
-    if (!store_validate_value(&r->value, err))
-        goto out;
     if (r->expected_version == 0 && strcmp(x->peer, "gateway") != 0) {
         cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "expected_version is required");
         goto out;
@@ -527,10 +525,6 @@ bool store_revoke(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMess
     store_ref_t ref;
     bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set;
     bool ok = false;
-    if (!store_text_ok(r->reason, 0, 256)) {
-        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "reason must be <= 256 printable chars");
-        goto out;
-    }
     if (!store_load_secret(x, &ref, err))
         goto out;
     if (ref.meta->status == CREDEX__V1__SECRET_STATUS__SECRET_STATUS_DELETED) {
