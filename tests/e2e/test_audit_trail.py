@@ -196,6 +196,10 @@ CASES = [
     Case("rotate-revoked", lambda w, c: w.api.ui(w.owner).rotate(w.revoked, "v2", cid=c),
          C.FAILED_PRECONDITION, "failed_precondition", "secret.rotated", "denied",
          resource_id=lambda w: w.revoked),
+    Case("rotate-version-wider-than-uint32", lambda w, c: raw_call(
+        w.api.ui(w.owner), "Secrets", "RotateSecret",
+        ld(1, w.sid.encode()) + bytes([0x10, 0x81, 0x80, 0x80, 0x80, 0x10]) + ld(3, b"v2"), c),
+         C.INVALID_ARGUMENT, "invalid_argument", "secret.rotated", "denied", validated=False),
     Case("rotate-empty-value", lambda w, c: w.api.ui(w.owner).rotate(w.sid, b"", cid=c),
          C.INVALID_ARGUMENT, "invalid_argument", "secret.rotated", "denied", validated=False),
     Case("revoke-escape-in-reason", lambda w, c: w.api.ui(w.owner).revoke(w.sid, "gone" + ESC + "]0;x\x07", cid=c),
