@@ -639,7 +639,7 @@ bool mdb_error_map(const bson_error_t *berr, const bson_t *reply, const char *wh
     return cx_error_set(err, code, "%s: %s", what, berr ? berr->message : "unknown error");
 }
 
-/* ---- indexes (seed 003, exactly) ------------------------------------------------------- */
+/* ---- indexes (docs/DATA_MODEL.md, exactly) ------------------------------------------------------- */
 
 typedef struct mdb_index_key {
     const char *field;

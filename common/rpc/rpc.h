@@ -1,6 +1,6 @@
 /*
  * rpc: credex's gRPC runtime over the gRPC C core. This module is the only one that includes
- * <grpc/...> (DESIGN.md); everything else sees protobuf-c messages, cx_error_t and these types.
+ * <grpc/...> (docs/DESIGN.md); everything else sees protobuf-c messages, cx_error_t and these types.
  *
  * Server model. One completion queue served by `threads` worker threads. Services are
  * registered from their protobuf-c service descriptors; every method of a registered service

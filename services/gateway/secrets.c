@@ -98,7 +98,7 @@ static bool secrets_create(gateway_req_t *r, ProtobufCMessage **reply, cx_error_
     } else if (ot == CREDEX__V1__OWNER_TYPE__OWNER_TYPE_TEAM) {
         if (!oid[0])
             return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "owner.owner_id is required");
-        /* gateway.proto and the seeds (US1): team secrets are created by the team's admins;
+        /* gateway.proto and docs/REQUIREMENTS.md (US1): team secrets are created by the team's admins;
          * members then use them through the team's owner relation. */
         bool admin = false;
         if (!team_check(r, oid, "admin", &admin, err))

@@ -224,7 +224,7 @@ def test_dependency_outage_fails_closed_and_recovers(outage, canary, dependency)
 
 @pytest.mark.parametrize("dependency", ["ferretdb", "openfga", "keywrap"])
 def test_health_fails_closed_during_outages(outage, dependency):
-    """The seeds' operational check: health fails closed when MongoDB, KMS or OpenFGA is down."""
+    """An operational check of docs/REQUIREMENTS.md: health fails closed when MongoDB, KMS or OpenFGA is down."""
     stack, api, _ = outage
     health = HEALTH_DURING_OUTAGE.get(dependency)
     assert health is not None, f"no health reading was taken while {dependency} was down"
