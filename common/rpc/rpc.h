@@ -80,8 +80,9 @@ typedef struct rpc_stream_ops {
     bool (*on_message)(rpc_call_t *call, const ProtobufCMessage *request, cx_error_t *err);
     /* The client half-closed (bidi only). NULL means: finish with OK once sends drain. */
     void (*on_half_close)(rpc_call_t *call);
-    /* The call is over (finished, cancelled or server shutdown). After this returns the call
-     * must not be used. May be NULL. */
+    /* The call is over (finished, cancelled or server shutdown). Runs once, after the last
+     * on_message/on_half_close has returned; after this returns the call must not be used.
+     * May be NULL. */
     void (*on_done)(rpc_call_t *call);
 } rpc_stream_ops_t;
 

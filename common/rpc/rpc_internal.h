@@ -86,8 +86,8 @@ struct rpc_call {
     int over;          /* closed or cancelled: no more sends */
     int done_called;   /* on_done claimed by one thread */
     int done_finished; /* on_done returned */
-    int freeing;       /* call_free claimed by one thread */
-    int pending;       /* batches in flight */
+    int pending;       /* batches in flight (and the starting thread's hold) */
+    int reading;       /* RECV_MESSAGE batches armed whose handling has not returned */
     cx_error_t finish_status;
     void *user;
     struct rpc_call *stream_next, *stream_prev; /* srv->streams list */

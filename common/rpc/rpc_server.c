@@ -9,8 +9,10 @@
  *                RECV_CLOSE --TAG_FINISHED--> free
  *     streaming: SEND_MD (TAG_STREAM_MD), RECV_CLOSE (TAG_STREAM_CLOSE) and RECV_MESSAGE
  *                (TAG_STREAM_RECV) in flight together; sends are queued and written one at a
- *                time (TAG_STREAM_SEND); the status goes last (TAG_STREAM_STATUS). The call is
- *                freed when no batch is in flight and RECV_CLOSE has completed.
+ *                time (TAG_STREAM_SEND); the status goes last (TAG_STREAM_STATUS). Once
+ *                RECV_CLOSE has completed (or a send failed) and no receive is armed or being
+ *                handled, on_done runs, once; the call is freed when on_done has returned and
+ *                no batch is in flight (stream_op_done says who does what, and why).
  * Shutdown order (documented in rpc.h): health NOT_SERVING -> streams finished -> grpc server
  * shutdown with grace -> cancel_all_calls -> queue shutdown -> join workers.
  */
@@ -606,6 +608,55 @@ void rpc_call_finish(rpc_call_t *call, const cx_error_t *status)
     pthread_mutex_unlock(&call->mu);
 }
 
+/*
+ * A stream batch completed (was_read: a RECV_MESSAGE, whose handler has returned), or the
+ * starting thread let go of the call. Several of these run at once on different workers, and
+ * the call may be freed the moment a thread unlocks, so each thread decides everything it will
+ * do under the lock, once:
+ *  - on_done runs on the thread that first sees the call over with no receive armed or being
+ *    handled, so it follows the last on_message/on_half_close (a handler may register the
+ *    call in on_message and forget it in on_done: health Watch does). No receive is armed
+ *    once the call is over, and every armed one completes, so some thread sees this.
+ *  - The call is freed by the thread whose locked section makes "no batch in flight and
+ *    on_done returned" true; both only ever become true once (nothing starts a batch once
+ *    the call is over), so that is exactly one thread. A thread that does not free the call
+ *    does not touch it after unlocking: it may already be gone. Only the on_done thread
+ *    locks again, which is safe because no thread frees the call before it says on_done
+ *    has returned.
+ * Were every thread to lock a second time to look for the free, this would happen: worker A
+ * completes a batch (2 in flight -> 1) and runs on_done; worker B completes the other
+ * (1 -> 0) and unlocks; A locks, sees on_done returned and nothing in flight, and frees the
+ * call; B locks the freed call's mutex and reads it. (So too when B's second look follows a
+ * third worker's last completion after on_done has returned.)
+ */
+static void stream_op_done(struct rpc_call *c, bool was_read)
+{
+    bool run_done = false, free_it = false;
+    pthread_mutex_lock(&c->mu);
+    c->pending--;
+    if (was_read)
+        c->reading--;
+    if (c->over && c->reading == 0 && !c->done_called) {
+        c->done_called = 1;
+        run_done = true;
+    } else {
+        free_it = c->pending == 0 && c->done_finished;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (run_done) {
+        stream_list_remove(c);
+        const rpc_stream_ops_t *ops = c->route->impl->stream;
+        if (ops->on_done != NULL)
+            ops->on_done(c);
+        pthread_mutex_lock(&c->mu);
+        c->done_finished = 1;
+        free_it = c->pending == 0;
+        pthread_mutex_unlock(&c->mu);
+    }
+    if (free_it)
+        call_free(c);
+}
+
 static void stream_arm_recv(struct rpc_call *c)
 {
     grpc_op op;
@@ -613,8 +664,8 @@ static void stream_arm_recv(struct rpc_call *c)
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &c->recv_buf;
     pthread_mutex_lock(&c->mu);
-    if (!c->over)
-        stream_batch(c, &op, 1, &c->t_recv);
+    if (!c->over && stream_batch(c, &op, 1, &c->t_recv))
+        c->reading++;
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -632,11 +683,16 @@ static void stream_start(struct rpc_call *c)
     close.data.recv_close_on_server.cancelled = &c->client_cancelled;
     stream_list_add(c);
     pthread_mutex_lock(&c->mu);
+    /* This thread goes on using the call after its first batches are started, while their
+     * completions (a cancelled call's come at once) run on other workers: it holds the call
+     * as if it were one more batch in flight, so that the call cannot be freed under it. */
+    c->pending = 1;
     bool ok = stream_batch(c, &md, 1, &c->t_md) && stream_batch(c, &close, 1, &c->t_close);
+    if (!ok)
+        c->over = 1; /* RECV_CLOSE was not started, so only this can end the call */
     pthread_mutex_unlock(&c->mu);
     if (!ok) {
         cx_log_error(c->corr, "rpc.batch_failed", CX_LOG_STR("method", c->method));
-        /* The call can never complete normally: cancel it; RECV_CLOSE (if started) fires. */
         grpc_call_cancel(c->call, NULL);
     }
     pthread_mutex_lock(&c->srv->mu);
@@ -646,39 +702,10 @@ static void stream_start(struct rpc_call *c)
         cx_error_t st;
         cx_error_set(&st, CX_ERR_UNAVAILABLE, "server shutting down");
         rpc_call_finish(c, &st);
-        return;
+    } else {
+        stream_arm_recv(c);
     }
-    stream_arm_recv(c);
-}
-
-/* A stream batch completed. The first completion after the call is over runs on_done (outside
- * the lock); the call is freed by whichever thread sees no batch in flight after on_done has
- * returned, exactly once. */
-static void stream_op_done(struct rpc_call *c)
-{
-    bool run_done = false, free_it;
-    pthread_mutex_lock(&c->mu);
-    c->pending--;
-    if (c->over && !c->done_called) {
-        c->done_called = 1;
-        run_done = true;
-    }
-    pthread_mutex_unlock(&c->mu);
-    if (run_done) {
-        stream_list_remove(c);
-        const rpc_stream_ops_t *ops = c->route->impl->stream;
-        if (ops->on_done != NULL)
-            ops->on_done(c);
-    }
-    pthread_mutex_lock(&c->mu);
-    if (run_done)
-        c->done_finished = 1;
-    free_it = c->pending == 0 && c->done_finished && !c->freeing;
-    if (free_it)
-        c->freeing = 1;
-    pthread_mutex_unlock(&c->mu);
-    if (free_it)
-        call_free(c);
+    stream_op_done(c, false); /* the hold taken above */
 }
 
 static void stream_on_recv(struct rpc_call *c, int success)
@@ -701,7 +728,7 @@ static void stream_on_recv(struct rpc_call *c, int success)
             cx_error_set(&st, CX_ERR_INVALID_ARGUMENT, "missing request message");
             rpc_call_finish(c, &st);
         }
-        stream_op_done(c);
+        stream_op_done(c, true);
         return;
     }
     rpc_arena_t *msg_arena = rpc_arena_new(4096);
@@ -727,7 +754,7 @@ static void stream_on_recv(struct rpc_call *c, int success)
     /* Only now may the next message arrive (on any worker): one on_message at a time. */
     if (rearm)
         stream_arm_recv(c);
-    stream_op_done(c);
+    stream_op_done(c, true);
 }
 
 static void stream_on_event(struct rpc_call *c, enum rpc_tag_kind kind, int success)
@@ -765,7 +792,7 @@ static void stream_on_event(struct rpc_call *c, enum rpc_tag_kind kind, int succ
     default:
         break;
     }
-    stream_op_done(c);
+    stream_op_done(c, false);
 }
 
 /* Ends every open stream (server shutdown): their status says UNAVAILABLE. */

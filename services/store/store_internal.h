@@ -110,6 +110,12 @@ bool store_payload_decode(const bson_t *doc, store_payload_t *out, cx_error_t *e
 /* The credential_encrypted_payloads document of p (_id = payload_id; alg AES-256-GCM). */
 void store_payload_encode(const store_payload_t *p, bson_t *out);
 
+/* The VersionInfo of a payload document, from p as written or as read back (strings copied
+ * into the arena), so that every reply describing a version says what is stored. current: p
+ * is the secret's current version. */
+Credex__V1__VersionInfo *store_payload_version_info(rpc_arena_t *arena, const store_payload_t *p,
+                                                    bool current);
+
 /* Seal plain under dek with the AAD of b. ct has plen bytes. */
 bool store_envelope_seal(const cx_secret_t *dek, const store_bind_t *b, const unsigned char *plain,
                          size_t plen, unsigned char nonce[CX_GCM_NONCE_LEN], unsigned char *ct,

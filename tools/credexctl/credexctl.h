@@ -14,7 +14,7 @@
 #ifndef CREDEX_TOOLS_CREDEXCTL_CREDEXCTL_H
 #define CREDEX_TOOLS_CREDEXCTL_CREDEXCTL_H
 
-#include <jansson.h> /* cmd_dev.c and cmd_token.c build JSON documents */
+#include <jansson.h> /* cmd_token.c builds JSON documents */
 #include <protobuf-c/protobuf-c.h>
 #include <stdbool.h>
 #include <stddef.h>
