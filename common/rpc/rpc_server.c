@@ -1071,8 +1071,8 @@ bool rpc_server_start(rpc_server_t *srv, cx_error_t *err)
         goto out;
     }
     const grpc_channel_args *base = rpc_channel_args();
-    grpc_arg args[3 + RPC_CHANNEL_ARGS_MAX];
-    memcpy(args + 3, base->args, base->num_args * sizeof(grpc_arg));
+    grpc_arg args[4 + RPC_CHANNEL_ARGS_MAX];
+    memcpy(args + 4, base->args, base->num_args * sizeof(grpc_arg));
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     args[0].value.integer = (int)srv->opts.max_message_bytes;
@@ -1082,7 +1082,12 @@ bool rpc_server_start(rpc_server_t *srv, cx_error_t *err)
     args[2].type = GRPC_ARG_INTEGER;
     args[2].key = (char *)GRPC_ARG_MAX_METADATA_SIZE;
     args[2].value.integer = (int)srv->opts.max_metadata_bytes;
-    grpc_channel_args cargs = {.num_args = 3 + base->num_args, .args = args};
+    /* Identity only: a compressed request would be inflated into buffers of the gRPC core that
+     * credex cannot wipe (docs/THREAT_MODEL.md, "Memory"), so compression is refused. */
+    args[3].type = GRPC_ARG_INTEGER;
+    args[3].key = (char *)GRPC_COMPRESSION_CHANNEL_ENABLED_ALGORITHMS_BITSET;
+    args[3].value.integer = 1 << GRPC_COMPRESS_NONE;
+    grpc_channel_args cargs = {.num_args = 4 + base->num_args, .args = args};
     srv->cq = grpc_completion_queue_create_for_next(NULL);
     srv->server = grpc_server_create(&cargs, NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
