@@ -2,6 +2,7 @@
  * cx_contract: the rules of every credex.v1 request field and the message walker that applies
  * them (the wire check is cx_wire.c). See cx_contract.h.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,14 +125,42 @@ static const cx_contract_rule_t rules[] = {
 
 #define NRULES (sizeof(rules) / sizeof(rules[0]))
 
+/* A rule name as two parts, "<a>.<b>" (b NULL: just a), compared without building it: the
+ * walker looks rules up for every field of every request. */
+typedef struct rule_key {
+    const char *a, *b;
+} rule_key_t;
+
 static int rule_cmp(const void *key, const void *elt)
 {
-    return strcmp(key, ((const cx_contract_rule_t *)elt)->field);
+    const rule_key_t *k = key;
+    const unsigned char *f = (const unsigned char *)((const cx_contract_rule_t *)elt)->field;
+    const unsigned char *p = (const unsigned char *)k->a;
+    for (int part = 0; part < 3; part++) {
+        for (; *p; p++, f++)
+            if (*p != *f)
+                return *p < *f ? -1 : 1;
+        if (part == 0 && k->b) {
+            if (*f != '.')
+                return (unsigned char)'.' < *f ? -1 : 1;
+            f++;
+            p = (const unsigned char *)k->b;
+        } else {
+            break;
+        }
+    }
+    return *f ? -1 : 0;
+}
+
+static const cx_contract_rule_t *rule_find(const char *a, const char *b)
+{
+    rule_key_t k = {a, b};
+    return bsearch(&k, rules, NRULES, sizeof(rules[0]), rule_cmp);
 }
 
 const cx_contract_rule_t *cx_contract_rule(const char *field)
 {
-    return field ? bsearch(field, rules, NRULES, sizeof(rules[0]), rule_cmp) : NULL;
+    return field ? rule_find(field, NULL) : NULL;
 }
 
 /* The fields each request message requires (full message name, then its fields). */
@@ -170,17 +199,30 @@ static const required_t required_fields[] = {
     {"credex.v1.UpdateSecretRequest", {"secret_id", "update_mask"}},
 };
 
+static int required_cmp(const void *key, const void *elt)
+{
+    return strcmp(key, ((const required_t *)elt)->message);
+}
+
+/* The required fields of a message (the table is sorted by message name), or NULL. */
+static const required_t *required_of(const char *message_name)
+{
+    return bsearch(message_name, required_fields,
+                   sizeof(required_fields) / sizeof(required_fields[0]), sizeof(required_fields[0]),
+                   required_cmp);
+}
+
+static bool required_in(const required_t *r, const char *field)
+{
+    for (size_t j = 0; r && j < 7 && r->fields[j]; j++)
+        if (strcmp(r->fields[j], field) == 0)
+            return true;
+    return false;
+}
+
 bool cx_contract_required(const char *message_name, const char *field)
 {
-    for (size_t i = 0; i < sizeof(required_fields) / sizeof(required_fields[0]); i++) {
-        if (strcmp(required_fields[i].message, message_name) != 0)
-            continue;
-        for (size_t j = 0; j < 7 && required_fields[i].fields[j]; j++)
-            if (strcmp(required_fields[i].fields[j], field) == 0)
-                return true;
-        return false;
-    }
-    return false;
+    return required_in(required_of(message_name), field);
 }
 
 /* ---- characters ------------------------------------------------------------------------------ */
@@ -269,6 +311,30 @@ static bool in_alphabet(unsigned char c, const char *alpha)
     return false;
 }
 
+/* Each rule's alphabet as a 128-bit set of ASCII characters, built once (the walker tests every
+ * character of every identifier of every request). Written before first use under
+ * pthread_once, read-only afterwards: not mutable state once the process serves. */
+static uint64_t alphabet_sets[NRULES][2];
+static pthread_once_t alphabet_once = PTHREAD_ONCE_INIT;
+
+static void alphabet_sets_build(void)
+{
+    for (size_t i = 0; i < NRULES; i++)
+        for (unsigned c = 1; c < 128 && rules[i].alphabet; c++)
+            if (in_alphabet((unsigned char)c, rules[i].alphabet))
+                alphabet_sets[i][c >> 6] |= (uint64_t)1 << (c & 63);
+}
+
+/* Is c in rule r's alphabet? r is an element of rules[] (the fallback has no alphabet). */
+static bool rule_allows(const cx_contract_rule_t *r, unsigned char c)
+{
+    if (r < rules || r >= rules + NRULES)
+        return in_alphabet(c, r->alphabet);
+    pthread_once(&alphabet_once, alphabet_sets_build);
+    const uint64_t *set = alphabet_sets[r - rules];
+    return c < 128 && (set[c >> 6] >> (c & 63) & 1);
+}
+
 /* Does s (NUL-terminated) satisfy r? Length 0 is judged by the caller. */
 static bool value_ok(const cx_contract_rule_t *r, const char *s)
 {
@@ -277,7 +343,7 @@ static bool value_ok(const cx_contract_rule_t *r, const char *s)
         if (n < r->min || n > r->max)
             return false;
         for (size_t i = 0; i < n; i++)
-            if (!in_alphabet((unsigned char)s[i], r->alphabet))
+            if (!rule_allows(r, (unsigned char)s[i]))
                 return false;
         return true;
     }
@@ -321,26 +387,48 @@ bool cx_contract_check_value(const char *field, const char *value, bool required
 
 /* ---- the message walker ---------------------------------------------------------------------- */
 
+/* The field path of the walk, kept as a stack of (name, index) frames and written out only
+ * for an error message ("resource_context.attributes[2].value"). */
+typedef struct walk_frame {
+    const char *name;
+    long index; /* -1: not an element */
+} walk_frame_t;
+
 typedef struct walk {
-    char path[256]; /* field path for messages: "resource_context.attributes[2].value" */
+    walk_frame_t frames[2 * CX_CONTRACT_MAX_DEPTH + 4];
+    size_t nframes;
+    char buf[256];
     cx_error_t *err;
 } walk_t;
 
 static size_t path_push(walk_t *w, const char *name, long index)
 {
-    size_t at = strlen(w->path);
-    int n;
-    if (index >= 0)
-        n = snprintf(w->path + at, sizeof(w->path) - at, "%s%s[%ld]", at ? "." : "", name, index);
-    else
-        n = snprintf(w->path + at, sizeof(w->path) - at, "%s%s", at ? "." : "", name);
-    (void)n; /* a truncated path only shortens the message */
+    size_t at = w->nframes;
+    if (at < sizeof(w->frames) / sizeof(w->frames[0]))
+        w->frames[w->nframes++] = (walk_frame_t){name, index};
     return at;
 }
 
 static void path_pop(walk_t *w, size_t at)
 {
-    w->path[at] = '\0';
+    w->nframes = at;
+}
+
+static const char *path_str(walk_t *w)
+{
+    size_t at = 0;
+    w->buf[0] = '\0';
+    for (size_t i = 0; i < w->nframes && at < sizeof(w->buf); i++) {
+        int n = w->frames[i].index >= 0
+                    ? snprintf(w->buf + at, sizeof(w->buf) - at, "%s%s[%ld]", i ? "." : "",
+                               w->frames[i].name, w->frames[i].index)
+                    : snprintf(w->buf + at, sizeof(w->buf) - at, "%s%s", i ? "." : "",
+                               w->frames[i].name);
+        if (n < 0)
+            break;
+        at += (size_t)n; /* a truncated path only shortens the message */
+    }
+    return w->buf;
 }
 
 bool cx_contract_is_map_entry(const ProtobufCMessageDescriptor *d)
@@ -353,14 +441,10 @@ const cx_contract_rule_t *cx_contract_field_rule(const ProtobufCMessageDescripto
                                                  const ProtobufCFieldDescriptor *f,
                                                  const char *map_field)
 {
-    char key[192];
-    if (map_field) {
-        snprintf(key, sizeof(key), "%s.%s", map_field, f->name);
-        return cx_contract_rule(key);
-    }
-    snprintf(key, sizeof(key), "%s.%s", d->name, f->name);
-    const cx_contract_rule_t *r = cx_contract_rule(key);
-    return r ? r : cx_contract_rule(f->name);
+    if (map_field)
+        return rule_find(map_field, f->name);
+    const cx_contract_rule_t *r = rule_find(d->name, f->name);
+    return r ? r : rule_find(f->name, NULL);
 }
 
 static bool check_message(walk_t *w, const ProtobufCMessage *m, const char *map_field,
@@ -376,40 +460,40 @@ static bool check_one(walk_t *w, const ProtobufCMessageDescriptor *d,
     case PROTOBUF_C_TYPE_STRING: {
         const char *s = *(char *const *)p;
         if (!s || !*s)
-            return required
-                       ? cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s is required", w->path)
-                       : true;
+            return required ? cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s is required",
+                                           path_str(w))
+                            : true;
         if (!r)
             r = &fallback;
-        return value_ok(r, s) ? true : rule_error(w->path, r, w->err);
+        return value_ok(r, s) ? true : rule_error(path_str(w), r, w->err);
     }
     case PROTOBUF_C_TYPE_BYTES: {
         const ProtobufCBinaryData *b = p;
         if (b->len == 0)
-            return required
-                       ? cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s is required", w->path)
-                       : true;
+            return required ? cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s is required",
+                                           path_str(w))
+                            : true;
         size_t max = r && r->cls == CX_CONTRACT_BYTES ? r->max : 1024;
         size_t min = r && r->cls == CX_CONTRACT_BYTES ? r->min : 0;
         if (b->len < min || b->len > max)
             return cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s: must be %zu..%zu bytes",
-                                w->path, min, max);
+                                path_str(w), min, max);
         return true;
     }
     case PROTOBUF_C_TYPE_ENUM: {
         int v = *(const int *)p;
         if (!protobuf_c_enum_descriptor_get_value(f->descriptor, v))
-            return cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s: unknown value", w->path);
+            return cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s: unknown value", path_str(w));
         if (required && v == 0)
-            return cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s is required", w->path);
+            return cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s is required", path_str(w));
         return true;
     }
     case PROTOBUF_C_TYPE_MESSAGE: {
         const ProtobufCMessage *sub = *(ProtobufCMessage *const *)p;
         if (!sub)
-            return required
-                       ? cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s is required", w->path)
-                       : true;
+            return required ? cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s is required",
+                                           path_str(w))
+                            : true;
         const ProtobufCMessageDescriptor *sd = f->descriptor;
         return check_message(w, sub, cx_contract_is_map_entry(sd) ? f->name : NULL, depth + 1);
     }
@@ -454,9 +538,9 @@ static bool check_repeated(walk_t *w, const ProtobufCMessageDescriptor *d,
     size_t at = path_push(w, f->name, -1);
     bool ok = true;
     if (required && n == 0)
-        ok = cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s is required", w->path);
+        ok = cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s is required", path_str(w));
     else if (n > max_items)
-        ok = cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s: at most %u entries", w->path,
+        ok = cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s: at most %u entries", path_str(w),
                           max_items);
     path_pop(w, at);
     size_t es = elem_size(f->type);
@@ -468,7 +552,7 @@ static bool check_repeated(walk_t *w, const ProtobufCMessageDescriptor *d,
             for (size_t j = 0; ok && j < i; j++)
                 if (strcmp(sv[i], sv[j]) == 0)
                     ok = cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT,
-                                      "%s: repeats an earlier entry", w->path);
+                                      "%s: repeats an earlier entry", path_str(w));
         }
         path_pop(w, at);
     }
@@ -494,16 +578,18 @@ static bool check_message(walk_t *w, const ProtobufCMessage *m, const char *map_
         return cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "message nested too deeply");
     const ProtobufCMessageDescriptor *d = m->descriptor;
     const char *base = (const char *)m;
+    const required_t *needs = map_field ? NULL : required_of(d->name);
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
-        bool req = !map_field && cx_contract_required(d->name, f->name);
+        bool req = required_in(needs, f->name);
         bool ok;
         if (f->label == PROTOBUF_C_LABEL_REPEATED) {
             ok = check_repeated(w, d, f, base, map_field, req, depth);
         } else {
             size_t at = path_push(w, f->name, -1);
             if (!field_present(f, base))
-                ok = req ? cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s is required", w->path)
+                ok = req ? cx_error_set(w->err, CX_ERR_INVALID_ARGUMENT, "%s is required",
+                                        path_str(w))
                          : true;
             else
                 ok = check_one(w, d, f, base + f->offset, map_field, req, depth);
