@@ -294,8 +294,7 @@ static bool parse_length(const char *s, uint64_t *out)
     return true;
 }
 
-/* ---- the first call: everything decided before the body ----------------------------------------
- */
+/* ---- the first call: everything decided before the body ----------------------------------- */
 
 static enum MHD_Result first_call(struct MHD_Connection *c, edge_req_t *rq, const char *url,
                                   const char *method)
@@ -440,8 +439,7 @@ static enum MHD_Result body_chunk(edge_req_t *rq, const char *data, size_t size)
     return MHD_YES;
 }
 
-/* ---- the last call: the answer ----------------------------------------------------------------
- */
+/* ---- the last call: the answer ------------------------------------------------------------ */
 
 static enum MHD_Result last_call(struct MHD_Connection *c, edge_req_t *rq)
 {
@@ -549,8 +547,7 @@ static size_t keep_escaped(void *cls, struct MHD_Connection *c, char *s)
     return strlen(s);
 }
 
-/* ---- start and stop ----------------------------------------------------------------------------
- */
+/* ---- start and stop ---------------------------------------------------------------------- */
 
 /* host and port of "host:port" or "[v6]:port", resolved for listening. */
 static bool listen_address(const char *addr, struct sockaddr_storage *ss, socklen_t *sslen,
