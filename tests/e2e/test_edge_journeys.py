@@ -221,8 +221,13 @@ def test_correlation_ids(edge, api, stack):
         assert r.status_code == 200
         assert r.headers["X-Correlation-Id"] != bad and len(r.headers["X-Correlation-Id"]) == 32
     # the access log names the route template and the correlation id, never the raw path
-    lines = x.wait_until(lambda: [ln for ln in x.log_lines_with(stack.log_path("edge"), cid)
-                                  if ln.get("event") == "edge.request"], 10, what="access log lines")
-    assert {ln["route"] for ln in lines} == {SECRETS, SECRETS + "/{secret_id}"}, lines
-    assert {ln["status"] for ln in lines} == {200, 404}
+    def access_lines():
+        return [ln for ln in x.log_lines_with(stack.log_path("edge"), cid) if ln.get("event") == "edge.request"]
+
+    # one line per request (written once the answer is sent, hence the wait)
+    x.wait_until(lambda: len(access_lines()) >= 2, 10, what="access log lines")
+    lines = access_lines()
+    assert sorted((ln["route"], ln["status"], ln["method"]) for ln in lines) == [
+        (SECRETS, 200, "GET"), (SECRETS + "/{secret_id}", 404, "GET")], lines
+    assert all(isinstance(ln["ms"], int) and ln["end"] == "ok" for ln in lines), lines
     assert "sec_NOPE0000000000000000000001" not in h.tail(stack.log_path("edge"), 400)
