@@ -1,11 +1,14 @@
 /* bench_kit: see bench_kit.h. */
 #include "bench/bench_kit.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #define BENCH_MAX_SAMPLES (4u << 20) /* per caller */
 
@@ -24,6 +27,24 @@ double bench_now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+char *bench_read_token(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char buf[8192];
+    size_t n = f != NULL ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+    if (f != NULL)
+        fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    char *token = n > 0 ? strdup(buf) : NULL;
+    if (token == NULL) {
+        fprintf(stderr, "bench: cannot read a token from %s\n", path);
+        exit(2);
+    }
+    return token;
 }
 
 static void *bench_worker_main(void *arg)
@@ -100,4 +121,88 @@ void bench_run(bench_call_fn fn, void *ctx, int callers, double seconds, bench_r
     free(all);
     free(w);
     free(t);
+}
+
+/* ---- CPU per call ------------------------------------------------------------------------- */
+
+static int bench_cmp_proc(const void *a, const void *b)
+{
+    const char *x = a, *y = b; /* each element starts with its name */
+    return strcmp(x, y);
+}
+
+void bench_procs_load(bench_procs_t *procs, const char *dir)
+{
+    memset(procs, 0, sizeof(*procs));
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        fprintf(stderr, "bench: cannot open the pid folder %s\n", dir);
+        exit(2);
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && procs->n < BENCH_MAX_PROCS) {
+        size_t n = strlen(e->d_name);
+        if (n < 5 || n - 4 >= sizeof(procs->proc[0].name) || strcmp(e->d_name + n - 4, ".pid") != 0)
+            continue;
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "r");
+        int pid = 0;
+        if (f != NULL && fscanf(f, "%d", &pid) == 1 && pid > 0) {
+            memcpy(procs->proc[procs->n].name, e->d_name, n - 4);
+            procs->proc[procs->n].name[n - 4] = '\0';
+            procs->proc[procs->n++].pid = pid;
+        }
+        if (f != NULL)
+            fclose(f);
+    }
+    closedir(d);
+    qsort(procs->proc, procs->n, sizeof(procs->proc[0]), bench_cmp_proc);
+}
+
+/* utime + stime of `pid` in clock ticks, or -1 (fields 14 and 15 of /proc/<pid>/stat). */
+static long long bench_proc_ticks(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (long long)(ut + st);
+}
+
+static double bench_self_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+void bench_cpu_snapshot(const bench_procs_t *procs, bench_cpu_t *out)
+{
+    for (size_t i = 0; i < procs->n; i++)
+        out->ticks[i] = bench_proc_ticks(procs->proc[i].pid);
+    out->self_s = bench_self_cpu_s();
+}
+
+void bench_cpu_per_call(const bench_procs_t *procs, const bench_cpu_t *before, size_t calls,
+                        double us[BENCH_MAX_PROCS], double *self_us)
+{
+    double hz = (double)sysconf(_SC_CLK_TCK);
+    for (size_t i = 0; i < procs->n; i++) {
+        long long t1 = bench_proc_ticks(procs->proc[i].pid);
+        us[i] = t1 < 0 || before->ticks[i] < 0
+                    ? -1
+                    : (double)(t1 - before->ticks[i]) / hz * 1e6 / (double)calls;
+    }
+    *self_us = (bench_self_cpu_s() - before->self_s) * 1e6 / (double)calls;
 }

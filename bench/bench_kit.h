@@ -29,4 +29,38 @@ void bench_run(bench_call_fn fn, void *ctx, int callers, double seconds, bench_r
 /* Monotonic seconds. */
 double bench_now_s(void);
 
+/* A token from a file (what `credexctl token` printed), without its trailing newline; malloc'd.
+ * An unreadable or empty file ends the program (exit 2). */
+char *bench_read_token(const char *path);
+
+/* ---- CPU per call of the processes of a running stack ----------------------------------- */
+
+#define BENCH_MAX_PROCS 16
+
+/* The processes whose `<name>.pid` files are in a folder (scripts/run's .run/pids), sorted by
+ * name so that every report lists them in the same order. */
+typedef struct bench_procs {
+    size_t n;
+    struct {
+        char name[32];
+        int pid;
+    } proc[BENCH_MAX_PROCS];
+} bench_procs_t;
+
+/* The CPU time (user + system) of each process and of this program at one moment. */
+typedef struct bench_cpu {
+    long long ticks[BENCH_MAX_PROCS]; /* -1: not readable */
+    double self_s;
+} bench_cpu_t;
+
+/* Read the pid files of `dir`; an unreadable folder ends the program (exit 2). */
+void bench_procs_load(bench_procs_t *procs, const char *dir);
+
+void bench_cpu_snapshot(const bench_procs_t *procs, bench_cpu_t *out);
+
+/* CPU microseconds per call since `before`: us[i] for procs->proc[i] (-1 when the process
+ * could not be read at either end), *self_us for this program. calls > 0. */
+void bench_cpu_per_call(const bench_procs_t *procs, const bench_cpu_t *before, size_t calls,
+                        double us[BENCH_MAX_PROCS], double *self_us);
+
 #endif

@@ -22,13 +22,10 @@
  * `<name>.pid` is in DIR spent per successful call, and the bench's own (utime + stime from
  * /proc), so that "what dominates" is a measured figure rather than a guess.
  */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "bench/bench_kit.h"
 #include "common/rpc/rpc.h"
@@ -50,66 +47,7 @@ struct shared {
 };
 
 /* Processes whose CPU time is reported per level (--cpu-of). */
-#define MAX_PROCS 16
-static struct proc {
-    char name[32];
-    int pid;
-} procs[MAX_PROCS];
-static size_t nprocs;
-
-static void load_procs(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL) {
-        fprintf(stderr, "retrieve_bench: cannot open --cpu-of %s\n", dir);
-        exit(2);
-    }
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL && nprocs < MAX_PROCS) {
-        size_t n = strlen(e->d_name);
-        if (n < 5 || n - 4 >= sizeof(procs[0].name) || strcmp(e->d_name + n - 4, ".pid") != 0)
-            continue;
-        char path[4096];
-        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        FILE *f = fopen(path, "r");
-        int pid = 0;
-        if (f != NULL && fscanf(f, "%d", &pid) == 1 && pid > 0) {
-            memcpy(procs[nprocs].name, e->d_name, n - 4);
-            procs[nprocs].name[n - 4] = '\0';
-            procs[nprocs++].pid = pid;
-        }
-        if (f != NULL)
-            fclose(f);
-    }
-    closedir(d);
-}
-
-/* utime + stime of `pid` in clock ticks, or -1 (fields 14 and 15 of /proc/<pid>/stat). */
-static long long proc_ticks(int pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')');
-    unsigned long long ut = 0, st = 0;
-    if (p == NULL ||
-        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-        return -1;
-    return (long long)(ut + st);
-}
-
-static double self_cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
+static bench_procs_t procs;
 
 /* The value every benchmark secret holds (not a credential). */
 static const char value[] = "bench-value-0123456789abcdef0123456789abcdef";
@@ -119,22 +57,6 @@ struct level {
     struct shared *sh;
     enum op op;
 };
-
-static char *read_token(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        fprintf(stderr, "retrieve_bench: cannot read %s\n", path);
-        exit(2);
-    }
-    static char buf[8192];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
-        buf[--n] = '\0';
-    return strdup(buf);
-}
 
 /* One call of `op`; true on success. The secret value is a fixed benchmark string. */
 static bool one_call(void *ctx, int caller, unsigned long seq, cx_error_t *err)
@@ -200,10 +122,8 @@ static bool one_call(void *ctx, int caller, unsigned long seq, cx_error_t *err)
 
 static void run_level(struct shared *sh, enum op op, int callers, double seconds, bool print)
 {
-    long long ticks0[MAX_PROCS];
-    for (size_t i = 0; i < nprocs; i++)
-        ticks0[i] = proc_ticks(procs[i].pid);
-    double self0 = self_cpu_s();
+    bench_cpu_t cpu0;
+    bench_cpu_snapshot(&procs, &cpu0);
     struct level lv = {.sh = sh, .op = op};
     bench_result_t r;
     bench_run(one_call, &lv, callers, seconds, &r);
@@ -214,18 +134,16 @@ static void run_level(struct shared *sh, enum op op, int callers, double seconds
            op_name[op], callers, r.calls, r.errors, r.per_s, r.p50_us, r.p99_us);
     if (r.first_error[0])
         printf("  first error: %s\n", r.first_error);
-    if (nprocs > 0 && r.calls > 0) {
-        double hz = (double)sysconf(_SC_CLK_TCK), sum = 0;
+    if (procs.n > 0 && r.calls > 0) {
+        double us[BENCH_MAX_PROCS], self, sum = 0;
+        bench_cpu_per_call(&procs, &cpu0, r.calls, us, &self);
         printf("  cpu_us_per_call");
-        for (size_t i = 0; i < nprocs; i++) {
-            long long t1 = proc_ticks(procs[i].pid);
-            if (t1 < 0 || ticks0[i] < 0)
+        for (size_t i = 0; i < procs.n; i++) {
+            if (us[i] < 0)
                 continue;
-            double us = (double)(t1 - ticks0[i]) / hz * 1e6 / (double)r.calls;
-            sum += us;
-            printf(" %s=%.0f", procs[i].name, us);
+            sum += us[i];
+            printf(" %s=%.0f", procs.proc[i].name, us[i]);
         }
-        double self = (self_cpu_s() - self0) * 1e6 / (double)r.calls;
         printf(" bench=%.0f total=%.0f\n", self, sum + self);
     }
     fflush(stdout);
@@ -273,7 +191,7 @@ int main(int argc, char **argv)
         else if (!strcmp(k, "--only"))
             only = v;
         else if (!strcmp(k, "--cpu-of"))
-            load_procs(v);
+            bench_procs_load(&procs, v);
         else {
             fprintf(stderr, "retrieve_bench: unknown option %s\n", k);
             return 2;
@@ -286,7 +204,7 @@ int main(int argc, char **argv)
         return 2;
     }
     static struct shared sh;
-    char *stoken = read_token(stoken_file), *utoken = read_token(utoken_file);
+    char *stoken = bench_read_token(stoken_file), *utoken = bench_read_token(utoken_file);
     size_t blen = strlen(stoken) + 8;
     char *bearer = malloc(blen);
     snprintf(bearer, blen, "Bearer %s", stoken);
