@@ -44,6 +44,7 @@ bool edge_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_erro
     cx_log_info(NULL, "edge.http_started", CX_LOG_STR("addr", cfg->edge_http_addr),
                 CX_LOG_INT("port", e->http_port), CX_LOG_BOOL("tls", cfg->edge_tls_cert[0] != 0),
                 CX_LOG_INT("threads", cfg->edge_http_threads),
+                CX_LOG_INT("call_threads", cfg->rpc_threads),
                 CX_LOG_INT("allowed_origins", (int64_t)e->origins.n),
                 CX_LOG_BOOL("allow_same_site", cfg->edge_allow_same_site));
     *state = e;

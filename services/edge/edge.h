@@ -13,8 +13,9 @@
  * edge_cleanup). Fails, naming the variable, when the HTTP address cannot be bound or the TLS
  * files are unusable. Called once, before other threads use jansson. */
 bool edge_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_error_t *err);
-/* svc_def_t.cleanup: stop accepting, let in-flight requests finish (each bounded by its gateway
- * deadline), stop the HTTP threads, release the gateway client. NULL-safe. */
+/* svc_def_t.cleanup: stop accepting, let the gateway calls in flight finish (each bounded by its
+ * deadline; requests still waiting for one are answered 503), stop the HTTP threads, release the
+ * gateway client. NULL-safe. */
 void edge_cleanup(void *state);
 
 #endif

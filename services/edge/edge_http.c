@@ -2,8 +2,12 @@
  * edge_http: the HTTP/1.1 server of the edge, over libmicrohttpd (0.9.75).
  *
  * Threads: one epoll loop per thread of a pool (CREDEX_EDGE_HTTP_THREADS). Sockets are read and
- * written event-driven, so a slow client holds a connection, never a thread; a handler blocks
- * only on its gateway call, bounded by the call's deadline.
+ * written event-driven, so a slow client holds a connection, never a thread. A loop never waits
+ * on the gateway either: a request that needs a gateway call (a route, /readyz) has its
+ * connection suspended and is handed to one of CREDEX_RPC_THREADS call threads, which makes the
+ * call, keeps the answer in the request and resumes the connection; libmicrohttpd then calls the
+ * handler once more, on the connection's loop, to queue that answer. Without this, a connection
+ * waiting on the gateway would hold up every other connection its loop serves.
  *
  * One request, as libmicrohttpd calls the handler:
  *   1. headers complete (first call): every decision that needs no body is taken here: header
@@ -14,8 +18,9 @@
  *      bounded in size and in time; a chunked body that grows past the limit, or a body that
  *      takes too long, is drained and discarded, then refused with the connection closed
  *      (libmicrohttpd 0.9.75 cannot answer while a body is still arriving).
- *   3. request complete (last call): /healthz, /readyz, a preflight, or the route's gateway
- *      call; the answer is queued here, which keeps the connection alive.
+ *   3. request complete (last call): /healthz or a preflight is answered at once; /readyz and
+ *      a route go to the call threads (above), and the call after the resume queues their
+ *      answer. Queuing the answer from the handler keeps the connection alive.
  * The request-completed callback writes the access log line and frees the context.
  *
  * libmicrohttpd is told not to unescape paths (edge_text.c decodes each segment itself) and
@@ -23,6 +28,7 @@
  */
 #include <errno.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,7 +79,24 @@ typedef struct edge_req {
     edge_refusal_t pending; /* a body being drained before this refusal is answered */
     size_t drained;
     unsigned status; /* what was answered (0: nothing, the connection was closed) */
+    /* The gateway call on a call thread (edge_calls below). */
+    struct MHD_Connection *conn; /* suspended while the call runs */
+    struct edge_req *next;       /* in the call queue */
+    bool answered;               /* the call is done: queue `answer` */
+    edge_answer_t answer;
 } edge_req_t;
+
+/* The call threads: a FIFO of requests whose connections are suspended, and the threads that
+ * make their gateway calls. The queue needs no limit of its own: a connection has at most one
+ * request in flight, so it never holds more than CREDEX_EDGE_HTTP_MAX_CONNECTIONS entries. */
+struct edge_calls {
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    edge_req_t *head, *tail;
+    bool stopping; /* no new entries; the threads end once the queue is empty */
+    size_t nthreads;
+    pthread_t threads[];
+};
 
 static int64_t now_ms(void)
 {
@@ -95,6 +118,7 @@ static void req_free(edge_req_t *rq)
     if (rq == NULL)
         return;
     wipe_free(rq->body, rq->body_cap);
+    edge_answer_free(&rq->answer);
     rpc_arena_free(rq->arena);
     free(rq);
 }
@@ -441,10 +465,133 @@ static enum MHD_Result body_chunk(edge_req_t *rq, const char *data, size_t size)
 
 /* ---- the last call: the answer ------------------------------------------------------------ */
 
+/* The answer of a request that needs the gateway (a route or /readyz), into rq->answer. Blocks
+ * for at most the call's deadline; runs on a call thread. */
+static void req_call(edge_req_t *rq)
+{
+    const edge_t *e = rq->edge;
+    if (rq->target == EDGE_T_READYZ) {
+        cx_error_t err;
+        cx_error_clear(&err);
+        if (edge_gateway_ready(e, rq->cid, EDGE_READY_TIMEOUT_MS, &err))
+            edge_answer_text(&rq->answer, 200, "{\"status\":\"ok\"}");
+        else
+            edge_answer_error(&rq->answer, 503, err.code, err.message, rq->cid);
+    } else {
+        edge_call_in_t in = {.match = &rq->match,
+                             .query = &rq->query,
+                             .body = rq->body,
+                             .body_len = rq->body_len,
+                             .token = rq->token,
+                             .correlation_id = rq->cid,
+                             .arena = rq->arena};
+        edge_call_route(e, &in, &rq->answer);
+    }
+    /* The request body is not needed any more: wipe it now rather than at completion. */
+    if (rq->body != NULL)
+        explicit_bzero(rq->body, rq->body_cap);
+    rq->answered = true;
+}
+
+/* Once the edge is stopping no gateway call starts: the answer is 503, so that stopping takes
+ * at most one deadline (the calls already running), whatever the queue holds. */
+static void req_refuse_stopping(edge_req_t *rq)
+{
+    edge_answer_error(&rq->answer, 0, CX_ERR_UNAVAILABLE, "the edge is stopping", rq->cid);
+    rq->answered = true;
+}
+
+static void *calls_main(void *arg)
+{
+    struct edge_calls *q = arg;
+    for (;;) {
+        pthread_mutex_lock(&q->mu);
+        while (q->head == NULL && !q->stopping)
+            pthread_cond_wait(&q->wake, &q->mu);
+        edge_req_t *rq = q->head;
+        bool stopping = q->stopping;
+        if (rq != NULL && (q->head = rq->next) == NULL)
+            q->tail = NULL;
+        pthread_mutex_unlock(&q->mu);
+        if (rq == NULL)
+            return NULL; /* stopping, and nothing left */
+        if (stopping)
+            req_refuse_stopping(rq);
+        else
+            req_call(rq);
+        /* The loop owns rq again from here on (it may complete and free it at once). */
+        MHD_resume_connection(rq->conn);
+    }
+}
+
+/* Suspend the connection and queue its request for a call thread; false (nothing done) once
+ * the threads are stopping. */
+static bool calls_submit(struct edge_calls *q, struct MHD_Connection *c, edge_req_t *rq)
+{
+    pthread_mutex_lock(&q->mu);
+    if (q->stopping) {
+        pthread_mutex_unlock(&q->mu);
+        return false;
+    }
+    rq->conn = c;
+    rq->next = NULL;
+    /* Under the lock, so that a thread cannot resume the connection before it is suspended. */
+    MHD_suspend_connection(c);
+    if (q->tail != NULL)
+        q->tail->next = rq;
+    else
+        q->head = rq;
+    q->tail = rq;
+    pthread_cond_signal(&q->wake);
+    pthread_mutex_unlock(&q->mu);
+    return true;
+}
+
+static struct edge_calls *calls_start(size_t nthreads, cx_error_t *err)
+{
+    struct edge_calls *q = calloc(1, sizeof(*q) + nthreads * sizeof(pthread_t));
+    if (q == NULL) {
+        cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->wake, NULL);
+    for (; q->nthreads < nthreads; q->nthreads++)
+        if (pthread_create(&q->threads[q->nthreads], NULL, calls_main, q) != 0)
+            break;
+    if (q->nthreads == 0) {
+        pthread_cond_destroy(&q->wake);
+        pthread_mutex_destroy(&q->mu);
+        free(q);
+        cx_error_set(err, CX_ERR_UNAVAILABLE, "CREDEX_RPC_THREADS: cannot start the call threads");
+        return NULL;
+    }
+    return q;
+}
+
+/* Refuse new entries, let the threads finish the calls they run and answer the queued requests
+ * 503 (each resumes its connection), join them and free the queue. NULL-safe. */
+static void calls_stop(struct edge_calls *q)
+{
+    if (q == NULL)
+        return;
+    pthread_mutex_lock(&q->mu);
+    q->stopping = true;
+    pthread_cond_broadcast(&q->wake);
+    pthread_mutex_unlock(&q->mu);
+    for (size_t i = 0; i < q->nthreads; i++)
+        pthread_join(q->threads[i], NULL);
+    pthread_cond_destroy(&q->wake);
+    pthread_mutex_destroy(&q->mu);
+    free(q);
+}
+
 static enum MHD_Result last_call(struct MHD_Connection *c, edge_req_t *rq)
 {
     const edge_t *e = rq->edge;
     edge_answer_t a = {0};
+    if (rq->answered) /* back from a call thread */
+        return send_answer(c, rq, &rq->answer, false, NULL);
     if (rq->pending != EDGE_R_NONE)
         return refuse(c, rq, rq->pending, NULL, true);
     if (rq->has_body && now_ms() - rq->start_ms > (int64_t)e->cfg->edge_request_timeout_ms)
@@ -454,32 +601,15 @@ static enum MHD_Result last_call(struct MHD_Connection *c, edge_req_t *rq)
         return send_preflight(c, rq);
     case EDGE_T_HEALTHZ:
         edge_answer_text(&a, 200, "{\"status\":\"ok\"}");
-        break;
-    case EDGE_T_READYZ: {
-        cx_error_t err;
-        cx_error_clear(&err);
-        if (edge_gateway_ready(e, rq->cid, EDGE_READY_TIMEOUT_MS, &err))
-            edge_answer_text(&a, 200, "{\"status\":\"ok\"}");
-        else
-            edge_answer_error(&a, 503, err.code, err.message, rq->cid);
+        return send_answer(c, rq, &a, false, NULL);
+    case EDGE_T_READYZ:
+    case EDGE_T_ROUTE:
         break;
     }
-    case EDGE_T_ROUTE: {
-        edge_call_in_t in = {.match = &rq->match,
-                             .query = &rq->query,
-                             .body = rq->body,
-                             .body_len = rq->body_len,
-                             .token = rq->token,
-                             .correlation_id = rq->cid,
-                             .arena = rq->arena};
-        edge_call_route(e, &in, &a);
-        break;
-    }
-    }
-    /* The request body is not needed any more: wipe it now rather than at completion. */
-    if (rq->body != NULL)
-        explicit_bzero(rq->body, rq->body_cap);
-    return send_answer(c, rq, &a, false, NULL);
+    if (calls_submit(e->calls, c, rq))
+        return MHD_YES; /* suspended until a call thread resumes it */
+    req_refuse_stopping(rq);
+    return send_answer(c, rq, &rq->answer, false, NULL);
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
@@ -644,7 +774,9 @@ bool edge_http_start(edge_t *e, cx_error_t *err)
         {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
         {MHD_OPTION_END, 0, NULL},
     };
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC;
+    if ((e->calls = calls_start(cfg->rpc_threads, err)) == NULL)
+        goto out;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     if (tls)
@@ -666,6 +798,8 @@ bool edge_http_start(edge_t *e, cx_error_t *err)
                      tls ? "CREDEX_EDGE_HTTP_TLS_CERT, CREDEX_EDGE_HTTP_TLS_KEY: the HTTP server "
                            "did not start (not a certificate and its key in PEM?)"
                          : "CREDEX_EDGE_HTTP_ADDR: the HTTP server did not start");
+        calls_stop(e->calls);
+        e->calls = NULL;
         goto out;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(e->http, MHD_DAEMON_INFO_BIND_PORT);
@@ -684,6 +818,10 @@ void edge_http_stop(edge_t *e)
     if (e == NULL || e->http == NULL)
         return;
     MHD_socket fd = MHD_quiesce_daemon(e->http);
+    /* Every suspended connection must be resumed before the daemon stops: the call threads
+     * empty their queue first. */
+    calls_stop(e->calls);
+    e->calls = NULL;
     MHD_stop_daemon(e->http);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);

@@ -11,10 +11,11 @@
  * The pure parts are unit-tested without a network (tests/unit/edge/).
  *
  * Thread-safety: everything here is reentrant (the state edge_t is read-only once edge_setup has
- * built it); nothing blocks except edge_call_route and edge_gateway_ready (a gateway call each)
- * and edge_http_stop (in-flight requests). Memory: what a function puts in an arena lives as long
- * as that arena, which wipes it when freed; out-params are untouched on failure (except the
- * message edge_field_set binds into, which its caller discards on failure).
+ * built it, but for the call queue it points to, which has its own lock); nothing blocks except
+ * edge_call_route and edge_gateway_ready (a gateway call each) and edge_http_stop (in-flight
+ * requests). Memory: what a function puts in an arena lives as long as that arena, which wipes it
+ * when freed; out-params are untouched on failure (except the message edge_field_set binds into,
+ * which its caller discards on failure).
  */
 #ifndef CREDEX_SERVICES_EDGE_EDGE_INTERNAL_H
 #define CREDEX_SERVICES_EDGE_EDGE_INTERNAL_H
@@ -162,23 +163,27 @@ bool edge_bearer_token(const char *value, const char **token, size_t *len);
 /* ---- the process state (edge.c) ------------------------------------------------------------- */
 
 struct MHD_Daemon;
+struct edge_calls;
 
 typedef struct edge {
     const cx_config_t *cfg;
-    rpc_client_t *gateway;   /* to CREDEX_GATEWAY_ADDR, server identity "gateway" */
-    edge_origins_t origins;  /* CREDEX_EDGE_ALLOWED_ORIGINS */
-    struct MHD_Daemon *http; /* the HTTP server (edge_http.c) */
-    int http_port;           /* the port it listens on */
+    rpc_client_t *gateway;    /* to CREDEX_GATEWAY_ADDR, server identity "gateway" */
+    edge_origins_t origins;   /* CREDEX_EDGE_ALLOWED_ORIGINS */
+    struct MHD_Daemon *http;  /* the HTTP server (edge_http.c) */
+    struct edge_calls *calls; /* the threads making its gateway calls (edge_http.c) */
+    int http_port;            /* the port it listens on */
 } edge_t;
 
 /* ---- HTTP server (edge_http.c) -------------------------------------------------------------- */
 
 /* Start serving HTTP on cfg->edge_http_addr with the limits of the config (and TLS when
- * configured). Fails naming the variable at fault. */
+ * configured), and the CREDEX_RPC_THREADS threads that make the gateway calls. Fails naming the
+ * variable at fault. */
 bool edge_http_start(edge_t *edge, cx_error_t *err);
 
-/* Stop accepting, let in-flight requests finish (each bounded by its gateway deadline), stop
- * the threads. NULL-safe, idempotent. */
+/* Stop accepting, let the gateway calls in flight finish (each bounded by its deadline), answer
+ * requests still waiting for a call thread 503 unavailable, stop the threads. NULL-safe,
+ * idempotent. */
 void edge_http_stop(edge_t *edge);
 
 /* ---- calls and answers (edge_call.c) -------------------------------------------------------- */

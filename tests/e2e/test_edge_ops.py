@@ -7,6 +7,8 @@ settings; each must stop with exit code 0.
 
 from __future__ import annotations
 
+import concurrent.futures
+import signal
 import socket
 import ssl
 import time
@@ -223,6 +225,69 @@ def test_a_slow_client_holds_no_worker(tight):
         r = requests.get(f"http://127.0.0.1:{tight}/healthz", timeout=5)
         assert r.status_code == 200
         assert time.monotonic() - t0 < 0.9, "a stalled client delayed another one"
+
+
+@pytest.fixture
+def silent_gateway(stack):
+    """An edge with one HTTP thread and one call thread, in front of a private gateway that is
+    frozen (SIGSTOP) once the edge's channel to it is up: every gateway call then lasts its whole
+    3 s deadline."""
+    gateway = stack.spawn("gateway")
+    stack.wait_healthy(gateway)
+    inst, port = e.spawn_edge(stack, CREDEX_EDGE_HTTP_THREADS="1", CREDEX_RPC_THREADS="1",
+                              CREDEX_GATEWAY_ADDR=gateway.addr, CREDEX_RPC_DEADLINE_MS="3000")
+    try:
+        assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
+        gateway.send_signal(signal.SIGSTOP)
+        yield inst, port
+    finally:
+        gateway.send_signal(signal.SIGCONT)
+        inst.stop()
+        stopped_cleanly(gateway)
+
+
+def get_secrets(api, port: int) -> requests.Response:
+    """GET the list on a connection of its own (requests sessions are not shared by threads)."""
+    return requests.get(f"http://127.0.0.1:{port}{SECRETS}", timeout=30,
+                        headers={"Authorization": f"Bearer {api.tokens.user(x.uid('u'))}"})
+
+
+def test_a_slow_gateway_call_holds_no_loop(silent_gateway, api):
+    """With a single HTTP thread, a request waiting on the gateway does not delay another
+    connection: the call runs on a call thread while its connection is suspended (before, the
+    HTTP thread itself waited, and /healthz here took the rest of the 3 s deadline)."""
+    inst, port = silent_gateway
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        stuck = pool.submit(get_secrets, api, port)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        r = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        assert r.status_code == 200, r.text
+        assert time.monotonic() - t0 < 1.0, "a request waiting on the gateway delayed another"
+        r = stuck.result()
+    assert r.status_code == 504, r.text
+    stopped_cleanly(inst)
+
+
+def test_stopping_answers_requests_still_waiting_for_a_call_thread(silent_gateway, api):
+    """Stopping lets the gateway call in flight end (its deadline) and answers the requests
+    queued behind it with 503 instead of calling, so it takes one deadline, not one per request;
+    every suspended connection is resumed first (the process exits 0, not by a libmicrohttpd
+    panic)."""
+    inst, port = silent_gateway
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = [pool.submit(get_secrets, api, port) for _ in range(4)]
+        time.sleep(0.5)  # one call in flight on the only call thread, three queued
+        t0 = time.monotonic()
+        assert inst.stop() == 0, inst.log_text()[-3000:]
+        assert time.monotonic() - t0 < 8, "stopping called the queued requests one by one"
+        statuses = []
+        for f in answers:
+            try:
+                statuses.append(f.result().status_code)
+            except requests.exceptions.ConnectionError:
+                statuses.append(None)  # closed by the stop before its answer went out
+    assert all(s in (503, 504, None) for s in statuses), statuses
 
 
 def test_connections_per_address_are_limited(tight):
