@@ -41,6 +41,9 @@
 #define EDGE_CORS_METHODS     "GET, POST, PATCH, DELETE"
 #define EDGE_CORS_HEADERS     "Authorization, Content-Type, X-Correlation-Id"
 #define EDGE_PEM_MAX          (1024 * 1024)
+/* How long past the request timeout a refused body is still drained so that the client can
+ * read the refusal; after that (or 4 times the body limit) the connection is closed. */
+#define EDGE_DRAIN_GRACE_MS 5000
 
 typedef enum edge_target {
     EDGE_T_ROUTE,
@@ -291,8 +294,7 @@ static bool parse_length(const char *s, uint64_t *out)
     return true;
 }
 
-/* ---- the first call: everything decided before the body ----------------------------------------
- */
+/* ---- the first call: everything decided before the body ----------------------------------- */
 
 static enum MHD_Result first_call(struct MHD_Connection *c, edge_req_t *rq, const char *url,
                                   const char *method)
@@ -411,7 +413,7 @@ static enum MHD_Result body_chunk(edge_req_t *rq, const char *data, size_t size)
     if (rq->pending != EDGE_R_NONE) {
         rq->drained += size;
         if (rq->drained > 4 * cfg->edge_max_body_bytes ||
-            elapsed > 2 * (int64_t)cfg->edge_request_timeout_ms) {
+            elapsed > (int64_t)cfg->edge_request_timeout_ms + EDGE_DRAIN_GRACE_MS) {
             cx_log_info(rq->cid, "edge.refused",
                         CX_LOG_STR("reason", edge_refusal(rq->pending)->name),
                         CX_LOG_STR("method", rq->method_log), CX_LOG_STR("route", rq->route_log),
@@ -437,8 +439,7 @@ static enum MHD_Result body_chunk(edge_req_t *rq, const char *data, size_t size)
     return MHD_YES;
 }
 
-/* ---- the last call: the answer ----------------------------------------------------------------
- */
+/* ---- the last call: the answer ------------------------------------------------------------ */
 
 static enum MHD_Result last_call(struct MHD_Connection *c, edge_req_t *rq)
 {
@@ -546,8 +547,7 @@ static size_t keep_escaped(void *cls, struct MHD_Connection *c, char *s)
     return strlen(s);
 }
 
-/* ---- start and stop ----------------------------------------------------------------------------
- */
+/* ---- start and stop ---------------------------------------------------------------------- */
 
 /* host and port of "host:port" or "[v6]:port", resolved for listening. */
 static bool listen_address(const char *addr, struct sockaddr_storage *ss, socklen_t *sslen,

@@ -9,6 +9,12 @@
  *   edge_call.c    building the request message, calling the gateway, writing replies and
  *                  errors as JSON
  * The pure parts are unit-tested without a network (tests/unit/edge/).
+ *
+ * Thread-safety: everything here is reentrant (the state edge_t is read-only once edge_setup has
+ * built it); nothing blocks except edge_call_route and edge_gateway_ready (a gateway call each)
+ * and edge_http_stop (in-flight requests). Memory: what a function puts in an arena lives as long
+ * as that arena, which wipes it when freed; out-params are untouched on failure (except the
+ * message edge_field_set binds into, which its caller discards on failure).
  */
 #ifndef CREDEX_SERVICES_EDGE_EDGE_INTERNAL_H
 #define CREDEX_SERVICES_EDGE_EDGE_INTERNAL_H
