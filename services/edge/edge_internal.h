@@ -169,6 +169,7 @@ typedef struct edge {
     edge_origins_t origins;  /* CREDEX_EDGE_ALLOWED_ORIGINS */
     struct MHD_Daemon *http; /* the HTTP server (edge_http.c) */
     int http_port;           /* the port it listens on */
+    char *openapi;           /* the OpenAPI document (edge_openapi.h), built at setup */
 } edge_t;
 
 /* ---- HTTP server (edge_http.c) -------------------------------------------------------------- */
