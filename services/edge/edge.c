@@ -12,6 +12,7 @@
 #include "common/svc/svc.h"
 #include "services/edge/edge.h"
 #include "services/edge/edge_internal.h"
+#include "services/edge/edge_openapi.h"
 
 void edge_cleanup(void *state)
 {
@@ -21,6 +22,7 @@ void edge_cleanup(void *state)
     /* The HTTP threads use the gateway client until they stop. */
     edge_http_stop(e);
     rpc_client_free(e->gateway);
+    free(e->openapi);
     free(e);
 }
 
@@ -35,7 +37,9 @@ bool edge_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_erro
     if (e == NULL)
         return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
     e->cfg = cfg;
-    if (!edge_origins_parse(cfg->edge_allowed_origins, &e->origins, err))
+    size_t openapi_len = 0;
+    if (!edge_origins_parse(cfg->edge_allowed_origins, &e->origins, err) ||
+        !edge_openapi_json(&e->openapi, &openapi_len, err))
         goto fail;
     rpc_tls_t tls = svc_tls(cfg);
     e->gateway = rpc_client_new(cfg->addr[CX_SVC_GATEWAY], "gateway", &tls, err);

@@ -18,9 +18,10 @@
  *      bounded in size and in time; a chunked body that grows past the limit, or a body that
  *      takes too long, is drained and discarded, then refused with the connection closed
  *      (libmicrohttpd 0.9.75 cannot answer while a body is still arriving).
- *   3. request complete (last call): /healthz or a preflight is answered at once; /readyz and
- *      a route go to the call threads (above), and the call after the resume queues their
- *      answer. Queuing the answer from the handler keeps the connection alive.
+ *   3. request complete (last call): /healthz, the OpenAPI document or a preflight is answered
+ *      at once; /readyz and a route go to the call threads (above), and the call after the
+ *      resume queues their answer. Queuing the answer from the handler keeps the connection
+ *      alive.
  * The request-completed callback writes the access log line and frees the context.
  *
  * libmicrohttpd is told not to unescape paths (edge_text.c decodes each segment itself) and
@@ -41,6 +42,7 @@
 
 #include "common/log/cx_log.h"
 #include "services/edge/edge_internal.h"
+#include "services/edge/edge_openapi.h"
 
 #define EDGE_READY_TIMEOUT_MS 1000u
 #define EDGE_CORS_MAX_AGE     "600"
@@ -55,7 +57,8 @@ typedef enum edge_target {
     EDGE_T_ROUTE,
     EDGE_T_HEALTHZ,
     EDGE_T_READYZ,
-    EDGE_T_PREFLIGHT
+    EDGE_T_PREFLIGHT,
+    EDGE_T_OPENAPI /* EDGE_OPENAPI_PATH: the document built at setup */
 } edge_target_t;
 
 /* One request's state, from the first call of the handler to the completed callback. */
@@ -365,9 +368,18 @@ static enum MHD_Result first_call(struct MHD_Connection *c, edge_req_t *rq, cons
     rq->method_known = edge_method_parse(method, &rq->method);
     bool probe =
         path.n == 1 && (strcmp(path.seg[0], "healthz") == 0 || strcmp(path.seg[0], "readyz") == 0);
-    if (probe) {
+    bool openapi = path.n == 3 && strcmp(path.seg[0], "api") == 0 &&
+                   strcmp(path.seg[1], "credentials") == 0 &&
+                   strcmp(path.seg[2], "openapi.json") == 0; /* EDGE_OPENAPI_PATH */
+    if (openapi) {
+        rq->target = EDGE_T_OPENAPI;
+        rq->route_log = EDGE_OPENAPI_PATH;
+        probe = true; /* answered like a probe: by the edge, without authentication */
+    } else if (probe) {
         rq->target = path.seg[0][0] == 'h' ? EDGE_T_HEALTHZ : EDGE_T_READYZ;
         rq->route_log = rq->target == EDGE_T_HEALTHZ ? "/healthz" : "/readyz";
+    }
+    if (probe) {
         rq->match.allowed = 1u << EDGE_GET;
         if (!rq->method_known || rq->method != EDGE_GET)
             return refuse(c, rq, EDGE_R_METHOD, NULL, true);
@@ -601,6 +613,14 @@ static enum MHD_Result last_call(struct MHD_Connection *c, edge_req_t *rq)
         return send_preflight(c, rq);
     case EDGE_T_HEALTHZ:
         edge_answer_text(&a, 200, "{\"status\":\"ok\"}");
+        return send_answer(c, rq, &a, false, NULL);
+    case EDGE_T_OPENAPI:
+        if (e->cfg->credentials_enabled)
+            edge_answer_text(&a, 200, e->openapi);
+        else
+            edge_answer_error(&a, 0, CX_ERR_FEATURE_DISABLED,
+                              "credentials are disabled (CAIPE_CREDENTIALS_ENABLED=false)",
+                              rq->cid);
         return send_answer(c, rq, &a, false, NULL);
     case EDGE_T_READYZ:
     case EDGE_T_ROUTE:

@@ -172,6 +172,7 @@ typedef struct edge {
     struct MHD_Daemon *http;  /* the HTTP server (edge_http.c) */
     struct edge_calls *calls; /* the threads making its gateway calls (edge_http.c) */
     int http_port;            /* the port it listens on */
+    char *openapi;            /* the OpenAPI document (edge_openapi.h), built at setup */
 } edge_t;
 
 /* ---- HTTP server (edge_http.c) -------------------------------------------------------------- */

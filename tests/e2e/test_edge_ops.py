@@ -290,15 +290,35 @@ def test_stopping_answers_requests_still_waiting_for_a_call_thread(silent_gatewa
     assert all(s in (503, 504, None) for s in statuses), statuses
 
 
-def test_connections_per_address_are_limited(tight):
-    socks = [socket.create_connection(("127.0.0.1", tight), timeout=10) for _ in range(3)]
+@pytest.fixture(scope="module")
+def limited(stack):
+    """3 connections per address, and an idle timeout long enough that none of the three held
+    connections can expire while the test runs (a 1 s timeout made the test race a slow machine)."""
+    inst, port = e.spawn_edge(stack, CREDEX_EDGE_HTTP_THREADS="1", CREDEX_EDGE_HTTP_IDLE_TIMEOUT_S="60",
+                              CREDEX_EDGE_HTTP_MAX_CONNECTIONS_PER_IP="3")
+    yield port
+    stopped_cleanly(inst)
+
+
+def test_connections_per_address_are_limited(limited):
+    socks = [socket.create_connection(("127.0.0.1", limited), timeout=10) for _ in range(3)]
     try:
-        time.sleep(0.2)
-        with socket.create_connection(("127.0.0.1", tight), timeout=10) as fourth:
+        # each held connection is served, so all three are open on the server's side
+        for s in socks:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while b'{"status":"ok"}' not in got:
+                chunk = s.recv(4096)
+                assert chunk, "a held connection was closed"
+                got += chunk
+        with socket.create_connection(("127.0.0.1", limited), timeout=10) as fourth:
             fourth.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert read_until_closed(fourth, 5) == b"", "a fourth connection from one address was served"
+        # the three are still served after the fourth was turned away
+        socks[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert socks[0].recv(4096).startswith(b"HTTP/1.1 200")
     finally:
         for s in socks:
             s.close()
     time.sleep(0.3)
-    assert requests.get(f"http://127.0.0.1:{tight}/healthz", timeout=5).status_code == 200
+    assert requests.get(f"http://127.0.0.1:{limited}/healthz", timeout=5).status_code == 200
