@@ -5,14 +5,6 @@
 
 #include "common/jwt/cx_jwt.h"
 
-/* {"alg":"ES256","kid":"k1"} . {"iss":"i","aud":"credex","exp":4102444800,"sub":"a"} . junk */
-const char *const fuzz_seeds[] = {
-    "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsxIn0.eyJpc3MiOiJpIiwiYXVkIjoiY3JlZGV4IiwiZXhwIjo0MTAyNDQ0ODAw"
-    "LCJzdWIiOiJhIn0.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-    "AAAAAAAAA",
-    "eyJhbGciOiJub25lIn0.e30.", "eyJhbGciOiJSUzI1NiIsImtpZCI6InIxIn0.eyJhdWQiOlsiY3JlZGV4Il19.AA",
-    NULL};
-
 static const char jwks_doc[] = "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"k1\","
                                "\"x\":\"AyvXt0wiQpy8CZa5CG8jYnKtHz0nfEXjyMlfGb8NCKU\","
                                "\"y\":\"bnIviEf1eYiAR-BKEvN27U2fAqDJxRgO_6HBs69Vs5Y\"}]}";
