@@ -27,6 +27,7 @@
 #include "common/pjson/pjson.h"
 #include "fuzz/fuzz_kit.h"
 #include "fuzz/fuzz_pjson_types.h"
+#include "credex/v1/gateway.pb-c.h"
 #include "services/store/store_internal.h"
 
 static struct {
@@ -762,6 +763,124 @@ static void corpus_pjson(void)
     emit(t, "wrong-types", "{\"i32\":\"1.5\",\"u32\":-1,\"flag\":\"true\",\"blob\":\"!!\"}");
 }
 
+/* ---- fuzz_wire ---------------------------------------------------------------------------- */
+
+/* The type bytes of fuzz_wire.c's types[]. */
+#define WIRE_AUDIT    "0"
+#define WIRE_GET      "1"
+#define WIRE_RETRIEVE "2"
+#define WIRE_CREATE   "3"
+#define WIRE_RESOLVE  "4"
+#define WIRE_LIST     "5"
+#define WIRE_UPDATE   "6"
+#define WIRE_SHARE    "7"
+
+static void corpus_wire(void)
+{
+    static char *uses[] = {"mcp.tool", "ci.deploy"};
+    static char *mask[] = {"display_name", "allowed_uses"};
+    static char *ids[] = {SECRET_ID, "sec_AAAAAAAAAAAAAAAAAAAAAAAAAA"};
+    const char *t = "fuzz_wire";
+    Credex__V1__GetSecretRequest get = CREDEX__V1__GET_SECRET_REQUEST__INIT;
+    get.secret_id = SECRET_ID;
+    emit_msg(t, "get", WIRE_GET, &get.base);
+    get.secret_id = "sec_\xc3\x28"
+                    "bad-utf8";
+    emit_msg(t, "get-bad-utf8", WIRE_GET, &get.base);
+    emit_cat(t, "get-nul", WIRE_GET, "\x0a\x05sec_\0", 7);
+    emit_cat(t, "get-truncated", WIRE_GET, "\x0a\x20sec_", 6);
+
+    Credex__V1__ResourceContext__AttributesEntry at =
+        CREDEX__V1__RESOURCE_CONTEXT__ATTRIBUTES_ENTRY__INIT;
+    Credex__V1__ResourceContext__AttributesEntry *ats[] = {&at};
+    at.key = "tool";
+    at.value = "create_issue";
+    Credex__V1__ResourceContext rc = CREDEX__V1__RESOURCE_CONTEXT__INIT;
+    rc.resource_type = "mcp_server";
+    rc.resource_id = "github";
+    rc.agent_id = "agent-7";
+    rc.n_attributes = 1;
+    rc.attributes = ats;
+    Credex__V1__RetrieveRequest r = CREDEX__V1__RETRIEVE_REQUEST__INIT;
+    r.secret_ref = SECRET_ID;
+    r.intended_use = "mcp_server_env";
+    r.resource_context = &rc;
+    emit_msg(t, "retrieve", WIRE_RETRIEVE, &r.base);
+    rc.resource_id = "git\xe2\x80\xaehub"; /* a bidirectional override */
+    emit_msg(t, "retrieve-bidi", WIRE_RETRIEVE, &r.base);
+
+    Credex__V1__Owner o = CREDEX__V1__OWNER__INIT;
+    o.owner_type = CREDEX__V1__OWNER_TYPE__OWNER_TYPE_TEAM;
+    o.owner_id = "eng";
+    Credex__V1__CreateSecretRequest c = CREDEX__V1__CREATE_SECRET_REQUEST__INIT;
+    c.idempotency_key = "idem-1";
+    c.owner = &o;
+    c.kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_API_KEY;
+    c.display_name = "OpenAI \xc3\xa9quipe";
+    c.description = "line one\nline two\tindented";
+    c.provider = "openai";
+    c.n_allowed_uses = 2;
+    c.allowed_uses = uses;
+    c.value.data = (uint8_t *)"sk-live-\0\xff bytes";
+    c.value.len = 16;
+    emit_msg(t, "create", WIRE_CREATE, &c.base);
+    c.kind = (Credex__V1__SecretKind)99; /* open enum: a number no name has */
+    emit_msg(t, "create-unknown-kind", WIRE_CREATE, &c.base);
+
+    Credex__V1__StoreResolveRequest sr = CREDEX__V1__STORE_RESOLVE_REQUEST__INIT;
+    sr.secret_id = SECRET_ID;
+    sr.expected_kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_TOKEN;
+    emit_msg(t, "resolve", WIRE_RESOLVE, &sr.base);
+    /* expected_kind as an 11-byte varint: wider than any enum */
+    emit_cat(t, "resolve-wide-varint", WIRE_RESOLVE, "\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",
+             11);
+
+    Credex__V1__PageRequest pg = CREDEX__V1__PAGE_REQUEST__INIT;
+    pg.page_size = 50;
+    pg.page_token = "1700000000123." SECRET_ID;
+    Credex__V1__Owner *owners[] = {&o};
+    Credex__V1__StoreListSecretsRequest l = CREDEX__V1__STORE_LIST_SECRETS_REQUEST__INIT;
+    l.n_owners = 1;
+    l.owners = owners;
+    l.n_secret_ids = 2;
+    l.secret_ids = ids;
+    l.page = &pg;
+    emit_msg(t, "list", WIRE_LIST, &l.base);
+    /* page_size 2^32 + 1: protobuf-c would keep 1 */
+    emit_cat(t, "list-page-size-2p32", WIRE_LIST, "\x42\x06\x08\x81\x80\x80\x80\x10", 8);
+
+    Credex__V1__UpdateSecretRequest u = CREDEX__V1__UPDATE_SECRET_REQUEST__INIT;
+    u.secret_id = SECRET_ID;
+    u.display_name = "renamed";
+    u.n_allowed_uses = 2;
+    u.allowed_uses = uses;
+    u.n_update_mask = 2;
+    u.update_mask = mask;
+    emit_msg(t, "update", WIRE_UPDATE, &u.base);
+
+    Credex__V1__Grantee gr = CREDEX__V1__GRANTEE__INIT;
+    gr.grantee_type = CREDEX__V1__GRANTEE_TYPE__GRANTEE_TYPE_SERVICE;
+    gr.grantee_id = "agent-runtime";
+    Credex__V1__ShareSecretRequest sh = CREDEX__V1__SHARE_SECRET_REQUEST__INIT;
+    sh.secret_id = SECRET_ID;
+    sh.grantee = &gr;
+    sh.role = CREDEX__V1__SHARE_ROLE__SHARE_ROLE_USER;
+    sh.preview_only = true;
+    emit_msg(t, "share", WIRE_SHARE, &sh.base);
+
+    Credex__V1__AuditEvent e = CREDEX__V1__AUDIT_EVENT__INIT;
+    e.event_type = "secret.share";
+    e.outcome = CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_DENIED;
+    e.reason = "permission_denied";
+    e.resource_type = "secret_ref";
+    e.resource_id = SECRET_ID;
+    e.caller_kind = CREDEX__V1__CALLER_KIND__CALLER_KIND_BROWSER;
+    e.resource_context = &rc;
+    Credex__V1__StoreAppendAuditEventRequest a = CREDEX__V1__STORE_APPEND_AUDIT_EVENT_REQUEST__INIT;
+    a.event = &e;
+    emit_msg(t, "audit-event", WIRE_AUDIT, &a.base);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--check") == 0) {
@@ -785,6 +904,7 @@ int main(int argc, char **argv)
     corpus_envelope();
     corpus_audit_doc();
     corpus_pjson();
+    corpus_wire();
     if (g.check && g.differ > 0) {
         fprintf(stderr, "fuzz_corpus: %u files differ: run scripts/fuzz corpus\n", g.differ);
         return 1;

@@ -5,18 +5,20 @@
  *     database access controls), in one of fuzz_bson.h's forms: '!' edits of a payload the
  *     harness sealed itself, '{' extended JSON, else raw BSON. store_payload_decode, then
  *     store_envelope_open under the sealing key and binding;
- *  1-4  requests from peers (protobuf wire): store_validate_create, _resolve, _update and
- *     _audit_event;
+ *  1-4  requests from peers (protobuf wire): the contract, then store_validate_create,
+ *     _resolve, _update and _audit_event;
  *  5  a page cursor (store_cursor_decode).
  * Invariants (abort on violation): a payload refusal is integrity_error; an accepted payload
  * is within the limits and (when it names its creator, as store always writes it) encodes
  * into a document that decodes to the same payload; it opens
  * iff its ids, version, nonce, ciphertext and tag are the sealed ones, and then to the sealed
- * value; an accepted create has a value and an owner; an accepted cursor is well-formed.
+ * value; an accepted create (contract and store policy) has a value and an owner; an accepted
+ * cursor is well-formed.
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/contract/cx_contract.h"
 #include "fuzz/fuzz_bson.h"
 #include "services/store/store_internal.h"
 
@@ -136,8 +138,9 @@ static void fuzz_request(const ProtobufCMessageDescriptor *desc, const uint8_t *
     if (m) {
         if (desc == &credex__v1__store_create_secret_request__descriptor) {
             const Credex__V1__StoreCreateSecretRequest *r = (const void *)m;
-            (void)store_validate_caller(r->caller, &err);
-            if (store_validate_create(r, "gateway", &err) &&
+            /* As the dispatch does: the contract, then store's policy; together they never let
+             * an empty or oversized value, or a missing owner, through. */
+            if (cx_contract_check(m, &err) && store_validate_create(r, "gateway", &err) &&
                 (r->value.len == 0 || r->value.len > STORE_VALUE_MAX || !r->owner))
                 abort();
             (void)store_validate_create(r, "oauth", &err);

@@ -341,7 +341,8 @@ static void cx_config_set_backend(cx_config_t *cfg, size_t i)
 
 static void cx_config_set_key_provider(cx_config_t *cfg, size_t i)
 {
-    /* dev-local is the seeds' other name for local-cmk, not a different provider. */
+    /* dev-local is the requirements' other name for local-cmk (docs/REQUIREMENTS.md), not a
+     * different provider. */
     cfg->key_provider = i == 2 ? CX_KEY_PROVIDER_AWS_KMS : CX_KEY_PROVIDER_LOCAL_CMK;
     /* ...but health reports the name the operator configured. */
     snprintf(cfg->key_provider_name, sizeof(cfg->key_provider_name), "%s",

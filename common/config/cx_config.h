@@ -1,7 +1,8 @@
 /*
- * cx_config: the environment, read once into an immutable snapshot (STYLE.md rule 7).
+ * cx_config: the environment, read once into an immutable snapshot (docs/STYLE.md rule 7).
  *
- * Names come from the seeds (CAIPE_*, CREDENTIAL_*, <PROVIDER>_*) or carry the CREDEX_ prefix.
+ * Names the product requirements define (docs/REQUIREMENTS.md: CAIPE_*, CREDENTIAL_*, <PROVIDER>_*)
+ * are kept; credex's own carry the CREDEX_ prefix (docs/DESIGN.md).
  * Every variable has a documented default; a present but bad value is a start-up error whose
  * message names the variable and the accepted values, e.g.
  *   "CREDEX_RPC_THREADS: expected an integer in 1..256, got \"zero\"".

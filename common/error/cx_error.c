@@ -39,7 +39,7 @@ typedef struct cx_code_info {
 } cx_code_info_t;
 
 /*
- * The one mapping table (STYLE.md rule 4).
+ * The one mapping table (docs/STYLE.md rule 4).
  *
  * code                 reason               gRPC                    HTTP  audit outcome
  * CX_OK                ok                   0  OK                   200   -
@@ -65,8 +65,8 @@ typedef struct cx_code_info {
  *  - feature_disabled is not UNIMPLEMENTED (12): that status already means "unknown method",
  *    and a client must be able to tell "turn the toggle on" from "wrong endpoint". The method
  *    exists, the deployment's state forbids it: FAILED_PRECONDITION. Over HTTP it is 404
- *    because, with the toggle off, the seeds say the feature is not exposed at all ("no new
- *    UI/API/runtime actions are exposed"); the JSON body still carries "feature_disabled" so
+ *    because, with the toggle off, the feature must not be exposed at all
+ *    (docs/REQUIREMENTS.md, security rule 1); the JSON body still carries "feature_disabled" so
  *    the UI can tell it from a real 404.
  *  - browser_denied is a permission decision about the caller, like permission_denied.
  *  - ssrf_blocked: the URL the caller supplied is unacceptable, i.e. a bad argument.

@@ -1,5 +1,5 @@
 /*
- * cx_error: the one error taxonomy of credex (DESIGN.md "Errors").
+ * cx_error: the one error taxonomy of credex (docs/DESIGN.md).
  *
  * A cx_error_t is a fixed-size struct filled without allocating (after mongo-c-driver's
  * bson_error_t). Library functions take `cx_error_t *err` last and return false (or NULL) on

@@ -1,5 +1,5 @@
 /*
- * cx_http: the one place where credex makes outbound HTTP requests (DESIGN.md: OpenFGA, the
+ * cx_http: the one place where credex makes outbound HTTP requests (docs/DESIGN.md: OpenFGA, the
  * JWKS, later OAuth providers and AWS KMS). Callers say what to send; this module owns how:
  *
  *  - connections: a cx_http_t keeps a pool of idle libcurl handles, each with its open

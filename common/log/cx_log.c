@@ -24,7 +24,7 @@
 #define CX_LOG_RUN_MIN_DISTINCT 12 /* fewer distinct characters: filler or a word list */
 #define CX_LOG_HEX_ID_MAX       64 /* lowercase hex up to a SHA-256 digest stays visible */
 
-/* The logger state: the one mutable global of this module (STYLE.md rule 7). The mutex makes
+/* The logger state: the one mutable global of this module (docs/STYLE.md rule 7). The mutex makes
  * a late cx_log_init harmless for concurrent emitters; cx_log_init is still documented as
  * start-up only. */
 static struct {

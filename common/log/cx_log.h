@@ -18,7 +18,7 @@
  * Of several fields written under one key, the first is kept and the others are dropped and
  * counted in dropped_fields.
  *
- * The logger is one of the two permitted process-wide mutable globals (STYLE.md rule 7).
+ * The logger is one of the two permitted process-wide mutable globals (docs/STYLE.md rule 7).
  * cx_log_init is called once at start-up before any thread exists; cx_log_emit is thread-safe
  * (one write(2) per line, so lines never interleave).
  */

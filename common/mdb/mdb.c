@@ -639,7 +639,7 @@ bool mdb_error_map(const bson_error_t *berr, const bson_t *reply, const char *wh
     return cx_error_set(err, code, "%s: %s", what, berr ? berr->message : "unknown error");
 }
 
-/* ---- indexes (seed 003, exactly) ------------------------------------------------------- */
+/* ---- indexes (docs/DATA_MODEL.md, exactly) ------------------------------------------------------- */
 
 typedef struct mdb_index_key {
     const char *field;
@@ -775,10 +775,12 @@ static bool mdb_index_has_partial(mongoc_collection_t *coll, const char *name, b
 
 static bool mdb_partial_refused(const bson_error_t *berr)
 {
-    /* FerretDB answers NotImplemented (238) or a BadValue/InvalidOptions naming the option. */
-    return berr->code == 238 || berr->code == 115 ||
-           strstr(berr->message, "partialFilterExpression") != NULL ||
-           strstr(berr->message, "partial") != NULL;
+    /* By code, never by message text: FerretDB 1.24 answers NotImplemented (238); a server
+     * without the option at all, CommandNotSupported (115) or InvalidIndexSpecificationOption
+     * (197). MongoDB's IndexOptionsConflict (85) and IndexKeySpecsConflict (86), whose messages
+     * also name partialFilterExpression, are real errors (an index of that name exists with
+     * other options) and must not read as "degraded". */
+    return berr->code == 238 || berr->code == 115 || berr->code == 197;
 }
 
 static void mdb_report_degraded(mdb_report_fn report, void *ctx, const char *coll, const char *name,

@@ -1,6 +1,6 @@
 /*
  * mdb: credex's thin layer over mongo-c-driver (libmongoc 1.23). Services reach MongoDB only
- * through it (DESIGN.md).
+ * through it (docs/DESIGN.md).
  *
  * What it fixes once, so that no service gets it wrong:
  *  - one client pool per process, built from the config snapshot (CREDEX_MONGO_URI, _DB);
@@ -15,7 +15,7 @@
  *  - the operations services need (find one, insert, update with matched count, update
  *    returning the new document, delete, one page of a sorted query), each mapping its errors
  *    and keeping the down state below;
- *  - the indexes of the six credential collections (seed 003, exactly) with mdb_init_indexes.
+ *  - the indexes of the six credential collections (docs/DATA_MODEL.md, exactly) with mdb_init_indexes.
  *
  * Down state. Pooled mongo-c clients retry server selection until serverSelectionTimeoutMS,
  * so without help every call would wait the full timeout while the database refuses
@@ -56,7 +56,7 @@
 
 typedef struct mdb mdb_t;
 
-/* The six collections of seed 003. */
+/* The six collections of docs/DATA_MODEL.md. */
 #define MDB_COLL_SECRET_REFS        "credential_secret_refs"
 #define MDB_COLL_PAYLOADS           "credential_encrypted_payloads"
 #define MDB_COLL_OAUTH_CONNECTORS   "oauth_connectors"
@@ -181,7 +181,7 @@ bool mdb_error_map(const bson_error_t *berr, const bson_t *reply, const char *wh
  * "degraded: <collection>.<name>: <reason>"). */
 typedef void (*mdb_report_fn)(void *ctx, const char *line);
 
-/* Create the indexes of seed 003 on the six collections (creating the collections as a side
+/* Create the indexes of docs/DATA_MODEL.md on the six collections (creating the collections as a side
  * effect). Idempotent: existing identical indexes are left alone. When the server refuses (or
  * silently drops) partialFilterExpression, as FerretDB 1.24 does, the index is created without
  * the filter only where that cannot break correctness, else skipped; either way a

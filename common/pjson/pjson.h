@@ -1,5 +1,5 @@
 /*
- * pjson: the one JSON mapping of protobuf messages in credex (DESIGN.md: the edge, the CLI and
+ * pjson: the one JSON mapping of protobuf messages in credex (docs/DESIGN.md: the edge, the CLI and
  * the OpenAPI document agree on one shape). It follows the proto3 JSON mapping published with
  * protobuf ("ProtoJSON", what grpcurl and every protojson-based client print) and is driven by
  * the protobuf-c descriptors alone, so it serves any message type, generated or not.

@@ -1,6 +1,6 @@
 /*
  * rpc: credex's gRPC runtime over the gRPC C core. This module is the only one that includes
- * <grpc/...> (DESIGN.md); everything else sees protobuf-c messages, cx_error_t and these types.
+ * <grpc/...> (docs/DESIGN.md); everything else sees protobuf-c messages, cx_error_t and these types.
  *
  * Server model. One completion queue served by `threads` worker threads. Services are
  * registered from their protobuf-c service descriptors; every method of a registered service
@@ -80,8 +80,9 @@ typedef struct rpc_stream_ops {
     bool (*on_message)(rpc_call_t *call, const ProtobufCMessage *request, cx_error_t *err);
     /* The client half-closed (bidi only). NULL means: finish with OK once sends drain. */
     void (*on_half_close)(rpc_call_t *call);
-    /* The call is over (finished, cancelled or server shutdown). After this returns the call
-     * must not be used. May be NULL. */
+    /* The call is over (finished, cancelled or server shutdown). Runs once, after the last
+     * on_message/on_half_close has returned; after this returns the call must not be used.
+     * May be NULL. */
     void (*on_done)(rpc_call_t *call);
 } rpc_stream_ops_t;
 
@@ -117,6 +118,12 @@ typedef struct rpc_server_options {
      * the server. */
     bool (*gate)(void *gate_ctx, const char *method_path, cx_error_t *err);
     void *gate_ctx;
+    /* A check of the wire bytes of every request before protobuf-c unpacks them (what only
+     * the bytes show: e.g. a NUL inside a string, which unpacking silently truncates). false
+     * makes the request invalid like one that does not decode. Thread-safe, non-blocking.
+     * NULL: no check. */
+    bool (*input_check)(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+                        cx_error_t *err);
 } rpc_server_options_t;
 
 /* Create a server (not yet listening). Health (grpc.health.v1.Health) is always registered;
@@ -137,6 +144,11 @@ typedef struct rpc_service_def {
     size_t nimpls;
     const char *const *allowed_peers; /* NULL-terminated; NULL means any authenticated peer */
     const char *unimplemented_note;
+    /* Unary methods: a request that does not decode, or fails the server's input_check, still
+     * reaches the handler, with request NULL and rpc_call_input_error() saying why, so that a
+     * service that audits every failed call can audit it too. false: such a request is refused
+     * with INVALID_ARGUMENT before any handler runs. */
+    bool handles_bad_input;
 } rpc_service_def_t;
 
 /* Register a service before rpc_server_start. */
@@ -185,6 +197,9 @@ void rpc_server_free(rpc_server_t *srv);
 
 /* ---- the call, as seen by a handler --------------------------------------------------- */
 
+/* Why the request could not be used (a service with handles_bad_input gets request NULL);
+ * NULL when the request decoded and passed the input check. Never quotes the input. */
+const cx_error_t *rpc_call_input_error(const rpc_call_t *call);
 /* Peer identity name (the part after spiffe://<trust-domain>/), e.g. "gateway". */
 const char *rpc_call_peer(const rpc_call_t *call);
 const char *rpc_call_correlation_id(const rpc_call_t *call);

@@ -254,7 +254,7 @@ bool rpc_client_unary(rpc_client_t *client, const ProtobufCServiceDescriptor *se
         cx_error_set(err, CX_ERR_INTERNAL, "empty reply from %s", path);
         goto out;
     }
-    ProtobufCMessage *m = rpc_unpack(md->output, recv, arena);
+    ProtobufCMessage *m = rpc_unpack(md->output, recv, arena, NULL, NULL);
     if (m == NULL) {
         cx_error_set(err, CX_ERR_INTERNAL, "reply from %s does not decode", path);
         goto out;

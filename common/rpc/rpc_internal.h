@@ -23,6 +23,7 @@ struct rpc_route {
     const rpc_method_impl_t *impl; /* NULL: declared by the descriptor only */
     const char *const *allowed;    /* NULL: any authenticated peer */
     const char *note;              /* UNIMPLEMENTED detail */
+    bool handles_bad_input;        /* rpc_service_def_t.handles_bad_input */
     void *registered;              /* implemented unary methods: the core's handle */
 };
 
@@ -64,6 +65,8 @@ struct rpc_call {
     int64_t deadline_ms; /* monotonic clock, ms */
     int64_t start_ms;    /* monotonic clock, ms: arrival */
     grpc_byte_buffer *recv_buf;
+    bool input_bad;       /* the request did not decode or failed the input check */
+    cx_error_t input_err; /* why, when input_bad */
     int client_cancelled;
     int counted; /* included in srv->active_calls */
 
@@ -83,8 +86,8 @@ struct rpc_call {
     int over;          /* closed or cancelled: no more sends */
     int done_called;   /* on_done claimed by one thread */
     int done_finished; /* on_done returned */
-    int freeing;       /* call_free claimed by one thread */
-    int pending;       /* batches in flight */
+    int pending;       /* batches in flight (and the starting thread's hold) */
+    int reading;       /* RECV_MESSAGE batches armed whose handling has not returned */
     cx_error_t finish_status;
     void *user;
     struct rpc_call *stream_next, *stream_prev; /* srv->streams list */
@@ -174,7 +177,11 @@ grpc_slice rpc_owned_slice(const void *data, size_t len);
 size_t rpc_owned_wiped_bytes(void);
 /* Unpack a byte buffer into the arena; NULL when it does not decode. The wire bytes are read
  * in place (one slice) or copied into the arena (several), never into unwiped memory. */
-ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *buf,
-                             rpc_arena_t *arena);
+/* Unpack buf into arena. check (may be NULL) sees the contiguous wire bytes first. NULL with
+ * err set (INVALID_ARGUMENT) when the bytes fail the check or do not decode as desc. */
+ProtobufCMessage *
+rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *buf, rpc_arena_t *arena,
+           bool (*check)(const ProtobufCMessageDescriptor *, const uint8_t *, size_t, cx_error_t *),
+           cx_error_t *err);
 
 #endif

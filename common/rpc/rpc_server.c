@@ -9,8 +9,10 @@
  *                RECV_CLOSE --TAG_FINISHED--> free
  *     streaming: SEND_MD (TAG_STREAM_MD), RECV_CLOSE (TAG_STREAM_CLOSE) and RECV_MESSAGE
  *                (TAG_STREAM_RECV) in flight together; sends are queued and written one at a
- *                time (TAG_STREAM_SEND); the status goes last (TAG_STREAM_STATUS). The call is
- *                freed when no batch is in flight and RECV_CLOSE has completed.
+ *                time (TAG_STREAM_SEND); the status goes last (TAG_STREAM_STATUS). Once
+ *                RECV_CLOSE has completed (or a send failed) and no receive is armed or being
+ *                handled, on_done runs, once; the call is freed when on_done has returned and
+ *                no batch is in flight (stream_op_done says who does what, and why).
  * Shutdown order (documented in rpc.h): health NOT_SERVING -> streams finished -> grpc server
  * shutdown with grace -> cancel_all_calls -> queue shutdown -> join workers.
  */
@@ -76,8 +78,10 @@ grpc_byte_buffer *rpc_pack(const ProtobufCMessage *msg)
     return bb;
 }
 
-ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *buf,
-                             rpc_arena_t *arena)
+ProtobufCMessage *
+rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *buf, rpc_arena_t *arena,
+           bool (*check)(const ProtobufCMessageDescriptor *, const uint8_t *, size_t, cx_error_t *),
+           cx_error_t *err)
 {
     grpc_byte_buffer_reader r;
     grpc_slice s, first = grpc_empty_slice();
@@ -95,8 +99,9 @@ ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_b
     }
     grpc_byte_buffer_reader_destroy(&r);
     if (nslices <= 1) {
-        m = protobuf_c_message_unpack(desc, &a, GRPC_SLICE_LENGTH(first),
-                                      GRPC_SLICE_START_PTR(first));
+        if (!check || check(desc, GRPC_SLICE_START_PTR(first), GRPC_SLICE_LENGTH(first), err))
+            m = protobuf_c_message_unpack(desc, &a, GRPC_SLICE_LENGTH(first),
+                                          GRPC_SLICE_START_PTR(first));
         goto out;
     }
     /* protobuf-c needs contiguous input: the copy lives (and is wiped) with the arena. */
@@ -112,8 +117,11 @@ ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_b
         grpc_slice_unref(s);
     }
     grpc_byte_buffer_reader_destroy(&r);
-    m = protobuf_c_message_unpack(desc, &a, off, flat);
+    if (!check || check(desc, flat, off, err))
+        m = protobuf_c_message_unpack(desc, &a, off, flat);
 out:
+    if (m == NULL && (!err || err->code == CX_OK))
+        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "request does not decode as %s", desc->name);
     grpc_slice_unref(first);
     /* A message of up to 23 bytes is inlined in the slice struct itself: our stack copies. */
     explicit_bzero(&first, sizeof(first));
@@ -248,6 +256,11 @@ const char *rpc_call_header(rpc_call_t *call, const char *key)
 const char *rpc_call_peer(const rpc_call_t *call)
 {
     return call->peer;
+}
+
+const cx_error_t *rpc_call_input_error(const rpc_call_t *call)
+{
+    return call->input_bad ? &call->input_err : NULL;
 }
 
 const char *rpc_call_correlation_id(const rpc_call_t *call)
@@ -476,6 +489,7 @@ bool rpc_server_add_service(rpc_server_t *srv, const rpc_service_def_t *def, cx_
         r->input = desc->methods[j].input;
         r->output = desc->methods[j].output;
         r->note = def->unimplemented_note ? def->unimplemented_note : "not implemented";
+        r->handles_bad_input = def->handles_bad_input;
         r->allowed = def->allowed_peers;
         for (size_t i = 0; i < def->nimpls; i++) {
             if (strcmp(def->impls[i].method, desc->methods[j].name) == 0) {
@@ -594,6 +608,55 @@ void rpc_call_finish(rpc_call_t *call, const cx_error_t *status)
     pthread_mutex_unlock(&call->mu);
 }
 
+/*
+ * A stream batch completed (was_read: a RECV_MESSAGE, whose handler has returned), or the
+ * starting thread let go of the call. Several of these run at once on different workers, and
+ * the call may be freed the moment a thread unlocks, so each thread decides everything it will
+ * do under the lock, once:
+ *  - on_done runs on the thread that first sees the call over with no receive armed or being
+ *    handled, so it follows the last on_message/on_half_close (a handler may register the
+ *    call in on_message and forget it in on_done: health Watch does). No receive is armed
+ *    once the call is over, and every armed one completes, so some thread sees this.
+ *  - The call is freed by the thread whose locked section makes "no batch in flight and
+ *    on_done returned" true; both only ever become true once (nothing starts a batch once
+ *    the call is over), so that is exactly one thread. A thread that does not free the call
+ *    does not touch it after unlocking: it may already be gone. Only the on_done thread
+ *    locks again, which is safe because no thread frees the call before it says on_done
+ *    has returned.
+ * Were every thread to lock a second time to look for the free, this would happen: worker A
+ * completes a batch (2 in flight -> 1) and runs on_done; worker B completes the other
+ * (1 -> 0) and unlocks; A locks, sees on_done returned and nothing in flight, and frees the
+ * call; B locks the freed call's mutex and reads it. (So too when B's second look follows a
+ * third worker's last completion after on_done has returned.)
+ */
+static void stream_op_done(struct rpc_call *c, bool was_read)
+{
+    bool run_done = false, free_it = false;
+    pthread_mutex_lock(&c->mu);
+    c->pending--;
+    if (was_read)
+        c->reading--;
+    if (c->over && c->reading == 0 && !c->done_called) {
+        c->done_called = 1;
+        run_done = true;
+    } else {
+        free_it = c->pending == 0 && c->done_finished;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (run_done) {
+        stream_list_remove(c);
+        const rpc_stream_ops_t *ops = c->route->impl->stream;
+        if (ops->on_done != NULL)
+            ops->on_done(c);
+        pthread_mutex_lock(&c->mu);
+        c->done_finished = 1;
+        free_it = c->pending == 0;
+        pthread_mutex_unlock(&c->mu);
+    }
+    if (free_it)
+        call_free(c);
+}
+
 static void stream_arm_recv(struct rpc_call *c)
 {
     grpc_op op;
@@ -601,8 +664,8 @@ static void stream_arm_recv(struct rpc_call *c)
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &c->recv_buf;
     pthread_mutex_lock(&c->mu);
-    if (!c->over)
-        stream_batch(c, &op, 1, &c->t_recv);
+    if (!c->over && stream_batch(c, &op, 1, &c->t_recv))
+        c->reading++;
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -620,11 +683,16 @@ static void stream_start(struct rpc_call *c)
     close.data.recv_close_on_server.cancelled = &c->client_cancelled;
     stream_list_add(c);
     pthread_mutex_lock(&c->mu);
+    /* This thread goes on using the call after its first batches are started, while their
+     * completions (a cancelled call's come at once) run on other workers: it holds the call
+     * as if it were one more batch in flight, so that the call cannot be freed under it. */
+    c->pending = 1;
     bool ok = stream_batch(c, &md, 1, &c->t_md) && stream_batch(c, &close, 1, &c->t_close);
+    if (!ok)
+        c->over = 1; /* RECV_CLOSE was not started, so only this can end the call */
     pthread_mutex_unlock(&c->mu);
     if (!ok) {
         cx_log_error(c->corr, "rpc.batch_failed", CX_LOG_STR("method", c->method));
-        /* The call can never complete normally: cancel it; RECV_CLOSE (if started) fires. */
         grpc_call_cancel(c->call, NULL);
     }
     pthread_mutex_lock(&c->srv->mu);
@@ -634,39 +702,10 @@ static void stream_start(struct rpc_call *c)
         cx_error_t st;
         cx_error_set(&st, CX_ERR_UNAVAILABLE, "server shutting down");
         rpc_call_finish(c, &st);
-        return;
+    } else {
+        stream_arm_recv(c);
     }
-    stream_arm_recv(c);
-}
-
-/* A stream batch completed. The first completion after the call is over runs on_done (outside
- * the lock); the call is freed by whichever thread sees no batch in flight after on_done has
- * returned, exactly once. */
-static void stream_op_done(struct rpc_call *c)
-{
-    bool run_done = false, free_it;
-    pthread_mutex_lock(&c->mu);
-    c->pending--;
-    if (c->over && !c->done_called) {
-        c->done_called = 1;
-        run_done = true;
-    }
-    pthread_mutex_unlock(&c->mu);
-    if (run_done) {
-        stream_list_remove(c);
-        const rpc_stream_ops_t *ops = c->route->impl->stream;
-        if (ops->on_done != NULL)
-            ops->on_done(c);
-    }
-    pthread_mutex_lock(&c->mu);
-    if (run_done)
-        c->done_finished = 1;
-    free_it = c->pending == 0 && c->done_finished && !c->freeing;
-    if (free_it)
-        c->freeing = 1;
-    pthread_mutex_unlock(&c->mu);
-    if (free_it)
-        call_free(c);
+    stream_op_done(c, false); /* the hold taken above */
 }
 
 static void stream_on_recv(struct rpc_call *c, int success)
@@ -689,19 +728,21 @@ static void stream_on_recv(struct rpc_call *c, int success)
             cx_error_set(&st, CX_ERR_INVALID_ARGUMENT, "missing request message");
             rpc_call_finish(c, &st);
         }
-        stream_op_done(c);
+        stream_op_done(c, true);
         return;
     }
     rpc_arena_t *msg_arena = rpc_arena_new(4096);
-    ProtobufCMessage *req = rpc_unpack(c->route->input, buf, msg_arena);
+    cx_error_t ierr;
+    cx_error_clear(&ierr);
+    ProtobufCMessage *req =
+        rpc_unpack(c->route->input, buf, msg_arena, c->srv->opts.input_check, &ierr);
     c->msg_arena = msg_arena;
     grpc_byte_buffer_destroy(buf);
     cx_error_t err;
     cx_error_clear(&err);
     bool rearm = false;
     if (req == NULL) {
-        cx_error_set(&err, CX_ERR_INVALID_ARGUMENT, "request does not decode as %s",
-                     c->route->input->name);
+        cx_error_copy(&err, &ierr);
         rpc_call_finish(c, &err);
     } else if (!ops->on_message(c, req, &err)) {
         rpc_call_finish(c, &err);
@@ -713,7 +754,7 @@ static void stream_on_recv(struct rpc_call *c, int success)
     /* Only now may the next message arrive (on any worker): one on_message at a time. */
     if (rearm)
         stream_arm_recv(c);
-    stream_op_done(c);
+    stream_op_done(c, true);
 }
 
 static void stream_on_event(struct rpc_call *c, enum rpc_tag_kind kind, int success)
@@ -751,7 +792,7 @@ static void stream_on_event(struct rpc_call *c, enum rpc_tag_kind kind, int succ
     default:
         break;
     }
-    stream_op_done(c);
+    stream_op_done(c, false);
 }
 
 /* Ends every open stream (server shutdown): their status says UNAVAILABLE. */
@@ -780,11 +821,15 @@ static void unary_on_recv(struct rpc_call *c, int success)
         reject(c, CX_ERR_INVALID_ARGUMENT, "missing request message");
         return;
     }
-    ProtobufCMessage *req = rpc_unpack(c->route->input, buf, c->arena);
+    ProtobufCMessage *req =
+        rpc_unpack(c->route->input, buf, c->arena, c->srv->opts.input_check, &c->input_err);
     grpc_byte_buffer_destroy(buf);
     if (req == NULL) {
-        reject(c, CX_ERR_INVALID_ARGUMENT, "request does not decode as %s", c->route->input->name);
-        return;
+        c->input_bad = true;
+        if (!c->route->handles_bad_input) {
+            reject(c, CX_ERR_INVALID_ARGUMENT, "%s", c->input_err.message);
+            return;
+        }
     }
     if (rpc_call_remaining_ms(c) == 0) {
         reject(c, CX_ERR_DEADLINE_EXCEEDED, "deadline passed before the handler ran");
@@ -1026,8 +1071,8 @@ bool rpc_server_start(rpc_server_t *srv, cx_error_t *err)
         goto out;
     }
     const grpc_channel_args *base = rpc_channel_args();
-    grpc_arg args[3 + RPC_CHANNEL_ARGS_MAX];
-    memcpy(args + 3, base->args, base->num_args * sizeof(grpc_arg));
+    grpc_arg args[4 + RPC_CHANNEL_ARGS_MAX];
+    memcpy(args + 4, base->args, base->num_args * sizeof(grpc_arg));
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     args[0].value.integer = (int)srv->opts.max_message_bytes;
@@ -1037,7 +1082,12 @@ bool rpc_server_start(rpc_server_t *srv, cx_error_t *err)
     args[2].type = GRPC_ARG_INTEGER;
     args[2].key = (char *)GRPC_ARG_MAX_METADATA_SIZE;
     args[2].value.integer = (int)srv->opts.max_metadata_bytes;
-    grpc_channel_args cargs = {.num_args = 3 + base->num_args, .args = args};
+    /* Identity only: a compressed request would be inflated into buffers of the gRPC core that
+     * credex cannot wipe (docs/THREAT_MODEL.md, "Memory"), so compression is refused. */
+    args[3].type = GRPC_ARG_INTEGER;
+    args[3].key = (char *)GRPC_COMPRESSION_CHANNEL_ENABLED_ALGORITHMS_BITSET;
+    args[3].value.integer = 1 << GRPC_COMPRESS_NONE;
+    grpc_channel_args cargs = {.num_args = 4 + base->num_args, .args = args};
     srv->cq = grpc_completion_queue_create_for_next(NULL);
     srv->server = grpc_server_create(&cargs, NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/contract/cx_contract.h"
 #include "common/log/cx_log.h"
 #include "common/svc/svc.h"
 
@@ -56,6 +57,9 @@ rpc_server_options_t svc_server_options(const cx_config_t *cfg, cx_service_t id)
         .descriptor_set_len = credex_descriptor_set_len,
         .gate = svc_feature_gate,
         .gate_ctx = (void *)(uintptr_t)cfg,
+        /* Every request's strings are UTF-8 without NUL and its varints fit their fields
+         * before anything unpacks it (common/contract). */
+        .input_check = cx_contract_wire_check,
     };
     return o;
 }

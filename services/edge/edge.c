@@ -1,6 +1,6 @@
 /*
  * edge: for now only health and reflection on its gRPC port; the HTTP/JSON translation of the
- * seeds' REST contract onto gateway arrives with the issues that implement each route family.
+ * required REST routes (docs/REQUIREMENTS.md, docs/API.md) onto gateway arrives with the issues that implement each route family.
  */
 #include "services/edge/edge.h"
 

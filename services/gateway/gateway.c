@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/contract/cx_contract.h"
 #include "common/log/cx_log.h"
 #include "common/svc/svc.h"
 #include "credex/v1/gateway.pb-c.h"
@@ -30,31 +31,58 @@ static const rpc_service_def_t gateway_static_services[] = {
      .unimplemented_note = "planned: a later issue, provider connections"},
 };
 
-bool gateway_feature_check(const gateway_t *gw, cx_error_t *err)
-{
-    if (!gw || !gw->cfg->credentials_enabled)
-        return cx_error_set(err, CX_ERR_FEATURE_DISABLED,
-                            "credentials are disabled (CAIPE_CREDENTIALS_ENABLED=false)");
-    return true;
-}
-
-static char *arena_str(rpc_call_t *call, const char *s)
+char *gateway_strdup(rpc_call_t *call, const char *s)
 {
     s = s ? s : "";
     return rpc_arena_strndup(rpc_call_arena(call), s, strlen(s));
 }
 
-Credex__V1__CallerContext *gateway_caller_context(rpc_call_t *call, const gateway_caller_t *c,
-                                                  const char *intended_use,
+/* ---- the request path ------------------------------------------------------------------- */
+
+/* A string field of the request by name, when the request passed the contract; else NULL. */
+static const char *req_string(const gateway_req_t *r, const char *name)
+{
+    if (!r->request || !name)
+        return NULL;
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(r->request->descriptor, name);
+    if (!f || f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED)
+        return NULL;
+    return *(char *const *)((const char *)r->request + f->offset);
+}
+
+const char *gateway_req_resource_id(const gateway_req_t *r)
+{
+    const char *id = req_string(r, r->m->id_field);
+    if (id)
+        return id;
+    return r->m->resource_id ? r->m->resource_id : "";
+}
+
+/* The request's resource context, when it has one and passed the contract. */
+static Credex__V1__ResourceContext *req_context(const gateway_req_t *r)
+{
+    if (!r->request)
+        return NULL;
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(r->request->descriptor, "resource_context");
+    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE ||
+        f->descriptor != &credex__v1__resource_context__descriptor)
+        return NULL;
+    return *(Credex__V1__ResourceContext *const *)((const char *)r->request + f->offset);
+}
+
+Credex__V1__CallerContext *gateway_caller_context(gateway_req_t *r, const char *intended_use,
                                                   Credex__V1__ResourceContext *rc)
 {
-    Credex__V1__CallerContext *cc = rpc_call_alloc(call, sizeof(*cc));
+    const gateway_caller_t *c = &r->caller;
+    Credex__V1__CallerContext *cc = rpc_call_alloc(r->call, sizeof(*cc));
     credex__v1__caller_context__init(cc);
     cc->caller_kind = c->kind;
-    cc->service_id = arena_str(call, c->service_id);
-    cc->subject_user_id = arena_str(call, c->user_id);
-    cc->peer = arena_str(call, c->peer);
-    cc->intended_use = arena_str(call, intended_use);
+    cc->service_id = gateway_strdup(r->call, c->service_id);
+    cc->subject_user_id = gateway_strdup(r->call, c->user_id);
+    cc->peer = gateway_strdup(r->call, c->peer);
+    cc->intended_use = gateway_strdup(r->call, intended_use);
     cc->resource_context = rc;
     return cc;
 }
@@ -81,13 +109,23 @@ bool gateway_downstream(rpc_client_t *client, const ProtobufCServiceDescriptor *
     case CX_CODE_COUNT_:
     case CX_OK:
         cx_log_warn(rpc_call_correlation_id(call), "gateway.downstream_failed",
-                    CX_LOG_STR("service", svc->short_name), CX_LOG_STR("method", method),
+                    CX_LOG_STR("target", svc->short_name), CX_LOG_STR("method", method),
                     CX_LOG_STR("reason", cx_code_reason(e.code)));
         return cx_error_set(err, CX_ERR_UNAVAILABLE, "%s is unavailable", svc->short_name);
     default:
         cx_error_copy(err, &e);
         return false;
     }
+}
+
+bool gateway_forward(gateway_req_t *r, rpc_client_t *client, const ProtobufCServiceDescriptor *svc,
+                     const char *method, const ProtobufCMessage *req, ProtobufCMessage **reply,
+                     cx_error_t *err)
+{
+    if (gateway_downstream(client, svc, method, r->call, req, reply, err))
+        return true;
+    r->answered_downstream = true;
+    return false;
 }
 
 bool gateway_fga_check(const gateway_t *gw, const char *user, const char *relation,
@@ -102,6 +140,25 @@ bool gateway_fga_check(const gateway_t *gw, const char *user, const char *relati
     return cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service is unavailable");
 }
 
+bool gateway_authorize_secret(gateway_req_t *r, const char *subject, const char *secret_id,
+                              const char *relation, cx_error_t *err)
+{
+    char obj[CX_FGA_NAME_MAX];
+    snprintf(obj, sizeof(obj), "secret_ref:%s", secret_id);
+    bool allowed = false, visible = false;
+    if (!gateway_fga_check(r->gw, subject, relation, obj, &allowed, err))
+        return false;
+    if (allowed)
+        return true;
+    if (strcmp(relation, "read_metadata") != 0 &&
+        !gateway_fga_check(r->gw, subject, "read_metadata", obj, &visible, err))
+        return false;
+    if (visible)
+        return cx_error_set(err, CX_ERR_PERMISSION_DENIED, "%s permission required on this secret",
+                            relation);
+    return cx_error_set(err, CX_ERR_NOT_FOUND, "secret not found");
+}
+
 static const char *actor_of(const gateway_caller_t *c)
 {
     if (c->user_id[0])
@@ -111,71 +168,151 @@ static const char *actor_of(const gateway_caller_t *c)
     return c->peer;
 }
 
-static bool append_event(const gateway_t *gw, rpc_call_t *call, Credex__V1__AuditEvent *ev,
-                         cx_error_t *err)
+static bool append_event(gateway_req_t *r, Credex__V1__AuditEvent *ev, cx_error_t *err)
 {
     Credex__V1__StoreAppendAuditEventRequest req =
         CREDEX__V1__STORE_APPEND_AUDIT_EVENT_REQUEST__INIT;
     req.event = ev;
     ProtobufCMessage *reply = NULL;
-    return gateway_downstream(gw->store, &credex__v1__credential_store__descriptor,
-                              "AppendAuditEvent", call, &req.base, &reply, err);
+    return gateway_downstream(r->gw->store, &credex__v1__credential_store__descriptor,
+                              "AppendAuditEvent", r->call, &req.base, &reply, err);
 }
 
-static void event_fill(rpc_call_t *call, const gateway_caller_t *c, Credex__V1__AuditEvent *ev,
-                       const char *event_type, const char *resource_type, const char *resource_id)
+/* An event about the request, with what is known to be valid only: the verified caller, and
+ * request fields only once the whole request passed the contract. */
+static void event_fill(gateway_req_t *r, Credex__V1__AuditEvent *ev, const char *resource_id)
 {
-    ev->event_type = arena_str(call, event_type);
-    ev->resource_type = arena_str(call, resource_type);
-    ev->resource_id = arena_str(call, resource_id);
-    ev->subject_user_id = arena_str(call, c->user_id);
+    const gateway_caller_t *c = &r->caller;
+    rpc_call_t *call = r->call;
+    ev->event_type = gateway_strdup(call, r->m->event_type);
+    ev->resource_type = gateway_strdup(call, r->m->resource_type);
+    ev->resource_id = gateway_strdup(call, resource_id);
+    ev->subject_user_id = gateway_strdup(call, c->user_id);
     ev->caller_kind = c->kind;
-    ev->actor_id = arena_str(call, actor_of(c));
-    ev->peer = arena_str(call, c->peer);
-    ev->correlation_id = arena_str(call, rpc_call_correlation_id(call));
+    ev->actor_id = gateway_strdup(call, actor_of(c));
+    ev->peer = gateway_strdup(call, c->peer);
+    ev->correlation_id = gateway_strdup(call, rpc_call_correlation_id(call));
+    const char *use = req_string(r, "intended_use");
+    ev->intended_use = gateway_strdup(call, use);
+    ev->resource_context = req_context(r);
 }
 
-bool gateway_deny(const gateway_t *gw, rpc_call_t *call, const gateway_caller_t *c,
-                  const char *event_type, const char *resource_type, const char *resource_id,
-                  const char *intended_use, Credex__V1__ResourceContext *rc, cx_error_t *err)
+/* The one failure-audit path of the gateway: one DENIED or FAILED event per failed call that
+ * the gateway itself decided. Not audited: a disabled feature (store refuses every write then),
+ * and failures answered by store or oauth (they audit their own). A record that cannot be
+ * written is logged; the failure stands. */
+static void gateway_audit_failure(gateway_req_t *r, const cx_error_t *err)
 {
-    const char *reason = cx_code_reason(err ? err->code : CX_ERR_PERMISSION_DENIED);
+    if (err->code == CX_ERR_FEATURE_DISABLED || r->answered_downstream)
+        return;
+    const char *reason = cx_code_reason(err->code);
     Credex__V1__AuditEvent ev = CREDEX__V1__AUDIT_EVENT__INIT;
-    event_fill(call, c, &ev, event_type, resource_type, resource_id);
-    ev.outcome = CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_DENIED;
-    ev.reason = arena_str(call, reason);
-    ev.intended_use = arena_str(call, intended_use);
-    ev.resource_context = rc;
+    event_fill(r, &ev, gateway_req_resource_id(r));
+    ev.outcome = cx_code_is_denial(err->code) ? CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_DENIED
+                                              : CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_FAILED;
+    ev.reason = gateway_strdup(r->call, reason);
     cx_error_t aerr;
     cx_error_clear(&aerr);
-    bool audited = gw && append_event(gw, call, &ev, &aerr);
-    /* The denial stands whether or not its record could be written. */
-    cx_log_info(rpc_call_correlation_id(call), "gateway.denied", CX_LOG_STR("action", event_type),
-                CX_LOG_STR("reason", reason), CX_LOG_STR("resource_id", resource_id),
-                CX_LOG_STR("peer", c->peer), CX_LOG_STR("actor", actor_of(c)),
-                CX_LOG_STR("detail", err ? err->message : ""), CX_LOG_BOOL("audited", audited));
+    bool audited = append_event(r, &ev, &aerr);
+    cx_log_info(rpc_call_correlation_id(r->call), "gateway.denied",
+                CX_LOG_STR("action", r->m->event_type), CX_LOG_STR("reason", reason),
+                CX_LOG_STR("resource_id", ev.resource_id), CX_LOG_STR("peer", r->caller.peer),
+                CX_LOG_STR("actor", ev.actor_id), CX_LOG_STR("detail", err->message),
+                CX_LOG_BOOL("audited", audited));
     if (!audited)
-        cx_log_error(rpc_call_correlation_id(call), "gateway.audit_failed",
-                     CX_LOG_STR("action", event_type), CX_LOG_STR("reason", aerr.message));
-    return false;
+        cx_log_error(rpc_call_correlation_id(r->call), "gateway.audit_failed",
+                     CX_LOG_STR("action", r->m->event_type), CX_LOG_STR("reason", aerr.message));
 }
 
-bool gateway_audit_success(const gateway_t *gw, rpc_call_t *call, const gateway_caller_t *c,
-                           const char *event_type, const char *secret_id, const char *detail_key,
+bool gateway_audit_success(gateway_req_t *r, const char *secret_id, const char *detail_key,
                            const char *detail_value, cx_error_t *err)
 {
     Credex__V1__AuditEvent ev = CREDEX__V1__AUDIT_EVENT__INIT;
-    event_fill(call, c, &ev, event_type, "secret_ref", secret_id);
+    event_fill(r, &ev, secret_id);
     ev.outcome = CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_SUCCESS;
     Credex__V1__AuditEvent__AttributesEntry attr = CREDEX__V1__AUDIT_EVENT__ATTRIBUTES_ENTRY__INIT;
     Credex__V1__AuditEvent__AttributesEntry *attrs[1] = {&attr};
     if (detail_key) {
-        attr.key = arena_str(call, detail_key);
-        attr.value = arena_str(call, detail_value);
+        attr.key = gateway_strdup(r->call, detail_key);
+        attr.value = gateway_strdup(r->call, detail_value);
         ev.attributes = attrs;
         ev.n_attributes = 1;
     }
-    return append_event(gw, call, &ev, err);
+    return append_event(r, &ev, err);
+}
+
+/* Who may call, checked in the order gateway.proto fixes: browser classification first (so a
+ * browser gets browser_denied whatever its tokens), then the tokens, then what the method
+ * needs of the caller. */
+static bool admit_caller(gateway_req_t *r, cx_error_t *err)
+{
+    const gateway_caller_t *c = &r->caller;
+    unsigned flags = r->m->flags;
+    /* The edge carries browser traffic and never holds credential material, whatever it
+     * claims about a call (docs/DESIGN.md): server-side methods refuse the peer itself. */
+    if ((flags & GATEWAY_M_SERVER_SIDE) &&
+        (c->kind == CREDEX__V1__CALLER_KIND__CALLER_KIND_BROWSER || strcmp(c->peer, "edge") == 0))
+        return cx_error_set(err, CX_ERR_BROWSER_DENIED,
+                            "credential material is never returned to browser callers");
+    if (!c->authenticated) {
+        if ((flags & GATEWAY_M_HEALTH) && c->auth_err.code == CX_ERR_UNAVAILABLE)
+            return true; /* the health report is how an operator learns the IdP is down */
+        cx_error_copy(err, &c->auth_err);
+        return false;
+    }
+    if ((flags & GATEWAY_M_USER) && !c->user_id[0])
+        return cx_error_set(err, CX_ERR_PERMISSION_DENIED,
+                            "secrets are managed for a user: send the user's token");
+    if (flags & GATEWAY_M_SERVER_SIDE) {
+        if (c->kind != CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE &&
+            c->kind != CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE_ON_BEHALF_OF_USER)
+            return cx_error_set(err, CX_ERR_PERMISSION_DENIED,
+                                "retrieval is for server-side callers only");
+        /* The platform's allow-list of server-side callers. */
+        char svc[CX_FGA_NAME_MAX];
+        snprintf(svc, sizeof(svc), "service:%s", c->service_id);
+        bool allowed = false;
+        if (!gateway_fga_check(r->gw, svc, "retriever", "platform:credex", &allowed, err))
+            return false;
+        if (!allowed)
+            return cx_error_set(err, CX_ERR_PERMISSION_DENIED,
+                                "this service is not an allowed retriever");
+    }
+    return true;
+}
+
+bool gateway_run(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                 cx_error_t *err, const gateway_method_t *m)
+{
+    const gateway_t *gw = gateway_state(call);
+    if (!gw)
+        return cx_error_set(err, CX_ERR_UNAVAILABLE, "gateway is starting");
+    if (!(m->flags & GATEWAY_M_HEALTH) && !gw->cfg->credentials_enabled)
+        return cx_error_set(err, CX_ERR_FEATURE_DISABLED,
+                            "credentials are disabled (CAIPE_CREDENTIALS_ENABLED=false)");
+    gateway_req_t r = {.call = call, .gw = gw, .m = m};
+    gateway_caller_from_call(gw, call, &r.caller);
+    /* The contract is checked first but reported in its place (after the caller checks), so
+     * that every audit event of this call may carry the request's fields once they are valid,
+     * and never before. */
+    cx_error_t input_err;
+    cx_error_clear(&input_err);
+    bool input_ok = request && cx_contract_check(request, &input_err);
+    if (!request) /* it did not decode or failed the wire check (rpc handles_bad_input) */
+        cx_error_copy(&input_err, rpc_call_input_error(call));
+    if (!request && input_err.code == CX_OK)
+        cx_error_set(&input_err, CX_ERR_INVALID_ARGUMENT, "malformed request");
+    if (input_ok)
+        r.request = request;
+    bool ok = admit_caller(&r, err);
+    if (ok && !input_ok) {
+        cx_error_copy(err, &input_err);
+        ok = false;
+    }
+    ok = ok && m->run(&r, reply, err);
+    if (!ok)
+        gateway_audit_failure(&r, err);
+    return ok;
 }
 
 static rpc_client_t *client_for(const cx_config_t *cfg, cx_service_t svc, cx_error_t *err)

@@ -1,11 +1,12 @@
 /*
  * gateway internals shared by its files (not a public header):
- *   gateway.c    setup/cleanup, registration, downstream helpers, denial audit
+ *   gateway.c    setup/cleanup, registration, and the one request path every method takes
+ *                (gateway_run: caller, contract, method's own steps, failure audit)
  *   caller.c     who is calling: tokens, peer and browser markers -> caller kind (IDENTITY.md)
- *   validate.c   request validation (pure functions, unit-tested)
  *   secrets.c    credex.v1.Secrets
  *   retrieval.c  credex.v1.Retrieval.Retrieve
  *   admin.c      credex.v1.Admin.GetHealth
+ * Request fields are checked by common/contract (the same rules store applies).
  */
 #ifndef CREDEX_SERVICES_GATEWAY_GATEWAY_INTERNAL_H
 #define CREDEX_SERVICES_GATEWAY_GATEWAY_INTERNAL_H
@@ -94,27 +95,72 @@ void gateway_caller_from_call(const gateway_t *gw, rpc_call_t *call, gateway_cal
 /* True for ids we accept as OpenFGA object/user ids: 1..127 of [A-Za-z0-9_.@+-]. */
 bool gateway_id_valid(const char *s);
 
-/* ---- validation (validate.c) ---------------------------------------------------------- */
+/* ---- the request path (gateway.c) ---------------------------------------------------- */
 
-bool gateway_valid_secret_id(const char *s); /* 1..64 of [A-Za-z0-9_-] */
-bool gateway_valid_use(const char *s);       /* 1..64 of [a-z0-9_.:-] */
-bool gateway_validate_allowed_uses(char **uses, size_t n, cx_error_t *err);
-bool gateway_validate_value(size_t len, cx_error_t *err);
-bool gateway_validate_display_name(const char *s, cx_error_t *err);
-bool gateway_validate_description(const char *s, cx_error_t *err);
-/* intended_use and resource_context as Retrieve/Exchange require them. */
-bool gateway_validate_use_context(const char *intended_use, const Credex__V1__ResourceContext *rc,
-                                  cx_error_t *err);
+typedef struct gateway_req gateway_req_t;
 
-/* ---- shared helpers (gateway.c) ------------------------------------------------------- */
+/* What a method needs of its caller, checked by gateway_run before the method runs. */
+enum {
+    /* Acting for a user (a service acting for itself is permission_denied). */
+    GATEWAY_M_USER = 1u << 0,
+    /* Server-side callers only: browsers get browser_denied, and the service must be on the
+     * platform's allow-list of retrievers. */
+    GATEWAY_M_SERVER_SIDE = 1u << 1,
+    /* Answers while the feature is disabled, and to a caller that could not be judged because
+     * the JWKS is unreachable; the method judges the caller itself (health). */
+    GATEWAY_M_HEALTH = 1u << 2,
+};
 
-/* Feature toggle: false with feature_disabled when CAIPE_CREDENTIALS_ENABLED is false. */
-bool gateway_feature_check(const gateway_t *gw, cx_error_t *err);
+/* One method of the public API: how its failures are audited and what it needs. */
+typedef struct gateway_method {
+    const char *event_type;    /* audit event of a failure (and the method's own action) */
+    const char *resource_type; /* "secret_ref" or "feature" */
+    const char *id_field;      /* request field naming the resource (NULL: none) */
+    const char *resource_id;   /* fixed resource id when id_field is NULL (may be NULL) */
+    unsigned flags;            /* GATEWAY_M_* */
+    /* The method's own steps: authorization, forwarding, the reply. The request passed the
+     * contract and the caller the checks of flags. */
+    bool (*run)(gateway_req_t *r, ProtobufCMessage **reply, cx_error_t *err);
+} gateway_method_t;
+
+/* A request on its way through the gateway. Every field but `request` is safe to audit. */
+struct gateway_req {
+    rpc_call_t *call;
+    const gateway_t *gw;
+    const gateway_method_t *m;
+    const ProtobufCMessage *request; /* passed the contract (NULL until then) */
+    gateway_caller_t caller;
+    /* Set by gateway_forward when the forwarded call failed: the service that answered audited
+     * the failure (store writes the audit trail), so the gateway does not audit it again. */
+    bool answered_downstream;
+};
+
+/* The one path of every public method: feature toggle, caller (browser first, tokens,
+ * allow-list), the request contract (common/contract), the method's steps, and for any
+ * failure the gateway decided, exactly one audit event (gateway_audit_failure). */
+bool gateway_run(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                 cx_error_t *err, const gateway_method_t *m);
+
+/* Define the rpc entry point `fn` of method table entry `m` (a static const gateway_method_t). */
+#define GATEWAY_ENTRY(fn, m)                                                                       \
+    static bool fn(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,    \
+                   cx_error_t *err)                                                                \
+    {                                                                                              \
+        return gateway_run(call, request, reply, err, &(m));                                       \
+    }
+
+/* The request's resource id (validated), "" when the method has none. */
+const char *gateway_req_resource_id(const gateway_req_t *r);
 
 /* A CallerContext for downstream calls, in the call arena. */
-Credex__V1__CallerContext *gateway_caller_context(rpc_call_t *call, const gateway_caller_t *c,
-                                                  const char *intended_use,
+Credex__V1__CallerContext *gateway_caller_context(gateway_req_t *r, const char *intended_use,
                                                   Credex__V1__ResourceContext *rc);
+
+/* Forward the request's work to store (or oauth): gateway_downstream, and on failure the
+ * answer is the downstream's (not audited again here). */
+bool gateway_forward(gateway_req_t *r, rpc_client_t *client, const ProtobufCServiceDescriptor *svc,
+                     const char *method, const ProtobufCMessage *req, ProtobufCMessage **reply,
+                     cx_error_t *err);
 
 /* Downstream unary call with the parent's correlation id and deadline; the reply is unpacked
  * into the call arena. Dependency faults (unavailable, deadline, internal, unimplemented,
@@ -127,17 +173,18 @@ bool gateway_downstream(rpc_client_t *client, const ProtobufCServiceDescriptor *
 bool gateway_fga_check(const gateway_t *gw, const char *user, const char *relation,
                        const char *object, bool *allowed, cx_error_t *err);
 
-/* Record a denial (outcome DENIED, reason from err->code) with store.AppendAuditEvent. A failed
- * audit write is logged; the request is denied all the same. Returns false so that handlers
- * can `return gateway_deny(...)`. */
-bool gateway_deny(const gateway_t *gw, rpc_call_t *call, const gateway_caller_t *c,
-                  const char *event_type, const char *resource_type, const char *resource_id,
-                  const char *intended_use, Credex__V1__ResourceContext *rc, cx_error_t *err);
+/* Does `subject` (an OpenFGA user, e.g. "user:alice") hold `relation` on secret_ref:<id>?
+ * When not: permission_denied if the subject may see the secret (read_metadata), else the
+ * not_found of a secret that does not exist, so that ids cannot be probed. */
+bool gateway_authorize_secret(gateway_req_t *r, const char *subject, const char *secret_id,
+                              const char *relation, cx_error_t *err);
 
 /* Append a success event written by the gateway itself (sharing). Failure: unavailable. */
-bool gateway_audit_success(const gateway_t *gw, rpc_call_t *call, const gateway_caller_t *c,
-                           const char *event_type, const char *secret_id, const char *detail_key,
+bool gateway_audit_success(gateway_req_t *r, const char *secret_id, const char *detail_key,
                            const char *detail_value, cx_error_t *err);
+
+/* A string in the call arena ("" for NULL). */
+char *gateway_strdup(rpc_call_t *call, const char *s);
 
 /* ---- services ------------------------------------------------------------------------- */
 

@@ -4,9 +4,10 @@
  * store_dispatch runs each handler inside the same frame:
  *   1. the call context (store_ctx_t) and the feature toggle (disabled: feature_disabled,
  *      nothing else happens, nothing is audited);
- *   2. the two facts every store request shares, validated before the handler runs: its caller
- *      context (field `caller`) and, when it names one, its secret (field `secret_id`). Each is
- *      put in the context only once it validated;
+ *   2. the request under the input contract (common/contract, the gateway's rules too), then the
+ *      two facts every store request shares: its caller context (field `caller`) and, when it
+ *      names one, its secret (field `secret_id`, in store's own id format). Each is put in the
+ *      context only once it validated;
  *   3. the handler; success events are its own (written before the answer: no record, no
  *      change and no material);
  *   4. a failed call gets exactly one audit event here, and a handler never writes one:
@@ -20,6 +21,7 @@
  */
 #include <string.h>
 
+#include "common/contract/cx_contract.h"
 #include "common/log/cx_log.h"
 #include "services/store/store_internal.h"
 
@@ -142,13 +144,21 @@ static const void *store_request_field(const ProtobufCMessage *req, const char *
 
 static bool store_take_shared_fields(store_ctx_t *x, const ProtobufCMessage *req, cx_error_t *err)
 {
-    const void *f = store_request_field(req, "caller", PROTOBUF_C_TYPE_MESSAGE);
-    if (f) {
-        const Credex__V1__CallerContext *c = *(Credex__V1__CallerContext *const *)f;
-        if (!store_validate_caller(c, err))
-            return false;
-        x->caller = c;
+    /* The whole request first, under the contract the gateway applied (common/contract): a
+     * request that did not decode, or failed the wire check, arrives as NULL
+     * (handles_bad_input) and is refused here like any other invalid one, so that it is
+     * audited too, with nothing of it in the event. */
+    if (!req) {
+        cx_error_copy(err, rpc_call_input_error(x->call));
+        if (!err || err->code == CX_OK)
+            cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "malformed request");
+        return false;
     }
+    if (!cx_contract_check(req, err))
+        return false;
+    const void *f = store_request_field(req, "caller", PROTOBUF_C_TYPE_MESSAGE);
+    if (f) /* the contract required it and checked its every field */
+        x->caller = *(Credex__V1__CallerContext *const *)f;
     f = store_request_field(req, "secret_id", PROTOBUF_C_TYPE_STRING);
     if (f) {
         const char *id = *(char *const *)f;

@@ -243,6 +243,30 @@ void store_payload_encode(const store_payload_t *p, bson_t *out)
     BSON_APPEND_DATE_TIME(out, "created_at", p->created_at_ms);
 }
 
+static char *store_arena_str(rpc_arena_t *arena, const char *s)
+{
+    return rpc_arena_strndup(arena, s ? s : "", s ? strlen(s) : 0);
+}
+
+Credex__V1__VersionInfo *store_payload_version_info(rpc_arena_t *arena, const store_payload_t *p,
+                                                    bool current)
+{
+    Credex__V1__VersionInfo *v = rpc_arena_alloc(arena, sizeof(*v));
+    credex__v1__version_info__init(v);
+    v->secret_id = store_arena_str(arena, p->secret_id);
+    v->version = p->version;
+    v->payload_id = store_arena_str(arena, p->payload_id);
+    v->state = current ? CREDEX__V1__VERSION_STATE__VERSION_STATE_CURRENT
+                       : CREDEX__V1__VERSION_STATE__VERSION_STATE_PREVIOUS;
+    v->algorithm = STORE_ALG;
+    v->key_provider = p->key_provider;
+    v->key_id = store_arena_str(arena, p->key_id);
+    v->key_version = store_arena_str(arena, p->key_version);
+    v->created_by = store_arena_str(arena, p->created_by);
+    v->created_at_ms = p->created_at_ms;
+    return v;
+}
+
 bool store_envelope_seal(const cx_secret_t *dek, const store_bind_t *b, const unsigned char *plain,
                          size_t plen, unsigned char nonce[CX_GCM_NONCE_LEN], unsigned char *ct,
                          unsigned char tag[CX_GCM_TAG_LEN], cx_error_t *err)

@@ -53,9 +53,12 @@ static void store_fingerprint(const Credex__V1__StoreCreateSecretRequest *r, cha
 }
 
 /* Encrypt value as version b->version of b->secret_id under a fresh data key and insert the
- * payload document. CONFLICT when that version already exists. */
+ * payload document, created at created_at_ms. CONFLICT when that version already exists.
+ * written (optional): on success, the VersionInfo of the document as inserted (the wrapping
+ * key's provider, id and version are known only here), in the call arena. */
 static bool store_write_payload(store_ctx_t *x, const store_bind_t *b,
                                 const ProtobufCBinaryData *value, const char *created_by,
+                                int64_t created_at_ms, Credex__V1__VersionInfo **written,
                                 cx_error_t *err)
 {
     char ver[12];
@@ -85,10 +88,12 @@ static bool store_write_payload(store_ctx_t *x, const store_bind_t *b,
                          .ct_len = (uint32_t)value->len,
                          .tag = tag,
                          .created_by = created_by,
-                         .created_at_ms = mdb_now_ms()};
+                         .created_at_ms = created_at_ms};
     store_payload_encode(&p, &doc);
     ok = mdb_insert_one(x->st->db, x->c, MDB_COLL_PAYLOADS, &doc, err);
     bson_destroy(&doc);
+    if (ok && written)
+        *written = store_payload_version_info(x->arena, &p, true);
 out:
     cx_secret_free(dek);
     return ok;
@@ -169,7 +174,8 @@ static bool store_create_replay(store_ctx_t *x, const Credex__V1__StoreCreateSec
         if (!exists) {
             store_bind_t b;
             store_bind_from_ref(ref, &b);
-            if (!store_write_payload(x, &b, &r->value, ref->meta->created_by, err) &&
+            if (!store_write_payload(x, &b, &r->value, ref->meta->created_by, mdb_now_ms(), NULL,
+                                     err) &&
                 err->code != CX_ERR_CONFLICT)
                 return false;
         }
@@ -186,7 +192,7 @@ static bool store_create_payload(store_ctx_t *x, const store_bind_t *b,
                                  const ProtobufCBinaryData *value, const char *actor,
                                  cx_error_t *err)
 {
-    if (store_write_payload(x, b, value, actor, err))
+    if (store_write_payload(x, b, value, actor, mdb_now_ms(), NULL, err))
         return true;
     if (err->code != CX_ERR_CONFLICT)
         return false;
@@ -425,8 +431,6 @@ bool store_rotate(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMess
     bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set;
     bool ok = false, matched = false, wrote = false;
 
-    if (!store_validate_value(&r->value, err))
-        goto out;
     if (r->expected_version == 0 && strcmp(x->peer, "gateway") != 0) {
         cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "expected_version is required");
         goto out;
@@ -455,10 +459,13 @@ bool store_rotate(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMess
     b.version = cur + 1;
     b.payload_id = pid;
     const char *actor = store_actor(x);
+    /* One instant for the rotation: the new version's created_at is the secret's rotated_at. */
+    int64_t now = mdb_now_ms();
+    Credex__V1__VersionInfo *vi = NULL;
     /* Step 1: the unique (secret_id, version) index lets exactly one rotation to v+1 in. */
-    bool written = store_write_payload(x, &b, &r->value, actor, err);
+    bool written = store_write_payload(x, &b, &r->value, actor, now, &vi, err);
     if (!written && err->code == CX_ERR_CONFLICT && store_reclaim_orphan(x, &b))
-        written = store_write_payload(x, &b, &r->value, actor, err);
+        written = store_write_payload(x, &b, &r->value, actor, now, &vi, err);
     if (!written) {
         if (err->code == CX_ERR_CONFLICT)
             cx_error_set(err, CX_ERR_CONFLICT, "concurrent rotation: version %u exists", b.version);
@@ -466,7 +473,6 @@ bool store_rotate(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMess
     }
     wrote = true;
     /* Step 2: move the metadata from v to v+1 only if nobody else did. */
-    int64_t now = mdb_now_ms();
     BSON_APPEND_UTF8(&sel, "_id", x->secret_id);
     BSON_APPEND_INT64(&sel, "current_version", cur);
     BSON_APPEND_UTF8(&sel, "status", "active");
@@ -495,18 +501,9 @@ bool store_rotate(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMess
     }
     wrote = false; /* committed */
     Credex__V1__StoreRotateSecretResponse *resp = rpc_arena_alloc(x->arena, sizeof(*resp));
-    Credex__V1__VersionInfo *vi = rpc_arena_alloc(x->arena, sizeof(*vi));
     credex__v1__store_rotate_secret_response__init(resp);
-    credex__v1__version_info__init(vi);
-    vi->secret_id = moved.meta->secret_id;
-    vi->version = b.version;
-    vi->payload_id = rpc_arena_strndup(x->arena, pid, strlen(pid));
-    vi->state = CREDEX__V1__VERSION_STATE__VERSION_STATE_CURRENT;
-    vi->algorithm = STORE_ALG;
-    vi->created_by = (char *)actor;
-    vi->created_at_ms = now;
     resp->secret = moved.meta;
-    resp->version = vi;
+    resp->version = vi; /* what was inserted, as ListVersions reads it back */
     *reply = &resp->base;
     ok = true;
 out:
@@ -527,10 +524,6 @@ bool store_revoke(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMess
     store_ref_t ref;
     bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set;
     bool ok = false;
-    if (!store_text_ok(r->reason, 0, 256)) {
-        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "reason must be <= 256 printable chars");
-        goto out;
-    }
     if (!store_load_secret(x, &ref, err))
         goto out;
     if (ref.meta->status == CREDEX__V1__SECRET_STATUS__SECRET_STATUS_DELETED) {

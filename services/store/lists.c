@@ -313,21 +313,7 @@ static void *store_ver_row(store_ctx_t *x, const bson_t *doc, const void *ctx, c
     store_payload_t p;
     if (!store_payload_decode(doc, &p, err))
         return NULL;
-    Credex__V1__VersionInfo *v = rpc_arena_alloc(x->arena, sizeof(*v));
-    credex__v1__version_info__init(v);
-    v->secret_id = rpc_arena_strndup(x->arena, p.secret_id, strlen(p.secret_id));
-    v->version = p.version;
-    v->payload_id = rpc_arena_strndup(x->arena, p.payload_id, strlen(p.payload_id));
-    v->state = p.version == current ? CREDEX__V1__VERSION_STATE__VERSION_STATE_CURRENT
-                                    : CREDEX__V1__VERSION_STATE__VERSION_STATE_PREVIOUS;
-    v->algorithm = STORE_ALG;
-    v->key_provider = p.key_provider;
-    v->key_id = rpc_arena_strndup(x->arena, p.key_id, strlen(p.key_id));
-    v->key_version = rpc_arena_strndup(x->arena, p.key_version, strlen(p.key_version));
-    const char *cb = p.created_by ? p.created_by : "";
-    v->created_by = rpc_arena_strndup(x->arena, cb, strlen(cb));
-    v->created_at_ms = p.created_at_ms;
-    return v;
+    return store_payload_version_info(x->arena, &p, p.version == current);
 }
 
 bool store_list_versions(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,

@@ -12,9 +12,8 @@
  */
 #include <string.h>
 
+#include "common/contract/cx_contract.h"
 #include "services/store/store_internal.h"
-
-#define STORE_USES_MAX 16 /* common.proto: at most 16 allowed_uses */
 
 void store_ref_encode(const store_ref_new_t *n, bson_t *out)
 {
@@ -82,22 +81,12 @@ static const char *store_dec_str(store_dec_t *d, const char *field, bool (*ok)(c
     return rpc_arena_strndup(d->arena, s, len);
 }
 
-/* Free text of min..max bytes. */
-static const char *store_dec_text(store_dec_t *d, const char *field, size_t min, size_t max)
+/* A string under the contract rule of its field name (what store accepts is what it reads
+ * back): required fields must be non-empty. */
+static const char *store_dec_field(store_dec_t *d, const char *field, bool required)
 {
     const char *s = store_dec_str(d, field, NULL);
-    if (s && !store_text_ok(s, min, max)) {
-        store_dec_bad(d, field);
-        return NULL;
-    }
-    return s;
-}
-
-/* An identifier of 0..64 bytes (provider, connector_id). */
-static const char *store_dec_ident(store_dec_t *d, const char *field)
-{
-    const char *s = store_dec_str(d, field, NULL);
-    if (s && !store_ident_ok(s, 0, 64)) {
+    if (s && !cx_contract_check_value(field, s, required, NULL)) {
         store_dec_bad(d, field);
         return NULL;
     }
@@ -188,7 +177,8 @@ static bool store_dec_bool(store_dec_t *d, const char *field)
 static void store_dec_uses(store_dec_t *d, Credex__V1__SecretMetadata *m)
 {
     bson_iter_t it, child;
-    char **uses = rpc_arena_alloc(d->arena, (STORE_USES_MAX + 1) * sizeof(char *));
+    const size_t max = cx_contract_rule("allowed_uses")->max_items;
+    char **uses = rpc_arena_alloc(d->arena, (max + 1) * sizeof(char *));
     size_t n = 0;
     if (!bson_iter_init_find(&it, d->doc, "allowed_uses") || !BSON_ITER_HOLDS_ARRAY(&it) ||
         !bson_iter_recurse(&it, &child)) {
@@ -197,7 +187,7 @@ static void store_dec_uses(store_dec_t *d, Credex__V1__SecretMetadata *m)
     }
     while (bson_iter_next(&child)) {
         uint32_t len = 0;
-        if (n == STORE_USES_MAX || !BSON_ITER_HOLDS_UTF8(&child)) {
+        if (n == max || !BSON_ITER_HOLDS_UTF8(&child)) {
             store_dec_bad(d, "allowed_uses");
             return;
         }
@@ -208,9 +198,14 @@ static void store_dec_uses(store_dec_t *d, Credex__V1__SecretMetadata *m)
         }
         uses[n++] = rpc_arena_strndup(d->arena, s, len);
     }
-    if (!store_validate_uses(n, uses, NULL)) {
-        store_dec_bad(d, "allowed_uses");
-        return;
+    for (size_t i = 0; i < n; i++) {
+        bool repeated = false;
+        for (size_t j = 0; j < i; j++)
+            repeated = repeated || strcmp(uses[i], uses[j]) == 0;
+        if (repeated || !cx_contract_check_value("allowed_uses", uses[i], true, NULL)) {
+            store_dec_bad(d, "allowed_uses");
+            return;
+        }
     }
     m->allowed_uses = uses;
     m->n_allowed_uses = n;
@@ -227,22 +222,22 @@ bool store_ref_decode(rpc_arena_t *arena, const bson_t *doc, store_ref_t *out, c
     /* Every field is read even after one failed, so that the first bad one is named. */
     m->secret_id = (char *)store_dec_str(&d, "secret_id", store_dec_secret_id);
     o->owner_type = store_dec_enum(&d, "owner_type", store_dec_owner_type);
-    o->owner_id = (char *)store_dec_str(&d, "owner_id", store_owner_id_ok);
+    o->owner_id = (char *)store_dec_field(&d, "owner_id", true);
     if (o->owner_type && o->owner_id && !store_validate_owner(o, NULL))
         store_dec_bad(&d, "owner_id"); /* platform secrets belong to "platform" */
     m->kind = store_dec_enum(&d, "kind", store_dec_kind);
     m->status = store_dec_enum(&d, "status", store_dec_status);
-    m->display_name = (char *)store_dec_text(&d, "display_name", 1, 128);
-    m->description = (char *)store_dec_text(&d, "description", 0, 1024);
-    m->provider = (char *)store_dec_ident(&d, "provider");
-    m->connector_id = (char *)store_dec_ident(&d, "connector_id");
+    m->display_name = (char *)store_dec_field(&d, "display_name", true);
+    m->description = (char *)store_dec_field(&d, "description", false);
+    m->provider = (char *)store_dec_field(&d, "provider", false);
+    m->connector_id = (char *)store_dec_field(&d, "connector_id", false);
     store_dec_uses(&d, m);
     m->current_version = store_dec_version(&d, "current_version");
     const char *payload_id = store_dec_str(&d, "current_payload_id", store_dec_payload_id);
     m->value_set = store_dec_bool(&d, "value_set");
     const char *fingerprint = store_dec_str(&d, "create_fingerprint", store_dec_fingerprint);
-    m->created_by = (char *)store_dec_str(&d, "created_by", store_owner_id_ok);
-    m->updated_by = (char *)store_dec_str(&d, "updated_by", store_owner_id_ok);
+    m->created_by = (char *)store_dec_field(&d, "created_by", true);
+    m->updated_by = (char *)store_dec_field(&d, "updated_by", true);
     m->created_at_ms = store_dec_date(&d, "created_at", true);
     m->updated_at_ms = store_dec_date(&d, "updated_at", true);
     m->rotated_at_ms = store_dec_date(&d, "rotated_at", false);

@@ -88,6 +88,7 @@ bool store_register(rpc_server_t *srv, store_t *st, cx_error_t *err)
         .nimpls = store_method_nimpls,
         .allowed_peers = store_peers,
         .unimplemented_note = "planned: a later issue (migration preview)",
+        .handles_bad_input = true, /* refused and audited by the dispatch */
     };
     rpc_server_set_health_probe(srv, "credex.v1.CredentialStore", store_health_probe, st);
     return rpc_server_add_service(srv, &def, err);

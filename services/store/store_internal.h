@@ -110,6 +110,12 @@ bool store_payload_decode(const bson_t *doc, store_payload_t *out, cx_error_t *e
 /* The credential_encrypted_payloads document of p (_id = payload_id; alg AES-256-GCM). */
 void store_payload_encode(const store_payload_t *p, bson_t *out);
 
+/* The VersionInfo of a payload document, from p as written or as read back (strings copied
+ * into the arena), so that every reply describing a version says what is stored. current: p
+ * is the secret's current version. */
+Credex__V1__VersionInfo *store_payload_version_info(rpc_arena_t *arena, const store_payload_t *p,
+                                                    bool current);
+
 /* Seal plain under dek with the AAD of b. ct has plen bytes. */
 bool store_envelope_seal(const cx_secret_t *dek, const store_bind_t *b, const unsigned char *plain,
                          size_t plen, unsigned char nonce[CX_GCM_NONCE_LEN], unsigned char *ct,
@@ -177,25 +183,14 @@ void store_payload_cache_stats(store_payload_cache_t *c, store_payload_cache_sta
 
 /* Shapes of strings, shared by request validation and the stored-document decoders. NULL is
  * the empty string. */
-/* Valid UTF-8 of min..max bytes without control characters (free text shown to humans). */
-bool store_text_ok(const char *s, size_t min, size_t max);
-/* min..max bytes of [A-Za-z0-9_.:@/-] (identifiers from other services). */
-bool store_ident_ok(const char *s, size_t min, size_t max);
-/* [a-z0-9_.:-]{1,64}: intended_use and allowed_uses entries. */
-bool store_use_ok(const char *s);
-/* 1..128 bytes of printable ASCII without '|' (owner ids, user ids, actors). */
-bool store_owner_id_ok(const char *s);
-
 /* May this peer touch a secret of this kind and owner type (store.proto's policy)? */
 bool store_peer_may_use(const char *peer, Credex__V1__SecretKind kind,
                         Credex__V1__OwnerType owner_type);
 bool store_validate_owner(const Credex__V1__Owner *o, cx_error_t *err);
-bool store_validate_caller(const Credex__V1__CallerContext *c, cx_error_t *err);
-bool store_validate_uses(size_t n, char *const *uses, cx_error_t *err);
-bool store_validate_value(const ProtobufCBinaryData *v, cx_error_t *err);
+/* store's own id format: "sec_" and 26 Crockford base32 characters. */
 bool store_validate_secret_id(const char *id, cx_error_t *err);
-/* The rest of a request, once the dispatch has validated its caller context and secret id
- * (store_validate_caller, store_validate_secret_id); a NULL caller is refused, not read. */
+/* Store's policy on the rest of a request, once the dispatch has checked it against the
+ * contract and validated its secret id; a NULL caller is refused, not read. */
 bool store_validate_create(const Credex__V1__StoreCreateSecretRequest *r, const char *peer,
                            cx_error_t *err);
 bool store_validate_update(const Credex__V1__StoreUpdateSecretRequest *r, cx_error_t *err);

@@ -345,18 +345,16 @@ class Api:
         import requests
 
         for user, relation, obj in tuples:
-            body = {("deletes" if delete else "writes"): {"tuple_keys": [
-                {"user": user, "relation": relation, "object": obj}]}}
+            # OpenFGA's own idempotency options, not its error text.
+            part = {"tuple_keys": [{"user": user, "relation": relation, "object": obj}]}
+            part["on_missing" if delete else "on_duplicate"] = "ignore"
+            body = {("deletes" if delete else "writes"): part}
             model = self.stack.env.get("CREDEX_OPENFGA_MODEL_ID")
             if model:
                 body["authorization_model_id"] = model
             r = requests.post(f"{self.fga_url}/stores/{self.fga_store}/write", json=body, timeout=10)
-            if r.status_code == 200:
-                continue
-            text = r.text
-            if ("already exists" in text and not delete) or ("did not exist" in text and delete):
-                continue
-            raise RuntimeError(f"OpenFGA write {user} {relation} {obj}: {r.status_code} {text}")
+            if r.status_code != 200:
+                raise RuntimeError(f"OpenFGA write {user} {relation} {obj}: {r.status_code} {r.text}")
 
     def fga_check(self, user: str, relation: str, obj: str) -> bool:
         import requests

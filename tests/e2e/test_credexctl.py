@@ -329,3 +329,50 @@ def test_every_json_output_is_the_canonical_mapping(stack, api):
         text = json.dumps(doc)
         assert v1.decode() not in text and v2.decode() not in text
         assert "secret_id" not in text and "current_version" not in text
+
+
+# ---- dev: OpenFGA tuples through common/fga ---------------------------------------------------------
+
+def test_dev_writes_and_removes_tuples_idempotently(stack, api):
+    """`credexctl dev` writes its tuples to the stack's OpenFGA; writing what exists and removing
+    what is missing succeed (a partly existing write adds the rest); a refusal names its reason
+    without repeating OpenFGA's text."""
+    svc, team, user = x.uid("svc"), x.uid("team"), x.uid("user")
+    member = (f"user:{user}", "member", f"team:{team}")
+    admin = (f"user:{user}", "admin", f"team:{team}")
+
+    for _ in range(2):
+        assert ok(ctl(stack, "dev", "grant-retriever", svc)) == \
+            f"wrote platform:credex#retriever@service:{svc}\n".encode()
+    assert api.fga_check(f"service:{svc}", "retriever", "platform:credex")
+
+    ok(ctl(stack, "dev", "add-team-member", team, user))
+    assert set(api.fga_read(f"team:{team}")) == {member}
+    ok(ctl(stack, "dev", "add-team-member", team, user, "--admin"))  # member exists already
+    assert set(api.fga_read(f"team:{team}")) == {member, admin}
+
+    ok(ctl(stack, "dev", "add-team-member", team, user, "--remove"))
+    assert set(api.fga_read(f"team:{team}")) == {admin}
+    for _ in range(2):  # the member tuple is gone already
+        ok(ctl(stack, "dev", "add-team-member", team, user, "--admin", "--remove"))
+    assert api.fga_read(f"team:{team}") == []
+
+    ok(ctl(stack, "dev", "make-admin", user))
+    assert api.fga_check(f"user:{user}", "admin", "platform:credex")
+    for _ in range(2):
+        ok(ctl(stack, "dev", "make-admin", user, "--remove"))
+    assert not api.fga_check(f"user:{user}", "admin", "platform:credex")
+    ok(ctl(stack, "dev", "grant-retriever", svc, "--remove"))
+    assert not api.fga_check(f"service:{svc}", "retriever", "platform:credex")
+
+    # A store id left over from another stack: refused, with the reason and without OpenFGA's
+    # message (which would repeat the request's values).
+    env_store = stack.env["CREDEX_OPENFGA_STORE_ID"]
+    bogus = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+    res = subprocess.run([str(stack.credexctl), "dev", "make-admin", user],
+                         env=h.clean_base_env() | stack.env | {"CREDEX_OPENFGA_STORE_ID": bogus},
+                         capture_output=True, timeout=30)
+    assert res.returncode == 1, res
+    err = res.stderr.decode()
+    assert err.startswith("credexctl: unavailable: ") and bogus in err, err
+    assert user not in err and env_store not in err, err

@@ -173,10 +173,11 @@ def remember(err: grpc.RpcError) -> grpc.RpcError:
     return err
 
 
-def retrieve_during_outage(api, owner: str, sid: str, values: list[bytes]) -> grpc.RpcError:
+def retrieve_during_outage(api, owner: str, sid: str, values: list[bytes],
+                           cid: str | None = None) -> grpc.RpcError:
     started = time.monotonic()
     with pytest.raises(grpc.RpcError) as info:
-        reply = api.agent(owner).retrieve(sid, timeout=DEADLINE)
+        reply = api.agent(owner).retrieve(sid, timeout=DEADLINE, cid=cid)
         assert reply.value not in values, "a secret came back while a dependency was down"
     elapsed = time.monotonic() - started
     err = remember(info.value)
@@ -202,9 +203,10 @@ def test_dependency_outage_fails_closed_and_recovers(outage, canary, dependency)
         # The bound of the gateway's check cache (module docstring), counted from the moment the
         # process is gone, which is after the last poll that could still succeed had started.
         time.sleep(FGA_CACHE_BOUND)
+    cids = [x.cid(), x.cid()]
     try:
-        for _ in range(2):
-            retrieve_during_outage(api, owner, sid, values)
+        for cid in cids:
+            retrieve_during_outage(api, owner, sid, values, cid)
         # Credential health fails closed too, and says which component is down.
         health = api.ui(owner).call("Admin", "GetHealth", api.pb.gateway.GetHealthRequest(), timeout=DEADLINE)
         HEALTH_DURING_OUTAGE[dependency] = health  # judged by test_health_fails_closed_during_outages
@@ -220,11 +222,21 @@ def test_dependency_outage_fails_closed_and_recovers(outage, canary, dependency)
     resumes(api, owner, sid, values[-1], dependency)
     if dependency in h.SERVICES:
         assert proc.popen.poll() is None, f"restarted {dependency} ended"
+    # One audit event per failed retrieval, written by whoever decided it: the gateway when
+    # OpenFGA is down, store when keywrap is. With the database down nothing can be written
+    # (the failure is only logged), and nothing is written late either.
+    client, db = api.mongo()
+    with client:
+        for cid in cids:
+            events = [(e["event_type"], e["outcome"], e["reason"])
+                      for e in db.credential_audit_events.find({"correlation_id": cid})]
+            want = [] if dependency == "ferretdb" else [("secret.retrieved", "failed", "unavailable")]
+            assert events == want, (dependency, events)
 
 
 @pytest.mark.parametrize("dependency", ["ferretdb", "openfga", "keywrap"])
 def test_health_fails_closed_during_outages(outage, dependency):
-    """The seeds' operational check: health fails closed when MongoDB, KMS or OpenFGA is down."""
+    """An operational check of docs/REQUIREMENTS.md: health fails closed when MongoDB, KMS or OpenFGA is down."""
     stack, api, _ = outage
     health = HEALTH_DURING_OUTAGE.get(dependency)
     assert health is not None, f"no health reading was taken while {dependency} was down"

@@ -651,7 +651,7 @@ def test_helpers_are_sane(api):
 
 
 def test_dek_cache_is_bounded_by_use_count(api, stack):
-    """DESIGN.md: a cache of unwrapped data keys is bounded by age and use count. Through a
+    """docs/DESIGN.md: a cache of unwrapped data keys is bounded by age and use count. Through a
     gateway + store pair whose store allows 3 uses per cached key, 9 retrievals of one secret
     must unwrap (KeyWrap/Unwrap in keywrap's log, by correlation id) at least twice."""
     store = stack.spawn("store", CREDEX_DEK_CACHE_MAX_USES="3")

@@ -13,6 +13,7 @@ import subprocess
 import time
 
 import grpc
+import pytest
 
 import credex_api as x
 import credex_harness as h
@@ -92,3 +93,22 @@ def test_retrieval_resumes_within_1s_of_keywrap_restart(stack, api):
         if again is not None:
             codes["keywrap"] = again.stop()
         assert set(codes.values()) == {0}, codes
+
+
+def test_compressed_requests_are_refused(stack):
+    """A compressed request would be inflated into gRPC core buffers credex cannot wipe
+    (docs/THREAT_MODEL.md, "Memory"): the servers accept identity encoding only."""
+    ch = h.secure_channel(stack.addrs["gateway"], stack.credentials())
+    gz = grpc.secure_channel(stack.addrs["gateway"], stack.credentials(),
+                             options=[("grpc.ssl_target_name_override", "localhost"),
+                                      ("grpc.use_local_subchannel_pool", 1)],
+                             compression=grpc.Compression.Gzip)
+    try:
+        plain = ch.unary_unary(h.HEALTH_CHECK)(h.health_request(), timeout=10)
+        assert plain  # the same call uncompressed is served
+        with pytest.raises(grpc.RpcError) as info:
+            gz.unary_unary(h.HEALTH_CHECK)(h.health_request(), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED, info.value
+    finally:
+        ch.close()
+        gz.close()

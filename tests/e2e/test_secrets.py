@@ -93,6 +93,10 @@ def test_lifecycle_and_masking(api):
     states = {v.version: v.state for v in versions.versions}
     assert states == {2: p.common.VERSION_STATE_CURRENT, 1: p.common.VERSION_STATE_PREVIOUS}
     assert [v.version for v in versions.versions] == [2, 1], "newest first"
+    # The rotate reply and the list describe version 2 alike, field by field (key, created_at).
+    assert rotated.version == versions.versions[0], f"{rotated.version}\n!=\n{versions.versions[0]}"
+    assert rotated.version.key_provider == p.common.KEY_PROVIDER_LOCAL_CMK and rotated.version.key_id
+    assert rotated.version.created_at_ms == rotated.secret.rotated_at_ms
     no_value_in([rotated, versions, ui.get(sid), ui.list()], v1, v2)
 
     revoked = ui.revoke(sid, "e2e: no longer needed")

@@ -65,29 +65,34 @@ int cmd_retrieve(const cx_config_t *cfg, int argc, char **argv)
         usage(stdout);
         return CLI_OK;
     }
-    if (npos != 1 || !cli_valid_id(pos[0]))
+    if (npos != 1)
         return cli_usage_error("retrieve", "expected one secret ID (1..64 of [A-Za-z0-9_-])");
     if (service == NULL || !cli_valid_service(service))
         return cli_usage_error("retrieve", "--as-service: required, 1..63 of [a-z0-9-]");
     if (for_user != NULL && user_token != NULL)
         return cli_usage_error("retrieve", "give --for-user or --user-token, not both");
-    if (for_user != NULL && !cli_valid_principal(for_user))
-        return cli_usage_error("retrieve", "--for-user: expected 1..128 of [A-Za-z0-9._@+-]");
+    int rc = cli_check_field("retrieve", "secret ID", "secret_ref", pos[0]);
+    if (rc == CLI_OK && for_user != NULL)
+        rc = cli_check_field("retrieve", "--for-user", "subject_user_id", for_user);
+    if (rc != CLI_OK)
+        return rc;
     if (user_token != NULL && (strlen(user_token) < 16 || strlen(user_token) > 8192 ||
                                strpbrk(user_token, " \n") != NULL))
         return cli_usage_error("retrieve", "--user-token: not a JWT");
-    if (use == NULL || !cli_valid_use(use))
-        return cli_usage_error("retrieve", "--use: required, 1..64 of [a-z0-9_.:-]");
+    if (use == NULL)
+        return cli_usage_error("retrieve", "--use: required, e.g. mcp_server_env");
+    if ((rc = cli_check_field("retrieve", "--use", "intended_use", use)) != CLI_OK)
+        return rc;
     const char *colon = resource ? strchr(resource, ':') : NULL;
-    if (colon == NULL || colon == resource || colon[1] == '\0' || (size_t)(colon - resource) > 64 ||
-        !cli_valid_text(colon + 1, 256) || strchr(colon + 1, ' ') != NULL)
+    if (colon == NULL || colon == resource || colon[1] == '\0' || (size_t)(colon - resource) > 64)
         return cli_usage_error("retrieve", "--resource: required, TYPE:ID, e.g. mcp_server:github");
     char rtype[65];
     snprintf(rtype, sizeof rtype, "%.*s", (int)(colon - resource), resource);
-    if (!cli_valid_use(rtype))
-        return cli_usage_error("retrieve", "--resource: TYPE must be 1..64 of [a-z0-9_.:-]");
-    if (agent != NULL && (!cli_valid_text(agent, 128) || strchr(agent, ' ') != NULL))
-        return cli_usage_error("retrieve", "--agent-id: 1..128 printable characters, no spaces");
+    if ((rc = cli_check_field("retrieve", "--resource TYPE", "resource_type", rtype)) != CLI_OK ||
+        (rc = cli_check_field("retrieve", "--resource ID", "resource_id", colon + 1)) != CLI_OK ||
+        (agent != NULL &&
+         (rc = cli_check_field("retrieve", "--agent-id", "agent_id", agent)) != CLI_OK))
+        return rc;
     if (conn.peer != NULL && !cli_valid_service(conn.peer))
         return cli_usage_error("retrieve", "--peer: expected 1..63 of [a-z0-9-]");
 
@@ -110,7 +115,7 @@ int cmd_retrieve(const cx_config_t *cfg, int argc, char **argv)
 
     cx_error_t err;
     char *svc_jwt = NULL, *obo = NULL, *bearer = NULL;
-    int rc = CLI_FAIL;
+    rc = CLI_FAIL;
     char sub[96];
     snprintf(sub, sizeof sub, "service-account-%s", service);
     cli_token_spec_t sspec = {.sub = sub, .azp = service, .ttl_s = 300};

@@ -92,8 +92,10 @@ static int prepare(sctx_t *c)
     if (c->actor == NULL && c->token == NULL)
         return cli_usage_error(c->label,
                                "who is acting? give --user ID (or --as ID) or --token JWT");
-    if (c->actor != NULL && !cli_valid_principal(c->actor))
-        return cli_usage_error(c->label, "--user/--as: expected 1..128 of [A-Za-z0-9._@+-]");
+    int rc;
+    if (c->actor != NULL &&
+        (rc = cli_check_field(c->label, "--user/--as", "subject_user_id", c->actor)) != CLI_OK)
+        return rc;
     if (c->token != NULL && (strlen(c->token) < 16 || strlen(c->token) > 8192 ||
                              strchr(c->token, ' ') != NULL || strchr(c->token, '\n') != NULL))
         return cli_usage_error(c->label, "--token: not a JWT");
@@ -207,9 +209,7 @@ static int need_id(sctx_t *c, size_t npos, const char *const *pos)
 {
     if (npos != 1)
         return cli_usage_error(c->label, "expected exactly one secret ID (see --help)");
-    if (!cli_valid_id(pos[0]))
-        return cli_usage_error(c->label, "secret ID: expected 1..64 of [A-Za-z0-9_-]");
-    return CLI_OK;
+    return cli_check_field(c->label, "secret ID", "secret_id", pos[0]);
 }
 
 /* The options and the one secret ID (pos[0]) of a subcommand on one secret. True: go on.
@@ -305,34 +305,35 @@ static int sub_create(sctx_t *c, int argc, char **argv)
         usage(stdout);
         return CLI_OK;
     }
-    int k = 0;
-    if (name == NULL || !cli_valid_text(name, 128))
-        return cli_usage_error(c->label, "--name: required, 1..128 printable characters");
+    int k = 0, rc;
+    if (name == NULL)
+        return cli_usage_error(c->label, "--name: required");
+    if ((rc = cli_check_field(c->label, "--name", "display_name", name)) != CLI_OK)
+        return rc;
     if (kind == NULL || !parse_kind(kind, &k))
         return cli_usage_error(c->label,
                                "--kind: required, one of api_key, token, password, generic");
-    if (team != NULL && !cli_valid_principal(team))
-        return cli_usage_error(c->label, "--team: expected 1..128 of [A-Za-z0-9._@+-]");
-    if (desc != NULL && strlen(desc) > 0 && !cli_valid_text(desc, 1024))
-        return cli_usage_error(c->label, "--description: at most 1024 printable characters");
-    if (provider != NULL && !cli_valid_use(provider))
-        return cli_usage_error(c->label, "--provider: expected 1..64 of [a-z0-9_.:-]");
+    if ((team != NULL && (rc = cli_check_field(c->label, "--team", "owner_id", team)) != CLI_OK) ||
+        (desc != NULL && desc[0] != '\0' &&
+         (rc = cli_check_field(c->label, "--description", "description", desc)) != CLI_OK) ||
+        (provider != NULL &&
+         (rc = cli_check_field(c->label, "--provider", "provider", provider)) != CLI_OK))
+        return rc;
     for (size_t i = 0; i < nuses; i++)
-        if (!cli_valid_use(uses[i]))
-            return cli_usage_error(c->label, "--allowed-use '%s': expected 1..64 of [a-z0-9_.:-]",
-                                   uses[i]);
+        if ((rc = cli_check_field(c->label, "--allowed-use", "allowed_uses", uses[i])) != CLI_OK)
+            return rc;
     char gen[37];
     if (idem == NULL) {
         uuid4(gen);
         idem = gen;
-    } else if (!cli_valid_text(idem, 128) || strchr(idem, ' ') != NULL) {
-        return cli_usage_error(c->label,
-                               "--idempotency-key: 1..128 printable characters, no spaces");
+    } else if ((rc = cli_check_field(c->label, "--idempotency-key", "idempotency_key", idem)) !=
+               CLI_OK) {
+        return rc;
     }
     if ((file != NULL) == from_stdin)
         return cli_usage_error(c->label, "give exactly one of --value-file F or --value-stdin "
                                          "(values are never taken from the command line)");
-    int rc = prepare(c);
+    rc = prepare(c);
     if (rc != CLI_OK)
         return rc;
     unsigned char *val = NULL;
@@ -429,22 +430,27 @@ static int sub_list(sctx_t *c, int argc, char **argv)
         req.status = (Credex__V1__SecretStatus)v;
     }
     if (team != NULL) {
-        if (!cli_valid_principal(team))
-            return cli_usage_error(c->label, "--team: expected 1..128 of [A-Za-z0-9._@+-]");
+        int trc = cli_check_field(c->label, "--team", "owner_id", team);
+        if (trc != CLI_OK)
+            return trc;
         owner.owner_type = CREDEX__V1__OWNER_TYPE__OWNER_TYPE_TEAM;
         owner.owner_id = (char *)team;
         req.owner = &owner;
     }
     if (provider != NULL) {
-        if (!cli_valid_use(provider))
-            return cli_usage_error(c->label, "--provider: expected 1..64 of [a-z0-9_.:-]");
+        int prc = cli_check_field(c->label, "--provider", "provider", provider);
+        if (prc != CLI_OK)
+            return prc;
         req.provider = (char *)provider;
     }
     uint64_t n = 0;
     if (psize != NULL && !cli_parse_uint(psize, 1, 200, &n))
         return cli_usage_error(c->label, "--page-size: an integer in 1..200");
-    if (ptoken != NULL && !cli_valid_text(ptoken, 512))
-        return cli_usage_error(c->label, "--page-token: not a page token");
+    if (ptoken != NULL) {
+        int trc = cli_check_field(c->label, "--page-token", "page_token", ptoken);
+        if (trc != CLI_OK)
+            return trc;
+    }
     page.page_size = (uint32_t)n;
     page.page_token = (char *)(ptoken ? ptoken : "");
     req.page = &page;
@@ -511,16 +517,16 @@ static int sub_update(sctx_t *c, int argc, char **argv)
     int rc;
     if (!parse_by_id(c, argc, argv, extra, sizeof extra / sizeof extra[0], pos, &rc))
         return rc;
-    if (name != NULL && !cli_valid_text(name, 128))
-        return cli_usage_error(c->label, "--name: 1..128 printable characters");
-    if (desc != NULL && desc[0] != '\0' && !cli_valid_text(desc, 1024))
-        return cli_usage_error(c->label, "--description: at most 1024 printable characters");
+    if ((name != NULL &&
+         (rc = cli_check_field(c->label, "--name", "display_name", name)) != CLI_OK) ||
+        (desc != NULL && desc[0] != '\0' &&
+         (rc = cli_check_field(c->label, "--description", "description", desc)) != CLI_OK))
+        return rc;
     if (clear_uses && nuses > 0)
         return cli_usage_error(c->label, "give --allowed-use or --any-use, not both");
     for (size_t i = 0; i < nuses; i++)
-        if (!cli_valid_use(uses[i]))
-            return cli_usage_error(c->label, "--allowed-use '%s': expected 1..64 of [a-z0-9_.:-]",
-                                   uses[i]);
+        if ((rc = cli_check_field(c->label, "--allowed-use", "allowed_uses", uses[i])) != CLI_OK)
+            return rc;
     char *mask[3];
     size_t nmask = 0;
     if (name != NULL)
@@ -622,9 +628,8 @@ static int sub_revoke(sctx_t *c, int argc, char **argv)
     int rc;
     if (!parse_by_id(c, argc, argv, extra, 1, pos, &rc))
         return rc;
-    if (reason != NULL && !cli_valid_text(reason, 256))
-        return cli_usage_error(c->label,
-                               "--reason: 1..256 printable characters (a non-secret note)");
+    if (reason != NULL && (rc = cli_check_field(c->label, "--reason", "reason", reason)) != CLI_OK)
+        return rc;
     if ((rc = prepare(c)) != CLI_OK)
         return rc;
     Credex__V1__RevokeSecretRequest req = CREDEX__V1__REVOKE_SECRET_REQUEST__INIT;

@@ -10,7 +10,6 @@
  *
  * Exit codes: 0 success, 1 the call failed or the answer is negative, 2 usage or config error.
  */
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,7 +61,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "credexctl: %s: %s\n", cx_code_reason(err.code), err.message);
         return CLI_USAGE;
     }
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     const char *cmd = argv[1];
     int n = argc - 2, rc;
     char **a = argv + 2;
@@ -90,7 +88,6 @@ int main(int argc, char **argv)
         usage(stderr);
         rc = CLI_USAGE;
     }
-    curl_global_cleanup();
     cx_config_free(cfg);
     return rc;
 }

@@ -14,7 +14,7 @@
 #ifndef CREDEX_TOOLS_CREDEXCTL_CREDEXCTL_H
 #define CREDEX_TOOLS_CREDEXCTL_CREDEXCTL_H
 
-#include <jansson.h> /* cmd_dev.c and cmd_token.c build JSON documents */
+#include <jansson.h> /* cmd_token.c builds JSON documents */
 #include <protobuf-c/protobuf-c.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -59,16 +59,16 @@ int cli_fail(const cx_error_t *err);
 
 /* ---- validation ---------------------------------------------------------------------- */
 
-/* Opaque ids (secret ids): 1..64 of [A-Za-z0-9_-]. */
-bool cli_valid_id(const char *s);
-/* Principal names (users, teams): 1..128 of [A-Za-z0-9._@+-], not starting with '-'. */
+/* A user or team id: the request contract's rule for principals (as owner_id), and not starting
+ * with '-' (a mistyped option). */
 bool cli_valid_principal(const char *s);
-/* Service identities: 1..63 of [a-z0-9-], starting with a letter or digit (as the dev PKI). */
+/* Service identities (the names of the dev PKI's certificates): 1..63 of [a-z0-9-], starting
+ * with a letter or digit. */
 bool cli_valid_service(const char *s);
-/* intended_use / allowed_uses: 1..64 of [a-z0-9_.:-]. */
-bool cli_valid_use(const char *s);
-/* Printable UTF-8-ish text without control characters, 1..max bytes. */
-bool cli_valid_text(const char *s, size_t max);
+/* An option's value against the request contract's rule for the field it fills (common/contract:
+ * the rules the gateway applies). CLI_OK, or a usage error naming the option and the rule, never
+ * the value. */
+int cli_check_field(const char *cmd, const char *option, const char *field, const char *value);
 /* Decimal integer in [min, max]. */
 bool cli_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 

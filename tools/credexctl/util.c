@@ -12,6 +12,7 @@
 
 #include <openssl/crypto.h>
 
+#include "common/contract/cx_contract.h"
 #include "tools/credexctl/credexctl.h"
 
 /* ---- argument parsing ------------------------------------------------------------------ */
@@ -108,48 +109,43 @@ int cli_fail(const cx_error_t *err)
 
 /* ---- validation ---------------------------------------------------------------------- */
 
-static bool all_in(const char *s, size_t min, size_t max, const char *extra, bool upper)
+static bool all_in(const char *s, size_t min, size_t max, const char *extra)
 {
     size_t n = 0;
     for (const char *p = s; *p; p++, n++) {
         char c = *p;
         bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                  (upper && c >= 'A' && c <= 'Z') || (c != '\0' && strchr(extra, c) != NULL);
+                  (c != '\0' && strchr(extra, c) != NULL);
         if (!ok || n >= max)
             return false;
     }
     return n >= min;
 }
 
-bool cli_valid_id(const char *s)
-{
-    return s != NULL && all_in(s, 1, 64, "_-", true);
-}
-
 bool cli_valid_principal(const char *s)
 {
-    return s != NULL && s[0] != '-' && all_in(s, 1, 128, "._@+-", true);
+    /* Not starting with '-': on a command line such a value is more likely a mistyped option. */
+    return s != NULL && s[0] != '-' && cx_contract_check_value("owner_id", s, true, NULL);
 }
 
 bool cli_valid_service(const char *s)
 {
-    return s != NULL && s[0] != '-' && all_in(s, 1, 63, "-", false);
+    return s != NULL && s[0] != '-' && all_in(s, 1, 63, "-");
 }
 
-bool cli_valid_use(const char *s)
+int cli_check_field(const char *cmd, const char *option, const char *field, const char *value)
 {
-    return s != NULL && all_in(s, 1, 64, "_.:-", false);
-}
-
-bool cli_valid_text(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > max)
-        return false;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
-            return false;
-    return true;
+    cx_error_t e;
+    if (cx_contract_check_value(field, value, true, &e))
+        return CLI_OK;
+    /* The contract names the field ("display_name: must be ..."); the user typed an option. */
+    const char *rule = e.message;
+    size_t flen = strlen(field);
+    if (strncmp(rule, field, flen) == 0)
+        rule += flen;
+    while (*rule == ':' || *rule == ' ')
+        rule++;
+    return cli_usage_error(cmd, "%s: %s", option, rule);
 }
 
 bool cli_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -276,6 +272,11 @@ bool cli_call(const cx_config_t *cfg, const cli_conn_t *conn,
         return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
                             "CREDEX_TLS_CA, CREDEX_TLS_CERT and CREDEX_TLS_KEY must be set "
                             "(source .run/env)");
+    /* The request contract the gateway applies (common/contract), checked here first so that
+     * a request credex would refuse is not sent at all. */
+    cx_error_t cerr;
+    if (!cx_contract_check(req, &cerr))
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "request: %s", cerr.message);
     rpc_client_t *client = rpc_client_new(addr, peer, &tls, err);
     if (client == NULL)
         return false;

@@ -123,7 +123,7 @@ static void test_defaults(void **state)
 static void test_empty_values_mean_default(void **state)
 {
     (void)state;
-    /* The seeds' quickstart exports CREDENTIAL_KMS_REGION= (empty). */
+    /* Quickstart 1 of docs/REQUIREMENTS.md exports CREDENTIAL_KMS_REGION= (empty). */
     fake_env_t env = {0};
     env_set(&env, "CREDENTIAL_KMS_REGION", "");
     env_set(&env, "CREDEX_RPC_THREADS", "");

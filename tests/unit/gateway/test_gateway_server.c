@@ -556,12 +556,14 @@ static void test_retrieve_allowed(void **state)
     assert_int_equal(resp->version, 3);
     assert_int_equal(resp->value.len, 12);
     assert_memory_equal(resp->value.data, "canary-value", 12);
-    /* the same through the edge, explicitly marked as server-side traffic */
+    /* never through the edge, even marked as server-side traffic with a retriever grant: the
+     * edge holds no credential material (docs/DESIGN.md) */
     char *edge_svc = mint("service-account-edge", "edge");
     tuple(true, "service:edge", "retriever", "platform:credex");
     assert_int_equal(
         retrieve(f->edge, edge_svc, carol, "service", "sec_team", "mcp_server_env", a, NULL, &err),
-        CX_OK);
+        CX_ERR_BROWSER_DENIED);
+    assert_int_equal(counter(&st_resolves), r0 + 1);
     /* leaving the team takes effect at once */
     tuple(false, "user:carol", "member", "team:eng");
     assert_int_equal(

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/contract/cx_contract.h"
 #include "services/store/store_internal.h"
 
 /* ---- ids -------------------------------------------------------------------------------- */
@@ -529,7 +530,8 @@ static void create_fx_init(create_fx_t *f)
 static void expect_create(create_fx_t *f, const char *peer, cx_code_t code)
 {
     cx_error_t err = {0};
-    bool ok = store_validate_create(&f->r, peer, &err);
+    /* As the dispatch does: the contract (shapes), then store's policy. */
+    bool ok = cx_contract_check(&f->r.base, &err) && store_validate_create(&f->r, peer, &err);
     if (code == CX_OK) {
         if (!ok)
             fail_msg("expected ok, got %s", err.message);
@@ -582,13 +584,12 @@ static void test_validate_create(void **state)
     expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
     f.r.display_name = "bad \xc3\x28 utf-8";
     expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
-    /* The caller context is the dispatch's to validate (dispatch.c). */
+    /* The caller context's shape is the contract's (the dispatch checks the whole request). */
     cx_error_t cerr;
-    assert_true(store_validate_caller(&f.caller, &cerr));
+    assert_true(cx_contract_check(&f.caller.base, &cerr));
     f.caller.caller_kind = 0;
-    assert_false(store_validate_caller(&f.caller, &cerr));
+    assert_false(cx_contract_check(&f.caller.base, &cerr));
     assert_int_equal(cerr.code, CX_ERR_INVALID_ARGUMENT);
-    assert_false(store_validate_caller(NULL, &cerr));
     create_fx_init(&f);
     f.uses[1] = "UPPER";
     expect_create(&f, "gateway", CX_ERR_INVALID_ARGUMENT);
@@ -653,7 +654,7 @@ static void test_validate_resolve_update(void **state)
     c.intended_use = "";
     assert_false(store_validate_resolve(&r, "gateway", &err));
     c.intended_use = "Bad Use";
-    assert_false(store_validate_caller(&c, &err)); /* its shape: the caller context's */
+    assert_false(cx_contract_check(&c.base, &err)); /* its shape: the contract's */
     c.intended_use = "mcp.tool";
     rc.resource_id = "";
     assert_false(store_validate_resolve(&r, "gateway", &err));
@@ -671,7 +672,7 @@ static void test_validate_resolve_update(void **state)
     u.caller = &c;
     u.secret_id = "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H";
     u.display_name = "new";
-    assert_false(store_validate_update(&u, &err)); /* empty mask */
+    assert_false(cx_contract_check(&u.base, &err)); /* empty mask: the contract requires one */
     u.n_update_mask = 1;
     u.update_mask = mask;
     assert_true(store_validate_update(&u, &err));
@@ -777,6 +778,7 @@ static void test_ref_decode_valid(void **state)
         {"rotated_at", "{\"$date\": {\"$numberLong\": \"1700000000001\"}}"},
         {"status", "\"deleted\""},
         {"description", "\"caf\\u00e9 \\u2603\""},
+        {"description", "\"line\\nbreak\\ttab\""}, /* multi-line text (the contract) */
     };
     for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++) {
         ref_doc_with(&doc, fine[i][0], fine[i][1], &d2);
@@ -833,7 +835,7 @@ static void test_ref_decode_tampered(void **state)
         {"display_name", "\"tab\\there\""},
         {"display_name", long_name},
         {"description", long_desc},
-        {"description", "\"line\\nbreak\""},
+        {"description", "\"carriage\\rreturn\""},
         {"provider", "\"bad provider\""},
         {"connector_id", "\"bad\\u0001id\""},
         {"allowed_uses", "\"mcp.tool\""},
