@@ -24,7 +24,7 @@
 
 /* A JSON string of the line, or NULL (member left out) for what JSON text cannot carry to the
  * parser: invalid UTF-8, and NUL, which jansson reads only when asked to. */
-static json_t *text(const fuzz_part_t *f)
+static json_t *as_json_string(const fuzz_part_t *f)
 {
     return memchr(f->data, '\0', f->len) ? NULL : json_stringn((const char *)f->data, f->len);
 }
@@ -38,10 +38,10 @@ static json_t *tuple(const fuzz_part_t *line, const char *keyname, const char *e
     json_t *key = json_object(), *t = json_object();
     for (size_t i = 0; i < n && i < 3; i++)
         if (f[i].len > 0)
-            json_object_set_new(key, names[i], text(&f[i]));
+            json_object_set_new(key, names[i], as_json_string(&f[i]));
     json_object_set_new(t, keyname, key);
     if (n > 3)
-        json_object_set_new(t, extra, text(&f[3]));
+        json_object_set_new(t, extra, as_json_string(&f[3]));
     return t;
 }
 
@@ -58,18 +58,18 @@ static json_t *build(cx_fga_answer_t kind, const uint8_t *data, size_t size, boo
                     : c == 'f' ? json_false()
                     : c == 'n' ? json_null()
                     : c == '1' ? json_integer(1)
-                               : text(&lines[0]);
+                               : as_json_string(&lines[0]);
         *must_accept = json_is_boolean(v);
         json_object_set_new(answer, "allowed", v);
         json_object_set_new(answer, "resolution", json_string(""));
     } else if (kind != CX_FGA_ANSWER_LIST_OBJECTS) {
-        json_object_set_new(answer, "continuation_token", text(&lines[0]));
+        json_object_set_new(answer, "continuation_token", as_json_string(&lines[0]));
         if (kind == CX_FGA_ANSWER_CHANGES && lines[0].len >= 256)
             *must_accept = false; /* may exceed the token limit */
     }
     for (size_t i = kind == CX_FGA_ANSWER_LIST_OBJECTS ? 0 : 1; i < n; i++) {
         if (kind == CX_FGA_ANSWER_LIST_OBJECTS)
-            json_array_append_new(list, text(&lines[i]));
+            json_array_append_new(list, as_json_string(&lines[i]));
         else if (kind == CX_FGA_ANSWER_READ)
             json_array_append_new(list, tuple(&lines[i], "key", "timestamp"));
         else

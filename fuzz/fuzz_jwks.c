@@ -50,7 +50,7 @@ static void fuzz_init(void)
 
 /* A JSON string of the bytes, or NULL (member left out) for what JSON text cannot carry to
  * the parser: invalid UTF-8, and NUL, which jansson reads only when asked to. */
-static json_t *text(const uint8_t *data, size_t len)
+static json_t *as_json_string(const uint8_t *data, size_t len)
 {
     return memchr(data, '\0', len) ? NULL : json_stringn((const char *)data, len);
 }
@@ -59,11 +59,12 @@ static json_t *text(const uint8_t *data, size_t len)
 static json_t *member_value(size_t m, const fuzz_part_t *f)
 {
     if (m < FIRST_BIG || (f->len > 0 && f->data[0] == '='))
-        return m < FIRST_BIG ? text(f->data, f->len) : text(f->data + 1, f->len - 1);
+        return m < FIRST_BIG ? as_json_string(f->data, f->len)
+                             : as_json_string(f->data + 1, f->len - 1);
     uint8_t bin[BIG_MAX];
-    char text[FUZZ_B64URL_LEN(BIG_MAX) + 1];
+    char b64[FUZZ_B64URL_LEN(BIG_MAX) + 1];
     size_t n = fuzz_hex_decode(f->data, f->len, bin, sizeof(bin));
-    return json_stringn(text, fuzz_b64url_encode(bin, n, text));
+    return json_stringn(b64, fuzz_b64url_encode(bin, n, b64));
 }
 
 /* The keys of the input, then the good one; *named_good when an input key is called "good". */
