@@ -306,6 +306,66 @@ static bool cx_config_check_trust_domain(const char *v)
     return v[0] != '\0';
 }
 
+/* One browser origin as a browser serializes it in the Origin header, so that an exact string
+ * comparison is the whole match: http or https, a lower-case host name, IPv4 address or
+ * bracketed IPv6 address, and a port only when it is not the scheme's default. */
+static bool cx_config_check_origin(const char *v, size_t n)
+{
+    size_t i, hstart;
+    if (n > 7 && strncmp(v, "http://", 7) == 0)
+        hstart = 7;
+    else if (n > 8 && strncmp(v, "https://", 8) == 0)
+        hstart = 8;
+    else
+        return false;
+    i = hstart;
+    if (v[i] == '[') {
+        for (i++; i < n && v[i] != ']'; i++)
+            if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f') || v[i] == ':' ||
+                  v[i] == '.'))
+                return false;
+        if (i >= n || i == hstart + 1)
+            return false;
+        i++;
+    } else {
+        for (; i < n && v[i] != ':'; i++)
+            if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= '0' && v[i] <= '9') || v[i] == '.' ||
+                  v[i] == '-'))
+                return false;
+        if (i == hstart)
+            return false;
+    }
+    if (i == n)
+        return true;
+    if (v[i] != ':' || n - i - 1 == 0 || n - i - 1 > 5 ||
+        !cx_config_all_digits(v + i + 1, n - i - 1))
+        return false;
+    unsigned long port = strtoul(v + i + 1, NULL, 10);
+    bool default_port = (hstart == 7 && port == 80) || (hstart == 8 && port == 443);
+    return port >= 1 && port <= 65535 && !default_port && v[i + 1] != '0';
+}
+
+/* CREDEX_EDGE_ALLOWED_ORIGINS: comma-separated origins (spaces around commas allowed), at most
+ * CX_CONFIG_MAX_ORIGINS of them. */
+static bool cx_config_check_origins(const char *v)
+{
+    size_t count = 0;
+    const char *p = v;
+    for (;;) {
+        while (*p == ' ')
+            p++;
+        size_t n = strcspn(p, ",");
+        size_t m = n;
+        while (m > 0 && p[m - 1] == ' ')
+            m--;
+        if (m == 0 || !cx_config_check_origin(p, m) || ++count > CX_CONFIG_MAX_ORIGINS)
+            return false;
+        if (p[n] == '\0')
+            return true;
+        p += n + 1;
+    }
+}
+
 /* ---- the variable table ---------------------------------------------------------------- */
 
 typedef enum cx_config_kind {
@@ -463,6 +523,20 @@ static const cx_config_var_t cx_config_vars[] = {
     CX_UNSIGNED("CREDEX_PAYLOAD_CACHE_MAX_ENTRIES", payload_cache_max_entries, 0, 1000000, 4096),
     CX_UNSIGNED("CREDEX_PAYLOAD_CACHE_TTL_MS", payload_cache_ttl_ms, 0, 3600000, 300000),
     CX_UNSIGNED("CREDEX_AUDIT_BATCH_MAX", audit_batch_max, 1, 1000, 64),
+    CX_UNSIGNED("CREDEX_EDGE_HTTP_THREADS", edge_http_threads, 1, 256, 4),
+    CX_SIZE("CREDEX_EDGE_HTTP_MAX_BODY_BYTES", edge_max_body_bytes, 1024, 4194304, 262144),
+    CX_SIZE("CREDEX_EDGE_HTTP_MAX_HEADER_BYTES", edge_max_header_bytes, 1024, 65536, 16384),
+    CX_UNSIGNED("CREDEX_EDGE_HTTP_MAX_CONNECTIONS", edge_max_connections, 1, 65536, 1024),
+    CX_UNSIGNED("CREDEX_EDGE_HTTP_MAX_CONNECTIONS_PER_IP", edge_max_connections_per_ip, 0, 65536,
+                256),
+    CX_UNSIGNED("CREDEX_EDGE_HTTP_IDLE_TIMEOUT_S", edge_idle_timeout_s, 1, 3600, 30),
+    CX_UNSIGNED("CREDEX_EDGE_HTTP_REQUEST_TIMEOUT_MS", edge_request_timeout_ms, 100, 600000, 10000),
+    CX_STR("CREDEX_EDGE_HTTP_TLS_CERT", edge_tls_cert, "", NULL, NULL),
+    CX_STR("CREDEX_EDGE_HTTP_TLS_KEY", edge_tls_key, "", NULL, NULL),
+    CX_STR("CREDEX_EDGE_ALLOWED_ORIGINS", edge_allowed_origins, "", cx_config_check_origins,
+           "comma-separated origins scheme://host[:port] (http or https, lower case, no path, no "
+           "default port), at most 32"),
+    CX_BOOL("CREDEX_EDGE_ALLOW_SAME_SITE", edge_allow_same_site, false),
 };
 
 static bool cx_config_load_var(cx_config_t *cfg, const cx_config_var_t *var, const char *value,
@@ -538,6 +612,14 @@ bool cx_config_load(cx_config_t **out, cx_config_getenv_fn fn, void *ctx, cx_err
                      "CREDEX_RPC_DEADLINE_MS: expected at most CREDEX_RPC_MAX_DEADLINE_MS (%u), "
                      "got %u",
                      cfg->rpc_max_deadline_ms, cfg->rpc_default_deadline_ms);
+        goto out;
+    }
+    /* A certificate without its key (or the reverse) would serve plain HTTP by mistake. */
+    if ((cfg->edge_tls_cert[0] == '\0') != (cfg->edge_tls_key[0] == '\0')) {
+        cx_error_set(
+            err, CX_ERR_INVALID_ARGUMENT, "%s: expected together with %s (both or neither)",
+            cfg->edge_tls_cert[0] ? "CREDEX_EDGE_HTTP_TLS_CERT" : "CREDEX_EDGE_HTTP_TLS_KEY",
+            cfg->edge_tls_cert[0] ? "CREDEX_EDGE_HTTP_TLS_KEY" : "CREDEX_EDGE_HTTP_TLS_CERT");
         goto out;
     }
     *out = cfg;

@@ -20,6 +20,9 @@
 #include "common/error/cx_error.h"
 #include "common/log/cx_log.h"
 
+/* Most origins CREDEX_EDGE_ALLOWED_ORIGINS may list. */
+#define CX_CONFIG_MAX_ORIGINS 32
+
 /* The credex processes, in start-up order. */
 typedef enum cx_service {
     CX_SVC_KEYWRAP = 0,
@@ -97,6 +100,19 @@ typedef struct cx_config {
     unsigned payload_cache_max_entries; /* CREDEX_PAYLOAD_CACHE_MAX_ENTRIES 0..1000000, def 4096 */
     unsigned payload_cache_ttl_ms;      /* CREDEX_PAYLOAD_CACHE_TTL_MS 0..3600000, default 300000 */
     unsigned audit_batch_max;           /* CREDEX_AUDIT_BATCH_MAX 1..1000, default 64 */
+
+    /* The edge's HTTP listener (docs/HTTP_API.md). */
+    unsigned edge_http_threads;           /* CREDEX_EDGE_HTTP_THREADS 1..256, default 4 */
+    size_t edge_max_body_bytes;           /* CREDEX_EDGE_HTTP_MAX_BODY_BYTES, default 256 KiB */
+    size_t edge_max_header_bytes;         /* CREDEX_EDGE_HTTP_MAX_HEADER_BYTES, default 16 KiB */
+    unsigned edge_max_connections;        /* CREDEX_EDGE_HTTP_MAX_CONNECTIONS, default 1024 */
+    unsigned edge_max_connections_per_ip; /* CREDEX_EDGE_HTTP_MAX_CONNECTIONS_PER_IP, def. 256 */
+    unsigned edge_idle_timeout_s;         /* CREDEX_EDGE_HTTP_IDLE_TIMEOUT_S 1..3600, default 30 */
+    unsigned edge_request_timeout_ms;     /* CREDEX_EDGE_HTTP_REQUEST_TIMEOUT_MS, default 10000 */
+    char edge_tls_cert[512];              /* CREDEX_EDGE_HTTP_TLS_CERT: PEM, default "" */
+    char edge_tls_key[512];               /* CREDEX_EDGE_HTTP_TLS_KEY: PEM, default "" */
+    char edge_allowed_origins[2048];      /* CREDEX_EDGE_ALLOWED_ORIGINS, default "" (none) */
+    bool edge_allow_same_site;            /* CREDEX_EDGE_ALLOW_SAME_SITE, default false */
 
     /* Service tokens and user tokens (docs/IDENTITY.md). */
     cx_jwt_service_rule_t jwt_service_rule; /* CREDEX_JWT_SERVICE_RULE, default client_claim */

@@ -198,12 +198,15 @@ static void event_fill(gateway_req_t *r, Credex__V1__AuditEvent *ev, const char 
 }
 
 /* The one failure-audit path of the gateway: one DENIED or FAILED event per failed call that
- * the gateway itself decided. Not audited: a disabled feature (store refuses every write then),
- * and failures answered by store or oauth (they audit their own). A record that cannot be
+ * the gateway itself decided. Not audited: calls while credentials are disabled (store refuses
+ * every write then), and failures answered by store or oauth (they audit their own). A record that cannot be
  * written is logged; the failure stands. */
 static void gateway_audit_failure(gateway_req_t *r, const cx_error_t *err)
 {
-    if (err->code == CX_ERR_FEATURE_DISABLED || r->answered_downstream)
+    /* With credentials disabled store refuses every write, the audit trail's included; a
+     * feature off within them (exchange) is audited like any refusal. */
+    if ((err->code == CX_ERR_FEATURE_DISABLED && !r->gw->cfg->credentials_enabled) ||
+        r->answered_downstream)
         return;
     const char *reason = cx_code_reason(err->code);
     Credex__V1__AuditEvent ev = CREDEX__V1__AUDIT_EVENT__INIT;

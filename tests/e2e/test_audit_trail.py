@@ -91,6 +91,13 @@ def edge_as_service(w: World) -> x.Caller:
                               ("x-credex-caller", "service")])
 
 
+def exchange_req(w: World):
+    c = co(w)
+    return gw(w).ExchangeRequest(provider_key="github", intended_use="mcp_impersonation",
+                                 resource_context=c.ResourceContext(resource_type="mcp_server",
+                                                                    resource_id="github"))
+
+
 def raw_call(caller: x.Caller, service: str, method: str, body: bytes, cid: str):
     """A call with hand-made wire bytes (Python's protobuf refuses to encode bad UTF-8)."""
     fn = caller.channel().unary_unary(f"/credex.v1.{service}/{method}")
@@ -246,6 +253,14 @@ CASES = [
          resource_id=lambda w: w.revoked),
     Case("retrieve-use-not-allowed", lambda w, c: w.api.agent(w.owner).retrieve(w.narrow, cid=c),
          C.PERMISSION_DENIED, "permission_denied", "secret.retrieved", "denied", resource_id=lambda w: w.narrow),
+    # ---- Exchange (built by a later issue; the browser refusal holds already) ------------------
+    Case("exchange-browser", lambda w, c: w.api.browser(w.owner).call("Retrieval", "Exchange", exchange_req(w), cid=c),
+         C.PERMISSION_DENIED, "browser_denied", "token.exchanged", "denied"),
+    Case("exchange-from-edge-claiming-service", lambda w, c: edge_as_service(w).call(
+        "Retrieval", "Exchange", exchange_req(w), cid=c),
+         C.PERMISSION_DENIED, "browser_denied", "token.exchanged", "denied"),
+    Case("exchange-disabled", lambda w, c: w.api.agent(w.owner).call("Retrieval", "Exchange", exchange_req(w), cid=c),
+         C.FAILED_PRECONDITION, "feature_disabled", "token.exchanged", "denied"),
     # ---- Admin --------------------------------------------------------------------------------
     Case("health-no-token", lambda w, c: w.api.raw(x.h.CLI_IDENTITY, []).call(
         "Admin", "GetHealth", gw(w).GetHealthRequest(), cid=c),

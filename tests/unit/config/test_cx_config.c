@@ -117,6 +117,17 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->jwt_issuer, "");
     assert_string_equal(cfg->jwt_audience, "credex");
     assert_string_equal(cfg->local_cmk_key_file, "");
+    assert_int_equal(cfg->edge_http_threads, 4);
+    assert_int_equal(cfg->edge_max_body_bytes, 262144);
+    assert_int_equal(cfg->edge_max_header_bytes, 16384);
+    assert_int_equal(cfg->edge_max_connections, 1024);
+    assert_int_equal(cfg->edge_max_connections_per_ip, 256);
+    assert_int_equal(cfg->edge_idle_timeout_s, 30);
+    assert_int_equal(cfg->edge_request_timeout_ms, 10000);
+    assert_string_equal(cfg->edge_tls_cert, "");
+    assert_string_equal(cfg->edge_tls_key, "");
+    assert_string_equal(cfg->edge_allowed_origins, "");
+    assert_false(cfg->edge_allow_same_site);
     cx_config_free(cfg);
 }
 
@@ -178,6 +189,17 @@ static void test_every_variable_set(void **state)
     env_set(&env, "CREDEX_JWT_ISSUER", "https://kc.example/realms/caipe");
     env_set(&env, "CREDEX_JWT_AUDIENCE", "credex-api");
     env_set(&env, "CREDEX_LOCAL_CMK_KEY_FILE", "/var/lib/credex/cmk.key");
+    env_set(&env, "CREDEX_EDGE_HTTP_THREADS", "256");
+    env_set(&env, "CREDEX_EDGE_HTTP_MAX_BODY_BYTES", "4194304");
+    env_set(&env, "CREDEX_EDGE_HTTP_MAX_HEADER_BYTES", "1024");
+    env_set(&env, "CREDEX_EDGE_HTTP_MAX_CONNECTIONS", "65536");
+    env_set(&env, "CREDEX_EDGE_HTTP_MAX_CONNECTIONS_PER_IP", "0");
+    env_set(&env, "CREDEX_EDGE_HTTP_IDLE_TIMEOUT_S", "3600");
+    env_set(&env, "CREDEX_EDGE_HTTP_REQUEST_TIMEOUT_MS", "100");
+    env_set(&env, "CREDEX_EDGE_HTTP_TLS_CERT", "/etc/credex/edge-https.pem");
+    env_set(&env, "CREDEX_EDGE_HTTP_TLS_KEY", "/etc/credex/edge-https.key");
+    env_set(&env, "CREDEX_EDGE_ALLOWED_ORIGINS", "https://ui.example, http://localhost:3000");
+    env_set(&env, "CREDEX_EDGE_ALLOW_SAME_SITE", "true");
 
     cx_config_t *cfg = load_ok(&env);
     assert_true(cfg->credentials_enabled);
@@ -215,16 +237,27 @@ static void test_every_variable_set(void **state)
     assert_string_equal(cfg->jwt_issuer, "https://kc.example/realms/caipe");
     assert_string_equal(cfg->jwt_audience, "credex-api");
     assert_string_equal(cfg->local_cmk_key_file, "/var/lib/credex/cmk.key");
+    assert_int_equal(cfg->edge_http_threads, 256);
+    assert_int_equal(cfg->edge_max_body_bytes, 4194304);
+    assert_int_equal(cfg->edge_max_header_bytes, 1024);
+    assert_int_equal(cfg->edge_max_connections, 65536);
+    assert_int_equal(cfg->edge_max_connections_per_ip, 0);
+    assert_int_equal(cfg->edge_idle_timeout_s, 3600);
+    assert_int_equal(cfg->edge_request_timeout_ms, 100);
+    assert_string_equal(cfg->edge_tls_cert, "/etc/credex/edge-https.pem");
+    assert_string_equal(cfg->edge_tls_key, "/etc/credex/edge-https.key");
+    assert_string_equal(cfg->edge_allowed_origins, "https://ui.example, http://localhost:3000");
+    assert_true(cfg->edge_allow_same_site);
     cx_config_free(cfg);
 }
 
 static void test_every_documented_variable_is_read(void **state)
 {
     (void)state;
-    /* 54 variables in cx_config.h; a forgotten one would keep its default silently. */
+    /* 65 variables in cx_config.h; a forgotten one would keep its default silently. */
     fake_env_t env = {0};
     cx_config_t *cfg = load_ok(&env);
-    assert_int_equal(env.lookups, 54);
+    assert_int_equal(env.lookups, 65);
     cx_config_free(cfg);
 }
 
@@ -370,6 +403,13 @@ static void test_integer_bounds(void **state)
         {"CREDEX_RPC_MAX_DEADLINE_MS", 100, 600000},
         {"CREDEX_RPC_DEADLINE_MS", 10, 600000},
         {"CREDEX_SHUTDOWN_GRACE_MS", 0, 600000},
+        {"CREDEX_EDGE_HTTP_THREADS", 1, 256},
+        {"CREDEX_EDGE_HTTP_MAX_BODY_BYTES", 1024, 4194304},
+        {"CREDEX_EDGE_HTTP_MAX_HEADER_BYTES", 1024, 65536},
+        {"CREDEX_EDGE_HTTP_MAX_CONNECTIONS", 1, 65536},
+        {"CREDEX_EDGE_HTTP_MAX_CONNECTIONS_PER_IP", 0, 65536},
+        {"CREDEX_EDGE_HTTP_IDLE_TIMEOUT_S", 1, 3600},
+        {"CREDEX_EDGE_HTTP_REQUEST_TIMEOUT_MS", 100, 600000},
     };
     for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
         char lo[32], hi[32], below[32], above[32], msg[CX_ERROR_MESSAGE_MAX];
@@ -412,6 +452,94 @@ static void test_deadline_default_above_cap(void **state)
     assert_null(cfg);
     assert_string_equal(err.message, "CREDEX_RPC_DEADLINE_MS: expected at most "
                                      "CREDEX_RPC_MAX_DEADLINE_MS (1000), got 2000");
+}
+
+static void test_edge_allowed_origins(void **state)
+{
+    (void)state;
+    static const char *const good[] = {
+        "https://ui.example",
+        "http://localhost:3000",
+        "https://a.example,https://b.example:8443",
+        " https://a.example , http://127.0.0.1:8080 ",
+        "http://[::1]:3000",
+        "https://[fd00::1]",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        fake_env_t env = {0};
+        env_set(&env, "CREDEX_EDGE_ALLOWED_ORIGINS", good[i]);
+        cx_config_t *cfg = load_ok(&env);
+        assert_string_equal(cfg->edge_allowed_origins, good[i]);
+        cx_config_free(cfg);
+    }
+    /* What a browser never sends as an Origin (so it could never match), or a wildcard. */
+    static const char *const bad[] = {
+        "*",
+        "null",
+        "ui.example",
+        "ftp://ui.example",
+        "https://ui.example/",
+        "https://ui.example/app",
+        "https://UI.example",
+        "HTTPS://ui.example",
+        "https://ui.example:443",
+        "http://ui.example:80",
+        "https://ui.example:0",
+        "https://ui.example:65536",
+        "https://ui.example:080",
+        "https://ui.example:",
+        "https://",
+        "https://[]",
+        "https://user@ui.example",
+        "https://a.example,,https://b.example",
+        "https://a.example,",
+        "https://ui.example?x=1",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        fake_env_t env = {0};
+        cx_config_t *cfg = NULL;
+        cx_error_t err;
+        env_set(&env, "CREDEX_EDGE_ALLOWED_ORIGINS", bad[i]);
+        if (cx_config_load(&cfg, fake_getenv, &env, &err))
+            fail_msg("accepted origin list '%s'", bad[i]);
+        assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+        assert_non_null(strstr(err.message, "CREDEX_EDGE_ALLOWED_ORIGINS: expected comma-separated "
+                                            "origins"));
+    }
+    /* At most 32 origins. */
+    char list[33 * 24] = "";
+    for (int i = 0; i < 33; i++) {
+        char one[24];
+        snprintf(one, sizeof(one), "%shttp://h%d.example", i ? "," : "", i);
+        strcat(list, one);
+    }
+    fake_env_t env = {0};
+    cx_config_t *cfg = NULL;
+    cx_error_t err;
+    env_set(&env, "CREDEX_EDGE_ALLOWED_ORIGINS", list);
+    assert_false(cx_config_load(&cfg, fake_getenv, &env, &err));
+    *strrchr(list, ',') = '\0';
+    cx_config_free(load_ok(&env));
+}
+
+static void test_edge_tls_pair(void **state)
+{
+    (void)state;
+    cx_config_t *cfg = NULL;
+    cx_error_t err;
+    fake_env_t env = {0};
+    env_set(&env, "CREDEX_EDGE_HTTP_TLS_CERT", "/etc/credex/edge.pem");
+    assert_false(cx_config_load(&cfg, fake_getenv, &env, &err));
+    assert_string_equal(err.message, "CREDEX_EDGE_HTTP_TLS_CERT: expected together with "
+                                     "CREDEX_EDGE_HTTP_TLS_KEY (both or neither)");
+    fake_env_t env2 = {0};
+    env_set(&env2, "CREDEX_EDGE_HTTP_TLS_KEY", "/etc/credex/edge.key");
+    assert_false(cx_config_load(&cfg, fake_getenv, &env2, &err));
+    assert_string_equal(err.message, "CREDEX_EDGE_HTTP_TLS_KEY: expected together with "
+                                     "CREDEX_EDGE_HTTP_TLS_CERT (both or neither)");
+    assert_null(cfg);
+    env_set(&env2, "CREDEX_EDGE_HTTP_TLS_CERT", "/etc/credex/edge.pem");
+    cx_config_free(load_ok(&env2));
 }
 
 static void test_addresses(void **state)
@@ -721,6 +849,8 @@ int main(void)
         cmocka_unit_test(test_integer_bounds),
         cmocka_unit_test(test_deadline_default_above_cap),
         cmocka_unit_test(test_addresses),
+        cmocka_unit_test(test_edge_allowed_origins),
+        cmocka_unit_test(test_edge_tls_pair),
         cmocka_unit_test(test_urls_and_names),
         cmocka_unit_test(test_jwt_service_rule),
         cmocka_unit_test(test_string_too_long),

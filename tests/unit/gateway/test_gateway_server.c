@@ -743,11 +743,17 @@ static void test_unimplemented_and_health(void **state)
     struct fx *f = *state;
     rpc_arena_t *a = rpc_arena_new(1024);
     cx_error_t err;
+    /* Exchange (a later issue) takes the request path already: no token is unauthenticated,
+     * and a method with no handler at all is unimplemented. */
     Credex__V1__ExchangeRequest ex = CREDEX__V1__EXCHANGE_REQUEST__INIT;
     rpc_call_options_t o = {.deadline_ms = 5000};
     ProtobufCMessage *reply = NULL;
     assert_false(rpc_client_unary(f->agent, &credex__v1__retrieval__descriptor, "Exchange",
                                   &ex.base, &o, a, &reply, &err));
+    assert_int_equal(err.code, CX_ERR_UNAUTHENTICATED);
+    Credex__V1__QueryAuditEventsRequest q = CREDEX__V1__QUERY_AUDIT_EVENTS_REQUEST__INIT;
+    assert_false(rpc_client_unary(f->agent, &credex__v1__audit__descriptor, "QueryAuditEvents",
+                                  &q.base, &o, a, &reply, &err));
     assert_int_equal(err.code, CX_ERR_UNIMPLEMENTED);
 
     char *u = mint("frank", NULL);
