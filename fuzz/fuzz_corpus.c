@@ -1,9 +1,10 @@
 /*
  * fuzz_corpus: writes the seed corpus of every fuzz target, fuzz/corpus/<target>/<name>, from
  * credex's own encoders where it has them (metadata, payload and audit documents as store
- * writes them, protobuf requests, the JSON mapping's own output) and from hand-written samples
- * of outside formats (tokens, key sets, OpenFGA answers, certificates). Valid samples and
- * near-valid ones (one field off), a dozen or so per target, a few KB each.
+ * writes them, protobuf requests, the JSON mapping's own output, the edge's route table) and
+ * from hand-written samples of outside formats (tokens, key sets, OpenFGA answers,
+ * certificates, HTTP requests). Valid samples and near-valid ones (one field off), a dozen or
+ * so per target, a few KB each.
  *
  *   fuzz_corpus DIR          write the files (unchanged ones are left alone)
  *   fuzz_corpus --check DIR  exit 1 when a file is missing or differs (ctest fuzz_corpus)
@@ -28,6 +29,7 @@
 #include "fuzz/fuzz_kit.h"
 #include "fuzz/fuzz_pjson_types.h"
 #include "credex/v1/gateway.pb-c.h"
+#include "services/edge/edge_internal.h"
 #include "services/store/store_internal.h"
 
 static struct {
@@ -763,6 +765,165 @@ static void corpus_pjson(void)
     emit(t, "wrong-types", "{\"i32\":\"1.5\",\"u32\":-1,\"flag\":\"true\",\"blob\":\"!!\"}");
 }
 
+/* ---- fuzz_edge ---------------------------------------------------------------------------- */
+
+/* The byte fuzz_edge.c reads as this route (modulo the number of routes): never NUL. */
+static char edge_route_byte(const char *operation_id)
+{
+    size_t n = 0;
+    const edge_route_t *r = edge_routes(&n);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(r[i].operation_id, operation_id) == 0)
+            return (char)(i + n);
+    abort();
+}
+
+/* Set every unset singular message field of m, down to depth levels: the defaults written
+ * with PJSON_EMIT_DEFAULTS then name every member of the tree. */
+static void fill_messages(ProtobufCMessage *m, unsigned depth)
+{
+    for (unsigned i = 0; depth > 0 && i < m->descriptor->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &m->descriptor->fields[i];
+        ProtobufCMessage **sub = (ProtobufCMessage **)((char *)m + f->offset);
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE || f->label == PROTOBUF_C_LABEL_REPEATED ||
+            (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) || *sub != NULL)
+            continue;
+        const ProtobufCMessageDescriptor *d = f->descriptor;
+        if ((*sub = calloc(1, d->sizeof_message)) == NULL)
+            abort();
+        protobuf_c_message_init(d, *sub);
+        fill_messages(*sub, depth - 1);
+    }
+}
+
+/* mode, the route's byte, then text. */
+static void emit_route(const char *name, char mode, const char *operation_id, const char *text)
+{
+    char prefix[3] = {mode, edge_route_byte(operation_id), '\0'};
+    emit_cat("fuzz_edge", name, prefix, text, strlen(text));
+}
+
+static void corpus_edge(void)
+{
+    const char *t = "fuzz_edge";
+    emit(t, "path-rotate", "P/api/credentials/secrets/sec_5NPKMVKYTE6Z2RVKV37EW1BN4H/rotate");
+    emit(t, "path-encoded-slash", "P/api/credentials/secrets/a%2Fb");
+    emit(t, "path-literal-over-param", "P/api/credentials/oauth-connectors/builtin-providers");
+    emit(t, "path-utf8", "P/api/credentials/inject/%C3%A9t%C3%A9");
+    emit(t, "path-dots", "P/api/../%2e%2e/x//y/");
+    emit(t, "path-empty-param", "P/api/credentials/secrets//versions");
+    emit(t, "path-admin", "P/api/admin/credentials/secrets/sec_1");
+    emit(t, "path-callback", "P/api/credentials/oauth/git%20hub/callback");
+    emit(t, "path-bad-escape", "P/api/credentials/secrets/%zz%4");
+    emit(t, "path-many", "P/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q");
+
+    emit_route("query-list-secrets", 'Q', "listSecrets",
+               "scope=LIST_SECRETS_SCOPE_OWNED&owner_type=OWNER_TYPE_TEAM&owner_id=eng&kind="
+               "SECRET_KIND_API_KEY&status=SECRET_STATUS_REVOKED&provider=open+ai&page_size=20&"
+               "page_token=1700000000123.sec_1");
+    emit_route("query-unshare", 'Q', "unshareSecret",
+               "grantee_type=GRANTEE_TYPE_USER&grantee_id=bob%40example&role=SHARE_ROLE_USER");
+    emit_route("query-audit-extremes", 'Q', "queryAuditEvents",
+               "since_ms=-9223372036854775808&until_ms=9223372036854775807&outcome="
+               "AUDIT_OUTCOME_DENIED&event_type=secret.rotated&correlation_id=req-1");
+    emit_route("query-audit-overflow", 'Q', "adminQueryAuditEvents",
+               "since_ms=-9223372036854775809&until_ms=18446744073709551616&page_size=-1");
+    emit_route("query-connectors", 'Q', "listConnectors",
+               "provider_key=github&include_disabled=true");
+    emit_route("query-callback", 'Q', "completeConnect",
+               "code=4%2F0Ab&state=st.1&error&error_description=access+denied");
+    emit_route("query-connections", 'Q', "listConnections",
+               "state=CONNECTION_STATE_RECONSENT_REQUIRED&subject_user_id=alice&page_size=007");
+    emit_route("query-migrations", 'Q', "listMigrationPreviews",
+               "source_type=MIGRATION_SOURCE_TYPE_MCP_SERVER_ENV&status="
+               "MIGRATION_PREVIEW_STATUS_PENDING_REVIEW&run_id=r1");
+    emit_route("query-repeated", 'Q', "listSecretVersions", "page_size=1&page_size=2");
+    emit_route("query-page-size-2p32", 'Q', "listSecretVersions", "page_size=4294967296");
+    emit_route("query-unknown", 'Q', "adminListSecrets", "scope=LIST_SECRETS_SCOPE_OWNED");
+
+    /* Every member of each body route's request type, nested messages included (the mapping's
+     * own output of defaults), then values of note. */
+    size_t n = 0;
+    const edge_route_t *routes = edge_routes(&n);
+    for (size_t i = 0; i < n; i++) {
+        const ProtobufCMessageDescriptor *d = edge_route_rpc(&routes[i])->input;
+        if (!routes[i].body)
+            continue;
+        ProtobufCMessage *m = calloc(1, d->sizeof_message);
+        pjson_options_t o = {.flags = PJSON_EMIT_DEFAULTS};
+        char *text = NULL, name[96];
+        size_t len = 0;
+        if (m == NULL)
+            abort();
+        protobuf_c_message_init(d, m);
+        fill_messages(m, 4);
+        if (!pjson_encode(&text, &len, m, &o, NULL))
+            abort();
+        snprintf(name, sizeof(name), "body-%s-defaults", routes[i].operation_id);
+        emit_route(name, 'B', routes[i].operation_id, text);
+        pjson_text_free(text, len);
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    emit_route("body-create", 'B', "createSecret",
+               "{\"idempotencyKey\":\"k\",\"owner\":{\"ownerType\":\"OWNER_TYPE_USER\"},\"kind\":"
+               "\"SECRET_KIND_API_KEY\",\"allowedUses\":[\"mcp.tool\"],\"value\":\"c2s=\"}");
+    emit_route("body-update-same-id", 'B', "updateSecret",
+               "{\"secretId\":\"p\",\"displayName\":\"x\",\"updateMask\":[\"display_name\"]}");
+    emit_route("body-rotate-retarget", 'B', "rotateSecret",
+               "{\"secretId\":\"other\",\"expectedVersion\":4294967295,\"value\":\"\"}");
+    emit_route("body-share", 'B', "shareSecret",
+               "{\"grantee\":{\"granteeType\":\"GRANTEE_TYPE_TEAM\",\"granteeId\":\"eng\"},"
+               "\"role\":\"SHARE_ROLE_MANAGER\",\"previewOnly\":true}");
+    emit_route("body-retrieve", 'B', "retrieveSecret",
+               "{\"secretRef\":\"sec_1\",\"intendedUse\":\"mcp_server_env\",\"resourceContext\":{"
+               "\"resourceType\":\"mcp_server\",\"attributes\":{\"tool\":\"x\"}}}");
+    emit_route("body-inject", 'B', "injectCredential",
+               "{\"provider_key\":\"p\",\"requiredScopes\":[\"repo\",\"read:org\"]}");
+    emit_route(
+        "body-connector", 'B', "createConnector",
+        "{\"connector\":{\"providerKey\":\"github\",\"type\":\"CONNECTOR_TYPE_CUSTOM_OIDC\","
+        "\"endpoints\":{\"tokenUrl\":\"https://idp.example/token\"},\"scopes\":[\"openid\"],"
+        "\"scopesVersion\":2,\"refreshPolicy\":{\"refreshEnabled\":true,"
+        "\"refreshBeforeExpiryMs\":\"60000\"},\"authorizationParams\":{\"prompt\":\"consent\"}},"
+        "\"clientSecret\":\"c2VjcmV0\"}");
+    emit_route("body-enable", 'B', "enableConnector", "{\"teamIds\":[\"eng\",\"ops\"]}");
+    char big[2200];
+    size_t at = (size_t)snprintf(big, sizeof(big), "{\"value\":\"");
+    memset(big + at, 'A', sizeof(big) - at - 3);
+    memcpy(big + sizeof(big) - 3, "\"}", 3);
+    emit_route("body-over-limit", 'B', "rotateSecret", big); /* fuzz_edge.c's BODY_MAX is 2048 */
+    emit_route("body-migration", 'B', "startMigrationPreview",
+               "{\"sourceType\":\"MIGRATION_SOURCE_TYPE_CATALOG_API_KEY\",\"sourceId\":\"c1\"}");
+
+    emit(t, "request-list",
+         "RGET /api/credentials/secrets?scope=LIST_SECRETS_SCOPE_ALL&page_size=5");
+    emit(t, "request-update",
+         "RPATCH /api/credentials/secrets/sec_1\n{\"displayName\":\"n\",\"updateMask\":"
+         "[\"display_name\"]}");
+    emit(
+        t, "request-rotate-retarget",
+        "RPOST /api/credentials/secrets/sec_1/rotate\n{\"secretId\":\"sec_2\",\"value\":\"QQ==\"}");
+    emit(t, "request-unshare",
+         "RDELETE /api/credentials/secrets/sec%5F1/shares?grantee_type=GRANTEE_TYPE_SERVICE&"
+         "grantee_id=agent-runtime");
+    emit(t, "request-callback",
+         "RGET /api/credentials/oauth/github/callback?code=abc&state=s%2Bt&error_description=a+b");
+    emit(t, "request-admin-update",
+         "RPATCH /api/admin/credentials/secrets/sec_1\n{\"secret_id\":\"sec_1\"}");
+    emit(t, "request-get-with-body", "RGET /api/credentials/secrets/sec_1\n{}");
+    emit(t, "request-unknown-method", "RPUT /api/credentials/secrets/sec_1\n{}");
+    emit(t, "request-reconnect",
+         "RPOST /api/credentials/connections/conn_1/reconnect\n{\"returnTo\":\"/ui\"}");
+
+    emit(t, "headers-browser",
+         "Happlication/json; charset=utf-8\nBearer abc.def~+/==\nsame-origin\n"
+         "http://ui.example:3000, https://credex.example\nhttps://credex.example");
+    emit(t, "headers-token-space", "Happlication/json\nBearer abc= \nnone");
+    emit(t, "headers-odd", "Htext/plain\nbearer  x y\ncross-site\n,, ,null,\nnull");
+    emit(t, "headers-quoted", "HAPPLICATION/JSON ;\tCHARSET = \"UTF-8\"\nBEARER ==\nSame-Site\n\n");
+    emit(t, "headers-same-site-allowed", "Sapplication/json;charset=latin1\nBearer\tt\nsame-site");
+}
+
 /* ---- fuzz_wire ---------------------------------------------------------------------------- */
 
 /* The type bytes of fuzz_wire.c's types[]. */
@@ -905,6 +1066,7 @@ int main(int argc, char **argv)
     corpus_audit_doc();
     corpus_pjson();
     corpus_wire();
+    corpus_edge();
     if (g.check && g.differ > 0) {
         fprintf(stderr, "fuzz_corpus: %u files differ: run scripts/fuzz corpus\n", g.differ);
         return 1;

@@ -20,8 +20,6 @@
 #include "fuzz/fuzz_kit.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-/* Printable seeds a target may still define (NULL-terminated); its corpus files are the rule. */
-extern const char *const fuzz_seeds[] __attribute__((weak));
 
 #define DRIVER_INPUT_MAX  (64 * 1024) /* larger files are replayed truncated */
 #define DRIVER_MUTANT_MAX 8192
@@ -201,10 +199,6 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++)
         if (argv[i][0] != '-')
             run_path(argv[i]);
-    size_t replayed = nseeds;
-    for (size_t i = 0; &fuzz_seeds != NULL && fuzz_seeds[i] != NULL; i++)
-        keep(seeds, &nseeds, DRIVER_SEEDS_MAX, (const uint8_t *)fuzz_seeds[i],
-             strlen(fuzz_seeds[i]));
     static uint8_t buf[DRIVER_MUTANT_MAX];
     for (long r = 0; r < runs; r++) {
         size_t n;
@@ -217,8 +211,8 @@ int main(int argc, char **argv)
         }
         run(buf, n);
     }
-    printf("fuzz: %zu corpus files, %zu dictionary tokens, %ld inputs, no crash\n", replayed,
-           ntokens, runs);
+    printf("fuzz: %zu corpus files, %zu dictionary tokens, %ld inputs, no crash\n", nseeds, ntokens,
+           runs);
     for (size_t i = 0; i < nseeds; i++)
         free(seeds[i].data);
     for (size_t i = 0; i < ntokens; i++)
