@@ -1,17 +1,11 @@
-/* Fuzz target: compact JWS parsing and verification (common/jwt) against a fixed JWKS. */
+/* Fuzz target: raw compact JWS tokens (common/jwt) against a fixed JWKS: the segment, base64url
+ * and JSON layers and the signature check, which no input passes (fuzz_jwt_struct signs its
+ * inputs to reach the claim checks behind it). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/jwt/cx_jwt.h"
-
-/* {"alg":"ES256","kid":"k1"} . {"iss":"i","aud":"credex","exp":4102444800,"sub":"a"} . junk */
-const char *const fuzz_seeds[] = {
-    "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsxIn0.eyJpc3MiOiJpIiwiYXVkIjoiY3JlZGV4IiwiZXhwIjo0MTAyNDQ0ODAw"
-    "LCJzdWIiOiJhIn0.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-    "AAAAAAAAA",
-    "eyJhbGciOiJub25lIn0.e30.", "eyJhbGciOiJSUzI1NiIsImtpZCI6InIxIn0.eyJhdWQiOlsiY3JlZGV4Il19.AA",
-    NULL};
 
 static const char jwks_doc[] = "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"k1\","
                                "\"x\":\"AyvXt0wiQpy8CZa5CG8jYnKtHz0nfEXjyMlfGb8NCKU\","

@@ -5,15 +5,6 @@
 
 #include "common/log/cx_log.h"
 
-const char *const fuzz_seeds[] = {"Bearer abcdefghijklmnop",
-                                  "eyJhbGciOi.eyJzdWIi.sig",
-                                  "-----BEGIN PRIVATE "
-                                  "KEY-----",
-                                  "ghp_0123456789abcdefghij",
-                                  "sec_01HXYZ0123456789ABCDEFGH",
-                                  "caf\xc3\xa9 \xe2\x82",
-                                  NULL};
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -9,40 +9,7 @@
 #include <string.h>
 
 #include "common/pjson/pjson.h"
-#include "credex/v1/gateway.pb-c.h"
-#include "grpc/reflection/v1/reflection.pb-c.h"
-#include "pjson_test.pb-c.h"
-#include "pjson_test2.pb-c.h"
-
-const char *const fuzz_seeds[] = {
-    "{\"secretId\":\"s1\",\"owner\":{\"ownerType\":\"OWNER_TYPE_TEAM\",\"ownerId\":\"t\"},"
-    "\"kind\":2,\"allowedUses\":[\"a\",\"b\"],\"createdAtMs\":\"1700000000000\",\"valueSet\":true}",
-    "{\"idempotency_key\":\"k\",\"value\":\"c2VjcmV0\",\"kind\":\"SECRET_KIND_API_KEY\"}",
-    "{\"secretRef\":\"s\",\"resourceContext\":{\"resourceType\":\"mcp_server\",\"attributes\":"
-    "{\"a\":\"1\",\"b\":\"\\u00e9\"}}}",
-    "{\"secrets\":[{\"secretId\":\"a\"},{}],\"page\":{\"nextPageToken\":\"x\"}}",
-    "{\"host\":\"h\",\"fileContainingSymbol\":\"credex.v1.Secrets\"}",
-    "{\"byId\":{\"-3\":\"x\",\"9\":\"y\"},\"byFlag\":{\"true\":1},\"byNum\":{\"4\":{\"flt\":"
-    "\"NaN\",\"u64\":\"18446744073709551615\"}},\"blobs\":{\"k\":\"-_8\"}}",
-    "{\"name\":\"n\",\"child\":{\"count\":\"-5\",\"children\":[{\"detail\":{\"dbl\":1e-3}}]}}",
-    "{\"i32\":-1,\"sf64\":\"7\",\"dbl\":\"-Infinity\",\"color\":\"COLOR_GREEN\",\"blob\":\"QQ\"}",
-    "{\"id\":\"x\",\"count\":0,\"note\":null,\"next\":{\"id\":\"\",\"marks\":[\"1\",2]}}",
-    NULL};
-
-static const ProtobufCMessageDescriptor *const types[] = {
-    &credex__v1__secret_metadata__descriptor,
-    &credex__v1__create_secret_request__descriptor,
-    &credex__v1__retrieve_request__descriptor,
-    &credex__v1__retrieve_response__descriptor,
-    &credex__v1__list_secrets_response__descriptor,
-    &credex__v1__get_health_response__descriptor,
-    &grpc__reflection__v1__server_reflection_request__descriptor,
-    &pjsontest__scalars__descriptor,
-    &pjsontest__repeats__descriptor,
-    &pjsontest__maps__descriptor,
-    &pjsontest__node__descriptor,
-    &pjsontest2__legacy__descriptor,
-};
+#include "fuzz/fuzz_pjson_types.h"
 
 static uint8_t *packed(const ProtobufCMessage *m, size_t *n)
 {
@@ -83,11 +50,11 @@ static void round_trip(const ProtobufCMessage *m, unsigned flags, unsigned inden
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+    for (size_t i = 0; i < FUZZ_PJSON_NTYPES; i++) {
         ProtobufCMessage *m = NULL;
         cx_error_t err;
         pjson_options_t o = {.flags = size % 2 ? PJSON_IGNORE_UNKNOWN : 0, .max_depth = 12};
-        if (!pjson_decode(&m, types[i], (const char *)data, size, NULL, &o, &err)) {
+        if (!pjson_decode(&m, fuzz_pjson_types[i], (const char *)data, size, NULL, &o, &err)) {
             if (m != NULL ||
                 (err.code != CX_ERR_INVALID_ARGUMENT && err.code != CX_ERR_RESOURCE_EXHAUSTED))
                 abort();

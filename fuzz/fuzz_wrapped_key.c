@@ -9,26 +9,10 @@
 #include <string.h>
 
 #include "common/crypto/cx_crypto.h"
+#include "fuzz/fuzz_kit.h"
 #include "services/keywrap/keywrap.h"
 
-const char *const fuzz_seeds[] = {
-    "\x05secret_id\nsec_1\nversion\n1\nowner_type\nuser\nowner_id\nalice\nkind\napi_key\nalias/x",
-    "\x02"
-    "a\n\nb\n2\nk",
-    "\x01\n\n\n", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", NULL};
-
 #define MAX_PAIRS 80 /* beyond both limits, to reach the refusals */
-
-static int ref_nibble(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 static void fuzz_hex(const uint8_t *data, size_t size)
 {
@@ -37,7 +21,7 @@ static void fuzz_hex(const uint8_t *data, size_t size)
         return;
     bool ok = true;
     for (size_t i = 0; i < size / 2; i++) {
-        int hi = ref_nibble(data[2 * i]), lo = ref_nibble(data[2 * i + 1]);
+        int hi = fuzz_hex_nibble(data[2 * i]), lo = fuzz_hex_nibble(data[2 * i + 1]);
         if (hi < 0 || lo < 0)
             ok = false;
         else

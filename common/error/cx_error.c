@@ -147,8 +147,10 @@ static bool cx_detail_valid(cx_detail_t detail)
     return (unsigned)detail < (unsigned)CX_DETAIL_COUNT_;
 }
 
-static void cx_error_vset(cx_error_t *err, cx_code_t code, cx_detail_t detail, const char *fmt,
-                          va_list ap)
+/* The format attribute lets clang's -Wformat-nonliteral (in -Wformat=2) see that fmt is the
+ * checked format of the public setters. */
+__attribute__((format(printf, 4, 0))) static void
+cx_error_vset(cx_error_t *err, cx_code_t code, cx_detail_t detail, const char *fmt, va_list ap)
 {
     err->code = cx_code_valid(code) ? code : CX_ERR_INTERNAL;
     err->detail = cx_detail_valid(detail) ? detail : CX_DETAIL_NONE;
