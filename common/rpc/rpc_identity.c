@@ -1,6 +1,7 @@
 /* rpc_identity: SPIFFE-style peer names, certificate SAN inspection, small I/O and clock helpers.
  */
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -160,6 +161,20 @@ static void core_log(gpr_log_func_args *args)
     cx_log_level_t lvl = args->severity == GPR_LOG_SEVERITY_ERROR ? CX_LOG_WARN : CX_LOG_DEBUG;
     cx_log_at(lvl, NULL, "grpc.core", CX_LOG_STR("file", args->file),
               CX_LOG_INT("line", args->line), CX_LOG_STR("message", args->message));
+}
+
+/* OpenSSL frees its global state from an atexit handler unless told not to, and that handler
+ * deletes the thread-local key whose destructor frees each thread's error-queue state. gRPC's
+ * own threads may still be finishing when the process exits (its shutdown hands some joins to
+ * a detached thread); one that ends after the handler has run leaves its state unreferenced,
+ * which LeakSanitizer reports as a leak in the sanitized test build (about one stop in fifty).
+ * Without the handler, every thread frees its own state when it ends, as it always does while
+ * the process runs, and the process's own memory goes back with the process. This has to run
+ * before anything initialises OpenSSL, hence a constructor: every binary that talks gRPC links
+ * this file (rpc_core_init). */
+__attribute__((constructor)) static void openssl_no_atexit(void)
+{
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
 }
 
 static void core_once(void)
