@@ -187,8 +187,37 @@ static double bench_self_cpu_s(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+/* /proc/stat "cpu  user nice system idle iowait irq softirq steal ...": busy is all but idle
+ * and iowait. */
+static void bench_machine_ticks(long long *busy, long long *all)
+{
+    long long v[8] = {0};
+    *busy = *all = -1;
+    FILE *f = fopen("/proc/stat", "r");
+    if (f == NULL)
+        return;
+    int n = fscanf(f, "cpu %lld %lld %lld %lld %lld %lld %lld %lld", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (n != 8)
+        return;
+    *all = v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
+    *busy = *all - v[3] - v[4];
+}
+
+double bench_machine_idle_pct(const bench_cpu_t *before)
+{
+    long long busy, all;
+    bench_machine_ticks(&busy, &all);
+    if (busy < 0 || before->machine_busy < 0 || all <= before->machine_all)
+        return -1;
+    double b = (double)(busy - before->machine_busy), a = (double)(all - before->machine_all);
+    return 100.0 * (1.0 - b / a);
+}
+
 void bench_cpu_snapshot(const bench_procs_t *procs, bench_cpu_t *out)
 {
+    bench_machine_ticks(&out->machine_busy, &out->machine_all);
     for (size_t i = 0; i < procs->n; i++)
         out->ticks[i] = bench_proc_ticks(procs->proc[i].pid);
     out->self_s = bench_self_cpu_s();

@@ -51,6 +51,7 @@ typedef struct bench_procs {
 typedef struct bench_cpu {
     long long ticks[BENCH_MAX_PROCS]; /* -1: not readable */
     double self_s;
+    long long machine_busy, machine_all; /* /proc/stat's first line: all CPUs; -1: unreadable */
 } bench_cpu_t;
 
 /* Read the pid files of `dir`; an unreadable folder ends the program (exit 2). */
@@ -62,5 +63,10 @@ void bench_cpu_snapshot(const bench_procs_t *procs, bench_cpu_t *out);
  * could not be read at either end), *self_us for this program. calls > 0. */
 void bench_cpu_per_call(const bench_procs_t *procs, const bench_cpu_t *before, size_t calls,
                         double us[BENCH_MAX_PROCS], double *self_us);
+
+/* The share of the machine's CPU time (all cores) that was idle since `before`, in percent
+ * (-1 when /proc/stat could not be read). Under load that queues calls, an idle share well
+ * above zero means something other than CPU holds throughput back. */
+double bench_machine_idle_pct(const bench_cpu_t *before);
 
 #endif

@@ -144,7 +144,8 @@ static void run_level(struct shared *sh, enum op op, int callers, double seconds
             sum += us[i];
             printf(" %s=%.0f", procs.proc[i].name, us[i]);
         }
-        printf(" bench=%.0f total=%.0f\n", self, sum + self);
+        printf(" bench=%.0f total=%.0f machine_idle=%.0f%%\n", self, sum + self,
+               bench_machine_idle_pct(&cpu0));
     }
     fflush(stdout);
 }

@@ -487,6 +487,7 @@ static const cx_config_var_t cx_config_vars[] = {
     CX_STR("CREDEX_TRUST_DOMAIN", trust_domain, "credex.local", cx_config_check_trust_domain,
            "a SPIFFE trust domain of [a-z0-9._-]"),
     CX_UNSIGNED("CREDEX_RPC_THREADS", rpc_threads, 1, 256, 8),
+    CX_UNSIGNED("CREDEX_RPC_THREADS_MAX", rpc_threads_max, 1, 1024, 128),
     CX_SIZE("CREDEX_RPC_MAX_MESSAGE_BYTES", rpc_max_message_bytes, 1024, 67108864, 4194304),
     CX_SIZE("CREDEX_RPC_MAX_METADATA_BYTES", rpc_max_metadata_bytes, 1024, 1048576, 16384),
     CX_UNSIGNED("CREDEX_RPC_MAX_DEADLINE_MS", rpc_max_deadline_ms, 100, 600000, 30000),

@@ -69,6 +69,7 @@ typedef struct cx_config {
     char tls_key[512];             /* CREDEX_TLS_KEY: this process's private key */
     char trust_domain[128];        /* CREDEX_TRUST_DOMAIN, default "credex.local" */
     unsigned rpc_threads;          /* CREDEX_RPC_THREADS 1..256, default 8 */
+    unsigned rpc_threads_max;      /* CREDEX_RPC_THREADS_MAX 1..1024, default 128 */
     size_t rpc_max_message_bytes;  /* CREDEX_RPC_MAX_MESSAGE_BYTES 1024..67108864, default 4 MiB */
     size_t rpc_max_metadata_bytes; /* CREDEX_RPC_MAX_METADATA_BYTES 1024..1048576, default 16 KiB */
     unsigned rpc_max_deadline_ms;  /* CREDEX_RPC_MAX_DEADLINE_MS 100..600000, default 30000 */

@@ -1,8 +1,12 @@
 /*
  * rpc: credex's gRPC runtime over the gRPC C core. This module is the only one that includes
- * <grpc/...> (docs/DESIGN.md); everything else sees protobuf-c messages, cx_error_t and these types.
+ * <grpc/...> (docs/DESIGN.md); everything else sees protobuf-c messages, cx_error_t and these
+ * types.
  *
- * Server model. One completion queue served by `threads` worker threads. Services are
+ * Server model. One completion queue served by worker threads: `threads` at start, and one
+ * more whenever a unary handler starts while no other worker is left to poll the queue, up to
+ * `max_threads` (handlers block; were every worker blocked in one, arrivals and the answers of
+ * the calls they wait on would queue unread while the CPUs idle). Services are
  * registered from their protobuf-c service descriptors; every method of a registered service
  * is routable, and a method without an implementation answers UNIMPLEMENTED at once with the
  * service's note (unless the server's gate closed it first). Unknown paths answer
@@ -102,7 +106,8 @@ typedef struct rpc_server_options {
     const char *name;        /* our service name, for logs, e.g. "keywrap" */
     const char *listen_addr; /* "127.0.0.1:7101"; port 0 picks a free port */
     rpc_tls_t tls;
-    unsigned threads; /* worker threads, >= 1 */
+    unsigned threads;     /* worker threads at start, >= 1 */
+    unsigned max_threads; /* the most the pool grows to; below `threads` means `threads` */
     size_t max_message_bytes;
     size_t max_metadata_bytes;
     unsigned max_deadline_ms;

@@ -10,6 +10,7 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "common/rpc/rpc.h"
 
@@ -102,8 +103,11 @@ struct rpc_server {
     char *trust_domain;
     grpc_server *server;
     grpc_completion_queue *cq;
-    pthread_t *threads;
-    unsigned nthreads_started;
+    pthread_t *threads;           /* max_threads slots */
+    unsigned max_threads;         /* opts.max_threads, at least opts.threads */
+    unsigned nthreads_started;    /* written under mu; grows, never shrinks */
+    _Atomic unsigned nthreads;    /* nthreads_started, for the lock-free test in handler_enter */
+    _Atomic unsigned in_handlers; /* workers inside a unary handler */
     int port;
     int started;
 

@@ -808,6 +808,24 @@ static void streams_finish_all(rpc_server_t *srv)
 
 /* ---- unary ------------------------------------------------------------------------------ */
 
+static void pool_grow(rpc_server_t *srv);
+
+/* A unary handler may block for its whole deadline. When it starts on the last worker that is
+ * not inside one, the pool grows by one (up to max_threads), so that a worker is always left
+ * to poll the queue. */
+static void handler_enter(rpc_server_t *srv)
+{
+    unsigned busy = atomic_fetch_add_explicit(&srv->in_handlers, 1, memory_order_relaxed) + 1;
+    if (busy >= atomic_load_explicit(&srv->nthreads, memory_order_relaxed) &&
+        busy < srv->max_threads)
+        pool_grow(srv);
+}
+
+static void handler_leave(rpc_server_t *srv)
+{
+    atomic_fetch_sub_explicit(&srv->in_handlers, 1, memory_order_relaxed);
+}
+
 static void unary_on_recv(struct rpc_call *c, int success)
 {
     cx_error_t err;
@@ -836,7 +854,10 @@ static void unary_on_recv(struct rpc_call *c, int success)
         return;
     }
     ProtobufCMessage *reply = NULL;
-    if (!c->route->impl->unary(c, req, &reply, &err)) {
+    handler_enter(c->srv);
+    bool ok = c->route->impl->unary(c, req, &reply, &err);
+    handler_leave(c->srv);
+    if (!ok) {
         if (err.code == CX_OK)
             cx_error_set(&err, CX_ERR_INTERNAL, "handler failed without a reason");
         finish_unary(c, &err, NULL);
@@ -1011,6 +1032,22 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* One more worker, unless the pool is full, already grew past the need, or the server is
+ * stopping (rpc_server_shutdown joins nthreads_started workers once it has set shutting_down,
+ * so none may start after that). A failed pthread_create leaves the pool as it is. */
+static void pool_grow(rpc_server_t *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    unsigned n = srv->nthreads_started;
+    if (!srv->shutting_down && n < srv->max_threads &&
+        atomic_load_explicit(&srv->in_handlers, memory_order_relaxed) >= n &&
+        pthread_create(&srv->threads[n], NULL, worker_main, srv) == 0) {
+        srv->nthreads_started = n + 1;
+        atomic_store_explicit(&srv->nthreads, n + 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&srv->mu);
+}
+
 /* ---- server lifecycle ------------------------------------------------------------------- */
 
 static char *xstrdup(const char *s)
@@ -1114,16 +1151,23 @@ bool rpc_server_start(rpc_server_t *srv, cx_error_t *err)
             if (srv->routes[j].registered != NULL)
                 request_call(srv, &srv->routes[j]);
     }
-    srv->threads = calloc(srv->opts.threads, sizeof(pthread_t));
+    srv->max_threads =
+        srv->opts.max_threads > srv->opts.threads ? srv->opts.max_threads : srv->opts.threads;
+    srv->threads = calloc(srv->max_threads, sizeof(pthread_t));
     if (srv->threads == NULL)
         abort();
+    pthread_mutex_lock(&srv->mu);
     for (unsigned i = 0; i < srv->opts.threads; i++) {
         if (pthread_create(&srv->threads[i], NULL, worker_main, srv) != 0) {
             cx_error_set(err, CX_ERR_INTERNAL, "cannot start worker thread");
-            goto out;
+            break;
         }
         srv->nthreads_started++;
     }
+    atomic_store_explicit(&srv->nthreads, srv->nthreads_started, memory_order_relaxed);
+    pthread_mutex_unlock(&srv->mu);
+    if (srv->nthreads_started < srv->opts.threads)
+        goto out;
     ok = true;
 out:
     if (creds != NULL)
@@ -1219,7 +1263,11 @@ void rpc_server_shutdown(rpc_server_t *srv)
         pthread_mutex_unlock(&srv->mu);
     }
     grpc_completion_queue_shutdown(srv->cq);
-    for (unsigned i = 0; i < srv->nthreads_started; i++)
+    /* shutting_down was set under mu above, so the pool no longer grows (pool_grow). */
+    pthread_mutex_lock(&srv->mu);
+    unsigned nthreads = srv->nthreads_started;
+    pthread_mutex_unlock(&srv->mu);
+    for (unsigned i = 0; i < nthreads; i++)
         pthread_join(srv->threads[i], NULL);
     pthread_mutex_lock(&srv->mu);
     srv->stopped = 1;

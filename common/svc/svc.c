@@ -49,6 +49,7 @@ rpc_server_options_t svc_server_options(const cx_config_t *cfg, cx_service_t id)
         .listen_addr = cfg->addr[id],
         .tls = svc_tls(cfg),
         .threads = cfg->rpc_threads,
+        .max_threads = cfg->rpc_threads_max,
         .max_message_bytes = cfg->rpc_max_message_bytes,
         .max_metadata_bytes = cfg->rpc_max_metadata_bytes,
         .max_deadline_ms = cfg->rpc_max_deadline_ms,

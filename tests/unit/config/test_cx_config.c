@@ -103,6 +103,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->tls_key, "");
     assert_string_equal(cfg->trust_domain, "credex.local");
     assert_int_equal(cfg->rpc_threads, 8);
+    assert_int_equal(cfg->rpc_threads_max, 128);
     assert_int_equal(cfg->rpc_max_message_bytes, 4 * 1024 * 1024);
     assert_int_equal(cfg->rpc_max_metadata_bytes, 16 * 1024);
     assert_int_equal(cfg->rpc_max_deadline_ms, 30000);
@@ -175,6 +176,7 @@ static void test_every_variable_set(void **state)
     env_set(&env, "CREDEX_TLS_KEY", "/etc/credex/store-key.pem");
     env_set(&env, "CREDEX_TRUST_DOMAIN", "prod.example");
     env_set(&env, "CREDEX_RPC_THREADS", "256");
+    env_set(&env, "CREDEX_RPC_THREADS_MAX", "1024");
     env_set(&env, "CREDEX_RPC_MAX_MESSAGE_BYTES", "1024");
     env_set(&env, "CREDEX_RPC_MAX_METADATA_BYTES", "1048576");
     env_set(&env, "CREDEX_RPC_MAX_DEADLINE_MS", "600000");
@@ -223,6 +225,7 @@ static void test_every_variable_set(void **state)
     assert_string_equal(cfg->tls_key, "/etc/credex/store-key.pem");
     assert_string_equal(cfg->trust_domain, "prod.example");
     assert_int_equal(cfg->rpc_threads, 256);
+    assert_int_equal(cfg->rpc_threads_max, 1024);
     assert_int_equal(cfg->rpc_max_message_bytes, 1024);
     assert_int_equal(cfg->rpc_max_metadata_bytes, 1048576);
     assert_int_equal(cfg->rpc_max_deadline_ms, 600000);
@@ -254,10 +257,10 @@ static void test_every_variable_set(void **state)
 static void test_every_documented_variable_is_read(void **state)
 {
     (void)state;
-    /* 65 variables in cx_config.h; a forgotten one would keep its default silently. */
+    /* 66 variables in cx_config.h; a forgotten one would keep its default silently. */
     fake_env_t env = {0};
     cx_config_t *cfg = load_ok(&env);
-    assert_int_equal(env.lookups, 65);
+    assert_int_equal(env.lookups, 66);
     cx_config_free(cfg);
 }
 
@@ -376,6 +379,8 @@ static void test_bad_integer_messages(void **state)
                       "CREDEX_RPC_THREADS: expected an integer in 1..256, got \"0\"");
     expect_load_error("CREDEX_RPC_THREADS", "257",
                       "CREDEX_RPC_THREADS: expected an integer in 1..256, got \"257\"");
+    expect_load_error("CREDEX_RPC_THREADS_MAX", "1025",
+                      "CREDEX_RPC_THREADS_MAX: expected an integer in 1..1024, got \"1025\"");
     expect_load_error("CREDEX_RPC_THREADS", "-1",
                       "CREDEX_RPC_THREADS: expected an integer in 1..256, got \"-1\"");
     expect_load_error("CREDEX_RPC_THREADS", " 8",

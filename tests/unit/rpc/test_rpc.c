@@ -166,11 +166,34 @@ static void test_unpack_copies_only_into_arena(void **state)
 
 /* ---- a test service on a real server ------------------------------------------------------ */
 
+/* Mode "gather": handlers in flight at once (and the most seen), for the pool tests. The
+ * handler waits up to 1.5 s for `gather_target` handlers to be in flight together, then fails
+ * with UNAVAILABLE if they never were. */
+static _Atomic int gather_now, gather_most, gather_target;
+
+static bool gather(cx_error_t *err)
+{
+    int now = atomic_fetch_add(&gather_now, 1) + 1;
+    for (int most = atomic_load(&gather_most); now > most;)
+        if (atomic_compare_exchange_weak(&gather_most, &most, now))
+            break;
+    bool met = false;
+    for (int i = 0; i < 150 && !met; i++) {
+        met = atomic_load(&gather_most) >= atomic_load(&gather_target);
+        if (!met)
+            usleep(10 * 1000);
+    }
+    atomic_fetch_sub(&gather_now, 1);
+    return met || cx_error_set(err, CX_ERR_UNAVAILABLE, "handlers did not run together");
+}
+
 static bool describe(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
                      cx_error_t *err)
 {
     (void)request;
     const char *mode = rpc_call_header(call, "x-test-mode");
+    if (mode != NULL && strcmp(mode, "gather") == 0 && !gather(err))
+        return false;
     if (mode != NULL && strcmp(mode, "conflict") == 0)
         return cx_error_set(err, CX_ERR_CONFLICT, "version 3 is not current");
     if (mode != NULL && strcmp(mode, "sleep") == 0)
@@ -314,6 +337,69 @@ static void test_deadline_exceeded(void **state)
     assert_false(call_describe(f->client, "sleep", 100, arena, &r, &err));
     assert_int_equal(err.code, CX_ERR_DEADLINE_EXCEEDED);
     rpc_arena_free(arena);
+}
+
+/* The worker pool grows while every worker is inside a blocking handler, up to max_threads:
+ * with one worker at start, three handlers that wait for each other all run together (the
+ * fixed pool of before ran them one at a time, and each gave up); with max_threads 2, never
+ * more than two at once. */
+struct gather_caller {
+    pthread_t thread;
+    const char *addr;
+    bool ok;
+};
+
+static void *gather_call(void *arg)
+{
+    struct gather_caller *g = arg;
+    rpc_client_t *client = tk_client(g->addr, "keywrap", "credexctl");
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    Credex__V1__DescribeResponse *r = NULL;
+    cx_error_t err;
+    g->ok = call_describe(client, "gather", 5000, arena, &r, &err);
+    rpc_arena_free(arena);
+    rpc_client_free(client);
+    return NULL;
+}
+
+static int gather_run(unsigned max_threads, int callers)
+{
+    cx_error_t err;
+    rpc_server_options_t o = tk_server_options("keywrap");
+    o.threads = 1;
+    o.max_threads = max_threads;
+    o.max_deadline_ms = 5000;
+    rpc_server_t *srv = rpc_server_new(&o, &err);
+    assert_non_null(srv);
+    assert_true(rpc_server_add_service(srv, &kw_def, &err));
+    assert_true(rpc_server_start(srv, &err));
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", rpc_server_port(srv));
+    atomic_store(&gather_now, 0);
+    atomic_store(&gather_most, 0);
+    atomic_store(&gather_target, callers);
+    struct gather_caller g[4] = {{0}};
+    for (int i = 0; i < callers; i++) {
+        g[i].addr = addr;
+        assert_int_equal(pthread_create(&g[i].thread, NULL, gather_call, &g[i]), 0);
+    }
+    int ok = 0;
+    for (int i = 0; i < callers; i++) {
+        pthread_join(g[i].thread, NULL);
+        ok += g[i].ok;
+    }
+    rpc_server_free(srv);
+    return ok;
+}
+
+static void test_pool_grows_while_handlers_block(void **state)
+{
+    (void)state;
+    assert_int_equal(gather_run(8, 3), 3);
+    assert_int_equal(atomic_load(&gather_most), 3);
+    /* Capped: two run together, the third only once one of them has given up. */
+    assert_int_equal(gather_run(2, 3), 0);
+    assert_int_equal(atomic_load(&gather_most), 2);
 }
 
 static void expect_code(rpc_client_t *c, const char *method, const ProtobufCMessage *req,
@@ -1074,6 +1160,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_reflection_v1alpha, setup, teardown),
         cmocka_unit_test(test_gate),
         cmocka_unit_test(test_stream_done_after_message),
+        cmocka_unit_test(test_pool_grows_while_handlers_block),
         cmocka_unit_test(test_stream_stress),
         cmocka_unit_test(test_reconnect_after_restart),
     };
