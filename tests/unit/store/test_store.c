@@ -883,6 +883,20 @@ static void test_ref_decode_tampered(void **state)
         {"owner_id", "ali\0ce", 6},
         {"description", "d\xff", 2},
         {"secret_id", "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H\0x", 32},
+        /* Each string the decoder reads, with a byte that is not UTF-8: no field may rely on a
+         * check that lets it through (the decoder validates no UTF-8 of its own). */
+        {"secret_id", "sec_5NPKMVKYTE6Z2RVKV37EW1BN4\xc3", 30},
+        {"owner_type", "us\xe9r", 4},
+        {"owner_id", "alic\xe9", 5},
+        {"kind", "api_k\xe9y", 7},
+        {"status", "activ\xe9", 6},
+        {"provider", "openai\xc3", 7},
+        {"connector_id", "conn\xff", 5},
+        {"current_payload_id", "pay_0123456789ABCDEFGHJKMNPQR\xc3", 30},
+        {"create_fingerprint",
+         "00112233445566778899aabbccddeeff00112233445566778899aabbccddee\xc3\xa9", 64},
+        {"created_by", "alic\xe9", 5},
+        {"updated_by", "\xc3\x28", 2},
     };
     for (size_t i = 0; i < sizeof(raw) / sizeof(raw[0]); i++) {
         ref_doc_with(&doc, raw[i].field, NULL, &d2);
@@ -902,6 +916,55 @@ static void test_ref_decode_tampered(void **state)
     expect_ref_refused(&d2, "owner_id", "platform owned by alice");
     bson_destroy(&d2);
     bson_destroy(&doc);
+}
+
+/* The decoder finds its fields in one pass over the document: whatever their order, and, for a
+ * key stored twice, the first (what a lookup by name reads), never the last. */
+static void test_ref_decode_field_order(void **state)
+{
+    (void)state;
+    create_fx_t f;
+    bson_t doc, rev, d2;
+    bson_iter_t it;
+    store_ref_t ref;
+    cx_error_t err;
+    const char *keys[64];
+    size_t n = 0;
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    ref_doc_valid(&f, &doc);
+    assert_true(bson_iter_init(&it, &doc));
+    while (bson_iter_next(&it) && n < 64)
+        keys[n++] = bson_iter_key(&it);
+    bson_init(&rev); /* every field, last first */
+    for (size_t i = n; i-- > 0;) {
+        assert_true(bson_iter_init_find(&it, &doc, keys[i]));
+        assert_true(bson_append_iter(&rev, keys[i], -1, &it));
+    }
+    assert_true(store_ref_decode(arena, &rev, &ref, &err));
+    assert_string_equal(ref.meta->secret_id, "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H");
+    assert_string_equal(ref.payload_id, "pay_0123456789ABCDEFGHJKMNPQRS");
+    assert_int_equal(ref.meta->created_at_ms, 1700000000000);
+    assert_int_equal(ref.meta->n_allowed_uses, 2);
+    /* A second display_name after the valid one is not read... */
+    bson_copy_to(&doc, &d2);
+    BSON_APPEND_UTF8(&d2, "display_name", "tab\there");
+    assert_true(store_ref_decode(arena, &d2, &ref, &err));
+    assert_string_equal(ref.meta->display_name, f.r.display_name);
+    bson_destroy(&d2);
+    /* ...and a bad first one is not excused by a good one after it. */
+    ref_doc_with(&doc, "display_name", "\"\"", &d2);
+    BSON_APPEND_UTF8(&d2, "display_name", "fine");
+    expect_ref_refused(&d2, "display_name", "empty, then a valid repeat");
+    bson_destroy(&d2);
+    /* A damaged document (a string whose length runs past the document) yields no field. */
+    const uint8_t junk[12] = {12, 0, 0, 0, 0x02, 'a', 0, 0xff, 0, 0, 0, 0};
+    bson_t *bad = bson_new_from_data(junk, sizeof(junk));
+    assert_non_null(bad);
+    expect_ref_refused(bad, "secret_id", "damaged document");
+    bson_destroy(bad);
+    bson_destroy(&rev);
+    bson_destroy(&doc);
+    rpc_arena_free(arena);
 }
 
 /* ---- cursors and audit documents -------------------------------------------------------- */
@@ -977,6 +1040,7 @@ int main(void)
         cmocka_unit_test(test_validate_resolve_update),
         cmocka_unit_test(test_ref_decode_valid),
         cmocka_unit_test(test_ref_decode_tampered),
+        cmocka_unit_test(test_ref_decode_field_order),
         cmocka_unit_test(test_cursor),
         cmocka_unit_test(test_audit_roundtrip),
     };
