@@ -48,7 +48,7 @@ static cx_secret_t *store_resolve_open(store_ctx_t *x, const store_bind_t *b,
             goto out;
         store_dek_cache_put(x->st->dek, ckey, dek, now);
     }
-    plain = store_envelope_open(dek, b, p, err);
+    plain = store_envelope_open_aad(dek, b, p, aad, aadlen, err);
 out:
     cx_secret_free(dek);
     free(aad);
