@@ -21,35 +21,43 @@ static bool store_uses_allow(const Credex__V1__SecretMetadata *m, const char *us
     return false;
 }
 
-/* Unwrap p's data key (DEK cache or keywrap) and open p under the binding b (from the live
- * metadata). */
+/* p's data key from keywrap, under the encryption context of b. */
+static bool store_resolve_unwrap(store_ctx_t *x, const store_bind_t *b, const store_payload_t *p,
+                                 cx_secret_t **dek, cx_error_t *err)
+{
+    char ver[12];
+    cx_kv_t pairs[STORE_CONTEXT_PAIRS];
+    store_wrapped_t w = {.ct = p->wrapped,
+                         .ct_len = p->wrapped_len,
+                         .provider = p->key_provider,
+                         .key_id = p->key_id,
+                         .key_version = p->key_version};
+    store_bind_context(b, ver, pairs);
+    return x->st->keys.unwrap(x->st->keys.ctx, x->call, &w, pairs, STORE_CONTEXT_PAIRS, dek, err);
+}
+
+/* Open p under the binding b (from the live metadata) with its data key: lent by the DEK
+ * cache, else unwrapped by keywrap (and cached). The AAD is encoded once, for both the cache
+ * key and the cipher. */
 static cx_secret_t *store_resolve_open(store_ctx_t *x, const store_bind_t *b,
                                        const store_payload_t *p, cx_error_t *err)
 {
     unsigned char *aad = NULL, ckey[32];
     size_t aadlen = 0;
     cx_secret_t *dek = NULL, *plain = NULL;
+    store_dek_lease_t *lease = NULL;
     if (!store_bind_aad(b, &aad, &aadlen, err))
         return NULL;
     store_dek_cache_key(b, p->wrapped, p->wrapped_len, aad, aadlen, ckey);
     int64_t now = mdb_now_ms();
-    dek = store_dek_cache_get(x->st->dek, ckey, now);
-    if (!dek) {
-        char ver[12];
-        cx_kv_t pairs[STORE_CONTEXT_PAIRS];
-        store_wrapped_t w = {.ct = p->wrapped,
-                             .ct_len = p->wrapped_len,
-                             .provider = p->key_provider,
-                             .key_id = p->key_id,
-                             .key_version = p->key_version};
-        store_bind_context(b, ver, pairs);
-        if (!x->st->keys.unwrap(x->st->keys.ctx, x->call, &w, pairs, STORE_CONTEXT_PAIRS, &dek,
-                                err))
-            goto out;
+    const cx_secret_t *cached = store_dek_cache_get(x->st->dek, ckey, now, &lease);
+    if (cached) {
+        plain = store_envelope_open_aad(cached, b, p, aad, aadlen, err);
+        store_dek_cache_release(x->st->dek, lease);
+    } else if (store_resolve_unwrap(x, b, p, &dek, err)) {
         store_dek_cache_put(x->st->dek, ckey, dek, now);
+        plain = store_envelope_open_aad(dek, b, p, aad, aadlen, err);
     }
-    plain = store_envelope_open_aad(dek, b, p, aad, aadlen, err);
-out:
     cx_secret_free(dek);
     free(aad);
     return plain;
@@ -72,12 +80,10 @@ static bool store_open_cached(store_ctx_t *x, const store_bind_t *b, cx_secret_t
                               cx_error_t *err)
 {
     store_payload_t p;
-    cx_secret_t *copy = NULL;
     *plain = NULL;
-    if (!store_payload_cache_get(x->st->payloads, b->payload_id, mdb_now_ms(), &p, &copy))
+    if (!store_payload_cache_get(x->st->payloads, b->payload_id, mdb_now_ms(), x->arena, &p))
         return true;
     *plain = store_resolve_open(x, b, &p, err);
-    cx_secret_free(copy);
     if (*plain)
         return true;
     if (store_transient(err->code))

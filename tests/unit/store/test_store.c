@@ -303,36 +303,52 @@ static void test_payload_decode(void **state)
 
 /* ---- DEK cache -------------------------------------------------------------------------- */
 
+/* A hit of k at now (asserted), its lease returned at once. */
+static void dek_hit(store_dek_cache_t *c, const unsigned char *k, int64_t now,
+                    const cx_secret_t *want)
+{
+    store_dek_lease_t *lease = NULL;
+    const cx_secret_t *got = store_dek_cache_get(c, k, now, &lease);
+    assert_non_null(got);
+    assert_non_null(lease);
+    if (want)
+        assert_true(cx_secret_equal(got, want));
+    store_dek_cache_release(c, lease);
+}
+
+static bool dek_miss(store_dek_cache_t *c, const unsigned char *k, int64_t now)
+{
+    store_dek_lease_t *lease = (store_dek_lease_t *)&lease; /* must be reset to NULL */
+    bool miss = store_dek_cache_get(c, k, now, &lease) == NULL;
+    assert_true(!miss || lease == NULL);
+    store_dek_cache_release(c, lease);
+    return miss;
+}
+
 static void test_dek_cache_bounds(void **state)
 {
     (void)state;
     unsigned char k1[32] = {1}, k2[32] = {2}, k3[32] = {3};
-    cx_secret_t *dek = fake_dek(0x11), *got;
+    cx_secret_t *dek = fake_dek(0x11);
 
     /* Age. */
     store_dek_cache_t *c = store_dek_cache_new(1000, 100, 8);
     store_dek_cache_put(c, k1, dek, 10000);
-    got = store_dek_cache_get(c, k1, 10500);
-    assert_non_null(got);
-    assert_true(cx_secret_equal(got, dek));
-    cx_secret_free(got);
-    assert_null(store_dek_cache_get(c, k1, 11000));
+    dek_hit(c, k1, 10500, dek);
+    assert_true(dek_miss(c, k1, 11000));
     assert_int_equal(store_dek_cache_size(c), 0);
     /* A clock going backwards does not extend life. */
     store_dek_cache_put(c, k1, dek, 10000);
-    assert_null(store_dek_cache_get(c, k1, 9000));
-    assert_null(store_dek_cache_get(c, k2, 10000));
+    assert_true(dek_miss(c, k1, 9000));
+    assert_true(dek_miss(c, k2, 10000));
     store_dek_cache_free(c);
 
     /* Uses: the put counts as the first use. */
     c = store_dek_cache_new(60000, 3, 8);
     store_dek_cache_put(c, k1, dek, 0);
-    for (int i = 0; i < 2; i++) {
-        got = store_dek_cache_get(c, k1, 1);
-        assert_non_null(got);
-        cx_secret_free(got);
-    }
-    assert_null(store_dek_cache_get(c, k1, 1));
+    for (int i = 0; i < 2; i++)
+        dek_hit(c, k1, 1, dek);
+    assert_true(dek_miss(c, k1, 1));
     store_dek_cache_free(c);
 
     /* Entries: the oldest goes. */
@@ -341,23 +357,76 @@ static void test_dek_cache_bounds(void **state)
     store_dek_cache_put(c, k2, dek, 2);
     store_dek_cache_put(c, k3, dek, 3);
     assert_int_equal(store_dek_cache_size(c), 2);
-    assert_null(store_dek_cache_get(c, k1, 4));
-    got = store_dek_cache_get(c, k3, 4);
-    assert_non_null(got);
-    cx_secret_free(got);
+    assert_true(dek_miss(c, k1, 4));
+    dek_hit(c, k3, 4, dek);
     store_dek_cache_free(c);
 
     /* Disabled. */
     c = store_dek_cache_new(0, 100, 8);
     store_dek_cache_put(c, k1, dek, 1);
-    assert_null(store_dek_cache_get(c, k1, 1));
+    assert_true(dek_miss(c, k1, 1));
     store_dek_cache_free(c);
     c = store_dek_cache_new(1000, 100, 0);
     store_dek_cache_put(c, k1, dek, 1);
-    assert_null(store_dek_cache_get(c, k1, 1));
+    assert_true(dek_miss(c, k1, 1));
     store_dek_cache_free(c);
     store_dek_cache_free(NULL);
+    store_dek_cache_release(NULL, NULL);
     cx_secret_free(dek);
+}
+
+/* A hit lends the cached key itself, not a copy in fresh locked memory (whose mlock and
+ * munlock cost more than the rest of a hit); a lent key outlives its entry's expiry,
+ * eviction, replacement and the uses running out, and is freed by the last return (the
+ * sanitizer's leak check sees one that is not). */
+static void test_dek_cache_leases(void **state)
+{
+    (void)state;
+    unsigned char k1[32] = {1}, k2[32] = {2}, k3[32] = {3};
+    cx_secret_t *dek = fake_dek(0x11), *other = fake_dek(0x22);
+    store_dek_lease_t *l1 = NULL, *l2 = NULL, *l3 = NULL;
+
+    store_dek_cache_t *c = store_dek_cache_new(1000, 4, 2);
+    store_dek_cache_put(c, k1, dek, 10);
+    const cx_secret_t *a = store_dek_cache_get(c, k1, 11, &l1);
+    const cx_secret_t *b = store_dek_cache_get(c, k1, 12, &l2);
+    assert_non_null(a);
+    assert_ptr_equal(a, b); /* the same key, lent twice */
+    assert_ptr_not_equal(a, dek);
+    /* Evicted (two newer entries in a cache of two) while lent: still readable by both. */
+    store_dek_cache_put(c, k2, other, 13);
+    store_dek_cache_put(c, k3, other, 14);
+    assert_true(dek_miss(c, k1, 15));
+    assert_true(cx_secret_equal(a, dek));
+    store_dek_cache_release(c, l1);
+    assert_true(cx_secret_equal(b, dek)); /* the other lease still holds it */
+    store_dek_cache_release(c, l2);
+
+    /* Expired while lent; replaced by a put of the same digest while lent. */
+    const cx_secret_t *e = store_dek_cache_get(c, k2, 20, &l1);
+    assert_non_null(e);
+    assert_true(dek_miss(c, k2, 2000));
+    assert_true(cx_secret_equal(e, other));
+    store_dek_cache_put(c, k3, dek, 2000);
+    const cx_secret_t *f = store_dek_cache_get(c, k3, 2001, &l3);
+    store_dek_cache_put(c, k3, other, 2002);
+    assert_true(cx_secret_equal(f, dek));
+    dek_hit(c, k3, 2003, other);
+    store_dek_cache_release(c, l3);
+    store_dek_cache_release(c, l1);
+
+    /* The last use of an entry is lent like any other; the entry then misses. */
+    store_dek_cache_put(c, k1, dek, 3000);
+    for (int i = 0; i < 2; i++)
+        dek_hit(c, k1, 3001, dek);
+    const cx_secret_t *g = store_dek_cache_get(c, k1, 3002, &l1);
+    assert_non_null(g);
+    assert_true(dek_miss(c, k1, 3003));
+    assert_true(cx_secret_equal(g, dek));
+    store_dek_cache_release(c, l1);
+    store_dek_cache_free(c);
+    cx_secret_free(dek);
+    cx_secret_free(other);
 }
 
 /* ---- payload cache ---------------------------------------------------------------------- */
@@ -392,11 +461,11 @@ static store_payload_t pc_payload(const char *pid, const char *sid, uint32_t ct_
 
 static bool pc_has(store_payload_cache_t *c, const char *pid, int64_t now)
 {
-    store_payload_t got;
-    cx_secret_t *copy = NULL;
-    bool hit = store_payload_cache_get(c, pid, now, &got, &copy);
-    assert_true(hit == (copy != NULL));
-    cx_secret_free(copy);
+    store_payload_t got = {.payload_id = "untouched"};
+    rpc_arena_t *arena = rpc_arena_new(256);
+    bool hit = store_payload_cache_get(c, pid, now, arena, &got);
+    assert_true(hit == (strcmp(got.payload_id, "untouched") != 0));
+    rpc_arena_free(arena);
     return hit;
 }
 
@@ -408,16 +477,17 @@ static void test_payload_cache_bounds(void **state)
                *s2 = "sec_22222222222222222222222222";
     store_payload_cache_stats_t st;
     store_payload_t p = pc_payload(pa, s1, 300), got;
-    cx_secret_t *copy = NULL;
+    rpc_arena_t *arena = rpc_arena_new(256);
 
-    /* A hit gives a private copy equal to what was put, ids included. */
+    /* A hit gives a private copy equal to what was put, ids included, in the caller's arena
+     * (wiped with it). */
     store_payload_cache_t *c = store_payload_cache_new(1000, 8, STORE_PAYLOAD_CACHE_MAX_BYTES);
-    assert_false(store_payload_cache_get(c, pa, 10000, &got, &copy));
-    assert_null(copy);
+    assert_false(store_payload_cache_get(c, pa, 10000, arena, &got));
+    assert_int_equal(rpc_arena_used(arena), 0);
     store_payload_cache_put(c, &p, 10000);
     memset(pc_ct, 0, sizeof(pc_ct)); /* the cache holds its own copy */
-    assert_true(store_payload_cache_get(c, pa, 10500, &got, &copy));
-    assert_non_null(copy);
+    assert_true(store_payload_cache_get(c, pa, 10500, arena, &got));
+    assert_true(rpc_arena_used(arena) >= 300 + 61 + CX_GCM_NONCE_LEN + CX_GCM_TAG_LEN);
     assert_string_equal(got.payload_id, pa);
     assert_string_equal(got.secret_id, s1);
     assert_int_equal(got.version, 3);
@@ -435,7 +505,7 @@ static void test_payload_cache_bounds(void **state)
     store_payload_cache_evict(c, pa);
     assert_int_equal(got.ct[5], (uint8_t)36);
     assert_string_equal(got.payload_id, pa);
-    cx_secret_free(copy);
+    rpc_arena_free(arena);
     assert_false(pc_has(c, pa, 10500));
 
     /* TTL: from insertion; a clock going backwards does not extend it. */
@@ -1059,6 +1129,7 @@ int main(void)
         cmocka_unit_test(test_context_pairs),
         cmocka_unit_test(test_payload_decode),
         cmocka_unit_test(test_dek_cache_bounds),
+        cmocka_unit_test(test_dek_cache_leases),
         cmocka_unit_test(test_payload_cache_bounds),
         cmocka_unit_test(test_validate_create),
         cmocka_unit_test(test_validate_resolve_update),
