@@ -1,6 +1,7 @@
 /*
  * rpc: credex's gRPC runtime over the gRPC C core. This module is the only one that includes
- * <grpc/...> (docs/DESIGN.md); everything else sees protobuf-c messages, cx_error_t and these types.
+ * <grpc/...> (docs/DESIGN.md); everything else sees protobuf-c messages, cx_error_t and these
+ * types.
  *
  * Server model. One completion queue served by `threads` worker threads. Services are
  * registered from their protobuf-c service descriptors; every method of a registered service
@@ -35,11 +36,13 @@
 #include <stdint.h>
 
 #include "common/error/cx_error.h"
+#include "common/log/cx_log.h"
 
 #define RPC_CORRELATION_HEADER "x-correlation-id"
 #define RPC_REASON_TRAILER     "credex-reason"
 #define RPC_CORRELATION_ID_MAX 64
 #define RPC_PEER_NAME_MAX      64
+#define RPC_ACCESS_LOG_FIELDS  6 /* fields a handler may add to its call's access-log line */
 
 typedef struct rpc_server rpc_server_t;
 typedef struct rpc_call rpc_call_t;
@@ -219,6 +222,13 @@ rpc_server_t *rpc_call_server(rpc_call_t *call);
 /* The application state given to rpc_server_set_context (one per process: the service's own
  * state, so handlers need no file-level globals). */
 void *rpc_call_context(const rpc_call_t *call);
+/* Add a field to the call's access-log line (`rpc.done`, written when a unary call ends), so
+ * that what a handler knows about the call (the resource it acted on) goes into the one line
+ * every call gets instead of a second line of its own. Build the field with CX_LOG_STR,
+ * CX_LOG_INT or CX_LOG_BOOL (the key a literal); a string value is copied into the call arena.
+ * The logger's rules apply (credential-shaped values are redacted). At most
+ * RPC_ACCESS_LOG_FIELDS fields; later ones are dropped. Unary handlers, on their own thread. */
+void rpc_call_log_field(rpc_call_t *call, cx_log_field_t field);
 /* Opaque per-call slot for streaming handlers. */
 void rpc_call_set_user(rpc_call_t *call, void *user);
 void *rpc_call_user(const rpc_call_t *call);

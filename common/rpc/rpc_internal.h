@@ -65,6 +65,8 @@ struct rpc_call {
     int64_t deadline_ms; /* monotonic clock, ms */
     int64_t start_ms;    /* monotonic clock, ms: arrival */
     grpc_byte_buffer *recv_buf;
+    cx_log_field_t log_fields[RPC_ACCESS_LOG_FIELDS]; /* rpc_call_log_field */
+    size_t nlog_fields;
     bool input_bad;       /* the request did not decode or failed the input check */
     cx_error_t input_err; /* why, when input_bad */
     int client_cancelled;

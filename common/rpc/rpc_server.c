@@ -305,6 +305,15 @@ void rpc_server_set_context(rpc_server_t *srv, void *context)
     srv->context = context;
 }
 
+void rpc_call_log_field(rpc_call_t *call, cx_log_field_t field)
+{
+    if (call->nlog_fields >= RPC_ACCESS_LOG_FIELDS)
+        return;
+    if (field.type == CX_LOG_T_STR && field.v.s != NULL)
+        field.v.s = rpc_arena_strndup(call->arena, field.v.s, strlen(field.v.s));
+    call->log_fields[call->nlog_fields++] = field;
+}
+
 void rpc_call_set_user(rpc_call_t *call, void *user)
 {
     call->user = user;
@@ -354,10 +363,12 @@ static void access_log(const struct rpc_call *c, const cx_error_t *st)
     if (strncmp(c->method, "/grpc.", 6) == 0)
         return;
     cx_code_t code = st != NULL ? st->code : CX_OK;
-    cx_log_at(code == CX_OK ? CX_LOG_INFO : CX_LOG_WARN, c->corr, "rpc.done",
-              CX_LOG_STR("method", c->method), CX_LOG_STR("peer", c->peer),
-              CX_LOG_STR("code", cx_code_reason(code)),
-              CX_LOG_INT("ms", rpc_now_ms() - c->start_ms));
+    cx_log_field_t f[4 + RPC_ACCESS_LOG_FIELDS] = {
+        CX_LOG_STR("method", c->method), CX_LOG_STR("peer", c->peer),
+        CX_LOG_STR("code", cx_code_reason(code)), CX_LOG_INT("ms", rpc_now_ms() - c->start_ms)};
+    memcpy(f + 4, c->log_fields, c->nlog_fields * sizeof(f[0]));
+    cx_log_emit(code == CX_OK ? CX_LOG_INFO : CX_LOG_WARN, c->corr, "rpc.done", f,
+                4 + c->nlog_fields);
 }
 
 /* The final batch of a unary or rejected call: metadata, optional reply, status. */
