@@ -211,6 +211,10 @@ const char *rpc_call_method(const rpc_call_t *call);
 /* A request header's value (first occurrence), NUL-terminated in the call arena; NULL if absent
  * or if it is a binary header. Keys are lower-case. */
 const char *rpc_call_header(rpc_call_t *call, const char *key);
+/* rpc_call_header of n keys (n <= RPC_CALL_HEADERS_MAX) in one pass over the request's
+ * headers: values[i] for keys[i]. */
+#define RPC_CALL_HEADERS_MAX 32
+void rpc_call_headers(rpc_call_t *call, const char *const *keys, size_t n, const char **values);
 /* Milliseconds until the effective deadline (0 when passed). */
 int64_t rpc_call_remaining_ms(const rpc_call_t *call);
 /* Call-scoped memory (unary: lives until the reply is sent; streams: until the call ends, except

@@ -241,16 +241,40 @@ static const grpc_slice *header_find(const struct rpc_call *c, const char *key)
     return NULL;
 }
 
+void rpc_call_headers(rpc_call_t *call, const char *const *keys, size_t n, const char **values)
+{
+    size_t klen[RPC_CALL_HEADERS_MAX], missing = 0;
+    if (n > RPC_CALL_HEADERS_MAX)
+        abort(); /* a programming error, like an arena overflow */
+    for (size_t i = 0; i < n; i++) {
+        values[i] = NULL;
+        klen[i] = strlen(keys[i]);
+        /* Binary headers are never handed out as strings: such a key is never looked up. */
+        if (klen[i] > 4 && memcmp(keys[i] + klen[i] - 4, "-bin", 4) == 0)
+            klen[i] = SIZE_MAX;
+        else
+            missing++;
+    }
+    for (size_t m = 0; m < call->req_md.count && missing > 0; m++) {
+        const grpc_slice *k = &call->req_md.metadata[m].key;
+        size_t len = GRPC_SLICE_LENGTH(*k);
+        for (size_t i = 0; i < n; i++) {
+            if (values[i] != NULL || klen[i] != len ||
+                memcmp(GRPC_SLICE_START_PTR(*k), keys[i], len) != 0)
+                continue;
+            const grpc_slice *v = &call->req_md.metadata[m].value;
+            values[i] = rpc_arena_strndup(call->arena, (const char *)GRPC_SLICE_START_PTR(*v),
+                                          GRPC_SLICE_LENGTH(*v));
+            missing--;
+        }
+    }
+}
+
 const char *rpc_call_header(rpc_call_t *call, const char *key)
 {
-    size_t klen = strlen(key);
-    if (klen > 4 && strcmp(key + klen - 4, "-bin") == 0)
-        return NULL;
-    const grpc_slice *v = header_find(call, key);
-    if (v == NULL)
-        return NULL;
-    return rpc_arena_strndup(call->arena, (const char *)GRPC_SLICE_START_PTR(*v),
-                             GRPC_SLICE_LENGTH(*v));
+    const char *value = NULL;
+    rpc_call_headers(call, &key, 1, &value);
+    return value;
 }
 
 const char *rpc_call_peer(const rpc_call_t *call)

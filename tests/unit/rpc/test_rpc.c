@@ -187,6 +187,22 @@ static bool describe(rpc_call_t *call, const ProtobufCMessage *request, Protobuf
     }
     Credex__V1__DescribeResponse *r = rpc_call_alloc(call, sizeof(*r));
     credex__v1__describe_response__init(r);
+    if (mode != NULL && strcmp(mode, "headers") == 0) {
+        /* Several headers in one pass, each as rpc_call_header sees it, in key_version. */
+        static const char *const keys[] = {"x-a",     "x-missing", "x-test-mode",
+                                           "x-b-bin", "x-a",       "X-A"};
+        const char *v[6];
+        rpc_call_headers(call, keys, 6, v);
+        char *out = rpc_call_alloc(call, 256);
+        for (size_t i = 0; i < 6; i++) {
+            const char *one = rpc_call_header(call, keys[i]);
+            if ((one == NULL) != (v[i] == NULL) || (one && strcmp(one, v[i]) != 0))
+                return cx_error_set(err, CX_ERR_INTERNAL, "header %s differs", keys[i]);
+            strcat(out, v[i] ? v[i] : "-");
+            strcat(out, ";");
+        }
+        r->key_version = out;
+    }
     r->configured_name = (char *)rpc_call_peer(call);
     r->key_id = (char *)rpc_call_correlation_id(call);
     r->checked_at_ms = rpc_call_remaining_ms(call);
@@ -288,6 +304,27 @@ static void test_unary_roundtrip(void **state)
     for (int i = 0; i < 200 && rpc_owned_wiped_bytes() - wiped < want; i++)
         usleep(10 * 1000);
     assert_true(rpc_owned_wiped_bytes() - wiped >= want);
+    rpc_arena_free(arena);
+}
+
+/* Headers looked up several at once are what one lookup each gives: the first of a repeated
+ * header, nothing for an absent or a binary one, keys matched exactly (lower case). */
+static void test_call_headers(void **state)
+{
+    struct fixture *f = *state;
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    cx_error_t err;
+    Credex__V1__DescribeRequest req = CREDEX__V1__DESCRIBE_REQUEST__INIT;
+    rpc_header_t h[] = {{.key = "x-test-mode", .value = "headers"},
+                        {.key = "x-a", .value = "first"},
+                        {.key = "x-b-bin", .value = "bytes"},
+                        {.key = "x-a", .value = "second"}};
+    rpc_call_options_t o = {.deadline_ms = 2000, .headers = h, .nheaders = 4};
+    ProtobufCMessage *reply = NULL;
+    assert_true(rpc_client_unary(f->client, &credex__v1__key_wrap__descriptor, "Describe",
+                                 &req.base, &o, arena, &reply, &err));
+    assert_string_equal(((Credex__V1__DescribeResponse *)reply)->key_version,
+                        "first;-;headers;-;first;-;");
     rpc_arena_free(arena);
 }
 
@@ -1107,6 +1144,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_unary_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_access_log_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_call_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handler_error_keeps_code, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_exceeded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_allow_list_and_unimplemented, setup, teardown),
