@@ -929,7 +929,10 @@ static void on_new_call(rpc_server_t *srv, struct rpc_call *c, int success)
     c->arena = rpc_arena_new(4096);
     c->start_ms = rpc_now_ms();
     if (c->reg_route != NULL) {
-        snprintf(c->method, sizeof(c->method), "%s", c->reg_route->path);
+        size_t mlen = c->reg_route->path_len < sizeof(c->method) - 1 ? c->reg_route->path_len
+                                                                     : sizeof(c->method) - 1;
+        memcpy(c->method, c->reg_route->path, mlen);
+        c->method[mlen] = '\0';
         c->details.deadline = c->reg_deadline;
     } else {
         size_t mlen = GRPC_SLICE_LENGTH(c->details.method);
