@@ -280,21 +280,27 @@ bool store_envelope_seal(const cx_secret_t *dek, const store_bind_t *b, const un
     return ok;
 }
 
-cx_secret_t *store_envelope_open_aad(const cx_secret_t *dek, const store_bind_t *b,
-                                     const store_payload_t *p, const unsigned char *aad,
-                                     size_t aadlen, cx_error_t *err)
+/* The document's own ids must agree with the metadata: a cheap, explicit swap check before the
+ * AAD (built from the metadata) makes the cipher refuse it anyway. */
+static bool store_envelope_ids_match(const store_bind_t *b, const store_payload_t *p,
+                                     cx_error_t *err)
 {
-    /* The document's own ids must agree with the metadata: a cheap, explicit swap check before
-     * the AAD (built from the metadata) makes the cipher refuse it anyway. */
     if (strcmp(p->secret_id, b->secret_id) != 0 || strcmp(p->payload_id, b->payload_id) != 0 ||
-        p->version != b->version) {
-        cx_error_set(err, CX_ERR_INTEGRITY, "payload does not belong to this secret version");
-        return NULL;
-    }
-    cx_secret_t *plain = cx_crypto_open(dek, aad, aadlen, p->nonce, p->ct, p->ct_len, p->tag, err);
-    if (!plain)
-        cx_error_set(err, CX_ERR_INTEGRITY, "payload failed authentication");
-    return plain;
+        p->version != b->version)
+        return cx_error_set(err, CX_ERR_INTEGRITY,
+                            "payload does not belong to this secret version");
+    return true;
+}
+
+bool store_envelope_open_to(const cx_secret_t *dek, const store_bind_t *b, const store_payload_t *p,
+                            const unsigned char *aad, size_t aadlen, unsigned char *out,
+                            cx_error_t *err)
+{
+    if (!store_envelope_ids_match(b, p, err))
+        return false;
+    if (!cx_crypto_open_to(dek, aad, aadlen, p->nonce, p->ct, p->ct_len, p->tag, out, err))
+        return cx_error_set(err, CX_ERR_INTEGRITY, "payload failed authentication");
+    return true;
 }
 
 cx_secret_t *store_envelope_open(const cx_secret_t *dek, const store_bind_t *b,
@@ -302,9 +308,12 @@ cx_secret_t *store_envelope_open(const cx_secret_t *dek, const store_bind_t *b,
 {
     unsigned char *aad = NULL;
     size_t aadlen = 0;
-    if (!store_bind_aad(b, &aad, &aadlen, err))
+    cx_secret_t *plain = NULL;
+    if (!store_envelope_ids_match(b, p, err) || !store_bind_aad(b, &aad, &aadlen, err))
         return NULL;
-    cx_secret_t *plain = store_envelope_open_aad(dek, b, p, aad, aadlen, err);
+    plain = cx_crypto_open(dek, aad, aadlen, p->nonce, p->ct, p->ct_len, p->tag, err);
     free(aad);
+    if (!plain)
+        cx_error_set(err, CX_ERR_INTEGRITY, "payload failed authentication");
     return plain;
 }

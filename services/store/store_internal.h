@@ -124,11 +124,12 @@ bool store_envelope_seal(const cx_secret_t *dek, const store_bind_t *b, const un
  * mismatch. */
 cx_secret_t *store_envelope_open(const cx_secret_t *dek, const store_bind_t *b,
                                  const store_payload_t *p, cx_error_t *err);
-/* store_envelope_open with the AAD of b already encoded (aad: what store_bind_aad(b) gives),
- * for a caller that needed it before (the DEK cache key), so that it is encoded once. */
-cx_secret_t *store_envelope_open_aad(const cx_secret_t *dek, const store_bind_t *b,
-                                     const store_payload_t *p, const unsigned char *aad,
-                                     size_t aadlen, cx_error_t *err);
+/* store_envelope_open into out (p->ct_len bytes of the caller's: the call arena, wiped with it),
+ * with the AAD of b already encoded (aad: what store_bind_aad(b) gives; Resolve needs it for the
+ * DEK cache key too). out holds the plaintext only on success; on failure it is wiped. */
+bool store_envelope_open_to(const cx_secret_t *dek, const store_bind_t *b, const store_payload_t *p,
+                            const unsigned char *aad, size_t aadlen, unsigned char *out,
+                            cx_error_t *err);
 
 /* Digest naming a cached data key: SHA-256 over payload_id, wrapped key and AAD, so that a
  * tampered wrapped key or context misses the cache and goes to keywrap (which refuses it). */

@@ -97,12 +97,12 @@ static void expect_integrity(const cx_secret_t *dek, const store_bind_t *b,
     assert_null(out);
     assert_int_equal(err.code, CX_ERR_INTEGRITY);
     /* The same with the AAD encoded by the caller, as Resolve does. */
-    unsigned char *aad = NULL;
+    unsigned char *aad = NULL, buf[64];
     size_t aadlen = 0;
+    assert_true(p->ct_len <= sizeof(buf));
     assert_true(store_bind_aad(b, &aad, &aadlen, &err));
-    out = store_envelope_open_aad(dek, b, p, aad, aadlen, &err);
+    assert_false(store_envelope_open_to(dek, b, p, aad, aadlen, buf, &err));
     free(aad);
-    assert_null(out);
     assert_int_equal(err.code, CX_ERR_INTEGRITY);
 }
 
@@ -122,22 +122,22 @@ static void test_envelope_roundtrip_and_binding(void **state)
     assert_int_equal(cx_secret_len(plain), s.ctlen);
     assert_memory_equal(cx_secret_bytes(plain), value, s.ctlen);
     cx_secret_free(plain);
-    /* With the AAD encoded once by the caller (Resolve needs it for the DEK cache key too): the
-     * same value; an AAD of other fields is refused even where the document's ids agree. */
-    unsigned char *aad = NULL;
+    /* Into the caller's memory, with the AAD encoded once by the caller (Resolve needs it for
+     * the DEK cache key too): the same value; an AAD of other fields is refused even where the
+     * document's ids agree, and nothing of the plaintext is left in the caller's buffer. */
+    unsigned char *aad = NULL, out[sizeof(value)], zero[sizeof(value)] = {0};
     size_t aadlen = 0;
     assert_true(store_bind_aad(&good_bind, &aad, &aadlen, &err));
-    plain = store_envelope_open_aad(dek, &good_bind, &p, aad, aadlen, &err);
+    assert_true(store_envelope_open_to(dek, &good_bind, &p, aad, aadlen, out, &err));
     free(aad);
-    assert_non_null(plain);
-    assert_memory_equal(cx_secret_bytes(plain), value, s.ctlen);
-    cx_secret_free(plain);
+    assert_memory_equal(out, value, s.ctlen);
     store_bind_t other_kind = good_bind;
     other_kind.kind = "token";
     assert_true(store_bind_aad(&other_kind, &aad, &aadlen, &err));
-    assert_null(store_envelope_open_aad(dek, &good_bind, &p, aad, aadlen, &err));
+    assert_false(store_envelope_open_to(dek, &good_bind, &p, aad, aadlen, out, &err));
     free(aad);
     assert_int_equal(err.code, CX_ERR_INTEGRITY);
+    assert_memory_equal(out, zero, s.ctlen);
 
     /* Every bound field, changed on the metadata side (AAD differs). The payload document is
      * kept consistent with it so the id cross-check alone cannot be what refuses it. */
