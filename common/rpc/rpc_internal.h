@@ -142,9 +142,9 @@ int64_t rpc_now_ms(void);
 gpr_timespec rpc_deadline_from_ms(int64_t monotonic_ms);
 
 /* Channel arguments shared by clients and servers, tuned for loopback latency (see
- * docs/PERFORMANCE.md): no BDP probing pings, no retry buffering, latency optimisation; and
- * fast reconnection, so that a peer that restarted is used again within 1 s. Returns a static,
- * immutable set. */
+ * docs/PERFORMANCE.md): no BDP probing pings, no retry buffering, latency optimisation, no
+ * channelz; and fast reconnection, so that a peer that restarted is used again within 1 s.
+ * Returns a static, immutable set. */
 const grpc_channel_args *rpc_channel_args(void);
 #define RPC_CHANNEL_ARGS_MAX 8 /* an upper bound of rpc_channel_args()->num_args */
 
