@@ -17,6 +17,7 @@ struct bench_worker {
     void *ctx;
     int index;
     double seconds;
+    size_t max_calls; /* 0: until `seconds` have passed */
     uint32_t *lat_us;
     size_t n, errors;
     char first_error[320];
@@ -54,7 +55,7 @@ static void *bench_worker_main(void *arg)
     unsigned long seq = 0;
     while (w->n < BENCH_MAX_SAMPLES) {
         double t0 = bench_now_s();
-        if (t0 >= end)
+        if (w->max_calls ? w->n + w->errors >= w->max_calls : t0 >= end)
             break;
         cx_error_t err;
         memset(&err, 0, sizeof(err));
@@ -73,14 +74,10 @@ static int bench_cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-void bench_run(bench_call_fn fn, void *ctx, int callers, double seconds, bench_result_t *out)
+static void bench_run_workers(bench_call_fn fn, void *ctx, int callers, double seconds,
+                              size_t max_calls, bench_result_t *out)
 {
     memset(out, 0, sizeof(*out));
-    if (callers < 1 || callers > 4096 || !(seconds > 0 && seconds <= 3600)) {
-        fprintf(stderr, "bench: callers must be 1..4096 and seconds in (0, 3600] (got %d, %g)\n",
-                callers, seconds);
-        exit(2);
-    }
     struct bench_worker *w = calloc((size_t)callers, sizeof(*w));
     pthread_t *t = calloc((size_t)callers, sizeof(*t));
     if (!w || !t) {
@@ -89,7 +86,8 @@ void bench_run(bench_call_fn fn, void *ctx, int callers, double seconds, bench_r
     }
     double t0 = bench_now_s();
     for (int i = 0; i < callers; i++) {
-        w[i] = (struct bench_worker){.fn = fn, .ctx = ctx, .index = i, .seconds = seconds};
+        w[i] = (struct bench_worker){
+            .fn = fn, .ctx = ctx, .index = i, .seconds = seconds, .max_calls = max_calls};
         w[i].lat_us = malloc(BENCH_MAX_SAMPLES * sizeof(uint32_t));
         if (!w[i].lat_us) {
             fprintf(stderr, "bench: out of memory\n");
@@ -121,6 +119,26 @@ void bench_run(bench_call_fn fn, void *ctx, int callers, double seconds, bench_r
     free(all);
     free(w);
     free(t);
+}
+
+void bench_run(bench_call_fn fn, void *ctx, int callers, double seconds, bench_result_t *out)
+{
+    if (callers < 1 || callers > 4096 || !(seconds > 0 && seconds <= 3600)) {
+        fprintf(stderr, "bench: callers must be 1..4096 and seconds in (0, 3600] (got %d, %g)\n",
+                callers, seconds);
+        exit(2);
+    }
+    bench_run_workers(fn, ctx, callers, seconds, 0, out);
+}
+
+void bench_run_calls(bench_call_fn fn, void *ctx, int callers, size_t calls, bench_result_t *out)
+{
+    if (callers < 1 || callers > 4096 || calls < 1 || calls > BENCH_MAX_SAMPLES) {
+        fprintf(stderr, "bench: callers must be 1..4096 and calls 1..%u (got %d, %zu)\n",
+                BENCH_MAX_SAMPLES, callers, calls);
+        exit(2);
+    }
+    bench_run_workers(fn, ctx, callers, 0, calls, out);
 }
 
 /* ---- CPU per call ------------------------------------------------------------------------- */

@@ -26,6 +26,11 @@ typedef struct bench_result {
  * outside (0, 3600] end the program with a usage message (exit 2). */
 void bench_run(bench_call_fn fn, void *ctx, int callers, double seconds, bench_result_t *out);
 
+/* The same, but each caller makes exactly `calls` calls (successful or not), whatever the time:
+ * a fixed amount of work, for counting instructions per call under a profiler. Callers outside
+ * 1..4096 or calls outside 1..4194304 end the program (exit 2). */
+void bench_run_calls(bench_call_fn fn, void *ctx, int callers, size_t calls, bench_result_t *out);
+
 /* Monotonic seconds. */
 double bench_now_s(void);
 

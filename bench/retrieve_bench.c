@@ -12,6 +12,7 @@
  *                  --service-token FILE --user-token FILE
  *                  [--callers 1,8,32] [--seconds 5] [--secrets 64] [--peer gateway]
  *                  [--write-callers 1,8] [--only retrieve|write|all] [--cpu-of PIDDIR]
+ *                  [--calls N] [--hook CMD]
  *
  * Tokens are read from files (mint them with `credexctl token --service agent-runtime` and
  * `credexctl token --user bench-user`); the service must hold the platform retriever grant
@@ -21,6 +22,12 @@
  * --cpu-of DIR (scripts/run's .run/pids) also prints, per level, the CPU time each process whose
  * `<name>.pid` is in DIR spent per successful call, and the bench's own (utime + stime from
  * /proc), so that "what dominates" is a measured figure rather than a guess.
+ *
+ * --calls N makes every caller of a level make exactly N calls instead of calling for --seconds,
+ * and --hook CMD runs `CMD <op> <callers> start` before each measured level (never the warm-up)
+ * and `CMD <op> <callers> stop <calls>` after it, through the shell: a fixed amount of work
+ * between two points where a profiler is switched on and off (scripts/bench profile counts
+ * instructions per call this way under callgrind).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +55,10 @@ struct shared {
 
 /* Processes whose CPU time is reported per level (--cpu-of). */
 static bench_procs_t procs;
+
+/* --calls (0: by time) and --hook (NULL: none). */
+static size_t fixed_calls;
+static const char *hook;
 
 /* The value every benchmark secret holds (not a credential). */
 static const char value[] = "bench-value-0123456789abcdef0123456789abcdef";
@@ -120,15 +131,36 @@ static bool one_call(void *ctx, int caller, unsigned long seq, cx_error_t *err)
     return ok;
 }
 
+/* Run the hook for one measured level; a failing hook ends the program (its figures would be
+ * meaningless). */
+static void run_hook(enum op op, int callers, const char *phase, size_t calls)
+{
+    if (!hook)
+        return;
+    char cmd[4096];
+    if ((size_t)snprintf(cmd, sizeof(cmd), "%s %s %d %s %zu", hook, op_name[op], callers, phase,
+                         calls) >= sizeof(cmd) ||
+        system(cmd) != 0) {
+        fprintf(stderr, "retrieve_bench: the hook failed: %s\n", cmd);
+        exit(1);
+    }
+}
+
 static void run_level(struct shared *sh, enum op op, int callers, double seconds, bool print)
 {
     bench_cpu_t cpu0;
-    bench_cpu_snapshot(&procs, &cpu0);
     struct level lv = {.sh = sh, .op = op};
     bench_result_t r;
-    bench_run(one_call, &lv, callers, seconds, &r);
+    if (print)
+        run_hook(op, callers, "start", 0);
+    bench_cpu_snapshot(&procs, &cpu0);
+    if (print && fixed_calls)
+        bench_run_calls(one_call, &lv, callers, fixed_calls, &r);
+    else
+        bench_run(one_call, &lv, callers, seconds, &r);
     if (!print)
         return;
+    run_hook(op, callers, "stop", r.calls);
     printf("op=%-8s callers=%-3d calls=%-8zu errors=%-5zu calls_per_s=%-8.0f p50_us=%-6u "
            "p99_us=%u\n",
            op_name[op], callers, r.calls, r.errors, r.per_s, r.p50_us, r.p99_us);
@@ -193,6 +225,10 @@ int main(int argc, char **argv)
             only = v;
         else if (!strcmp(k, "--cpu-of"))
             bench_procs_load(&procs, v);
+        else if (!strcmp(k, "--calls"))
+            fixed_calls = (size_t)strtoul(v, NULL, 10);
+        else if (!strcmp(k, "--hook"))
+            hook = v;
         else {
             fprintf(stderr, "retrieve_bench: unknown option %s\n", k);
             return 2;

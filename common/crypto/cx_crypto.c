@@ -160,27 +160,24 @@ out:
     return ok;
 }
 
-cx_secret_t *cx_crypto_open(const cx_secret_t *key, const unsigned char *aad, size_t aadlen,
-                            const unsigned char nonce[CX_GCM_NONCE_LEN], const unsigned char *ct,
-                            size_t ctlen, const unsigned char tag[CX_GCM_TAG_LEN], cx_error_t *err)
+bool cx_crypto_open_to(const cx_secret_t *key, const unsigned char *aad, size_t aadlen,
+                       const unsigned char nonce[CX_GCM_NONCE_LEN], const unsigned char *ct,
+                       size_t ctlen, const unsigned char tag[CX_GCM_TAG_LEN], unsigned char *out,
+                       cx_error_t *err)
 {
     EVP_CIPHER_CTX *ctx = NULL;
-    cx_secret_t *plain = NULL;
     unsigned char tagcopy[CX_GCM_TAG_LEN];
     int n = 0;
 
     if (!cx_crypto_check_key(key, err))
-        return NULL;
+        return false;
     if (ct == NULL || ctlen == 0 || ctlen > CX_SECRET_MAX || nonce == NULL || tag == NULL ||
-        (aad == NULL && aadlen > 0) || aadlen > INT_MAX) {
-        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "aes-256-gcm open: bad arguments");
-        return NULL;
-    }
-    /* The plaintext is decrypted straight into locked, wiped-on-free memory and only returned
-     * once the tag has verified; on any failure it is wiped and freed. */
-    plain = cx_secret_new(ctlen);
+        out == NULL || (aad == NULL && aadlen > 0) || aadlen > INT_MAX)
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "aes-256-gcm open: bad arguments");
+    /* The plaintext is only the caller's once the tag has verified; on any failure what was
+     * decrypted into out is wiped. */
     ctx = EVP_CIPHER_CTX_new();
-    if (plain == NULL || ctx == NULL)
+    if (ctx == NULL)
         goto out_internal;
     /* EVP wants a mutable tag buffer. */
     memcpy(tagcopy, tag, sizeof(tagcopy));
@@ -190,11 +187,11 @@ cx_secret_t *cx_crypto_open(const cx_secret_t *key, const unsigned char *aad, si
         goto out_internal;
     if (aadlen > 0 && EVP_DecryptUpdate(ctx, NULL, &n, aad, (int)aadlen) != 1)
         goto out_internal;
-    if (EVP_DecryptUpdate(ctx, plain->bytes, &n, ct, (int)ctlen) != 1 || (size_t)n != ctlen)
+    if (EVP_DecryptUpdate(ctx, out, &n, ct, (int)ctlen) != 1 || (size_t)n != ctlen)
         goto out_internal;
     if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, CX_GCM_TAG_LEN, tagcopy) != 1)
         goto out_internal;
-    if (EVP_DecryptFinal_ex(ctx, plain->bytes + n, &n) != 1) {
+    if (EVP_DecryptFinal_ex(ctx, out + n, &n) != 1) {
         /* Tag mismatch: key, nonce, ciphertext, tag or associated data differ. The message
          * stays generic on purpose: which one is not knowable, and guessing helps an attacker. */
         cx_error_set(err, CX_ERR_INTEGRITY,
@@ -203,14 +200,37 @@ cx_secret_t *cx_crypto_open(const cx_secret_t *key, const unsigned char *aad, si
         goto out_fail;
     }
     EVP_CIPHER_CTX_free(ctx);
-    return plain;
+    return true;
 
 out_internal:
     cx_error_set(err, CX_ERR_INTERNAL, "aes-256-gcm open failed in OpenSSL");
 out_fail:
     EVP_CIPHER_CTX_free(ctx);
-    cx_secret_free(plain);
-    return NULL;
+    cx_crypto_wipe(out, ctlen);
+    return false;
+}
+
+cx_secret_t *cx_crypto_open(const cx_secret_t *key, const unsigned char *aad, size_t aadlen,
+                            const unsigned char nonce[CX_GCM_NONCE_LEN], const unsigned char *ct,
+                            size_t ctlen, const unsigned char tag[CX_GCM_TAG_LEN], cx_error_t *err)
+{
+    if (!cx_crypto_check_key(key, err))
+        return NULL;
+    if (ct == NULL || ctlen == 0 || ctlen > CX_SECRET_MAX) {
+        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "aes-256-gcm open: bad arguments");
+        return NULL;
+    }
+    /* Decrypted straight into locked, wiped-on-free memory; freed again on any failure. */
+    cx_secret_t *plain = cx_secret_new(ctlen);
+    if (plain == NULL) {
+        cx_error_set(err, CX_ERR_INTERNAL, "aes-256-gcm open failed in OpenSSL");
+        return NULL;
+    }
+    if (!cx_crypto_open_to(key, aad, aadlen, nonce, ct, ctlen, tag, plain->bytes, err)) {
+        cx_secret_free(plain);
+        return NULL;
+    }
+    return plain;
 }
 
 /* ---- encryption contexts ---------------------------------------------------------------- */

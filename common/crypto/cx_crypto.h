@@ -65,6 +65,14 @@ bool cx_crypto_seal(const cx_secret_t *key, const unsigned char *aad, size_t aad
 cx_secret_t *cx_crypto_open(const cx_secret_t *key, const unsigned char *aad, size_t aadlen,
                             const unsigned char nonce[CX_GCM_NONCE_LEN], const unsigned char *ct,
                             size_t ctlen, const unsigned char tag[CX_GCM_TAG_LEN], cx_error_t *err);
+/* cx_crypto_open into out (ctlen bytes of the caller's), for a caller whose plaintext must end
+ * up in memory it wipes itself anyway (an RPC reply in the call's arena): it saves a locked
+ * secret and a copy, and locking costs two system calls. out holds the plaintext only once the
+ * tag verified; on any failure it is wiped (no partial plaintext escapes). Same errors. */
+bool cx_crypto_open_to(const cx_secret_t *key, const unsigned char *aad, size_t aadlen,
+                       const unsigned char nonce[CX_GCM_NONCE_LEN], const unsigned char *ct,
+                       size_t ctlen, const unsigned char tag[CX_GCM_TAG_LEN], unsigned char *out,
+                       cx_error_t *err);
 
 typedef struct cx_kv {
     const char *key;

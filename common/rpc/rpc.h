@@ -39,11 +39,13 @@
 #include <stdint.h>
 
 #include "common/error/cx_error.h"
+#include "common/log/cx_log.h"
 
 #define RPC_CORRELATION_HEADER "x-correlation-id"
 #define RPC_REASON_TRAILER     "credex-reason"
 #define RPC_CORRELATION_ID_MAX 64
 #define RPC_PEER_NAME_MAX      64
+#define RPC_ACCESS_LOG_FIELDS  6 /* fields a handler may add to its call's access-log line */
 
 typedef struct rpc_server rpc_server_t;
 typedef struct rpc_call rpc_call_t;
@@ -213,6 +215,10 @@ const char *rpc_call_method(const rpc_call_t *call);
 /* A request header's value (first occurrence), NUL-terminated in the call arena; NULL if absent
  * or if it is a binary header. Keys are lower-case. */
 const char *rpc_call_header(rpc_call_t *call, const char *key);
+/* rpc_call_header of n keys (n <= RPC_CALL_HEADERS_MAX) in one pass over the request's
+ * headers: values[i] for keys[i]. */
+#define RPC_CALL_HEADERS_MAX 32
+void rpc_call_headers(rpc_call_t *call, const char *const *keys, size_t n, const char **values);
 /* Milliseconds until the effective deadline (0 when passed). */
 int64_t rpc_call_remaining_ms(const rpc_call_t *call);
 /* Call-scoped memory (unary: lives until the reply is sent; streams: until the call ends, except
@@ -224,6 +230,13 @@ rpc_server_t *rpc_call_server(rpc_call_t *call);
 /* The application state given to rpc_server_set_context (one per process: the service's own
  * state, so handlers need no file-level globals). */
 void *rpc_call_context(const rpc_call_t *call);
+/* Add a field to the call's access-log line (`rpc.done`, written when a unary call ends), so
+ * that what a handler knows about the call (the resource it acted on) goes into the one line
+ * every call gets instead of a second line of its own. Build the field with CX_LOG_STR,
+ * CX_LOG_INT or CX_LOG_BOOL (the key a literal); a string value is copied into the call arena.
+ * The logger's rules apply (credential-shaped values are redacted). At most
+ * RPC_ACCESS_LOG_FIELDS fields; later ones are dropped. Unary handlers, on their own thread. */
+void rpc_call_log_field(rpc_call_t *call, cx_log_field_t field);
 /* Opaque per-call slot for streaming handlers. */
 void rpc_call_set_user(rpc_call_t *call, void *user);
 void *rpc_call_user(const rpc_call_t *call);

@@ -157,13 +157,20 @@ bool rpc_client_unary(rpc_client_t *client, const ProtobufCServiceDescriptor *se
     if (opts->nheaders > CLIENT_MAX_HEADERS)
         return cx_error_set(err, CX_ERR_INTERNAL, "client: too many headers");
 
+    /* Built without the printf family: this runs for every downstream call. */
     char path[256];
-    if ((size_t)snprintf(path, sizeof(path), "/%s/%s", service->name, method) >= sizeof(path))
+    size_t slen = strlen(service->name), mlen = strlen(method);
+    if (slen + mlen + 3 > sizeof(path))
         return cx_error_set(err, CX_ERR_INTERNAL, "client: method path too long");
+    path[0] = '/';
+    memcpy(path + 1, service->name, slen);
+    path[1 + slen] = '/';
+    memcpy(path + 2 + slen, method, mlen + 1);
     char corr[RPC_CORRELATION_ID_MAX + 1];
     const char *cid = opts->parent ? rpc_call_correlation_id(opts->parent) : opts->correlation_id;
-    if (cid != NULL && rpc_correlation_id_valid(cid, strlen(cid)))
-        snprintf(corr, sizeof(corr), "%s", cid);
+    size_t clen = cid != NULL ? strlen(cid) : 0;
+    if (cid != NULL && rpc_correlation_id_valid(cid, clen))
+        memcpy(corr, cid, clen + 1); /* valid: at most RPC_CORRELATION_ID_MAX */
     else
         rpc_correlation_id_new(corr, sizeof(corr));
 

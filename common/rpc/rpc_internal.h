@@ -66,6 +66,8 @@ struct rpc_call {
     int64_t deadline_ms; /* monotonic clock, ms */
     int64_t start_ms;    /* monotonic clock, ms: arrival */
     grpc_byte_buffer *recv_buf;
+    cx_log_field_t log_fields[RPC_ACCESS_LOG_FIELDS]; /* rpc_call_log_field */
+    size_t nlog_fields;
     bool input_bad;       /* the request did not decode or failed the input check */
     cx_error_t input_err; /* why, when input_bad */
     int client_cancelled;
@@ -144,9 +146,9 @@ int64_t rpc_now_ms(void);
 gpr_timespec rpc_deadline_from_ms(int64_t monotonic_ms);
 
 /* Channel arguments shared by clients and servers, tuned for loopback latency (see
- * docs/PERFORMANCE.md): no BDP probing pings, no retry buffering, latency optimisation; and
- * fast reconnection, so that a peer that restarted is used again within 1 s. Returns a static,
- * immutable set. */
+ * docs/PERFORMANCE.md): no BDP probing pings, no retry buffering, latency optimisation, no
+ * channelz; and fast reconnection, so that a peer that restarted is used again within 1 s.
+ * Returns a static, immutable set. */
 const grpc_channel_args *rpc_channel_args(void);
 #define RPC_CHANNEL_ARGS_MAX 8 /* an upper bound of rpc_channel_args()->num_args */
 

@@ -241,16 +241,40 @@ static const grpc_slice *header_find(const struct rpc_call *c, const char *key)
     return NULL;
 }
 
+void rpc_call_headers(rpc_call_t *call, const char *const *keys, size_t n, const char **values)
+{
+    size_t klen[RPC_CALL_HEADERS_MAX], missing = 0;
+    if (n > RPC_CALL_HEADERS_MAX)
+        abort(); /* a programming error, like an arena overflow */
+    for (size_t i = 0; i < n; i++) {
+        values[i] = NULL;
+        klen[i] = strlen(keys[i]);
+        /* Binary headers are never handed out as strings: such a key is never looked up. */
+        if (klen[i] > 4 && memcmp(keys[i] + klen[i] - 4, "-bin", 4) == 0)
+            klen[i] = SIZE_MAX;
+        else
+            missing++;
+    }
+    for (size_t m = 0; m < call->req_md.count && missing > 0; m++) {
+        const grpc_slice *k = &call->req_md.metadata[m].key;
+        size_t len = GRPC_SLICE_LENGTH(*k);
+        for (size_t i = 0; i < n; i++) {
+            if (values[i] != NULL || klen[i] != len ||
+                memcmp(GRPC_SLICE_START_PTR(*k), keys[i], len) != 0)
+                continue;
+            const grpc_slice *v = &call->req_md.metadata[m].value;
+            values[i] = rpc_arena_strndup(call->arena, (const char *)GRPC_SLICE_START_PTR(*v),
+                                          GRPC_SLICE_LENGTH(*v));
+            missing--;
+        }
+    }
+}
+
 const char *rpc_call_header(rpc_call_t *call, const char *key)
 {
-    size_t klen = strlen(key);
-    if (klen > 4 && strcmp(key + klen - 4, "-bin") == 0)
-        return NULL;
-    const grpc_slice *v = header_find(call, key);
-    if (v == NULL)
-        return NULL;
-    return rpc_arena_strndup(call->arena, (const char *)GRPC_SLICE_START_PTR(*v),
-                             GRPC_SLICE_LENGTH(*v));
+    const char *value = NULL;
+    rpc_call_headers(call, &key, 1, &value);
+    return value;
 }
 
 const char *rpc_call_peer(const rpc_call_t *call)
@@ -305,6 +329,15 @@ void rpc_server_set_context(rpc_server_t *srv, void *context)
     srv->context = context;
 }
 
+void rpc_call_log_field(rpc_call_t *call, cx_log_field_t field)
+{
+    if (call->nlog_fields >= RPC_ACCESS_LOG_FIELDS)
+        return;
+    if (field.type == CX_LOG_T_STR && field.v.s != NULL)
+        field.v.s = rpc_arena_strndup(call->arena, field.v.s, strlen(field.v.s));
+    call->log_fields[call->nlog_fields++] = field;
+}
+
 void rpc_call_set_user(rpc_call_t *call, void *user)
 {
     call->user = user;
@@ -354,10 +387,12 @@ static void access_log(const struct rpc_call *c, const cx_error_t *st)
     if (strncmp(c->method, "/grpc.", 6) == 0)
         return;
     cx_code_t code = st != NULL ? st->code : CX_OK;
-    cx_log_at(code == CX_OK ? CX_LOG_INFO : CX_LOG_WARN, c->corr, "rpc.done",
-              CX_LOG_STR("method", c->method), CX_LOG_STR("peer", c->peer),
-              CX_LOG_STR("code", cx_code_reason(code)),
-              CX_LOG_INT("ms", rpc_now_ms() - c->start_ms));
+    cx_log_field_t f[4 + RPC_ACCESS_LOG_FIELDS] = {
+        CX_LOG_STR("method", c->method), CX_LOG_STR("peer", c->peer),
+        CX_LOG_STR("code", cx_code_reason(code)), CX_LOG_INT("ms", rpc_now_ms() - c->start_ms)};
+    memcpy(f + 4, c->log_fields, c->nlog_fields * sizeof(f[0]));
+    cx_log_emit(code == CX_OK ? CX_LOG_INFO : CX_LOG_WARN, c->corr, "rpc.done", f,
+                4 + c->nlog_fields);
 }
 
 /* The final batch of a unary or rejected call: metadata, optional reply, status. */
@@ -915,7 +950,10 @@ static void on_new_call(rpc_server_t *srv, struct rpc_call *c, int success)
     c->arena = rpc_arena_new(4096);
     c->start_ms = rpc_now_ms();
     if (c->reg_route != NULL) {
-        snprintf(c->method, sizeof(c->method), "%s", c->reg_route->path);
+        size_t mlen = c->reg_route->path_len < sizeof(c->method) - 1 ? c->reg_route->path_len
+                                                                     : sizeof(c->method) - 1;
+        memcpy(c->method, c->reg_route->path, mlen);
+        c->method[mlen] = '\0';
         c->details.deadline = c->reg_deadline;
     } else {
         size_t mlen = GRPC_SLICE_LENGTH(c->details.method);

@@ -221,24 +221,45 @@ bool gateway_user_agent_is_browser(const char *ua)
     return false;
 }
 
+/* The request headers the classification reads, looked up in one pass: the browser markers
+ * (presence is enough) first. */
+enum {
+    H_MARKERS = 7, /* origin .. referer */
+    H_USER_AGENT = H_MARKERS,
+    H_X_CALLER,
+    H_AUTHORIZATION,
+    H_USER_TOKEN,
+    H_COUNT
+};
+static const char *const caller_headers[H_COUNT] = {"origin",
+                                                    "cookie",
+                                                    "sec-fetch-site",
+                                                    "sec-fetch-mode",
+                                                    "sec-fetch-dest",
+                                                    "sec-fetch-user",
+                                                    "referer",
+                                                    "user-agent",
+                                                    "x-credex-caller",
+                                                    "authorization",
+                                                    "x-credex-user-token"};
+
 void gateway_caller_from_call(const gateway_t *gw, rpc_call_t *call, gateway_caller_t *out)
 {
-    static const char *const markers[] = {"origin",         "cookie",         "sec-fetch-site",
-                                          "sec-fetch-mode", "sec-fetch-dest", "sec-fetch-user",
-                                          "referer"};
+    const char *h[H_COUNT];
     gateway_caller_facts_t f;
     memset(&f, 0, sizeof(f));
     cx_jwt_claims_t sc, uc;
     f.peer = rpc_call_peer(call);
     f.rule = gw->cfg ? gw->cfg->jwt_service_rule : CX_JWT_RULE_CLIENT_CLAIM;
-    f.x_caller = rpc_call_header(call, "x-credex-caller");
-    for (size_t i = 0; i < sizeof(markers) / sizeof(markers[0]); i++)
-        if (rpc_call_header(call, markers[i]))
+    rpc_call_headers(call, caller_headers, H_COUNT, h);
+    f.x_caller = h[H_X_CALLER];
+    for (size_t i = 0; i < H_MARKERS; i++)
+        if (h[i])
             f.browser_marker = true;
-    if (gateway_user_agent_is_browser(rpc_call_header(call, "user-agent")))
+    if (gateway_user_agent_is_browser(h[H_USER_AGENT]))
         f.browser_marker = true;
-    const char *authz = rpc_call_header(call, "authorization");
-    const char *ut = rpc_call_header(call, "x-credex-user-token");
+    const char *authz = h[H_AUTHORIZATION];
+    const char *ut = h[H_USER_TOKEN];
     if (authz) {
         f.has_service_token = true;
         f.service_token_ok = verify_token(gw, bearer_token(authz), &sc, &f.service_token_err);

@@ -280,20 +280,36 @@ bool store_envelope_seal(const cx_secret_t *dek, const store_bind_t *b, const un
     return ok;
 }
 
+/* The document's own ids must agree with the metadata: a cheap, explicit swap check before the
+ * AAD (built from the metadata) makes the cipher refuse it anyway. */
+static bool store_envelope_ids_match(const store_bind_t *b, const store_payload_t *p,
+                                     cx_error_t *err)
+{
+    if (strcmp(p->secret_id, b->secret_id) != 0 || strcmp(p->payload_id, b->payload_id) != 0 ||
+        p->version != b->version)
+        return cx_error_set(err, CX_ERR_INTEGRITY,
+                            "payload does not belong to this secret version");
+    return true;
+}
+
+bool store_envelope_open_to(const cx_secret_t *dek, const store_bind_t *b, const store_payload_t *p,
+                            const unsigned char *aad, size_t aadlen, unsigned char *out,
+                            cx_error_t *err)
+{
+    if (!store_envelope_ids_match(b, p, err))
+        return false;
+    if (!cx_crypto_open_to(dek, aad, aadlen, p->nonce, p->ct, p->ct_len, p->tag, out, err))
+        return cx_error_set(err, CX_ERR_INTEGRITY, "payload failed authentication");
+    return true;
+}
+
 cx_secret_t *store_envelope_open(const cx_secret_t *dek, const store_bind_t *b,
                                  const store_payload_t *p, cx_error_t *err)
 {
     unsigned char *aad = NULL;
     size_t aadlen = 0;
     cx_secret_t *plain = NULL;
-    /* The document's own ids must agree with the metadata: a cheap, explicit swap check before
-     * the AAD (built from the metadata) makes the cipher refuse it anyway. */
-    if (strcmp(p->secret_id, b->secret_id) != 0 || strcmp(p->payload_id, b->payload_id) != 0 ||
-        p->version != b->version) {
-        cx_error_set(err, CX_ERR_INTEGRITY, "payload does not belong to this secret version");
-        return NULL;
-    }
-    if (!store_bind_aad(b, &aad, &aadlen, err))
+    if (!store_envelope_ids_match(b, p, err) || !store_bind_aad(b, &aad, &aadlen, err))
         return NULL;
     plain = cx_crypto_open(dek, aad, aadlen, p->nonce, p->ct, p->ct_len, p->tag, err);
     free(aad);

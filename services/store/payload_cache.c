@@ -10,7 +10,7 @@
  * until then the authenticated copy is served, never the tampered bytes. No plaintext and no
  * data key is ever held here: entries are ciphertext, nonce, tag and the wrapped key, kept
  * anyway in cx_secret_t memory (locked when the system allows, wiped on eviction and at
- * shutdown) like the DEK cache.
+ * shutdown) like the DEK cache; a hit is copied into the call's arena, wiped with it.
  *
  * Shape: a hash table of chains over the payload id for O(1) lookups under one mutex, and a
  * list in insertion order, which is also expiry order (age counts from insertion), for O(1)
@@ -130,10 +130,9 @@ static store_pc_entry_t *store_pc_find(store_payload_cache_t *c, const char *pay
 }
 
 bool store_payload_cache_get(store_payload_cache_t *c, const char *payload_id, int64_t now_ms,
-                             store_payload_t *out, cx_secret_t **copy)
+                             rpc_arena_t *arena, store_payload_t *out)
 {
     bool hit = false;
-    *copy = NULL;
     if (!c || !c->max_entries || !payload_id || strlen(payload_id) > STORE_PC_ID_MAX)
         return false;
     uint32_t h = store_pc_hash(payload_id);
@@ -145,33 +144,33 @@ bool store_payload_cache_get(store_payload_cache_t *c, const char *payload_id, i
         e = NULL;
     }
     if (e) {
-        /* A private copy: the entry may be evicted (and wiped) while the caller uses it. */
-        cx_secret_t *b = cx_secret_from(cx_secret_bytes(e->blob), cx_secret_len(e->blob));
-        if (b) {
-            const unsigned char *base = cx_secret_bytes(b);
-            size_t off = 0;
-            store_payload_t p;
-            memset(&p, 0, sizeof(p));
-            p.version = e->version;
-            p.key_provider = e->key_provider;
-            p.ct = base + off;
-            p.ct_len = e->ct_len;
-            off += e->ct_len;
-            p.wrapped = base + off;
-            p.wrapped_len = e->wrapped_len;
-            off += e->wrapped_len;
-            p.nonce = base + off;
-            off += CX_GCM_NONCE_LEN;
-            p.tag = base + off;
-            off += CX_GCM_TAG_LEN;
-            p.key_id = (const char *)base + off;
-            p.key_version = p.key_id + strlen(p.key_id) + 1;
-            p.secret_id = p.key_version + strlen(p.key_version) + 1;
-            p.payload_id = p.secret_id + strlen(p.secret_id) + 1;
-            *out = p;
-            *copy = b;
-            hit = true;
-        }
+        /* A private copy: the entry may be evicted (and wiped) while the caller uses it. It
+         * goes to the call's arena, not to locked memory: ciphertext and a wrapped key are what
+         * the database holds anyway, and locking a copy per hit costs two system calls. */
+        size_t len = cx_secret_len(e->blob);
+        unsigned char *base = rpc_arena_alloc(arena, len);
+        memcpy(base, cx_secret_bytes(e->blob), len);
+        size_t off = 0;
+        store_payload_t p;
+        memset(&p, 0, sizeof(p));
+        p.version = e->version;
+        p.key_provider = e->key_provider;
+        p.ct = base + off;
+        p.ct_len = e->ct_len;
+        off += e->ct_len;
+        p.wrapped = base + off;
+        p.wrapped_len = e->wrapped_len;
+        off += e->wrapped_len;
+        p.nonce = base + off;
+        off += CX_GCM_NONCE_LEN;
+        p.tag = base + off;
+        off += CX_GCM_TAG_LEN;
+        p.key_id = (const char *)base + off;
+        p.key_version = p.key_id + strlen(p.key_id) + 1;
+        p.secret_id = p.key_version + strlen(p.key_version) + 1;
+        p.payload_id = p.secret_id + strlen(p.secret_id) + 1;
+        *out = p;
+        hit = true;
     }
     if (hit)
         c->stats.hits++;

@@ -21,38 +21,54 @@ static bool store_uses_allow(const Credex__V1__SecretMetadata *m, const char *us
     return false;
 }
 
-/* Unwrap p's data key (DEK cache or keywrap) and open p under the binding b (from the live
- * metadata). */
-static cx_secret_t *store_resolve_open(store_ctx_t *x, const store_bind_t *b,
-                                       const store_payload_t *p, cx_error_t *err)
+/* p's data key from keywrap, under the encryption context of b. */
+static bool store_resolve_unwrap(store_ctx_t *x, const store_bind_t *b, const store_payload_t *p,
+                                 cx_secret_t **dek, cx_error_t *err)
+{
+    char ver[12];
+    cx_kv_t pairs[STORE_CONTEXT_PAIRS];
+    store_wrapped_t w = {.ct = p->wrapped,
+                         .ct_len = p->wrapped_len,
+                         .provider = p->key_provider,
+                         .key_id = p->key_id,
+                         .key_version = p->key_version};
+    store_bind_context(b, ver, pairs);
+    return x->st->keys.unwrap(x->st->keys.ctx, x->call, &w, pairs, STORE_CONTEXT_PAIRS, dek, err);
+}
+
+/* Open p under the binding b (from the live metadata) with its data key, lent by the DEK
+ * cache, else unwrapped by keywrap (and cached), into *value: memory of the call's arena, wiped
+ * when the call ends, which is where the reply carries it from (a locked secret first would
+ * cost an mlock, a munlock and a copy). The AAD is encoded once, for the cache key and the
+ * cipher. */
+static bool store_resolve_open(store_ctx_t *x, const store_bind_t *b, const store_payload_t *p,
+                               ProtobufCBinaryData *value, cx_error_t *err)
 {
     unsigned char *aad = NULL, ckey[32];
     size_t aadlen = 0;
-    cx_secret_t *dek = NULL, *plain = NULL;
+    cx_secret_t *dek = NULL;
+    store_dek_lease_t *lease = NULL;
+    bool ok = false;
     if (!store_bind_aad(b, &aad, &aadlen, err))
-        return NULL;
+        return false;
+    unsigned char *out = rpc_arena_alloc(x->arena, p->ct_len);
     store_dek_cache_key(b, p->wrapped, p->wrapped_len, aad, aadlen, ckey);
     int64_t now = mdb_now_ms();
-    dek = store_dek_cache_get(x->st->dek, ckey, now);
-    if (!dek) {
-        char ver[12];
-        cx_kv_t pairs[STORE_CONTEXT_PAIRS];
-        store_wrapped_t w = {.ct = p->wrapped,
-                             .ct_len = p->wrapped_len,
-                             .provider = p->key_provider,
-                             .key_id = p->key_id,
-                             .key_version = p->key_version};
-        store_bind_context(b, ver, pairs);
-        if (!x->st->keys.unwrap(x->st->keys.ctx, x->call, &w, pairs, STORE_CONTEXT_PAIRS, &dek,
-                                err))
-            goto out;
+    const cx_secret_t *cached = store_dek_cache_get(x->st->dek, ckey, now, &lease);
+    if (cached) {
+        ok = store_envelope_open_to(cached, b, p, aad, aadlen, out, err);
+        store_dek_cache_release(x->st->dek, lease);
+    } else if (store_resolve_unwrap(x, b, p, &dek, err)) {
         store_dek_cache_put(x->st->dek, ckey, dek, now);
+        ok = store_envelope_open_to(dek, b, p, aad, aadlen, out, err);
     }
-    plain = store_envelope_open(dek, b, p, err);
-out:
     cx_secret_free(dek);
     free(aad);
-    return plain;
+    if (ok) {
+        value->data = out;
+        value->len = p->ct_len;
+    }
+    return ok;
 }
 
 /* A failure that a fresh copy of the payload cannot cure: the key service or the call is
@@ -67,18 +83,16 @@ static bool store_transient(cx_code_t code)
  * saves the second database read. Anything failing after a hit (a CMK rewrap changed the
  * stored wrapped key, the key service refuses the old one, a damaged entry) evicts it, and the
  * caller redoes the retrieval once from the database, whose answer is final: a tampered
- * document is still integrity_error. True with *plain NULL: nothing usable in the cache. */
-static bool store_open_cached(store_ctx_t *x, const store_bind_t *b, cx_secret_t **plain,
-                              cx_error_t *err)
+ * document is still integrity_error. True with *opened false: nothing usable in the cache. */
+static bool store_open_cached(store_ctx_t *x, const store_bind_t *b, ProtobufCBinaryData *value,
+                              bool *opened, cx_error_t *err)
 {
     store_payload_t p;
-    cx_secret_t *copy = NULL;
-    *plain = NULL;
-    if (!store_payload_cache_get(x->st->payloads, b->payload_id, mdb_now_ms(), &p, &copy))
+    *opened = false;
+    if (!store_payload_cache_get(x->st->payloads, b->payload_id, mdb_now_ms(), x->arena, &p))
         return true;
-    *plain = store_resolve_open(x, b, &p, err);
-    cx_secret_free(copy);
-    if (*plain)
+    *opened = store_resolve_open(x, b, &p, value, err);
+    if (*opened)
         return true;
     if (store_transient(err->code))
         return false;
@@ -93,28 +107,26 @@ static bool store_open_cached(store_ctx_t *x, const store_bind_t *b, cx_secret_t
 /* The payload document by primary key; its associated data is bound to what the metadata
  * says (secret id, current version, payload id), so a document swapped in under this _id
  * fails to open. */
-static cx_secret_t *store_open_stored(store_ctx_t *x, const store_bind_t *b, cx_error_t *err)
+static bool store_open_stored(store_ctx_t *x, const store_bind_t *b, ProtobufCBinaryData *value,
+                              cx_error_t *err)
 {
     bson_t f = BSON_INITIALIZER, doc;
-    bool found = false;
+    bool found = false, opened = false;
     store_payload_t p;
-    cx_secret_t *plain = NULL;
     BSON_APPEND_UTF8(&f, "_id", b->payload_id);
     bool ok = mdb_find_one(x->st->db, x->c, MDB_COLL_PAYLOADS, &f, &doc, &found, err);
     bson_destroy(&f);
     if (!ok)
-        return NULL;
-    if (!found) {
-        cx_error_set(err, CX_ERR_INTEGRITY, "current payload is missing");
-        return NULL;
-    }
+        return false;
+    if (!found)
+        return cx_error_set(err, CX_ERR_INTEGRITY, "current payload is missing");
     if (store_payload_decode(&doc, &p, err)) {
-        plain = store_resolve_open(x, b, &p, err);
-        if (plain)
+        opened = store_resolve_open(x, b, &p, value, err);
+        if (opened)
             store_payload_cache_put(x->st->payloads, &p, mdb_now_ms());
     }
     bson_destroy(&doc);
-    return plain;
+    return opened;
 }
 
 bool store_resolve(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,
@@ -123,8 +135,8 @@ bool store_resolve(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMes
     const Credex__V1__StoreResolveRequest *r = (const Credex__V1__StoreResolveRequest *)request;
     store_ref_t ref;
     store_bind_t b;
-    cx_secret_t *plain = NULL;
-    bool ok = false;
+    ProtobufCBinaryData value = {0};
+    bool ok = false, opened = false;
 
     if (!store_validate_resolve(r, x->peer, err) || !store_load_secret(x, &ref, err))
         goto out;
@@ -142,8 +154,8 @@ bool store_resolve(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMes
         goto out;
     }
     store_bind_from_ref(&ref, &b);
-    if (!store_open_cached(x, &b, &plain, err) ||
-        (!plain && !(plain = store_open_stored(x, &b, err))))
+    if (!store_open_cached(x, &b, &value, &opened, err) ||
+        (!opened && !store_open_stored(x, &b, &value, err)))
         goto out;
     char ver[12];
     snprintf(ver, sizeof(ver), "%u", b.version);
@@ -159,13 +171,11 @@ bool store_resolve(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMes
     resp->owner = ref.meta->owner;
     resp->provider = ref.meta->provider;
     resp->connector_id = ref.meta->connector_id;
-    /* The call arena is wiped when the call ends (rpc_arena_free). */
-    resp->value.len = cx_secret_len(plain);
-    resp->value.data = rpc_arena_alloc(x->arena, resp->value.len);
-    memcpy(resp->value.data, cx_secret_bytes(plain), resp->value.len);
+    resp->value = value; /* in the call arena, wiped when the call ends (rpc_arena_free) */
     *reply = &resp->base;
     ok = true;
 out:
-    cx_secret_free(plain);
+    if (!ok && value.data) /* opened, then refused (no audit record): not a moment longer */
+        cx_crypto_wipe(value.data, value.len);
     return ok;
 }

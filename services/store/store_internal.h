@@ -124,6 +124,12 @@ bool store_envelope_seal(const cx_secret_t *dek, const store_bind_t *b, const un
  * mismatch. */
 cx_secret_t *store_envelope_open(const cx_secret_t *dek, const store_bind_t *b,
                                  const store_payload_t *p, cx_error_t *err);
+/* store_envelope_open into out (p->ct_len bytes of the caller's: the call arena, wiped with it),
+ * with the AAD of b already encoded (aad: what store_bind_aad(b) gives; Resolve needs it for the
+ * DEK cache key too). out holds the plaintext only on success; on failure it is wiped. */
+bool store_envelope_open_to(const cx_secret_t *dek, const store_bind_t *b, const store_payload_t *p,
+                            const unsigned char *aad, size_t aadlen, unsigned char *out,
+                            cx_error_t *err);
 
 /* Digest naming a cached data key: SHA-256 over payload_id, wrapped key and AAD, so that a
  * tampered wrapped key or context misses the cache and goes to keywrap (which refuses it). */
@@ -133,12 +139,19 @@ void store_dek_cache_key(const store_bind_t *b, const uint8_t *wrapped, size_t w
 /* ---- DEK cache -------------------------------------------------------------------------- */
 
 typedef struct store_dek_cache store_dek_cache_t;
+typedef struct store_dek_lease store_dek_lease_t;
 /* ttl_ms == 0 or max_entries == 0 gives a disabled cache (get always misses). Thread-safe. */
 store_dek_cache_t *store_dek_cache_new(unsigned ttl_ms, unsigned max_uses, unsigned max_entries);
-void store_dek_cache_free(store_dek_cache_t *c); /* NULL-safe; wipes every key */
-/* A copy of the cached key (caller frees), counting one use; NULL on a miss, an expired entry
- * or one whose uses are exhausted (the entry is then wiped). */
-cx_secret_t *store_dek_cache_get(store_dek_cache_t *c, const unsigned char key[32], int64_t now_ms);
+/* NULL-safe; wipes every key. Every lease must have been returned. */
+void store_dek_cache_free(store_dek_cache_t *c);
+/* The cached key itself, counting one use, lent to the caller until it hands *lease back with
+ * store_dek_cache_release: until then it stays valid (in the cache's locked memory) even if its
+ * entry expires or is evicted meanwhile; it is wiped after the last return. NULL (and *lease
+ * NULL) on a miss, an expired entry or one whose uses are exhausted (the entry is then
+ * dropped). Never blocks beyond the cache's lock. */
+const cx_secret_t *store_dek_cache_get(store_dek_cache_t *c, const unsigned char key[32],
+                                       int64_t now_ms, store_dek_lease_t **lease);
+void store_dek_cache_release(store_dek_cache_t *c, store_dek_lease_t *lease); /* NULL-safe */
 /* Insert a copy of dek (evicting expired, then the oldest, entries when full). */
 void store_dek_cache_put(store_dek_cache_t *c, const unsigned char key[32], const cx_secret_t *dek,
                          int64_t now_ms);
@@ -166,11 +179,12 @@ typedef struct store_payload_cache_stats {
 store_payload_cache_t *store_payload_cache_new(unsigned ttl_ms, unsigned max_entries,
                                                size_t max_bytes);
 void store_payload_cache_free(store_payload_cache_t *c); /* NULL-safe; wipes every entry */
-/* On a hit, *copy (caller frees with cx_secret_free) is a private copy of the entry and every
- * pointer of *out points into it (created_by/created_at are not kept). False on a miss or an
- * expired entry (then removed); *copy is NULL. */
+/* On a hit, every pointer of *out points into a private copy of the entry in arena (the call's:
+ * wiped with it; the entry holds no plaintext and no data key, so it needs no locked memory of
+ * its own); created_by/created_at are not kept. False on a miss or an expired entry (then
+ * removed); *out untouched. */
 bool store_payload_cache_get(store_payload_cache_t *c, const char *payload_id, int64_t now_ms,
-                             store_payload_t *out, cx_secret_t **copy);
+                             rpc_arena_t *arena, store_payload_t *out);
 /* Insert a copy of p (replacing an entry of the same payload id), evicting expired, then the
  * oldest, entries while over a bound. */
 void store_payload_cache_put(store_payload_cache_t *c, const store_payload_t *p, int64_t now_ms);

@@ -100,6 +100,12 @@ def test_owner_retrieves_through_the_agent_runtime(api, stack, owned):
     # Positive control of the deny-before-decrypt checks: an allowed call reaches store.
     methods = [line.get("method") for line in x.log_lines_with(stack.log_path("store"), corr)]
     assert RESOLVE in methods, f"store log has no Resolve for {corr}: {methods}"
+    # The gateway logs the retrieval once: its access line says what was served to whom.
+    lines = x.log_lines_with(stack.log_path("gateway"), corr)
+    assert len(lines) == 1, lines
+    assert lines[0]["event"] == "rpc.done" and lines[0]["method"] == "/credex.v1.Retrieval/Retrieve"
+    assert (lines[0]["secret_id"], lines[0]["service_id"], lines[0]["user"], lines[0]["version"]) == (
+        sid, x.AGENT, owner, 1), lines[0]
 
 
 def test_correlation_ids_reach_keywrap(api, stack):

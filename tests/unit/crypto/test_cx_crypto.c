@@ -195,6 +195,11 @@ static void test_gcm_round_trip(void **state)
     assert_non_null(p);
     assert_memory_equal(cx_secret_bytes(p), plain, sizeof(plain));
     cx_secret_free(p);
+    /* The same into the caller's memory. */
+    unsigned char out[sizeof(plain)];
+    assert_true(cx_crypto_open_to(key, a.aad, sizeof(a.aad), a.nonce, a.ct, sizeof(a.ct), a.tag,
+                                  out, &err));
+    assert_memory_equal(out, plain, sizeof(plain));
     /* No associated data at all also works. */
     unsigned char n[CX_GCM_NONCE_LEN], ct[5], tag[CX_GCM_TAG_LEN];
     assert_true(cx_crypto_seal(key, NULL, 0, (const unsigned char *)"hello", 5, n, ct, tag, &err));
@@ -213,6 +218,14 @@ static void expect_integrity(const cx_secret_t *key, const struct sealed *s, siz
     cx_secret_t *p = cx_crypto_open(key, s->aad, aadlen, s->nonce, s->ct, ctlen, s->tag, &err);
     assert_null(p);
     assert_int_equal(err.code, CX_ERR_INTEGRITY);
+    /* Into the caller's buffer: refused too, and what was decrypted before the tag check
+     * (every byte of it) is wiped, not left for the caller. */
+    unsigned char out[sizeof(s->ct)], zero[sizeof(s->ct)] = {0};
+    memset(out, 0xAA, sizeof(out));
+    cx_error_clear(&err);
+    assert_false(cx_crypto_open_to(key, s->aad, aadlen, s->nonce, s->ct, ctlen, s->tag, out, &err));
+    assert_int_equal(err.code, CX_ERR_INTEGRITY);
+    assert_memory_equal(out, zero, ctlen);
 }
 
 static void test_gcm_every_tampered_byte_fails(void **state)
@@ -278,6 +291,11 @@ static void test_gcm_bad_arguments(void **state)
     assert_null(cx_crypto_open(short_key, NULL, 0, n, ct, 8, tag, &err));
     assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
     assert_null(cx_crypto_open(key, NULL, 0, n, ct, 0, tag, &err));
+    assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+    unsigned char out[8];
+    assert_false(cx_crypto_open_to(short_key, NULL, 0, n, ct, 8, tag, out, &err));
+    assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+    assert_false(cx_crypto_open_to(key, NULL, 0, n, ct, 8, tag, NULL, &err));
     assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
     cx_secret_free(short_key);
     cx_secret_free(key);

@@ -198,8 +198,34 @@ static bool describe(rpc_call_t *call, const ProtobufCMessage *request, Protobuf
         return cx_error_set(err, CX_ERR_CONFLICT, "version 3 is not current");
     if (mode != NULL && strcmp(mode, "sleep") == 0)
         usleep(300 * 1000);
+    if (mode != NULL && strcmp(mode, "log") == 0) {
+        char id[] = "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H";
+        rpc_call_log_field(call, CX_LOG_STR("secret_id", id));
+        memset(id, 'x', sizeof(id) - 1); /* gone before the line is written: copied */
+        rpc_call_log_field(call, CX_LOG_INT("version", 7));
+        rpc_call_log_field(call, CX_LOG_BOOL("cached", true));
+        static const char *const more[] = {"f3", "f4", "f5", "f6", "f7"};
+        for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
+            rpc_call_log_field(call, CX_LOG_STR("extra", more[i]));
+    }
     Credex__V1__DescribeResponse *r = rpc_call_alloc(call, sizeof(*r));
     credex__v1__describe_response__init(r);
+    if (mode != NULL && strcmp(mode, "headers") == 0) {
+        /* Several headers in one pass, each as rpc_call_header sees it, in key_version. */
+        static const char *const keys[] = {"x-a",     "x-missing", "x-test-mode",
+                                           "x-b-bin", "x-a",       "X-A"};
+        const char *v[6];
+        rpc_call_headers(call, keys, 6, v);
+        char *out = rpc_call_alloc(call, 256);
+        for (size_t i = 0; i < 6; i++) {
+            const char *one = rpc_call_header(call, keys[i]);
+            if ((one == NULL) != (v[i] == NULL) || (one && strcmp(one, v[i]) != 0))
+                return cx_error_set(err, CX_ERR_INTERNAL, "header %s differs", keys[i]);
+            strcat(out, v[i] ? v[i] : "-");
+            strcat(out, ";");
+        }
+        r->key_version = out;
+    }
     r->configured_name = (char *)rpc_call_peer(call);
     r->key_id = (char *)rpc_call_correlation_id(call);
     r->checked_at_ms = rpc_call_remaining_ms(call);
@@ -301,6 +327,61 @@ static void test_unary_roundtrip(void **state)
     for (int i = 0; i < 200 && rpc_owned_wiped_bytes() - wiped < want; i++)
         usleep(10 * 1000);
     assert_true(rpc_owned_wiped_bytes() - wiped >= want);
+    rpc_arena_free(arena);
+}
+
+/* Headers looked up several at once are what one lookup each gives: the first of a repeated
+ * header, nothing for an absent or a binary one, keys matched exactly (lower case). */
+static void test_call_headers(void **state)
+{
+    struct fixture *f = *state;
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    cx_error_t err;
+    Credex__V1__DescribeRequest req = CREDEX__V1__DESCRIBE_REQUEST__INIT;
+    rpc_header_t h[] = {{.key = "x-test-mode", .value = "headers"},
+                        {.key = "x-a", .value = "first"},
+                        {.key = "x-b-bin", .value = "bytes"},
+                        {.key = "x-a", .value = "second"}};
+    rpc_call_options_t o = {.deadline_ms = 2000, .headers = h, .nheaders = 4};
+    ProtobufCMessage *reply = NULL;
+    assert_true(rpc_client_unary(f->client, &credex__v1__key_wrap__descriptor, "Describe",
+                                 &req.base, &o, arena, &reply, &err));
+    assert_string_equal(((Credex__V1__DescribeResponse *)reply)->key_version,
+                        "first;-;headers;-;first;-;");
+    rpc_arena_free(arena);
+}
+
+/* What a handler knows about its call goes on the call's one access-log line (rpc.done), its
+ * strings copied when added, at most RPC_ACCESS_LOG_FIELDS of them; the gateway puts the secret
+ * it served there instead of writing a second line per call. */
+static void test_access_log_fields(void **state)
+{
+    struct fixture *f = *state;
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    Credex__V1__DescribeResponse *r = NULL;
+    cx_error_t err;
+    FILE *log = tmpfile();
+    assert_non_null(log);
+    cx_log_init("keywrap", CX_LOG_INFO, fileno(log));
+    bool ok = call_describe(f->client, "log", 1000, arena, &r, &err);
+    cx_log_init("keywrap", CX_LOG_INFO, 2);
+    assert_true(ok);
+    char line[4096], *done = NULL;
+    size_t lines = 0;
+    rewind(log);
+    while (fgets(line, sizeof(line), log))
+        if (strstr(line, "corr-123") && ++lines && strstr(line, "\"event\":\"rpc.done\""))
+            done = line;
+    assert_int_equal(lines, 1); /* one line for the call */
+    assert_non_null(done);
+    assert_non_null(strstr(done, "\"method\":\"/credex.v1.KeyWrap/Describe\""));
+    assert_non_null(strstr(done, "\"secret_id\":\"sec_5NPKMVKYTE6Z2RVKV37EW1BN4H\""));
+    assert_non_null(strstr(done, "\"version\":7"));
+    assert_non_null(strstr(done, "\"cached\":true"));
+    assert_non_null(strstr(done, "\"extra\":\"f3\""));
+    assert_null(strstr(done, "f6")); /* the seventh field and after: dropped */
+    assert_null(strstr(done, "f7"));
+    fclose(log);
     rpc_arena_free(arena);
 }
 
@@ -1148,6 +1229,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_unpack_copies_only_into_arena),
         cmocka_unit_test_setup_teardown(test_unary_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_access_log_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_call_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handler_error_keeps_code, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_exceeded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_allow_list_and_unimplemented, setup, teardown),

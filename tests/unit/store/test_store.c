@@ -96,6 +96,14 @@ static void expect_integrity(const cx_secret_t *dek, const store_bind_t *b,
     cx_secret_t *out = store_envelope_open(dek, b, p, &err);
     assert_null(out);
     assert_int_equal(err.code, CX_ERR_INTEGRITY);
+    /* The same with the AAD encoded by the caller, as Resolve does. */
+    unsigned char *aad = NULL, buf[64];
+    size_t aadlen = 0;
+    assert_true(p->ct_len <= sizeof(buf));
+    assert_true(store_bind_aad(b, &aad, &aadlen, &err));
+    assert_false(store_envelope_open_to(dek, b, p, aad, aadlen, buf, &err));
+    free(aad);
+    assert_int_equal(err.code, CX_ERR_INTEGRITY);
 }
 
 static void test_envelope_roundtrip_and_binding(void **state)
@@ -114,6 +122,22 @@ static void test_envelope_roundtrip_and_binding(void **state)
     assert_int_equal(cx_secret_len(plain), s.ctlen);
     assert_memory_equal(cx_secret_bytes(plain), value, s.ctlen);
     cx_secret_free(plain);
+    /* Into the caller's memory, with the AAD encoded once by the caller (Resolve needs it for
+     * the DEK cache key too): the same value; an AAD of other fields is refused even where the
+     * document's ids agree, and nothing of the plaintext is left in the caller's buffer. */
+    unsigned char *aad = NULL, out[sizeof(value)], zero[sizeof(value)] = {0};
+    size_t aadlen = 0;
+    assert_true(store_bind_aad(&good_bind, &aad, &aadlen, &err));
+    assert_true(store_envelope_open_to(dek, &good_bind, &p, aad, aadlen, out, &err));
+    free(aad);
+    assert_memory_equal(out, value, s.ctlen);
+    store_bind_t other_kind = good_bind;
+    other_kind.kind = "token";
+    assert_true(store_bind_aad(&other_kind, &aad, &aadlen, &err));
+    assert_false(store_envelope_open_to(dek, &good_bind, &p, aad, aadlen, out, &err));
+    free(aad);
+    assert_int_equal(err.code, CX_ERR_INTEGRITY);
+    assert_memory_equal(out, zero, s.ctlen);
 
     /* Every bound field, changed on the metadata side (AAD differs). The payload document is
      * kept consistent with it so the id cross-check alone cannot be what refuses it. */
@@ -279,36 +303,52 @@ static void test_payload_decode(void **state)
 
 /* ---- DEK cache -------------------------------------------------------------------------- */
 
+/* A hit of k at now (asserted), its lease returned at once. */
+static void dek_hit(store_dek_cache_t *c, const unsigned char *k, int64_t now,
+                    const cx_secret_t *want)
+{
+    store_dek_lease_t *lease = NULL;
+    const cx_secret_t *got = store_dek_cache_get(c, k, now, &lease);
+    assert_non_null(got);
+    assert_non_null(lease);
+    if (want)
+        assert_true(cx_secret_equal(got, want));
+    store_dek_cache_release(c, lease);
+}
+
+static bool dek_miss(store_dek_cache_t *c, const unsigned char *k, int64_t now)
+{
+    store_dek_lease_t *lease = (store_dek_lease_t *)&lease; /* must be reset to NULL */
+    bool miss = store_dek_cache_get(c, k, now, &lease) == NULL;
+    assert_true(!miss || lease == NULL);
+    store_dek_cache_release(c, lease);
+    return miss;
+}
+
 static void test_dek_cache_bounds(void **state)
 {
     (void)state;
     unsigned char k1[32] = {1}, k2[32] = {2}, k3[32] = {3};
-    cx_secret_t *dek = fake_dek(0x11), *got;
+    cx_secret_t *dek = fake_dek(0x11);
 
     /* Age. */
     store_dek_cache_t *c = store_dek_cache_new(1000, 100, 8);
     store_dek_cache_put(c, k1, dek, 10000);
-    got = store_dek_cache_get(c, k1, 10500);
-    assert_non_null(got);
-    assert_true(cx_secret_equal(got, dek));
-    cx_secret_free(got);
-    assert_null(store_dek_cache_get(c, k1, 11000));
+    dek_hit(c, k1, 10500, dek);
+    assert_true(dek_miss(c, k1, 11000));
     assert_int_equal(store_dek_cache_size(c), 0);
     /* A clock going backwards does not extend life. */
     store_dek_cache_put(c, k1, dek, 10000);
-    assert_null(store_dek_cache_get(c, k1, 9000));
-    assert_null(store_dek_cache_get(c, k2, 10000));
+    assert_true(dek_miss(c, k1, 9000));
+    assert_true(dek_miss(c, k2, 10000));
     store_dek_cache_free(c);
 
     /* Uses: the put counts as the first use. */
     c = store_dek_cache_new(60000, 3, 8);
     store_dek_cache_put(c, k1, dek, 0);
-    for (int i = 0; i < 2; i++) {
-        got = store_dek_cache_get(c, k1, 1);
-        assert_non_null(got);
-        cx_secret_free(got);
-    }
-    assert_null(store_dek_cache_get(c, k1, 1));
+    for (int i = 0; i < 2; i++)
+        dek_hit(c, k1, 1, dek);
+    assert_true(dek_miss(c, k1, 1));
     store_dek_cache_free(c);
 
     /* Entries: the oldest goes. */
@@ -317,23 +357,76 @@ static void test_dek_cache_bounds(void **state)
     store_dek_cache_put(c, k2, dek, 2);
     store_dek_cache_put(c, k3, dek, 3);
     assert_int_equal(store_dek_cache_size(c), 2);
-    assert_null(store_dek_cache_get(c, k1, 4));
-    got = store_dek_cache_get(c, k3, 4);
-    assert_non_null(got);
-    cx_secret_free(got);
+    assert_true(dek_miss(c, k1, 4));
+    dek_hit(c, k3, 4, dek);
     store_dek_cache_free(c);
 
     /* Disabled. */
     c = store_dek_cache_new(0, 100, 8);
     store_dek_cache_put(c, k1, dek, 1);
-    assert_null(store_dek_cache_get(c, k1, 1));
+    assert_true(dek_miss(c, k1, 1));
     store_dek_cache_free(c);
     c = store_dek_cache_new(1000, 100, 0);
     store_dek_cache_put(c, k1, dek, 1);
-    assert_null(store_dek_cache_get(c, k1, 1));
+    assert_true(dek_miss(c, k1, 1));
     store_dek_cache_free(c);
     store_dek_cache_free(NULL);
+    store_dek_cache_release(NULL, NULL);
     cx_secret_free(dek);
+}
+
+/* A hit lends the cached key itself, not a copy in fresh locked memory (whose mlock and
+ * munlock cost more than the rest of a hit); a lent key outlives its entry's expiry,
+ * eviction, replacement and the uses running out, and is freed by the last return (the
+ * sanitizer's leak check sees one that is not). */
+static void test_dek_cache_leases(void **state)
+{
+    (void)state;
+    unsigned char k1[32] = {1}, k2[32] = {2}, k3[32] = {3};
+    cx_secret_t *dek = fake_dek(0x11), *other = fake_dek(0x22);
+    store_dek_lease_t *l1 = NULL, *l2 = NULL, *l3 = NULL;
+
+    store_dek_cache_t *c = store_dek_cache_new(1000, 4, 2);
+    store_dek_cache_put(c, k1, dek, 10);
+    const cx_secret_t *a = store_dek_cache_get(c, k1, 11, &l1);
+    const cx_secret_t *b = store_dek_cache_get(c, k1, 12, &l2);
+    assert_non_null(a);
+    assert_ptr_equal(a, b); /* the same key, lent twice */
+    assert_ptr_not_equal(a, dek);
+    /* Evicted (two newer entries in a cache of two) while lent: still readable by both. */
+    store_dek_cache_put(c, k2, other, 13);
+    store_dek_cache_put(c, k3, other, 14);
+    assert_true(dek_miss(c, k1, 15));
+    assert_true(cx_secret_equal(a, dek));
+    store_dek_cache_release(c, l1);
+    assert_true(cx_secret_equal(b, dek)); /* the other lease still holds it */
+    store_dek_cache_release(c, l2);
+
+    /* Expired while lent; replaced by a put of the same digest while lent. */
+    const cx_secret_t *e = store_dek_cache_get(c, k2, 20, &l1);
+    assert_non_null(e);
+    assert_true(dek_miss(c, k2, 2000));
+    assert_true(cx_secret_equal(e, other));
+    store_dek_cache_put(c, k3, dek, 2000);
+    const cx_secret_t *f = store_dek_cache_get(c, k3, 2001, &l3);
+    store_dek_cache_put(c, k3, other, 2002);
+    assert_true(cx_secret_equal(f, dek));
+    dek_hit(c, k3, 2003, other);
+    store_dek_cache_release(c, l3);
+    store_dek_cache_release(c, l1);
+
+    /* The last use of an entry is lent like any other; the entry then misses. */
+    store_dek_cache_put(c, k1, dek, 3000);
+    for (int i = 0; i < 2; i++)
+        dek_hit(c, k1, 3001, dek);
+    const cx_secret_t *g = store_dek_cache_get(c, k1, 3002, &l1);
+    assert_non_null(g);
+    assert_true(dek_miss(c, k1, 3003));
+    assert_true(cx_secret_equal(g, dek));
+    store_dek_cache_release(c, l1);
+    store_dek_cache_free(c);
+    cx_secret_free(dek);
+    cx_secret_free(other);
 }
 
 /* ---- payload cache ---------------------------------------------------------------------- */
@@ -368,11 +461,11 @@ static store_payload_t pc_payload(const char *pid, const char *sid, uint32_t ct_
 
 static bool pc_has(store_payload_cache_t *c, const char *pid, int64_t now)
 {
-    store_payload_t got;
-    cx_secret_t *copy = NULL;
-    bool hit = store_payload_cache_get(c, pid, now, &got, &copy);
-    assert_true(hit == (copy != NULL));
-    cx_secret_free(copy);
+    store_payload_t got = {.payload_id = "untouched"};
+    rpc_arena_t *arena = rpc_arena_new(256);
+    bool hit = store_payload_cache_get(c, pid, now, arena, &got);
+    assert_true(hit == (strcmp(got.payload_id, "untouched") != 0));
+    rpc_arena_free(arena);
     return hit;
 }
 
@@ -384,16 +477,17 @@ static void test_payload_cache_bounds(void **state)
                *s2 = "sec_22222222222222222222222222";
     store_payload_cache_stats_t st;
     store_payload_t p = pc_payload(pa, s1, 300), got;
-    cx_secret_t *copy = NULL;
+    rpc_arena_t *arena = rpc_arena_new(256);
 
-    /* A hit gives a private copy equal to what was put, ids included. */
+    /* A hit gives a private copy equal to what was put, ids included, in the caller's arena
+     * (wiped with it). */
     store_payload_cache_t *c = store_payload_cache_new(1000, 8, STORE_PAYLOAD_CACHE_MAX_BYTES);
-    assert_false(store_payload_cache_get(c, pa, 10000, &got, &copy));
-    assert_null(copy);
+    assert_false(store_payload_cache_get(c, pa, 10000, arena, &got));
+    assert_int_equal(rpc_arena_used(arena), 0);
     store_payload_cache_put(c, &p, 10000);
     memset(pc_ct, 0, sizeof(pc_ct)); /* the cache holds its own copy */
-    assert_true(store_payload_cache_get(c, pa, 10500, &got, &copy));
-    assert_non_null(copy);
+    assert_true(store_payload_cache_get(c, pa, 10500, arena, &got));
+    assert_true(rpc_arena_used(arena) >= 300 + 61 + CX_GCM_NONCE_LEN + CX_GCM_TAG_LEN);
     assert_string_equal(got.payload_id, pa);
     assert_string_equal(got.secret_id, s1);
     assert_int_equal(got.version, 3);
@@ -411,7 +505,7 @@ static void test_payload_cache_bounds(void **state)
     store_payload_cache_evict(c, pa);
     assert_int_equal(got.ct[5], (uint8_t)36);
     assert_string_equal(got.payload_id, pa);
-    cx_secret_free(copy);
+    rpc_arena_free(arena);
     assert_false(pc_has(c, pa, 10500));
 
     /* TTL: from insertion; a clock going backwards does not extend it. */
@@ -883,6 +977,20 @@ static void test_ref_decode_tampered(void **state)
         {"owner_id", "ali\0ce", 6},
         {"description", "d\xff", 2},
         {"secret_id", "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H\0x", 32},
+        /* Each string the decoder reads, with a byte that is not UTF-8: no field may rely on a
+         * check that lets it through (the decoder validates no UTF-8 of its own). */
+        {"secret_id", "sec_5NPKMVKYTE6Z2RVKV37EW1BN4\xc3", 30},
+        {"owner_type", "us\xe9r", 4},
+        {"owner_id", "alic\xe9", 5},
+        {"kind", "api_k\xe9y", 7},
+        {"status", "activ\xe9", 6},
+        {"provider", "openai\xc3", 7},
+        {"connector_id", "conn\xff", 5},
+        {"current_payload_id", "pay_0123456789ABCDEFGHJKMNPQR\xc3", 30},
+        {"create_fingerprint",
+         "00112233445566778899aabbccddeeff00112233445566778899aabbccddee\xc3\xa9", 64},
+        {"created_by", "alic\xe9", 5},
+        {"updated_by", "\xc3\x28", 2},
     };
     for (size_t i = 0; i < sizeof(raw) / sizeof(raw[0]); i++) {
         ref_doc_with(&doc, raw[i].field, NULL, &d2);
@@ -902,6 +1010,55 @@ static void test_ref_decode_tampered(void **state)
     expect_ref_refused(&d2, "owner_id", "platform owned by alice");
     bson_destroy(&d2);
     bson_destroy(&doc);
+}
+
+/* The decoder finds its fields in one pass over the document: whatever their order, and, for a
+ * key stored twice, the first (what a lookup by name reads), never the last. */
+static void test_ref_decode_field_order(void **state)
+{
+    (void)state;
+    create_fx_t f;
+    bson_t doc, rev, d2;
+    bson_iter_t it;
+    store_ref_t ref;
+    cx_error_t err;
+    const char *keys[64];
+    size_t n = 0;
+    rpc_arena_t *arena = rpc_arena_new(1024);
+    ref_doc_valid(&f, &doc);
+    assert_true(bson_iter_init(&it, &doc));
+    while (bson_iter_next(&it) && n < 64)
+        keys[n++] = bson_iter_key(&it);
+    bson_init(&rev); /* every field, last first */
+    for (size_t i = n; i-- > 0;) {
+        assert_true(bson_iter_init_find(&it, &doc, keys[i]));
+        assert_true(bson_append_iter(&rev, keys[i], -1, &it));
+    }
+    assert_true(store_ref_decode(arena, &rev, &ref, &err));
+    assert_string_equal(ref.meta->secret_id, "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H");
+    assert_string_equal(ref.payload_id, "pay_0123456789ABCDEFGHJKMNPQRS");
+    assert_int_equal(ref.meta->created_at_ms, 1700000000000);
+    assert_int_equal(ref.meta->n_allowed_uses, 2);
+    /* A second display_name after the valid one is not read... */
+    bson_copy_to(&doc, &d2);
+    BSON_APPEND_UTF8(&d2, "display_name", "tab\there");
+    assert_true(store_ref_decode(arena, &d2, &ref, &err));
+    assert_string_equal(ref.meta->display_name, f.r.display_name);
+    bson_destroy(&d2);
+    /* ...and a bad first one is not excused by a good one after it. */
+    ref_doc_with(&doc, "display_name", "\"\"", &d2);
+    BSON_APPEND_UTF8(&d2, "display_name", "fine");
+    expect_ref_refused(&d2, "display_name", "empty, then a valid repeat");
+    bson_destroy(&d2);
+    /* A damaged document (a string whose length runs past the document) yields no field. */
+    const uint8_t junk[12] = {12, 0, 0, 0, 0x02, 'a', 0, 0xff, 0, 0, 0, 0};
+    bson_t *bad = bson_new_from_data(junk, sizeof(junk));
+    assert_non_null(bad);
+    expect_ref_refused(bad, "secret_id", "damaged document");
+    bson_destroy(bad);
+    bson_destroy(&rev);
+    bson_destroy(&doc);
+    rpc_arena_free(arena);
 }
 
 /* ---- cursors and audit documents -------------------------------------------------------- */
@@ -972,11 +1129,13 @@ int main(void)
         cmocka_unit_test(test_context_pairs),
         cmocka_unit_test(test_payload_decode),
         cmocka_unit_test(test_dek_cache_bounds),
+        cmocka_unit_test(test_dek_cache_leases),
         cmocka_unit_test(test_payload_cache_bounds),
         cmocka_unit_test(test_validate_create),
         cmocka_unit_test(test_validate_resolve_update),
         cmocka_unit_test(test_ref_decode_valid),
         cmocka_unit_test(test_ref_decode_tampered),
+        cmocka_unit_test(test_ref_decode_field_order),
         cmocka_unit_test(test_cursor),
         cmocka_unit_test(test_audit_roundtrip),
     };

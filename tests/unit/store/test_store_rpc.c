@@ -473,9 +473,9 @@ static int64_t count_events(const char *resource_id, const char *event_type, con
 static bool cache_holds(store_t *st, const char *payload_id)
 {
     store_payload_t p;
-    cx_secret_t *copy = NULL;
-    bool hit = store_payload_cache_get(st->payloads, payload_id, mdb_now_ms(), &p, &copy);
-    cx_secret_free(copy);
+    rpc_arena_t *arena = rpc_arena_new(256);
+    bool hit = store_payload_cache_get(st->payloads, payload_id, mdb_now_ms(), arena, &p);
+    rpc_arena_free(arena);
     return hit;
 }
 
