@@ -2073,20 +2073,12 @@ static void test_real_keywrap(void **state)
 
 int main(void)
 {
-    const char *p = getenv("CREDEX_TEST_PKI"), *d = getenv("CREDEX_TEST_FERRETDB_DIR");
-    char path[600];
-    FILE *f;
-    if (!p || !d) {
-        fprintf(stderr, "CREDEX_TEST_PKI / CREDEX_TEST_FERRETDB_DIR unset (ctest fixtures)\n");
+    if (!getenv("CREDEX_TEST_PKI")) {
+        fprintf(stderr, "CREDEX_TEST_PKI is not set (ctest's rpc_pki fixture)\n");
         return 1;
     }
-    snprintf(path, sizeof(path), "%s/uri", d);
-    if (!(f = fopen(path, "r")) || !fgets(mongo_uri, sizeof(mongo_uri), f)) {
-        fprintf(stderr, "cannot read %s\n", path);
+    if (!tk_ferretdb_fixture_uri(mongo_uri, sizeof(mongo_uri)))
         return 1;
-    }
-    fclose(f);
-    mongo_uri[strcspn(mongo_uri, "\n")] = '\0';
     snprintf(dbname, sizeof(dbname), "storetest_%d", (int)getpid());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lifecycle),
