@@ -43,6 +43,7 @@ struct mdb_cache {
     char coll[128];
     unsigned max;
     int64_t bound_ns, poll_ns;
+    int64_t each_age_ns;   /* EACH: re-read an entry in use from this age on (mc_collect) */
     mdb_cache_read_t read; /* as configured */
     mdb_cache_state_fn on_state;
     void *state_ctx;
@@ -307,7 +308,15 @@ typedef struct mc_ids {
 
 /* Reclaim expired entries and take the ids of those that answered a lookup since their last
  * confirmation (clearing the mark: a lookup after this moment marks it for the next round).
- * Entries that appear between sizing and filling wait for the next round. */
+ * Entries that appear between sizing and filling wait for the next round.
+ *
+ * When ids share a query (IN; AUTO before the server was asked), every entry in use is re-read
+ * every round. When each id is a query of its own (EACH), a re-read costs as much as the miss
+ * it may save, and an entry re-read every round would cost B / P reads per bound where letting
+ * it expire costs one: such an entry is re-read only once it would otherwise expire before the
+ * next round could confirm it, with half a period to spare for a late round (age >= B - 1.5 P;
+ * with the defaults every other round). Changes are still seen within the bound, later on
+ * average. */
 static bool mc_collect(mdb_cache_t *c, int64_t now, mc_ids_t *ids)
 {
     pthread_mutex_lock(&c->mu);
@@ -327,12 +336,14 @@ static bool mc_collect(mdb_cache_t *c, int64_t now, mc_ids_t *ids)
     }
     size_t off = 0;
     pthread_mutex_lock(&c->mu);
+    int64_t min_age = c->mode == MDB_CACHE_READ_EACH ? c->each_age_ns : 0;
     for (mc_entry_t *e = c->first, *next; e; e = next) {
         next = e->next;
         if (!mc_fresh(c, e, now)) {
             mc_drop(c, e);
             c->stats.expired++;
-        } else if (e->used && ids->n < cap && off + e->idlen + 1 <= bytes) {
+        } else if (e->used && now - e->confirmed_ns >= min_age && ids->n < cap &&
+                   off + e->idlen + 1 <= bytes) {
             memcpy(ids->buf + off, e->id, e->idlen + 1);
             ids->id[ids->n++] = ids->buf + off;
             off += e->idlen + 1;
@@ -359,6 +370,15 @@ static void mc_check(mdb_cache_t *c, const char *id, const bson_t *doc, int64_t 
             mc_evict_entry(c, e);
         }
     }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* One query of the watcher for n ids. */
+static void mc_count_query(mdb_cache_t *c, size_t n)
+{
+    pthread_mutex_lock(&c->mu);
+    c->stats.queries++;
+    c->stats.reads += n;
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -409,6 +429,7 @@ static bool mc_read_in(mdb_cache_t *c, mongoc_client_t *client, const mc_ids_t *
         bson_append_array_end(&in, &arr);
         bson_append_document_end(&filter, &in);
         b.started = mc_now();
+        mc_count_query(c, b.n);
         bool ok = mdb_find_each(c->db, client, c->coll, &filter, mc_batch_row, &b, err);
         bson_destroy(&filter);
         if (!ok)
@@ -428,6 +449,7 @@ static bool mc_read_each(mdb_cache_t *c, mongoc_client_t *client, const mc_ids_t
         bool found = false;
         bson_t *filter = BCON_NEW("_id", BCON_UTF8(ids->id[i]));
         int64_t started = mc_now();
+        mc_count_query(c, 1);
         bool ok = mdb_find_one(c->db, client, c->coll, filter, &doc, &found, err);
         bson_destroy(filter);
         if (!ok)
@@ -516,7 +538,6 @@ static void mc_round(mdb_cache_t *c, int64_t started)
     pthread_mutex_lock(&c->mu);
     bool was = c->valid;
     c->stats.rounds++;
-    c->stats.reads += ok ? ids.n : 0;
     if (!ok) {
         c->stats.failed_rounds++;
         c->valid = false;
@@ -576,6 +597,9 @@ bool mdb_cache_new(mdb_cache_t **out, mdb_t *db, const mdb_cache_options_t *o, c
     c->mask = n - 1;
     c->bound_ns = (int64_t)o->bound_ms * 1000000;
     c->poll_ns = (int64_t)o->poll_ms * 1000000;
+    c->each_age_ns = c->bound_ns - c->poll_ns - c->poll_ns / 2;
+    if (c->each_age_ns < 0)
+        c->each_age_ns = 0;
     c->read = c->mode = o->read;
     c->on_state = o->on_state;
     c->state_ctx = o->state_ctx;

@@ -20,8 +20,9 @@
  * of the entries that answered a lookup since their last confirmation, compares the bytes
  * read with the cached ones, and confirms (same bytes), evicts (other bytes) or evicts as gone
  * (no document). Entries that answered nothing are not re-read: they expire after B and are
- * reclaimed, so that the watcher never reads more documents than the cache saved (a cache
- * of a key used once costs nothing, one used a hundred times a second costs one read per P).
+ * reclaimed (a key used once costs its one read; one used a hundred times a second costs one
+ * read per P). Where every id costs a query of its own (see below), an entry in use is re-read
+ * only when it would otherwise expire before the next round (mdb_cache.c, mc_collect).
  * A fill carries the generation of the id's bucket and the cache's epoch from the moment its
  * lookup missed; an eviction bumps the bucket's generation and a failed round the epoch, so
  * that a fill that read the database before an eviction can never insert what it read after.
@@ -129,7 +130,8 @@ typedef struct mdb_cache_stats {
     uint64_t evictions; /* entries removed by mdb_cache_evict or by the watcher (changed, gone) */
     uint64_t expired;   /* entries reclaimed after the bound, unconfirmed */
     uint64_t rounds, failed_rounds;
-    uint64_t reads; /* documents the watcher asked the database for */
+    uint64_t reads;   /* documents the watcher asked the database for */
+    uint64_t queries; /* database queries the watcher made for them */
     size_t entries;
     bool enabled;          /* answering now */
     mdb_cache_read_t mode; /* AUTO until the server was asked */
