@@ -524,6 +524,9 @@ static const cx_config_var_t cx_config_vars[] = {
     CX_UNSIGNED("CREDEX_PAYLOAD_CACHE_MAX_ENTRIES", payload_cache_max_entries, 0, 1000000, 4096),
     CX_UNSIGNED("CREDEX_PAYLOAD_CACHE_TTL_MS", payload_cache_ttl_ms, 0, 3600000, 300000),
     CX_UNSIGNED("CREDEX_AUDIT_BATCH_MAX", audit_batch_max, 1, 1000, 64),
+    CX_UNSIGNED("CREDEX_STORE_METADATA_CACHE_ENTRIES", meta_cache_max_entries, 0, 1000000, 4096),
+    CX_UNSIGNED("CREDEX_STORE_METADATA_CACHE_BOUND_MS", meta_cache_bound_ms, 20, 60000, 300),
+    CX_UNSIGNED("CREDEX_STORE_METADATA_CACHE_POLL_MS", meta_cache_poll_ms, 10, 30000, 100),
     CX_UNSIGNED("CREDEX_EDGE_HTTP_THREADS", edge_http_threads, 1, 256, 4),
     CX_SIZE("CREDEX_EDGE_HTTP_MAX_BODY_BYTES", edge_max_body_bytes, 1024, 4194304, 262144),
     CX_SIZE("CREDEX_EDGE_HTTP_MAX_HEADER_BYTES", edge_max_header_bytes, 1024, 65536, 16384),
@@ -613,6 +616,15 @@ bool cx_config_load(cx_config_t **out, cx_config_getenv_fn fn, void *ctx, cx_err
                      "CREDEX_RPC_DEADLINE_MS: expected at most CREDEX_RPC_MAX_DEADLINE_MS (%u), "
                      "got %u",
                      cfg->rpc_max_deadline_ms, cfg->rpc_default_deadline_ms);
+        goto out;
+    }
+    /* An entry is confirmed once per poll at best: a bound at or below it would expire every
+     * entry before the watcher could confirm it (and the cache would only cost reads). */
+    if (cfg->meta_cache_poll_ms >= cfg->meta_cache_bound_ms) {
+        cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                     "CREDEX_STORE_METADATA_CACHE_POLL_MS: expected below "
+                     "CREDEX_STORE_METADATA_CACHE_BOUND_MS (%u), got %u",
+                     cfg->meta_cache_bound_ms, cfg->meta_cache_poll_ms);
         goto out;
     }
     /* A certificate without its key (or the reverse) would serve plain HTTP by mistake. */

@@ -101,6 +101,12 @@ typedef struct cx_config {
     unsigned payload_cache_max_entries; /* CREDEX_PAYLOAD_CACHE_MAX_ENTRIES 0..1000000, def 4096 */
     unsigned payload_cache_ttl_ms;      /* CREDEX_PAYLOAD_CACHE_TTL_MS 0..3600000, default 300000 */
     unsigned audit_batch_max;           /* CREDEX_AUDIT_BATCH_MAX 1..1000, default 64 */
+    /* The store's cache of secret metadata (docs/DOCUMENT_CACHE.md): entries 0..1000000 (0:
+     * off), default 4096; bound 20..60000 ms, default 300; poll 10..30000 ms, default 100, and
+     * below the bound. */
+    unsigned meta_cache_max_entries; /* CREDEX_STORE_METADATA_CACHE_ENTRIES */
+    unsigned meta_cache_bound_ms;    /* CREDEX_STORE_METADATA_CACHE_BOUND_MS */
+    unsigned meta_cache_poll_ms;     /* CREDEX_STORE_METADATA_CACHE_POLL_MS */
 
     /* The edge's HTTP listener (docs/HTTP_API.md). */
     unsigned edge_http_threads;           /* CREDEX_EDGE_HTTP_THREADS 1..256, default 4 */

@@ -522,28 +522,22 @@ bool mdb_delete_many(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_
     return mdb_delete(m, c, coll, filter, true, err);
 }
 
-bool mdb_find_page(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
-                   const char *sortkey, const char *idkey, unsigned limit, mdb_row_fn row,
-                   void *ctx, bool *more, cx_error_t *err)
+/* The cursor loop of mdb_find_page and mdb_find_each: documents to row, at most limit of them
+ * (0: all); *more (may be NULL) tells whether another one followed the limit. */
+static bool mdb_find_rows(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                          const bson_t *opts, unsigned limit, mdb_row_fn row, void *ctx, bool *more,
+                          cx_error_t *err)
 {
-    bson_t opts = BSON_INITIALIZER, sort;
     bson_error_t berr;
     const bson_t *doc;
     unsigned n = 0;
     bool ok = true, next = false;
-    if (limit < 1)
-        return cx_error_set(err, CX_ERR_INTERNAL, "database read: page limit 0");
     if (!mdb_check_up(m, err))
         return false;
-    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
-    BSON_APPEND_INT32(&sort, sortkey, -1);
-    BSON_APPEND_INT32(&sort, idkey, -1);
-    bson_append_document_end(&opts, &sort);
-    BSON_APPEND_INT64(&opts, "limit", (int64_t)limit + 1);
     mongoc_collection_t *col = mdb_collection(m, c, coll);
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(col, filter, &opts, NULL);
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(col, filter, opts, NULL);
     while (ok && mongoc_cursor_next(cur, &doc)) {
-        if (n == limit) {
+        if (limit && n == limit) {
             next = true;
             break;
         }
@@ -552,12 +546,34 @@ bool mdb_find_page(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t 
     }
     if (ok && mongoc_cursor_error(cur, &berr))
         ok = mdb_fail(m, &berr, NULL, "database read", err);
-    if (ok)
+    if (ok && more)
         *more = next;
     mongoc_cursor_destroy(cur);
     mongoc_collection_destroy(col);
+    return ok;
+}
+
+bool mdb_find_page(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                   const char *sortkey, const char *idkey, unsigned limit, mdb_row_fn row,
+                   void *ctx, bool *more, cx_error_t *err)
+{
+    bson_t opts = BSON_INITIALIZER, sort;
+    if (limit < 1)
+        return cx_error_set(err, CX_ERR_INTERNAL, "database read: page limit 0");
+    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
+    BSON_APPEND_INT32(&sort, sortkey, -1);
+    BSON_APPEND_INT32(&sort, idkey, -1);
+    bson_append_document_end(&opts, &sort);
+    BSON_APPEND_INT64(&opts, "limit", (int64_t)limit + 1);
+    bool ok = mdb_find_rows(m, c, coll, filter, &opts, limit, row, ctx, more, err);
     bson_destroy(&opts);
     return ok;
+}
+
+bool mdb_find_each(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                   mdb_row_fn row, void *ctx, cx_error_t *err)
+{
+    return mdb_find_rows(m, c, coll, filter, NULL, 0, row, ctx, NULL, err);
 }
 
 /* ---- error mapping --------------------------------------------------------------------- */
@@ -639,7 +655,8 @@ bool mdb_error_map(const bson_error_t *berr, const bson_t *reply, const char *wh
     return cx_error_set(err, code, "%s: %s", what, berr ? berr->message : "unknown error");
 }
 
-/* ---- indexes (docs/DATA_MODEL.md, exactly) ------------------------------------------------------- */
+/* ---- indexes (docs/DATA_MODEL.md, exactly)
+ * ------------------------------------------------------- */
 
 typedef struct mdb_index_key {
     const char *field;

@@ -13,9 +13,13 @@
  *    network, server selection and timeouts -> unavailable, duplicate key (11000) ->
  *    conflict, anything else -> internal;
  *  - the operations services need (find one, insert, update with matched count, update
- *    returning the new document, delete, one page of a sorted query), each mapping its errors
+ *    returning the new document, delete, one page of a sorted query, every match of a bounded
+ *    query), each mapping its errors
  *    and keeping the down state below;
- *  - the indexes of the six credential collections (docs/DATA_MODEL.md, exactly) with mdb_init_indexes.
+ *  - the indexes of the six credential collections (docs/DATA_MODEL.md, exactly) with
+ * mdb_init_indexes;
+ *  - mdb_cache.h: a read-through cache of one collection's documents by _id, kept coherent by
+ *    a watcher thread within a stated bound.
  *
  * Down state. Pooled mongo-c clients retry server selection until serverSelectionTimeoutMS,
  * so without help every call would wait the full timeout while the database refuses
@@ -163,6 +167,11 @@ bool mdb_find_page(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t 
                    const char *sortkey, const char *idkey, unsigned limit, mdb_row_fn row,
                    void *ctx, bool *more, cx_error_t *err);
 
+/* Every document matching filter, in the server's order, handed to row (which may stop the
+ * query as above). No limit: for filters that bound the result themselves (a list of ids). */
+bool mdb_find_each(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                   mdb_row_fn row, void *ctx, cx_error_t *err);
+
 /* The cx code for a driver/server error (see header comment). reply (may be NULL) is the
  * server's reply document when there is one; it is consulted for write errors. Pure. */
 cx_code_t mdb_error_code(const bson_error_t *berr, const bson_t *reply);
@@ -181,8 +190,8 @@ bool mdb_error_map(const bson_error_t *berr, const bson_t *reply, const char *wh
  * "degraded: <collection>.<name>: <reason>"). */
 typedef void (*mdb_report_fn)(void *ctx, const char *line);
 
-/* Create the indexes of docs/DATA_MODEL.md on the six collections (creating the collections as a side
- * effect). Idempotent: existing identical indexes are left alone. When the server refuses (or
+/* Create the indexes of docs/DATA_MODEL.md on the six collections (creating the collections as a
+ * side effect). Idempotent: existing identical indexes are left alone. When the server refuses (or
  * silently drops) partialFilterExpression, as FerretDB 1.24 does, the index is created without
  * the filter only where that cannot break correctness, else skipped; either way a
  * "degraded: ..." line is reported and a warning logged. *ndegraded (may be NULL) counts them.

@@ -81,40 +81,71 @@ bool store_connect(store_ctx_t *x, cx_error_t *err)
     return x->c != NULL;
 }
 
-bool store_load_ref(store_ctx_t *x, const char *secret_id, store_ref_t *ref, cx_error_t *err)
+/* The metadata document of secret_id: from the cache when cached and it is on, else from the
+ * database. */
+static bool store_read_ref(store_ctx_t *x, const char *secret_id, bool cached, bson_t *doc,
+                           bool *found, cx_error_t *err)
 {
-    bson_t filter = BSON_INITIALIZER, doc;
-    bool found = false, ok;
+    x->ref_cached = false;
+    if (!store_connect(x, err))
+        return false;
+    if (cached && x->st->meta)
+        return mdb_cache_find(x->st->meta, x->c, secret_id, doc, found, &x->ref_cached, err);
+    bson_t filter = BSON_INITIALIZER;
     BSON_APPEND_UTF8(&filter, "_id", secret_id);
-    ok = store_connect(x, err) &&
-         mdb_find_one(x->st->db, x->c, MDB_COLL_SECRET_REFS, &filter, &doc, &found, err);
+    bool ok = mdb_find_one(x->st->db, x->c, MDB_COLL_SECRET_REFS, &filter, doc, found, err);
     bson_destroy(&filter);
-    if (!ok)
+    return ok;
+}
+
+static bool store_load_ref_as(store_ctx_t *x, const char *secret_id, bool cached, store_ref_t *ref,
+                              cx_error_t *err)
+{
+    bson_t doc;
+    bool found = false;
+    if (!store_read_ref(x, secret_id, cached, &doc, &found, err))
         return false;
     if (!found)
         return cx_error_set(err, CX_ERR_NOT_FOUND, "secret not found");
     store_ref_t r;
-    ok = store_ref_decode(x->arena, &doc, &r, err);
+    bool ok = store_ref_decode(x->arena, &doc, &r, err);
     bson_destroy(&doc);
-    if (!ok)
-        return false;
     /* A document inserted under this _id with another secret's metadata is not this secret. */
-    if (strcmp(r.meta->secret_id, secret_id) != 0)
-        return cx_error_set(err, CX_ERR_INTEGRITY,
-                            "stored secret metadata is malformed (secret_id)");
+    if (ok && strcmp(r.meta->secret_id, secret_id) != 0)
+        ok = cx_error_set(err, CX_ERR_INTEGRITY, "stored secret metadata is malformed (secret_id)");
+    if (!ok) {
+        /* Not kept for the next call: a document put right in the database reads right at once. */
+        mdb_cache_evict(x->st->meta, secret_id);
+        return false;
+    }
     *ref = r;
     x->owner = r.meta->owner;
     return true;
 }
 
-bool store_load_secret(store_ctx_t *x, store_ref_t *ref, cx_error_t *err)
+bool store_load_ref(store_ctx_t *x, const char *secret_id, store_ref_t *ref, cx_error_t *err)
 {
-    if (!store_load_ref(x, x->secret_id, ref, err))
+    return store_load_ref_as(x, secret_id, false, ref, err);
+}
+
+static bool store_load_secret_as(store_ctx_t *x, bool cached, store_ref_t *ref, cx_error_t *err)
+{
+    if (!store_load_ref_as(x, x->secret_id, cached, ref, err))
         return false;
     if (!store_peer_may_use(x->peer, ref->meta->kind, ref->meta->owner->owner_type))
         return cx_error_set(err, CX_ERR_PERMISSION_DENIED,
                             "this peer may not use secrets of this kind or owner");
     return true;
+}
+
+bool store_load_secret(store_ctx_t *x, store_ref_t *ref, cx_error_t *err)
+{
+    return store_load_secret_as(x, false, ref, err);
+}
+
+bool store_load_secret_cached(store_ctx_t *x, store_ref_t *ref, cx_error_t *err)
+{
+    return store_load_secret_as(x, true, ref, err);
 }
 
 const char *store_actor(const store_ctx_t *x)

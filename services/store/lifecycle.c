@@ -10,6 +10,10 @@
  * update of one ref selects it by _id (plus its conditions), which any MongoDB answers from the
  * primary key (and FerretDB's SQLite backend with credex's patch, tools/go/ferretdb/patches).
  *
+ * Every write of a secret's metadata is bracketed by store_ref_forget, so that Resolve, which
+ * may answer from the metadata cache (docs/DOCUMENT_CACHE.md), sees this replica's writes at
+ * once; other replicas see them within the cache's bound.
+ *
  * Each change is audited before it is answered (no record, no change); failures are audited
  * by the dispatch (dispatch.c), never here. While the database is down, the clean-ups below
  * fail at once (mdb) and what they would have removed is recovered later (store_create_replay,
@@ -99,6 +103,14 @@ out:
     return ok;
 }
 
+/* Called before and after every write of a secret's metadata document: the metadata cache
+ * drops the secret and refuses any fill that read it before the write. After, whatever the
+ * write answered: one that failed or timed out may still have been applied. */
+static void store_ref_forget(store_ctx_t *x, const char *secret_id)
+{
+    mdb_cache_evict(x->st->meta, secret_id);
+}
+
 /* Best effort: the caller already fails or cleans up. */
 static void store_delete_payload_id(store_ctx_t *x, const char *payload_id)
 {
@@ -117,12 +129,15 @@ static bool store_update_ref(store_ctx_t *x, const bson_t *sel, const bson_t *up
 {
     bson_t after;
     *matched = false;
-    if (!mdb_update_one_returning(x->st->db, x->c, MDB_COLL_SECRET_REFS, sel, upd, &after, matched,
-                                  err))
+    store_ref_forget(x, x->secret_id);
+    bool ok = mdb_update_one_returning(x->st->db, x->c, MDB_COLL_SECRET_REFS, sel, upd, &after,
+                                       matched, err);
+    store_ref_forget(x, x->secret_id);
+    if (!ok)
         return false;
     if (!*matched)
         return true;
-    bool ok = store_ref_decode(x->arena, &after, out, err);
+    ok = store_ref_decode(x->arena, &after, out, err);
     bson_destroy(&after);
     *matched = ok;
     return ok;
@@ -245,7 +260,10 @@ bool store_create(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMess
                          .now_ms = mdb_now_ms()};
     store_ref_encode(&n, &doc);
     have_doc = true;
-    if (!mdb_insert_one(x->st->db, x->c, MDB_COLL_SECRET_REFS, &doc, err)) {
+    store_ref_forget(x, sid);
+    bool inserted = mdb_insert_one(x->st->db, x->c, MDB_COLL_SECRET_REFS, &doc, err);
+    store_ref_forget(x, sid);
+    if (!inserted) {
         /* Lost a race with a concurrent replay of the same key: answer as a replay. */
         if (err->code == CX_ERR_CONFLICT && store_load_ref(x, sid, &ref, err))
             ok = store_create_replay(x, r, &ref, fp, err);
@@ -268,7 +286,9 @@ bool store_create(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMess
         store_delete_payload_id(x, pid);
         BSON_APPEND_UTF8(&f, "_id", sid);
         BSON_APPEND_UTF8(&f, "current_payload_id", pid);
+        store_ref_forget(x, sid);
         mdb_delete_one(x->st->db, x->c, MDB_COLL_SECRET_REFS, &f, &ignored);
+        store_ref_forget(x, sid);
         bson_destroy(&f);
         goto out;
     }
@@ -416,7 +436,9 @@ static void store_rotate_undo(store_ctx_t *x, const char *pid, uint32_t cur, con
     BSON_APPEND_INT64(&set, "current_version", cur);
     BSON_APPEND_UTF8(&set, "current_payload_id", cur_pid);
     bson_append_document_end(&upd, &set);
+    store_ref_forget(x, x->secret_id);
     mdb_update_one(x->st->db, x->c, MDB_COLL_SECRET_REFS, &sel, &upd, NULL, &ignored);
+    store_ref_forget(x, x->secret_id);
     bson_destroy(&sel);
     bson_destroy(&upd);
 }
@@ -490,7 +512,7 @@ bool store_rotate(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMess
         cx_error_set(err, CX_ERR_CONFLICT, "secret changed concurrently");
         goto out;
     }
-    /* Hygiene only (Resolve follows the live metadata to the new payload id anyway). */
+    /* Hygiene only (Resolve follows the metadata, forgotten above, to the new payload id). */
     store_payload_cache_evict_secret(x->st->payloads, x->secret_id);
     snprintf(ver, sizeof(ver), "%u", b.version);
     cx_kv_t attrs[] = {{"version", ver}, {"kind", b.kind}};
@@ -542,7 +564,7 @@ bool store_revoke(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMess
         bson_append_document_end(&upd, &set);
         if (!store_update_ref_current(x, &sel, &upd, &ref, err))
             goto out;
-        /* Hygiene only: Resolve reads the status live and refuses a revoked secret. */
+        /* Hygiene only: Resolve refuses a revoked secret from its metadata (forgotten above). */
         store_payload_cache_evict_secret(x->st->payloads, x->secret_id);
         cx_kv_t attrs[] = {{"note", r->reason}};
         if (!store_audit(x, "secret.revoked", CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_SUCCESS,

@@ -1,8 +1,10 @@
 /* store payload cache: decoded credential_encrypted_payloads documents by payload id, so that a
- * hot secret costs one database read (its metadata, always live) instead of two per Resolve.
+ * hot secret's Resolve reads no payload from the database (its metadata has a cache of its own,
+ * st->meta).
  *
  * Why this is safe: a payload document never changes under its payload id (a new version gets
- * a new id; delete marks the metadata first, which Resolve reads live). An entry is inserted
+ * a new id; delete marks the metadata first, which Resolve honours at once through this store
+ * and within the metadata cache's bound through another). An entry is inserted
  * only after its envelope opened, and Resolve redoes a retrieval from the database once when
  * anything fails after a hit (see resolve.c), so a cached copy can only ever give the value
  * that was authenticated when it was cached. The price: a document tampered with after it was

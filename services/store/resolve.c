@@ -1,8 +1,12 @@
 /*
  * store resolve: Resolve, the only place a secret is decrypted (store.proto). Every check that
- * can refuse happens before any unwrap or decrypt; the metadata is read from the database at
- * every call, never cached, so that a revoke, delete or rotation on any replica takes effect
- * at once. The use is on record before the material leaves: no record, no material.
+ * can refuse happens before any unwrap or decrypt. The metadata comes from the metadata cache
+ * (st->meta, docs/DOCUMENT_CACHE.md): a revoke, delete or rotation through this store takes
+ * effect at the very next call, one through another replica or made directly in the database
+ * within CREDEX_STORE_METADATA_CACHE_BOUND_MS (300 ms), and when the database cannot be read
+ * the cache stops answering. A failure after cached metadata is retried once from the
+ * database, whose answer is final. The use is on record before the material leaves: no
+ * record, no material.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,16 +133,17 @@ static bool store_open_stored(store_ctx_t *x, const store_bind_t *b, ProtobufCBi
     return opened;
 }
 
-bool store_resolve(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,
-                   cx_error_t *err)
+/* One attempt; cached: the metadata may come from the metadata cache. */
+static bool store_resolve_once(store_ctx_t *x, const Credex__V1__StoreResolveRequest *r,
+                               bool cached, ProtobufCMessage **reply, cx_error_t *err)
 {
-    const Credex__V1__StoreResolveRequest *r = (const Credex__V1__StoreResolveRequest *)request;
     store_ref_t ref;
     store_bind_t b;
     ProtobufCBinaryData value = {0};
     bool ok = false, opened = false;
 
-    if (!store_validate_resolve(r, x->peer, err) || !store_load_secret(x, &ref, err))
+    if (!store_validate_resolve(r, x->peer, err) ||
+        !(cached ? store_load_secret_cached(x, &ref, err) : store_load_secret(x, &ref, err)))
         goto out;
     if (r->expected_kind && r->expected_kind != ref.meta->kind) {
         cx_error_set(err, CX_ERR_NOT_FOUND, "secret not found");
@@ -178,4 +183,23 @@ out:
     if (!ok && value.data) /* opened, then refused (no audit record): not a moment longer */
         cx_crypto_wipe(value.data, value.len);
     return ok;
+}
+
+bool store_resolve(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                   cx_error_t *err)
+{
+    const Credex__V1__StoreResolveRequest *r = (const Credex__V1__StoreResolveRequest *)request;
+    if (store_resolve_once(x, r, true, reply, err))
+        return true;
+    /* Cached metadata may be behind a change made elsewhere (a delete through another replica
+     * removes the payloads it still points at): only the database may call the secret
+     * damaged. Nothing was audited or sent yet. */
+    if (!x->ref_cached || err->code != CX_ERR_INTEGRITY)
+        return false;
+    mdb_cache_evict(x->st->meta, x->secret_id);
+    cx_log_warn(rpc_call_correlation_id(x->call), "store.metadata_cache_retry",
+                CX_LOG_STR("secret_id", x->secret_id),
+                CX_LOG_STR("reason", cx_code_reason(err->code)));
+    cx_error_clear(err);
+    return store_resolve_once(x, r, false, reply, err);
 }

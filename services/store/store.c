@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 
+#include "common/log/cx_log.h"
 #include "common/svc/svc.h"
 #include "credex/v1/store.pb-c.h"
 #include "services/store/store_internal.h"
@@ -10,6 +11,21 @@
 /* Deny before decrypt is structural: only the policy gateway (and oauth, for connector client
  * secrets and provider token sets) may reach the store at all. */
 static const char *const store_peers[] = {"gateway", "oauth", NULL};
+
+/* The metadata cache started or stopped answering (its watcher thread): said once per change,
+ * so that an operator sees when every Resolve reads the database and why. */
+static void store_meta_state(void *ctx, bool enabled, const cx_error_t *why)
+{
+    const store_t *st = ctx;
+    if (enabled)
+        cx_log_info(NULL, "store.metadata_cache_enabled",
+                    CX_LOG_INT("bound_ms", st->cfg->meta_cache_bound_ms),
+                    CX_LOG_INT("poll_ms", st->cfg->meta_cache_poll_ms));
+    else
+        cx_log_warn(NULL, "store.metadata_cache_disabled",
+                    CX_LOG_STR("reason", cx_code_reason(why->code)),
+                    CX_LOG_STR("detail", why->message));
+}
 
 store_t *store_new(const cx_config_t *cfg, const store_keys_ops_t *keys, cx_error_t *err)
 {
@@ -49,16 +65,48 @@ store_t *store_new(const cx_config_t *cfg, const store_keys_ops_t *keys, cx_erro
         cx_error_set(err, CX_ERR_INTERNAL, "out of memory (payload cache, audit batch)");
         goto fail;
     }
+    if (cfg->meta_cache_max_entries) {
+        mdb_cache_options_t co = {.coll = MDB_COLL_SECRET_REFS,
+                                  .max_entries = cfg->meta_cache_max_entries,
+                                  .bound_ms = cfg->meta_cache_bound_ms,
+                                  .poll_ms = cfg->meta_cache_poll_ms,
+                                  .read = MDB_CACHE_READ_AUTO,
+                                  .on_state = store_meta_state,
+                                  .state_ctx = st};
+        if (!mdb_cache_new(&st->meta, st->db, &co, err))
+            goto fail;
+    }
     return st;
 fail:
     store_free(st);
     return NULL;
 }
 
+/* The metadata cache's counters, once at shutdown: what it saved (hits), what it cost the
+ * database (misses, watcher reads) and how often it had to stop. */
+static void store_meta_report(mdb_cache_t *meta)
+{
+    mdb_cache_stats_t s;
+    if (!meta)
+        return;
+    mdb_cache_stats(meta, &s);
+    cx_log_info(NULL, "store.metadata_cache_stats", CX_LOG_INT("hits", s.hits),
+                CX_LOG_INT("misses", s.misses), CX_LOG_INT("fills", s.fills),
+                CX_LOG_INT("stale_fills", s.stale), CX_LOG_INT("full", s.full),
+                CX_LOG_INT("evictions", s.evictions), CX_LOG_INT("expired", s.expired),
+                CX_LOG_INT("rounds", s.rounds), CX_LOG_INT("failed_rounds", s.failed_rounds),
+                CX_LOG_INT("watcher_reads", s.reads), CX_LOG_INT("watcher_queries", s.queries),
+                CX_LOG_STR("read_mode", s.mode == MDB_CACHE_READ_IN     ? "in"
+                                        : s.mode == MDB_CACHE_READ_EACH ? "each"
+                                                                        : "unknown"));
+}
+
 void store_free(store_t *st)
 {
     if (!st)
         return;
+    store_meta_report(st->meta);
+    mdb_cache_free(st->meta); /* its watcher reads through st->db */
     store_dek_cache_free(st->dek);
     store_payload_cache_free(st->payloads);
     store_audit_batch_free(st->audit);

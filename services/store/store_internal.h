@@ -30,6 +30,7 @@
 #include "common/crypto/cx_crypto.h"
 #include "common/error/cx_error.h"
 #include "common/mdb/mdb.h"
+#include "common/mdb/mdb_cache.h"
 #include "common/rpc/rpc.h"
 #include "credex/v1/store.pb-c.h"
 
@@ -160,9 +161,10 @@ size_t store_dek_cache_size(store_dek_cache_t *c);
 /* ---- payload cache ---------------------------------------------------------------------- */
 
 /* Decoded payload documents by payload id: ciphertext, nonce, tag, wrapped key and key
- * provider/id/version, never plaintext or data keys. Only an envelope that opened is put, and
- * the metadata is still read live at every Resolve (which also retries once from the database
- * when anything fails after a hit). Entries are cx_secret_t memory, wiped on eviction and free.
+ * provider/id/version, never plaintext or data keys. Only an envelope that opened is put; which
+ * payload Resolve opens is decided by the metadata (st->meta's bound), and Resolve retries once
+ * from the database when anything fails after a hit. Entries are cx_secret_t memory, wiped on
+ * eviction and free.
  * Thread-safe; each call holds the lock for a hash lookup (and a copy of one entry). */
 typedef struct store_payload_cache store_payload_cache_t;
 
@@ -248,6 +250,9 @@ typedef struct store {
     store_keys_ops_t keys;
     store_dek_cache_t *dek;
     store_payload_cache_t *payloads;
+    /* Metadata documents for Resolve (NULL when CREDEX_STORE_METADATA_CACHE_ENTRIES is 0).
+     * Every write of a secret's metadata evicts its id before and after (lifecycle.c). */
+    mdb_cache_t *meta;
     struct store_audit_batch *audit; /* store_audit_batch_t, below */
 } store_t;
 
@@ -350,6 +355,7 @@ typedef struct store_ctx {
     const Credex__V1__CallerContext *caller;
     const char *secret_id;
     const Credex__V1__Owner *owner;
+    bool ref_cached; /* the last metadata loaded came from st->meta, not the database */
 } store_ctx_t;
 
 typedef bool (*store_handler_fn)(store_ctx_t *x, const ProtobufCMessage *request,
@@ -363,6 +369,11 @@ bool store_load_ref(store_ctx_t *x, const char *secret_id, store_ref_t *ref, cx_
 /* The call's secret (x->secret_id), loaded as store_load_ref does, and refused as
  * permission_denied to a peer that may not touch its kind (store.proto). */
 bool store_load_secret(store_ctx_t *x, store_ref_t *ref, cx_error_t *err);
+/* store_load_secret through the metadata cache (st->meta, when on): the document may be up to
+ * CREDEX_STORE_METADATA_CACHE_BOUND_MS behind a change made elsewhere, never behind one made
+ * through this process; x->ref_cached tells whether the cache answered. For Resolve only: the
+ * lifecycle methods read live, since their conditional writes start from what they read. */
+bool store_load_secret_cached(store_ctx_t *x, store_ref_t *ref, cx_error_t *err);
 /* Who acted: the validated caller's user, else its service, else the peer. */
 const char *store_actor(const store_ctx_t *x);
 

@@ -11,9 +11,9 @@ URI SAN, an unknown identity) for the stack's CA.
 `api`: credex_api.Api on the session stack: generated stubs, dev JWTs, the UI / browser /
 agent-runtime callers, OpenFGA tuple writes and a MongoDB client (issue 4 tests).
 
-`nocache`: a private gateway + store pair on the session stack whose store has no data-key cache
-and no payload cache (every retrieval reads the payload and unwraps through keywrap): (gateway
-Instance, store Instance).
+`nocache`: a private gateway + store pair on the session stack whose store has no data-key cache,
+no payload cache and no metadata cache (every retrieval reads the metadata and the payload and
+unwraps through keywrap): (gateway Instance, store Instance).
 """
 
 from __future__ import annotations
@@ -93,18 +93,17 @@ def api(stack, tmp_path_factory):
 @pytest.fixture(scope="session")
 def nocache(stack):
     """A private gateway + store pair whose store caches neither data keys
-    (CREDEX_DEK_CACHE_MAX_ENTRIES=0) nor payload documents (CREDEX_PAYLOAD_CACHE_MAX_ENTRIES=0):
-    every retrieval reads the stored payload, unwraps its wrapped key through keywrap and opens
-    its ciphertext, so tampering with the database shows at the very next retrieval (a cached
-    key or payload, authenticated when it was cached, would serve the original value instead).
-    Yields (gateway Instance, store Instance)."""
-    store = stack.spawn("store", CREDEX_DEK_CACHE_MAX_ENTRIES="0", CREDEX_DEK_CACHE_TTL_MS="0",
-                        CREDEX_PAYLOAD_CACHE_MAX_ENTRIES="0")
-    stack.wait_healthy(store)
-    gateway = stack.spawn("gateway", CREDEX_STORE_ADDR=store.addr)
-    stack.wait_healthy(gateway)
+    (CREDEX_DEK_CACHE_MAX_ENTRIES=0) nor payload documents (CREDEX_PAYLOAD_CACHE_MAX_ENTRIES=0)
+    nor secret metadata (CREDEX_STORE_METADATA_CACHE_ENTRIES=0): every retrieval reads the
+    metadata and the stored payload, unwraps its wrapped key through keywrap and opens its
+    ciphertext, so tampering with the database shows at the very next retrieval (a cached key,
+    payload or metadata document, sound when it was cached, would serve the original value
+    instead, for its bound). Yields (gateway Instance, store Instance)."""
+    gateway, store = stack.spawn_pair(CREDEX_DEK_CACHE_MAX_ENTRIES="0", CREDEX_DEK_CACHE_TTL_MS="0",
+                                      CREDEX_PAYLOAD_CACHE_MAX_ENTRIES="0",
+                                      CREDEX_STORE_METADATA_CACHE_ENTRIES="0")
     yield gateway, store
-    codes = {"gateway": gateway.stop(), "store": store.stop()}
+    codes = stack.stop_pair(gateway, store)
     if codes != {"gateway": 0, "store": 0}:
         pytest.fail(f"nocache pair exit codes {codes}:\n{h.tail(gateway.log_path)}\n{h.tail(store.log_path)}",
                     pytrace=False)

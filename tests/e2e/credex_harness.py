@@ -299,6 +299,20 @@ class Stack:
         self.instances.append(inst)
         return inst
 
+    def spawn_pair(self, **store_env: str) -> tuple[Instance, Instance]:
+        """Another store (with store_env) and a gateway in front of it, both healthy:
+        (gateway, store). Stop them with stop_pair."""
+        store = self.spawn("store", **store_env)
+        self.wait_healthy(store)
+        gateway = self.spawn("gateway", CREDEX_STORE_ADDR=store.addr)
+        self.wait_healthy(gateway)
+        return gateway, store
+
+    @staticmethod
+    def stop_pair(gateway: Instance, store: Instance) -> dict[str, int]:
+        """Stop a pair of spawn_pair, gateway first; their exit codes by name."""
+        return {"gateway": gateway.stop(), "store": store.stop()}
+
     def wait_healthy(self, inst: Instance, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         last = None

@@ -365,3 +365,58 @@ def test_database_down_answers_at_once_and_resumes_within_a_second(outage):
     print(f"database down: slowest answers {slowest}; resumed {resumed:.3f}s after FerretDB listened")
     assert resumed < RESUME, f"service resumed {resumed:.3f}s after FerretDB listened again"
     assert api.agent(owner).retrieve(sid, intended_use="ci.deploy").value == value
+
+
+# The store's metadata cache (docs/DOCUMENT_CACHE.md) fails closed: it answers Resolve from memory
+# only while its watcher can read the database, and stops at once when a read fails or the store
+# knows the database is down, at the latest its bound after its last successful read.
+METADATA_BOUND = 0.3  # CREDEX_STORE_METADATA_CACHE_BOUND_MS of this stack (the default)
+
+
+def test_metadata_cache_stops_answering_when_the_database_is_gone(outage):
+    """A secret is served (its metadata cached and in use), then FerretDB stops. No retrieval
+    gets the value, and a retrieval for a use the secret does not allow, which store can refuse
+    only from the metadata, answers `unavailable` (the metadata cannot be read) from the bound
+    on, never `permission_denied` from memory; store logs that its cache stopped answering, and
+    that it answers again once FerretDB is back."""
+    stack, api, procs = outage
+    api.grant_retriever(x.AGENT)
+    owner = x.uid("cached-owner")
+    value = b"metadata-cache-outage-value"
+    sid = api.ui(owner).create(value, name="cached", allowed_uses=["ci.deploy"]).secret.secret_id
+    for _ in range(5):
+        assert api.agent(owner).retrieve(sid, intended_use="ci.deploy").value == value
+        time.sleep(0.03)
+    if "ferretdb" not in procs:  # (an earlier test may have restarted it already)
+        procs["ferretdb"] = Process(stack, "ferretdb")
+    proc = procs["ferretdb"]
+    log_from = len(stack.log_text("store"))
+    proc.stop()
+    gone = time.monotonic()
+    last_from_memory = None
+    try:
+        while time.monotonic() - gone < 3 * METADATA_BOUND:
+            retrieve_during_outage(api, owner, sid, [value])  # never the value
+            started = time.monotonic()
+            elapsed, err = timed_failure(lambda: api.agent(owner).retrieve(sid, timeout=DEADLINE))
+            assert value not in (err.details() or "").encode()
+            if x.reason(err) == "permission_denied":
+                last_from_memory = started - gone
+            else:
+                assert (err.code(), x.reason(err)) == (C.UNAVAILABLE, "unavailable"), x.describe(err)
+        print(f"database gone: last refusal decided from cached metadata {last_from_memory} s after "
+              f"FerretDB had stopped (bound {METADATA_BOUND} s)")
+        assert last_from_memory is None or last_from_memory < METADATA_BOUND
+        log = stack.log_text("store")[log_from:]
+        assert "store.metadata_cache_disabled" in log, "store did not say its cache stopped answering"
+    finally:
+        proc.start()
+    x.wait_until(lambda: "store.metadata_cache_enabled" in stack.log_text("store")[log_from:], RESUME_TIMEOUT,
+                 what="the metadata cache to answer again")
+
+    def served():
+        try:
+            return api.agent(owner).retrieve(sid, intended_use="ci.deploy", timeout=DEADLINE).value == value
+        except grpc.RpcError:
+            return False
+    x.wait_until(served, RESUME_TIMEOUT, interval=0.2, what="retrieval after FerretDB is back")

@@ -257,10 +257,10 @@ static void test_every_variable_set(void **state)
 static void test_every_documented_variable_is_read(void **state)
 {
     (void)state;
-    /* 66 variables in cx_config.h; a forgotten one would keep its default silently. */
+    /* 69 variables in cx_config.h; a forgotten one would keep its default silently. */
     fake_env_t env = {0};
     cx_config_t *cfg = load_ok(&env);
-    assert_int_equal(env.lookups, 66);
+    assert_int_equal(env.lookups, 69);
     cx_config_free(cfg);
 }
 
@@ -281,6 +281,9 @@ static void test_store_and_gateway_tuning(void **state)
     assert_int_equal(cfg->payload_cache_max_entries, 4096);
     assert_int_equal(cfg->payload_cache_ttl_ms, 300000);
     assert_int_equal(cfg->audit_batch_max, 64);
+    assert_int_equal(cfg->meta_cache_max_entries, 4096);
+    assert_int_equal(cfg->meta_cache_bound_ms, 300);
+    assert_int_equal(cfg->meta_cache_poll_ms, 100);
     assert_int_equal(cfg->jwks_timeout_ms, 3000);
     assert_string_equal(cfg->jwks_ca_file, "");
     cx_config_free(cfg);
@@ -415,6 +418,7 @@ static void test_integer_bounds(void **state)
         {"CREDEX_EDGE_HTTP_MAX_CONNECTIONS_PER_IP", 0, 65536},
         {"CREDEX_EDGE_HTTP_IDLE_TIMEOUT_S", 1, 3600},
         {"CREDEX_EDGE_HTTP_REQUEST_TIMEOUT_MS", 100, 600000},
+        {"CREDEX_STORE_METADATA_CACHE_ENTRIES", 0, 1000000},
     };
     for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
         char lo[32], hi[32], below[32], above[32], msg[CX_ERROR_MESSAGE_MAX];
@@ -457,6 +461,43 @@ static void test_deadline_default_above_cap(void **state)
     assert_null(cfg);
     assert_string_equal(err.message, "CREDEX_RPC_DEADLINE_MS: expected at most "
                                      "CREDEX_RPC_MAX_DEADLINE_MS (1000), got 2000");
+}
+
+/* The metadata cache's bound and poll period: each in its range, and the poll below the bound
+ * (an entry is confirmed once per poll at best). */
+static void test_metadata_cache_poll_below_bound(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *bound, *poll;
+        bool ok;
+    } cases[] = {{"20", "10", true},      {"60000", "30000", true}, {"300", "299", true},
+                 {"300", "300", false},   {"100", "200", false},    {"19", "10", false},
+                 {"60001", "100", false}, {"300", "9", false},      {"60000", "30001", false}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fake_env_t env = {0};
+        cx_config_t *cfg = NULL;
+        cx_error_t err;
+        env_set(&env, "CREDEX_STORE_METADATA_CACHE_BOUND_MS", cases[i].bound);
+        env_set(&env, "CREDEX_STORE_METADATA_CACHE_POLL_MS", cases[i].poll);
+        assert_int_equal(cx_config_load(&cfg, fake_getenv, &env, &err), cases[i].ok);
+        if (cases[i].ok) {
+            assert_int_equal(cfg->meta_cache_bound_ms, strtoul(cases[i].bound, NULL, 10));
+            assert_int_equal(cfg->meta_cache_poll_ms, strtoul(cases[i].poll, NULL, 10));
+            cx_config_free(cfg);
+        } else {
+            assert_null(cfg);
+            assert_non_null(strstr(err.message, "CREDEX_STORE_METADATA_CACHE_"));
+        }
+    }
+    fake_env_t env = {0};
+    cx_config_t *cfg = NULL;
+    cx_error_t err;
+    env_set(&env, "CREDEX_STORE_METADATA_CACHE_BOUND_MS", "100");
+    env_set(&env, "CREDEX_STORE_METADATA_CACHE_POLL_MS", "200");
+    assert_false(cx_config_load(&cfg, fake_getenv, &env, &err));
+    assert_string_equal(err.message, "CREDEX_STORE_METADATA_CACHE_POLL_MS: expected below "
+                                     "CREDEX_STORE_METADATA_CACHE_BOUND_MS (100), got 200");
 }
 
 static void test_edge_allowed_origins(void **state)
@@ -853,6 +894,7 @@ int main(void)
         cmocka_unit_test(test_bad_integer_messages),
         cmocka_unit_test(test_integer_bounds),
         cmocka_unit_test(test_deadline_default_above_cap),
+        cmocka_unit_test(test_metadata_cache_poll_below_bound),
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_edge_allowed_origins),
         cmocka_unit_test(test_edge_tls_pair),

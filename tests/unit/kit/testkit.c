@@ -5,12 +5,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -185,4 +188,130 @@ int64_t tk_mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- a FerretDB of a test's own ------------------------------------------------------------ */
+
+mdb_t *tk_mdb_open(const char *uri, const char *db, unsigned timeout_ms)
+{
+    mdb_t *m = NULL;
+    cx_error_t err;
+    mdb_options_t o = {.uri = uri,
+                       .db = db,
+                       .timeout_ms = timeout_ms,
+                       .write_majority = true,
+                       .pool_max = 16,
+                       .app_name = "credex-test"};
+    if (!mdb_open(&m, &o, &err))
+        fail_msg("mdb_open: %s", err.message);
+    return m;
+}
+
+bool tk_ferretdb_fixture_uri(char *out, size_t n)
+{
+    const char *dir = getenv("CREDEX_TEST_FERRETDB_DIR");
+    char path[600];
+    FILE *f;
+    if (!dir || !*dir) {
+        fprintf(stderr, "CREDEX_TEST_FERRETDB_DIR is not set (ctest's mdb_ferretdb fixture)\n");
+        return false;
+    }
+    snprintf(path, sizeof(path), "%s/uri", dir);
+    if (!(f = fopen(path, "r")) || !fgets(out, (int)n, f)) {
+        fprintf(stderr, "cannot read %s\n", path);
+        if (f)
+            fclose(f);
+        return false;
+    }
+    fclose(f);
+    out[strcspn(out, "\n")] = '\0';
+    return true;
+}
+
+void tk_ferretdb_start(tk_ferretdb_t *d)
+{
+    char sqlite[700], state[700], listen[64], log[700];
+    snprintf(sqlite, sizeof(sqlite), "--sqlite-url=file:%s/", d->dir);
+    snprintf(state, sizeof(state), "--state-dir=%s", d->dir);
+    snprintf(listen, sizeof(listen), "--listen-addr=127.0.0.1:%d", d->port);
+    snprintf(log, sizeof(log), "%s/ferretdb.log", d->dir);
+    char *argv[] = {d->bin,
+                    "--handler=sqlite",
+                    sqlite,
+                    state,
+                    listen,
+                    "--debug-addr=-",
+                    "--telemetry=disable",
+                    "--log-level=warn",
+                    NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    extern char **environ;
+    assert_int_equal(posix_spawn(&d->pid, d->bin, &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+}
+
+int64_t tk_ferretdb_wait_listening(tk_ferretdb_t *d)
+{
+    for (int i = 0; i < 5000; i++) {
+        if (tk_port_open("127.0.0.1", d->port))
+            return tk_mono_ms();
+        usleep(2000);
+    }
+    fail_msg("own FerretDB did not listen on %d", d->port);
+    return 0;
+}
+
+void tk_ferretdb_stop(tk_ferretdb_t *d)
+{
+    int status;
+    if (d->pid <= 0)
+        return;
+    kill(d->pid, SIGCONT);
+    kill(d->pid, SIGTERM);
+    waitpid(d->pid, &status, 0);
+    d->pid = 0;
+}
+
+void tk_ferretdb_freeze(tk_ferretdb_t *d)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)d->pid);
+    kill(d->pid, SIGSTOP);
+    for (int i = 0; i < 1000; i++) {
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f)
+            fclose(f);
+        buf[n] = '\0';
+        const char *close_paren = strrchr(buf, ')');
+        if (close_paren && close_paren[1] == ' ' && close_paren[2] == 'T')
+            return;
+        usleep(1000);
+    }
+    fail_msg("own FerretDB did not stop");
+}
+
+void tk_ferretdb_init(tk_ferretdb_t *d)
+{
+    static int seq;
+    char path[600];
+    FILE *f;
+    const char *fixture = getenv("CREDEX_TEST_FERRETDB_DIR");
+    if (!fixture || !*fixture)
+        fail_msg("CREDEX_TEST_FERRETDB_DIR is not set (ctest's mdb_ferretdb fixture)");
+    memset(d, 0, sizeof(*d));
+    snprintf(path, sizeof(path), "%s/bin", fixture);
+    assert_non_null(f = fopen(path, "r"));
+    assert_non_null(fgets(d->bin, sizeof(d->bin), f));
+    fclose(f);
+    d->bin[strcspn(d->bin, "\n")] = '\0';
+    snprintf(d->dir, sizeof(d->dir), "%s/own-%d-%d", fixture, (int)getpid(), seq++);
+    mkdir(d->dir, 0700);
+    d->port = tk_free_port("127.0.0.1");
+    snprintf(d->uri, sizeof(d->uri), "mongodb://127.0.0.1:%d/", d->port);
+    tk_ferretdb_start(d);
+    tk_ferretdb_wait_listening(d);
 }

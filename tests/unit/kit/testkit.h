@@ -8,7 +8,8 @@
  *  - the env file of tests/unit/fga/openfga-fixture (URL, STORE, MODEL, DEAD);
  *  - base64url without padding, for tokens and JWKS the tests build by hand;
  *  - a TLS file server (openssl s_server -WWW) with a test PKI certificate, free ports, whether
- *    a port listens, and a monotonic clock, for tests that start, stop and time processes.
+ *    a port listens, and a monotonic clock, for tests that start, stop and time processes;
+ *  - a FerretDB of a test's own, which it can stop, freeze and start again.
  *
  * Failures fail the running cmocka test (assertions), never return a half-made value.
  */
@@ -20,6 +21,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/mdb/mdb.h"
 #include "common/rpc/rpc.h"
 
 /* $CREDEX_TEST_PKI/<file>, in one of 64 rotating buffers (enough for every path one fixture
@@ -67,5 +69,33 @@ bool tk_port_open(const char *ip, int port);
 
 /* Milliseconds of CLOCK_MONOTONIC. */
 int64_t tk_mono_ms(void);
+
+/* An mdb on uri, database db: every timeout timeout_ms, w=majority, a pool of 16. */
+mdb_t *tk_mdb_open(const char *uri, const char *db, unsigned timeout_ms);
+
+/* The URI of the mdb_ferretdb ctest fixture's FerretDB ($CREDEX_TEST_FERRETDB_DIR/uri) into out;
+ * false, with a message on stderr, when it cannot be read (not run through ctest). For main(),
+ * before cmocka runs. */
+bool tk_ferretdb_fixture_uri(char *out, size_t n);
+
+/* A FerretDB of a test's own: the binary of the mdb_ferretdb ctest fixture
+ * ($CREDEX_TEST_FERRETDB_DIR/bin), in a folder of its own under the fixture's, on a fixed free
+ * port, so that it can be stopped and started again where the client under test expects it. */
+typedef struct tk_ferretdb {
+    char dir[600], bin[512], uri[64];
+    int port;
+    pid_t pid;
+} tk_ferretdb_t;
+
+/* Start a new one; returns once it accepts connections. */
+void tk_ferretdb_init(tk_ferretdb_t *d);
+/* Start it again (same folder, same port); returns at once (see tk_ferretdb_wait_listening). */
+void tk_ferretdb_start(tk_ferretdb_t *d);
+/* Wait until it accepts connections; returns that moment (tk_mono_ms), polled every 2 ms. */
+int64_t tk_ferretdb_wait_listening(tk_ferretdb_t *d);
+/* SIGTERM (after SIGCONT, in case it is frozen) and reap. No-op when not running. */
+void tk_ferretdb_stop(tk_ferretdb_t *d);
+/* SIGSTOP, returning once it has taken effect (kill returns before the target stops). */
+void tk_ferretdb_freeze(tk_ferretdb_t *d);
 
 #endif

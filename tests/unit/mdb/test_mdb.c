@@ -6,7 +6,6 @@
  * is tested against a FerretDB of the test's own (same binary, $CREDEX_TEST_FERRETDB_DIR/bin)
  * that it stops, freezes (SIGSTOP) and starts again on the same port.
  */
-#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,9 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,20 +25,10 @@
 
 static char uri[256];
 static char dbname[64];
-static char fixture_dir[512];
 
 static mdb_t *open_db(const char *u, unsigned timeout_ms)
 {
-    mdb_t *m = NULL;
-    cx_error_t err;
-    mdb_options_t o = {.uri = u,
-                       .db = dbname,
-                       .timeout_ms = timeout_ms,
-                       .write_majority = true,
-                       .pool_max = 4,
-                       .app_name = "test_mdb"};
-    assert_true(mdb_open(&m, &o, &err));
-    return m;
+    return tk_mdb_open(u, dbname, timeout_ms);
 }
 
 /* ---- pure ------------------------------------------------------------------------------ */
@@ -350,100 +336,6 @@ static void test_insert_many_refused(void **state)
 
 /* ---- the down state -------------------------------------------------------------------- */
 
-/* A FerretDB of this test's own on a fixed port, so that it can be stopped and started again
- * where the mdb under test expects it. */
-typedef struct own_db {
-    char dir[600], bin[512], uri[64];
-    int port;
-    pid_t pid;
-} own_db_t;
-
-static void own_db_start(own_db_t *d)
-{
-    char sqlite[700], state[700], listen[64], log[700];
-    snprintf(sqlite, sizeof(sqlite), "--sqlite-url=file:%s/", d->dir);
-    snprintf(state, sizeof(state), "--state-dir=%s", d->dir);
-    snprintf(listen, sizeof(listen), "--listen-addr=127.0.0.1:%d", d->port);
-    snprintf(log, sizeof(log), "%s/ferretdb.log", d->dir);
-    char *argv[] = {d->bin,
-                    "--handler=sqlite",
-                    sqlite,
-                    state,
-                    listen,
-                    "--debug-addr=-",
-                    "--telemetry=disable",
-                    "--log-level=warn",
-                    NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    extern char **environ;
-    assert_int_equal(posix_spawn(&d->pid, d->bin, &fa, NULL, argv, environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
-}
-
-/* Wait until it accepts connections; returns that moment (tk_mono_ms), polled every 2 ms. */
-static int64_t own_db_wait_listening(own_db_t *d)
-{
-    for (int i = 0; i < 5000; i++) {
-        if (tk_port_open("127.0.0.1", d->port))
-            return tk_mono_ms();
-        usleep(2000);
-    }
-    fail_msg("own FerretDB did not listen on %d", d->port);
-    return 0;
-}
-
-static void own_db_stop(own_db_t *d)
-{
-    int status;
-    if (d->pid <= 0)
-        return;
-    kill(d->pid, SIGCONT); /* in case a test froze it */
-    kill(d->pid, SIGTERM);
-    waitpid(d->pid, &status, 0);
-    d->pid = 0;
-}
-
-/* SIGSTOP, and wait until it has taken effect (kill returns before the target stops). */
-static void own_db_freeze(own_db_t *d)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)d->pid);
-    kill(d->pid, SIGSTOP);
-    for (int i = 0; i < 1000; i++) {
-        FILE *f = fopen(path, "r");
-        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-        if (f)
-            fclose(f);
-        buf[n] = '\0';
-        const char *close_paren = strrchr(buf, ')');
-        if (close_paren && close_paren[1] == ' ' && close_paren[2] == 'T')
-            return;
-        usleep(1000);
-    }
-    fail_msg("own FerretDB did not stop");
-}
-
-static void own_db_init(own_db_t *d)
-{
-    char path[600];
-    FILE *f;
-    memset(d, 0, sizeof(*d));
-    snprintf(path, sizeof(path), "%s/bin", fixture_dir);
-    assert_non_null(f = fopen(path, "r"));
-    assert_non_null(fgets(d->bin, sizeof(d->bin), f));
-    fclose(f);
-    d->bin[strcspn(d->bin, "\n")] = '\0';
-    snprintf(d->dir, sizeof(d->dir), "%s/own-%d", fixture_dir, (int)getpid());
-    mkdir(d->dir, 0700);
-    d->port = tk_free_port("127.0.0.1");
-    snprintf(d->uri, sizeof(d->uri), "mongodb://127.0.0.1:%d/", d->port);
-    own_db_start(d);
-    own_db_wait_listening(d);
-}
-
 /* Wait (bounded) until the state is down, e.g. after the database went away. */
 static void wait_down(mdb_t *m, int64_t bound_ms)
 {
@@ -500,18 +392,18 @@ static void test_refused_fails_fast(void **state)
 static void test_restart_resumes(void **state)
 {
     (void)state;
-    own_db_t d;
+    tk_ferretdb_t d;
     cx_error_t err;
     bson_t out;
     bool found = false;
-    own_db_init(&d);
+    tk_ferretdb_init(&d);
     mdb_t *m = open_db(d.uri, 3000);
     mongoc_client_t *held = mdb_client_pop(m, &err);
     assert_non_null(held);
     bson_t *doc = BCON_NEW("_id", BCON_UTF8("restart-1"));
     assert_true(mdb_insert_one(m, held, "mdb_restart", doc, &err));
 
-    own_db_stop(&d);
+    tk_ferretdb_stop(&d);
     int64_t t0 = tk_mono_ms();
     assert_false(mdb_find_one(m, held, "mdb_restart", doc, &out, &found, &err));
     assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
@@ -523,8 +415,8 @@ static void test_restart_resumes(void **state)
     assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
     assert_true(tk_mono_ms() - t0 < 100);
 
-    own_db_start(&d);
-    int64_t listening = own_db_wait_listening(&d), back = 0;
+    tk_ferretdb_start(&d);
+    int64_t listening = tk_ferretdb_wait_listening(&d), back = 0;
     while (!back && tk_mono_ms() - listening < 5000) {
         mongoc_client_t *c = mdb_client_pop(m, &err);
         if (c && mdb_find_one(m, c, "mdb_restart", doc, &out, &found, &err)) {
@@ -547,7 +439,7 @@ static void test_restart_resumes(void **state)
     bson_destroy(doc);
     mdb_client_push(m, held);
     mdb_close(m);
-    own_db_stop(&d);
+    tk_ferretdb_stop(&d);
 }
 
 /* A database that answers late but within the operations' timeout is not declared down by the
@@ -556,12 +448,12 @@ static void test_restart_resumes(void **state)
 static void test_slow_is_not_down(void **state)
 {
     (void)state;
-    own_db_t d;
+    tk_ferretdb_t d;
     cx_error_t err;
-    own_db_init(&d);
+    tk_ferretdb_init(&d);
     mdb_t *m = open_db(d.uri, 1500);
     assert_true(mdb_ping(m, &err));
-    own_db_freeze(&d);
+    tk_ferretdb_freeze(&d);
     int64_t t0 = tk_mono_ms();
     while (tk_mono_ms() - t0 < 900) { /* several probe periods, below the timeout */
         assert_true(mdb_is_up(m));
@@ -571,7 +463,7 @@ static void test_slow_is_not_down(void **state)
     assert_true(mdb_ping(m, &err));
     assert_true(mdb_is_up(m));
 
-    own_db_freeze(&d);
+    tk_ferretdb_freeze(&d);
     t0 = tk_mono_ms();
     assert_false(mdb_ping(m, &err)); /* the operation's own timeout */
     assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
@@ -588,7 +480,7 @@ static void test_slow_is_not_down(void **state)
            "thawed\n",
            (long long)hung, (long long)(tk_mono_ms() - t1));
     mdb_close(m);
-    own_db_stop(&d);
+    tk_ferretdb_stop(&d);
 }
 
 static const char *test_getenv(void *ctx, const char *name)
@@ -620,22 +512,9 @@ static void test_cmd_db(void **state)
 
 int main(void)
 {
-    const char *dir = getenv("CREDEX_TEST_FERRETDB_DIR");
-    char path[512];
-    FILE *f;
     snprintf(dbname, sizeof(dbname), "mdbtest_%d", (int)getpid());
-    if (!dir) {
-        fprintf(stderr, "CREDEX_TEST_FERRETDB_DIR is not set (ctest's mdb_ferretdb fixture)\n");
+    if (!tk_ferretdb_fixture_uri(uri, sizeof(uri)))
         return 1;
-    }
-    snprintf(fixture_dir, sizeof(fixture_dir), "%s", dir);
-    snprintf(path, sizeof(path), "%s/uri", dir);
-    if (!(f = fopen(path, "r")) || !fgets(uri, sizeof(uri), f)) {
-        fprintf(stderr, "cannot read %s\n", path);
-        return 1;
-    }
-    fclose(f);
-    uri[strcspn(uri, "\n")] = '\0';
     mdb_global_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_mapping),

@@ -113,6 +113,10 @@ static const char *fx_getenv(void *ctx, const char *name)
         return dbname;
     if (strcmp(name, "CREDEX_MONGO_TIMEOUT_MS") == 0)
         return "1500";
+    /* Off unless a test turns it on (test_metadata_cache): the other tests change documents
+     * behind the store's back and expect the very next call to see it. */
+    if (strcmp(name, "CREDEX_STORE_METADATA_CACHE_ENTRIES") == 0)
+        return "0";
     return NULL;
 }
 
@@ -1555,8 +1559,9 @@ static void test_payload_cache(void **state)
     assert_int_equal(s1.hits - s0.hits, 2);
     assert_true(cache_holds(F.st, pid));
 
-    /* The metadata is still read live: a revoke or delete by another replica (straight in the
-     * database, so this store's cache still holds the payload) is refused at once. */
+    /* With no metadata cache (the fixture's store), the metadata is read live: a revoke or
+     * delete by another replica (straight in the database, so this store's cache still holds
+     * the payload) is refused at once. */
     ref_set_status(id, "revoked");
     expect_resolve_fails(id, CX_ERR_FAILED_PRECONDITION);
     ref_set_status(id, "deleted");
@@ -1680,6 +1685,105 @@ static void test_payload_cache_retry(void **state)
     payload_set_bin(id, "ciphertext", ct, ctlen);
     expect_plain(id, "retry-value");
     F.kw.retired_len = 0;
+    rpc_arena_free(a);
+    alt_end(&alt);
+}
+
+/* Delete the payload documents of a secret, as another replica's DeleteSecret does after its
+ * tombstone. */
+static void payloads_delete(const char *secret_id)
+{
+    cx_error_t err;
+    mongoc_client_t *c = mdb_client_pop(F.st->db, &err);
+    bson_t *f = BCON_NEW("secret_id", BCON_UTF8(secret_id));
+    assert_true(mdb_delete_many(F.st->db, c, MDB_COLL_PAYLOADS, f, &err));
+    bson_destroy(f);
+    mdb_client_push(F.st->db, c);
+}
+
+/* Resolve until it fails with code, for at most twice the bound; returns how long after `since`
+ * (tk_mono_ms) the last successful Resolve had started (-1: none succeeded). */
+static int64_t resolve_until_refused(const char *id, cx_code_t code, int64_t since)
+{
+    int64_t last_ok = -1;
+    for (;;) {
+        cx_error_t err;
+        rpc_arena_t *a = rpc_arena_new(4096);
+        int64_t started = tk_mono_ms();
+        bool ok = resolve(F.gw, a, id, &err) != NULL;
+        rpc_arena_free(a);
+        if (ok)
+            last_ok = started - since;
+        else
+            assert_int_equal(err.code, code);
+        if (!ok || started - since > 600)
+            return last_ok;
+    }
+}
+
+/* The metadata cache on (the shipped defaults: bound 300 ms, poll 100 ms; payload cache off,
+ * so that every Resolve reads the payload document): Resolve answers the metadata from memory;
+ * this store's revoke is refused at the very next call; a delete by another replica (tombstone
+ * and payloads gone, straight in the database) is refused, never integrity_error, although the
+ * cached metadata still points at the vanished payload (the retry from the database); a revoke
+ * made straight in the database is refused by every Resolve that starts 300 ms after it. */
+static void test_metadata_cache(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    alt_t alt;
+    const char *const env[] = {"CREDEX_STORE_METADATA_CACHE_ENTRIES", "64",
+                               "CREDEX_PAYLOAD_CACHE_MAX_ENTRIES", "0", NULL};
+    store_t *st = alt_begin(&alt, env);
+    assert_non_null(st->meta);
+    rpc_arena_t *a = rpc_arena_new(4096);
+    mdb_cache_stats_t s0, s1;
+    int64_t t0 = tk_mono_ms();
+    do { /* its watcher's first round */
+        usleep(5000);
+        mdb_cache_stats(st->meta, &s0);
+    } while (!s0.enabled && tk_mono_ms() - t0 < 3000);
+    assert_true(s0.enabled);
+    char ids[3][STORE_ID_BUF];
+    for (int i = 0; i < 3; i++) {
+        char idem[32];
+        snprintf(idem, sizeof(idem), "mcache-%d", i);
+        Credex__V1__StoreCreateSecretResponse *c =
+            create(F.gw, a, "alice", idem, "M", "meta-cached-value", &err);
+        assert_non_null(c);
+        snprintf(ids[i], STORE_ID_BUF, "%s", c->secret->secret_id);
+    }
+    mdb_cache_stats(st->meta, &s0);
+    for (int i = 0; i < 3; i++) {
+        expect_plain(ids[0], "meta-cached-value");
+        expect_plain(ids[1], "meta-cached-value");
+    }
+    mdb_cache_stats(st->meta, &s1);
+    assert_true(s1.hits - s0.hits >= 3); /* answered from memory */
+
+    /* This store's revoke: refused at the very next Resolve. */
+    assert_non_null(simple("RevokeSecret", ids[0], &err, a));
+    expect_resolve_fails(ids[0], CX_ERR_FAILED_PRECONDITION);
+
+    /* Another replica deletes ids[1]: the cached metadata points at a payload that is gone. */
+    ref_set_status(ids[1], "deleted");
+    payloads_delete(ids[1]);
+    expect_resolve_fails(ids[1], CX_ERR_FAILED_PRECONDITION);
+    expect_resolve_fails(ids[1], CX_ERR_FAILED_PRECONDITION);
+
+    /* A revoke straight in the database, while the secret is in use. */
+    for (int i = 0; i < 5; i++) {
+        expect_plain(ids[2], "meta-cached-value");
+        usleep(20000);
+    }
+    ref_set_status(ids[2], "revoked");
+    int64_t written = tk_mono_ms();
+    int64_t last_ok = resolve_until_refused(ids[2], CX_ERR_FAILED_PRECONDITION, written);
+    printf("metadata cache: a revoke in the database was last missed by a Resolve that started "
+           "%lld ms after it (bound 300 ms)\n",
+           (long long)last_ok);
+    assert_true(last_ok < 300);
+    expect_resolve_fails(ids[2], CX_ERR_FAILED_PRECONDITION);
     rpc_arena_free(a);
     alt_end(&alt);
 }
@@ -2073,20 +2177,12 @@ static void test_real_keywrap(void **state)
 
 int main(void)
 {
-    const char *p = getenv("CREDEX_TEST_PKI"), *d = getenv("CREDEX_TEST_FERRETDB_DIR");
-    char path[600];
-    FILE *f;
-    if (!p || !d) {
-        fprintf(stderr, "CREDEX_TEST_PKI / CREDEX_TEST_FERRETDB_DIR unset (ctest fixtures)\n");
+    if (!getenv("CREDEX_TEST_PKI")) {
+        fprintf(stderr, "CREDEX_TEST_PKI is not set (ctest's rpc_pki fixture)\n");
         return 1;
     }
-    snprintf(path, sizeof(path), "%s/uri", d);
-    if (!(f = fopen(path, "r")) || !fgets(mongo_uri, sizeof(mongo_uri), f)) {
-        fprintf(stderr, "cannot read %s\n", path);
+    if (!tk_ferretdb_fixture_uri(mongo_uri, sizeof(mongo_uri)))
         return 1;
-    }
-    fclose(f);
-    mongo_uri[strcspn(mongo_uri, "\n")] = '\0';
     snprintf(dbname, sizeof(dbname), "storetest_%d", (int)getpid());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lifecycle),
@@ -2106,6 +2202,7 @@ int main(void)
         cmocka_unit_test(test_payload_cache),
         cmocka_unit_test(test_payload_cache_ttl_and_size),
         cmocka_unit_test(test_payload_cache_retry),
+        cmocka_unit_test(test_metadata_cache),
         cmocka_unit_test(test_audit_group_commit),
         cmocka_unit_test(test_audit_batch_one_and_down),
         cmocka_unit_test(test_audit_batch_isolation),
