@@ -179,6 +179,33 @@ static void corpus_log(void)
     emit(t, "url-credentials", "https://user:hunter2@example.com/path?token=abc123def456");
 }
 
+/* ---- fuzz_ssrf ------------------------------------------------------------------------------ */
+
+/* Hosts in each notation and class, and whole URLs, each allowed or one thing off. */
+static void corpus_ssrf(void)
+{
+    const char *t = "fuzz_ssrf";
+    emit(t, "dotted", "127.0.0.1");
+    emit(t, "decimal", "2130706433");
+    emit(t, "octal", "0177.0.0.01");
+    emit(t, "hex-short", "0x7f.1");
+    emit(t, "metadata-hex", "0xa9fea9fe");
+    emit(t, "public", "8.8.8.8");
+    emit(t, "cgnat", "100.64.0.1");
+    emit(t, "mapped", "[::ffff:127.0.0.1]");
+    emit(t, "mapped-hex", "[::ffff:a9fe:a9fe]");
+    emit(t, "nat64", "[64:ff9b::7f00:1]");
+    emit(t, "6to4", "[2002:7f00:1::]");
+    emit(t, "zone", "[fe80::1%25eth0]");
+    emit(t, "v6-public", "[2606:4700::1111]");
+    emit(t, "localhost", "api.LocalHost.");
+    emit(t, "name-numeric", "127.0.0.1.nip.io");
+    emit(t, "url", "https://github.com:443/login/oauth/access_token?x=1#f");
+    emit(t, "url-userinfo", "https://user:pass@example.com/");
+    emit(t, "url-http", "http://example.com/");
+    emit(t, "url-v6", "https://[::1]:8443/token");
+}
+
 /* ---- fuzz_identity -------------------------------------------------------------------------- */
 
 /* A certificate with the given URI SANs (NULL-terminated; none: no SAN extension), self-signed
@@ -1055,6 +1082,7 @@ int main(int argc, char **argv)
     }
     corpus_config();
     corpus_log();
+    corpus_ssrf();
     corpus_identity();
     corpus_wrapped_key();
     corpus_jwt();

@@ -37,6 +37,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/socket.h>
+
 #include "common/error/cx_error.h"
 
 #define CX_HTTP_RESPONSE_DEFAULT (1024 * 1024) /* body limit when options say 0 */
@@ -101,5 +103,85 @@ void cx_http_response_free(cx_http_response_t *resp);
 /* Connections opened since creation (new TCP connections, not requests), for tests and
  * benchmarks of connection reuse. Any thread. */
 uint64_t cx_http_connections_opened(cx_http_t *c);
+
+/* ---- SSRF screening of URLs given by users (cx_http_ssrf.c) ------------------------------------
+ *
+ * Connector URLs come from administrators and provider documents, so they must not be turned
+ * against the platform (docs/THREAT_MODEL.md). These checks are pure: no I/O, no resolution,
+ * no allocation; every function is reentrant and callable from any thread.
+ *
+ * What is here is the configuration-time half: the URL's shape (https, no userinfo), its host
+ * against an allow-list, and an IP literal in any notation a resolver accepts (decimal, octal,
+ * hex, short forms, IPv4 inside IPv6) classified against the IANA special-purpose registries.
+ * Next step, not built yet: the connect-time half, in cx_http_do for clients with an SSRF
+ * policy: resolve a name once, classify every address with cx_http_ip_classify, connect only to
+ * a checked address (CURLOPT_RESOLVE pinning, CURLOPT_OPENSOCKETFUNCTION checking the address
+ * actually connected to), so that a DNS answer that changes between check and connect cannot
+ * redirect a request; and never follow a redirect. */
+
+#define CX_HTTP_URL_MAX  2048 /* bytes of a URL given to cx_http_url_check */
+#define CX_HTTP_HOST_MAX 253  /* bytes of a host name (DNS limit) */
+
+/* Appended, never renumbered (they may reach logs and tests by name). */
+typedef enum cx_http_ip_class {
+    CX_HTTP_IP_PUBLIC = 0,        /* none of the below: may be connected to */
+    CX_HTTP_IP_UNSPECIFIED = 1,   /* 0.0.0.0/8 ("this network"), ::/128 */
+    CX_HTTP_IP_LOOPBACK = 2,      /* 127.0.0.0/8, ::1 */
+    CX_HTTP_IP_PRIVATE = 3,       /* 10/8, 172.16/12, 192.168/16 (RFC 1918) */
+    CX_HTTP_IP_LINK_LOCAL = 4,    /* 169.254/16 (cloud metadata 169.254.169.254), fe80::/10 */
+    CX_HTTP_IP_SHARED = 5,        /* 100.64/10, carrier-grade NAT (RFC 6598) */
+    CX_HTTP_IP_UNIQUE_LOCAL = 6,  /* fc00::/7 */
+    CX_HTTP_IP_MULTICAST = 7,     /* 224/4, ff00::/8 */
+    CX_HTTP_IP_BROADCAST = 8,     /* 255.255.255.255 */
+    CX_HTTP_IP_DOCUMENTATION = 9, /* 192.0.2/24, 198.51.100/24, 203.0.113/24, 2001:db8::/32,
+                                     3fff::/20 */
+    CX_HTTP_IP_BENCHMARK = 10,    /* 198.18/15, 2001:2::/48 */
+    CX_HTTP_IP_RESERVED = 11,     /* 192.0.0/24, 192.88.99/24, 240/4, 64:ff9b:1::/48, 100::/64,
+                                     2001::/23, 5f00::/16, fec0::/10, IPv4-compatible ::/96 with a
+                                     public IPv4, all IPv6 outside 2000::/3, unknown families */
+    CX_HTTP_IP_TEREDO = 12,       /* 2001::/32: the IPv4 it reaches is not checkable */
+    CX_HTTP_IP_CLASS_COUNT_       /* not a class; keep last */
+} cx_http_ip_class_t;
+
+/* The class of an AF_INET or AF_INET6 address (port and scope ignored). An IPv6 address that
+ * carries an IPv4 one (::ffff:0:0/96 mapped, ::/96 compatible, 64:ff9b::/96 NAT64, 2002::/16
+ * 6to4) has the class of that IPv4 address when it is not public. NULL or another family:
+ * CX_HTTP_IP_RESERVED. */
+cx_http_ip_class_t cx_http_ip_classify(const struct sockaddr *sa);
+
+/* Snake_case name of a class, e.g. "loopback", for logs and tests; never NULL ("reserved" for an
+ * out-of-range value). */
+const char *cx_http_ip_class_name(cx_http_ip_class_t c);
+
+typedef enum cx_http_host_kind {
+    CX_HTTP_HOST_NAME = 0,      /* a DNS name: checkable only once resolved */
+    CX_HTTP_HOST_IP = 1,        /* an IP literal, in addr */
+    CX_HTTP_HOST_LOCALHOST = 2, /* localhost or *.localhost (RFC 6761): loopback by definition */
+} cx_http_host_kind_t;
+
+typedef struct cx_http_host {
+    cx_http_host_kind_t kind;
+    struct sockaddr_storage addr; /* kind IP: AF_INET or AF_INET6, port 0; else zeroed */
+} cx_http_host_t;
+
+/* Read a URL's host (host[0..len), no port): an IPv6 literal in brackets (or bare), an IPv4
+ * literal in every notation inet_aton accepts (1 to 4 parts, each decimal, octal with a leading
+ * 0 or hex with 0x; the last part fills the remaining bytes: 2130706433, 0177.0.0.1, 0x7f.1,
+ * 127.1), localhost names, or a DNS name (letters, digits, '-', '_', '.'; ASCII only, so
+ * internationalised names must come as punycode). One trailing dot is ignored. A host whose
+ * last label is numeric (digits, or 0x and hex digits) must be an IPv4 literal, as URL parsers
+ * read it. False (*out untouched): CX_ERR_INVALID_ARGUMENT for an empty, over-long or malformed
+ * host; CX_ERR_SSRF_BLOCKED for an IPv6 zone id. Messages never quote the host. */
+bool cx_http_host_literal_parse(const char *host, size_t len, cx_http_host_t *out, cx_error_t *err);
+
+/* Screen a URL before it is stored or used: https only, no userinfo, a host, an optional port
+ * (1..65535), the host neither localhost nor an IP literal of a non-public class, and, when
+ * allow_list is non-NULL (a NULL-terminated array of host names, each exact or "*.suffix",
+ * compared without case and trailing dot), a host it names (an IP literal matches only its own
+ * text). Refused: CX_ERR_SSRF_BLOCKED; a URL that cannot be read (over CX_HTTP_URL_MAX, control
+ * characters, spaces, backslashes, non-ASCII bytes): CX_ERR_INVALID_ARGUMENT. Messages never
+ * quote the URL or its host. A name that passes may still resolve to a forbidden address: the
+ * connect-time check (see above) is still needed. */
+bool cx_http_url_check(const char *url, const char *const *allow_list, cx_error_t *err);
 
 #endif
