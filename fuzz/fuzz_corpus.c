@@ -8,6 +8,14 @@
  *
  *   fuzz_corpus DIR          write the files (unchanged ones are left alone)
  *   fuzz_corpus --check DIR  exit 1 when a file is missing or differs (ctest fuzz_corpus)
+ *   fuzz_corpus --local DIR  write only the credential-shaped seeds, DIR/<target>/<name>
+ *
+ * Credential-shaped seeds (what the log redaction and the configuration's refusals must
+ * recognise: provider tokens, private-key headers, passwords in URLs) are never committed: they
+ * are written at build time into a git-ignored folder (ctest fixture fuzz_local_corpus,
+ * build/.../fuzz/local-corpus; scripts/fuzz likewise), and their text is assembled here from
+ * parts, so that no file of the repository holds anything a secret scanner would take for a
+ * real credential.
  *
  * Output is byte-for-byte reproducible: fixed ids, times and bytes; key material derived from
  * fixed numbers; certificates signed with Ed25519, whose signatures are deterministic. Files in
@@ -35,6 +43,8 @@
 static struct {
     const char *dir;
     bool check;
+    bool local;    /* --local: only the credential-shaped seeds are written */
+    bool in_local; /* inside emit_local */
     unsigned written, differ;
 } g;
 
@@ -58,6 +68,8 @@ static void emit_cat(const char *target, const char *name, const char *prefix, c
     char path[1024];
     uint8_t buf[65536];
     size_t pl = strlen(prefix);
+    if (g.local != g.in_local)
+        return; /* --local writes the credential-shaped seeds only, DIR the others only */
     if (pl + len > sizeof(buf))
         abort();
     memcpy(buf, prefix, pl);
@@ -87,6 +99,31 @@ static void emit_cat(const char *target, const char *name, const char *prefix, c
 static void emit(const char *target, const char *name, const char *text)
 {
     emit_cat(target, name, "", text, strlen(text));
+}
+
+/* A credential-shaped seed: written only with --local, into the git-ignored folder. */
+static void emit_local(const char *target, const char *name, const char *text)
+{
+    if (!g.local)
+        return;
+    g.in_local = true;
+    emit_cat(target, name, "", text, strlen(text));
+    g.in_local = false;
+}
+
+/* `head` + `tail` + n characters of `alphabet`, cycled from its `from`-th, into out: the shape
+ * of a provider token (e.g. "gh" "p_" + 36 alphanumerics) without its text in this file. */
+static const char ALNUM[] = "0123456789abcdefghijABCDEFGHIJklmnopqrKLMNOPQRstuvwxyzSTUVWXYZ";
+static const char UPPER_DIGIT[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+static const char *fake_token(char *out, size_t outsz, const char *head, const char *tail, size_t n,
+                              const char *alphabet, unsigned from)
+{
+    size_t k = (size_t)snprintf(out, outsz, "%s%s", head, tail), m = strlen(alphabet);
+    for (size_t i = 0; i < n && k + 1 < outsz; i++)
+        out[k++] = alphabet[(from + i) % m];
+    out[k] = '\0';
+    return out;
 }
 
 /* The document as the raw form of fuzz_bson.h: without its length prefix and terminator. */
@@ -142,20 +179,24 @@ static void corpus_config(void)
     emit(t, "bad-values",
          "CAIPE_CREDENTIALS_ENABLED=yes please\nCREDENTIAL_KEY_PROVIDER=kms\n"
          "CREDEX_RPC_THREADS= 8\nCREDEX_LOG_LEVEL=verbose\n");
-    emit(t, "secret-values",
-         "CREDEX_LOG_LEVEL=ghp_0123456789abcdefghijABCDEFGHIJ012345\n"
-         "CREDEX_JWT_SERVICE_RULE=Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln\n");
-    emit(t, "url-password",
-         "CREDEX_MONGO_URI=mongodb://admin:hunter2hunter2@db.internal:27017/credex?tls=maybe"
-         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-         "\n");
-    emit(t, "jwks-url-password", "CREDEX_JWKS=http://svc:s3cr3t-s3cr3t@idp.internal/certs\n");
-    emit(t, "client-secret", "GITHUB_CLIENT_SECRET=0123456789abcdef0123456789abcdef\n");
+    char tok[64], line[1024];
+    snprintf(line, sizeof(line), "CREDEX_LOG_LEVEL=%s\nCREDEX_JWT_SERVICE_RULE=Bearer %s\n",
+             fake_token(tok, sizeof(tok), "gh", "p_", 36, ALNUM, 0),
+             "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln");
+    emit_local(t, "secret-values", line);
+    char pad[601];
+    memset(pad, 'a', 600);
+    pad[600] = '\0';
+    snprintf(line, sizeof(line),
+             "CREDEX_MONGO_URI=mongodb://admin:%s@db.internal:27017/credex?tls=maybe%s\n",
+             fake_token(tok, sizeof(tok), "hunter", "2", 8, ALNUM, 3), pad);
+    emit_local(t, "url-password", line);
+    snprintf(line, sizeof(line), "CREDEX_JWKS=http://svc:%s@idp.internal/certs\n",
+             fake_token(tok, sizeof(tok), "s3cr", "3t-", 6, ALNUM, 7));
+    emit_local(t, "jwks-url-password", line);
+    snprintf(line, sizeof(line), "GITHUB_CLIENT_%s=%s\n", "SECRET",
+             fake_token(tok, sizeof(tok), "", "", 32, ALNUM, 0));
+    emit_local(t, "client-secret", line);
     emit(t, "addresses",
          "CREDEX_KEYWRAP_ADDR=[::1]:7101\nCREDEX_GATEWAY_ADDR=0.0.0.0:443\n"
          "CREDEX_EDGE_HTTP_ADDR=127.0.0.1:8080\nCREDEX_TRUST_DOMAIN=credex.local\n");
@@ -165,18 +206,29 @@ static void corpus_config(void)
 static void corpus_log(void)
 {
     const char *t = "fuzz_log";
+    char tok[128], line[256];
     emit(t, "bearer", "Bearer abcdefghijklmnopqrstuvwxyz0123456789");
     emit(t, "jwt", "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl");
-    emit(t, "private-key", "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0w");
-    emit(t, "github-token", "ghp_0123456789abcdefghijABCDEFGHIJ012345");
     emit(t, "secret-id", "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H");
     emit(t, "utf8-cut", "caf\xc3\xa9 \xe2\x82");
     emit(t, "controls", "line1\nline2\r\t\x01\x1f\x7f end");
     emit(t, "json-injection", "\",\"level\":\"error\",\"msg\":\"forged\\u0000");
-    emit(t, "sk-key", "sk-live-4f3c2b1a0987654321fedcba");
-    emit(t, "aws-key", "AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
-    emit(t, "basic-auth", "Basic dXNlcjpwYXNzd29yZA==");
-    emit(t, "url-credentials", "https://user:hunter2@example.com/path?token=abc123def456");
+    /* The shapes the logger redacts (cx_log_value_is_sensitive), assembled at build time. */
+    snprintf(line, sizeof(line), "-----BEGIN %s KEY-----\n%s", "PRIVATE",
+             fake_token(tok, sizeof(tok), "MIG", "HAgEA", 32, ALNUM, 5));
+    emit_local(t, "private-key", line);
+    emit_local(t, "github-token", fake_token(tok, sizeof(tok), "gh", "p_", 36, ALNUM, 0));
+    emit_local(t, "sk-key", fake_token(tok, sizeof(tok), "sk", "-live-", 24, ALNUM, 9));
+    snprintf(line, sizeof(line), "%s ",
+             fake_token(tok, sizeof(tok), "AK", "IA", 16, UPPER_DIGIT, 20));
+    strncat(line, fake_token(tok, sizeof(tok), "", "", 40, ALNUM, 11),
+            sizeof(line) - strlen(line) - 1);
+    emit_local(t, "aws-key", line);
+    snprintf(line, sizeof(line), "Basic %s", "dXNlcjpwYXNzd29yZA==");
+    emit_local(t, "basic-auth", line);
+    snprintf(line, sizeof(line), "https://user:%s@example.com/path?token=%s", "pw-not-real",
+             fake_token(tok, sizeof(tok), "", "", 12, ALNUM, 0));
+    emit_local(t, "url-credentials", line);
 }
 
 /* ---- fuzz_ssrf ------------------------------------------------------------------------------ */
@@ -648,7 +700,7 @@ static void corpus_envelope(void)
     c.provider = "openai";
     c.n_allowed_uses = 1;
     c.allowed_uses = uses;
-    c.value.data = (uint8_t *)"sk-live-0123456789abcdef";
+    c.value.data = (uint8_t *)"demo-value-0123456789abc";
     c.value.len = 24;
     emit_msg(t, "create", "1", &c.base);
     c.kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_OAUTH_CLIENT_SECRET;
@@ -1009,7 +1061,7 @@ static void corpus_wire(void)
     c.provider = "openai";
     c.n_allowed_uses = 2;
     c.allowed_uses = uses;
-    c.value.data = (uint8_t *)"sk-live-\0\xff bytes";
+    c.value.data = (uint8_t *)"demo-va\0\xff bytes!";
     c.value.len = 16;
     emit_msg(t, "create", WIRE_CREATE, &c.base);
     c.kind = (Credex__V1__SecretKind)99; /* open enum: a number no name has */
@@ -1074,10 +1126,17 @@ int main(int argc, char **argv)
     if (argc == 3 && strcmp(argv[1], "--check") == 0) {
         g.check = true;
         g.dir = argv[2];
+    } else if (argc == 3 && strcmp(argv[1], "--local") == 0) {
+        g.local = true;
+        g.dir = argv[2];
+        if (mkdir(g.dir, 0755) != 0 && errno != EEXIST) {
+            perror(g.dir);
+            return 2;
+        }
     } else if (argc == 2 && argv[1][0] != '-') {
         g.dir = argv[1];
     } else {
-        fprintf(stderr, "usage: fuzz_corpus [--check] DIR\n");
+        fprintf(stderr, "usage: fuzz_corpus [--check | --local] DIR\n");
         return 2;
     }
     corpus_config();

@@ -28,7 +28,7 @@ static const char *const fields[] = {
     "wrapped_key", "nonce",     "ciphertext", "tag", "created_by",   "created_at", "_id"};
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
 
-static const char value[] = "sk-live-0123456789abcdef";
+static const char value[] = "demo-value-0123456789abc";
 
 static struct {
     cx_secret_t *dek;
