@@ -8,30 +8,10 @@
 #include "common/log/cx_log.h"
 #include "services/store/store_internal.h"
 
-/* TODO(cx_code_is_denial): use common/error's cx_code_is_denial once it is merged; this copy
- * must give the same answers until then. */
-static bool store_code_is_denial(cx_code_t code)
-{
-    switch (code) {
-    case CX_ERR_UNAUTHENTICATED:
-    case CX_ERR_PERMISSION_DENIED:
-    case CX_ERR_NOT_FOUND:
-    case CX_ERR_INVALID_ARGUMENT:
-    case CX_ERR_BROWSER_DENIED:
-    case CX_ERR_FAILED_PRECONDITION:
-    case CX_ERR_SSRF_BLOCKED:
-    case CX_ERR_FEATURE_DISABLED:
-    case CX_ERR_RESOURCE_EXHAUSTED:
-        return true;
-    default:
-        return false;
-    }
-}
-
 Credex__V1__AuditOutcome store_failure_outcome(cx_code_t code)
 {
-    return store_code_is_denial(code) ? CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_DENIED
-                                      : CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_FAILED;
+    return cx_code_is_denial(code) ? CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_DENIED
+                                   : CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_FAILED;
 }
 
 bool store_audit(store_ctx_t *x, const char *event_type, Credex__V1__AuditOutcome outcome,
