@@ -541,6 +541,12 @@ static const cx_config_var_t cx_config_vars[] = {
            "comma-separated origins scheme://host[:port] (http or https, lower case, no path, no "
            "default port), at most 32"),
     CX_BOOL("CREDEX_EDGE_ALLOW_SAME_SITE", edge_allow_same_site, false),
+    CX_STR("CREDEX_OAUTH_CA_FILE", oauth_ca_file, "", NULL, NULL),
+    CX_STR("CREDEX_OAUTH_ALLOWED_HOSTS", oauth_allowed_hosts, "", NULL, NULL),
+    CX_STR("CREDEX_OAUTH_TEST_CONNECT_TO", oauth_test_connect_to, "", NULL, NULL),
+    CX_UNSIGNED("CREDEX_OAUTH_HTTP_TIMEOUT_MS", oauth_http_timeout_ms, 100, 60000, 10000),
+    CX_SIZE("CREDEX_OAUTH_HTTP_MAX_RESPONSE_BYTES", oauth_http_max_response_bytes, 1024, 16777216,
+            1048576),
 };
 
 static bool cx_config_load_var(cx_config_t *cfg, const cx_config_var_t *var, const char *value,

@@ -121,6 +121,14 @@ typedef struct cx_config {
     char edge_allowed_origins[2048];      /* CREDEX_EDGE_ALLOWED_ORIGINS, default "" (none) */
     bool edge_allow_same_site;            /* CREDEX_EDGE_ALLOW_SAME_SITE, default false */
 
+    /* Outbound calls of oauth to OAuth providers (docs/OAUTH_CONNECTORS.md). */
+    char oauth_ca_file[512];          /* CREDEX_OAUTH_CA_FILE, default "" (system trust store) */
+    char oauth_allowed_hosts[2048];   /* CREDEX_OAUTH_ALLOWED_HOSTS, comma list, default "" (any) */
+    char oauth_test_connect_to[2048]; /* CREDEX_OAUTH_TEST_CONNECT_TO, default "" (none); refused
+                                         with CREDEX_PRODUCTION=true */
+    unsigned oauth_http_timeout_ms;   /* CREDEX_OAUTH_HTTP_TIMEOUT_MS 100..60000, default 10000 */
+    size_t oauth_http_max_response_bytes; /* CREDEX_OAUTH_HTTP_MAX_RESPONSE_BYTES, def. 1 MiB */
+
     /* Service tokens and user tokens (docs/IDENTITY.md). */
     cx_jwt_service_rule_t jwt_service_rule; /* CREDEX_JWT_SERVICE_RULE, default client_claim */
     char jwt_client_claim[64];              /* CREDEX_JWT_CLIENT_CLAIM, default "client_id" */

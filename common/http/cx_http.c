@@ -69,6 +69,11 @@ cx_http_t *cx_http_new(const cx_http_options_t *opts, cx_error_t *err)
                      strerror(errno));
         return NULL;
     }
+    if (opts->ssrf) {
+        /* The connect-time half is being built; until then no client may claim the policy. */
+        cx_error_set(err, CX_ERR_UNIMPLEMENTED, "%s: the SSRF policy is not implemented yet", name);
+        return NULL;
+    }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         cx_error_set(err, CX_ERR_INTERNAL, "cannot initialise libcurl");
         return NULL;

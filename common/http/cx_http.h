@@ -47,6 +47,29 @@
 
 typedef struct cx_http cx_http_t;
 
+struct addrinfo;
+
+/* The connect-time SSRF policy of a client that calls URLs given by users (OAuth providers).
+ * With one, every request: screens its URL as cx_http_url_check does (with allow_hosts);
+ * resolves the host once and refuses (CX_ERR_SSRF_BLOCKED, nothing sent) when any address is
+ * not CX_HTTP_IP_PUBLIC; connects only to a checked address (pinned: libcurl never resolves the
+ * name again, and the address of the socket it opens is checked once more); never follows a
+ * redirect (a 3xx is returned as it is); never uses a proxy from the environment.
+ *
+ * connect_to is the override for tests and development only: entries
+ * "host:port:127.0.0.1:port2" (or "[::1]") send requests for host:port to that loopback address
+ * and port instead, with TLS still verified for host; such a host is exempt from the
+ * address checks, and nothing else is. The configuration refuses it in production mode.
+ * resolve/resolve_free replace getaddrinfo/freeaddrinfo (tests: a resolver whose answer changes
+ * between calls). All strings and arrays are copied by cx_http_new. */
+typedef struct cx_http_ssrf {
+    const char *const *allow_hosts; /* NULL-terminated "name" or "*.suffix"; NULL: any host */
+    const char *const *connect_to;  /* NULL-terminated override entries; NULL: none */
+    int (*resolve)(void *ctx, const char *host, const char *port, struct addrinfo **res);
+    void (*resolve_free)(void *ctx, struct addrinfo *res);
+    void *resolve_ctx;
+} cx_http_ssrf_t;
+
 typedef struct cx_http_options {
     const char *name;            /* who is called, for messages: "policy service", "JWKS" */
     bool allow_http;             /* plain http:// allowed: configured internal endpoints only */
@@ -56,6 +79,8 @@ typedef struct cx_http_options {
     size_t max_response_bytes;   /* response body limit; 0: CX_HTTP_RESPONSE_DEFAULT */
     unsigned max_redirects;      /* 0: a 3xx is returned as it is, never followed */
     unsigned pool_max;           /* idle handles (and connections) kept; 0: 16 */
+    const cx_http_ssrf_t *ssrf;  /* non-NULL: the SSRF policy above (max_redirects must be 0 and
+                                    allow_http false, else cx_http_new fails) */
 } cx_http_options_t;
 
 /* Strings are copied. CX_ERR_INVALID_ARGUMENT when ca_file is set but cannot be read (found at
