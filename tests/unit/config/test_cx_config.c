@@ -129,6 +129,11 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->edge_tls_key, "");
     assert_string_equal(cfg->edge_allowed_origins, "");
     assert_false(cfg->edge_allow_same_site);
+    assert_string_equal(cfg->oauth_ca_file, "");
+    assert_string_equal(cfg->oauth_allowed_hosts, "");
+    assert_string_equal(cfg->oauth_test_connect_to, "");
+    assert_int_equal(cfg->oauth_http_timeout_ms, 10000);
+    assert_int_equal(cfg->oauth_http_max_response_bytes, 1048576);
     cx_config_free(cfg);
 }
 
@@ -202,6 +207,10 @@ static void test_every_variable_set(void **state)
     env_set(&env, "CREDEX_EDGE_HTTP_TLS_KEY", "/etc/credex/edge-https.key");
     env_set(&env, "CREDEX_EDGE_ALLOWED_ORIGINS", "https://ui.example, http://localhost:3000");
     env_set(&env, "CREDEX_EDGE_ALLOW_SAME_SITE", "true");
+    env_set(&env, "CREDEX_OAUTH_CA_FILE", "/etc/credex/providers-ca.pem");
+    env_set(&env, "CREDEX_OAUTH_ALLOWED_HOSTS", "github.com,*.atlassian.com");
+    env_set(&env, "CREDEX_OAUTH_HTTP_TIMEOUT_MS", "60000");
+    env_set(&env, "CREDEX_OAUTH_HTTP_MAX_RESPONSE_BYTES", "1024");
 
     cx_config_t *cfg = load_ok(&env);
     assert_true(cfg->credentials_enabled);
@@ -251,16 +260,20 @@ static void test_every_variable_set(void **state)
     assert_string_equal(cfg->edge_tls_key, "/etc/credex/edge-https.key");
     assert_string_equal(cfg->edge_allowed_origins, "https://ui.example, http://localhost:3000");
     assert_true(cfg->edge_allow_same_site);
+    assert_string_equal(cfg->oauth_ca_file, "/etc/credex/providers-ca.pem");
+    assert_string_equal(cfg->oauth_allowed_hosts, "github.com,*.atlassian.com");
+    assert_int_equal(cfg->oauth_http_timeout_ms, 60000);
+    assert_int_equal(cfg->oauth_http_max_response_bytes, 1024);
     cx_config_free(cfg);
 }
 
 static void test_every_documented_variable_is_read(void **state)
 {
     (void)state;
-    /* 69 variables in cx_config.h; a forgotten one would keep its default silently. */
+    /* 74 variables in cx_config.h; a forgotten one would keep its default silently. */
     fake_env_t env = {0};
     cx_config_t *cfg = load_ok(&env);
-    assert_int_equal(env.lookups, 69);
+    assert_int_equal(env.lookups, 74);
     cx_config_free(cfg);
 }
 
