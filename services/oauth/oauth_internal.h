@@ -1,0 +1,169 @@
+/*
+ * oauth internals shared by its files (not a public header). The boundaries:
+ *
+ *   providers.c  the built-in provider descriptors: data, not code paths (one table row per
+ *                provider; every quirk is a field that the generic OAuth code reads)
+ *   validate.c   a connector as an admin gives it -> a checked, normalised oauth_connector_t,
+ *                or invalid_argument / ssrf_blocked naming the field (pure: no I/O)
+ *   discovery.c  RFC 8414 / OpenID discovery of a custom connector's endpoints over the
+ *                provider HTTP client (common/http with the SSRF policy)
+ *   bootstrap_env.c  the <PROVIDER>_* variables -> connector specs (pure: a getenv function)
+ *   connectors.c the oauth_connectors collection and the credex.v1.Connectors handlers
+ *                (documents, uniqueness, client secrets through store, audit through store)
+ *   bootstrap.c  start-up creation or update of the built-in connectors from the specs
+ *   oauth.c      setup/cleanup and registration
+ *
+ * Pure modules (providers, validate, bootstrap_env) allocate nothing they do not document and
+ * are reentrant. Strings in oauth_connector_t are owned by the struct (oauth_connector_clear).
+ */
+#ifndef CREDEX_SERVICES_OAUTH_OAUTH_INTERNAL_H
+#define CREDEX_SERVICES_OAUTH_OAUTH_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/config/cx_config.h"
+#include "common/error/cx_error.h"
+#include "common/http/cx_http.h"
+#include "credex/v1/oauth.pb-c.h"
+
+#define OAUTH_SCOPES_MAX      64 /* scopes of one connector */
+#define OAUTH_AUTH_PARAMS_MAX 16 /* extra authorization-request parameters */
+
+/* ---- built-in providers (providers.c) ------------------------------------------------------ */
+
+typedef enum oauth_client_auth {
+    OAUTH_CLIENT_AUTH_POST = 0,  /* client_secret_post: id and secret in the form body */
+    OAUTH_CLIENT_AUTH_BASIC = 1, /* client_secret_basic: HTTP Basic (RFC 6749 2.3.1) */
+} oauth_client_auth_t;
+
+typedef struct oauth_param {
+    const char *name;
+    const char *value;
+} oauth_param_t;
+
+/* One built-in provider. Every URL is absolute https, except for providers with
+ * base_url_configurable, whose *_path fields are appended to the connector's base URL (a
+ * self-managed GitLab); the descriptor's base_url is then the public default. */
+typedef struct oauth_provider {
+    const char *key;          /* "github", "atlassian", "webex", "pagerduty", "gitlab" */
+    const char *display_name; /* "GitHub" */
+    const char *env_prefix;   /* bootstrap variables: "GITHUB", "CONFLUENCE", ... */
+    bool base_url_configurable;
+    const char *base_url; /* base_url_configurable: the default base, e.g. https://gitlab.com */
+    const char *authorization_url; /* or the path after base_url */
+    const char *token_url;
+    const char *revocation_url; /* NULL: the provider offers no revocation */
+    const char *userinfo_url;   /* the account-identity endpoint */
+    const char *resources_url;  /* NULL, or where the token's resources are listed (Atlassian
+                                   accessible-resources: the sites the token reaches) */
+    const char *default_scopes; /* space-separated; NULL when scopes must come from config */
+    bool scopes_required;       /* no usable default: <PREFIX>_SCOPES or the admin must say */
+    const char *scope_separator; /* in the authorization request: " " (RFC 6749) or "," */
+    bool pkce_s256;
+    oauth_client_auth_t client_auth;
+    bool token_accept_json;   /* send Accept: application/json to the token endpoint (GitHub
+                                 answers form-encoded otherwise) */
+    bool token_error_in_200;  /* errors may come with HTTP 200 and an "error" field (GitHub) */
+    bool supports_refresh;    /* issues refresh tokens (for some, only when configured so) */
+    bool rotates_refresh_tokens; /* each refresh returns a new refresh token, the old one dies */
+    bool requires_provider_resource; /* callers name a site (Atlassian cloud id) */
+    const char *account_id_field;    /* in the identity reply, e.g. "id", "account_id" */
+    const char *account_name_field;  /* e.g. "login", "name", "email" */
+    const oauth_param_t *authorization_params; /* {NULL, NULL}-terminated; may be NULL */
+    const char *docs_url; /* the provider's public documentation of its OAuth app setup */
+} oauth_provider_t;
+
+/* The descriptor of key, NULL when none. */
+const oauth_provider_t *oauth_provider_find(const char *key);
+/* All descriptors, in a stable order; *n receives their count. */
+const oauth_provider_t *oauth_providers(size_t *n);
+/* The reply of ListBuiltinProviders for descriptor p, allocated in call's arena-free heap with
+ * protobuf-c's default allocator (free with protobuf_c_message_free_unpacked). */
+Credex__V1__BuiltinProvider *oauth_provider_to_proto(const oauth_provider_t *p);
+
+/* ---- a connector, checked (validate.c) ----------------------------------------------------- */
+
+/* The configuration part of a connector (what an admin gives); ids, status, times and the
+ * client secret's id live in the document (connectors.c). */
+typedef struct oauth_connector {
+    char *provider_key;
+    Credex__V1__ConnectorType type;
+    char *display_name;
+    char *client_id;
+    char *authorization_url, *token_url, *userinfo_url, *revocation_url, *issuer_url;
+    char *redirect_uri;
+    char *scopes[OAUTH_SCOPES_MAX];
+    size_t nscopes;
+    char *account_id_field, *account_name_field;
+    bool refresh_enabled;
+    int64_t refresh_before_expiry_ms;
+    oauth_param_t auth_params[OAUTH_AUTH_PARAMS_MAX]; /* owned copies */
+    size_t nauth_params;
+    oauth_client_auth_t client_auth; /* custom: from the request; built-in: the descriptor's */
+} oauth_connector_t;
+
+/* What validation may consult. */
+typedef struct oauth_validate_env {
+    const char *const *allow_hosts;         /* CREDEX_OAUTH_ALLOWED_HOSTS split; NULL: any */
+    const char *const *test_connect_hosts;  /* hosts named by CREDEX_OAUTH_TEST_CONNECT_TO */
+    bool production;                        /* redirect URIs must be https */
+} oauth_validate_env_t;
+
+/* Check and normalise an admin's connector (Create: the whole of in; Update: in is the stored
+ * connector with the masked fields replaced) into *out (zeroed first; clear it). Built-in:
+ * endpoints come from the descriptor (or its base URL), scopes default to the descriptor's.
+ * Custom: every URL passes cx_http_url_check (ssrf_blocked), provider_key is a slug
+ * [a-z0-9-]{1,32} that is no built-in key, authorization_params cannot override the reserved
+ * parameters. Failures name the field, never the value. */
+bool oauth_connector_validate(const Credex__V1__Connector *in, const oauth_validate_env_t *env,
+                              oauth_connector_t *out, cx_error_t *err);
+/* Free what *c owns and zero it. NULL-safe. */
+void oauth_connector_clear(oauth_connector_t *c);
+
+/* ---- discovery (discovery.c) ------------------------------------------------------------- */
+
+typedef struct oauth_discovered {
+    char *issuer, *authorization_url, *token_url, *userinfo_url, *revocation_url, *jwks_uri;
+    bool pkce_s256;           /* code_challenge_methods_supported lists S256 (or is absent) */
+    bool auth_basic, auth_post; /* token_endpoint_auth_methods_supported (absent: basic) */
+    bool iss_parameter;       /* authorization_response_iss_parameter_supported (RFC 9207) */
+} oauth_discovered_t;
+
+/* Parse a discovery document (JSON) fetched for `issuer`: the document's issuer must equal the
+ * configured one exactly (else invalid_argument "issuer mismatch"), every endpoint must pass
+ * cx_http_url_check with allow_hosts. Pure. */
+bool oauth_discovery_parse(const char *issuer, const char *body, size_t len,
+                           const char *const *allow_hosts, oauth_discovered_t *out,
+                           cx_error_t *err);
+/* Fetch <issuer>/.well-known/openid-configuration (OIDC) or the RFC 8414 location
+ * (/.well-known/oauth-authorization-server inserted before the issuer's path) through http
+ * (a client with the SSRF policy) and parse it. Blocks for at most the client's timeout. */
+bool oauth_discover(cx_http_t *http, const char *issuer, bool oidc, const char *const *allow_hosts,
+                    oauth_discovered_t *out, cx_error_t *err);
+void oauth_discovered_clear(oauth_discovered_t *d); /* NULL-safe */
+
+/* ---- bootstrap from the environment (bootstrap_env.c) -------------------------------------- */
+
+typedef struct oauth_bootstrap_spec {
+    const oauth_provider_t *provider;
+    char client_id[256];
+    char redirect_uri[2048];
+    char scopes[2048]; /* space-separated, "" = the descriptor's default */
+    char base_url[512]; /* GITLAB_BASE_URL, "" = the descriptor's default */
+    /* The secret, wiped and freed by oauth_bootstrap_specs_free. */
+    unsigned char *client_secret;
+    size_t client_secret_len;
+} oauth_bootstrap_spec_t;
+
+/* Read <PREFIX>_CLIENT_ID, _CLIENT_SECRET, _REDIRECT_URI, _SCOPES (and GITLAB_BASE_URL) for every
+ * built-in provider through fn (getenv when NULL). A provider with none of them set is skipped;
+ * a partial set (an id without its secret, a secret without its id, no redirect URI, PagerDuty
+ * or GitLab without scopes) is invalid_argument naming the missing variable, never a value.
+ * On success *specs (count *n, possibly 0) must be freed with oauth_bootstrap_specs_free. */
+bool oauth_bootstrap_specs_read(cx_config_getenv_fn fn, void *ctx, oauth_bootstrap_spec_t **specs,
+                                size_t *n, cx_error_t *err);
+void oauth_bootstrap_specs_free(oauth_bootstrap_spec_t *specs, size_t n); /* wipes secrets */
+
+#endif
