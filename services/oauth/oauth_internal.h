@@ -106,9 +106,8 @@ typedef struct oauth_connector {
 
 /* What validation may consult. */
 typedef struct oauth_validate_env {
-    const char *const *allow_hosts;         /* CREDEX_OAUTH_ALLOWED_HOSTS split; NULL: any */
-    const char *const *test_connect_hosts;  /* hosts named by CREDEX_OAUTH_TEST_CONNECT_TO */
-    bool production;                        /* redirect URIs must be https */
+    const char *const *allow_hosts; /* CREDEX_OAUTH_ALLOWED_HOSTS split; NULL: any */
+    bool production;                /* redirect URIs must be https (else http://localhost too) */
 } oauth_validate_env_t;
 
 /* Check and normalise an admin's connector (Create: the whole of in; Update: in is the stored

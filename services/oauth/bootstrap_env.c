@@ -1,0 +1,2 @@
+/* oauth: bootstrap_env (see oauth_internal.h). Being built. */
+#include "services/oauth/oauth_internal.h"
