@@ -50,9 +50,9 @@ def custom_connector(api: x.Api, key: str | None = None, scopes=("openid", "prof
         type=o.CONNECTOR_TYPE_CUSTOM_OAUTH2,
         display_name="e2e custom",
         client_id="e2e-client-id",
-        endpoints=o.ConnectorEndpoints(authorization_url="https://idp.example.com/oauth/authorize",
-                                       token_url="https://idp.example.com/oauth/token",
-                                       userinfo_url="https://idp.example.com/userinfo"),
+        endpoints=o.ConnectorEndpoints(authorization_url="https://idp.e2e.invalid/oauth/authorize",
+                                       token_url="https://idp.e2e.invalid/oauth/token",
+                                       userinfo_url="https://idp.e2e.invalid/userinfo"),
         redirect_uri="https://app.example.com/oauth/callback",
         scopes=list(scopes),
         account_mapping=o.AccountMapping(account_id_field="sub", account_name_field="name"))
@@ -73,11 +73,11 @@ def code_of(fn) -> tuple:
     return info.value.code(), x.reason(info.value)
 
 
-def store_as_oauth(api: x.Api, method: str, req):
+def store_as_oauth(api: x.Api, method: str, req, peer: str = "oauth"):
     """A store call as oauth makes it (peer `oauth`): the only way back to a client secret."""
     s, c = api.pb.store, api.pb.common
     reply = {"Resolve": s.StoreResolveResponse, "GetSecret": c.SecretMetadata}[method]
-    fn = api.channel("oauth", api.stack.addrs["store"]).unary_unary(
+    fn = api.channel(peer, api.stack.addrs["store"]).unary_unary(
         f"/credex.v1.CredentialStore/{method}", request_serializer=lambda m: m.SerializeToString(),
         response_deserializer=reply.FromString)
     return fn(req, timeout=10)
@@ -277,6 +277,14 @@ def test_client_secret_only_through_store(api):
     assert meta.owner.owner_type == api.pb.common.OWNER_TYPE_PLATFORM and meta.owner.owner_id == "platform"
     assert meta.kind == api.pb.common.SECRET_KIND_OAUTH_CLIENT_SECRET
 
+    # The gateway (which serves secret values to agents) cannot resolve it: store's kind policy.
+    gw_req = api.pb.store.StoreResolveRequest(caller=api.pb.common.CallerContext(
+        caller_kind=api.pb.common.CALLER_KIND_SERVICE, service_id=x.AGENT, intended_use="e2e_check",
+        resource_context=api.pb.common.ResourceContext(resource_type="mcp_server", resource_id="e2e")),
+        secret_id=sid)
+    assert code_of(lambda: store_as_oauth(api, "Resolve", gw_req, peer="gateway")) == \
+        (C.PERMISSION_DENIED, "permission_denied")
+
     up = call(api, "UpdateConnector", o.UpdateConnectorRequest(connector_id=cid, update_mask=["client_secret"],
                                                                client_secret=second))
     assert second not in up.SerializeToString() and up.connector.client_secret_id == sid
@@ -318,16 +326,72 @@ def test_test_connector_checks_without_a_secret(api):
     o = api.pb.oauth
     c, _ = create(api, custom_connector(api), canary())
     r = call(api, "TestConnector", o.TestConnectorRequest(connector_id=c.connector_id))
-    names = [k.name for k in r.checks]
-    assert names[:2] == ["https", "ssrf"] and names[-1] == "token_endpoint", names
-    assert r.checks[0].passed
-    assert r.ok == all(k.passed for k in r.checks)
-    for k in r.checks:
-        if not k.passed:
-            assert k.reason in ("unavailable", "ssrf_blocked", "invalid_argument", "unimplemented"), k
+    checks = {k.name: k for k in r.checks}
+    assert [k.name for k in r.checks] == ["https", "ssrf", "token_endpoint"], r
+    assert checks["https"].passed
+    # A .invalid host never answers (nor does a provider client that is not available).
+    assert (checks["token_endpoint"].passed, checks["token_endpoint"].reason) == (False, "unavailable")
+    assert not r.ok and r.tested_at_ms > 0
     ev = [e for e in connector_events(api, c.connector_id) if e["event_type"] == "connector.tested"]
     assert len(ev) == 1 and ev[0]["outcome"] == "success"
+    assert ev[0]["attributes"]["failed_checks"].endswith("token_endpoint")
+
+    # Stored URLs are screened again: one put right into the database that points at the cloud
+    # metadata address fails "ssrf" and is never called.
+    client, db = api.mongo()
+    try:
+        db.oauth_connectors.update_one({"_id": c.connector_id},
+                                       {"$set": {"token_url": "https://169.254.169.254/latest/token"}})
+    finally:
+        client.close()
+    r = call(api, "TestConnector", o.TestConnectorRequest(connector_id=c.connector_id))
+    checks = {k.name: k for k in r.checks}
+    assert checks["https"].passed and not r.ok
+    assert (checks["ssrf"].passed, checks["ssrf"].reason) == (False, "ssrf_blocked")
+    assert (checks["token_endpoint"].passed, checks["token_endpoint"].reason) == (False, "ssrf_blocked")
     call(api, "DeleteConnector", o.DeleteConnectorRequest(connector_id=c.connector_id))
+
+
+def test_stored_document_is_read_strictly(api):
+    o = api.pb.oauth
+    c, _ = create(api, custom_connector(api), canary())
+    client, db = api.mongo()
+    try:
+        db.oauth_connectors.update_one({"_id": c.connector_id}, {"$set": {"scopes_version": "2"}})
+    finally:
+        client.close()
+    assert code_of(lambda: call(api, "GetConnector", o.GetConnectorRequest(connector_id=c.connector_id))) == \
+        (C.DATA_LOSS, "integrity_error")
+    ev = [e for e in connector_events(api, c.connector_id) if e["event_type"] == "connector.read"]
+    assert [(e["outcome"], e["reason"]) for e in ev] == [("failed", "integrity_error")]
+    client, db = api.mongo()
+    try:
+        db.oauth_connectors.update_one({"_id": c.connector_id}, {"$set": {"scopes_version": 1}})
+    finally:
+        client.close()
+    call(api, "DeleteConnector", o.DeleteConnectorRequest(connector_id=c.connector_id))
+
+
+def test_create_leaves_nothing_when_the_secret_cannot_be_stored(api, stack):
+    # An oauth whose store is unreachable: the document it inserted is removed again.
+    dead = f"127.0.0.1:{h.free_ports(1)[0]}"
+    inst = stack.spawn("oauth", CREDEX_STORE_ADDR=dead)
+    stack.wait_healthy(inst)
+    key = f"e2e-nostore-{uuid.uuid4().hex[:8]}"
+    try:
+        req = api.pb.oauth.CreateConnectorRequest(connector=custom_connector(api, key), client_secret=canary())
+        assert code_of(lambda: oauth(api, admin_md(), addr=inst.addr).call(
+            "Connectors", "CreateConnector", req, timeout=30)) == (C.UNAVAILABLE, "unavailable")
+    finally:
+        assert inst.stop() == 0
+    client, db = api.mongo()
+    try:
+        assert db.oauth_connectors.count_documents({"provider_key": key}) == 0
+    finally:
+        client.close()
+    # The pair is free: the real oauth creates it.
+    c, _ = create(api, custom_connector(api, key), canary())
+    call(api, "DeleteConnector", api.pb.oauth.DeleteConnectorRequest(connector_id=c.connector_id))
 
 
 # ---- bootstrap ------------------------------------------------------------------------------------
