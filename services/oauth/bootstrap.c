@@ -44,21 +44,11 @@ static Credex__V1__Connector *bootstrap_connector(oauth_ctx_t *x, const oauth_bo
          t = strtok_r(NULL, " ", &save))
         c->scopes[c->n_scopes++] = t;
     if (s->base_url[0] && s->provider->base_url_configurable) {
-        const oauth_provider_t *p = s->provider;
-        const char *paths[] = {p->authorization_url, p->token_url, p->userinfo_url,
-                               p->revocation_url ? p->revocation_url : ""};
-        char *urls[4];
-        for (size_t i = 0; i < 4; i++) {
-            char buf[2600];
-            snprintf(buf, sizeof(buf), "%s%s", paths[i][0] ? s->base_url : "", paths[i]);
-            urls[i] = rpc_arena_strndup(x->arena, buf, strlen(buf));
-        }
+        /* A self-managed instance (GITLAB_BASE_URL): its base URL is the connector's
+         * endpoints.issuer_url, under which validation builds every endpoint. */
         c->endpoints = rpc_arena_alloc(x->arena, sizeof(*c->endpoints));
         credex__v1__connector_endpoints__init(c->endpoints);
-        c->endpoints->authorization_url = urls[0];
-        c->endpoints->token_url = urls[1];
-        c->endpoints->userinfo_url = urls[2];
-        c->endpoints->revocation_url = urls[3];
+        c->endpoints->issuer_url = rpc_arena_strndup(x->arena, s->base_url, strlen(s->base_url));
     }
     return c;
 }
