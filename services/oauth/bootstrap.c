@@ -107,28 +107,36 @@ static bool bootstrap_update(oauth_ctx_t *x, const oauth_bootstrap_spec_t *spec,
 static bool bootstrap_one(oauth_ctx_t *x, const oauth_bootstrap_spec_t *spec, cx_error_t *err)
 {
     const Credex__V1__Connector *in = bootstrap_connector(x, spec);
-    char id[96];
-    snprintf(id, sizeof(id), "builtin-%s", spec->provider->key);
+    char idbuf[96];
+    snprintf(idbuf, sizeof(idbuf), "builtin-%s", spec->provider->key);
+    const char *id = idbuf;
+    bool create_lost = false;
     for (int attempt = 0; attempt < OAUTH_BOOTSTRAP_TRIES; attempt++) {
         oauth_stored_t cur;
         bool found = false;
-        if (!oauth_connector_find_live(x, in->provider_key, in->type, &cur, &found, err))
-            return false;
-        if (found)
-            return bootstrap_update(x, spec, in, &cur, err);
         cx_error_t e;
         cx_error_clear(&e);
-        /* The deterministic id first; when it stays taken with no live connector, it is a
-         * tombstone's: then a fresh one. */
-        if (oauth_connector_create(
-                x, attempt == 0 ? id : NULL, in, spec->client_secret, spec->client_secret_len,
-                CREDEX__V1__CONNECTOR_STATUS__CONNECTOR_STATUS_ACTIVE, &cur, &e)) {
-            cx_log_info(x->correlation_id, "oauth.connector_bootstrapped",
-                        CX_LOG_STR("connector_id", cur.pb->connector_id),
-                        CX_LOG_STR("provider_key", cur.pb->provider_key),
-                        CX_LOG_STR("action", "created"));
-            return bootstrap_audit(x, &cur, "created", "", err);
+        if (!oauth_connector_find_live(x, in->provider_key, in->type, &cur, &found, err))
+            return false;
+        if (found && bootstrap_update(x, spec, in, &cur, &e))
+            return true;
+        if (!found) {
+            /* A create that lost while no connector is live lost to a tombstone holding the
+             * deterministic id: a fresh id then. */
+            if (create_lost)
+                id = NULL;
+            if (oauth_connector_create(x, id, in, spec->client_secret, spec->client_secret_len,
+                                       CREDEX__V1__CONNECTOR_STATUS__CONNECTOR_STATUS_ACTIVE, &cur,
+                                       &e)) {
+                cx_log_info(x->correlation_id, "oauth.connector_bootstrapped",
+                            CX_LOG_STR("connector_id", cur.pb->connector_id),
+                            CX_LOG_STR("provider_key", cur.pb->provider_key),
+                            CX_LOG_STR("action", "created"));
+                return bootstrap_audit(x, &cur, "created", "", err);
+            }
+            create_lost = true;
         }
+        /* Another replica wrote first (conflict): read again and compare with what it wrote. */
         if (e.code != CX_ERR_CONFLICT) {
             cx_error_copy(err, &e);
             return false;

@@ -407,14 +407,15 @@ def _init_indexes(stack: h.Stack, db_name: str) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def _bootstrap_env(db_name: str, github_secret: bytes, webex_secret: bytes) -> dict[str, str]:
+def _bootstrap_env(db_name: str, github_secret: bytes, webex_secret: bytes,
+                   webex_client: str = "e2e-webex-client") -> dict[str, str]:
     return {
         "CREDEX_MONGO_DB": db_name,
         "CREDENTIAL_BOOTSTRAP_OAUTH_CONNECTORS": "true",
         "GITHUB_CLIENT_ID": "e2e-github-client",
         "GITHUB_CLIENT_SECRET": github_secret.decode(),
         "GITHUB_REDIRECT_URI": "https://app.example.com/oauth/github/callback",
-        "WEBEX_CLIENT_ID": "e2e-webex-client",
+        "WEBEX_CLIENT_ID": webex_client,
         "WEBEX_CLIENT_SECRET": webex_secret.decode(),
         "WEBEX_REDIRECT_URI": "https://app.example.com/oauth/webex/callback",
     }
@@ -471,9 +472,10 @@ def test_bootstrap_replicas_restart_and_rotation(api, stack):
         assert len(connector_events(api, f"builtin-{key}", since=since)) == 1
         assert secret_meta(api, secret_ids[key]).current_version == 1
 
-    # A changed secret rotates once, even with two replicas starting at once.
+    # A changed secret rotates once and a changed client id is written once, even with two
+    # replicas starting at once.
     gh2 = canary()
-    replicas = _start(stack, 2, _bootstrap_env(db_name, gh2, wx))
+    replicas = _start(stack, 2, _bootstrap_env(db_name, gh2, wx, webex_client="e2e-webex-client-2"))
     logs += [r.log_path for r in replicas]
     for r in replicas:
         assert r.stop() == 0
@@ -483,7 +485,15 @@ def test_bootstrap_replicas_restart_and_rotation(api, stack):
     ev = connector_events(api, "builtin-github", since=since)
     assert [(e["attributes"]["action"], e["attributes"]["changed_fields"]) for e in ev] == \
         [("created", ""), ("updated", "client_secret")], ev
-    assert len(connector_events(api, "builtin-webex", since=since)) == 1
+    ev = connector_events(api, "builtin-webex", since=since)
+    assert [(e["attributes"]["action"], e["attributes"]["changed_fields"]) for e in ev] == \
+        [("created", ""), ("updated", "client_id")], ev
+    client, _ = api.mongo()
+    try:
+        assert client[db_name].oauth_connectors.find_one({"_id": "builtin-webex"})["client_id"] == \
+            "e2e-webex-client-2"
+    finally:
+        client.close()
 
     for value in (gh, wx, gh2):
         assert_no_leak(api, value, extra_logs=logs)
