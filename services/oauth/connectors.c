@@ -9,7 +9,10 @@
  *
  * Writes. Every write after the insert is conditional on the document's version counter (and
  * increments it), so two admins' updates never interleave: the later one is conflict (Update)
- * or re-reads and applies again (Enable, Disable, Delete: set operations).
+ * or re-reads and applies again (Enable, Disable, Delete: set operations). On MongoDB, that is;
+ * FerretDB's SQLite backend does not make a conditional update atomic, so there two concurrent
+ * writes may both apply (docs/DATA_MODEL.md). Uniqueness and secret rotations do not depend on
+ * it: both are inserts into unique indexes.
  *
  * The client secret lives in store (kind oauth_client_secret, owner platform, idempotency key
  * "connector/<id>/client_secret"); the document keeps its id only. Replies say

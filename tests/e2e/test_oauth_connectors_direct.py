@@ -485,9 +485,13 @@ def test_bootstrap_replicas_restart_and_rotation(api, stack):
     ev = connector_events(api, "builtin-github", since=since)
     assert [(e["attributes"]["action"], e["attributes"]["changed_fields"]) for e in ev] == \
         [("created", ""), ("updated", "client_secret")], ev
+    # Both replicas may write the same new client id: FerretDB's conditional updates are not
+    # atomic (docs/DATA_MODEL.md), so the version check cannot make one of them lose there; the
+    # end state is the same either way and every write is audited.
     ev = connector_events(api, "builtin-webex", since=since)
-    assert [(e["attributes"]["action"], e["attributes"]["changed_fields"]) for e in ev] == \
-        [("created", ""), ("updated", "client_id")], ev
+    actions = [(e["attributes"]["action"], e["attributes"]["changed_fields"]) for e in ev]
+    assert actions[0] == ("created", "") and 1 <= len(actions) - 1 <= 2, ev
+    assert set(actions[1:]) == {("updated", "client_id")}, ev
     client, _ = api.mongo()
     try:
         assert client[db_name].oauth_connectors.find_one({"_id": "builtin-webex"})["client_id"] == \
