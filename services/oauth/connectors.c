@@ -1549,7 +1549,8 @@ static void oauth_test_checks(oauth_ctx_t *x, const Credex__V1__Connector *c, oa
         }
     }
     oauth_check_add(k, "ssrf", ssrf,
-                    ssrf == CX_OK ? "every URL and the address connected to are allowed"
+                    ssrf == CX_OK && status ? "every URL and the address connected to are allowed"
+                    : ssrf == CX_OK ? "every URL is allowed; the token endpoint was not reached"
                     : ssrf == CX_ERR_UNAVAILABLE ? "the provider client is not available"
                                                  : "a URL or an address it resolves to is not "
                                                    "allowed");
