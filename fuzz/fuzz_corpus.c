@@ -233,7 +233,8 @@ static void corpus_log(void)
 
 /* ---- fuzz_ssrf ------------------------------------------------------------------------------ */
 
-/* Hosts in each notation and class, and whole URLs, each allowed or one thing off. */
+/* Hosts in each notation and class, whole URLs, connect-to entries and comma lists, each
+ * allowed or one thing off. */
 static void corpus_ssrf(void)
 {
     const char *t = "fuzz_ssrf";
@@ -256,6 +257,9 @@ static void corpus_ssrf(void)
     emit(t, "url-userinfo", "https://user:pass@example.com/");
     emit(t, "url-http", "http://example.com/");
     emit(t, "url-v6", "https://[::1]:8443/token");
+    emit(t, "connect-to", "idp.credex.test:443:127.0.0.1:18443");
+    emit(t, "connect-to-v6", "github.com:443:[::1]:65535");
+    emit(t, "list", " github.com ,*.atlassian.net,, gitlab.example.com\t");
 }
 
 /* ---- fuzz_identity -------------------------------------------------------------------------- */
