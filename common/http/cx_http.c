@@ -529,6 +529,13 @@ static bool slist_add(struct curl_slist **l, const char *s)
     return n != NULL;
 }
 
+static unsigned addr_port(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+}
+
 static void addr_text(const struct sockaddr_storage *ss, char *out, size_t n)
 {
     char a[INET6_ADDRSTRLEN] = "";
@@ -584,10 +591,7 @@ static bool ssrf_prepare(const cx_http_t *c, CURL *h, const char *url, ssrf_req_
         /* the override: only its loopback target, TLS still for host */
         char line[CX_HTTP_HOST_MAX + INET6_ADDRSTRLEN + 32], a[INET6_ADDRSTRLEN + 3];
         addr_text(&ct->target, a, sizeof(a));
-        const struct sockaddr_in *t = (const struct sockaddr_in *)&ct->target;
-        unsigned p2 = ct->target.ss_family == AF_INET
-                          ? ntohs(t->sin_port)
-                          : ntohs(((const struct sockaddr_in6 *)&ct->target)->sin6_port);
+        unsigned p2 = addr_port(&ct->target);
         snprintf(line, sizeof(line), "%s:%u:%s:%u", host, pn, a, p2);
         pin_add(&r->pin, (const struct sockaddr *)&ct->target, p2);
         if (!slist_add(&r->connect_to, line))
@@ -628,7 +632,8 @@ bool cx_http_do(cx_http_t *c, const cx_http_request_t *req, cx_http_response_t *
         memset(resp, 0, sizeof(*resp));
     if (!c || !req || !req->url || !resp)
         return cx_error_set(err, CX_ERR_INTERNAL, "HTTP request without client, URL or reply");
-    if (!scheme_allowed(c, req->url))
+    /* A client with an SSRF policy screens its URLs with cx_http_url_check (ssrf_prepare). */
+    if (!c->ssrf && !scheme_allowed(c, req->url))
         return cx_error_set_detail(err, CX_ERR_INVALID_ARGUMENT, CX_DETAIL_HTTP_SCHEME,
                                    "%s: only %s URLs are allowed", c->name,
                                    c->allow_http ? "http and https" : "https");
