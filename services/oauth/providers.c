@@ -104,12 +104,14 @@ static const oauth_provider_t providers[] = {
         .account_name_field = "displayName",
         .docs_url = "https://developer.webex.com/docs/integrations",
     },
-    /* PagerDuty (scoped OAuth apps). Sources: "OAuth Functionality" and "User OAuth Token via
-     * Code Grant" (authorize, token and revoke under identity.pagerduty.com/oauth, PKCE S256,
-     * client_id and client_secret in the form body, refresh tokens, scopes such as
-     * incidents.read chosen per app: no usable default, hence PAGERDUTY_SCOPES); "Get the
-     * current user" (GET /users/me answers {"user": {"id", "name", ...}}: nested fields,
-     * named as dotted paths). */
+    /* PagerDuty (scoped OAuth apps). Sources: "Obtaining a User OAuth Token via Code Grant"
+     * (authorize and token under identity.pagerduty.com/oauth, client_id and client_secret in
+     * the form body, scopes space-separated and chosen per app, so no usable default: hence
+     * PAGERDUTY_SCOPES; every refresh answers a new refresh token); "OAuth 2.0: PKCE Flow"
+     * (S256); "Get the current user" (GET /users/me answers {"user": {"id", "name", ...}}:
+     * nested fields, named as dotted paths). The revocation endpoint (RFC 7009 form, client_id
+     * and token) is not on those pages but is the one integrations call; a disconnect treats
+     * revocation as best effort anyway. */
     {
         .key = "pagerduty",
         .display_name = "PagerDuty",
@@ -124,7 +126,7 @@ static const oauth_provider_t providers[] = {
         .pkce_s256 = true,
         .client_auth = OAUTH_CLIENT_AUTH_POST,
         .supports_refresh = true,
-        .rotates_refresh_tokens = false,
+        .rotates_refresh_tokens = true,
         .account_id_field = "user.id",
         .account_name_field = "user.name",
         .docs_url = "https://developer.pagerduty.com/docs/oauth-functionality",
