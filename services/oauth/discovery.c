@@ -145,9 +145,11 @@ bool oauth_discovery_parse(const char *issuer, const char *body, size_t len,
 static bool discovery_url(const char *issuer, bool oidc, char *out, size_t n, cx_error_t *err)
 {
     size_t len = strlen(issuer);
-    if (strncmp(issuer, "https://", 8) != 0 || strpbrk(issuer, "?#"))
+    if (strncmp(issuer, "https://", 8) != 0 || strpbrk(issuer, "?#") ||
+        strcspn(issuer + 8, "/") == 0)
         return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
-                            "issuer must be an https URL without query or fragment");
+                            "issuer must be an https URL with a host and without query or "
+                            "fragment");
     while (len > 8 && issuer[len - 1] == '/')
         len--;
     const char *path = issuer + 8 + strcspn(issuer + 8, "/");

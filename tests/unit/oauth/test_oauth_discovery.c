@@ -471,8 +471,12 @@ static void test_discover_over_tls(void **state)
     cx_http_free(small);
 
     /* issuers that cannot be discovered from, refused before anything is sent */
-    const char *bad[] = {"http://localhost/x", "https://idp.example.com/?q=1",
-                         "https://idp.example.com/#f", ""};
+    const char *bad[] = {"http://localhost/x",
+                         "https://idp.example.com/?q=1",
+                         "https://idp.example.com/#f",
+                         "https://",
+                         "https:///x",
+                         ""};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_false(oauth_discover(http, bad[i], true, NULL, &d, &err));
         assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
