@@ -38,6 +38,9 @@ typedef enum oauth_client_auth {
     OAUTH_CLIENT_AUTH_BASIC = 1, /* client_secret_basic: HTTP Basic (RFC 6749 2.3.1) */
 } oauth_client_auth_t;
 
+/* "client_secret_basic" or "client_secret_post" (Connector.client_auth_method); never NULL. */
+const char *oauth_client_auth_name(oauth_client_auth_t a);
+
 typedef struct oauth_param {
     const char *name;
     const char *value;
@@ -54,23 +57,23 @@ typedef struct oauth_provider {
     const char *base_url; /* base_url_configurable: the default base, e.g. https://gitlab.com */
     const char *authorization_url; /* or the path after base_url */
     const char *token_url;
-    const char *revocation_url; /* NULL: the provider offers no revocation */
-    const char *userinfo_url;   /* the account-identity endpoint */
-    const char *resources_url;  /* NULL, or where the token's resources are listed (Atlassian
-                                   accessible-resources: the sites the token reaches) */
-    const char *default_scopes; /* space-separated; NULL when scopes must come from config */
-    bool scopes_required;       /* no usable default: <PREFIX>_SCOPES or the admin must say */
+    const char *revocation_url;  /* NULL: the provider offers no revocation */
+    const char *userinfo_url;    /* the account-identity endpoint */
+    const char *resources_url;   /* NULL, or where the token's resources are listed (Atlassian
+                                    accessible-resources: the sites the token reaches) */
+    const char *default_scopes;  /* space-separated; NULL when scopes must come from config */
+    bool scopes_required;        /* no usable default: <PREFIX>_SCOPES or the admin must say */
     const char *scope_separator; /* in the authorization request: " " (RFC 6749) or "," */
     bool pkce_s256;
     oauth_client_auth_t client_auth;
-    bool token_accept_json;   /* send Accept: application/json to the token endpoint (GitHub
-                                 answers form-encoded otherwise) */
-    bool token_error_in_200;  /* errors may come with HTTP 200 and an "error" field (GitHub) */
-    bool supports_refresh;    /* issues refresh tokens (for some, only when configured so) */
+    bool token_accept_json;      /* send Accept: application/json to the token endpoint (GitHub
+                                    answers form-encoded otherwise) */
+    bool token_error_in_200;     /* errors may come with HTTP 200 and an "error" field (GitHub) */
+    bool supports_refresh;       /* issues refresh tokens (for some, only when configured so) */
     bool rotates_refresh_tokens; /* each refresh returns a new refresh token, the old one dies */
-    bool requires_provider_resource; /* callers name a site (Atlassian cloud id) */
-    const char *account_id_field;    /* in the identity reply, e.g. "id", "account_id" */
-    const char *account_name_field;  /* e.g. "login", "name", "email" */
+    bool requires_provider_resource;           /* callers name a site (Atlassian cloud id) */
+    const char *account_id_field;              /* in the identity reply, e.g. "id", "account_id" */
+    const char *account_name_field;            /* e.g. "login", "name", "email" */
     const oauth_param_t *authorization_params; /* {NULL, NULL}-terminated; may be NULL */
     const char *docs_url; /* the provider's public documentation of its OAuth app setup */
 } oauth_provider_t;
@@ -125,9 +128,9 @@ void oauth_connector_clear(oauth_connector_t *c);
 
 typedef struct oauth_discovered {
     char *issuer, *authorization_url, *token_url, *userinfo_url, *revocation_url, *jwks_uri;
-    bool pkce_s256;           /* code_challenge_methods_supported lists S256 (or is absent) */
+    bool pkce_s256;             /* code_challenge_methods_supported lists S256 (or is absent) */
     bool auth_basic, auth_post; /* token_endpoint_auth_methods_supported (absent: basic) */
-    bool iss_parameter;       /* authorization_response_iss_parameter_supported (RFC 9207) */
+    bool iss_parameter;         /* authorization_response_iss_parameter_supported (RFC 9207) */
 } oauth_discovered_t;
 
 /* Parse a discovery document (JSON) fetched for `issuer`: the document's issuer must equal the
@@ -149,7 +152,7 @@ typedef struct oauth_bootstrap_spec {
     const oauth_provider_t *provider;
     char client_id[256];
     char redirect_uri[2048];
-    char scopes[2048]; /* space-separated, "" = the descriptor's default */
+    char scopes[2048];  /* space-separated, "" = the descriptor's default */
     char base_url[512]; /* GITLAB_BASE_URL, "" = the descriptor's default */
     /* The secret, wiped and freed by oauth_bootstrap_specs_free. */
     unsigned char *client_secret;

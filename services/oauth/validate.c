@@ -519,6 +519,34 @@ static bool custom_endpoints(const Credex__V1__ConnectorEndpoints *ep,
     return true;
 }
 
+const char *oauth_client_auth_name(oauth_client_auth_t a)
+{
+    return a == OAUTH_CLIENT_AUTH_POST ? "client_secret_post" : "client_secret_basic";
+}
+
+/* Built-ins authenticate as their provider requires; a custom connector as its admin says, by
+ * default with HTTP Basic (the method every RFC 6749 server must support). */
+static bool check_client_auth(const char *method, const oauth_provider_t *p, oauth_connector_t *c,
+                              cx_error_t *err)
+{
+    oauth_client_auth_t m = p ? p->client_auth : OAUTH_CLIENT_AUTH_BASIC;
+    if (!empty(method)) {
+        if (strcmp(method, "client_secret_basic") == 0)
+            m = OAUTH_CLIENT_AUTH_BASIC;
+        else if (strcmp(method, "client_secret_post") == 0)
+            m = OAUTH_CLIENT_AUTH_POST;
+        else
+            return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                                "client_auth_method must be client_secret_basic or "
+                                "client_secret_post");
+        if (p && m != p->client_auth)
+            return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                                "client_auth_method of a built-in connector is the provider's");
+    }
+    c->client_auth = m;
+    return true;
+}
+
 static bool validate(const Credex__V1__Connector *in, const oauth_validate_env_t *env,
                      oauth_connector_t *c, cx_error_t *err)
 {
@@ -570,7 +598,8 @@ static bool validate(const Credex__V1__Connector *in, const oauth_validate_env_t
     if (p ? !builtin_endpoints(in->endpoints, p, env, c, err)
           : !custom_endpoints(in->endpoints, env, c, err))
         return false;
-    c->client_auth = p ? p->client_auth : OAUTH_CLIENT_AUTH_BASIC;
+    if (!check_client_auth(in->client_auth_method, p, c, err))
+        return false;
 
     return check_scopes(in, p, c, err) && check_mapping(in, p, c, err) &&
            check_refresh(in, p, c, err) && check_params(in, p, c, err);

@@ -391,6 +391,41 @@ static void test_custom_connectors(void **state)
 
 /* The SSRF matrix: every notation of an internal address, names that are loopback by
  * definition, userinfo and plain http, in every URL field of a custom connector. */
+/* client_secret_basic by default for custom connectors, client_secret_post on request; a
+ * built-in keeps its provider's method. */
+static void test_client_auth_method(void **state)
+{
+    (void)state;
+    req_t r;
+    oauth_connector_t c;
+    req_init(&r, CREDEX__V1__CONNECTOR_TYPE__CONNECTOR_TYPE_CUSTOM_OAUTH2, "acme-idp");
+    r.c.client_auth_method = "client_secret_post";
+    expect_ok(&r, &dev, &c);
+    assert_int_equal(c.client_auth, OAUTH_CLIENT_AUTH_POST);
+    assert_string_equal(oauth_client_auth_name(c.client_auth), "client_secret_post");
+    oauth_connector_clear(&c);
+    r.c.client_auth_method = "client_secret_basic";
+    expect_ok(&r, &dev, &c);
+    assert_int_equal(c.client_auth, OAUTH_CLIENT_AUTH_BASIC);
+    assert_string_equal(oauth_client_auth_name(c.client_auth), "client_secret_basic");
+    oauth_connector_clear(&c);
+    r.c.client_auth_method = "private_key_jwt";
+    expect_fail(&r, &dev, CX_ERR_INVALID_ARGUMENT, "client_auth_method", "private_key_jwt");
+
+    const oauth_provider_t *gh = oauth_provider_find("github");
+    assert_non_null(gh);
+    req_init(&r, CREDEX__V1__CONNECTOR_TYPE__CONNECTOR_TYPE_BUILT_IN, "github");
+    expect_ok(&r, &dev, &c);
+    assert_int_equal(c.client_auth, gh->client_auth);
+    oauth_connector_clear(&c);
+    r.c.client_auth_method = (char *)oauth_client_auth_name(gh->client_auth);
+    expect_ok(&r, &dev, &c);
+    oauth_connector_clear(&c);
+    r.c.client_auth_method =
+        gh->client_auth == OAUTH_CLIENT_AUTH_POST ? "client_secret_basic" : "client_secret_post";
+    expect_fail(&r, &dev, CX_ERR_INVALID_ARGUMENT, "client_auth_method", NULL);
+}
+
 static void test_ssrf_matrix(void **state)
 {
     (void)state;
@@ -666,6 +701,7 @@ int main(void)
         cmocka_unit_test(test_reserved_params),
         cmocka_unit_test(test_gitlab_base_url_and_required_scopes),
         cmocka_unit_test(test_custom_connectors),
+        cmocka_unit_test(test_client_auth_method),
         cmocka_unit_test(test_ssrf_matrix),
         cmocka_unit_test(test_redirect_uri),
         cmocka_unit_test(test_scopes),
