@@ -347,3 +347,17 @@ def test_faults_redirect_status_oversized_slow(providers):
         time.sleep(0.05)
     assert providers.canary.connections == before + 1
     assert not g.errors, g.errors
+
+
+# ---- wiring into the session stack ---------------------------------------------------------------
+
+def test_stack_oauth_gets_the_provider_settings(stack, providers):
+    """oauth of the session stack runs with the connect-to mapping and the test CA (scripts/run
+    passes them through), and processes spawned from the stack would get them too."""
+    pid = stack.pid("oauth")
+    assert pid, "no oauth pid"
+    environ = dict(e.split("=", 1) for e in open(f"/proc/{pid}/environ", "rb").read().decode().split("\0") if "=" in e)
+    assert environ.get("CREDEX_OAUTH_TEST_CONNECT_TO") == providers.connect_to()
+    assert environ.get("CREDEX_OAUTH_CA_FILE") == str(providers.ca_file)
+    assert environ.get("CREDEX_PRODUCTION", "false") != "true"
+    assert stack.env["CREDEX_OAUTH_TEST_CONNECT_TO"] == providers.connect_to()
