@@ -211,8 +211,8 @@ class PagerDuty(OAuthServer):
 
     Quirks: scopes are resource-level ("users.read incidents.read", or "read"/"write" for classic
     apps), configured per app (PAGERDUTY_SCOPES); client secret in the form body; the REST API
-    answers /users/me wrapped as {"user": {...}}. Expiry and rotation are sim defaults (1 hour,
-    rotating)."""
+    answers /users/me wrapped as {"user": {...}}; refresh tokens keep their value. The one-hour
+    access-token expiry is this server's default."""
 
     label = "pagerduty"
     authorize_path = "/oauth/authorize"
@@ -220,7 +220,7 @@ class PagerDuty(OAuthServer):
     revoke_path = "/oauth/revoke"
     token_auth = ("client_secret_post",)
     access_expires_in = 3600
-    rotate_refresh = True
+    rotate_refresh = False
     token_prefix = "pdus+"
 
     def __init__(self, ca):
