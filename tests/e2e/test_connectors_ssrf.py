@@ -152,12 +152,12 @@ def run_test_connector(api, admin, connector_id: str, timeout: float = 40):
     return ("ok", [c.name for c in reply.checks]) if reply.ok else ("failed", failed)
 
 
-def assert_test_fails(outcome, reasons: set[str]) -> None:
+def assert_test_fails(outcome, reasons: set[str], why: str = "") -> None:
     kind, detail = outcome
     if kind == "rpc":
         assert detail in reasons, outcome
     else:
-        assert kind == "failed", f"TestConnector passed: {outcome}"
+        assert kind == "failed", f"TestConnector passed {why}: {outcome}"
         assert any(reason in reasons for _, reason in detail), outcome
 
 
@@ -380,7 +380,7 @@ def test_discovery_redirect_to_loopback_is_not_followed(api, admin, providers):
 
 # ---- outbound calls of TestConnector ------------------------------------------------------------
 
-def tested_with_fault(api, admin, providers, fault_for_token_path, reasons: set[str]):
+def outcome_with_fault(api, admin, providers, fault_for_token_path, reasons: set[str]):
     """Create a custom OAuth 2.0 connector on a fresh issuer, make its token endpoint misbehave,
     run TestConnector, and check it fails with one of `reasons` after reaching the endpoint
     without the client secret. The elapsed seconds of TestConnector."""
@@ -390,14 +390,16 @@ def tested_with_fault(api, admin, providers, fault_for_token_path, reasons: set[
     made = create(api, admin, oauth2(api, slug("ssrf-call"), issuer), value)
     token_path = urllib.parse.urlsplit(f"{issuer}/token").path
     fault = g.add_fault(fault_for_token_path(token_path))
-    mark = g.mark()
+    mark, canary = g.mark(), providers.canary.connections
     try:
         started = time.monotonic()
         outcome = run_test_connector(api, admin, made.connector_id)
         elapsed = time.monotonic() - started
     finally:
         g.remove_fault(fault)
-    assert_test_fails(outcome, reasons)
+    time.sleep(0.2)
+    assert providers.canary.connections == canary, "credex followed the provider to a loopback canary"
+    assert_test_fails(outcome, reasons, f"although its token endpoint misbehaved ({fault.kind})")
     reached = g.requests(since=mark, path_suffix=token_path)
     assert reached, "TestConnector never called the token endpoint"
     no_secret_sent(g.requests(since=mark), value)
@@ -406,18 +408,21 @@ def tested_with_fault(api, admin, providers, fault_for_token_path, reasons: set[
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 def test_token_endpoint_redirect_to_loopback_is_not_followed(api, admin, providers, status):
-    tested_with_fault(api, admin, providers,
-                      lambda path: Fault("redirect", path_suffix=path, status=status,
-                                         location=providers.canary_url("/token")),
-                      {"unavailable", "ssrf_blocked", "failed_precondition", "invalid_argument"})
+    """The redirect is not followed (the canary, checked after every test here, sees no
+    connection), and a token endpoint that answers with a redirect does not pass the test: the
+    code exchange would fail against it just the same."""
+    outcome_with_fault(api, admin, providers,
+                       lambda path: Fault("redirect", path_suffix=path, status=status,
+                                          location=providers.canary_url("/token")),
+                       {"unavailable", "ssrf_blocked", "failed_precondition", "invalid_argument"})
 
 
 @pytest.mark.parametrize("declare_length", [True, False])
 def test_oversized_answer_is_unavailable(api, admin, providers, stack, declare_length):
-    elapsed = tested_with_fault(api, admin, providers,
-                                lambda path: Fault("oversized", path_suffix=path, size=8 << 20,
-                                                   declare_length=declare_length),
-                                {"unavailable"})
+    elapsed = outcome_with_fault(api, admin, providers,
+                                 lambda path: Fault("oversized", path_suffix=path, size=8 << 20,
+                                                    declare_length=declare_length),
+                                 {"unavailable"})
     assert elapsed < http_timeout_s(stack) + TIME_MARGIN_S
 
 
@@ -425,8 +430,8 @@ def test_oversized_answer_is_unavailable(api, admin, providers, stack, declare_l
 def test_slow_answer_is_unavailable_in_bounded_time(api, admin, providers, stack, kind):
     """A provider that stalls before answering, or sends one byte a second, is given up within
     the whole-exchange limit CREDEX_OAUTH_HTTP_TIMEOUT_MS (plus a margin for the hop)."""
-    elapsed = tested_with_fault(api, admin, providers,
-                                lambda path: Fault(kind, path_suffix=path, seconds=60 if kind == "slow" else 1,
-                                                   size=4096),
-                                {"unavailable"})
+    elapsed = outcome_with_fault(api, admin, providers,
+                                 lambda path: Fault(kind, path_suffix=path, seconds=60 if kind == "slow" else 1,
+                                                    size=4096),
+                                 {"unavailable"})
     assert elapsed < http_timeout_s(stack) + TIME_MARGIN_S, f"TestConnector took {elapsed:.1f}s"
