@@ -274,6 +274,7 @@ static void oauth_pb_set_config(oauth_ctx_t *x, Credex__V1__Connector *pb,
         pb->authorization_params[i] = e;
     }
     pb->n_authorization_params = c->nauth_params;
+    pb->client_auth_method = oauth_str(x, oauth_client_auth_name(c->client_auth));
 }
 
 /* Same scopes in any order (a reordering is no scope change: nobody must re-consent). */
@@ -330,6 +331,8 @@ static size_t oauth_pb_diff(const Credex__V1__Connector *a, const Credex__V1__Co
         changed[n++] = "refresh_policy";
     if (!oauth_params_equal(a, b))
         changed[n++] = "authorization_params";
+    if (strcmp(a->client_auth_method, b->client_auth_method) != 0)
+        changed[n++] = "client_auth_method";
     return n;
 }
 
@@ -585,6 +588,7 @@ static bool oauth_doc_decode(oauth_ctx_t *x, const bson_t *doc, oauth_stored_t *
     out->pb = c;
     out->version = version;
     out->client_auth = (oauth_client_auth_t)auth;
+    c->client_auth_method = oauth_str(x, oauth_client_auth_name(out->client_auth));
     return true;
 }
 
@@ -907,6 +911,8 @@ static bool oauth_mask_apply(Credex__V1__Connector *merged, const Credex__V1__Co
             *merged->account_mapping = in->account_mapping ? *in->account_mapping : no_mapping;
         } else if (strcmp(f, "refresh_policy") == 0) {
             *merged->refresh_policy = in->refresh_policy ? *in->refresh_policy : no_policy;
+        } else if (strcmp(f, "client_auth_method") == 0) {
+            merged->client_auth_method = in->client_auth_method;
         } else if (strcmp(f, "authorization_params") == 0) {
             merged->authorization_params = in->authorization_params;
             merged->n_authorization_params = in->n_authorization_params;
@@ -965,7 +971,7 @@ bool oauth_connector_update(oauth_ctx_t *x, const oauth_stored_t *cur,
     if (rotate)
         changed[n++] = "client_secret";
     *nchanged = n;
-    if (n == 0 && auth == cur->client_auth) {
+    if (n == 0) {
         *out = *cur;
         return true;
     }

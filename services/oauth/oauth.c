@@ -1,7 +1,6 @@
 /* oauth: setup and cleanup (state, clients, registration, start-up bootstrap). Connectors is
  * served by connectors.c; Connections and ProviderTokens are a later issue. */
 #include <stdlib.h>
-#include <string.h>
 
 #include "common/log/cx_log.h"
 #include "common/svc/svc.h"
@@ -21,43 +20,16 @@ static const rpc_service_def_t oauth_later_services[] = {
      .unimplemented_note = "planned: a later issue, provider token exchange"},
 };
 
-static void oauth_list_free(char **list)
+/* A comma list of the configuration as common/http splits it; NULL for an empty list (the
+ * policy's "none": an empty allow-list would refuse every host). */
+static bool oauth_list_split(const char *csv, char ***out, cx_error_t *err)
 {
-    for (size_t i = 0; list && list[i]; i++)
-        free(list[i]);
-    free(list);
-}
-
-/* A comma list ("a, b,,c") as a NULL-terminated array of its non-empty trimmed entries; NULL
- * for an empty list (the policy's "none"). */
-static bool oauth_list_split(const char *s, char ***out, cx_error_t *err)
-{
-    size_t n = 1;
-    *out = NULL;
-    for (const char *p = s; *p; p++)
-        n += *p == ',';
-    char **list = calloc(n + 1, sizeof(*list));
+    char **list = cx_http_list_split(csv, CX_HTTP_SSRF_LIST_MAX, err);
     if (!list)
-        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
-    size_t k = 0;
-    for (const char *p = s; *p;) {
-        const char *end = strchr(p, ',');
-        if (!end)
-            end = p + strlen(p);
-        const char *a = p, *b = end;
-        while (a < b && (*a == ' ' || *a == '\t'))
-            a++;
-        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
-            b--;
-        if (b > a && !(list[k++] = strndup(a, (size_t)(b - a)))) {
-            oauth_list_free(list);
-            return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
-        }
-        p = *end ? end + 1 : end;
-    }
-    if (k == 0) {
-        free(list);
-        return true;
+        return false;
+    if (!list[0]) {
+        cx_http_list_free(list);
+        list = NULL;
     }
     *out = list;
     return true;
@@ -74,21 +46,8 @@ static bool oauth_http_open(oauth_t *o, cx_error_t *err)
                             .timeout_ms = cfg->oauth_http_timeout_ms,
                             .max_response_bytes = cfg->oauth_http_max_response_bytes,
                             .ssrf = &ssrf};
-    cx_error_t e;
-    cx_error_clear(&e);
-    o->http = cx_http_new(&ho, &e);
-    if (o->http)
-        return true;
-    /* TODO(ssrf-connect): remove this branch once common/http implements the connect-time
-     * SSRF policy; until then provider calls (TestConnector's network checks) answer
-     * unavailable. */
-    if (e.code == CX_ERR_UNIMPLEMENTED) {
-        cx_log_warn(NULL, "oauth.provider_client_unavailable",
-                    CX_LOG_STR("reason", cx_code_reason(e.code)), CX_LOG_STR("detail", e.message));
-        return true;
-    }
-    cx_error_copy(err, &e);
-    return false;
+    o->http = cx_http_new(&ho, err);
+    return o->http != NULL;
 }
 
 /* oauth serves only while its database answers (as store does). */
@@ -107,8 +66,8 @@ void oauth_cleanup(void *state)
     cx_http_free(o->http);
     rpc_client_free(o->store);
     mdb_close(o->db);
-    oauth_list_free(o->allow_hosts);
-    oauth_list_free(o->connect_to);
+    cx_http_list_free(o->allow_hosts);
+    cx_http_list_free(o->connect_to);
     free(o);
 }
 

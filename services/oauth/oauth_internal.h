@@ -38,6 +38,9 @@ typedef enum oauth_client_auth {
     OAUTH_CLIENT_AUTH_BASIC = 1, /* client_secret_basic: HTTP Basic (RFC 6749 2.3.1) */
 } oauth_client_auth_t;
 
+/* "client_secret_basic" or "client_secret_post" (Connector.client_auth_method); never NULL. */
+const char *oauth_client_auth_name(oauth_client_auth_t a);
+
 typedef struct oauth_param {
     const char *name;
     const char *value;

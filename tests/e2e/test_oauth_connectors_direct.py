@@ -162,6 +162,14 @@ def test_lifecycle_as_admin(api):
         connector_id=cid, connector=o.Connector(display_name="renamed"), update_mask=["display_name"]))
     assert up.connector.display_name == "renamed" and up.reconsent_required_count == 0
     assert up.connector.scopes_version == 1
+    # A custom connector authenticates with client_secret_basic unless told otherwise.
+    assert c.client_auth_method == "client_secret_basic"
+    post = call(api, "UpdateConnector", o.UpdateConnectorRequest(
+        connector_id=cid, connector=o.Connector(client_auth_method="client_secret_post"),
+        update_mask=["client_auth_method"])).connector
+    assert post.client_auth_method == "client_secret_post"
+    assert call(api, "GetConnector", o.GetConnectorRequest(connector_id=cid)).client_auth_method == \
+        "client_secret_post"
 
     gone = call(api, "DeleteConnector", o.DeleteConnectorRequest(connector_id=cid))
     assert gone.status == o.CONNECTOR_STATUS_DELETED
@@ -181,8 +189,9 @@ def test_lifecycle_as_admin(api):
               "connector.deleted"):
         assert (t, "success") in kinds, kinds
     assert all(e["actor_id"] == ADMIN for e in events)
-    updated = [e for e in events if e["event_type"] == "connector.updated"][0]
-    assert updated["attributes"]["changed_fields"] == "display_name"
+    updated = [e["attributes"]["changed_fields"] for e in events
+               if (e["event_type"], e["outcome"]) == ("connector.updated", "success")]
+    assert updated == ["display_name", "client_auth_method"], updated
 
 
 def test_refused_without_admin_and_from_other_peers(api):
