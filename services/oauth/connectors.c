@@ -1486,8 +1486,8 @@ static void oauth_form_append(char *buf, size_t cap, size_t *off, const char *na
 
 /* The token endpoint answers at all: an authorization-code grant with a code no provider issued
  * and no client authentication (never the secret). Any HTTP answer is reachable. */
-static bool oauth_probe_token(oauth_ctx_t *x, const Credex__V1__Connector *c, long *status,
-                              cx_error_t *err)
+static bool oauth_probe_token(oauth_ctx_t *x, const Credex__V1__Connector *c, const char *token_url,
+                              long *status, cx_error_t *err)
 {
     char body[6144];
     size_t off = 0;
@@ -1499,7 +1499,7 @@ static bool oauth_probe_token(oauth_ctx_t *x, const Credex__V1__Connector *c, lo
     cx_http_header_t h[] = {{"content-type", "application/x-www-form-urlencoded"},
                             {"accept", "application/json"}};
     cx_http_request_t req = {.method = "POST",
-                             .url = c->endpoints->token_url,
+                             .url = token_url,
                              .headers = h,
                              .nheaders = 2,
                              .body = body,
@@ -1533,54 +1533,69 @@ static void oauth_test_checks(oauth_ctx_t *x, const Credex__V1__Connector *c, oa
 
     bool custom = c->type != CREDEX__V1__CONNECTOR_TYPE__CONNECTOR_TYPE_BUILT_IN;
     bool oidc = c->type == CREDEX__V1__CONNECTOR_TYPE__CONNECTOR_TYPE_CUSTOM_OIDC;
+    /* Discovery first: an OIDC connector may leave its endpoints to it, and the token endpoint
+     * probed is then the one the issuer's document names. */
+    oauth_discovered_t disc;
+    memset(&disc, 0, sizeof(disc));
+    bool discovery = custom && (oidc || e->issuer_url[0]);
+    cx_code_t d = screen;
+    const char *dd = "the issuer failed the SSRF screening";
+    if (discovery && d == CX_OK && !x->o->http) {
+        d = CX_ERR_UNAVAILABLE;
+        dd = "the provider client is not available";
+    } else if (discovery && d == CX_OK) {
+        cx_error_t de;
+        cx_error_clear(&de);
+        if (oauth_discover(x->o->http, e->issuer_url, oidc, allow, &disc, &de)) {
+            dd = "the discovery document names the configured issuer";
+        } else {
+            d = de.code;
+            dd = "discovery failed";
+        }
+    }
+    const char *token_url = e->token_url[0] ? e->token_url : disc.token_url;
+
     cx_code_t token = CX_OK, ssrf = screen;
-    char detail[96] = "a URL failed the SSRF screening";
+    char detail[112] = "a URL failed the SSRF screening";
     long status = 0;
     if (screen != CX_OK) {
         token = screen;
     } else if (!x->o->http) {
         token = ssrf = CX_ERR_UNAVAILABLE;
         snprintf(detail, sizeof(detail), "the provider client is not available");
+    } else if (token_url == NULL || !token_url[0]) {
+        token = d != CX_OK ? d : CX_ERR_FAILED_PRECONDITION;
+        snprintf(detail, sizeof(detail), "no token endpoint: none configured and none discovered");
     } else {
         cx_error_t te;
         cx_error_clear(&te);
-        if (!oauth_probe_token(x, c, &status, &te)) {
+        if (!oauth_probe_token(x, c, token_url, &status, &te)) {
             token = te.code;
             if (te.code == CX_ERR_SSRF_BLOCKED)
                 ssrf = te.code;
             snprintf(detail, sizeof(detail), "no answer from the token endpoint (%s)",
                      cx_code_reason(te.code));
+        } else if (status >= 300 && status < 400) {
+            /* A token endpoint that redirects is misconfigured: credex never follows it, so
+             * every real token request would fail the same way. */
+            token = CX_ERR_FAILED_PRECONDITION;
+            snprintf(detail, sizeof(detail),
+                     "the token endpoint answered with a redirect (HTTP %ld), which credex never "
+                     "follows",
+                     status);
         } else {
             snprintf(detail, sizeof(detail), "the token endpoint answered HTTP %ld", status);
         }
     }
+    oauth_discovered_clear(&disc);
     oauth_check_add(k, "ssrf", ssrf,
                     ssrf == CX_OK && status ? "every URL and the address connected to are allowed"
                     : ssrf == CX_OK ? "every URL is allowed; the token endpoint was not reached"
                     : ssrf == CX_ERR_UNAVAILABLE ? "the provider client is not available"
                                                  : "a URL or an address it resolves to is not "
                                                    "allowed");
-    if (custom && (oidc || e->issuer_url[0])) {
-        cx_code_t d = screen;
-        const char *dd = "the issuer failed the SSRF screening";
-        if (d == CX_OK && !x->o->http) {
-            d = CX_ERR_UNAVAILABLE;
-            dd = "the provider client is not available";
-        } else if (d == CX_OK) {
-            oauth_discovered_t disc;
-            cx_error_t de;
-            cx_error_clear(&de);
-            memset(&disc, 0, sizeof(disc));
-            if (oauth_discover(x->o->http, e->issuer_url, oidc, allow, &disc, &de)) {
-                dd = "the discovery document names the configured issuer";
-            } else {
-                d = de.code;
-                dd = "discovery failed";
-            }
-            oauth_discovered_clear(&disc);
-        }
+    if (discovery)
         oauth_check_add(k, "discovery", d, dd);
-    }
     oauth_check_add(k, "token_endpoint", token, detail);
 }
 
@@ -1615,7 +1630,7 @@ static bool oauth_test(oauth_ctx_t *x, const ProtobufCMessage *request, Protobuf
 
 /* ---- the method table -------------------------------------------------------------------- */
 
-static const oauth_method_t m_builtin = {"connector.read", true, oauth_list_builtin};
+static const oauth_method_t m_builtin = {"connector.listed", true, oauth_list_builtin};
 static const oauth_method_t m_list = {"connector.listed", false, oauth_list};
 static const oauth_method_t m_get = {"connector.read", false, oauth_get};
 static const oauth_method_t m_create = {"connector.created", true, oauth_create};
