@@ -86,11 +86,12 @@ Credex__V1__CallerContext *gateway_caller_context(gateway_req_t *r, const char *
 }
 
 /* The one downstream call: gateway_downstream without or gateway_forward_oauth with the
- * caller's facts as request headers. */
+ * caller's facts as request headers. `planned`: the downstream's unimplemented is passed on as
+ * it is (a method that service has not built yet), not taken for a fault. */
 static bool downstream(rpc_client_t *client, const ProtobufCServiceDescriptor *svc,
                        const char *method, rpc_call_t *call, const rpc_header_t *headers,
-                       size_t nheaders, const ProtobufCMessage *req, ProtobufCMessage **reply,
-                       cx_error_t *err)
+                       size_t nheaders, bool planned, const ProtobufCMessage *req,
+                       ProtobufCMessage **reply, cx_error_t *err)
 {
     if (!client)
         return cx_error_set(err, CX_ERR_UNAVAILABLE, "%s is not configured", svc->short_name);
@@ -99,6 +100,9 @@ static bool downstream(rpc_client_t *client, const ProtobufCServiceDescriptor *s
     cx_error_clear(&e);
     if (rpc_client_unary(client, svc, method, req, &o, rpc_call_arena(call), reply, &e))
         return true;
+    if (planned && e.code == CX_ERR_UNIMPLEMENTED)
+        return cx_error_set(err, CX_ERR_UNIMPLEMENTED, "planned: %s/%s is not built yet",
+                            svc->short_name, method);
     switch (e.code) {
     case CX_ERR_UNAVAILABLE:
     case CX_ERR_DEADLINE_EXCEEDED:
@@ -123,7 +127,7 @@ bool gateway_downstream(rpc_client_t *client, const ProtobufCServiceDescriptor *
                         const char *method, rpc_call_t *call, const ProtobufCMessage *req,
                         ProtobufCMessage **reply, cx_error_t *err)
 {
-    return downstream(client, svc, method, call, NULL, 0, req, reply, err);
+    return downstream(client, svc, method, call, NULL, 0, false, req, reply, err);
 }
 
 bool gateway_forward(gateway_req_t *r, rpc_client_t *client, const ProtobufCServiceDescriptor *svc,
@@ -169,7 +173,9 @@ bool gateway_forward_oauth(gateway_req_t *r, const ProtobufCServiceDescriptor *s
         h[n++] = (rpc_header_t){.key = GATEWAY_HDR_SERVICE_ID, .value = c->service_id};
     if (r->platform_admin)
         h[n++] = (rpc_header_t){.key = GATEWAY_HDR_PLATFORM_ADMIN, .value = "true"};
-    if (downstream(r->gw->oauth, svc, method, r->call, h, n, req, reply, err))
+    /* oauth's services are built a method at a time (oauth.proto): one it has not built is
+     * "planned" to the caller, as for the gateway's own planned methods. */
+    if (downstream(r->gw->oauth, svc, method, r->call, h, n, true, req, reply, err))
         return true;
     r->answered_downstream = true;
     return false;

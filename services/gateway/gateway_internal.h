@@ -175,7 +175,8 @@ bool gateway_forward(gateway_req_t *r, rpc_client_t *client, const ProtobufCServ
 /* gateway_forward to oauth (Connectors, Connections) with the verified caller as request
  * headers: the subject user, the caller kind and service (each only when there is one), and
  * x-credex-platform-admin: true only when r->platform_admin. Nothing of the public caller's own
- * metadata is passed on but the correlation id. Blocks for the downstream call. */
+ * metadata is passed on but the correlation id. A method oauth has not built yet stays
+ * unimplemented (gateway_downstream's other faults are unavailable). Blocks for the call. */
 bool gateway_forward_oauth(gateway_req_t *r, const ProtobufCServiceDescriptor *svc,
                            const char *method, const ProtobufCMessage *req,
                            ProtobufCMessage **reply, cx_error_t *err);

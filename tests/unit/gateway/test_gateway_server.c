@@ -1043,6 +1043,11 @@ static void test_connectors(void **state)
     assert_string_equal(oa_service, "");
     assert_string_equal(oa_cid, "test-cid-1");
     pthread_mutex_unlock(&oa_mu);
+    /* A method oauth has not built is planned, not a fault (this stand-in has no Test). */
+    Credex__V1__TestConnectorRequest tr = CREDEX__V1__TEST_CONNECTOR_REQUEST__INIT;
+    tr.connector_id = "con_t";
+    assert_int_equal(conn_call(f->cli, adm, "TestConnector", &tr.base, a, NULL, &err),
+                     CX_ERR_UNIMPLEMENTED);
 
     /* Enable for a team and for everyone: one tuple each. */
     char *both[] = {"cteam", "*"}, *star[] = {"*"}, *bad[] = {"a*b"};
