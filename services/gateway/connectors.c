@@ -161,8 +161,8 @@ static bool tuples_sync(const gateway_t *gw, const char *connector_id, char *con
         goto out;
     }
     char who[CX_FGA_NAME_MAX];
-    for (size_t i = 0; i < n; i++)
-        if (audience_fga(entries[i], who, sizeof(who)) &&
+    for (size_t i = 0; i < n; i++) /* OpenFGA refuses a tuple twice in one write */
+        if (audience_fga(entries[i], who, sizeof(who)) && !tuple_in(want, nwant, who) &&
             cx_fga_tuple_set(&want[nwant], who, ENABLED_FOR, obj))
             nwant++;
     for (size_t i = 0; i < nhave; i++)

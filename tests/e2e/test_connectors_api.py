@@ -112,9 +112,9 @@ def connector_input(api: x.Api, key: str):
         provider_key=key, type=o.CONNECTOR_TYPE_CUSTOM_OAUTH2, display_name=f"E2E {key}",
         client_id=f"client-{key}", scopes=["read", "profile"],
         redirect_uri=f"https://credex.example.com/api/credentials/oauth/{key}/callback",
-        endpoints=o.ConnectorEndpoints(authorization_url="https://idp.example.com/oauth/authorize",
-                                       token_url="https://idp.example.com/oauth/token",
-                                       userinfo_url="https://idp.example.com/userinfo"),
+        endpoints=o.ConnectorEndpoints(authorization_url="https://idp.e2e.invalid/oauth/authorize",
+                                       token_url="https://idp.e2e.invalid/oauth/token",
+                                       userinfo_url="https://idp.e2e.invalid/userinfo"),
         account_mapping=o.AccountMapping(account_id_field="sub", account_name_field="name"))
 
 
