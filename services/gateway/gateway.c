@@ -1,7 +1,7 @@
 /*
  * gateway: registration of the public API and the helpers every handler shares. Any
  * authenticated peer may connect (the edge, the CLI, agent runtimes); who may do what is decided
- * per request from the JWTs (caller.c) and OpenFGA, before anything is forwarded to store.
+ * per request from the JWTs (caller.c) and OpenFGA, before anything is forwarded to store or oauth.
  */
 #include <stdio.h>
 #include <stdlib.h>
