@@ -233,7 +233,8 @@ static void corpus_log(void)
 
 /* ---- fuzz_ssrf ------------------------------------------------------------------------------ */
 
-/* Hosts in each notation and class, and whole URLs, each allowed or one thing off. */
+/* Hosts in each notation and class, whole URLs, connect-to entries and comma lists, each
+ * allowed or one thing off. */
 static void corpus_ssrf(void)
 {
     const char *t = "fuzz_ssrf";
@@ -256,6 +257,60 @@ static void corpus_ssrf(void)
     emit(t, "url-userinfo", "https://user:pass@example.com/");
     emit(t, "url-http", "http://example.com/");
     emit(t, "url-v6", "https://[::1]:8443/token");
+    emit(t, "connect-to", "idp.credex.test:443:127.0.0.1:18443");
+    emit(t, "connect-to-v6", "github.com:443:[::1]:65535");
+    emit(t, "list", " github.com ,*.atlassian.net,, gitlab.example.com\t");
+}
+
+/* ---- fuzz_oauth_discovery ------------------------------------------------------------------- */
+
+/* Discovery documents (issuer, newline, document): valid OpenID and RFC 8414 ones, and each
+ * with one thing off (issuer, a missing or internal endpoint, a list of the wrong type). */
+static void corpus_oauth_discovery(void)
+{
+    const char *t = "fuzz_oauth_discovery";
+#define DISC_ENDPOINTS                                                                             \
+    "\"authorization_endpoint\":\"https://idp.example.com/authorize\","                            \
+    "\"token_endpoint\":\"https://idp.example.com/token\""
+    emit(t, "oidc",
+         "https://idp.example.com\n{\"issuer\":\"https://idp.example.com\"," DISC_ENDPOINTS
+         ",\"userinfo_endpoint\":\"https://idp.example.com/userinfo\","
+         "\"jwks_uri\":\"https://idp.example.com/jwks\","
+         "\"code_challenge_methods_supported\":[\"S256\",\"plain\"],"
+         "\"token_endpoint_auth_methods_supported\":[\"client_secret_basic\","
+         "\"client_secret_post\"],\"authorization_response_iss_parameter_supported\":true}");
+    emit(t, "rfc8414-path",
+         "https://as.example.org/tenant1\n{\"issuer\":\"https://as.example.org/tenant1\","
+         "\"authorization_endpoint\":\"https://as.example.org/tenant1/authorize\","
+         "\"token_endpoint\":\"https://as.example.org/tenant1/token\","
+         "\"revocation_endpoint\":\"https://as.example.org/tenant1/revoke\"}");
+    emit(t, "no-newline", "{\"issuer\":\"https://idp.example.com\"," DISC_ENDPOINTS "}");
+    emit(t, "issuer-slash",
+         "https://idp.example.com\n{\"issuer\":\"https://idp.example.com/\"," DISC_ENDPOINTS "}");
+    emit(t, "issuer-other",
+         "https://idp.example.com\n{\"issuer\":\"https://evil.example.net\"," DISC_ENDPOINTS "}");
+    emit(t, "metadata-endpoint",
+         "https://idp.example.com\n{\"issuer\":\"https://idp.example.com\","
+         "\"authorization_endpoint\":\"https://idp.example.com/a\","
+         "\"token_endpoint\":\"https://169.254.169.254/latest\"}");
+    emit(t, "mapped-jwks",
+         "https://idp.example.com\n{\"issuer\":\"https://idp.example.com\"," DISC_ENDPOINTS
+         ",\"jwks_uri\":\"https://[::ffff:7f00:1]/jwks\"}");
+    emit(t, "http-endpoint",
+         "https://idp.example.com\n{\"issuer\":\"https://idp.example.com\","
+         "\"authorization_endpoint\":\"http://idp.example.com/a\","
+         "\"token_endpoint\":\"https://idp.example.com/t\"}");
+    emit(t, "no-token",
+         "https://idp.example.com\n{\"issuer\":\"https://idp.example.com\","
+         "\"authorization_endpoint\":\"https://idp.example.com/a\"}");
+    emit(t, "list-type",
+         "https://idp.example.com\n{\"issuer\":\"https://idp.example.com\"," DISC_ENDPOINTS
+         ",\"code_challenge_methods_supported\":\"S256\"}");
+    emit(t, "duplicate",
+         "https://idp.example.com\n{\"issuer\":\"https://idp.example.com\","
+         "\"issuer\":\"https://idp.example.com\"," DISC_ENDPOINTS "}");
+    emit(t, "array", "https://idp.example.com\n[\"https://idp.example.com\"]");
+#undef DISC_ENDPOINTS
 }
 
 /* ---- fuzz_identity -------------------------------------------------------------------------- */
@@ -1142,6 +1197,7 @@ int main(int argc, char **argv)
     corpus_config();
     corpus_log();
     corpus_ssrf();
+    corpus_oauth_discovery();
     corpus_identity();
     corpus_wrapped_key();
     corpus_jwt();

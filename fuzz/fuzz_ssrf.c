@@ -1,5 +1,5 @@
 /* Fuzz target: the SSRF screening of common/http (cx_http_ssrf.c), the input read as a URL's
- * host and as a whole URL. */
+ * host, as a whole URL, as an allow-list entry, as a connect-to entry and as a comma list. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -72,6 +72,59 @@ static void embedded(const cx_http_host_t *h)
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+/* The readers of the configuration's lists: what they accept has the promised shape, and a
+ * refusal never quotes the input. Their fixed messages hold ':' and '.' ("1..65535") but none
+ * of "[@/" and are shorter than 65 bytes, so only such inputs are sure not to be quoted. */
+static void lists(const char *in)
+{
+    size_t in_len = strlen(in);
+    bool quotable = in_len > 64 || (in_len >= 4 && strpbrk(in, "[@/") != NULL);
+    cx_error_t err;
+    if (cx_http_allow_host_check(in, &err)) {
+        const char *p = strncmp(in, "*.", 2) == 0 ? in + 2 : in;
+        check(*p != '\0' && *p != '.' &&
+              strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTU"
+                        "VWXYZ0123456789-.") == strlen(p));
+        check(strstr(p, "..") == NULL);
+    } else {
+        check(err.code == CX_ERR_INVALID_ARGUMENT);
+        check(!quotable || strstr(err.message, in) == NULL);
+    }
+
+    cx_http_connect_to_t ct;
+    if (cx_http_connect_to_parse(in, &ct, &err)) {
+        check(ct.port >= 1 && ct.port <= 65535 && ct.host[0] != '\0');
+        check(strchr(ct.host, ':') == NULL && strncmp(in, ct.host, strlen(ct.host)) == 0);
+        check(cx_http_ip_classify((const struct sockaddr *)&ct.target) == CX_HTTP_IP_LOOPBACK);
+        const struct sockaddr_in *t4 = (const struct sockaddr_in *)&ct.target;
+        const struct sockaddr_in6 *t6 = (const struct sockaddr_in6 *)&ct.target;
+        check((ct.target.ss_family == AF_INET ? t4->sin_port : t6->sin6_port) != 0);
+        cx_http_host_t h;
+        check(cx_http_host_literal_parse(ct.host, strlen(ct.host), &h, NULL) &&
+              h.kind == CX_HTTP_HOST_NAME);
+    } else {
+        check(err.code == CX_ERR_INVALID_ARGUMENT);
+        check(strstr(err.message, "connect_to") != NULL);
+        check(!quotable || strstr(err.message, in) == NULL);
+    }
+
+    char **l = cx_http_list_split(in, 8, &err);
+    if (l == NULL) {
+        check(err.code == CX_ERR_INVALID_ARGUMENT);
+        check(!quotable || strstr(err.message, in) == NULL);
+        return;
+    }
+    size_t n = 0;
+    for (; l[n] != NULL; n++) {
+        size_t len = strlen(l[n]);
+        check(len > 0 && len <= CX_HTTP_LIST_ITEM_MAX && strchr(l[n], ',') == NULL);
+        check(l[n][0] != ' ' && l[n][0] != '\t' && l[n][len - 1] != ' ' && l[n][len - 1] != '\t');
+        check(strstr(in, l[n]) != NULL);
+    }
+    check(n <= 8);
+    cx_http_list_free(l);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size > CX_HTTP_URL_MAX)
@@ -127,6 +180,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 check(strstr(err.message, host) == NULL);
         }
     }
+    if (!has_nul)
+        lists(host);
     free(host);
     return 0;
 }

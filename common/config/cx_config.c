@@ -4,6 +4,7 @@
  * against each other line by line.
  */
 #include "common/config/cx_config.h"
+#include "common/http/cx_http.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -366,6 +367,42 @@ static bool cx_config_check_origins(const char *v)
     }
 }
 
+/* A comma list (spaces around commas allowed, empty items ignored, at least one item, at most
+ * CX_HTTP_SSRF_LIST_MAX) whose every item passes item. Split and read by common/http itself, so
+ * the configuration accepts exactly what oauth's provider client will. */
+static bool cx_config_check_http_list(const char *v, bool (*item)(const char *))
+{
+    char **list = cx_http_list_split(v, CX_HTTP_SSRF_LIST_MAX, NULL);
+    bool ok = list != NULL && list[0] != NULL;
+    for (size_t i = 0; ok && list[i] != NULL; i++)
+        ok = item(list[i]);
+    cx_http_list_free(list);
+    return ok;
+}
+
+static bool cx_config_allowed_host(const char *v)
+{
+    return cx_http_allow_host_check(v, NULL);
+}
+
+static bool cx_config_connect_to_entry(const char *v)
+{
+    cx_http_connect_to_t ct;
+    return cx_http_connect_to_parse(v, &ct, NULL);
+}
+
+/* CREDEX_OAUTH_ALLOWED_HOSTS: host names, each exact or "*.suffix". */
+static bool cx_config_check_allowed_hosts(const char *v)
+{
+    return cx_config_check_http_list(v, cx_config_allowed_host);
+}
+
+/* CREDEX_OAUTH_TEST_CONNECT_TO: host:port:addr:port2 with a loopback addr. */
+static bool cx_config_check_connect_to(const char *v)
+{
+    return cx_config_check_http_list(v, cx_config_connect_to_entry);
+}
+
 /* ---- the variable table ---------------------------------------------------------------- */
 
 typedef enum cx_config_kind {
@@ -542,8 +579,12 @@ static const cx_config_var_t cx_config_vars[] = {
            "default port), at most 32"),
     CX_BOOL("CREDEX_EDGE_ALLOW_SAME_SITE", edge_allow_same_site, false),
     CX_STR("CREDEX_OAUTH_CA_FILE", oauth_ca_file, "", NULL, NULL),
-    CX_STR("CREDEX_OAUTH_ALLOWED_HOSTS", oauth_allowed_hosts, "", NULL, NULL),
-    CX_STR("CREDEX_OAUTH_TEST_CONNECT_TO", oauth_test_connect_to, "", NULL, NULL),
+    CX_STR("CREDEX_OAUTH_ALLOWED_HOSTS", oauth_allowed_hosts, "", cx_config_check_allowed_hosts,
+           "comma-separated host names (letters, digits, '-', '.'), each exact or *.suffix, at "
+           "most 64"),
+    CX_STR("CREDEX_OAUTH_TEST_CONNECT_TO", oauth_test_connect_to, "", cx_config_check_connect_to,
+           "comma-separated host:port:addr:port2 entries (host a DNS name, addr 127.x.y.z or "
+           "[::1], ports 1..65535), at most 64"),
     CX_UNSIGNED("CREDEX_OAUTH_HTTP_TIMEOUT_MS", oauth_http_timeout_ms, 100, 60000, 10000),
     CX_SIZE("CREDEX_OAUTH_HTTP_MAX_RESPONSE_BYTES", oauth_http_max_response_bytes, 1024, 16777216,
             1048576),
@@ -631,6 +672,14 @@ bool cx_config_load(cx_config_t **out, cx_config_getenv_fn fn, void *ctx, cx_err
                      "CREDEX_STORE_METADATA_CACHE_POLL_MS: expected below "
                      "CREDEX_STORE_METADATA_CACHE_BOUND_MS (%u), got %u",
                      cfg->meta_cache_bound_ms, cfg->meta_cache_poll_ms);
+        goto out;
+    }
+    /* The override sends provider calls to loopback services by design: tests and development
+     * only, never a production deployment. */
+    if (cfg->production && cfg->oauth_test_connect_to[0] != '\0') {
+        cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                     "CREDEX_OAUTH_TEST_CONNECT_TO: not allowed with CREDEX_PRODUCTION=true (tests "
+                     "and development only)");
         goto out;
     }
     /* A certificate without its key (or the reverse) would serve plain HTTP by mistake. */

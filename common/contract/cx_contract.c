@@ -63,6 +63,7 @@ static const cx_contract_rule_t rules[] = {
     ID("authorization_params.value", 0, 512, A_VISIBLE, "printable ASCII"),
     ID("authorization_url", 1, 2048, A_VISIBLE, "a URL"),
     BYTES("ciphertext", 1, 4096),
+    ID("client_auth_method", 1, 32, A_KEY, "client_secret_basic or client_secret_post"),
     ID("client_id", 1, 256, A_VISIBLE, "printable ASCII"),
     BYTES("client_secret", 1, 4096),
     ID("client_secret_id", 1, 64, A_ID, "an id"),

@@ -21,9 +21,9 @@
  * An HTTP status is not an error here: every response received is returned with its status,
  * body, Content-Type and Retry-After, and the caller decides what a 404 or a 503 means to it.
  *
- * Room for what comes later: provider URLs (OAuth) will add an SSRF policy to
- * cx_http_options_t, checked on the address actually connected to (libcurl's socket callback)
- * and on every redirect; AWS KMS signs with SigV4 over the method, URL, headers and body of a
+ * Clients with an SSRF policy (options.ssrf: OAuth providers, whose URLs users give) check, on
+ * every request, the address actually connected to, and never follow a redirect (see
+ * cx_http_ssrf_t). AWS KMS will sign with SigV4 over the method, URL, headers and body of a
  * cx_http_request_t before it is sent, so a request carries everything a signer reads.
  *
  * Thread-safety: a cx_http_t is immutable after creation but for its handle pool (a mutex held
@@ -50,18 +50,34 @@ typedef struct cx_http cx_http_t;
 struct addrinfo;
 
 /* The connect-time SSRF policy of a client that calls URLs given by users (OAuth providers).
- * With one, every request: screens its URL as cx_http_url_check does (with allow_hosts);
- * resolves the host once and refuses (CX_ERR_SSRF_BLOCKED, nothing sent) when any address is
- * not CX_HTTP_IP_PUBLIC; connects only to a checked address (pinned: libcurl never resolves the
- * name again, and the address of the socket it opens is checked once more); never follows a
- * redirect (a 3xx is returned as it is); never uses a proxy from the environment.
+ * With one, every request, before anything is sent:
+ *  - screens its URL with cx_http_url_check(url, allow_hosts): https, no userinfo, the
+ *    allow-list, no non-public IP literal in any notation (refusals as that function says);
+ *  - resolves the host ONCE (resolve, else getaddrinfo; stream sockets of AF_INET/AF_INET6) and
+ *    classifies every address with cx_http_ip_classify: if any one is not CX_HTTP_IP_PUBLIC the
+ *    request is CX_ERR_SSRF_BLOCKED (the message names the class, never the host or address),
+ *    even when others are public, since a client may connect to any of them; a name that does
+ *    not resolve is CX_ERR_UNAVAILABLE (CX_DETAIL_HTTP_DNS);
+ *  - pins the checked addresses (CURLOPT_RESOLVE, replacing any earlier pin of the same
+ *    host:port on a reused handle), so libcurl never resolves the name again, and checks the
+ *    address and port of every socket libcurl opens against them (CURLOPT_OPENSOCKETFUNCTION):
+ *    any other is refused and the request is CX_ERR_SSRF_BLOCKED;
+ *  - never follows a redirect (a 3xx is returned as it is), never uses a proxy (https_proxy and
+ *    friends in the environment are ignored), never resends credentials to another host.
+ * A kept-alive connection is reused only by the same client, for the same host and port (libcurl
+ * keys its connection cache on them, and on the connect_to target), and was opened to an
+ * address that passed these checks when it was made; classes do not change with time, so reuse
+ * cannot reach an address the checks would refuse.
  *
  * connect_to is the override for tests and development only: entries
- * "host:port:127.0.0.1:port2" (or "[::1]") send requests for host:port to that loopback address
- * and port instead, with TLS still verified for host; such a host is exempt from the
- * address checks, and nothing else is. The configuration refuses it in production mode.
- * resolve/resolve_free replace getaddrinfo/freeaddrinfo (tests: a resolver whose answer changes
- * between calls). All strings and arrays are copied by cx_http_new. */
+ * "host:port:127.0.0.1:port2" (any 127.x.y.z, or "[::1]"; see cx_http_connect_to_parse) send
+ * requests for host:port to that loopback address and port instead, with TLS still verified for
+ * host; such a host:port (matched without case) is exempt from resolution and the address
+ * checks, not from the URL rules, and its socket may go to the listed target only. The
+ * configuration refuses it in production mode. resolve/resolve_free replace
+ * getaddrinfo/freeaddrinfo (tests: a resolver whose answer changes between calls); resolve is
+ * called from the threads that call cx_http_do, concurrently, and must return 0 and a list
+ * to free with resolve_free, or non-zero. All strings and arrays are copied by cx_http_new. */
 typedef struct cx_http_ssrf {
     const char *const *allow_hosts; /* NULL-terminated "name" or "*.suffix"; NULL: any host */
     const char *const *connect_to;  /* NULL-terminated override entries; NULL: none */
@@ -84,8 +100,11 @@ typedef struct cx_http_options {
 } cx_http_options_t;
 
 /* Strings are copied. CX_ERR_INVALID_ARGUMENT when ca_file is set but cannot be read (found at
- * start-up, not at the first request). Initialises libcurl (reference-counted), so call it at
- * start-up rather than first from a worker thread. */
+ * start-up, not at the first request), and for an SSRF policy with allow_http or max_redirects,
+ * a malformed allow_hosts or connect_to entry (see cx_http_allow_host_check and
+ * cx_http_connect_to_parse; the message names the list, never the entry), more than
+ * CX_HTTP_SSRF_LIST_MAX entries in either, or resolve without resolve_free. Initialises libcurl
+ * (reference-counted), so call it at start-up rather than first from a worker thread. */
 cx_http_t *cx_http_new(const cx_http_options_t *opts, cx_error_t *err);
 /* NULL-safe. Closes the pooled connections. No cx_http_do may be running. */
 void cx_http_free(cx_http_t *c);
@@ -138,14 +157,14 @@ uint64_t cx_http_connections_opened(cx_http_t *c);
  * What is here is the configuration-time half: the URL's shape (https, no userinfo), its host
  * against an allow-list, and an IP literal in any notation a resolver accepts (decimal, octal,
  * hex, short forms, IPv4 inside IPv6) classified against the IANA special-purpose registries.
- * Next step, not built yet: the connect-time half, in cx_http_do for clients with an SSRF
- * policy: resolve a name once, classify every address with cx_http_ip_classify, connect only to
- * a checked address (CURLOPT_RESOLVE pinning, CURLOPT_OPENSOCKETFUNCTION checking the address
- * actually connected to), so that a DNS answer that changes between check and connect cannot
- * redirect a request; and never follow a redirect. */
+ * The connect-time half is in cx_http_do for clients with an SSRF policy (cx_http_ssrf_t). The
+ * list helpers at the end of this section allocate; they read the comma-separated variables of
+ * the configuration (CREDEX_OAUTH_ALLOWED_HOSTS, CREDEX_OAUTH_TEST_CONNECT_TO). */
 
-#define CX_HTTP_URL_MAX  2048 /* bytes of a URL given to cx_http_url_check */
-#define CX_HTTP_HOST_MAX 253  /* bytes of a host name (DNS limit) */
+#define CX_HTTP_URL_MAX       2048 /* bytes of a URL given to cx_http_url_check */
+#define CX_HTTP_HOST_MAX      253  /* bytes of a host name (DNS limit) */
+#define CX_HTTP_SSRF_LIST_MAX 64   /* entries of allow_hosts and of connect_to */
+#define CX_HTTP_LIST_ITEM_MAX 512  /* bytes of one item of cx_http_list_split */
 
 /* Appended, never renumbered (they may reach logs and tests by name). */
 typedef enum cx_http_ip_class {
@@ -208,5 +227,33 @@ bool cx_http_host_literal_parse(const char *host, size_t len, cx_http_host_t *ou
  * quote the URL or its host. A name that passes may still resolve to a forbidden address: the
  * connect-time check (see above) is still needed. */
 bool cx_http_url_check(const char *url, const char *const *allow_list, cx_error_t *err);
+
+/* One allow-list entry: a host name, exact or "*.suffix", of letters, digits, '-' and '.', no
+ * empty label, at most CX_HTTP_HOST_MAX bytes, one trailing dot ignored. False:
+ * CX_ERR_INVALID_ARGUMENT, the message never quoting the entry. Pure, any thread. */
+bool cx_http_allow_host_check(const char *entry, cx_error_t *err);
+
+/* One entry of the connect-to override, read. */
+typedef struct cx_http_connect_to {
+    char host[CX_HTTP_HOST_MAX + 1]; /* a DNS name, as written (not an IP literal, not localhost) */
+    unsigned port;                   /* 1..65535 */
+    struct sockaddr_storage target;  /* loopback: 127.0.0.0/8 or ::1, with port2 (1..65535) */
+} cx_http_connect_to_t;
+
+/* Read "host:port:addr:port2" where host is a DNS name (cx_http_host_literal_parse says
+ * CX_HTTP_HOST_NAME), addr a loopback literal, dotted-quad 127.x.y.z or "[::1]", and both ports
+ * decimal 1..65535 without leading zeros. False (*out untouched): CX_ERR_INVALID_ARGUMENT, the
+ * message ("connect_to entry: ...") never quoting the entry. Pure, any thread. */
+bool cx_http_connect_to_parse(const char *entry, cx_http_connect_to_t *out, cx_error_t *err);
+
+/* Split a comma-separated list into its items, each trimmed of spaces and tabs, empty ones
+ * skipped: a malloc'd NULL-terminated array of malloc'd strings (an empty array for NULL or ""),
+ * to release with cx_http_list_free. NULL: CX_ERR_INVALID_ARGUMENT for more than max_items
+ * items or an item longer than CX_HTTP_LIST_ITEM_MAX bytes (the message never quotes the list),
+ * CX_ERR_INTERNAL when out of memory. Any thread. */
+char **cx_http_list_split(const char *csv, size_t max_items, cx_error_t *err);
+
+/* NULL-safe. */
+void cx_http_list_free(char **list);
 
 #endif

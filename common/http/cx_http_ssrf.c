@@ -8,6 +8,7 @@
  * libcurl would connect to.
  */
 #include <arpa/inet.h>
+#include <stdlib.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <strings.h>
@@ -413,4 +414,169 @@ bool cx_http_url_check(const char *url, const char *const *allow_list, cx_error_
             return cx_error_set(err, CX_ERR_SSRF_BLOCKED, "URL host is not on the allow-list");
     }
     return true;
+}
+
+/* ---- allow-list entries, the connect-to override, lists ---------------------------------- */
+
+bool cx_http_allow_host_check(const char *entry, cx_error_t *err)
+{
+    if (entry == NULL)
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "allow-list entry is missing");
+    size_t n = strnlen(entry, CX_HTTP_HOST_MAX + 4);
+    const char *p = entry;
+    if (n >= 2 && p[0] == '*' && p[1] == '.') {
+        p += 2;
+        n -= 2;
+    }
+    if (n > 0 && p[n - 1] == '.')
+        n--;
+    if (n == 0 || n > CX_HTTP_HOST_MAX)
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "allow-list entry is empty or too long");
+    for (size_t i = 0; i < n; i++) {
+        char c = lower(p[i]);
+        bool label = is_digit(c) || (c >= 'a' && c <= 'z') || c == '-';
+        if (!label && !(c == '.' && i > 0 && p[i - 1] != '.' && i + 1 < n))
+            return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                                "allow-list entry has a forbidden character or an empty label");
+    }
+    return true;
+}
+
+/* A port as written in an override entry: 1..65535, decimal, no sign, no leading zero. */
+static bool port_parse(const char *p, size_t n, unsigned *out)
+{
+    unsigned v = 0;
+    if (n == 0 || n > 5 || p[0] == '0')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (!is_digit(p[i]))
+            return false;
+        v = v * 10 + (unsigned)(p[i] - '0');
+    }
+    if (v > 65535)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool connect_to_fail(cx_error_t *err, const char *why)
+{
+    return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "connect_to entry: %s", why);
+}
+
+bool cx_http_connect_to_parse(const char *entry, cx_http_connect_to_t *out, cx_error_t *err)
+{
+    cx_http_connect_to_t r;
+    memset(&r, 0, sizeof(r));
+    if (entry == NULL)
+        return connect_to_fail(err, "missing");
+    size_t n = strnlen(entry, CX_HTTP_LIST_ITEM_MAX + 1);
+    if (n > CX_HTTP_LIST_ITEM_MAX)
+        return connect_to_fail(err, "too long");
+    const char *c1 = memchr(entry, ':', n);
+    const char *c2 = c1 ? memchr(c1 + 1, ':', n - (size_t)(c1 + 1 - entry)) : NULL;
+    if (c2 == NULL)
+        return connect_to_fail(err, "expected host:port:addr:port2");
+    size_t hl = (size_t)(c1 - entry);
+    cx_http_host_t h;
+    if (hl > CX_HTTP_HOST_MAX || !cx_http_host_literal_parse(entry, hl, &h, NULL) ||
+        h.kind != CX_HTTP_HOST_NAME)
+        return connect_to_fail(err, "host is not a DNS name");
+    if (!port_parse(c1 + 1, (size_t)(c2 - c1 - 1), &r.port))
+        return connect_to_fail(err, "port is not in 1..65535");
+    const char *a = c2 + 1, *end = entry + n, *c3;
+    char buf[INET6_ADDRSTRLEN];
+    if (a < end && a[0] == '[') {
+        const char *close = memchr(a, ']', (size_t)(end - a));
+        if (close == NULL || close + 1 >= end || close[1] != ':')
+            return connect_to_fail(err, "expected host:port:addr:port2");
+        c3 = close + 1;
+        a++;
+    } else {
+        c3 = memchr(a, ':', (size_t)(end - a));
+        if (c3 == NULL)
+            return connect_to_fail(err, "expected host:port:addr:port2");
+    }
+    size_t al = (size_t)((a[-1] == '[' ? c3 - 1 : c3) - a);
+    if (al == 0 || al >= sizeof(buf))
+        return connect_to_fail(err, "target is not a loopback address");
+    memcpy(buf, a, al);
+    buf[al] = '\0';
+    unsigned port2;
+    if (!port_parse(c3 + 1, (size_t)(end - c3 - 1), &port2))
+        return connect_to_fail(err, "target port is not in 1..65535");
+    struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port2)};
+    struct sockaddr_in6 in6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port2)};
+    /* inet_pton reads only the strict dotted quad (no octal, hex or short forms). */
+    if (a[-1] != '[' && inet_pton(AF_INET, buf, &in.sin_addr) == 1 &&
+        cx_http_ip_classify((const struct sockaddr *)&in) == CX_HTTP_IP_LOOPBACK)
+        memcpy(&r.target, &in, sizeof(in));
+    else if (a[-1] == '[' && inet_pton(AF_INET6, buf, &in6.sin6_addr) == 1 &&
+             IN6_IS_ADDR_LOOPBACK(&in6.sin6_addr))
+        memcpy(&r.target, &in6, sizeof(in6));
+    else
+        return connect_to_fail(err, "target is not a loopback address");
+    memcpy(r.host, entry, hl);
+    r.host[hl] = '\0';
+    *out = r;
+    return true;
+}
+
+static bool list_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+void cx_http_list_free(char **list)
+{
+    if (list == NULL)
+        return;
+    for (size_t i = 0; list[i] != NULL; i++)
+        free(list[i]);
+    free(list);
+}
+
+char **cx_http_list_split(const char *csv, size_t max_items, cx_error_t *err)
+{
+    if (csv == NULL)
+        csv = "";
+    size_t cap = 1;
+    for (const char *p = csv; *p != '\0'; p++)
+        cap += *p == ',';
+    if (cap > max_items)
+        cap = max_items;
+    char **list = calloc(cap + 1, sizeof(*list));
+    if (list == NULL) {
+        cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    size_t n = 0;
+    for (const char *p = csv;; p++) {
+        size_t len = strcspn(p, ",");
+        const char *s = p, *e = p + len;
+        while (s < e && list_blank(*s))
+            s++;
+        while (e > s && list_blank(e[-1]))
+            e--;
+        if (e > s) {
+            if (n == max_items || (size_t)(e - s) > CX_HTTP_LIST_ITEM_MAX) {
+                cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                             n == max_items ? "list has more than the allowed number of items"
+                                            : "list item is too long");
+                goto fail;
+            }
+            if ((list[n] = strndup(s, (size_t)(e - s))) == NULL) {
+                cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+                goto fail;
+            }
+            n++;
+        }
+        p += len;
+        if (*p == '\0')
+            break;
+    }
+    return list;
+fail:
+    cx_http_list_free(list);
+    return NULL;
 }

@@ -695,6 +695,9 @@ static const mdb_index_spec_t mdb_indexes[] = {
      true,
      MDB_PARTIAL_STATUS_NOT_DELETED},
     {MDB_COLL_OAUTH_CONNECTORS, {{"status", 1}, {"enabled_for", 1}}, false, MDB_PARTIAL_NONE},
+    /* One live connector per (provider_key, type) on every backend (FerretDB has no partial
+     * indexes): live_key is "<provider_key>/<type>", or "deleted/<connector_id>" once deleted. */
+    {MDB_COLL_OAUTH_CONNECTORS, {{"live_key", 1}}, true, MDB_PARTIAL_NONE},
     {MDB_COLL_CONNECTIONS, {{"connection_id", 1}}, true, MDB_PARTIAL_NONE},
     {MDB_COLL_CONNECTIONS,
      {{"subject_user_id", 1}, {"provider_key", 1}, {"state", 1}},

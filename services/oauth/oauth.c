@@ -1,16 +1,17 @@
-/* oauth: registration of credex.v1.Connectors, Connections and ProviderTokens (a later issue). */
-#include <stddef.h>
+/* oauth: setup and cleanup (state, clients, registration, start-up bootstrap). Connectors is
+ * served by connectors.c; Connections and ProviderTokens are a later issue. */
+#include <stdlib.h>
 
-#include "services/oauth/oauth.h"
+#include "common/log/cx_log.h"
+#include "common/svc/svc.h"
 #include "credex/v1/oauth.pb-c.h"
+#include "services/oauth/oauth.h"
+#include "services/oauth/oauth_internal.h"
 
 /* Everything reaches oauth through the policy gateway. */
 static const char *const gateway_only[] = {"gateway", NULL};
 
-static const rpc_service_def_t oauth_services[] = {
-    {.desc = &credex__v1__connectors__descriptor,
-     .allowed_peers = gateway_only,
-     .unimplemented_note = "planned: a later issue, OAuth connectors"},
+static const rpc_service_def_t oauth_later_services[] = {
     {.desc = &credex__v1__connections__descriptor,
      .allowed_peers = gateway_only,
      .unimplemented_note = "planned: a later issue, provider connections"},
@@ -19,17 +20,102 @@ static const rpc_service_def_t oauth_services[] = {
      .unimplemented_note = "planned: a later issue, provider token exchange"},
 };
 
-bool oauth_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_error_t *err)
+/* A comma list of the configuration as common/http splits it; NULL for an empty list (the
+ * policy's "none": an empty allow-list would refuse every host). */
+static bool oauth_list_split(const char *csv, char ***out, cx_error_t *err)
 {
-    (void)cfg;
-    *state = NULL;
-    for (size_t i = 0; i < sizeof(oauth_services) / sizeof(oauth_services[0]); i++)
-        if (!rpc_server_add_service(srv, &oauth_services[i], err))
-            return false;
+    char **list = cx_http_list_split(csv, CX_HTTP_SSRF_LIST_MAX, err);
+    if (!list)
+        return false;
+    if (!list[0]) {
+        cx_http_list_free(list);
+        list = NULL;
+    }
+    *out = list;
     return true;
+}
+
+/* The provider client: common/http under the SSRF policy, with the CREDEX_OAUTH_* limits. */
+static bool oauth_http_open(oauth_t *o, cx_error_t *err)
+{
+    const cx_config_t *cfg = o->cfg;
+    cx_http_ssrf_t ssrf = {.allow_hosts = (const char *const *)o->allow_hosts,
+                           .connect_to = (const char *const *)o->connect_to};
+    cx_http_options_t ho = {.name = "OAuth provider",
+                            .ca_file = cfg->oauth_ca_file,
+                            .timeout_ms = cfg->oauth_http_timeout_ms,
+                            .max_response_bytes = cfg->oauth_http_max_response_bytes,
+                            .ssrf = &ssrf};
+    o->http = cx_http_new(&ho, err);
+    return o->http != NULL;
+}
+
+/* oauth serves only while its database answers (as store does). */
+static bool oauth_health_probe(void *ctx)
+{
+    oauth_t *o = ctx;
+    cx_error_t err;
+    return mdb_ping(o->db, &err);
 }
 
 void oauth_cleanup(void *state)
 {
-    (void)state;
+    oauth_t *o = state;
+    if (!o)
+        return;
+    cx_http_free(o->http);
+    rpc_client_free(o->store);
+    mdb_close(o->db);
+    cx_http_list_free(o->allow_hosts);
+    cx_http_list_free(o->connect_to);
+    free(o);
+}
+
+bool oauth_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_error_t *err)
+{
+    *state = NULL;
+    oauth_t *o = calloc(1, sizeof(*o));
+    if (!o)
+        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+    o->cfg = cfg;
+    mdb_options_t mo = {.uri = cfg->mongo_uri,
+                        .db = cfg->mongo_db,
+                        .timeout_ms = cfg->mongo_timeout_ms,
+                        .write_majority = cfg->mongo_write_majority,
+                        .pool_max = cfg->mongo_pool_max,
+                        .app_name = "credex-oauth"};
+    rpc_tls_t tls = svc_tls(cfg);
+    if (!mdb_open(&o->db, &mo, err) ||
+        !(o->store = rpc_client_new(cfg->addr[CX_SVC_STORE], "store", &tls, err)) ||
+        !oauth_list_split(cfg->oauth_allowed_hosts, &o->allow_hosts, err) ||
+        !oauth_list_split(cfg->oauth_test_connect_to, &o->connect_to, err) ||
+        !oauth_http_open(o, err))
+        goto fail;
+    /* Filled at run time because the method count lives in connectors.c; must outlive the
+     * server, hence static. */
+    static rpc_service_def_t connectors_def;
+    connectors_def = (rpc_service_def_t){.desc = &credex__v1__connectors__descriptor,
+                                         .impls = oauth_connectors_impls,
+                                         .nimpls = oauth_connectors_nimpls,
+                                         .allowed_peers = gateway_only,
+                                         .unimplemented_note = "not implemented"};
+    if (!rpc_server_add_service(srv, &connectors_def, err))
+        goto fail;
+    for (size_t i = 0; i < sizeof(oauth_later_services) / sizeof(oauth_later_services[0]); i++)
+        if (!rpc_server_add_service(srv, &oauth_later_services[i], err))
+            goto fail;
+    rpc_server_set_health_probe(srv, "credex.v1.Connectors", oauth_health_probe, o);
+    /* Before the server listens: a replica is never healthy with a half-applied bootstrap, and
+     * a failed one stops the process (fail closed) with the variable or dependency named. With
+     * credentials disabled store refuses every write, so there is nothing to bootstrap into. */
+    if (cfg->bootstrap_oauth_connectors && !cfg->credentials_enabled)
+        cx_log_warn(NULL, "oauth.bootstrap_skipped",
+                    CX_LOG_STR("reason", "CAIPE_CREDENTIALS_ENABLED=false"));
+    else if (cfg->bootstrap_oauth_connectors && !oauth_bootstrap_run(o, NULL, NULL, err))
+        goto fail;
+    *state = o;
+    return true;
+fail:
+    oauth_cleanup(o);
+    return false;
 }

@@ -38,6 +38,9 @@ typedef enum oauth_client_auth {
     OAUTH_CLIENT_AUTH_BASIC = 1, /* client_secret_basic: HTTP Basic (RFC 6749 2.3.1) */
 } oauth_client_auth_t;
 
+/* "client_secret_basic" or "client_secret_post" (Connector.client_auth_method); never NULL. */
+const char *oauth_client_auth_name(oauth_client_auth_t a);
+
 typedef struct oauth_param {
     const char *name;
     const char *value;
@@ -54,23 +57,23 @@ typedef struct oauth_provider {
     const char *base_url; /* base_url_configurable: the default base, e.g. https://gitlab.com */
     const char *authorization_url; /* or the path after base_url */
     const char *token_url;
-    const char *revocation_url; /* NULL: the provider offers no revocation */
-    const char *userinfo_url;   /* the account-identity endpoint */
-    const char *resources_url;  /* NULL, or where the token's resources are listed (Atlassian
-                                   accessible-resources: the sites the token reaches) */
-    const char *default_scopes; /* space-separated; NULL when scopes must come from config */
-    bool scopes_required;       /* no usable default: <PREFIX>_SCOPES or the admin must say */
+    const char *revocation_url;  /* NULL: the provider offers no revocation */
+    const char *userinfo_url;    /* the account-identity endpoint */
+    const char *resources_url;   /* NULL, or where the token's resources are listed (Atlassian
+                                    accessible-resources: the sites the token reaches) */
+    const char *default_scopes;  /* space-separated; NULL when scopes must come from config */
+    bool scopes_required;        /* no usable default: <PREFIX>_SCOPES or the admin must say */
     const char *scope_separator; /* in the authorization request: " " (RFC 6749) or "," */
     bool pkce_s256;
     oauth_client_auth_t client_auth;
-    bool token_accept_json;   /* send Accept: application/json to the token endpoint (GitHub
-                                 answers form-encoded otherwise) */
-    bool token_error_in_200;  /* errors may come with HTTP 200 and an "error" field (GitHub) */
-    bool supports_refresh;    /* issues refresh tokens (for some, only when configured so) */
+    bool token_accept_json;      /* send Accept: application/json to the token endpoint (GitHub
+                                    answers form-encoded otherwise) */
+    bool token_error_in_200;     /* errors may come with HTTP 200 and an "error" field (GitHub) */
+    bool supports_refresh;       /* issues refresh tokens (for some, only when configured so) */
     bool rotates_refresh_tokens; /* each refresh returns a new refresh token, the old one dies */
-    bool requires_provider_resource; /* callers name a site (Atlassian cloud id) */
-    const char *account_id_field;    /* in the identity reply, e.g. "id", "account_id" */
-    const char *account_name_field;  /* e.g. "login", "name", "email" */
+    bool requires_provider_resource;           /* callers name a site (Atlassian cloud id) */
+    const char *account_id_field;              /* in the identity reply, e.g. "id", "account_id" */
+    const char *account_name_field;            /* e.g. "login", "name", "email" */
     const oauth_param_t *authorization_params; /* {NULL, NULL}-terminated; may be NULL */
     const char *docs_url; /* the provider's public documentation of its OAuth app setup */
 } oauth_provider_t;
@@ -125,9 +128,9 @@ void oauth_connector_clear(oauth_connector_t *c);
 
 typedef struct oauth_discovered {
     char *issuer, *authorization_url, *token_url, *userinfo_url, *revocation_url, *jwks_uri;
-    bool pkce_s256;           /* code_challenge_methods_supported lists S256 (or is absent) */
+    bool pkce_s256;             /* code_challenge_methods_supported lists S256 (or is absent) */
     bool auth_basic, auth_post; /* token_endpoint_auth_methods_supported (absent: basic) */
-    bool iss_parameter;       /* authorization_response_iss_parameter_supported (RFC 9207) */
+    bool iss_parameter;         /* authorization_response_iss_parameter_supported (RFC 9207) */
 } oauth_discovered_t;
 
 /* Parse a discovery document (JSON) fetched for `issuer`: the document's issuer must equal the
@@ -149,7 +152,7 @@ typedef struct oauth_bootstrap_spec {
     const oauth_provider_t *provider;
     char client_id[256];
     char redirect_uri[2048];
-    char scopes[2048]; /* space-separated, "" = the descriptor's default */
+    char scopes[2048];  /* space-separated, "" = the descriptor's default */
     char base_url[512]; /* GITLAB_BASE_URL, "" = the descriptor's default */
     /* The secret, wiped and freed by oauth_bootstrap_specs_free. */
     unsigned char *client_secret;
@@ -164,5 +167,98 @@ typedef struct oauth_bootstrap_spec {
 bool oauth_bootstrap_specs_read(cx_config_getenv_fn fn, void *ctx, oauth_bootstrap_spec_t **specs,
                                 size_t *n, cx_error_t *err);
 void oauth_bootstrap_specs_free(oauth_bootstrap_spec_t *specs, size_t n); /* wipes secrets */
+
+/* ---- the service: state, connectors, bootstrap (oauth.c, connectors.c, bootstrap.c) -------- */
+
+#include "common/mdb/mdb.h" /* here, not above: this section is the service's own */
+#include "common/rpc/rpc.h"
+
+#define OAUTH_CONNECTORS_MAX 200      /* live connectors (ListConnectors is not paged) */
+#define OAUTH_PLATFORM_ACTOR "credex" /* actor of what oauth does by itself (bootstrap) */
+
+/* Process state, built by oauth_setup before the server starts and read-only while serving
+ * (each member is itself thread-safe). */
+typedef struct oauth {
+    const cx_config_t *cfg;
+    mdb_t *db;
+    rpc_client_t *store;
+    cx_http_t *http;    /* provider calls under the SSRF policy; NULL: not available */
+    char **allow_hosts; /* CREDEX_OAUTH_ALLOWED_HOSTS split, NULL-terminated; NULL: any */
+    char **connect_to;  /* CREDEX_OAUTH_TEST_CONNECT_TO split; NULL: none */
+} oauth_t;
+
+/* Who acts and where its memory lives: a gateway call (call set, its arena) or the start-up
+ * bootstrap (call NULL, an arena of its own). One thread. */
+typedef struct oauth_ctx {
+    oauth_t *o;
+    rpc_call_t *call;
+    rpc_arena_t *arena;
+    char correlation_id[RPC_CORRELATION_ID_MAX + 1];
+    const char *actor;      /* x-credex-subject-user-id, or OAUTH_PLATFORM_ACTOR */
+    const char *service_id; /* x-credex-service-id, "" when none */
+    Credex__V1__CallerKind caller_kind;
+    bool admin;         /* x-credex-platform-admin: "true" */
+    mongoc_client_t *c; /* popped on first use; oauth_ctx_done pushes it back */
+} oauth_ctx_t;
+
+void oauth_ctx_done(oauth_ctx_t *x); /* gives the database client back; NULL-safe */
+
+/* A stored connector: its read model (arena memory; client_secret_masked set when a secret is
+ * stored) and what the document keeps besides. */
+typedef struct oauth_stored {
+    Credex__V1__Connector *pb;
+    int64_t version; /* optimistic-concurrency counter, +1 per write */
+    oauth_client_auth_t client_auth;
+} oauth_stored_t;
+
+/* The live connector of (provider_key, type), by its live_key. *found false when none. */
+bool oauth_connector_find_live(oauth_ctx_t *x, const char *provider_key,
+                               Credex__V1__ConnectorType type, oauth_stored_t *out, bool *found,
+                               cx_error_t *err);
+
+/* Create: validate in, insert the document with `status` under id (NULL: a fresh random id),
+ * then store the client secret and record its id. A live connector of the same
+ * (provider_key, type), or a taken id, is conflict (nothing written). A secret that cannot be
+ * stored removes the document again and fails with the store's error. Not audited here. */
+bool oauth_connector_create(oauth_ctx_t *x, const char *id, const Credex__V1__Connector *in,
+                            const uint8_t *secret, size_t secret_len,
+                            Credex__V1__ConnectorStatus status, oauth_stored_t *out,
+                            cx_error_t *err);
+
+/* Update the fields named in mask (Connector input field names) of cur from in, re-validated
+ * as a whole; "client_secret" rotates the stored secret to secret (or stores it when none is).
+ * A write is conditional on cur->version: another write since is conflict. changed[] (at
+ * least 10 entries) receives the names of what really changed (*nchanged, possibly 0: then
+ * nothing is written). Not audited here. */
+bool oauth_connector_update(oauth_ctx_t *x, const oauth_stored_t *cur,
+                            const Credex__V1__Connector *in, char *const *mask, size_t nmask,
+                            const uint8_t *secret, size_t secret_len, oauth_stored_t *out,
+                            const char **changed, size_t *nchanged, cx_error_t *err);
+
+/* Make sure the connector's client secret equals secret: create it when the document has none,
+ * else Resolve and compare in constant time (the plaintext wiped after), rotating with the
+ * current version as expected_version only when it differs (a concurrent rotation: re-read and
+ * compare again). *rotated tells whether a new version was written. */
+bool oauth_connector_secret_ensure(oauth_ctx_t *x, oauth_stored_t *cur, const uint8_t *secret,
+                                   size_t secret_len, bool *rotated, cx_error_t *err);
+
+/* One audit event about connector id through store.AppendAuditEvent: success when code is
+ * CX_OK, else DENIED or FAILED with the code's reason. attrs: n key/value pairs (non-secret). */
+typedef struct oauth_attr {
+    const char *key;
+    const char *value;
+} oauth_attr_t;
+bool oauth_audit(oauth_ctx_t *x, const char *event_type, const char *connector_id, cx_code_t code,
+                 const oauth_attr_t *attrs, size_t n, cx_error_t *err);
+
+/* credex.v1.Connectors (connectors.c): method table for rpc_service_def_t. */
+extern const rpc_method_impl_t oauth_connectors_impls[];
+extern const size_t oauth_connectors_nimpls;
+
+/* Start-up bootstrap (bootstrap.c): with CREDENTIAL_BOOTSTRAP_OAUTH_CONNECTORS, create or update
+ * the built-in connectors from the environment read through fn (getenv when NULL). Blocking
+ * (store and database calls). A partial set or a dependency failure fails with a message naming
+ * the variable or the dependency, never a value. */
+bool oauth_bootstrap_run(oauth_t *o, cx_config_getenv_fn fn, void *ctx, cx_error_t *err);
 
 #endif

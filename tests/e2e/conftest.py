@@ -11,6 +11,13 @@ URI SAN, an unknown identity) for the stack's CA.
 `api`: credex_api.Api on the session stack: generated stubs, dev JWTs, the UI / browser /
 agent-runtime callers, OpenFGA tuple writes and a MongoDB client (issue 4 tests).
 
+`providers`: the provider test servers (tests/e2e/providers: GitHub, Atlassian, Webex, PagerDuty,
+GitLab, a generic OAuth 2.0 / OIDC provider, a canary) on loopback with a test CA made in the
+session's temp dir, started once per session before the stack. The stack's services get
+CREDEX_OAUTH_TEST_CONNECT_TO (provider host:443 -> the servers' ports) and CREDEX_OAUTH_CA_FILE;
+so do processes spawned from it (stack.env). A test that starts a service with
+CREDEX_PRODUCTION=true must pass CREDEX_OAUTH_TEST_CONNECT_TO="" (production refuses it).
+
 `nocache`: a private gateway + store pair on the session stack whose store has no data-key cache,
 no payload cache and no metadata cache (every retrieval reads the metadata and the payload and
 unwraps through keywrap): (gateway Instance, store Instance).
@@ -29,12 +36,22 @@ import credex_harness as h  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory):
+def providers(tmp_path_factory):
+    from providers import ProviderSims
+
+    sims = ProviderSims(tmp_path_factory.mktemp("providers")).start()
+    yield sims
+    sims.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, providers):
     run_dir = tmp_path_factory.mktemp("credex-run")
     try:
-        s = h.start_stack(run_dir)
+        s = h.start_stack(run_dir, extra_env=providers.env())
     except RuntimeError as e:
         pytest.fail(str(e), pytrace=False)
+    s.env |= providers.env()  # processes spawned from the stack reach the providers too
     yield s
     problems = h.stop_stack(s)
     if problems:

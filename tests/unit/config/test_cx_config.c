@@ -581,6 +581,116 @@ static void test_edge_allowed_origins(void **state)
     cx_config_free(load_ok(&env));
 }
 
+/* The provider allow-list and the loopback override are read as common/http reads them. */
+static void test_oauth_provider_lists(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name, *value;
+    } good[] = {
+        {"CREDEX_OAUTH_ALLOWED_HOSTS", "github.com"},
+        {"CREDEX_OAUTH_ALLOWED_HOSTS", " github.com , *.atlassian.net,gitlab.example.com. "},
+        {"CREDEX_OAUTH_ALLOWED_HOSTS", "a,,b"},
+        {"CREDEX_OAUTH_TEST_CONNECT_TO", "github.com:443:127.0.0.1:18443"},
+        {"CREDEX_OAUTH_TEST_CONNECT_TO",
+         "github.com:443:127.0.0.1:18443, idp.credex.test:443:[::1]:18444"},
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        fake_env_t env = {0};
+        env_set(&env, good[i].name, good[i].value);
+        cx_config_t *cfg = load_ok(&env);
+        const char *got = strcmp(good[i].name, "CREDEX_OAUTH_ALLOWED_HOSTS") == 0
+                              ? cfg->oauth_allowed_hosts
+                              : cfg->oauth_test_connect_to;
+        assert_string_equal(got, good[i].value);
+        cx_config_free(cfg);
+    }
+    static const char *const bad_hosts[] = {
+        "*",
+        "github.com:443",
+        "https://github.com",
+        "git hub.com",
+        "gi_thub.com",
+        "*github.com",
+        "a.*.b",
+        "github..com",
+        ",",
+        "github.com,[::1]",
+        "h\xc3\xa9.example",
+    };
+    for (size_t i = 0; i < sizeof(bad_hosts) / sizeof(bad_hosts[0]); i++) {
+        fake_env_t env = {0};
+        cx_config_t *cfg = NULL;
+        cx_error_t err;
+        env_set(&env, "CREDEX_OAUTH_ALLOWED_HOSTS", bad_hosts[i]);
+        if (cx_config_load(&cfg, fake_getenv, &env, &err))
+            fail_msg("accepted allow-list '%s'", bad_hosts[i]);
+        assert_non_null(strstr(err.message, "CREDEX_OAUTH_ALLOWED_HOSTS: expected comma-separated "
+                                            "host names"));
+    }
+    static const char *const bad_targets[] = {
+        "github.com:443:10.0.0.1:18443",
+        "github.com:443:8.8.8.8:18443",
+        "github.com:443:0x7f.1:18443",
+        "github.com:443:localhost:18443",
+        "github.com:443:127.0.0.1:0",
+        "github.com:0:127.0.0.1:18443",
+        "github.com:443:127.0.0.1",
+        "127.0.0.1:443:127.0.0.1:18443",
+        "github.com:443:[fe80::1]:18443",
+        "github.com:443:127.0.0.1:18443,x",
+        ",",
+    };
+    for (size_t i = 0; i < sizeof(bad_targets) / sizeof(bad_targets[0]); i++) {
+        fake_env_t env = {0};
+        cx_config_t *cfg = NULL;
+        cx_error_t err;
+        env_set(&env, "CREDEX_OAUTH_TEST_CONNECT_TO", bad_targets[i]);
+        if (cx_config_load(&cfg, fake_getenv, &env, &err))
+            fail_msg("accepted override '%s'", bad_targets[i]);
+        assert_non_null(strstr(err.message,
+                               "CREDEX_OAUTH_TEST_CONNECT_TO: expected comma-separated "
+                               "host:port:addr:port2 entries"));
+    }
+    /* 64 entries at most */
+    char list[65 * 24] = "";
+    for (int i = 0; i < 65; i++) {
+        char one[24];
+        snprintf(one, sizeof(one), "%sh%d.example", i ? "," : "", i);
+        strcat(list, one);
+    }
+    fake_env_t env = {0};
+    cx_config_t *cfg = NULL;
+    cx_error_t err;
+    env_set(&env, "CREDEX_OAUTH_ALLOWED_HOSTS", list);
+    assert_false(cx_config_load(&cfg, fake_getenv, &env, &err));
+    *strrchr(list, ',') = '\0';
+    cx_config_free(load_ok(&env));
+}
+
+/* The override reaches loopback services: production mode refuses it at start-up. */
+static void test_connect_to_refused_in_production(void **state)
+{
+    (void)state;
+    fake_env_t env = {0};
+    cx_config_t *cfg = NULL;
+    cx_error_t err;
+    env_set(&env, "CREDEX_OAUTH_TEST_CONNECT_TO", "github.com:443:127.0.0.1:18443");
+    env_set(&env, "CREDEX_PRODUCTION", "true");
+    assert_false(cx_config_load(&cfg, fake_getenv, &env, &err));
+    assert_null(cfg);
+    assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+    assert_string_equal(err.message, "CREDEX_OAUTH_TEST_CONNECT_TO: not allowed with "
+                                     "CREDEX_PRODUCTION=true (tests and development only)");
+    env_set(&env, "CREDEX_PRODUCTION", "false");
+    cfg = load_ok(&env);
+    assert_string_equal(cfg->oauth_test_connect_to, "github.com:443:127.0.0.1:18443");
+    cx_config_free(cfg);
+    env_set(&env, "CREDEX_PRODUCTION", "true");
+    env_set(&env, "CREDEX_OAUTH_TEST_CONNECT_TO", "");
+    cx_config_free(load_ok(&env));
+}
+
 static void test_edge_tls_pair(void **state)
 {
     (void)state;
@@ -911,6 +1021,8 @@ int main(void)
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_edge_allowed_origins),
         cmocka_unit_test(test_edge_tls_pair),
+        cmocka_unit_test(test_oauth_provider_lists),
+        cmocka_unit_test(test_connect_to_refused_in_production),
         cmocka_unit_test(test_urls_and_names),
         cmocka_unit_test(test_jwt_service_rule),
         cmocka_unit_test(test_string_too_long),

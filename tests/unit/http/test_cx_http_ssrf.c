@@ -382,12 +382,173 @@ static void test_classify_sockaddr(void **state)
     assert_int_equal(h.kind, CX_HTTP_HOST_IP);
 }
 
+/* Allow-list entries as the configuration gives them. */
+static void test_allow_host_entries(void **state)
+{
+    (void)state;
+    static const char *const good[] = {"github.com", "*.atlassian.net", "GitLab.Example.COM.",
+                                       "a-b.c1",     "8.8.8.8",         "x"};
+    static const char *const bad[] = {"",
+                                      "*.",
+                                      "*",
+                                      "*github.com",
+                                      "a.*.com",
+                                      "git hub.com",
+                                      "github..com",
+                                      ".github.com",
+                                      "github.com..",
+                                      "gi_thub.com",
+                                      "h\xc3\xa9.example",
+                                      "[::1]",
+                                      "github.com:443",
+                                      "https://github.com"};
+    cx_error_t err;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        if (!cx_http_allow_host_check(good[i], &err))
+            fail_msg("entry %s refused: %s", good[i], err.message);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (cx_http_allow_host_check(bad[i], &err))
+            fail_msg("entry \"%s\" accepted", bad[i]);
+        assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+        if (bad[i][0] != '\0')
+            assert_null(strstr(err.message, bad[i]));
+    }
+    char big[CX_HTTP_HOST_MAX + 2];
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    assert_false(cx_http_allow_host_check(big, &err));
+    big[CX_HTTP_HOST_MAX] = '\0';
+    assert_true(cx_http_allow_host_check(big, &err));
+    assert_false(cx_http_allow_host_check(NULL, &err));
+}
+
+/* Override entries: what they are read as, and what is refused (cx_http_new uses this parser,
+ * and so does the configuration). */
+static void test_connect_to_parse(void **state)
+{
+    (void)state;
+    cx_http_connect_to_t ct;
+    cx_error_t err;
+    assert_true(cx_http_connect_to_parse("idp.credex.test:443:127.0.0.1:8443", &ct, &err));
+    assert_string_equal(ct.host, "idp.credex.test");
+    assert_int_equal(ct.port, 443);
+    assert_int_equal(ct.target.ss_family, AF_INET);
+    const struct sockaddr_in *in = (const struct sockaddr_in *)&ct.target;
+    assert_int_equal(ntohs(in->sin_port), 8443);
+    assert_int_equal(ntohl(in->sin_addr.s_addr), 0x7f000001);
+    assert_true(cx_http_connect_to_parse("GitHub.com.:1:[::1]:65535", &ct, &err));
+    assert_string_equal(ct.host, "GitHub.com.");
+    assert_int_equal(ct.port, 1);
+    assert_int_equal(ct.target.ss_family, AF_INET6);
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ct.target;
+    assert_int_equal(ntohs(in6->sin6_port), 65535);
+    assert_true(IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr));
+    assert_true(cx_http_connect_to_parse("a:443:127.255.0.9:80", &ct, &err));
+
+    static const char *const bad[] = {
+        "idp.credex.test:443:10.0.0.1:8443",
+        "idp.credex.test:443:0.0.0.0:8443",
+        "idp.credex.test:443:8.8.8.8:8443",
+        "idp.credex.test:443:0177.0.0.1:8443",
+        "idp.credex.test:443:127.1:8443",
+        "idp.credex.test:443:2130706433:8443",
+        "idp.credex.test:443:[::ffff:127.0.0.1]:8443",
+        "idp.credex.test:443:::1:8443",
+        "idp.credex.test:443:[::1:8443",
+        "idp.credex.test:443:[::1]8443",
+        "idp.credex.test:443:[127.0.0.1]:8443",
+        "idp.credex.test:443:localhost:8443",
+        "idp.credex.test:0:127.0.0.1:8443",
+        "idp.credex.test:65536:127.0.0.1:8443",
+        "idp.credex.test:0443:127.0.0.1:8443",
+        "idp.credex.test:443:127.0.0.1:0",
+        "idp.credex.test:443:127.0.0.1:-1",
+        "idp.credex.test:443:127.0.0.1:84 43",
+        "idp.credex.test:443:127.0.0.1:",
+        "idp.credex.test:443:127.0.0.1",
+        "idp.credex.test:443:127.0.0.1:8443:9",
+        "idp.credex.test::127.0.0.1:8443",
+        "idp.credex.test",
+        ":443:127.0.0.1:8443",
+        "127.0.0.1:443:127.0.0.1:8443",
+        "[::1]:443:127.0.0.1:8443",
+        "localhost:443:127.0.0.1:8443",
+        "a.localhost:443:127.0.0.1:8443",
+        "idp credex:443:127.0.0.1:8443",
+        "",
+    };
+    cx_http_connect_to_t keep = ct;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (cx_http_connect_to_parse(bad[i], &ct, &err))
+            fail_msg("entry \"%s\" accepted", bad[i]);
+        assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+        assert_non_null(strstr(err.message, "connect_to"));
+        assert_null(strstr(err.message, "credex"));
+        assert_null(strstr(err.message, "127.0.0.1"));
+        assert_memory_equal(&ct, &keep, sizeof(ct)); /* untouched on failure */
+    }
+    assert_false(cx_http_connect_to_parse(NULL, &ct, &err));
+}
+
+static size_t list_len(char **l)
+{
+    size_t n = 0;
+    while (l[n] != NULL)
+        n++;
+    return n;
+}
+
+static void test_list_split(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    char **l =
+        cx_http_list_split(" github.com ,\t*.atlassian.net,, ,gitlab.example.com\t", 8, &err);
+    assert_non_null(l);
+    assert_int_equal(list_len(l), 3);
+    assert_string_equal(l[0], "github.com");
+    assert_string_equal(l[1], "*.atlassian.net");
+    assert_string_equal(l[2], "gitlab.example.com");
+    cx_http_list_free(l);
+    l = cx_http_list_split("", 8, &err);
+    assert_non_null(l);
+    assert_int_equal(list_len(l), 0);
+    cx_http_list_free(l);
+    l = cx_http_list_split(NULL, 8, &err);
+    assert_non_null(l);
+    assert_int_equal(list_len(l), 0);
+    cx_http_list_free(l);
+    l = cx_http_list_split(" , ,", 0, &err); /* only empty items: none, even with max 0 */
+    assert_non_null(l);
+    assert_int_equal(list_len(l), 0);
+    cx_http_list_free(l);
+    l = cx_http_list_split("a,b,c", 3, &err);
+    assert_non_null(l);
+    assert_int_equal(list_len(l), 3);
+    cx_http_list_free(l);
+    assert_null(cx_http_list_split("a,b,c,d", 3, &err));
+    assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+    assert_null(strstr(err.message, "a,b"));
+    char big[CX_HTTP_LIST_ITEM_MAX + 8];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    assert_null(cx_http_list_split(big, 3, &err));
+    assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+    big[CX_HTTP_LIST_ITEM_MAX] = '\0';
+    l = cx_http_list_split(big, 1, &err);
+    assert_non_null(l);
+    assert_int_equal(strlen(l[0]), CX_HTTP_LIST_ITEM_MAX);
+    cx_http_list_free(l);
+    cx_http_list_free(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_host_table),        cmocka_unit_test(test_host_table_in_urls),
         cmocka_unit_test(test_url_shape),         cmocka_unit_test(test_allow_list),
-        cmocka_unit_test(test_classify_sockaddr),
+        cmocka_unit_test(test_classify_sockaddr), cmocka_unit_test(test_allow_host_entries),
+        cmocka_unit_test(test_connect_to_parse),  cmocka_unit_test(test_list_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
