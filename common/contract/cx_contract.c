@@ -13,6 +13,7 @@
 
 #define A_ID        "A-Za-z0-9_-"      /* server-made ids: sec_..., pay_..., evt_... */
 #define A_PRINCIPAL "A-Za-z0-9_.@+-"   /* users, teams, services (OpenFGA object ids) */
+#define A_AUDIENCE  "A-Za-z0-9_.@+*-"  /* team ids, or "*" for every user (connectors) */
 #define A_USE       "a-z0-9_.:-"       /* intended uses */
 #define A_IDENT     "A-Za-z0-9_.:@/-"  /* resource types and ids, labels, key ids */
 #define A_CTXVAL    "A-Za-z0-9_.:@+/-" /* encryption-context values (ids, kinds, versions) */
@@ -78,7 +79,7 @@ static const cx_contract_rule_t rules[] = {
      .max = 1024,
      .what = "text (new lines allowed)"},
     TEXT("display_name", 1, 128),
-    LIST("enabled_for", 1, 128, A_PRINCIPAL, "a team id", 1000, true),
+    LIST("enabled_for", 1, 128, A_AUDIENCE, "a team id or *", 1000, true),
     ITEMS("encryption_context", 16),
     ID("encryption_context.key", 1, 64, A_IDENT, "an identifier"),
     ID("encryption_context.value", 0, 255, A_CTXVAL, "an identifier"),
@@ -116,7 +117,7 @@ static const cx_contract_rule_t rules[] = {
     ID("service_id", 1, 128, A_PRINCIPAL, "a service id"),
     ID("source_id", 1, 128, A_IDENT, "an identifier"),
     ID("subject_user_id", 1, 128, A_PRINCIPAL, "a user id"),
-    LIST("team_ids", 1, 128, A_PRINCIPAL, "a team id", 1000, true),
+    LIST("team_ids", 1, 128, A_AUDIENCE, "a team id or *", 1000, true),
     ID("token_url", 1, 2048, A_VISIBLE, "a URL"),
     LIST("update_mask", 1, 64, A_NAME, "a field name", 8, true),
     ID("updated_by", 1, 128, A_PRINCIPAL, "a principal id"),

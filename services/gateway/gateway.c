@@ -1,7 +1,7 @@
 /*
  * gateway: registration of the public API and the helpers every handler shares. Any
  * authenticated peer may connect (the edge, the CLI, agent runtimes); who may do what is decided
- * per request from the JWTs (caller.c) and OpenFGA, before anything is forwarded to store.
+ * per request from the JWTs (caller.c) and OpenFGA, before anything is forwarded to store or oauth.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,8 +25,6 @@ const gateway_t *gateway_state(rpc_call_t *call)
 static const rpc_service_def_t gateway_static_services[] = {
     {.desc = &credex__v1__audit__descriptor,
      .unimplemented_note = "planned: a later issue, audit queries"},
-    {.desc = &credex__v1__connectors__descriptor,
-     .unimplemented_note = "planned: a later issue, OAuth connectors"},
     {.desc = &credex__v1__connections__descriptor,
      .unimplemented_note = "planned: a later issue, provider connections"},
 };
@@ -87,17 +85,24 @@ Credex__V1__CallerContext *gateway_caller_context(gateway_req_t *r, const char *
     return cc;
 }
 
-bool gateway_downstream(rpc_client_t *client, const ProtobufCServiceDescriptor *svc,
-                        const char *method, rpc_call_t *call, const ProtobufCMessage *req,
-                        ProtobufCMessage **reply, cx_error_t *err)
+/* The one downstream call: gateway_downstream without or gateway_forward_oauth with the
+ * caller's facts as request headers. `planned`: the downstream's unimplemented is passed on as
+ * it is (a method that service has not built yet), not taken for a fault. */
+static bool downstream(rpc_client_t *client, const ProtobufCServiceDescriptor *svc,
+                       const char *method, rpc_call_t *call, const rpc_header_t *headers,
+                       size_t nheaders, bool planned, const ProtobufCMessage *req,
+                       ProtobufCMessage **reply, cx_error_t *err)
 {
     if (!client)
         return cx_error_set(err, CX_ERR_UNAVAILABLE, "%s is not configured", svc->short_name);
-    rpc_call_options_t o = {.parent = call};
+    rpc_call_options_t o = {.parent = call, .headers = headers, .nheaders = nheaders};
     cx_error_t e;
     cx_error_clear(&e);
     if (rpc_client_unary(client, svc, method, req, &o, rpc_call_arena(call), reply, &e))
         return true;
+    if (planned && e.code == CX_ERR_UNIMPLEMENTED)
+        return cx_error_set(err, CX_ERR_UNIMPLEMENTED, "planned: %s/%s is not built yet",
+                            svc->short_name, method);
     switch (e.code) {
     case CX_ERR_UNAVAILABLE:
     case CX_ERR_DEADLINE_EXCEEDED:
@@ -118,11 +123,59 @@ bool gateway_downstream(rpc_client_t *client, const ProtobufCServiceDescriptor *
     }
 }
 
+bool gateway_downstream(rpc_client_t *client, const ProtobufCServiceDescriptor *svc,
+                        const char *method, rpc_call_t *call, const ProtobufCMessage *req,
+                        ProtobufCMessage **reply, cx_error_t *err)
+{
+    return downstream(client, svc, method, call, NULL, 0, false, req, reply, err);
+}
+
 bool gateway_forward(gateway_req_t *r, rpc_client_t *client, const ProtobufCServiceDescriptor *svc,
                      const char *method, const ProtobufCMessage *req, ProtobufCMessage **reply,
                      cx_error_t *err)
 {
     if (gateway_downstream(client, svc, method, r->call, req, reply, err))
+        return true;
+    r->answered_downstream = true;
+    return false;
+}
+
+static const char *caller_kind_name(Credex__V1__CallerKind k)
+{
+    switch (k) {
+    case CREDEX__V1__CALLER_KIND__CALLER_KIND_BROWSER:
+        return "browser";
+    case CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE:
+        return "service";
+    case CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE_ON_BEHALF_OF_USER:
+        return "service_on_behalf_of_user";
+    default:
+        return NULL;
+    }
+}
+
+bool gateway_forward_oauth(gateway_req_t *r, const ProtobufCServiceDescriptor *svc,
+                           const char *method, const ProtobufCMessage *req,
+                           ProtobufCMessage **reply, cx_error_t *err)
+{
+    /* Only what the gateway verified goes on this hop; the public caller's own x-credex-*
+     * headers are never passed on (no header of the parent call is). The correlation id
+     * travels with the parent. */
+    const gateway_caller_t *c = &r->caller;
+    rpc_header_t h[4];
+    size_t n = 0;
+    const char *kind = caller_kind_name(c->kind);
+    if (c->user_id[0])
+        h[n++] = (rpc_header_t){.key = GATEWAY_HDR_SUBJECT_USER, .value = c->user_id};
+    if (kind)
+        h[n++] = (rpc_header_t){.key = GATEWAY_HDR_CALLER_KIND, .value = kind};
+    if (c->service_id[0])
+        h[n++] = (rpc_header_t){.key = GATEWAY_HDR_SERVICE_ID, .value = c->service_id};
+    if (r->platform_admin)
+        h[n++] = (rpc_header_t){.key = GATEWAY_HDR_PLATFORM_ADMIN, .value = "true"};
+    /* oauth's services are built a method at a time (oauth.proto): one it has not built is
+     * "planned" to the caller, as for the gateway's own planned methods. */
+    if (downstream(r->gw->oauth, svc, method, r->call, h, n, true, req, reply, err))
         return true;
     r->answered_downstream = true;
     return false;
@@ -199,8 +252,8 @@ static void event_fill(gateway_req_t *r, Credex__V1__AuditEvent *ev, const char 
 
 /* The one failure-audit path of the gateway: one DENIED or FAILED event per failed call that
  * the gateway itself decided. Not audited: calls while credentials are disabled (store refuses
- * every write then), and failures answered by store or oauth (they audit their own). A record that cannot be
- * written is logged; the failure stands. */
+ * every write then), and failures answered by store or oauth (they audit their own). A record that
+ * cannot be written is logged; the failure stands. */
 static void gateway_audit_failure(gateway_req_t *r, const cx_error_t *err)
 {
     /* With credentials disabled store refuses every write, the audit trail's included; a
@@ -265,7 +318,7 @@ static bool admit_caller(gateway_req_t *r, cx_error_t *err)
     }
     if ((flags & GATEWAY_M_USER) && !c->user_id[0])
         return cx_error_set(err, CX_ERR_PERMISSION_DENIED,
-                            "secrets are managed for a user: send the user's token");
+                            "this method acts for a user: send the user's token");
     if (flags & GATEWAY_M_SERVER_SIDE) {
         if (c->kind != CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE &&
             c->kind != CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE_ON_BEHALF_OF_USER)
@@ -385,7 +438,7 @@ bool gateway_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_e
         goto fail;
 
     const rpc_service_def_t *defs[] = {&gateway_secrets_def, &gateway_retrieval_def,
-                                       &gateway_admin_def};
+                                       &gateway_admin_def, &gateway_connectors_def};
     for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++)
         if (!rpc_server_add_service(srv, defs[i], err))
             goto fail;

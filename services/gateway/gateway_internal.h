@@ -6,6 +6,7 @@
  *   secrets.c    credex.v1.Secrets
  *   retrieval.c  credex.v1.Retrieval.Retrieve
  *   admin.c      credex.v1.Admin.GetHealth
+ *   connectors.c credex.v1.Connectors (admin checks, user visibility, enabled_for tuples)
  * Request fields are checked by common/contract (the same rules store applies).
  */
 #ifndef CREDEX_SERVICES_GATEWAY_GATEWAY_INTERNAL_H
@@ -114,7 +115,7 @@ enum {
 /* One method of the public API: how its failures are audited and what it needs. */
 typedef struct gateway_method {
     const char *event_type;    /* audit event of a failure (and the method's own action) */
-    const char *resource_type; /* "secret_ref" or "feature" */
+    const char *resource_type; /* "secret_ref", "oauth_connector" or "feature" */
     const char *id_field;      /* request field naming the resource (NULL: none) */
     const char *resource_id;   /* fixed resource id when id_field is NULL (may be NULL) */
     unsigned flags;            /* GATEWAY_M_* */
@@ -133,6 +134,9 @@ struct gateway_req {
     /* Set by gateway_forward when the forwarded call failed: the service that answered audited
      * the failure (store writes the audit trail), so the gateway does not audit it again. */
     bool answered_downstream;
+    /* Set by a method that found the user to be a platform admin in OpenFGA; only then does
+     * gateway_forward_oauth tell oauth so. */
+    bool platform_admin;
 };
 
 /* The one path of every public method: feature toggle, caller (browser first, tokens,
@@ -162,6 +166,21 @@ bool gateway_forward(gateway_req_t *r, rpc_client_t *client, const ProtobufCServ
                      const char *method, const ProtobufCMessage *req, ProtobufCMessage **reply,
                      cx_error_t *err);
 
+/* The request headers by which oauth learns the caller the gateway verified (oauth.proto). */
+#define GATEWAY_HDR_SUBJECT_USER   "x-credex-subject-user-id"
+#define GATEWAY_HDR_CALLER_KIND    "x-credex-caller-kind" /* browser | service | ..._of_user */
+#define GATEWAY_HDR_SERVICE_ID     "x-credex-service-id"
+#define GATEWAY_HDR_PLATFORM_ADMIN "x-credex-platform-admin" /* "true" or absent */
+
+/* gateway_forward to oauth (Connectors, Connections) with the verified caller as request
+ * headers: the subject user, the caller kind and service (each only when there is one), and
+ * x-credex-platform-admin: true only when r->platform_admin. Nothing of the public caller's own
+ * metadata is passed on but the correlation id. A method oauth has not built yet stays
+ * unimplemented (gateway_downstream's other faults are unavailable). Blocks for the call. */
+bool gateway_forward_oauth(gateway_req_t *r, const ProtobufCServiceDescriptor *svc,
+                           const char *method, const ProtobufCMessage *req,
+                           ProtobufCMessage **reply, cx_error_t *err);
+
 /* Downstream unary call with the parent's correlation id and deadline; the reply is unpacked
  * into the call arena. Dependency faults (unavailable, deadline, internal, unimplemented,
  * transport authentication) are reported as CX_ERR_UNAVAILABLE: the caller fails closed. */
@@ -188,9 +207,11 @@ char *gateway_strdup(rpc_call_t *call, const char *s);
 
 /* ---- services ------------------------------------------------------------------------- */
 
-/* Service definitions (secrets.c, retrieval.c, admin.c); static data that outlives the server. */
+/* Service definitions (secrets.c, retrieval.c, admin.c, connectors.c); static data that
+ * outlives the server. */
 extern const rpc_service_def_t gateway_secrets_def;
 extern const rpc_service_def_t gateway_retrieval_def;
 extern const rpc_service_def_t gateway_admin_def;
+extern const rpc_service_def_t gateway_connectors_def;
 
 #endif

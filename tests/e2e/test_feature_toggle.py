@@ -40,7 +40,7 @@ def feature_disabled(stack: h.Stack, service: str, method: str, identity: str = 
 @pytest.mark.parametrize("method", [
     "/credex.v1.Retrieval/Exchange",         # refuses browsers only, the rest is a later issue
     "/credex.v1.Audit/QueryAuditEvents",     # no handler yet
-    "/credex.v1.Connectors/ListConnectors",  # no handler yet
+    "/credex.v1.Connectors/ListConnectors",  # implemented (forwarded to oauth)
     "/credex.v1.Retrieval/Retrieve",         # implemented
     "/credex.v1.Secrets/ListSecrets",        # implemented
 ])

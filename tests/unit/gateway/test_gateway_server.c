@@ -24,6 +24,7 @@
 #include "common/fga/cx_fga.h"
 #include "common/rpc/rpc.h"
 #include "credex/v1/gateway.pb-c.h"
+#include "credex/v1/oauth.pb-c.h"
 #include "credex/v1/store.pb-c.h"
 #include "services/gateway/gateway.h"
 #include "tests/unit/kit/testkit.h"
@@ -171,6 +172,203 @@ static const rpc_service_def_t st_def = {.desc = &credex__v1__credential_store__
                                          .allowed_peers = st_peers,
                                          .unimplemented_note = "test store"};
 
+/* ---- an oauth Connectors service that records what reaches it ---------------------------- */
+
+#define OA_CONNECTORS 4
+#define OA_TEAMS      8
+
+typedef struct oa_connector {
+    const char *id;
+    Credex__V1__ConnectorStatus status;
+    char teams[OA_TEAMS][32];
+    size_t nteams;
+} oa_connector_t;
+
+static pthread_mutex_t oa_mu = PTHREAD_MUTEX_INITIALIZER;
+static oa_connector_t oa_table[OA_CONNECTORS];
+static int oa_calls;
+static bool oa_include_disabled;
+static bool oa_disable_saw_access; /* user:* still enabled_for con_t when Disable arrived */
+static char oa_admin[16], oa_subject[64], oa_kind[64], oa_service[64], oa_cid[80];
+
+static void oa_reset(void)
+{
+    pthread_mutex_lock(&oa_mu);
+    memset(oa_table, 0, sizeof(oa_table));
+    const char *ids[OA_CONNECTORS] = {"con_t", "con_off", "con_hidden", "con_new"};
+    Credex__V1__ConnectorStatus st[OA_CONNECTORS] = {
+        CREDEX__V1__CONNECTOR_STATUS__CONNECTOR_STATUS_DISABLED,
+        CREDEX__V1__CONNECTOR_STATUS__CONNECTOR_STATUS_DISABLED,
+        CREDEX__V1__CONNECTOR_STATUS__CONNECTOR_STATUS_ACTIVE,
+        CREDEX__V1__CONNECTOR_STATUS__CONNECTOR_STATUS_DISABLED};
+    for (size_t i = 0; i < OA_CONNECTORS; i++) {
+        oa_table[i].id = ids[i];
+        oa_table[i].status = st[i];
+    }
+    oa_calls = 0;
+    pthread_mutex_unlock(&oa_mu);
+}
+
+static oa_connector_t *oa_find(const char *id)
+{
+    for (size_t i = 0; i < OA_CONNECTORS; i++)
+        if (strcmp(oa_table[i].id, id) == 0)
+            return &oa_table[i];
+    return NULL;
+}
+
+/* The read model of c, in the call arena (called under oa_mu). */
+static Credex__V1__Connector *oa_proto(rpc_call_t *call, const oa_connector_t *c)
+{
+    Credex__V1__Connector *m = rpc_call_alloc(call, sizeof(*m));
+    credex__v1__connector__init(m);
+    m->connector_id = rpc_arena_strndup(rpc_call_arena(call), c->id, strlen(c->id));
+    m->provider_key = "github";
+    m->status = c->status;
+    m->client_secret_masked = true;
+    m->enabled_for = rpc_call_alloc(call, (c->nteams + 1) * sizeof(char *));
+    for (size_t i = 0; i < c->nteams; i++)
+        m->enabled_for[i] =
+            rpc_arena_strndup(rpc_call_arena(call), c->teams[i], strlen(c->teams[i]));
+    m->n_enabled_for = c->nteams;
+    return m;
+}
+
+/* Every call: what the gateway said about its caller. */
+static void oa_seen(rpc_call_t *call)
+{
+    const char *keys[5] = {"x-credex-platform-admin", "x-credex-subject-user-id",
+                           "x-credex-caller-kind", "x-credex-service-id", "x-correlation-id"};
+    const char *v[5];
+    rpc_call_headers(call, keys, 5, v);
+    pthread_mutex_lock(&oa_mu);
+    oa_calls++;
+    snprintf(oa_admin, sizeof(oa_admin), "%s", v[0] ? v[0] : "");
+    snprintf(oa_subject, sizeof(oa_subject), "%s", v[1] ? v[1] : "");
+    snprintf(oa_kind, sizeof(oa_kind), "%s", v[2] ? v[2] : "");
+    snprintf(oa_service, sizeof(oa_service), "%s", v[3] ? v[3] : "");
+    snprintf(oa_cid, sizeof(oa_cid), "%s", v[4] ? v[4] : "");
+    pthread_mutex_unlock(&oa_mu);
+}
+
+static bool oa_one(rpc_call_t *call, const char *id, Credex__V1__ConnectorStatus set,
+                   ProtobufCMessage **reply, cx_error_t *err)
+{
+    pthread_mutex_lock(&oa_mu);
+    oa_connector_t *c = oa_find(id);
+    if (c && set != CREDEX__V1__CONNECTOR_STATUS__CONNECTOR_STATUS_UNSPECIFIED)
+        c->status = set;
+    if (c)
+        *reply = &oa_proto(call, c)->base;
+    pthread_mutex_unlock(&oa_mu);
+    return c ? true : cx_error_set(err, CX_ERR_NOT_FOUND, "no such connector");
+}
+
+static bool oa_list(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                    cx_error_t *err)
+{
+    (void)err;
+    oa_seen(call);
+    const Credex__V1__ListConnectorsRequest *r = (const Credex__V1__ListConnectorsRequest *)request;
+    Credex__V1__ListConnectorsResponse *resp = rpc_call_alloc(call, sizeof(*resp));
+    credex__v1__list_connectors_response__init(resp);
+    resp->connectors = rpc_call_alloc(call, OA_CONNECTORS * sizeof(*resp->connectors));
+    pthread_mutex_lock(&oa_mu);
+    oa_include_disabled = r->include_disabled;
+    for (size_t i = 0; i < OA_CONNECTORS; i++)
+        if (r->include_disabled ||
+            oa_table[i].status == CREDEX__V1__CONNECTOR_STATUS__CONNECTOR_STATUS_ACTIVE)
+            resp->connectors[resp->n_connectors++] = oa_proto(call, &oa_table[i]);
+    pthread_mutex_unlock(&oa_mu);
+    *reply = &resp->base;
+    return true;
+}
+
+static bool oa_get(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                   cx_error_t *err)
+{
+    oa_seen(call);
+    return oa_one(call, ((const Credex__V1__GetConnectorRequest *)request)->connector_id,
+                  CREDEX__V1__CONNECTOR_STATUS__CONNECTOR_STATUS_UNSPECIFIED, reply, err);
+}
+
+static bool oa_create(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                      cx_error_t *err)
+{
+    (void)request;
+    oa_seen(call);
+    return oa_one(call, "con_new", CREDEX__V1__CONNECTOR_STATUS__CONNECTOR_STATUS_UNSPECIFIED,
+                  reply, err);
+}
+
+static bool oa_delete(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                      cx_error_t *err)
+{
+    oa_seen(call);
+    return oa_one(call, ((const Credex__V1__DeleteConnectorRequest *)request)->connector_id,
+                  CREDEX__V1__CONNECTOR_STATUS__CONNECTOR_STATUS_DELETED, reply, err);
+}
+
+static bool oa_enable(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                      cx_error_t *err)
+{
+    oa_seen(call);
+    const Credex__V1__EnableConnectorRequest *r =
+        (const Credex__V1__EnableConnectorRequest *)request;
+    pthread_mutex_lock(&oa_mu);
+    oa_connector_t *c = oa_find(r->connector_id);
+    for (size_t i = 0; c && i < r->n_team_ids && c->nteams < OA_TEAMS; i++) {
+        bool have = false;
+        for (size_t j = 0; j < c->nteams; j++)
+            have = have || strcmp(c->teams[j], r->team_ids[i]) == 0;
+        if (!have)
+            snprintf(c->teams[c->nteams++], sizeof(c->teams[0]), "%s", r->team_ids[i]);
+    }
+    pthread_mutex_unlock(&oa_mu);
+    return oa_one(call, r->connector_id, CREDEX__V1__CONNECTOR_STATUS__CONNECTOR_STATUS_ACTIVE,
+                  reply, err);
+}
+
+static bool fga_has(const char *user, const char *rel, const char *obj);
+
+static bool oa_disable(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                       cx_error_t *err)
+{
+    oa_seen(call);
+    const Credex__V1__DisableConnectorRequest *r =
+        (const Credex__V1__DisableConnectorRequest *)request;
+    bool access = fga_has("user:*", "enabled_for", "oauth_connector:con_t");
+    pthread_mutex_lock(&oa_mu);
+    oa_disable_saw_access = access;
+    oa_connector_t *c = oa_find(r->connector_id);
+    for (size_t i = 0; c && i < r->n_team_ids; i++)
+        for (size_t j = 0; j < c->nteams; j++)
+            if (strcmp(c->teams[j], r->team_ids[i]) == 0) {
+                memmove(c->teams[j], c->teams[c->nteams - 1], sizeof(c->teams[0]));
+                c->nteams--;
+                break;
+            }
+    pthread_mutex_unlock(&oa_mu);
+    return oa_one(call, r->connector_id,
+                  r->n_team_ids ? CREDEX__V1__CONNECTOR_STATUS__CONNECTOR_STATUS_UNSPECIFIED
+                                : CREDEX__V1__CONNECTOR_STATUS__CONNECTOR_STATUS_DISABLED,
+                  reply, err);
+}
+
+static const rpc_method_impl_t oa_impls[] = {
+    {.method = "ListConnectors", .kind = RPC_UNARY, .unary = oa_list},
+    {.method = "GetConnector", .kind = RPC_UNARY, .unary = oa_get},
+    {.method = "CreateConnector", .kind = RPC_UNARY, .unary = oa_create},
+    {.method = "DeleteConnector", .kind = RPC_UNARY, .unary = oa_delete},
+    {.method = "EnableConnector", .kind = RPC_UNARY, .unary = oa_enable},
+    {.method = "DisableConnector", .kind = RPC_UNARY, .unary = oa_disable},
+};
+static const rpc_service_def_t oa_def = {.desc = &credex__v1__connectors__descriptor,
+                                         .impls = oa_impls,
+                                         .nimpls = 6,
+                                         .allowed_peers = st_peers,
+                                         .unimplemented_note = "test oauth"};
+
 /* ---- helpers ----------------------------------------------------------------------------- */
 
 /* An ES256 token from the dev issuer's key; caller frees. A sub of service-account-<azp> makes
@@ -234,6 +432,7 @@ static const char *env_get(void *ctx, const char *name)
 
 struct fx {
     rpc_server_t *store;
+    rpc_server_t *oauth;
     rpc_server_t *gw;
     void *gw_state;
     cx_config_t *cfg;
@@ -262,15 +461,23 @@ static int fx_setup(void **state, bool enabled)
     if (!f->store || !rpc_server_add_service(f->store, &st_def, &err) ||
         !rpc_server_start(f->store, &err))
         return -1;
-    char store_addr[64], gw_addr[64];
+    rpc_server_options_t oo = tk_server_options("oauth");
+    oo.max_message_bytes = so.max_message_bytes;
+    oo.shutdown_grace_ms = so.shutdown_grace_ms;
+    f->oauth = rpc_server_new(&oo, &err);
+    if (!f->oauth || !rpc_server_add_service(f->oauth, &oa_def, &err) ||
+        !rpc_server_start(f->oauth, &err))
+        return -1;
+    char store_addr[64], oauth_addr[64], gw_addr[64];
     snprintf(store_addr, sizeof(store_addr), "127.0.0.1:%d", rpc_server_port(f->store));
+    snprintf(oauth_addr, sizeof(oauth_addr), "127.0.0.1:%d", rpc_server_port(f->oauth));
     env_kv_t env[] = {{"CAIPE_CREDENTIALS_ENABLED", enabled ? "true" : "false"},
                       {"CREDEX_TLS_CA", tk_pki_path("ca.pem")},
                       {"CREDEX_TLS_CERT", tk_pki_path("gateway.pem")},
                       {"CREDEX_TLS_KEY", tk_pki_path("gateway.key")},
                       {"CREDEX_STORE_ADDR", store_addr},
                       {"CREDEX_KEYWRAP_ADDR", "127.0.0.1:1"},
-                      {"CREDEX_OAUTH_ADDR", "127.0.0.1:1"},
+                      {"CREDEX_OAUTH_ADDR", oauth_addr},
                       {"CREDEX_OPENFGA_URL", fga_url_override ? fga_url_override : fga_env.url},
                       {"CREDEX_OPENFGA_TIMEOUT_MS", "500"},
                       /* The tests write tuples with their own OpenFGA client, which for the
@@ -330,6 +537,7 @@ static int fx_teardown(void **state)
     rpc_server_free(f->gw);
     gateway_cleanup(f->gw_state);
     rpc_server_free(f->store);
+    rpc_server_free(f->oauth);
     cx_config_free(f->cfg);
     free(f);
     return 0;
@@ -383,20 +591,38 @@ static cx_code_t get_secret(rpc_client_t *c, const char *user_tok, const char *i
     return ok ? CX_OK : err->code;
 }
 
+/* A call of svc as a user (session-only: the user's token) or, with a NULL user token and a
+ * service token, as a service acting for itself. */
+static cx_code_t svc_call(rpc_client_t *c, const ProtobufCServiceDescriptor *svc,
+                          const char *svc_tok, const char *user_tok, const char *method,
+                          const ProtobufCMessage *req, rpc_arena_t *a, ProtobufCMessage **out,
+                          cx_error_t *err)
+{
+    char bearer[4200];
+    rpc_header_t h[2];
+    size_t n = 0;
+    if (svc_tok) {
+        snprintf(bearer, sizeof(bearer), "Bearer %s", svc_tok);
+        h[n++] = (rpc_header_t){"authorization", bearer};
+    }
+    if (user_tok)
+        h[n++] = (rpc_header_t){"x-credex-user-token", user_tok};
+    rpc_call_options_t o = {
+        .deadline_ms = 5000, .correlation_id = "test-cid-1", .headers = h, .nheaders = n};
+    ProtobufCMessage *reply = NULL;
+    cx_error_clear(err);
+    bool ok = rpc_client_unary(c, svc, method, req, &o, a, &reply, err);
+    if (out)
+        *out = reply;
+    return ok ? CX_OK : err->code;
+}
+
 /* A Secrets call as a user (session-only: peer credexctl, the user's token). */
 static cx_code_t secrets_call(rpc_client_t *c, const char *user_tok, const char *method,
                               const ProtobufCMessage *req, rpc_arena_t *a, ProtobufCMessage **out,
                               cx_error_t *err)
 {
-    rpc_header_t h = {"x-credex-user-token", user_tok};
-    rpc_call_options_t o = {.deadline_ms = 5000, .headers = &h, .nheaders = 1};
-    ProtobufCMessage *reply = NULL;
-    cx_error_clear(err);
-    bool ok =
-        rpc_client_unary(c, &credex__v1__secrets__descriptor, method, req, &o, a, &reply, err);
-    if (out)
-        *out = reply;
-    return ok ? CX_OK : err->code;
+    return svc_call(c, &credex__v1__secrets__descriptor, NULL, user_tok, method, req, a, out, err);
 }
 
 static cx_code_t create(rpc_client_t *c, const char *tok, const char *key, Credex__V1__OwnerType ot,
@@ -738,6 +964,166 @@ static void test_secrets_lifecycle_and_sharing(void **state)
     rpc_arena_free(a);
 }
 
+/* ---- Connectors ---------------------------------------------------------------------------- */
+
+static cx_code_t conn_call(rpc_client_t *c, const char *tok, const char *method,
+                           const ProtobufCMessage *req, rpc_arena_t *a, ProtobufCMessage **out,
+                           cx_error_t *err)
+{
+    return svc_call(c, &credex__v1__connectors__descriptor, NULL, tok, method, req, a, out, err);
+}
+
+static cx_code_t conn_enable(rpc_client_t *c, const char *tok, bool enable, const char *id,
+                             char **teams, size_t nteams, rpc_arena_t *a, cx_error_t *err)
+{
+    Credex__V1__EnableConnectorRequest en = CREDEX__V1__ENABLE_CONNECTOR_REQUEST__INIT;
+    Credex__V1__DisableConnectorRequest dis = CREDEX__V1__DISABLE_CONNECTOR_REQUEST__INIT;
+    en.connector_id = dis.connector_id = (char *)id;
+    en.team_ids = dis.team_ids = teams;
+    en.n_team_ids = dis.n_team_ids = nteams;
+    return conn_call(c, tok, enable ? "EnableConnector" : "DisableConnector",
+                     enable ? &en.base : &dis.base, a, NULL, err);
+}
+
+/* The connector ids a user's ListConnectors answers, as "id,id,". */
+static void conn_listed(rpc_client_t *c, const char *tok, bool include_disabled, rpc_arena_t *a,
+                        char *buf, size_t bufsz)
+{
+    Credex__V1__ListConnectorsRequest req = CREDEX__V1__LIST_CONNECTORS_REQUEST__INIT;
+    req.include_disabled = include_disabled;
+    Credex__V1__ListConnectorsResponse *resp = NULL;
+    cx_error_t err;
+    assert_int_equal(
+        conn_call(c, tok, "ListConnectors", &req.base, a, (ProtobufCMessage **)&resp, &err), CX_OK);
+    buf[0] = '\0';
+    for (size_t i = 0; i < resp->n_connectors; i++) {
+        strncat(buf, resp->connectors[i]->connector_id, bufsz - strlen(buf) - 1);
+        strncat(buf, ",", bufsz - strlen(buf) - 1);
+    }
+}
+
+static cx_code_t conn_get(rpc_client_t *c, const char *tok, const char *id, rpc_arena_t *a,
+                          cx_error_t *err)
+{
+    Credex__V1__GetConnectorRequest req = CREDEX__V1__GET_CONNECTOR_REQUEST__INIT;
+    req.connector_id = (char *)id;
+    return conn_call(c, tok, "GetConnector", &req.base, a, NULL, err);
+}
+
+#define ENABLED(who) fga_has(who, "enabled_for", "oauth_connector:con_t")
+
+static void test_connectors(void **state)
+{
+    struct fx *f = *state;
+    rpc_arena_t *a = rpc_arena_new(1024);
+    cx_error_t err;
+    char listed[256];
+    oa_reset();
+    char *adm = mint("cadmin", NULL), *frank = mint("cfrank", NULL), *gina = mint("cgina", NULL);
+    char *svc = mint("service-account-agent-runtime", "agent-runtime");
+    tuple(true, "user:cadmin", "admin", "platform:credex");
+    tuple(true, "user:cfrank", "member", "team:cteam");
+
+    /* Management is for platform admins acting as themselves; refusals never reach oauth. */
+    Credex__V1__Connector in = CREDEX__V1__CONNECTOR__INIT;
+    Credex__V1__CreateConnectorRequest cr = CREDEX__V1__CREATE_CONNECTOR_REQUEST__INIT;
+    cr.connector = &in;
+    int calls = counter(&oa_calls);
+    assert_int_equal(conn_call(f->cli, frank, "CreateConnector", &cr.base, a, NULL, &err),
+                     CX_ERR_PERMISSION_DENIED);
+    assert_int_equal(svc_call(f->agent, &credex__v1__connectors__descriptor, svc, NULL,
+                              "CreateConnector", &cr.base, a, NULL, &err),
+                     CX_ERR_PERMISSION_DENIED);
+    assert_int_equal(counter(&oa_calls), calls);
+    assert_int_equal(conn_call(f->cli, adm, "CreateConnector", &cr.base, a, NULL, &err), CX_OK);
+    pthread_mutex_lock(&oa_mu);
+    assert_string_equal(oa_admin, "true");
+    assert_string_equal(oa_subject, "cadmin");
+    assert_string_equal(oa_kind, "browser");
+    assert_string_equal(oa_service, "");
+    assert_string_equal(oa_cid, "test-cid-1");
+    pthread_mutex_unlock(&oa_mu);
+    /* A method oauth has not built is planned, not a fault (this stand-in has no Test). */
+    Credex__V1__TestConnectorRequest tr = CREDEX__V1__TEST_CONNECTOR_REQUEST__INIT;
+    tr.connector_id = "con_t";
+    assert_int_equal(conn_call(f->cli, adm, "TestConnector", &tr.base, a, NULL, &err),
+                     CX_ERR_UNIMPLEMENTED);
+
+    /* Enable for a team and for everyone: one tuple each. */
+    char *both[] = {"cteam", "*"}, *star[] = {"*"}, *bad[] = {"a*b"};
+    assert_int_equal(conn_enable(f->cli, adm, true, "con_t", bad, 1, a, &err),
+                     CX_ERR_INVALID_ARGUMENT);
+    assert_int_equal(conn_enable(f->cli, frank, true, "con_t", both, 2, a, &err),
+                     CX_ERR_PERMISSION_DENIED);
+    assert_false(ENABLED("user:cgina"));
+    assert_int_equal(conn_enable(f->cli, adm, true, "con_t", both, 2, a, &err), CX_OK);
+    assert_true(ENABLED("team:cteam#member"));
+    assert_true(ENABLED("user:*"));
+    assert_int_equal(conn_enable(f->cli, adm, true, "con_t", both, 2, a, &err), CX_OK); /* replay */
+
+    /* Users: ACTIVE connectors enabled for them only, never disabled ones, and oauth is never
+     * told they are admins. */
+    conn_listed(f->cli, frank, true, a, listed, sizeof(listed));
+    assert_string_equal(listed, "con_t,");
+    pthread_mutex_lock(&oa_mu);
+    assert_false(oa_include_disabled);
+    assert_string_equal(oa_admin, "");
+    assert_string_equal(oa_subject, "cfrank");
+    pthread_mutex_unlock(&oa_mu);
+    conn_listed(f->cli, adm, true, a, listed, sizeof(listed));
+    assert_string_equal(listed, "con_t,con_off,con_hidden,con_new,");
+    calls = counter(&oa_calls);
+    assert_int_equal(conn_get(f->cli, frank, "con_hidden", a, &err), CX_ERR_NOT_FOUND);
+    char hidden[CX_ERROR_MESSAGE_MAX];
+    snprintf(hidden, sizeof(hidden), "%s", err.message);
+    assert_int_equal(conn_get(f->cli, frank, "con_nope", a, &err), CX_ERR_NOT_FOUND);
+    assert_string_equal(err.message, hidden);
+    assert_int_equal(counter(&oa_calls), calls); /* asked OpenFGA, not oauth */
+    assert_int_equal(conn_get(f->cli, frank, "con_t", a, &err), CX_OK);
+    assert_int_equal(conn_get(f->cli, adm, "con_hidden", a, &err), CX_OK);
+
+    /* Disable for everyone-but-teams: the access goes before oauth hears of it. */
+    assert_int_equal(conn_enable(f->cli, adm, false, "con_t", star, 1, a, &err), CX_OK);
+    pthread_mutex_lock(&oa_mu);
+    assert_false(oa_disable_saw_access);
+    pthread_mutex_unlock(&oa_mu);
+    assert_false(ENABLED("user:*"));
+    assert_true(ENABLED("team:cteam#member"));
+    conn_listed(f->cli, frank, false, a, listed, sizeof(listed));
+    assert_string_equal(listed, "con_t,");
+    conn_listed(f->cli, gina, false, a, listed, sizeof(listed));
+    assert_string_equal(listed, "");
+
+    /* Disabled for everyone: no tuple is left and nobody but admins sees it; enabling again
+     * restores the teams oauth kept. */
+    assert_int_equal(conn_enable(f->cli, adm, false, "con_t", NULL, 0, a, &err), CX_OK);
+    assert_false(ENABLED("team:cteam#member"));
+    conn_listed(f->cli, frank, false, a, listed, sizeof(listed));
+    assert_string_equal(listed, "");
+    assert_int_equal(conn_get(f->cli, frank, "con_t", a, &err), CX_ERR_NOT_FOUND);
+    assert_int_equal(conn_enable(f->cli, adm, true, "con_t", NULL, 0, a, &err), CX_OK);
+    assert_true(ENABLED("team:cteam#member"));
+
+    /* Deleted: enabled for nobody; a replay finds it gone and still cleans up. */
+    Credex__V1__DeleteConnectorRequest dr = CREDEX__V1__DELETE_CONNECTOR_REQUEST__INIT;
+    dr.connector_id = "con_t";
+    assert_int_equal(conn_call(f->cli, frank, "DeleteConnector", &dr.base, a, NULL, &err),
+                     CX_ERR_PERMISSION_DENIED);
+    assert_true(ENABLED("team:cteam#member"));
+    assert_int_equal(conn_call(f->cli, adm, "DeleteConnector", &dr.base, a, NULL, &err), CX_OK);
+    assert_false(ENABLED("team:cteam#member"));
+    conn_listed(f->cli, frank, false, a, listed, sizeof(listed));
+    assert_string_equal(listed, "");
+    dr.connector_id = "";
+    assert_int_equal(conn_call(f->cli, adm, "DeleteConnector", &dr.base, a, NULL, &err),
+                     CX_ERR_INVALID_ARGUMENT);
+    free(adm);
+    free(frank);
+    free(gina);
+    free(svc);
+    rpc_arena_free(a);
+}
+
 static void test_unimplemented_and_health(void **state)
 {
     struct fx *f = *state;
@@ -871,6 +1257,7 @@ int main(void)
         cmocka_unit_test(test_secrets_hidden_is_not_found),
         cmocka_unit_test(test_secrets_lifecycle_and_sharing),
         cmocka_unit_test(test_unimplemented_and_health),
+        cmocka_unit_test(test_connectors),
     };
     const struct CMUnitTest disabled[] = {
         cmocka_unit_test(test_feature_disabled),
