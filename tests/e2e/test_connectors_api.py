@@ -12,11 +12,6 @@ stack.
   connector they may not see is the not_found of one that does not exist, and a disabled one
   disappears from their lists.
 - A client secret (a canary) never appears in any reply, log line or audit event.
-
-WAITING: the tests that take the `oauth_connectors` fixture need oauth's credex.v1.Connectors
-handlers (issue 11, the oauth service work). Until oauth implements them that fixture marks them
-xfail with the reason "WAITING for oauth Connectors"; once oauth answers, they run for real. The
-refusals are decided by the gateway before anything reaches oauth and run already.
 """
 
 from __future__ import annotations
@@ -42,16 +37,11 @@ ADMIN_EVENTS = {"CreateConnector": "connector.created", "UpdateConnector": "conn
 
 @pytest.fixture(scope="module")
 def oauth_connectors(stack):
-    """Probe oauth directly (as the gateway): UNIMPLEMENTED means its Connectors handlers have
-    not landed yet, and every test here is then an explicit xfail, never a silent skip."""
-    try:
-        stack.unary("oauth", "/credex.v1.Connectors/ListConnectors", b"", identity="gateway",
-                    metadata=[("x-credex-subject-user-id", "probe"), ("x-credex-caller-kind", "browser"),
-                              ("x-credex-platform-admin", "true")])
-    except grpc.RpcError as err:
-        if err.code() == C.UNIMPLEMENTED:
-            pytest.xfail("WAITING for oauth Connectors: oauth does not implement credex.v1.Connectors "
-                         "on this branch yet (issue 11); run again once it has landed")
+    """oauth answers its Connectors directly (as the gateway): a probe that fails loudly if the
+    service regressed to UNIMPLEMENTED, before the tests that build on it run."""
+    stack.unary("oauth", "/credex.v1.Connectors/ListConnectors", b"", identity="gateway",
+                metadata=[("x-credex-subject-user-id", "probe"), ("x-credex-caller-kind", "browser"),
+                          ("x-credex-platform-admin", "true")])
 
 
 class World:

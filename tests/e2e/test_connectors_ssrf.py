@@ -19,10 +19,6 @@ admin talks to the public gateway (gRPC); oauth validates and calls the provider
   CREDEX_OAUTH_HTTP_TIMEOUT_MS plus a margin.
 - Positive controls: the same connectors on a well-behaved issuer are created and pass
   TestConnector, and no request that TestConnector makes carries the client secret.
-
-WAITING: these tests need the gateway's and oauth's credex.v1.Connectors (issue 11, built in
-parallel). Until both answer, the module's probe marks every test xfail with the reason
-"WAITING for Connectors", never a silent skip; once they answer, the tests run for real.
 """
 
 from __future__ import annotations
@@ -51,18 +47,10 @@ TIME_MARGIN_S = 5.0
 
 @pytest.fixture(scope="module")
 def admin(api, stack):
-    """A platform admin's caller (admin on platform:credex), after a probe: UNIMPLEMENTED from
-    the gateway means Connectors has not landed, and every test is then an explicit xfail."""
+    """A platform admin's caller (admin on platform:credex)."""
     user = x.uid("ssrfadm")
     api.fga_write([(f"user:{user}", "admin", "platform:credex")])
-    caller = api.ui(user)
-    try:
-        caller.call("Connectors", "ListConnectors", api.pb.oauth.ListConnectorsRequest(include_disabled=True))
-    except grpc.RpcError as err:
-        if err.code() == C.UNIMPLEMENTED:
-            pytest.xfail("WAITING for Connectors: the gateway or oauth does not implement "
-                         "credex.v1.Connectors on this branch yet (issue 11)")
-    return caller
+    return api.ui(user)
 
 
 @pytest.fixture(autouse=True)
