@@ -91,6 +91,7 @@ static const cx_contract_rule_t rules[] = {
     ID("grantee_id", 1, 128, A_PRINCIPAL, "a principal id"),
     ID("idempotency_key", 1, 128, A_VISIBLE, "printable ASCII without spaces"),
     ID("intended_use", 1, 64, A_USE, "an intended use"),
+    ID("iss", 1, 2048, A_VISIBLE, "an issuer URL"),
     ID("issuer_url", 1, 2048, A_VISIBLE, "a URL"),
     ID("key_id", 1, 255, A_IDENT, "a key id"),
     ID("key_version", 0, 64, A_IDENT, "a key version"),
