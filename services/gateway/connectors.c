@@ -31,16 +31,15 @@ static const ProtobufCServiceDescriptor *const connectors_svc = &credex__v1__con
 
 /* ---- who may do what ----------------------------------------------------------------------- */
 
-static void user_fga(const gateway_req_t *r, char *buf, size_t bufsz)
+void gateway_user_fga(const gateway_req_t *r, char *buf, size_t bufsz)
 {
     snprintf(buf, bufsz, "user:%s", r->caller.user_id);
 }
 
-/* Is the caller a platform admin? Records the answer for gateway_forward_oauth. */
-static bool is_platform_admin(gateway_req_t *r, bool *admin, cx_error_t *err)
+bool gateway_is_platform_admin(gateway_req_t *r, bool *admin, cx_error_t *err)
 {
     char user[CX_FGA_NAME_MAX];
-    user_fga(r, user, sizeof(user));
+    gateway_user_fga(r, user, sizeof(user));
     if (!gateway_fga_check(r->gw, user, "admin", PLATFORM_OBJ, admin, err))
         return false;
     r->platform_admin = *admin;
@@ -50,7 +49,7 @@ static bool is_platform_admin(gateway_req_t *r, bool *admin, cx_error_t *err)
 static bool require_platform_admin(gateway_req_t *r, cx_error_t *err)
 {
     bool admin = false;
-    if (!is_platform_admin(r, &admin, err))
+    if (!gateway_is_platform_admin(r, &admin, err))
         return false;
     if (!admin)
         return cx_error_set(err, CX_ERR_PERMISSION_DENIED, "platform admins only");
@@ -324,12 +323,28 @@ static bool visible(const Credex__V1__Connector *c, char **ids, size_t nids)
     return false;
 }
 
+/* The ids of the connectors enabled for the caller (cx_fga_strv_free). */
+static bool enabled_ids(gateway_req_t *r, char ***ids, size_t *nids, cx_error_t *err)
+{
+    char user[CX_FGA_NAME_MAX];
+    gateway_user_fga(r, user, sizeof(user));
+    cx_error_t ferr;
+    cx_error_clear(&ferr);
+    if (!r->gw->fga ||
+        !cx_fga_list_objects(r->gw->fga, user, ENABLED_FOR, "oauth_connector", ids, nids, &ferr)) {
+        cx_log_warn(rpc_call_correlation_id(r->call), "gateway.policy_failed",
+                    CX_LOG_STR("relation", ENABLED_FOR), CX_LOG_STR("reason", ferr.message));
+        return cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service is unavailable");
+    }
+    return true;
+}
+
 static bool connectors_list(gateway_req_t *r, ProtobufCMessage **reply, cx_error_t *err)
 {
     const Credex__V1__ListConnectorsRequest *req =
         (const Credex__V1__ListConnectorsRequest *)r->request;
     bool admin = false;
-    if (!is_platform_admin(r, &admin, err))
+    if (!gateway_is_platform_admin(r, &admin, err))
         return false;
     if (admin)
         return oauth_call(r, "ListConnectors", r->request, reply, err);
@@ -339,18 +354,10 @@ static bool connectors_list(gateway_req_t *r, ProtobufCMessage **reply, cx_error
     Credex__V1__ListConnectorsResponse *all = NULL;
     if (!oauth_call(r, "ListConnectors", &own.base, (ProtobufCMessage **)&all, err))
         return false;
-    char user[CX_FGA_NAME_MAX];
-    user_fga(r, user, sizeof(user));
     char **ids = NULL;
     size_t nids = 0;
-    cx_error_t ferr;
-    cx_error_clear(&ferr);
-    if (!r->gw->fga || !cx_fga_list_objects(r->gw->fga, user, ENABLED_FOR, "oauth_connector", &ids,
-                                            &nids, &ferr)) {
-        cx_log_warn(rpc_call_correlation_id(r->call), "gateway.policy_failed",
-                    CX_LOG_STR("relation", ENABLED_FOR), CX_LOG_STR("reason", ferr.message));
-        return cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service is unavailable");
-    }
+    if (!enabled_ids(r, &ids, &nids, err))
+        return false;
     Credex__V1__ListConnectorsResponse *resp = rpc_call_alloc(r->call, sizeof(*resp));
     credex__v1__list_connectors_response__init(resp);
     resp->connectors = rpc_call_alloc(r->call, (all->n_connectors ? all->n_connectors : 1) *
@@ -368,12 +375,12 @@ static bool connectors_get(gateway_req_t *r, ProtobufCMessage **reply, cx_error_
     const Credex__V1__GetConnectorRequest *req =
         (const Credex__V1__GetConnectorRequest *)r->request;
     bool admin = false;
-    if (!is_platform_admin(r, &admin, err))
+    if (!gateway_is_platform_admin(r, &admin, err))
         return false;
     if (!admin) {
         /* Asked before oauth, so that ids cannot be probed through its answers. */
         char user[CX_FGA_NAME_MAX], obj[CX_FGA_NAME_MAX];
-        user_fga(r, user, sizeof(user));
+        gateway_user_fga(r, user, sizeof(user));
         connector_obj(req->connector_id, obj, sizeof(obj));
         bool enabled = false;
         if (!gateway_fga_check(r->gw, user, ENABLED_FOR, obj, &enabled, err))
@@ -388,6 +395,99 @@ static bool connectors_get(gateway_req_t *r, ProtobufCMessage **reply, cx_error_
         *reply = NULL;
         return cx_error_set(err, CX_ERR_NOT_FOUND, NOT_FOUND_MSG);
     }
+    return true;
+}
+
+/* ---- the connector a user may connect to ------------------------------------------------------
+ */
+
+static bool not_enabled(cx_error_t *err)
+{
+    return cx_error_set(err, CX_ERR_PERMISSION_DENIED, "this connector is not enabled for you");
+}
+
+/* By id: OpenFGA first, so that ids cannot be probed through oauth's answers. */
+static bool connector_by_id(gateway_req_t *r, const char *connector_id,
+                            const Credex__V1__Connector **out, cx_error_t *err)
+{
+    char user[CX_FGA_NAME_MAX], obj[CX_FGA_NAME_MAX];
+    gateway_user_fga(r, user, sizeof(user));
+    connector_obj(connector_id, obj, sizeof(obj));
+    bool enabled = false;
+    if (!gateway_fga_check(r->gw, user, ENABLED_FOR, obj, &enabled, err))
+        return false;
+    if (!enabled)
+        return not_enabled(err);
+    Credex__V1__GetConnectorRequest g = CREDEX__V1__GET_CONNECTOR_REQUEST__INIT;
+    g.connector_id = (char *)connector_id;
+    ProtobufCMessage *reply = NULL;
+    if (!oauth_call(r, "GetConnector", &g.base, &reply, err))
+        return false;
+    const Credex__V1__Connector *c = (const Credex__V1__Connector *)reply;
+    if (!reply_connector_ok(c, err))
+        return false;
+    if (c->status != CREDEX__V1__CONNECTOR_STATUS__CONNECTOR_STATUS_ACTIVE)
+        return not_enabled(err);
+    *out = c;
+    return true;
+}
+
+/* By provider key: the one ACTIVE connector of that provider enabled for the user. */
+static bool connector_by_key(gateway_req_t *r, const char *provider_key,
+                             const Credex__V1__Connector **out, cx_error_t *err)
+{
+    char **ids = NULL;
+    size_t nids = 0;
+    if (!enabled_ids(r, &ids, &nids, err))
+        return false;
+    if (nids == 0) { /* decided without asking oauth */
+        cx_fga_strv_free(ids, nids);
+        return not_enabled(err);
+    }
+    Credex__V1__ListConnectorsRequest lr = CREDEX__V1__LIST_CONNECTORS_REQUEST__INIT;
+    lr.provider_key = (char *)provider_key;
+    Credex__V1__ListConnectorsResponse *all = NULL;
+    bool ok = oauth_call(r, "ListConnectors", &lr.base, (ProtobufCMessage **)&all, err);
+    const Credex__V1__Connector *found = NULL;
+    size_t n = 0;
+    for (size_t i = 0; ok && i < all->n_connectors; i++) {
+        const Credex__V1__Connector *c = all->connectors[i];
+        if (visible(c, ids, nids) && c->provider_key &&
+            strcmp(c->provider_key, provider_key) == 0) {
+            found = c;
+            n++;
+        }
+    }
+    cx_fga_strv_free(ids, nids);
+    if (!ok)
+        return false;
+    if (n == 0)
+        return not_enabled(err);
+    if (n > 1)
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                            "several connectors of this provider are enabled for you: name "
+                            "connector_id");
+    *out = found;
+    return true;
+}
+
+bool gateway_connector_for_user(gateway_req_t *r, const char *provider_key,
+                                const char *connector_id, const Credex__V1__Connector **out,
+                                cx_error_t *err)
+{
+    bool by_id = connector_id && connector_id[0];
+    if (!by_id && !(provider_key && provider_key[0]))
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                            "provider_key or connector_id is required");
+    const Credex__V1__Connector *c = NULL;
+    if (by_id ? !connector_by_id(r, connector_id, &c, err)
+              : !connector_by_key(r, provider_key, &c, err))
+        return false;
+    if (by_id && provider_key && provider_key[0] &&
+        (!c->provider_key || strcmp(c->provider_key, provider_key) != 0))
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                            "connector_id names a connector of another provider");
+    *out = c;
     return true;
 }
 

@@ -25,8 +25,6 @@ const gateway_t *gateway_state(rpc_call_t *call)
 static const rpc_service_def_t gateway_static_services[] = {
     {.desc = &credex__v1__audit__descriptor,
      .unimplemented_note = "planned: a later issue, audit queries"},
-    {.desc = &credex__v1__connections__descriptor,
-     .unimplemented_note = "planned: a later issue, provider connections"},
 };
 
 char *gateway_strdup(rpc_call_t *call, const char *s)
@@ -438,7 +436,8 @@ bool gateway_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_e
         goto fail;
 
     const rpc_service_def_t *defs[] = {&gateway_secrets_def, &gateway_retrieval_def,
-                                       &gateway_admin_def, &gateway_connectors_def};
+                                       &gateway_admin_def, &gateway_connectors_def,
+                                       &gateway_connections_def};
     for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++)
         if (!rpc_server_add_service(srv, defs[i], err))
             goto fail;

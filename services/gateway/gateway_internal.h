@@ -7,6 +7,7 @@
  *   retrieval.c  credex.v1.Retrieval.Retrieve
  *   admin.c      credex.v1.Admin.GetHealth
  *   connectors.c credex.v1.Connectors (admin checks, user visibility, enabled_for tuples)
+ *   connections.c credex.v1.Connections (owner tuples, the connector a user may connect to)
  * Request fields are checked by common/contract (the same rules store applies).
  */
 #ifndef CREDEX_SERVICES_GATEWAY_GATEWAY_INTERNAL_H
@@ -21,6 +22,7 @@
 #include "common/jwt/cx_jwt.h"
 #include "common/rpc/rpc.h"
 #include "credex/v1/common.pb-c.h"
+#include "credex/v1/oauth.pb-c.h"
 
 #define GATEWAY_ID_MAX 128 /* user, service, team ids as used in OpenFGA names */
 
@@ -115,7 +117,7 @@ enum {
 /* One method of the public API: how its failures are audited and what it needs. */
 typedef struct gateway_method {
     const char *event_type;    /* audit event of a failure (and the method's own action) */
-    const char *resource_type; /* "secret_ref", "oauth_connector" or "feature" */
+    const char *resource_type; /* "secret_ref", "oauth_connector", "provider_connection", ... */
     const char *id_field;      /* request field naming the resource (NULL: none) */
     const char *resource_id;   /* fixed resource id when id_field is NULL (may be NULL) */
     unsigned flags;            /* GATEWAY_M_* */
@@ -205,13 +207,33 @@ bool gateway_audit_success(gateway_req_t *r, const char *secret_id, const char *
 /* A string in the call arena ("" for NULL). */
 char *gateway_strdup(rpc_call_t *call, const char *s);
 
+/* ---- OAuth connectors, as connections need them (connectors.c) -------------------------- */
+
+/* "user:<the caller's user id>", the caller's OpenFGA name. Pure. */
+void gateway_user_fga(const gateway_req_t *r, char *buf, size_t bufsz);
+
+/* Is the caller a platform admin (admin on platform:credex)? Records the answer in
+ * r->platform_admin, so that gateway_forward_oauth tells oauth. OpenFGA unreachable:
+ * unavailable. Blocks for the check. */
+bool gateway_is_platform_admin(gateway_req_t *r, bool *admin, cx_error_t *err);
+
+/* The ACTIVE connector enabled for the caller (OpenFGA enabled_for) that a connect names:
+ * connector_id when set (checked in OpenFGA before oauth is asked), else the one connector of
+ * provider_key (several: invalid_argument, name connector_id). Both set: they must agree. Not
+ * enabled, not ACTIVE, or not there: permission_denied. *out (the call arena) is untouched on
+ * failure. Blocks for OpenFGA and oauth calls. */
+bool gateway_connector_for_user(gateway_req_t *r, const char *provider_key,
+                                const char *connector_id, const Credex__V1__Connector **out,
+                                cx_error_t *err);
+
 /* ---- services ------------------------------------------------------------------------- */
 
-/* Service definitions (secrets.c, retrieval.c, admin.c, connectors.c); static data that
- * outlives the server. */
+/* Service definitions (secrets.c, retrieval.c, admin.c, connectors.c, connections.c); static
+ * data that outlives the server. */
 extern const rpc_service_def_t gateway_secrets_def;
 extern const rpc_service_def_t gateway_retrieval_def;
 extern const rpc_service_def_t gateway_admin_def;
 extern const rpc_service_def_t gateway_connectors_def;
+extern const rpc_service_def_t gateway_connections_def;
 
 #endif

@@ -369,6 +369,125 @@ static const rpc_service_def_t oa_def = {.desc = &credex__v1__connectors__descri
                                          .allowed_peers = st_peers,
                                          .unimplemented_note = "test oauth"};
 
+/* ---- an oauth Connections service: what reaches it, and answers shaped like oauth's -------- */
+
+static char oc_connector[64]; /* the connector_id StartConnect / Reconnect was asked for */
+static const char *oc_foreign = "someone-else";
+
+static Credex__V1__Connection *oc_connection(rpc_call_t *call, const char *id, const char *subject)
+{
+    Credex__V1__Connection *c = rpc_call_alloc(call, sizeof(*c));
+    credex__v1__connection__init(c);
+    c->connection_id = rpc_arena_strndup(rpc_call_arena(call), id, strlen(id));
+    c->connector_id = "con_hidden";
+    c->provider_key = "github";
+    c->subject_user_id = rpc_arena_strndup(rpc_call_arena(call), subject, strlen(subject));
+    c->state = CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_ACTIVE;
+    return c;
+}
+
+static bool oc_start(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                     cx_error_t *err)
+{
+    (void)err;
+    oa_seen(call);
+    const Credex__V1__StartConnectRequest *r = (const Credex__V1__StartConnectRequest *)request;
+    pthread_mutex_lock(&oa_mu);
+    snprintf(oc_connector, sizeof(oc_connector), "%s", r->connector_id);
+    pthread_mutex_unlock(&oa_mu);
+    Credex__V1__StartConnectResponse *resp = rpc_call_alloc(call, sizeof(*resp));
+    credex__v1__start_connect_response__init(resp);
+    resp->authorization_url = "https://github.com/login/oauth/authorize?state=s1";
+    resp->oauth_state = "s1";
+    resp->connection_id = "conn_c1";
+    *reply = &resp->base;
+    return true;
+}
+
+static bool oc_complete(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                        cx_error_t *err)
+{
+    (void)request;
+    (void)err;
+    oa_seen(call);
+    Credex__V1__CompleteConnectResponse *resp = rpc_call_alloc(call, sizeof(*resp));
+    credex__v1__complete_connect_response__init(resp);
+    pthread_mutex_lock(&oa_mu);
+    resp->connection = oc_connection(call, "conn_c1", oa_subject);
+    pthread_mutex_unlock(&oa_mu);
+    resp->return_to = "/connections";
+    *reply = &resp->base;
+    return true;
+}
+
+/* The subject's connection and, whatever was asked, one of another user's (which the gateway
+ * must drop). */
+static bool oc_list(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                    cx_error_t *err)
+{
+    (void)err;
+    oa_seen(call);
+    const Credex__V1__ListConnectionsRequest *r =
+        (const Credex__V1__ListConnectionsRequest *)request;
+    Credex__V1__ListConnectionsResponse *resp = rpc_call_alloc(call, sizeof(*resp));
+    credex__v1__list_connections_response__init(resp);
+    resp->connections = rpc_call_alloc(call, 2 * sizeof(*resp->connections));
+    pthread_mutex_lock(&oa_mu);
+    resp->connections[0] =
+        oc_connection(call, "conn_c1", r->subject_user_id[0] ? r->subject_user_id : oa_subject);
+    pthread_mutex_unlock(&oa_mu);
+    resp->connections[1] = oc_connection(call, "conn_other", oc_foreign);
+    resp->n_connections = 2;
+    *reply = &resp->base;
+    return true;
+}
+
+static bool oc_get(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                   cx_error_t *err)
+{
+    oa_seen(call);
+    const char *id = ((const Credex__V1__GetConnectionRequest *)request)->connection_id;
+    if (strcmp(id, "conn_c1") != 0)
+        return cx_error_set(err, CX_ERR_NOT_FOUND, "no such connection");
+    pthread_mutex_lock(&oa_mu);
+    *reply = &oc_connection(call, id, oa_subject)->base;
+    pthread_mutex_unlock(&oa_mu);
+    return true;
+}
+
+static bool oc_disconnect(rpc_call_t *call, const ProtobufCMessage *request,
+                          ProtobufCMessage **reply, cx_error_t *err)
+{
+    if (!oc_get(call, request, reply, err))
+        return false;
+    ((Credex__V1__Connection *)*reply)->state =
+        CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_REVOKED;
+    return true;
+}
+
+static bool oc_reconnect(rpc_call_t *call, const ProtobufCMessage *request,
+                         ProtobufCMessage **reply, cx_error_t *err)
+{
+    Credex__V1__StartConnectRequest s = CREDEX__V1__START_CONNECT_REQUEST__INIT;
+    (void)request;
+    s.connector_id = "con_hidden";
+    return oc_start(call, &s.base, reply, err);
+}
+
+static const rpc_method_impl_t oc_impls[] = {
+    {.method = "StartConnect", .kind = RPC_UNARY, .unary = oc_start},
+    {.method = "CompleteConnect", .kind = RPC_UNARY, .unary = oc_complete},
+    {.method = "ListConnections", .kind = RPC_UNARY, .unary = oc_list},
+    {.method = "GetConnection", .kind = RPC_UNARY, .unary = oc_get},
+    {.method = "Disconnect", .kind = RPC_UNARY, .unary = oc_disconnect},
+    {.method = "Reconnect", .kind = RPC_UNARY, .unary = oc_reconnect},
+};
+static const rpc_service_def_t oc_def = {.desc = &credex__v1__connections__descriptor,
+                                         .impls = oc_impls,
+                                         .nimpls = 6,
+                                         .allowed_peers = st_peers,
+                                         .unimplemented_note = "test oauth"};
+
 /* ---- helpers ----------------------------------------------------------------------------- */
 
 /* An ES256 token from the dev issuer's key; caller frees. A sub of service-account-<azp> makes
@@ -466,7 +585,7 @@ static int fx_setup(void **state, bool enabled)
     oo.shutdown_grace_ms = so.shutdown_grace_ms;
     f->oauth = rpc_server_new(&oo, &err);
     if (!f->oauth || !rpc_server_add_service(f->oauth, &oa_def, &err) ||
-        !rpc_server_start(f->oauth, &err))
+        !rpc_server_add_service(f->oauth, &oc_def, &err) || !rpc_server_start(f->oauth, &err))
         return -1;
     char store_addr[64], oauth_addr[64], gw_addr[64];
     snprintf(store_addr, sizeof(store_addr), "127.0.0.1:%d", rpc_server_port(f->store));
@@ -1124,6 +1243,142 @@ static void test_connectors(void **state)
     rpc_arena_free(a);
 }
 
+/* ---- Connections --------------------------------------------------------------------------- */
+
+static cx_code_t cx_conn(rpc_client_t *c, const char *svc_tok, const char *tok, const char *method,
+                         const ProtobufCMessage *req, rpc_arena_t *a, ProtobufCMessage **out,
+                         cx_error_t *err)
+{
+    return svc_call(c, &credex__v1__connections__descriptor, svc_tok, tok, method, req, a, out,
+                    err);
+}
+
+#define OWNS(u) fga_has(u, "owner", "provider_connection:conn_c1")
+
+static void test_connections(void **state)
+{
+    struct fx *f = *state;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    cx_error_t err;
+    oa_reset();
+    char *cx = mint("cxuser", NULL), *cy = mint("cyuser", NULL), *adm = mint("cxadmin", NULL);
+    char *svc = mint("service-account-agent-runtime", "agent-runtime");
+    tuple(true, "user:cxadmin", "admin", "platform:credex");
+    ProtobufCMessage *out = NULL;
+
+    /* Start: a user for whom no connector is enabled is refused before oauth is asked; so is a
+     * service acting for itself. */
+    Credex__V1__StartConnectRequest st = CREDEX__V1__START_CONNECT_REQUEST__INIT;
+    st.provider_key = "github";
+    int calls = counter(&oa_calls);
+    assert_int_equal(cx_conn(f->cli, NULL, cx, "StartConnect", &st.base, a, NULL, &err),
+                     CX_ERR_PERMISSION_DENIED);
+    assert_int_equal(cx_conn(f->agent, svc, NULL, "StartConnect", &st.base, a, NULL, &err),
+                     CX_ERR_PERMISSION_DENIED);
+    assert_int_equal(counter(&oa_calls), calls);
+    st.provider_key = "";
+    assert_int_equal(cx_conn(f->cli, NULL, cx, "StartConnect", &st.base, a, NULL, &err),
+                     CX_ERR_INVALID_ARGUMENT);
+
+    /* Enabled for cxuser's team: by provider key, oauth is asked for exactly that connector. */
+    tuple(true, "user:cxuser", "member", "team:cxteam");
+    tuple(true, "team:cxteam#member", "enabled_for", "oauth_connector:con_hidden");
+    st.provider_key = "github";
+    assert_int_equal(cx_conn(f->cli, NULL, cx, "StartConnect", &st.base, a, &out, &err), CX_OK);
+    assert_string_equal(((Credex__V1__StartConnectResponse *)out)->connection_id, "conn_c1");
+    pthread_mutex_lock(&oa_mu);
+    assert_string_equal(oc_connector, "con_hidden");
+    assert_string_equal(oa_subject, "cxuser");
+    assert_string_equal(oa_admin, "");
+    pthread_mutex_unlock(&oa_mu);
+    /* by id: a connector not enabled for the user (or of another provider) is refused first */
+    st.connector_id = "con_off";
+    calls = counter(&oa_calls);
+    assert_int_equal(cx_conn(f->cli, NULL, cx, "StartConnect", &st.base, a, NULL, &err),
+                     CX_ERR_PERMISSION_DENIED);
+    assert_int_equal(counter(&oa_calls), calls);
+    st.connector_id = "con_hidden";
+    st.provider_key = "gitlab";
+    assert_int_equal(cx_conn(f->cli, NULL, cx, "StartConnect", &st.base, a, NULL, &err),
+                     CX_ERR_INVALID_ARGUMENT);
+    st.provider_key = "";
+    assert_int_equal(cx_conn(f->cli, NULL, cx, "StartConnect", &st.base, a, NULL, &err), CX_OK);
+
+    /* Complete: the caller becomes the connection's owner. */
+    Credex__V1__CompleteConnectRequest cc = CREDEX__V1__COMPLETE_CONNECT_REQUEST__INIT;
+    cc.provider_key = "github";
+    cc.code = "code-1";
+    cc.oauth_state = "s1";
+    assert_false(OWNS("user:cxuser"));
+    assert_int_equal(cx_conn(f->cli, NULL, cx, "CompleteConnect", &cc.base, a, &out, &err), CX_OK);
+    assert_true(OWNS("user:cxuser"));
+    assert_false(OWNS("user:cyuser"));
+    assert_int_equal(cx_conn(f->cli, NULL, cx, "CompleteConnect", &cc.base, a, &out, &err),
+                     CX_OK); /* a replayed tuple write is no error */
+
+    /* Reads: the owner, or a platform admin; anyone else gets the not_found of nothing. */
+    Credex__V1__GetConnectionRequest g = CREDEX__V1__GET_CONNECTION_REQUEST__INIT;
+    g.connection_id = "conn_c1";
+    assert_int_equal(cx_conn(f->cli, NULL, cx, "GetConnection", &g.base, a, NULL, &err), CX_OK);
+    calls = counter(&oa_calls);
+    assert_int_equal(cx_conn(f->cli, NULL, cy, "GetConnection", &g.base, a, NULL, &err),
+                     CX_ERR_NOT_FOUND);
+    char hidden[CX_ERROR_MESSAGE_MAX];
+    snprintf(hidden, sizeof(hidden), "%s", err.message);
+    g.connection_id = "conn_nope";
+    assert_int_equal(cx_conn(f->cli, NULL, cy, "GetConnection", &g.base, a, NULL, &err),
+                     CX_ERR_NOT_FOUND);
+    assert_string_equal(err.message, hidden);
+    assert_int_equal(counter(&oa_calls), calls); /* asked OpenFGA, not oauth */
+    g.connection_id = "conn_c1";
+    assert_int_equal(cx_conn(f->cli, NULL, adm, "GetConnection", &g.base, a, NULL, &err), CX_OK);
+    pthread_mutex_lock(&oa_mu);
+    assert_string_equal(oa_admin, "true");
+    pthread_mutex_unlock(&oa_mu);
+
+    /* Lists: one's own only, whatever oauth answers; another user's for admins only. */
+    Credex__V1__ListConnectionsRequest lr = CREDEX__V1__LIST_CONNECTIONS_REQUEST__INIT;
+    assert_int_equal(cx_conn(f->cli, NULL, cx, "ListConnections", &lr.base, a, &out, &err), CX_OK);
+    Credex__V1__ListConnectionsResponse *lresp = (Credex__V1__ListConnectionsResponse *)out;
+    assert_int_equal(lresp->n_connections, 1);
+    assert_string_equal(lresp->connections[0]->subject_user_id, "cxuser");
+    lr.subject_user_id = "cxuser";
+    assert_int_equal(cx_conn(f->cli, NULL, cy, "ListConnections", &lr.base, a, NULL, &err),
+                     CX_ERR_PERMISSION_DENIED);
+    assert_int_equal(cx_conn(f->cli, NULL, adm, "ListConnections", &lr.base, a, &out, &err), CX_OK);
+    lresp = (Credex__V1__ListConnectionsResponse *)out;
+    assert_int_equal(lresp->n_connections, 1);
+    assert_string_equal(lresp->connections[0]->subject_user_id, "cxuser");
+
+    /* Reconnect: the owner only, and only while the connector is still enabled for them. */
+    Credex__V1__ReconnectRequest rc = CREDEX__V1__RECONNECT_REQUEST__INIT;
+    rc.connection_id = "conn_c1";
+    assert_int_equal(cx_conn(f->cli, NULL, cy, "Reconnect", &rc.base, a, NULL, &err),
+                     CX_ERR_NOT_FOUND);
+    assert_int_equal(cx_conn(f->cli, NULL, cx, "Reconnect", &rc.base, a, NULL, &err), CX_OK);
+    tuple(false, "team:cxteam#member", "enabled_for", "oauth_connector:con_hidden");
+    assert_int_equal(cx_conn(f->cli, NULL, cx, "Reconnect", &rc.base, a, NULL, &err),
+                     CX_ERR_PERMISSION_DENIED);
+
+    /* Disconnect: others get not_found; the owner's succeeds and the owner tuple goes after. */
+    Credex__V1__DisconnectRequest dr = CREDEX__V1__DISCONNECT_REQUEST__INIT;
+    dr.connection_id = "conn_c1";
+    assert_int_equal(cx_conn(f->cli, NULL, cy, "Disconnect", &dr.base, a, NULL, &err),
+                     CX_ERR_NOT_FOUND);
+    assert_true(OWNS("user:cxuser"));
+    assert_int_equal(cx_conn(f->cli, NULL, cx, "Disconnect", &dr.base, a, &out, &err), CX_OK);
+    assert_int_equal(((Credex__V1__Connection *)out)->state,
+                     CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_REVOKED);
+    assert_false(OWNS("user:cxuser"));
+    assert_int_equal(cx_conn(f->cli, NULL, cx, "GetConnection", &g.base, a, NULL, &err),
+                     CX_ERR_NOT_FOUND);
+    free(cx);
+    free(cy);
+    free(adm);
+    free(svc);
+    rpc_arena_free(a);
+}
+
 static void test_unimplemented_and_health(void **state)
 {
     struct fx *f = *state;
@@ -1258,6 +1513,7 @@ int main(void)
         cmocka_unit_test(test_secrets_lifecycle_and_sharing),
         cmocka_unit_test(test_unimplemented_and_health),
         cmocka_unit_test(test_connectors),
+        cmocka_unit_test(test_connections),
     };
     const struct CMUnitTest disabled[] = {
         cmocka_unit_test(test_feature_disabled),
