@@ -367,6 +367,28 @@ static bool cx_config_check_origins(const char *v)
     }
 }
 
+/* CREDEX_EDGE_UI_URL: an origin (as cx_config_check_origin reads it) followed by an optional
+ * path of unreserved characters, '/' and '%', with no query or fragment, since the edge appends
+ * a path to it. https, or http for localhost (not in production: checked with the others). */
+static bool cx_config_check_ui_url(const char *v)
+{
+    size_t n = strlen(v), start = strncmp(v, "https://", 8) == 0 ? 8 : 7;
+    if (n <= start)
+        return false;
+    size_t o = start + strcspn(v + start, "/");
+    if (!cx_config_check_origin(v, o))
+        return false;
+    if (start == 7 && !(strncmp(v + 7, "localhost", 9) == 0 && (o == 16 || v[16] == ':')))
+        return false;
+    for (size_t i = o; i < n; i++) {
+        char c = v[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.' || c == '_' || c == '~' || c == '/' || c == '%'))
+            return false;
+    }
+    return true;
+}
+
 /* A comma list (spaces around commas allowed, empty items ignored, at least one item, at most
  * CX_HTTP_SSRF_LIST_MAX) whose every item passes item. Split and read by common/http itself, so
  * the configuration accepts exactly what oauth's provider client will. */
@@ -578,6 +600,9 @@ static const cx_config_var_t cx_config_vars[] = {
            "comma-separated origins scheme://host[:port] (http or https, lower case, no path, no "
            "default port), at most 32"),
     CX_BOOL("CREDEX_EDGE_ALLOW_SAME_SITE", edge_allow_same_site, false),
+    CX_STR("CREDEX_EDGE_UI_URL", edge_ui_url, "", cx_config_check_ui_url,
+           "https://host[:port][/path] (or http://localhost[:port][/path] outside production), "
+           "lower-case host, no query or fragment"),
     CX_STR("CREDEX_OAUTH_CA_FILE", oauth_ca_file, "", NULL, NULL),
     CX_STR("CREDEX_OAUTH_ALLOWED_HOSTS", oauth_allowed_hosts, "", cx_config_check_allowed_hosts,
            "comma-separated host names (letters, digits, '-', '.'), each exact or *.suffix, at "
@@ -680,6 +705,12 @@ bool cx_config_load(cx_config_t **out, cx_config_getenv_fn fn, void *ctx, cx_err
         cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
                      "CREDEX_OAUTH_TEST_CONNECT_TO: not allowed with CREDEX_PRODUCTION=true (tests "
                      "and development only)");
+        goto out;
+    }
+    /* The browser lands there after consent: plain http only on a developer's machine. */
+    if (cfg->production && strncmp(cfg->edge_ui_url, "http://", 7) == 0) {
+        cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                     "CREDEX_EDGE_UI_URL: expected an https URL with CREDEX_PRODUCTION=true");
         goto out;
     }
     /* A certificate without its key (or the reverse) would serve plain HTTP by mistake. */

@@ -120,6 +120,7 @@ typedef struct cx_config {
     char edge_tls_key[512];               /* CREDEX_EDGE_HTTP_TLS_KEY: PEM, default "" */
     char edge_allowed_origins[2048];      /* CREDEX_EDGE_ALLOWED_ORIGINS, default "" (none) */
     bool edge_allow_same_site;            /* CREDEX_EDGE_ALLOW_SAME_SITE, default false */
+    char edge_ui_url[512]; /* CREDEX_EDGE_UI_URL: where the OAuth callback redirects, default "" */
 
     /* Outbound calls of oauth to OAuth providers (docs/OAUTH_CONNECTORS.md). */
     char oauth_ca_file[512];          /* CREDEX_OAUTH_CA_FILE, default "" (system trust store) */

@@ -270,10 +270,10 @@ static void test_every_variable_set(void **state)
 static void test_every_documented_variable_is_read(void **state)
 {
     (void)state;
-    /* 74 variables in cx_config.h; a forgotten one would keep its default silently. */
+    /* 75 variables in cx_config.h; a forgotten one would keep its default silently. */
     fake_env_t env = {0};
     cx_config_t *cfg = load_ok(&env);
-    assert_int_equal(env.lookups, 74);
+    assert_int_equal(env.lookups, 75);
     cx_config_free(cfg);
 }
 
@@ -511,6 +511,57 @@ static void test_metadata_cache_poll_below_bound(void **state)
     assert_false(cx_config_load(&cfg, fake_getenv, &env, &err));
     assert_string_equal(err.message, "CREDEX_STORE_METADATA_CACHE_POLL_MS: expected below "
                                      "CREDEX_STORE_METADATA_CACHE_BOUND_MS (100), got 200");
+}
+
+static void test_edge_ui_url(void **state)
+{
+    (void)state;
+    static const char *const good[] = {
+        "https://ui.example",     "https://ui.example/",        "https://ui.example:8443/app/x",
+        "http://localhost:3000",  "http://localhost/app",       "https://[fd00::1]/a%20b",
+        "https://ui.example/a~b", "https://ui.example/a-b_c.d",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        fake_env_t env = {0};
+        env_set(&env, "CREDEX_EDGE_UI_URL", good[i]);
+        cx_config_t *cfg = load_ok(&env);
+        assert_string_equal(cfg->edge_ui_url, good[i]);
+        cx_config_free(cfg);
+    }
+    /* Not https (but a developer's localhost), a query or fragment the appended path would
+     * land in, characters a Location header must not carry, not a URL at all. */
+    static const char *const bad[] = {
+        "ui.example",
+        "http://ui.example",
+        "http://localhost.evil.example",
+        "http://127.0.0.1:3000",
+        "https://ui.example/?x=1",
+        "https://ui.example#frag",
+        "https://ui.example/a b",
+        "https://ui.example/a\\b",
+        "https://UI.example",
+        "https://user@ui.example",
+        "javascript:alert(1)",
+        "https://",
+        "http",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        fake_env_t env = {0};
+        cx_config_t *cfg = NULL;
+        cx_error_t err;
+        env_set(&env, "CREDEX_EDGE_UI_URL", bad[i]);
+        assert_false(cx_config_load(&cfg, fake_getenv, &env, &err));
+        assert_null(cfg);
+        assert_non_null(strstr(err.message, "CREDEX_EDGE_UI_URL: expected https://host"));
+    }
+    /* production: https only */
+    fake_env_t env = {0};
+    cx_config_t *cfg = NULL;
+    cx_error_t err;
+    env_set(&env, "CREDEX_PRODUCTION", "true");
+    env_set(&env, "CREDEX_EDGE_UI_URL", "http://localhost:3000");
+    assert_false(cx_config_load(&cfg, fake_getenv, &env, &err));
+    assert_non_null(strstr(err.message, "CREDEX_EDGE_UI_URL: expected an https URL"));
 }
 
 static void test_edge_allowed_origins(void **state)
@@ -1020,6 +1071,7 @@ int main(void)
         cmocka_unit_test(test_metadata_cache_poll_below_bound),
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_edge_allowed_origins),
+        cmocka_unit_test(test_edge_ui_url),
         cmocka_unit_test(test_edge_tls_pair),
         cmocka_unit_test(test_oauth_provider_lists),
         cmocka_unit_test(test_connect_to_refused_in_production),
