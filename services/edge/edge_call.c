@@ -20,7 +20,11 @@
 
 void edge_answer_free(edge_answer_t *a)
 {
-    if (a == NULL || a->body == NULL)
+    if (a == NULL)
+        return;
+    free(a->location);
+    a->location = NULL;
+    if (a->body == NULL)
         return;
     explicit_bzero(a->body, a->len);
     free(a->body);
@@ -161,18 +165,32 @@ void edge_call_route(const edge_t *edge, const edge_call_in_t *in, edge_answer_t
         edge_answer_error(out, 0, CX_ERR_INTERNAL, "internal error", cid);
         return;
     }
+    char where[EDGE_LOCATION_MAX];
+    bool replaced = false;
+    if (!edge_redirect_location(r, reply, edge->cfg->edge_ui_url, where, sizeof(where), &replaced,
+                                &err)) {
+        cx_log_error(cid, "edge.redirect_refused", CX_LOG_STR("route", r->path),
+                     CX_LOG_STR("detail", err.message));
+        edge_answer_error(out, 0, CX_ERR_INTERNAL, "internal error", cid);
+        return;
+    }
+    if (replaced) /* the client's return_to was not a path of the UI: the UI's root instead */
+        cx_log_info(cid, "edge.return_to_replaced", CX_LOG_STR("route", r->path));
+    char *location = where[0] != '\0' ? strdup(where) : NULL;
     char *text = NULL;
     size_t len = 0;
-    if (!pjson_encode(&text, &len, reply, NULL, &err)) {
+    if ((where[0] != '\0' && location == NULL) || !pjson_encode(&text, &len, reply, NULL, &err)) {
+        free(location);
         cx_log_error(cid, "edge.reply_unwritable", CX_LOG_STR("route", r->path),
                      CX_LOG_STR("detail", err.message));
         edge_answer_error(out, 0, CX_ERR_INTERNAL, "internal error", cid);
         return;
     }
-    out->status = reply_created(r, reply) ? 201 : r->status;
+    out->status = location != NULL ? r->redirect.status : reply_created(r, reply) ? 201 : r->status;
     out->code = CX_OK;
     out->body = text;
     out->len = len;
+    out->location = location;
 }
 
 bool edge_gateway_ready(const edge_t *edge, const char *correlation_id, unsigned timeout_ms,

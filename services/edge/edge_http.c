@@ -193,6 +193,8 @@ static enum MHD_Result send_answer(struct MHD_Connection *c, edge_req_t *rq, edg
             a->status = 500; /* a body could not be built */
     }
     add_headers(resp, rq, json);
+    if (a->location != NULL)
+        MHD_add_response_header(resp, "Location", a->location);
     if (allow != NULL)
         MHD_add_response_header(resp, "Allow", allow);
     if (close)

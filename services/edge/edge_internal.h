@@ -101,6 +101,18 @@ bool edge_request_build(const edge_route_t *route, const edge_match_t *match,
                         size_t max_body, rpc_arena_t *arena, ProtobufCMessage **out,
                         cx_error_t *err);
 
+#define EDGE_LOCATION_MAX 8192 /* bytes of a Location header, NUL included */
+
+/* The Location of a successful reply of a redirecting route (edge_routes.h), into buf: "" when
+ * the route does not redirect (EDGE_REDIRECT_UI_PATH without a UI URL). A URL reply field must
+ * be an https URL of printable ASCII without spaces or backslashes, else CX_ERR_INTERNAL. A UI
+ * path must start with one '/' (not "//") and hold the same characters; another value (the
+ * client gave it at connect) is replaced by "/" and *replaced is set. Too long for buf:
+ * CX_ERR_INTERNAL. Pure. */
+bool edge_redirect_location(const edge_route_t *route, const ProtobufCMessage *reply,
+                            const char *ui_url, char *buf, size_t bufsz, bool *replaced,
+                            cx_error_t *err);
+
 /* ---- guardrails (edge_guard.c) -------------------------------------------------------------- */
 
 /* The refusals the edge decides itself, each with its HTTP status, reason code and message. */
@@ -196,6 +208,7 @@ typedef struct edge_answer {
     char *body;
     size_t len;
     cx_code_t code; /* CX_OK for a success; for logs */
+    char *location; /* the Location header of a redirect (malloc'd), or NULL */
 } edge_answer_t;
 
 /* The error body {"error":{"code","message","correlation_id"}} with the status status, or
@@ -211,7 +224,7 @@ void edge_answer_refusal(edge_answer_t *out, edge_refusal_t r, const cx_error_t 
 /* A fixed JSON body with a status (health answers). */
 void edge_answer_text(edge_answer_t *out, unsigned status, const char *json);
 
-/* Wipe and free the body. NULL-safe. */
+/* Wipe and free the body, free the location. NULL-safe. */
 void edge_answer_free(edge_answer_t *a);
 
 /* What a route call needs from the HTTP request. */

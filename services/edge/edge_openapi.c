@@ -614,6 +614,8 @@ static json_t *parameter(gen_t *g, const edge_route_t *r, const ProtobufCMessage
     return o;
 }
 
+static json_t *header(const char *description, const char *constant);
+
 static json_t *common_headers(gen_t *g)
 {
     static const char *const names[] = {"X-Correlation-Id", "Cache-Control",
@@ -755,7 +757,17 @@ static json_t *route_operation(gen_t *g, const statuses_t *st, const edge_route_
         } else {
             char status[8];
             snprintf(status, sizeof(status), "%u", r->status);
-            put(g, responses, status, success(g, desc, message_ref(g, md->output)));
+            /* A route that always redirects has no other success. */
+            if (r->redirect.to != EDGE_REDIRECT_URL)
+                put(g, responses, status, success(g, desc, message_ref(g, md->output)));
+        }
+        if (r->redirect.to != EDGE_REDIRECT_NONE) {
+            char status[8];
+            snprintf(status, sizeof(status), "%u", r->redirect.status);
+            json_t *o = success(g, r->redirect.description, message_ref(g, md->output));
+            put(g, json_object_get(o, "headers"), "Location",
+                header("Where the client goes next (never holds a token).", NULL));
+            put(g, responses, status, o);
         }
     }
     unsigned scopes = 1u << SCOPE_ANY | 1u << SCOPE_ROUTE | (r->body ? 1u << SCOPE_BODY : 0);

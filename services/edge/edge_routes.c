@@ -96,6 +96,7 @@ static const edge_param_t q_callback[] = {
     P("state", "oauth_state", "The OAuth state parameter."),
     P("error", "error", "The provider's error parameter, when consent failed."),
     P("error_description", "error_description", "The provider's error description."),
+    P("iss", "iss", "The provider's iss parameter (RFC 9207), when it sends one."),
 };
 static const edge_param_t q_connections[] = {
     P("provider_key", "provider_key", "Only connections of this provider."),
@@ -384,6 +385,11 @@ static const edge_route_t edge_route_table[] = {
      PATH(p_provider_key),
      QUERY(q_connect),
      .status = 200,
+     .redirect = {.to = EDGE_REDIRECT_URL,
+                  .status = 302,
+                  .field = "authorization_url",
+                  .description = "Location: the provider's authorization URL (state, PKCE S256 "
+                                 "challenge); the body is the same reply as JSON."},
      .summary = "Begin connecting the caller to a provider."},
     {.operation_id = "completeConnect",
      .method = EDGE_GET,
@@ -393,7 +399,14 @@ static const edge_route_t edge_route_table[] = {
      PATH(p_provider_key),
      QUERY(q_callback),
      .status = 200,
-     .summary = "The provider's redirect back after consent."},
+     .redirect = {.to = EDGE_REDIRECT_UI_PATH,
+                  .status = 303,
+                  .field = "return_to",
+                  .description = "When CREDEX_EDGE_UI_URL is set: Location is that URL followed "
+                                 "by the return_to given at connect (the body is the same reply "
+                                 "as JSON); else 200. Never a token."},
+     .summary = "Complete a consent: the UI relays the provider's callback with the user's "
+                "bearer token."},
     /* provider connections */
     {.operation_id = "listConnections",
      .method = EDGE_GET,
@@ -806,5 +819,53 @@ bool edge_request_build(const edge_route_t *route, const edge_match_t *match,
             return false;
     }
     *out = msg;
+    return true;
+}
+
+/* ---- redirects ------------------------------------------------------------------------------ */
+
+/* Printable ASCII without spaces or backslashes: nothing a header could be split on, nothing a
+ * browser would read as another path separator. */
+static bool location_chars_ok(const char *s)
+{
+    for (; *s != '\0'; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f || *s == '\\')
+            return false;
+    return true;
+}
+
+bool edge_redirect_location(const edge_route_t *route, const ProtobufCMessage *reply,
+                            const char *ui_url, char *buf, size_t bufsz, bool *replaced,
+                            cx_error_t *err)
+{
+    const edge_redirect_t *rd = &route->redirect;
+    *replaced = false;
+    buf[0] = '\0';
+    if (rd->to == EDGE_REDIRECT_NONE || (rd->to == EDGE_REDIRECT_UI_PATH && ui_url[0] == '\0'))
+        return true;
+    const ProtobufCFieldDescriptor *f = edge_field_path(reply->descriptor, rd->field, NULL);
+    if (f == NULL || f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED)
+        return cx_error_set(err, CX_ERR_INTERNAL, "the route redirects from no string field");
+    const char *v = *(char *const *)((const char *)reply + f->offset);
+    v = v != NULL ? v : "";
+    int n;
+    if (rd->to == EDGE_REDIRECT_URL) {
+        if (strncmp(v, "https://", 8) != 0 || v[8] == '\0' || !location_chars_ok(v))
+            return cx_error_set(err, CX_ERR_INTERNAL, "the redirect URL is not an https URL");
+        n = snprintf(buf, bufsz, "%s", v);
+    } else {
+        /* return_to came from the client at connect: only a path on the UI's own origin. */
+        if (v[0] == '\0' || v[0] != '/' || v[1] == '/' || !location_chars_ok(v)) {
+            *replaced = v[0] != '\0';
+            v = "/";
+        }
+        size_t ul = strlen(ui_url);
+        n = snprintf(buf, bufsz, "%.*s%s", (int)(ul > 0 && ui_url[ul - 1] == '/' ? ul - 1 : ul),
+                     ui_url, v);
+    }
+    if (n < 0 || (size_t)n >= bufsz) {
+        buf[0] = '\0';
+        return cx_error_set(err, CX_ERR_INTERNAL, "the redirect location is too long");
+    }
     return true;
 }

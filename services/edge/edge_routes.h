@@ -15,7 +15,9 @@
  * prints). The status is `status`, or 201 when `created_field` names a bool field of the reply
  * that is true. A `material` route's RPC answers credential material: the edge never writes
  * such a reply (the gateway refuses material to the edge anyway; a reply that arrives is
- * answered 500 and logged as edge.material_refused).
+ * answered 500 and logged as edge.material_refused). A `redirect` route answers its success
+ * with that status and a Location header built from a reply field (the JSON body as well): the
+ * OAuth connect route sends the client to the provider, the callback to the UI.
  *
  * Query values are written as in a URL (percent-decoded by the edge): strings as they are,
  * enums by their value's full name (the name JSON bodies use, e.g. LIST_SECRETS_SCOPE_ALL),
@@ -62,6 +64,23 @@ typedef struct edge_fixed {
     const char *value; /* in query syntax (enum value name, decimal, true|false, text) */
 } edge_fixed_t;
 
+/* Where a successful answer of a route redirects the client (its JSON body is written too, for
+ * clients that do not follow redirects). */
+typedef enum edge_redirect_to {
+    EDGE_REDIRECT_NONE = 0, /* no redirect: `status` */
+    EDGE_REDIRECT_URL,      /* the reply field holds an absolute https URL */
+    /* CREDEX_EDGE_UI_URL followed by the reply field, a relative path ("" is "/"); without
+     * CREDEX_EDGE_UI_URL the route answers `status` */
+    EDGE_REDIRECT_UI_PATH,
+} edge_redirect_to_t;
+
+typedef struct edge_redirect {
+    edge_redirect_to_t to;
+    unsigned status;         /* 302 or 303 */
+    const char *field;       /* reply field path (a singular string) */
+    const char *description; /* one sentence, for documentation */
+} edge_redirect_t;
+
 typedef struct edge_route {
     const char *operation_id; /* stable lowerCamelCase name, unique in the table */
     edge_method_t method;
@@ -79,6 +98,7 @@ typedef struct edge_route {
     unsigned status;           /* success status (200) */
     const char *created_field; /* bool field of the reply: true means 201 Created; or NULL */
     bool material;             /* the RPC answers credential material: never written */
+    edge_redirect_t redirect;  /* a success that redirects (to EDGE_REDIRECT_NONE: none) */
     const char *summary;       /* one sentence, for documentation */
 } edge_route_t;
 

@@ -194,7 +194,8 @@ def test_gateway_answers_pass_through(edge):
     # a route whose RPC a later issue builds answers what the gateway answers today
     err = e.error_of(edge.get("/api/credentials/audit", user=alice), 501, "unimplemented")
     assert "later issue" in err["message"]
-    e.error_of(edge.get("/api/credentials/oauth/github/connect", user=alice), 501, "unimplemented")
+    # connect is decided by the gateway first: no connector is enabled for alice
+    e.error_of(edge.get("/api/credentials/oauth/github/connect", user=alice), 403, "permission_denied")
     # the gateway's own input contract (here: an empty idempotency key) is a 400
     r = edge.post(SECRETS, {"kind": "SECRET_KIND_API_KEY", "displayName": "x", "value": e.b64(b"v")}, user=alice)
     err = e.error_of(r, 400, "invalid_argument")

@@ -230,6 +230,15 @@ static void test_route_table_is_consistent(void **state)
             assert_non_null(f);
             assert_int_equal(f->type, PROTOBUF_C_TYPE_BOOL);
         }
+        if (r->redirect.to != EDGE_REDIRECT_NONE) {
+            const ProtobufCFieldDescriptor *f =
+                edge_field_path(md->output, r->redirect.field, NULL);
+            assert_non_null(f);
+            assert_int_equal(f->type, PROTOBUF_C_TYPE_STRING);
+            assert_true(r->redirect.status == 302 || r->redirect.status == 303);
+            assert_non_null(r->redirect.description);
+            assert_false(r->material);
+        }
         /* GET and DELETE take no body; the material routes are exactly Retrieval's. */
         if (r->method == EDGE_GET || r->method == EDGE_DELETE)
             assert_false(r->body);
@@ -557,6 +566,73 @@ static void test_request_build(void **state)
 /* ---- guardrails
  * ------------------------------------------------------------------------------------ */
 
+/* Where connect and callback send the client: the provider's https URL, and a path of the UI. */
+static void test_redirect_locations(void **state)
+{
+    (void)state;
+    char loc[EDGE_LOCATION_MAX];
+    bool replaced = true;
+    cx_error_t err;
+    const edge_route_t *connect = route_by_id("startConnect");
+    const edge_route_t *callback = route_by_id("completeConnect");
+    assert_int_equal(route_by_id("listConnections")->redirect.to, EDGE_REDIRECT_NONE);
+
+    Credex__V1__StartConnectResponse sr = CREDEX__V1__START_CONNECT_RESPONSE__INIT;
+    sr.authorization_url = "https://github.com/login/oauth/authorize?client_id=c&state=s";
+    assert_true(edge_redirect_location(connect, &sr.base, "", loc, sizeof(loc), &replaced, &err));
+    assert_string_equal(loc, sr.authorization_url);
+    assert_false(replaced);
+    /* what oauth never sends: refused, not relayed */
+    const char *bad_urls[] = {"",
+                              "http://github.com/x",
+                              "javascript:alert(1)",
+                              "https://",
+                              "https://a.example/x\r\nSet-Cookie: a=b",
+                              "https://a.example/a b",
+                              "https://a.example\\@evil.example/"};
+    for (size_t i = 0; i < sizeof(bad_urls) / sizeof(bad_urls[0]); i++) {
+        sr.authorization_url = (char *)bad_urls[i];
+        assert_false(
+            edge_redirect_location(connect, &sr.base, "", loc, sizeof(loc), &replaced, &err));
+        assert_int_equal(err.code, CX_ERR_INTERNAL);
+    }
+    char longer[EDGE_LOCATION_MAX + 16];
+    memset(longer, 'a', sizeof(longer) - 1);
+    longer[sizeof(longer) - 1] = '\0';
+    memcpy(longer, "https://", 8);
+    sr.authorization_url = longer;
+    assert_false(edge_redirect_location(connect, &sr.base, "", loc, sizeof(loc), &replaced, &err));
+
+    /* the callback: no UI URL, no redirect; else the UI URL and the return_to path */
+    Credex__V1__CompleteConnectResponse cr = CREDEX__V1__COMPLETE_CONNECT_RESPONSE__INIT;
+    cr.return_to = "/settings/connections?done=1";
+    assert_true(edge_redirect_location(callback, &cr.base, "", loc, sizeof(loc), &replaced, &err));
+    assert_string_equal(loc, "");
+    assert_true(edge_redirect_location(callback, &cr.base, "https://ui.example/app", loc,
+                                       sizeof(loc), &replaced, &err));
+    assert_string_equal(loc, "https://ui.example/app/settings/connections?done=1");
+    assert_false(replaced);
+    assert_true(edge_redirect_location(callback, &cr.base, "https://ui.example/", loc, sizeof(loc),
+                                       &replaced, &err));
+    assert_string_equal(loc, "https://ui.example/settings/connections?done=1");
+    cr.return_to = "";
+    assert_true(edge_redirect_location(callback, &cr.base, "https://ui.example", loc, sizeof(loc),
+                                       &replaced, &err));
+    assert_string_equal(loc, "https://ui.example/");
+    assert_false(replaced);
+    /* a return_to that would leave the UI's origin or split the header: the UI's root */
+    const char *bad_paths[] = {"//evil.example/x", "/\\evil.example",       "https://evil.example/",
+                               "relative",         "/a\r\nSet-Cookie: x=y", "/a b"};
+    for (size_t i = 0; i < sizeof(bad_paths) / sizeof(bad_paths[0]); i++) {
+        cr.return_to = (char *)bad_paths[i];
+        replaced = false;
+        assert_true(edge_redirect_location(callback, &cr.base, "https://ui.example", loc,
+                                           sizeof(loc), &replaced, &err));
+        assert_string_equal(loc, "https://ui.example/");
+        assert_true(replaced);
+    }
+}
+
 static void test_fetch_site(void **state)
 {
     (void)state;
@@ -743,6 +819,7 @@ int main(void)
         cmocka_unit_test(test_field_setters),
         cmocka_unit_test(test_field_set_conflicts),
         cmocka_unit_test(test_request_build),
+        cmocka_unit_test(test_redirect_locations),
         cmocka_unit_test(test_fetch_site),
         cmocka_unit_test(test_content_type),
         cmocka_unit_test(test_bearer_token),

@@ -182,12 +182,20 @@ static void test_every_route_is_an_operation(void **state)
             assert_null(body);
         }
         json_t *responses = json_object_get(op, "responses");
-        char ok[8];
+        char ok[8], moved[8];
         snprintf(ok, sizeof(ok), "%u", r->status);
+        snprintf(moved, sizeof(moved), "%u", r->redirect.status);
         if (r->material) /* never written: no success answer is documented */
             assert_null(json_object_get(responses, ok));
-        else
-            assert_non_null(json_object_get(responses, ok));
+        else /* a route that always redirects answers nothing else */
+            assert_true((json_object_get(responses, ok) != NULL) ==
+                        (r->redirect.to != EDGE_REDIRECT_URL));
+        if (r->redirect.to != EDGE_REDIRECT_NONE) {
+            json_t *to = json_object_get(responses, moved);
+            assert_true(r->redirect.status == 302 || r->redirect.status == 303);
+            assert_non_null(json_object_get(json_object_get(to, "headers"), "Location"));
+            assert_non_null(json_object_get(json_object_get(to, "content"), "application/json"));
+        }
         assert_true(r->created_field == NULL || json_object_get(responses, "201") != NULL);
         assert_non_null(json_object_get(responses, "401"));
         assert_non_null(json_object_get(responses, "400"));
