@@ -17,6 +17,7 @@
 
 #include "common/log/cx_log.h"
 #include "credex/v1/gateway.pb-c.h"
+#include "credex/v1/oauth.pb-c.h"
 #include "services/edge/edge_internal.h"
 #include "tests/unit/kit/testkit.h"
 
@@ -86,6 +87,47 @@ static bool get(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMess
     return true;
 }
 
+/* Connections: connect answers the provider's URL ("bad" a URL oauth never sends); the
+ * callback answers the flow's return_to. */
+static bool start_connect(rpc_call_t *call, const ProtobufCMessage *request,
+                          ProtobufCMessage **reply, cx_error_t *err)
+{
+    const Credex__V1__StartConnectRequest *req = (const Credex__V1__StartConnectRequest *)request;
+    if (!browser_headers(call, err))
+        return false;
+    Credex__V1__StartConnectResponse *r = rpc_call_alloc(call, sizeof(*r));
+    credex__v1__start_connect_response__init(r);
+    r->authorization_url = strcmp(req->provider_key, "bad") == 0
+                               ? "javascript:alert(1)"
+                               : "https://github.com/login/oauth/authorize?state=s1";
+    r->oauth_state = "s1";
+    r->connection_id = "pcn_1";
+    *reply = &r->base;
+    return true;
+}
+
+static bool complete_connect(rpc_call_t *call, const ProtobufCMessage *request,
+                             ProtobufCMessage **reply, cx_error_t *err)
+{
+    (void)request;
+    if (!browser_headers(call, err))
+        return false;
+    Credex__V1__Connection *c = rpc_call_alloc(call, sizeof(*c));
+    credex__v1__connection__init(c);
+    c->connection_id = "pcn_1";
+    Credex__V1__CompleteConnectResponse *r = rpc_call_alloc(call, sizeof(*r));
+    credex__v1__complete_connect_response__init(r);
+    r->connection = c;
+    r->return_to = "/settings/connections";
+    *reply = &r->base;
+    return true;
+}
+
+static const rpc_method_impl_t connections_impls[] = {
+    {.method = "StartConnect", .kind = RPC_UNARY, .unary = start_connect},
+    {.method = "CompleteConnect", .kind = RPC_UNARY, .unary = complete_connect},
+};
+
 static const rpc_method_impl_t retrieval_impls[] = {
     {.method = "Retrieve", .kind = RPC_UNARY, .unary = retrieve},
 };
@@ -96,6 +138,7 @@ static const rpc_method_impl_t secrets_impls[] = {
 static const rpc_service_def_t defs[] = {
     {.desc = &credex__v1__retrieval__descriptor, .impls = retrieval_impls, .nimpls = 1},
     {.desc = &credex__v1__secrets__descriptor, .impls = secrets_impls, .nimpls = 2},
+    {.desc = &credex__v1__connections__descriptor, .impls = connections_impls, .nimpls = 2},
 };
 
 struct fixture {
@@ -240,6 +283,38 @@ static void test_gateway_errors(void **state)
     edge_answer_free(&a);
 }
 
+/* Connect sends the client to the provider; the callback to the UI, when there is one. */
+static void test_redirects(void **state)
+{
+    struct fixture *f = *state;
+    edge_answer_t a;
+    call(f, "/api/credentials/oauth/github/connect", EDGE_GET, NULL, &a);
+    assert_int_equal(a.status, 302);
+    assert_string_equal(a.location, "https://github.com/login/oauth/authorize?state=s1");
+    assert_non_null(strstr(a.body, "\"authorizationUrl\":\"https://github.com/"));
+    edge_answer_free(&a);
+    assert_null(a.location);
+    /* a URL that is not https is never relayed */
+    call(f, "/api/credentials/oauth/bad/connect", EDGE_GET, NULL, &a);
+    assert_int_equal(a.status, 500);
+    assert_null(a.location);
+    assert_null(strstr(a.body, "javascript"));
+    edge_answer_free(&a);
+    assert_non_null(strstr(log_text(f), "edge.redirect_refused"));
+
+    call(f, "/api/credentials/oauth/github/callback", EDGE_GET, NULL, &a);
+    assert_int_equal(a.status, 200);
+    assert_null(a.location);
+    edge_answer_free(&a);
+    snprintf(f->cfg->edge_ui_url, sizeof(f->cfg->edge_ui_url), "https://ui.example/app");
+    call(f, "/api/credentials/oauth/github/callback", EDGE_GET, NULL, &a);
+    f->cfg->edge_ui_url[0] = '\0';
+    assert_int_equal(a.status, 303);
+    assert_string_equal(a.location, "https://ui.example/app/settings/connections");
+    assert_non_null(strstr(a.body, "\"connectionId\":\"pcn_1\""));
+    edge_answer_free(&a);
+}
+
 static void test_readiness(void **state)
 {
     struct fixture *f = *state;
@@ -261,6 +336,7 @@ int main(void)
         cmocka_unit_test(test_material_is_never_written),
         cmocka_unit_test(test_created_is_201_and_a_replay_200),
         cmocka_unit_test(test_gateway_errors),
+        cmocka_unit_test(test_redirects),
         cmocka_unit_test(test_readiness),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
