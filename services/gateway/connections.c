@@ -118,10 +118,11 @@ static bool complete_connect(gateway_req_t *r, ProtobufCMessage **reply, cx_erro
     const Credex__V1__Connection *c =
         ((const Credex__V1__CompleteConnectResponse *)*reply)->connection;
     /* oauth checked the flow's user; a connection of anyone else is a broken answer. */
-    if (!reply_connection_ok(c, err) ||
-        (c->subject_user_id && c->subject_user_id[0] &&
-         strcmp(c->subject_user_id, r->caller.user_id) != 0 &&
-         cx_error_set(err, CX_ERR_UNAVAILABLE, "oauth sent a malformed answer"))) {
+    bool ok = reply_connection_ok(c, err);
+    if (ok && c->subject_user_id && c->subject_user_id[0] &&
+        strcmp(c->subject_user_id, r->caller.user_id) != 0)
+        ok = cx_error_set(err, CX_ERR_UNAVAILABLE, "oauth sent a malformed answer");
+    if (!ok) {
         *reply = NULL;
         return false;
     }

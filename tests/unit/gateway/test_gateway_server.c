@@ -407,13 +407,15 @@ static bool oc_start(rpc_call_t *call, const ProtobufCMessage *request, Protobuf
 static bool oc_complete(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
                         cx_error_t *err)
 {
-    (void)request;
     (void)err;
     oa_seen(call);
+    /* "code-foreign": an answer about another user's connection, which oauth never sends */
+    bool foreign =
+        strcmp(((const Credex__V1__CompleteConnectRequest *)request)->code, "code-foreign") == 0;
     Credex__V1__CompleteConnectResponse *resp = rpc_call_alloc(call, sizeof(*resp));
     credex__v1__complete_connect_response__init(resp);
     pthread_mutex_lock(&oa_mu);
-    resp->connection = oc_connection(call, "conn_c1", oa_subject);
+    resp->connection = oc_connection(call, "conn_c1", foreign ? oc_foreign : oa_subject);
     pthread_mutex_unlock(&oa_mu);
     resp->return_to = "/connections";
     *reply = &resp->base;
@@ -1310,6 +1312,12 @@ static void test_connections(void **state)
     cc.code = "code-1";
     cc.oauth_state = "s1";
     assert_false(OWNS("user:cxuser"));
+    cc.code = "code-foreign"; /* a broken answer grants nothing */
+    assert_int_equal(cx_conn(f->cli, NULL, cx, "CompleteConnect", &cc.base, a, &out, &err),
+                     CX_ERR_UNAVAILABLE);
+    assert_false(OWNS("user:cxuser"));
+    assert_false(OWNS("user:someone-else"));
+    cc.code = "code-1";
     assert_int_equal(cx_conn(f->cli, NULL, cx, "CompleteConnect", &cc.base, a, &out, &err), CX_OK);
     assert_true(OWNS("user:cxuser"));
     assert_false(OWNS("user:cyuser"));
