@@ -192,7 +192,7 @@ def test_security_headers_on_every_kind_of_answer(edge, cors):
         413: edge.call("POST", SECRETS, user=user, data=b"{" + b" " * 300000 + b"}",
                        headers={"Content-Type": "application/json"}),
         415: edge.call("POST", SECRETS, user=user, data=b"x", headers={"Content-Type": "text/plain"}),
-        501: edge.get("/api/credentials/connections", user=user),
+        501: edge.get("/api/credentials/audit", user=user),
     }
     for status, r in answers.items():
         assert r.status_code == status, (status, r.status_code, r.text)
