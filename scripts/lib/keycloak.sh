@@ -88,22 +88,24 @@ keycloak_install() {
   echo "$want" >"$stamp"
 }
 
-# keycloak_start <dir> <https-port> <cert> <key> <ca> [timeout-s]: start Keycloak in the
-# background from instance home <dir> (made here; realm files: deploy/keycloak/realm-*.json,
-# imported at start) on https://127.0.0.1:<https-port> only, with that certificate, and wait
-# until /health/ready says UP (verified against <ca>). Issuer of realm R:
-# https://127.0.0.1:<port>/realms/R. Log <dir>/keycloak.log, pid <dir>/keycloak.pid.
+# keycloak_start <dir> <https-port> <cert> <key> <ca> [public-url] [timeout-s]: start Keycloak
+# in the background from instance home <dir> (made here; realm files: deploy/keycloak/realm-*.json,
+# imported at start), listening on https://127.0.0.1:<https-port> only, with that certificate, and
+# wait until /health/ready says UP (verified against <ca>). <public-url> (default
+# https://127.0.0.1:<https-port>) is the base of every URL Keycloak names, so realm R's issuer
+# is <public-url>/realms/R whatever address a request came to. Log <dir>/keycloak.log, pid
+# <dir>/keycloak.pid.
 keycloak_start() {
-  local dir=${1:?usage: keycloak_start <dir> <https-port> <cert> <key> <ca> [timeout-s]}
+  local dir=${1:?usage: keycloak_start <dir> <https-port> <cert> <key> <ca> [public-url] [timeout-s]}
   local port=${2:?missing port} cert=${3:?missing cert} key=${4:?missing key} ca=${5:?missing CA file}
-  local timeout=${6:-180} java_home
+  local public=${6:-https://127.0.0.1:$2} timeout=${7:-180} java_home
   [ -x "$CX_KEYCLOAK_DIR/bin/kc.sh" ] || cx_die "Keycloak is not installed in $CX_KEYCLOAK_DIR: run scripts/setup keycloak"
   java_home=$(keycloak_java_home) || exit 1
   _kc_make_home "$dir"
   JAVA_HOME=$java_home nohup "$dir/bin/kc.sh" start --optimized --import-realm --cache=local \
     --http-enabled=false --http-host=127.0.0.1 --https-port="$port" \
     --https-certificate-file="$cert" --https-certificate-key-file="$key" \
-    --hostname="https://127.0.0.1:$port" </dev/null >"$dir/keycloak.log" 2>&1 &
+    --hostname="$public" </dev/null >"$dir/keycloak.log" 2>&1 &
   local pid=$! deadline=$((SECONDS + timeout))
   echo "$pid" >"$dir/keycloak.pid"
   while [ $SECONDS -lt $deadline ]; do

@@ -8,6 +8,13 @@ the provider test servers' CA (so credex's oauth service, which trusts that CA t
 CREDEX_OAUTH_CA_FILE, and the gateway, through CREDEX_JWKS_CA_FILE, verify it like any peer). The
 realms are deploy/keycloak/realm-*.json, imported at start into an in-memory database. Its log
 stays in the instance home (`log_path`) and is shown when it fails to start.
+
+Two ways to reach it, one issuer. Keycloak's public name is https://keycloak.credex.test (port
+443), like the provider test servers' real names: every URL it publishes (issuer, discovery,
+authorization endpoint) uses it, and credex's oauth reaches it through the entry `connect_to`
+adds to CREDEX_OAUTH_TEST_CONNECT_TO. Whatever reaches it directly (the tests' token requests,
+the gateway's JWKS fetch, which has no connect-to override) uses https://127.0.0.1:<port>: the
+certificate names that address too, and the tokens still say iss=https://keycloak.credex.test/...
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ CLIENT_SECRETS = {"agent-runtime": "test-only-agent-runtime-secret",
                   "credex-connector": "test-only-credex-connector-secret"}
 UI_CLIENT = "credex-ui"
 START_TIMEOUT = 240  # seconds; ~15 s on an idle 2-core machine, much more under load
-HOSTS = ["127.0.0.1", "localhost", "keycloak.credex.test"]
+PUBLIC_HOST = "keycloak.credex.test"
+HOSTS = ["127.0.0.1", "localhost", PUBLIC_HOST]
 
 _SCRIPT = 'set -euo pipefail; . "$0/scripts/lib/common.sh"; . "$0/scripts/lib/keycloak.sh"; "$@"'
 
@@ -63,20 +71,35 @@ class Keycloak:
 
     @property
     def base_url(self) -> str:
+        """Where this process reaches Keycloak directly."""
         return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def public_url(self) -> str:
+        """The base of every URL Keycloak publishes (and so of its issuers)."""
+        return f"https://{PUBLIC_HOST}"
+
+    @property
+    def connect_to(self) -> str:
+        """The CREDEX_OAUTH_TEST_CONNECT_TO entry that sends credex's oauth calls for the public
+        name to this server."""
+        return f"{PUBLIC_HOST}:443:127.0.0.1:{self.port}"
 
     @property
     def log_path(self) -> Path:
         return self.home / "keycloak.log"
 
     def issuer(self, realm: str = REALM) -> str:
-        return f"{self.base_url}/realms/{realm}"
+        return f"{self.public_url}/realms/{realm}"
+
+    def _endpoint(self, realm: str, name: str) -> str:
+        return f"{self.base_url}/realms/{realm}/protocol/openid-connect/{name}"
 
     def jwks_url(self, realm: str = REALM) -> str:
-        return f"{self.issuer(realm)}/protocol/openid-connect/certs"
+        return self._endpoint(realm, "certs")
 
     def token_url(self, realm: str = REALM) -> str:
-        return f"{self.issuer(realm)}/protocol/openid-connect/token"
+        return self._endpoint(realm, "token")
 
     def version(self) -> str:
         return (h.TOOLS / "keycloak" / "version.txt").read_text().strip()
@@ -119,7 +142,7 @@ def start(directory: Path, ca) -> Keycloak:
     kc = Keycloak(home=directory, port=port, ca_file=ca.ca_file)
     began = time.monotonic()
     res = run_keycloak_sh("keycloak_start", str(directory), str(port), str(cert), str(key), str(ca.ca_file),
-                          str(START_TIMEOUT), timeout=START_TIMEOUT + 60)
+                          kc.public_url, str(START_TIMEOUT), timeout=START_TIMEOUT + 60)
     if res.returncode != 0:
         stop(kc)
         raise RuntimeError(f"keycloak_start failed ({res.returncode}):\n{res.stderr}\n{h.tail(kc.log_path, 40)}")

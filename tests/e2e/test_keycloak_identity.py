@@ -22,6 +22,7 @@ import uuid
 
 import grpc
 import pytest
+import requests
 
 import credex_api as x
 import credex_harness as h
@@ -72,6 +73,14 @@ def test_keycloak_tokens_have_the_shapes_credex_relies_on(keycloak):
     assert u["azp"] == kc.UI_CLIENT and "client_id" not in u, u
     assert s["azp"] == "agent-runtime" and s["client_id"] == "agent-runtime", s
     assert u["sub"] != s["sub"]
+    # Discovery names the public issuer, whichever address it was asked at.
+    doc = requests.get(f"{keycloak.base_url}/realms/{kc.REALM}/.well-known/openid-configuration",
+                       verify=str(keycloak.ca_file), timeout=30).json()
+    assert doc["issuer"] == issuer and doc["jwks_uri"].startswith(keycloak.public_url + "/")
+    assert "S256" in doc["code_challenge_methods_supported"]
+    # What a custom OIDC connector relies on (docs/KEYCLOAK.md): RFC 9207 `iss`, revocation.
+    assert doc["authorization_response_iss_parameter_supported"] is True
+    assert doc["revocation_endpoint"].startswith(keycloak.public_url + "/")
 
 
 def test_keycloak_user_token_creates_and_lists_a_secret(api, keycloak, kc_gateway):
