@@ -20,10 +20,15 @@ certificate names that address too, and the tokens still say iss=https://keycloa
 from __future__ import annotations
 
 import base64
+import hashlib
+import html
 import json
+import secrets
 import subprocess
 import time
+import urllib.parse
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 
 import credex_harness as h
@@ -54,6 +59,40 @@ def claims(token: str) -> dict:
     """The payload of a JWT, unverified (to read what Keycloak put in it)."""
     part = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def pkce_pair() -> tuple[str, str]:
+    """(verifier, S256 challenge) of RFC 7636: a 43-character verifier."""
+    verifier = secrets.token_urlsafe(32)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+class _Forms(HTMLParser):
+    """The forms of a page: id (or "") -> (action, {input name: value})."""
+
+    def __init__(self):
+        super().__init__()
+        self.forms: dict[str, tuple[str, dict[str, str]]] = {}
+        self._current: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self._current = a.get("id") or ""
+            self.forms[self._current] = (html.unescape(a.get("action") or ""), {})
+        elif tag == "input" and self._current is not None and a.get("name") and a.get("type") != "submit":
+            self.forms[self._current][1][a["name"]] = a.get("value") or ""
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self._current = None
+
+
+def forms_of(page: str) -> dict[str, tuple[str, dict[str, str]]]:
+    parser = _Forms()
+    parser.feed(page)
+    return parser.forms
 
 
 def audiences(token: str) -> list[str]:
@@ -124,6 +163,53 @@ class Keycloak:
         """A user's access token by the password grant (direct access grant of a test client)."""
         return self.token_response(realm, grant_type="password", client_id=client_id, username=username,
                                    password=PASSWORDS[(realm, username)], scope="openid")["access_token"]
+
+    def authorization_url(self, client_id: str, redirect_uri: str, *, realm: str = REALM, scope: str = "openid",
+                          **params: str) -> str:
+        """An authorization request at the realm's public authorization endpoint."""
+        query = {"client_id": client_id, "response_type": "code", "redirect_uri": redirect_uri, "scope": scope}
+        return f"{self.issuer(realm)}/protocol/openid-connect/auth?{urllib.parse.urlencode(query | params)}"
+
+    def direct(self, url: str) -> str:
+        """url with Keycloak's public name replaced by the address this process reaches it at
+        (what a browser with a hosts entry for keycloak.credex.test would do)."""
+        u = urllib.parse.urlsplit(url)
+        if u.hostname != PUBLIC_HOST:
+            return url
+        return urllib.parse.urlunsplit(u._replace(netloc=f"127.0.0.1:{self.port}"))
+
+    def login(self, authorization_url: str, username: str, *, realm: str = REALM, consent: bool = True):
+        """What a person does in a browser: open the authorization URL, sign in on Keycloak's
+        login page and, when the client asks for consent, accept (or refuse) it. Returns the
+        redirect Keycloak finally answers with (its Location, unfollowed), or raises
+        AssertionError with what Keycloak showed instead."""
+        import requests
+
+        # verify on every request: a session-wide setting loses to REQUESTS_CA_BUNDLE.
+        tls = {"verify": str(self.ca_file), "allow_redirects": False, "timeout": 30}
+        signed_in = False
+        with requests.Session() as browser:
+            r = browser.get(self.direct(authorization_url), **tls)
+            for _ in range(10):
+                if r.status_code in (302, 303):
+                    location = urllib.parse.urljoin(r.url, r.headers["location"])
+                    if urllib.parse.urlsplit(self.direct(location)).netloc != f"127.0.0.1:{self.port}":
+                        return location  # back to the client: a code, or an error answer
+                    r = browser.get(self.direct(location), **tls)
+                    continue
+                assert r.status_code == 200, f"Keycloak answered {r.status_code}: {r.text[:300]}"
+                forms = forms_of(r.text)
+                if "kc-form-login" in forms and not signed_in:
+                    action, _ = forms["kc-form-login"]
+                    data = {"username": username, "password": PASSWORDS[(realm, username)], "credentialId": ""}
+                    signed_in = True
+                else:  # the consent page: its form carries the grant's "code"
+                    grant = [f for f in forms.values() if "code" in f[1]]
+                    assert grant, f"neither login nor consent page: {r.text[:300]}"
+                    action, data = grant[0]
+                    data["accept" if consent else "cancel"] = "Yes" if consent else "No"
+                r = browser.post(self.direct(urllib.parse.urljoin(r.url, action)), data=data, **tls)
+        raise AssertionError(f"no redirect back to the client after 10 steps (last {r.status_code})")
 
     def service_token(self, client_id: str = "agent-runtime", *, realm: str = REALM) -> str:
         """A confidential client's own access token by the client-credentials grant."""

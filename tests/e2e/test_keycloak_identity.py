@@ -12,12 +12,18 @@ runtime's token with that user's token retrieves it (after the platform retrieve
 tests use), and not with another user's token; each Keycloak token in the other slot is refused;
 a token of another realm (audience credex, another issuer and keys), a token for another audience,
 a token of credex's dev issuer, and tampered tokens (payload or signature) are `unauthenticated`.
+The authorization-code flow, played with an HTTP client through Keycloak's login and consent
+pages (keycloak.Keycloak.login), gives a user token that works too, and the realm's client for
+credex as a relying party requires PKCE S256 and consent, binds the code to the verifier and
+returns the nonce.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import secrets
+import urllib.parse
 import uuid
 
 import grpc
@@ -30,6 +36,8 @@ import keycloak as kc
 
 C = grpc.StatusCode
 UNAUTHENTICATED = (C.UNAUTHENTICATED, "unauthenticated")
+REDIRECT = "https://ui.credex.test/connections/callback"
+CONNECTOR = "credex-connector"
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +70,17 @@ def refused(fn) -> tuple:
 
 def secret_value() -> bytes:
     return f"kc_e2e_{uuid.uuid4().hex}".encode()
+
+
+def redirect_query(location: str) -> dict[str, str]:
+    assert location.startswith(REDIRECT + "?"), location
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
+
+
+def connector_token(keycloak, **form: str) -> requests.Response:
+    """The token endpoint as credex calls it for a custom connector: client_secret_basic."""
+    return requests.post(keycloak.token_url(), data=form, timeout=30, verify=str(keycloak.ca_file),
+                         auth=(CONNECTOR, kc.CLIENT_SECRETS[CONNECTOR]))
 
 
 def test_keycloak_tokens_have_the_shapes_credex_relies_on(keycloak):
@@ -147,3 +166,53 @@ def test_keycloak_tampered_tokens_are_refused(api, keycloak, kc_gateway):
     for token in tampered:
         assert refused(lambda t=token: ui(api, kc_gateway, t).list()) == UNAUTHENTICATED
     ui(api, kc_gateway, alice).list()  # the untouched token still works
+
+
+def test_keycloak_authorization_code_user_token_works_at_the_gateway(api, keycloak, kc_gateway):
+    """The UI's real flow: login page, code with PKCE S256, token; the token works at credex."""
+    verifier, challenge = kc.pkce_pair()
+    state = secrets.token_urlsafe(16)
+    url = keycloak.authorization_url(kc.UI_CLIENT, REDIRECT, state=state, code_challenge=challenge,
+                                     code_challenge_method="S256")
+    q = redirect_query(keycloak.login(url, "alice"))
+    assert q.get("state") == state and q.get("iss") == keycloak.issuer() and q.get("code"), q
+    token = keycloak.token_response(grant_type="authorization_code", code=q["code"], redirect_uri=REDIRECT,
+                                    client_id=kc.UI_CLIENT, code_verifier=verifier)["access_token"]
+    assert kc.claims(token)["sub"] == kc.claims(keycloak.user_token("alice"))["sub"]
+    caller = ui(api, kc_gateway, token)
+    sid = caller.create(secret_value(), allowed_uses=[]).secret.secret_id
+    assert sid in [m.secret_id for m in caller.list(page=api.pb.common.PageRequest(page_size=200)).secrets]
+
+
+def test_keycloak_connector_client_requires_pkce_s256_and_consent(keycloak):
+    """The realm's client for credex as a relying party (connections) behaves as
+    docs/KEYCLOAK.md says: PKCE S256 required, consent asked, the code bound to the verifier,
+    an id_token with the nonce."""
+    verifier, challenge = kc.pkce_pair()
+    for pkce in ({}, {"code_challenge": verifier, "code_challenge_method": "plain"}):
+        q = redirect_query(keycloak.login(keycloak.authorization_url(CONNECTOR, REDIRECT, state="s", **pkce), "bob"))
+        assert q.get("error") == "invalid_request" and "code" not in q, (pkce, q)
+
+    def authorize(consent: bool, nonce: str = "n") -> dict[str, str]:
+        url = keycloak.authorization_url(CONNECTOR, REDIRECT, scope="openid profile", state="st", nonce=nonce,
+                                         code_challenge=challenge, code_challenge_method="S256")
+        return redirect_query(keycloak.login(url, "bob", consent=consent))
+
+    refused_q = authorize(consent=False)
+    assert refused_q.get("error") == "access_denied" and "code" not in refused_q, refused_q
+
+    q = authorize(consent=True)
+    wrong = connector_token(keycloak, grant_type="authorization_code", code=q["code"], redirect_uri=REDIRECT,
+                            code_verifier=kc.pkce_pair()[0])
+    assert wrong.status_code == 400 and wrong.json().get("error") == "invalid_grant", wrong.text
+
+    nonce = secrets.token_urlsafe(16)
+    q = authorize(consent=True, nonce=nonce)
+    assert q.get("iss") == keycloak.issuer(), q
+    ok = connector_token(keycloak, grant_type="authorization_code", code=q["code"], redirect_uri=REDIRECT,
+                         code_verifier=verifier)
+    assert ok.status_code == 200, ok.text
+    id_token = kc.claims(ok.json()["id_token"])
+    assert id_token["nonce"] == nonce and id_token["iss"] == keycloak.issuer() and CONNECTOR in kc.audiences(
+        ok.json()["id_token"]), id_token
+    assert id_token["preferred_username"] == "bob"
