@@ -557,7 +557,8 @@ static bool conn_exchange(oauth_ctx_t *x, const oauth_stored_t *s, const oauth_e
     if (!oauth_client_secret(x, s->pb, &secret, err))
         return false;
     bool ok = oauth_token_exchange(x, s->pb, s->client_auth, e, cx_secret_bytes(secret),
-                                   cx_secret_len(secret), code, f->verifier, &o->tokens, err);
+                                   cx_secret_len(secret), f->redirect_uri, code, f->verifier,
+                                   &o->tokens, err);
     cx_secret_free(secret);
     if (!ok)
         return false;
@@ -840,33 +841,38 @@ out:
                     CX_LOG_STR("reason", cx_code_reason(err.code)));
 }
 
+/* Revoke at the provider (best effort), delete the token set, mark k REVOKED with reason; one
+ * connection.disconnected event. */
+static bool conn_end(oauth_ctx_t *x, conn_t *k, const char *reason, cx_error_t *err)
+{
+    bool revoked = false;
+    conn_revoke(x, k, &revoked);
+    if (k->secret_id[0]) {
+        cx_error_t de;
+        cx_error_clear(&de);
+        if (!oauth_secret_delete(x, k->secret_id, &de) && de.code != CX_ERR_NOT_FOUND) {
+            cx_error_copy(err, &de);
+            return false;
+        }
+    }
+    k->secret_id = oauth_str(x, "");
+    k->pb->state = CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_REVOKED;
+    k->pb->state_reason = oauth_str(x, reason);
+    return conn_save(x, k, err) &&
+           conn_audit(x, "connection.disconnected", k->pb, "revoked_at_provider",
+                      revoked ? "true" : "false", err);
+}
+
 static bool conn_disconnect(oauth_ctx_t *x, const ProtobufCMessage *request,
                             ProtobufCMessage **reply, cx_error_t *err)
 {
     const Credex__V1__DisconnectRequest *r = (const Credex__V1__DisconnectRequest *)request;
     conn_t k;
-    bool revoked = false;
     if (!conn_need_user(x, err) || !conn_load_owned(x, r->connection_id, true, &k, err))
         return false;
-    if (k.pb->state == CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_REVOKED && !k.secret_id[0]) {
-        *reply = &k.pb->base; /* idempotent: already disconnected */
-        return true;
-    }
-    conn_revoke(x, &k, &revoked);
-    if (k.secret_id[0]) {
-        cx_error_t de;
-        cx_error_clear(&de);
-        if (!oauth_secret_delete(x, k.secret_id, &de) && de.code != CX_ERR_NOT_FOUND) {
-            cx_error_copy(err, &de);
-            return false;
-        }
-    }
-    k.secret_id = oauth_str(x, "");
-    k.pb->state = CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_REVOKED;
-    k.pb->state_reason = oauth_str(x, "disconnected");
-    if (!conn_save(x, &k, err) ||
-        !conn_audit(x, "connection.disconnected", k.pb, "revoked_at_provider",
-                    revoked ? "true" : "false", err))
+    /* Idempotent: an already disconnected connection is answered as it is. */
+    if ((k.pb->state != CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_REVOKED || k.secret_id[0]) &&
+        !conn_end(x, &k, "disconnected", err))
         return false;
     *reply = &k.pb->base;
     return true;
@@ -889,21 +895,35 @@ static bool conn_mark_row(void *ctx, const bson_t *doc, cx_error_t *err)
     return conn_decode(m->x, doc, &m->v[m->n++], err);
 }
 
+/* The connections of connector_id in state (or, with not, in any other state), read before
+ * anything is written (no update while the cursor is open). m->v is freed by the caller. */
+static bool conn_collect(oauth_ctx_t *x, const char *connector_id, const char *state, bool not,
+                         conn_marks_t *m, cx_error_t *err)
+{
+    enum { CONN_MARK_MAX = 10000 };
+    bson_t filter = BSON_INITIALIZER, ne;
+    BSON_APPEND_UTF8(&filter, "connector_id", connector_id);
+    if (not ) {
+        BSON_APPEND_DOCUMENT_BEGIN(&filter, "state", &ne);
+        BSON_APPEND_UTF8(&ne, "$ne", state);
+        bson_append_document_end(&filter, &ne);
+    } else {
+        BSON_APPEND_UTF8(&filter, "state", state);
+    }
+    *m = (conn_marks_t){.x = x, .v = calloc(CONN_MARK_MAX, sizeof(conn_t)), .cap = CONN_MARK_MAX};
+    bool ok = m->v ? oauth_connect(x, err) && mdb_find_each(x->o->db, x->c, MDB_COLL_CONNECTIONS,
+                                                            &filter, conn_mark_row, m, err)
+                   : cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+    bson_destroy(&filter);
+    return ok;
+}
+
 bool oauth_connections_mark_reconsent(oauth_ctx_t *x, const Credex__V1__Connector *c, size_t *count,
                                       cx_error_t *err)
 {
-    enum { CONN_MARK_MAX = 10000 };
+    conn_marks_t m;
     *count = 0;
-    bson_t filter = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&filter, "connector_id", c->connector_id);
-    BSON_APPEND_UTF8(&filter, "state", "active");
-    conn_marks_t m = {.x = x, .v = calloc(CONN_MARK_MAX, sizeof(conn_t)), .cap = CONN_MARK_MAX};
-    bool ok = m.v && oauth_connect(x, err) &&
-              mdb_find_each(x->o->db, x->c, MDB_COLL_CONNECTIONS, &filter, conn_mark_row, &m, err);
-    if (!m.v)
-        cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
-    bson_destroy(&filter);
-    /* Read first, then write: no update while the cursor is open. */
+    bool ok = conn_collect(x, c->connector_id, "active", false, &m, err);
     for (size_t i = 0; ok && i < m.n; i++) {
         conn_t *k = &m.v[i];
         Credex__V1__Connection *pb = k->pb;
@@ -926,6 +946,19 @@ bool oauth_connections_mark_reconsent(oauth_ctx_t *x, const Credex__V1__Connecto
         if (ok)
             (*count)++;
     }
+    free(m.v);
+    return ok;
+}
+
+bool oauth_connections_end_all(oauth_ctx_t *x, const char *connector_id, size_t *count,
+                               cx_error_t *err)
+{
+    conn_marks_t m;
+    *count = 0;
+    bool ok = conn_collect(x, connector_id, "revoked", true, &m, err);
+    for (size_t i = 0; ok && i < m.n; i++)
+        if ((ok = conn_end(x, &m.v[i], "connector_deleted", err)))
+            (*count)++;
     free(m.v);
     return ok;
 }

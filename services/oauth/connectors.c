@@ -1326,10 +1326,13 @@ static bool oauth_delete(oauth_ctx_t *x, const ProtobufCMessage *request, Protob
         (const Credex__V1__DeleteConnectorRequest *)request;
     oauth_stored_t s;
     bool changed = false;
+    size_t ended = 0;
     if (!oauth_mutate(x, r->connector_id, oauth_apply_delete, NULL, &s, &changed, err))
         return false;
-    /* Also on a repeated delete: a secret whose deletion failed before goes now (store's
-     * DeleteSecret is idempotent). */
+    /* Also on a repeated delete: what failed before goes now (store's DeleteSecret is
+     * idempotent). The connections first: their revocation needs the client secret. */
+    if (!oauth_connections_end_all(x, s.pb->connector_id, &ended, err))
+        return false;
     if (s.pb->client_secret_id[0] && !oauth_secret_delete(x, s.pb->client_secret_id, err))
         return false;
     if (!oauth_success(x, "connector.deleted", &s, NULL, "already_deleted",

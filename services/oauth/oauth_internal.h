@@ -374,13 +374,15 @@ typedef struct oauth_tokens {
 } oauth_tokens_t;
 void oauth_tokens_clear(oauth_tokens_t *t); /* NULL-safe */
 
-/* Exchange code (with verifier when not "") at e->token_url, authenticating as the connector
- * (secret: the client secret). An error answer (also an "error" field in a 200) is
- * failed_precondition naming the provider's error code only; no answer is unavailable. */
+/* Exchange code (with verifier when not "", and the redirect_uri the flow was started with) at
+ * e->token_url, authenticating as the connector (secret: the client secret). An error answer (also
+ * an "error" field in a 200) is failed_precondition naming the provider's error code only; no
+ * answer is unavailable. */
 bool oauth_token_exchange(oauth_ctx_t *x, const Credex__V1__Connector *c,
                           const oauth_client_auth_t auth, const oauth_endpoints_t *e,
-                          const uint8_t *secret, size_t secret_len, const char *code,
-                          const char *verifier, oauth_tokens_t *out, cx_error_t *err);
+                          const uint8_t *secret, size_t secret_len, const char *redirect_uri,
+                          const char *code, const char *verifier, oauth_tokens_t *out,
+                          cx_error_t *err);
 
 /* The provider account: GET e->userinfo_url with the access token, the connector's account
  * fields as dotted paths (numbers as integers); *id and *name in the arena. With
@@ -438,6 +440,12 @@ void oauth_flows_sweep(oauth_ctx_t *x);
  * RECONSENT_REQUIRED ("scope_changed"), each audited as connection.reconsent_required. */
 bool oauth_connections_mark_reconsent(oauth_ctx_t *x, const Credex__V1__Connector *c, size_t *count,
                                       cx_error_t *err);
+
+/* End every connection of a deleted connector: revoked at the provider where it can be (best
+ * effort, before the client secret goes), token set deleted, REVOKED ("connector_deleted"),
+ * each audited as connection.disconnected. Idempotent. */
+bool oauth_connections_end_all(oauth_ctx_t *x, const char *connector_id, size_t *count,
+                               cx_error_t *err);
 
 extern const rpc_method_impl_t oauth_connections_impls[];
 extern const size_t oauth_connections_nimpls;

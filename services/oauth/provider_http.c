@@ -293,8 +293,9 @@ static void oauth_error_word(const char *in, char out[OAUTH_ERROR_MAX + 1])
 
 bool oauth_token_exchange(oauth_ctx_t *x, const Credex__V1__Connector *c,
                           const oauth_client_auth_t auth, const oauth_endpoints_t *e,
-                          const uint8_t *secret, size_t secret_len, const char *code,
-                          const char *verifier, oauth_tokens_t *out, cx_error_t *err)
+                          const uint8_t *secret, size_t secret_len, const char *redirect_uri,
+                          const char *code, const char *verifier, oauth_tokens_t *out,
+                          cx_error_t *err)
 {
     oauth_form_t f;
     cx_http_response_t resp;
@@ -302,13 +303,13 @@ bool oauth_token_exchange(oauth_ctx_t *x, const Credex__V1__Connector *c,
     if (!e->token_url || !e->token_url[0])
         return cx_error_set(err, CX_ERR_FAILED_PRECONDITION, "the connector has no token endpoint");
     if (!oauth_form_new(&f,
-                        strlen(code) + strlen(verifier) + strlen(c->redirect_uri) +
+                        strlen(code) + strlen(verifier) + strlen(redirect_uri) +
                             strlen(c->client_id) + secret_len,
                         err))
         return false;
     oauth_form_append(f.buf, f.cap, &f.off, "grant_type", "authorization_code");
     oauth_form_append(f.buf, f.cap, &f.off, "code", code);
-    oauth_form_append(f.buf, f.cap, &f.off, "redirect_uri", c->redirect_uri);
+    oauth_form_append(f.buf, f.cap, &f.off, "redirect_uri", redirect_uri);
     if (verifier[0])
         oauth_form_append(f.buf, f.cap, &f.off, "code_verifier", verifier);
     if (auth == OAUTH_CLIENT_AUTH_BASIC)

@@ -428,6 +428,24 @@ def test_disconnect_revokes_and_deletes_the_token_set(api, providers):
         call(api, "DeleteConnector", o.DeleteConnectorRequest(connector_id=c.connector_id))
 
 
+def test_connector_delete_ends_its_connections(api, providers):
+    o = api.pb.oauth
+    sim = providers.gitlab
+    c = builtin(api, sim, "gitlab", ("read_user",))
+    _, done = connect(api, providers, "gitlab")
+    cid = done.connection.connection_id
+    secret_id = conn_doc(api, cid)["token_set_secret_id"]
+    since = sim.requests()[-1].seq
+    call(api, "DeleteConnector", o.DeleteConnectorRequest(connector_id=c.connector_id))
+    got = conns(api, "GetConnection", o.GetConnectionRequest(connection_id=cid))
+    assert got.state == o.CONNECTION_STATE_REVOKED and got.state_reason == "connector_deleted"
+    assert len(sim.requests(since=since, path_suffix="/oauth/revoke")) == 1
+    meta = store_as_oauth(api, "GetSecret", api.pb.store.StoreGetSecretRequest(caller=caller_ctx(api),
+                                                                               secret_id=secret_id))
+    assert meta.status == api.pb.common.SECRET_STATUS_DELETED
+    assert ("connection.disconnected", "success") in events(api, cid)
+
+
 def test_reconnect_rotates_the_token_set_of_the_same_account(api, providers):
     o = api.pb.oauth
     c, _ = custom(api, providers, oidc=False, scopes=("profile",))
