@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import secrets
+import threading
 import time
 import urllib.parse
 import uuid
@@ -235,6 +236,28 @@ def test_state_missing_unknown_replayed_other_user_expired(api, providers, gh):
         client.close()
     assert refused(lambda: complete(api, "github", q)) == bad
     assert len(providers.github.token_requests(since)) == n
+
+
+def test_concurrent_callbacks_redeem_a_state_once(api, providers, gh):
+    s = start(api, "github")
+    q = providers.consent(s.authorization_url)
+    since = providers.github.token_requests()[-1].seq if providers.github.token_requests() else 0
+    results: list = []
+
+    def worker() -> None:
+        try:
+            results.append(complete(api, "github", q).connection.state)
+        except grpc.RpcError as e:
+            results.append(e.code())
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(api.pb.oauth.CONNECTION_STATE_ACTIVE) == 1, results
+    assert results.count(C.INVALID_ARGUMENT) == 5, results
+    assert len(providers.github.token_requests(since)) == 1
 
 
 def test_return_to_must_be_a_local_path(api, gh):

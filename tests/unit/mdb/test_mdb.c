@@ -287,6 +287,15 @@ static void test_operations(void **state)
     assert_false(mdb_find_page(m, c, coll, any, "at", "_id", 5, collect_row, &r, &more, &err));
     assert_int_equal(err.code, CX_ERR_INTEGRITY);
 
+    /* A counted delete tells whether it removed the document: the single-use claim. */
+    bson_t *f1 = BCON_NEW("_id", BCON_UTF8("op-1"));
+    bool deleted = false;
+    assert_true(mdb_delete_one_counted(m, c, coll, f1, &deleted, &err));
+    assert_true(deleted);
+    assert_true(mdb_delete_one_counted(m, c, coll, f1, &deleted, &err));
+    assert_false(deleted);
+    bson_destroy(f1);
+
     assert_true(mdb_delete_one(m, c, coll, f0, &err));
     assert_true(mdb_find_one(m, c, coll, f0, &out, &found, &err));
     assert_false(found);
