@@ -296,6 +296,11 @@ def test_github_json_on_request_and_error_in_200(api, providers, gh):
     ts, _ = token_set(api, doc["token_set_secret_id"])
     assert ts.access_token.startswith(b"gh")
     assert_tokens_nowhere(api, [ts.access_token, ts.refresh_token], [s, done])
+    q = query_of(s.authorization_url)
+    for name in LOGS:  # neither the state nor the code nor the PKCE challenge is logged
+        text = api.stack.log_text(name)
+        assert s.oauth_state not in text and q["code_challenge"] not in text, name
+        assert req.form["code"] not in text and req.form["code_verifier"] not in text, name
     # A code the provider refuses answers HTTP 200 with an "error" field.
     s = start(api, "github")
     q = providers.consent(s.authorization_url)
@@ -534,3 +539,21 @@ def test_only_the_gateway_and_a_user(api, gh):
     assert info.value.code() in (C.PERMISSION_DENIED, C.UNAUTHENTICATED)
     assert refused(lambda: oauth(api, [("x-credex-caller-kind", "browser")]).call(
         "Connections", "StartConnect", req)) == (C.INVALID_ARGUMENT, "invalid_argument")
+
+
+def test_list_pages(api, providers, gh):
+    o, c = api.pb.oauth, api.pb.common
+    user = f"pager-{uuid.uuid4().hex[:8]}"
+    ids = {start(api, "github", user=user).connection_id for _ in range(3)}
+    seen, token = [], ""
+    for _ in range(4):
+        page = conns(api, "ListConnections", o.ListConnectionsRequest(
+            page=c.PageRequest(page_size=2, page_token=token)), user=user)
+        assert len(page.connections) <= 2
+        seen += [k.connection_id for k in page.connections]
+        token = page.page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(ids) and len(seen) == 3
+    pending = conns(api, "ListConnections", o.ListConnectionsRequest(state=o.CONNECTION_STATE_ACTIVE), user=user)
+    assert list(pending.connections) == []
