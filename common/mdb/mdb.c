@@ -494,7 +494,7 @@ bool mdb_update_one_returning(mdb_t *m, mongoc_client_t *c, const char *coll, co
 }
 
 static bool mdb_delete(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
-                       bool many, cx_error_t *err)
+                       bool many, bool *deleted, cx_error_t *err)
 {
     bson_error_t berr;
     bson_t reply;
@@ -505,6 +505,9 @@ static bool mdb_delete(mdb_t *m, mongoc_client_t *c, const char *coll, const bso
                    : mongoc_collection_delete_one(col, filter, NULL, &reply, &berr);
     if (!ok)
         mdb_fail(m, &berr, &reply, "database delete", err);
+    bson_iter_t it;
+    if (ok && deleted)
+        *deleted = bson_iter_init_find(&it, &reply, "deletedCount") && bson_iter_as_int64(&it) > 0;
     bson_destroy(&reply);
     mongoc_collection_destroy(col);
     return ok;
@@ -513,13 +516,19 @@ static bool mdb_delete(mdb_t *m, mongoc_client_t *c, const char *coll, const bso
 bool mdb_delete_one(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
                     cx_error_t *err)
 {
-    return mdb_delete(m, c, coll, filter, false, err);
+    return mdb_delete(m, c, coll, filter, false, NULL, err);
+}
+
+bool mdb_delete_one_counted(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                            bool *deleted, cx_error_t *err)
+{
+    return mdb_delete(m, c, coll, filter, false, deleted, err);
 }
 
 bool mdb_delete_many(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
                      cx_error_t *err)
 {
-    return mdb_delete(m, c, coll, filter, true, err);
+    return mdb_delete(m, c, coll, filter, true, NULL, err);
 }
 
 /* The cursor loop of mdb_find_page and mdb_find_each: documents to row, at most limit of them
@@ -708,6 +717,11 @@ static const mdb_index_spec_t mdb_indexes[] = {
      {{"provider_key", 1}, {"provider_resource_id", 1}, {"state", 1}},
      false,
      MDB_PARTIAL_NONE},
+    /* One live connection per (user, connector, provider account) on every backend: live_key is
+     * "<user>/<connector>/<account>" while active, "pending/<id>" or "gone/<id>" otherwise. */
+    {MDB_COLL_CONNECTIONS, {{"live_key", 1}}, true, MDB_PARTIAL_NONE},
+    /* Flows in progress: swept by expiry. */
+    {MDB_COLL_OAUTH_FLOWS, {{"expires_at", 1}}, false, MDB_PARTIAL_NONE},
     {MDB_COLL_AUDIT_EVENTS, {{"created_at", -1}, {"event_type", 1}}, false, MDB_PARTIAL_NONE},
     {MDB_COLL_AUDIT_EVENTS,
      {{"resource_type", 1}, {"resource_id", 1}, {"created_at", -1}},

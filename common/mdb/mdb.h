@@ -60,11 +60,12 @@
 
 typedef struct mdb mdb_t;
 
-/* The six collections of docs/DATA_MODEL.md. */
+/* The collections of docs/DATA_MODEL.md. */
 #define MDB_COLL_SECRET_REFS        "credential_secret_refs"
 #define MDB_COLL_PAYLOADS           "credential_encrypted_payloads"
 #define MDB_COLL_OAUTH_CONNECTORS   "oauth_connectors"
 #define MDB_COLL_CONNECTIONS        "provider_connections"
+#define MDB_COLL_OAUTH_FLOWS        "oauth_flows"
 #define MDB_COLL_AUDIT_EVENTS       "credential_audit_events"
 #define MDB_COLL_MIGRATION_PREVIEWS "credential_migration_previews"
 
@@ -154,6 +155,10 @@ bool mdb_delete_one(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t
                     cx_error_t *err);
 bool mdb_delete_many(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
                      cx_error_t *err);
+/* mdb_delete_one telling whether a document was deleted: of concurrent deletes of one _id
+ * exactly one sees *deleted true (a single-use claim, on FerretDB as on MongoDB). */
+bool mdb_delete_one_counted(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                            bool *deleted, cx_error_t *err);
 
 /* One row of a page: false (with err set) stops the query and fails it with err. doc is valid
  * only during the call. */

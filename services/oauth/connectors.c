@@ -54,7 +54,7 @@ static int oauth_name_parse(const char *const *tbl, size_t n, const char *s)
 
 /* ---- the context ------------------------------------------------------------------------- */
 
-static char *oauth_str(oauth_ctx_t *x, const char *s)
+char *oauth_str(oauth_ctx_t *x, const char *s)
 {
     s = s ? s : "";
     return rpc_arena_strndup(x->arena, s, strlen(s));
@@ -68,7 +68,7 @@ void oauth_ctx_done(oauth_ctx_t *x)
     x->c = NULL;
 }
 
-static bool oauth_connect(oauth_ctx_t *x, cx_error_t *err)
+bool oauth_connect(oauth_ctx_t *x, cx_error_t *err)
 {
     if (!x->c)
         x->c = mdb_client_pop(x->o->db, err);
@@ -76,7 +76,7 @@ static bool oauth_connect(oauth_ctx_t *x, cx_error_t *err)
 }
 
 /* What the gateway verified, from the call's metadata (oauth.proto's header). */
-static bool oauth_ctx_from_call(rpc_call_t *call, oauth_ctx_t *x, cx_error_t *err)
+bool oauth_ctx_from_call(rpc_call_t *call, oauth_ctx_t *x, cx_error_t *err)
 {
     static const char *const keys[] = {"x-credex-subject-user-id", "x-credex-caller-kind",
                                        "x-credex-service-id", "x-credex-platform-admin"};
@@ -112,8 +112,8 @@ static bool oauth_ctx_from_call(rpc_call_t *call, oauth_ctx_t *x, cx_error_t *er
 
 /* A store call with the parent's correlation id and deadline (or the bootstrap's id). A
  * dependency fault is unavailable (fail closed); store's own answers pass through. */
-static bool oauth_store_call(oauth_ctx_t *x, const char *method, const ProtobufCMessage *req,
-                             ProtobufCMessage **reply, cx_error_t *err)
+bool oauth_store_call(oauth_ctx_t *x, const char *method, const ProtobufCMessage *req,
+                      ProtobufCMessage **reply, cx_error_t *err)
 {
     rpc_call_options_t o = {.parent = x->call,
                             .correlation_id = x->call ? NULL : x->correlation_id};
@@ -141,7 +141,7 @@ static bool oauth_store_call(oauth_ctx_t *x, const char *method, const ProtobufC
     }
 }
 
-static Credex__V1__CallerContext *oauth_caller(oauth_ctx_t *x, const char *intended_use)
+Credex__V1__CallerContext *oauth_caller(oauth_ctx_t *x, const char *intended_use)
 {
     Credex__V1__CallerContext *cc = rpc_arena_alloc(x->arena, sizeof(*cc));
     credex__v1__caller_context__init(cc);
@@ -166,10 +166,17 @@ static Credex__V1__Owner *oauth_platform_owner(oauth_ctx_t *x)
 bool oauth_audit(oauth_ctx_t *x, const char *event_type, const char *connector_id, cx_code_t code,
                  const oauth_attr_t *attrs, size_t n, cx_error_t *err)
 {
+    return oauth_audit_on(x, "oauth_connector", event_type, connector_id, code, attrs, n, err);
+}
+
+bool oauth_audit_on(oauth_ctx_t *x, const char *resource_type, const char *event_type,
+                    const char *resource_id, cx_code_t code, const oauth_attr_t *attrs, size_t n,
+                    cx_error_t *err)
+{
     Credex__V1__AuditEvent ev = CREDEX__V1__AUDIT_EVENT__INIT;
     ev.event_type = oauth_str(x, event_type);
-    ev.resource_type = oauth_str(x, "oauth_connector");
-    ev.resource_id = oauth_str(x, connector_id);
+    ev.resource_type = oauth_str(x, resource_type);
+    ev.resource_id = oauth_str(x, resource_id);
     ev.caller_kind = x->caller_kind;
     ev.subject_user_id = oauth_str(x, x->call ? x->actor : "");
     ev.actor_id = oauth_str(x, x->actor[0] ? x->actor : x->call ? "gateway" : OAUTH_PLATFORM_ACTOR);
@@ -201,7 +208,7 @@ bool oauth_audit(oauth_ctx_t *x, const char *event_type, const char *connector_i
     if (oauth_store_call(x, "AppendAuditEvent", &req.base, &reply, &e))
         return true;
     cx_log_error(x->correlation_id, "oauth.audit_failed", CX_LOG_STR("event_type", event_type),
-                 CX_LOG_STR("connector_id", connector_id), CX_LOG_STR("reason", e.message));
+                 CX_LOG_STR("resource_id", resource_id), CX_LOG_STR("reason", e.message));
     return cx_error_set(err, CX_ERR_UNAVAILABLE, "the audit event could not be written");
 }
 
@@ -237,7 +244,7 @@ static Credex__V1__Connector *oauth_pb_copy(oauth_ctx_t *x, const Credex__V1__Co
     return c;
 }
 
-static char **oauth_strv(oauth_ctx_t *x, size_t n)
+char **oauth_strv(oauth_ctx_t *x, size_t n)
 {
     return rpc_arena_alloc(x->arena, (n ? n : 1) * sizeof(char *));
 }
@@ -348,7 +355,7 @@ static const char *oauth_live_key(oauth_ctx_t *x, const Credex__V1__Connector *c
     return oauth_str(x, buf);
 }
 
-static void oauth_bson_strs(bson_t *doc, const char *key, char *const *v, size_t n)
+void oauth_bson_strs(bson_t *doc, const char *key, char *const *v, size_t n)
 {
     bson_t arr;
     char idx[16];
@@ -408,15 +415,7 @@ static void oauth_doc_fields(oauth_ctx_t *x, const Credex__V1__Connector *c, int
     BSON_APPEND_DATE_TIME(doc, "updated_at", c->updated_at_ms);
 }
 
-/* A strict reader of stored documents: the database is outside input, so anything not as
- * written here is integrity_error, naming the field only. */
-typedef struct oauth_reader {
-    oauth_ctx_t *x;
-    const bson_t *doc;
-    const char *bad; /* first field that failed */
-} oauth_reader_t;
-
-static bool oauth_rd_find(oauth_reader_t *r, const char *key, bson_iter_t *it)
+bool oauth_rd_find(oauth_reader_t *r, const char *key, bson_iter_t *it)
 {
     if (bson_iter_init_find(it, r->doc, key))
         return true;
@@ -425,13 +424,13 @@ static bool oauth_rd_find(oauth_reader_t *r, const char *key, bson_iter_t *it)
     return false;
 }
 
-static void oauth_rd_fail(oauth_reader_t *r, const char *key)
+void oauth_rd_fail(oauth_reader_t *r, const char *key)
 {
     if (!r->bad)
         r->bad = key;
 }
 
-static char *oauth_rd_str(oauth_reader_t *r, const char *key)
+char *oauth_rd_str(oauth_reader_t *r, const char *key)
 {
     bson_iter_t it;
     if (!oauth_rd_find(r, key, &it) || !BSON_ITER_HOLDS_UTF8(&it)) {
@@ -448,8 +447,8 @@ static char *oauth_rd_str(oauth_reader_t *r, const char *key)
 }
 
 /* The field key holding a value of type a or b (else it is the reader's failure). */
-static bool oauth_rd_typed(oauth_reader_t *r, const char *key, bson_type_t a, bson_type_t b,
-                           bson_iter_t *it)
+bool oauth_rd_typed(oauth_reader_t *r, const char *key, bson_type_t a, bson_type_t b,
+                    bson_iter_t *it)
 {
     if (oauth_rd_find(r, key, it) && (bson_iter_type(it) == a || bson_iter_type(it) == b))
         return true;
@@ -457,14 +456,14 @@ static bool oauth_rd_typed(oauth_reader_t *r, const char *key, bson_type_t a, bs
     return false;
 }
 
-static int64_t oauth_rd_int(oauth_reader_t *r, const char *key)
+int64_t oauth_rd_int(oauth_reader_t *r, const char *key)
 {
     bson_iter_t it;
     return oauth_rd_typed(r, key, BSON_TYPE_INT64, BSON_TYPE_INT32, &it) ? bson_iter_as_int64(&it)
                                                                          : 0;
 }
 
-static int64_t oauth_rd_date(oauth_reader_t *r, const char *key)
+int64_t oauth_rd_date(oauth_reader_t *r, const char *key)
 {
     bson_iter_t it;
     return oauth_rd_typed(r, key, BSON_TYPE_DATE_TIME, BSON_TYPE_DATE_TIME, &it)
@@ -472,13 +471,13 @@ static int64_t oauth_rd_date(oauth_reader_t *r, const char *key)
                : 0;
 }
 
-static bool oauth_rd_bool(oauth_reader_t *r, const char *key)
+bool oauth_rd_bool(oauth_reader_t *r, const char *key)
 {
     bson_iter_t it;
     return oauth_rd_typed(r, key, BSON_TYPE_BOOL, BSON_TYPE_BOOL, &it) && bson_iter_bool(&it);
 }
 
-static char **oauth_rd_strs(oauth_reader_t *r, const char *key, size_t max, size_t *n)
+char **oauth_rd_strs(oauth_reader_t *r, const char *key, size_t max, size_t *n)
 {
     bson_iter_t it, sub;
     *n = 0;
@@ -635,7 +634,7 @@ bool oauth_connector_find_live(oauth_ctx_t *x, const char *provider_key,
     return ok;
 }
 
-static bool oauth_load(oauth_ctx_t *x, const char *id, oauth_stored_t *out, cx_error_t *err)
+bool oauth_connector_load(oauth_ctx_t *x, const char *id, oauth_stored_t *out, cx_error_t *err)
 {
     bool found = false;
     if (!id || !id[0])
@@ -743,8 +742,7 @@ out:
 }
 
 /* The secret's current version (RotateSecret from oauth always names the version it replaces). */
-static bool oauth_secret_version(oauth_ctx_t *x, const char *secret_id, uint32_t *version,
-                                 cx_error_t *err)
+bool oauth_secret_version(oauth_ctx_t *x, const char *secret_id, uint32_t *version, cx_error_t *err)
 {
     Credex__V1__StoreGetSecretRequest req = CREDEX__V1__STORE_GET_SECRET_REQUEST__INIT;
     req.caller = oauth_caller(x, "");
@@ -756,8 +754,8 @@ static bool oauth_secret_version(oauth_ctx_t *x, const char *secret_id, uint32_t
     return true;
 }
 
-static bool oauth_secret_rotate(oauth_ctx_t *x, const char *secret_id, uint32_t expected,
-                                const uint8_t *secret, size_t len, cx_error_t *err)
+bool oauth_secret_rotate(oauth_ctx_t *x, const char *secret_id, uint32_t expected,
+                         const uint8_t *secret, size_t len, cx_error_t *err)
 {
     Credex__V1__StoreRotateSecretRequest req = CREDEX__V1__STORE_ROTATE_SECRET_REQUEST__INIT;
     req.caller = oauth_caller(x, "");
@@ -769,7 +767,7 @@ static bool oauth_secret_rotate(oauth_ctx_t *x, const char *secret_id, uint32_t 
     return oauth_store_call(x, "RotateSecret", &req.base, &reply, err);
 }
 
-static bool oauth_secret_delete(oauth_ctx_t *x, const char *secret_id, cx_error_t *err)
+bool oauth_secret_delete(oauth_ctx_t *x, const char *secret_id, cx_error_t *err)
 {
     Credex__V1__StoreDeleteSecretRequest req = CREDEX__V1__STORE_DELETE_SECRET_REQUEST__INIT;
     req.caller = oauth_caller(x, "");
@@ -1058,18 +1056,12 @@ bool oauth_connector_secret_ensure(oauth_ctx_t *x, oauth_stored_t *cur, const ui
 
 /* One Connectors method: its audit event, whether only platform admins may call it, and its
  * steps. */
-typedef struct oauth_method {
-    const char *event_type;
-    bool admin;
-    bool (*run)(oauth_ctx_t *x, const ProtobufCMessage *req, ProtobufCMessage **reply,
-                cx_error_t *err);
-} oauth_method_t;
 
-/* The request's connector_id field, "" when it has none. */
-static const char *oauth_request_id(const ProtobufCMessage *request)
+/* The request's id field (connector_id, connection_id), "" when it has none. */
+static const char *oauth_request_id(const ProtobufCMessage *request, const char *field)
 {
     const ProtobufCFieldDescriptor *f =
-        protobuf_c_message_descriptor_get_field_by_name(request->descriptor, "connector_id");
+        protobuf_c_message_descriptor_get_field_by_name(request->descriptor, field);
     if (!f || f->type != PROTOBUF_C_TYPE_STRING)
         return "";
     const char *s = *(const char *const *)((const char *)request + f->offset);
@@ -1078,8 +1070,8 @@ static const char *oauth_request_id(const ProtobufCMessage *request)
 
 /* The one path of every Connectors call: the gateway's facts, the input contract, the admin
  * requirement, the method, and exactly one audit event for a failure. */
-static bool oauth_run(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
-                      cx_error_t *err, const oauth_method_t *m)
+bool oauth_run(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+               cx_error_t *err, const oauth_method_t *m)
 {
     oauth_ctx_t x;
     const char *resource_id = "";
@@ -1089,26 +1081,22 @@ static bool oauth_run(rpc_call_t *call, const ProtobufCMessage *request, Protobu
     if (ok && !cx_contract_check(request, err))
         ok = false;
     if (ok) /* audited with the connector it names, once the request passed the contract */
-        resource_id = oauth_request_id(request);
+        resource_id = oauth_request_id(request, m->id_field ? m->id_field : "connector_id");
     if (ok && m->admin && (!x.admin || !x.actor[0]))
         ok = cx_error_set(err, CX_ERR_PERMISSION_DENIED, "platform admins only");
     ok = ok && m->run(&x, request, reply, err);
-    if (resource_id[0])
+    if (resource_id[0] && m->id_field)
+        rpc_call_log_field(call, CX_LOG_STR("connection_id", resource_id));
+    else if (resource_id[0])
         rpc_call_log_field(call, CX_LOG_STR("connector_id", resource_id));
     if (!ok) {
         cx_error_t aerr;
-        oauth_audit(&x, m->event_type, resource_id, err->code, NULL, 0, &aerr);
+        oauth_audit_on(&x, m->resource_type ? m->resource_type : "oauth_connector", m->event_type,
+                       resource_id, err->code, NULL, 0, &aerr);
     }
     oauth_ctx_done(&x);
     return ok;
 }
-
-#define OAUTH_ENTRY(fn, m)                                                                         \
-    static bool fn(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,    \
-                   cx_error_t *err)                                                                \
-    {                                                                                              \
-        return oauth_run(call, request, reply, err, &(m));                                         \
-    }
 
 static bool oauth_success(oauth_ctx_t *x, const char *event, const oauth_stored_t *s,
                           const char *changed, const char *extra_key, const char *extra_value,
@@ -1180,7 +1168,7 @@ static bool oauth_get(oauth_ctx_t *x, const ProtobufCMessage *request, ProtobufC
 {
     const Credex__V1__GetConnectorRequest *r = (const Credex__V1__GetConnectorRequest *)request;
     oauth_stored_t s;
-    if (!oauth_load(x, r->connector_id, &s, err))
+    if (!oauth_connector_load(x, r->connector_id, &s, err))
         return false;
     /* Users see active connectors only (the gateway narrows further by OpenFGA); a hidden one
      * looks like a missing one. */
@@ -1272,20 +1260,24 @@ static bool oauth_update(oauth_ctx_t *x, const ProtobufCMessage *request, Protob
         (const Credex__V1__UpdateConnectorRequest *)request;
     oauth_stored_t cur, s;
     const char *changed[16];
-    size_t nchanged = 0;
+    size_t nchanged = 0, nmarked = 0;
     if (r->n_update_mask == 0)
         return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "update_mask is required");
-    if (!oauth_load(x, r->connector_id, &cur, err) ||
+    if (!oauth_connector_load(x, r->connector_id, &cur, err) ||
         !oauth_connector_update(x, &cur, r->connector, r->update_mask, r->n_update_mask,
                                 r->client_secret.data, r->client_secret.len, &s, changed, &nchanged,
                                 err) ||
         !oauth_success(x, "connector.updated", &s, oauth_join(x, changed, nchanged), NULL, NULL,
                        err))
         return false;
+    /* After the connector's own event: the connections follow the connector's new scopes. */
+    if (s.pb->scopes_version != cur.pb->scopes_version &&
+        !oauth_connections_mark_reconsent(x, s.pb, &nmarked, err))
+        return false;
     Credex__V1__UpdateConnectorResponse *resp = rpc_arena_alloc(x->arena, sizeof(*resp));
     credex__v1__update_connector_response__init(resp);
     resp->connector = s.pb;
-    resp->reconsent_required_count = 0; /* connections are the next issue (oauth.proto) */
+    resp->reconsent_required_count = (uint32_t)nmarked;
     *reply = &resp->base;
     return true;
 }
@@ -1300,7 +1292,7 @@ static bool oauth_mutate(oauth_ctx_t *x, const char *id, oauth_apply_fn apply, c
 {
     for (int attempt = 0; attempt < OAUTH_WRITE_TRIES; attempt++) {
         oauth_stored_t cur;
-        if (!oauth_load(x, id, &cur, err))
+        if (!oauth_connector_load(x, id, &cur, err))
             return false;
         Credex__V1__Connector *next = oauth_pb_copy(x, cur.pb);
         if (!apply(x, arg, next, changed, err))
@@ -1334,10 +1326,13 @@ static bool oauth_delete(oauth_ctx_t *x, const ProtobufCMessage *request, Protob
         (const Credex__V1__DeleteConnectorRequest *)request;
     oauth_stored_t s;
     bool changed = false;
+    size_t ended = 0;
     if (!oauth_mutate(x, r->connector_id, oauth_apply_delete, NULL, &s, &changed, err))
         return false;
-    /* Also on a repeated delete: a secret whose deletion failed before goes now (store's
-     * DeleteSecret is idempotent). */
+    /* Also on a repeated delete: what failed before goes now (store's DeleteSecret is
+     * idempotent). The connections first: their revocation needs the client secret. */
+    if (!oauth_connections_end_all(x, s.pb->connector_id, &ended, err))
+        return false;
     if (s.pb->client_secret_id[0] && !oauth_secret_delete(x, s.pb->client_secret_id, err))
         return false;
     if (!oauth_success(x, "connector.deleted", &s, NULL, "already_deleted",
@@ -1463,8 +1458,7 @@ static void oauth_check_add(oauth_checks_t *c, const char *name, cx_code_t code,
 }
 
 /* application/x-www-form-urlencoded value. */
-static void oauth_form_append(char *buf, size_t cap, size_t *off, const char *name,
-                              const char *value)
+void oauth_form_append(char *buf, size_t cap, size_t *off, const char *name, const char *value)
 {
     static const char hex[] = "0123456789ABCDEF";
     int w = snprintf(buf + *off, cap - *off, "%s%s=", *off ? "&" : "", name);
@@ -1604,7 +1598,7 @@ static bool oauth_test(oauth_ctx_t *x, const ProtobufCMessage *request, Protobuf
 {
     const Credex__V1__TestConnectorRequest *r = (const Credex__V1__TestConnectorRequest *)request;
     oauth_stored_t s;
-    if (!oauth_load(x, r->connector_id, &s, err))
+    if (!oauth_connector_load(x, r->connector_id, &s, err))
         return false;
     if (s.pb->status == CREDEX__V1__CONNECTOR_STATUS__CONNECTOR_STATUS_DELETED)
         return cx_error_set(err, CX_ERR_FAILED_PRECONDITION, "connector is deleted");
@@ -1630,15 +1624,15 @@ static bool oauth_test(oauth_ctx_t *x, const ProtobufCMessage *request, Protobuf
 
 /* ---- the method table -------------------------------------------------------------------- */
 
-static const oauth_method_t m_builtin = {"connector.listed", true, oauth_list_builtin};
-static const oauth_method_t m_list = {"connector.listed", false, oauth_list};
-static const oauth_method_t m_get = {"connector.read", false, oauth_get};
-static const oauth_method_t m_create = {"connector.created", true, oauth_create};
-static const oauth_method_t m_update = {"connector.updated", true, oauth_update};
-static const oauth_method_t m_delete = {"connector.deleted", true, oauth_delete};
-static const oauth_method_t m_enable = {"connector.enabled", true, oauth_enable};
-static const oauth_method_t m_disable = {"connector.disabled", true, oauth_disable};
-static const oauth_method_t m_test = {"connector.tested", true, oauth_test};
+static const oauth_method_t m_builtin = {"connector.listed", true, oauth_list_builtin, NULL, NULL};
+static const oauth_method_t m_list = {"connector.listed", false, oauth_list, NULL, NULL};
+static const oauth_method_t m_get = {"connector.read", false, oauth_get, NULL, NULL};
+static const oauth_method_t m_create = {"connector.created", true, oauth_create, NULL, NULL};
+static const oauth_method_t m_update = {"connector.updated", true, oauth_update, NULL, NULL};
+static const oauth_method_t m_delete = {"connector.deleted", true, oauth_delete, NULL, NULL};
+static const oauth_method_t m_enable = {"connector.enabled", true, oauth_enable, NULL, NULL};
+static const oauth_method_t m_disable = {"connector.disabled", true, oauth_disable, NULL, NULL};
+static const oauth_method_t m_test = {"connector.tested", true, oauth_test, NULL, NULL};
 
 OAUTH_ENTRY(h_builtin, m_builtin)
 OAUTH_ENTRY(h_list, m_list)

@@ -1,5 +1,5 @@
 /* oauth: setup and cleanup (state, clients, registration, start-up bootstrap). Connectors is
- * served by connectors.c; Connections and ProviderTokens are a later issue. */
+ * served by connectors.c, Connections by connections.c; ProviderTokens is a later issue. */
 #include <stdlib.h>
 
 #include "common/log/cx_log.h"
@@ -12,9 +12,6 @@
 static const char *const gateway_only[] = {"gateway", NULL};
 
 static const rpc_service_def_t oauth_later_services[] = {
-    {.desc = &credex__v1__connections__descriptor,
-     .allowed_peers = gateway_only,
-     .unimplemented_note = "planned: a later issue, provider connections"},
     {.desc = &credex__v1__provider_tokens__descriptor,
      .allowed_peers = gateway_only,
      .unimplemented_note = "planned: a later issue, provider token exchange"},
@@ -99,7 +96,14 @@ bool oauth_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_err
                                          .nimpls = oauth_connectors_nimpls,
                                          .allowed_peers = gateway_only,
                                          .unimplemented_note = "not implemented"};
-    if (!rpc_server_add_service(srv, &connectors_def, err))
+    static rpc_service_def_t connections_def;
+    connections_def = (rpc_service_def_t){.desc = &credex__v1__connections__descriptor,
+                                          .impls = oauth_connections_impls,
+                                          .nimpls = oauth_connections_nimpls,
+                                          .allowed_peers = gateway_only,
+                                          .unimplemented_note = "not implemented"};
+    if (!rpc_server_add_service(srv, &connectors_def, err) ||
+        !rpc_server_add_service(srv, &connections_def, err))
         goto fail;
     for (size_t i = 0; i < sizeof(oauth_later_services) / sizeof(oauth_later_services[0]); i++)
         if (!rpc_server_add_service(srv, &oauth_later_services[i], err))

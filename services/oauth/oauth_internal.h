@@ -25,6 +25,7 @@
 
 #include "common/config/cx_config.h"
 #include "common/error/cx_error.h"
+#include "common/crypto/cx_crypto.h"
 #include "common/http/cx_http.h"
 #include "credex/v1/oauth.pb-c.h"
 
@@ -260,5 +261,193 @@ extern const size_t oauth_connectors_nimpls;
  * (store and database calls). A partial set or a dependency failure fails with a message naming
  * the variable or the dependency, never a value. */
 bool oauth_bootstrap_run(oauth_t *o, cx_config_getenv_fn fn, void *ctx, cx_error_t *err);
+
+/* ---- shared by connectors.c and the Connections files ---------------------------------------
+ * connections.c  the provider_connections collection and the credex.v1.Connections handlers
+ * flows.c        the oauth_flows collection: flows in progress, claimed once by a delete
+ * provider_http.c the provider calls of a connection (token, identity, resources, revocation,
+ *                id_token), driven by the connector and its descriptor
+ * Everything here runs on the call's thread with its arena (oauth_ctx_t). */
+
+/* s copied into the context's arena ("" for NULL). */
+char *oauth_str(oauth_ctx_t *x, const char *s);
+/* n NULL pointers in the arena. */
+char **oauth_strv(oauth_ctx_t *x, size_t n);
+/* Appends the array key of v[0..n) to doc. */
+void oauth_bson_strs(bson_t *doc, const char *key, char *const *v, size_t n);
+/* Pops the database client on first use (oauth_ctx_done gives it back). */
+bool oauth_connect(oauth_ctx_t *x, cx_error_t *err);
+/* *x from the gateway's metadata of call (oauth.proto's header); malformed values are
+ * invalid_argument. x->o NULL: the service is not set up (unavailable). */
+bool oauth_ctx_from_call(rpc_call_t *call, oauth_ctx_t *x, cx_error_t *err);
+/* One CredentialStore call; dependency faults are unavailable, store's answers pass through.
+ * *reply in the arena. Blocking. */
+bool oauth_store_call(oauth_ctx_t *x, const char *method, const ProtobufCMessage *req,
+                      ProtobufCMessage **reply, cx_error_t *err);
+/* The CallerContext of oauth's own store calls (arena). */
+Credex__V1__CallerContext *oauth_caller(oauth_ctx_t *x, const char *intended_use);
+/* A store secret: its current version, a rotation naming the version replaced, a delete. */
+bool oauth_secret_version(oauth_ctx_t *x, const char *secret_id, uint32_t *version,
+                          cx_error_t *err);
+bool oauth_secret_rotate(oauth_ctx_t *x, const char *secret_id, uint32_t expected,
+                         const uint8_t *secret, size_t len, cx_error_t *err);
+bool oauth_secret_delete(oauth_ctx_t *x, const char *secret_id, cx_error_t *err);
+/* The connector document of id (any status); not_found when none. */
+bool oauth_connector_load(oauth_ctx_t *x, const char *id, oauth_stored_t *out, cx_error_t *err);
+/* Appends name=value, form-encoded (RFC 3986 unreserved kept), to buf (NUL-terminated, cap
+ * bytes, *off its length); what does not fit is cut (callers size buf for their bounds). */
+void oauth_form_append(char *buf, size_t cap, size_t *off, const char *name, const char *value);
+/* oauth_audit about any resource type ("provider_connection"). */
+bool oauth_audit_on(oauth_ctx_t *x, const char *resource_type, const char *event_type,
+                    const char *resource_id, cx_code_t code, const oauth_attr_t *attrs, size_t n,
+                    cx_error_t *err);
+
+/* A strict reader of stored documents: the database is outside input, so anything not as
+ * written is integrity_error, naming the field only. Values land in x's arena; a failed read
+ * answers "" / 0 / an empty list and remembers the first bad field. */
+typedef struct oauth_reader {
+    oauth_ctx_t *x;
+    const bson_t *doc;
+    const char *bad; /* first field that failed */
+} oauth_reader_t;
+bool oauth_rd_find(oauth_reader_t *r, const char *key, bson_iter_t *it);
+void oauth_rd_fail(oauth_reader_t *r, const char *key);
+char *oauth_rd_str(oauth_reader_t *r, const char *key);
+bool oauth_rd_typed(oauth_reader_t *r, const char *key, bson_type_t a, bson_type_t b,
+                    bson_iter_t *it);
+int64_t oauth_rd_int(oauth_reader_t *r, const char *key);
+int64_t oauth_rd_date(oauth_reader_t *r, const char *key);
+bool oauth_rd_bool(oauth_reader_t *r, const char *key);
+char **oauth_rd_strs(oauth_reader_t *r, const char *key, size_t max, size_t *n);
+
+/* One RPC method: its audit event for failures, whether it needs a platform admin, its body,
+ * and what it is about (NULL, NULL: "oauth_connector" by the request's connector_id). */
+typedef struct oauth_method {
+    const char *event_type;
+    bool admin;
+    bool (*run)(oauth_ctx_t *x, const ProtobufCMessage *req, ProtobufCMessage **reply,
+                cx_error_t *err);
+    const char *resource_type;
+    const char *id_field;
+} oauth_method_t;
+
+/* The one path of every call: the gateway's facts, the input contract, the admin requirement,
+ * the method, and exactly one audit event for a failure. */
+bool oauth_run(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+               cx_error_t *err, const oauth_method_t *m);
+
+#define OAUTH_ENTRY(fn, m)                                                                         \
+    static bool fn(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,    \
+                   cx_error_t *err)                                                                \
+    {                                                                                              \
+        return oauth_run(call, request, reply, err, &(m));                                         \
+    }
+
+/* ---- provider calls of a connection (provider_http.c) ---------------------------------------- */
+
+#define OAUTH_RESOURCES_MAX 50 /* provider resources (Atlassian sites) kept per connection */
+
+/* The endpoints and rules a connection uses: the connector's, with what discovery fills in. */
+typedef struct oauth_endpoints {
+    const char *authorization_url, *token_url, *userinfo_url, *revocation_url, *jwks_uri;
+    const char *issuer; /* "" when the connector has none */
+    bool iss_required;  /* discovery advertised authorization_response_iss_parameter_supported */
+    bool pkce;          /* send PKCE S256 */
+    bool oidc;          /* CUSTOM_OIDC: nonce and a verified id_token */
+    bool accept_json;   /* Accept: application/json at the token endpoint */
+    const char *scope_separator;
+    const char *resources_url; /* NULL: none */
+} oauth_endpoints_t;
+
+/* The endpoints of connector c (arena strings); discovery through the provider client for
+ * custom connectors with an issuer. Blocking. */
+bool oauth_endpoints_of(oauth_ctx_t *x, const Credex__V1__Connector *c, oauth_endpoints_t *out,
+                        cx_error_t *err);
+
+/* What the token endpoint answered. The token strings are malloc'd: oauth_tokens_clear wipes
+ * and frees them. */
+typedef struct oauth_tokens {
+    char *access_token, *refresh_token, *id_token;
+    char token_type[32];
+    int64_t expires_in_s, refresh_expires_in_s; /* 0: not given */
+    char scope[2048];                           /* "" when not given */
+} oauth_tokens_t;
+void oauth_tokens_clear(oauth_tokens_t *t); /* NULL-safe */
+
+/* Exchange code (with verifier when not "", and the redirect_uri the flow was started with) at
+ * e->token_url, authenticating as the connector (secret: the client secret). An error answer (also
+ * an "error" field in a 200) is failed_precondition naming the provider's error code only; no
+ * answer is unavailable. */
+bool oauth_token_exchange(oauth_ctx_t *x, const Credex__V1__Connector *c,
+                          const oauth_client_auth_t auth, const oauth_endpoints_t *e,
+                          const uint8_t *secret, size_t secret_len, const char *redirect_uri,
+                          const char *code, const char *verifier, oauth_tokens_t *out,
+                          cx_error_t *err);
+
+/* The provider account: GET e->userinfo_url with the access token, the connector's account
+ * fields as dotted paths (numbers as integers); *id and *name in the arena. With
+ * e->resources_url, the resource ids it lists (at most OAUTH_RESOURCES_MAX) into res[]. */
+bool oauth_identify(oauth_ctx_t *x, const Credex__V1__Connector *c, const oauth_endpoints_t *e,
+                    const char *access_token, char **id, char **name, char **res, size_t *nres,
+                    cx_error_t *err);
+
+/* Verify an OIDC id_token: signature by the JWKS at e->jwks_uri (fetched through the provider
+ * client), iss = e->issuer, aud = client_id, exp, and nonce. *sub in the arena. Refusals are
+ * failed_precondition ("the provider's id_token failed verification"). */
+bool oauth_id_token_verify(oauth_ctx_t *x, const oauth_endpoints_t *e, const char *client_id,
+                           const char *nonce, const char *id_token, char **sub, cx_error_t *err);
+
+/* RFC 7009 revocation of token (hint "refresh_token" or "access_token") at e->revocation_url,
+ * authenticated as the connector. True when the provider answered 200. */
+bool oauth_revoke(oauth_ctx_t *x, const Credex__V1__Connector *c, oauth_client_auth_t auth,
+                  const oauth_endpoints_t *e, const uint8_t *secret, size_t secret_len,
+                  const char *token, const char *hint, cx_error_t *err);
+
+/* The CallerContext of a Resolve whose material oauth itself uses (a service caller "oauth" on
+ * behalf of the call's user). */
+Credex__V1__CallerContext *oauth_own_caller(oauth_ctx_t *x, const char *intended_use);
+/* The connector's client secret, resolved from store (free with cx_secret_free). */
+bool oauth_client_secret(oauth_ctx_t *x, const Credex__V1__Connector *c, cx_secret_t **out,
+                         cx_error_t *err);
+
+/* ---- flows in progress (flows.c) ---------------------------------------------------------- */
+
+#define OAUTH_FLOW_TTL_MS   (10 * 60 * 1000)
+#define OAUTH_RETURN_TO_MAX 512
+
+typedef struct oauth_flow {
+    char *user, *connector_id, *connection_id, *provider_key, *redirect_uri;
+    char *verifier; /* "" when PKCE is not used */
+    char *nonce;    /* "" when not OIDC */
+    char *return_to;
+    int64_t expires_at_ms;
+} oauth_flow_t;
+
+/* Store flow f under SHA-256(state) (the state itself is never stored). */
+bool oauth_flow_put(oauth_ctx_t *x, const char *state, const oauth_flow_t *f, cx_error_t *err);
+/* The flow of state (arena strings), not claimed; *found false when none. */
+bool oauth_flow_find(oauth_ctx_t *x, const char *state, oauth_flow_t *out, bool *found,
+                     cx_error_t *err);
+/* Claim the flow of state: delete it by _id; *claimed true for exactly one of concurrent
+ * claimers (single use even with replicas). */
+bool oauth_flow_claim(oauth_ctx_t *x, const char *state, bool *claimed, cx_error_t *err);
+/* Delete expired flows (best effort). */
+void oauth_flows_sweep(oauth_ctx_t *x);
+
+/* ---- connections (connections.c) ---------------------------------------------------------- */
+
+/* Mark the ACTIVE connections of connector c whose granted scopes lack one of c's scopes
+ * RECONSENT_REQUIRED ("scope_changed"), each audited as connection.reconsent_required. */
+bool oauth_connections_mark_reconsent(oauth_ctx_t *x, const Credex__V1__Connector *c, size_t *count,
+                                      cx_error_t *err);
+
+/* End every connection of a deleted connector: revoked at the provider where it can be (best
+ * effort, before the client secret goes), token set deleted, REVOKED ("connector_deleted"),
+ * each audited as connection.disconnected. Idempotent. */
+bool oauth_connections_end_all(oauth_ctx_t *x, const char *connector_id, size_t *count,
+                               cx_error_t *err);
+
+extern const rpc_method_impl_t oauth_connections_impls[];
+extern const size_t oauth_connections_nimpls;
 
 #endif

@@ -18,6 +18,10 @@ CREDEX_OAUTH_TEST_CONNECT_TO (provider host:443 -> the servers' ports) and CREDE
 so do processes spawned from it (stack.env). A test that starts a service with
 CREDEX_PRODUCTION=true must pass CREDEX_OAUTH_TEST_CONNECT_TO="" (production refuses it).
 
+`keycloak`: a real Keycloak (tests/e2e/keycloak.py), started once per session only when a test asks
+for it, https on a free loopback port with a certificate from the provider servers' CA, realms from
+deploy/keycloak/ (docs/KEYCLOAK.md).
+
 `nocache`: a private gateway + store pair on the session stack whose store has no data-key cache,
 no payload cache and no metadata cache (every retrieval reads the metadata and the payload and
 unwraps through keywrap): (gateway Instance, store Instance).
@@ -42,6 +46,18 @@ def providers(tmp_path_factory):
     sims = ProviderSims(tmp_path_factory.mktemp("providers")).start()
     yield sims
     sims.stop()
+
+
+@pytest.fixture(scope="session")
+def keycloak(tmp_path_factory, providers):
+    import keycloak as kc
+
+    try:
+        server = kc.start(tmp_path_factory.mktemp("keycloak"), providers.ca)
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    yield server
+    kc.stop(server)
 
 
 @pytest.fixture(scope="session")
