@@ -16,9 +16,8 @@ state and the same bearer token (303 to CREDEX_EDGE_UI_URL + return_to, or 200 w
 - No token the provider issued (each one a canary) ever appears in an edge answer (body or
   header), a service log or an audit event.
 
-The flows need oauth's Connections handlers (helper O's part of issue 12). Until they answer, the
-tests that need them are marked xfail by the `oauth_connections` fixture with that reason; the
-gateway's own decisions are tested for real either way.
+The flows need oauth's Connections handlers: the `oauth_connections` fixture calls one directly
+(as the gateway) and fails loudly if oauth no longer serves them.
 """
 
 from __future__ import annotations
@@ -39,9 +38,6 @@ UI_CALLBACK = "https://ui.credex.test/oauth/callback"  # the UI's callback page 
 UI_URL = "https://ui.credex.test/app"                   # CREDEX_EDGE_UI_URL of the private edge
 UI_ORIGIN = "https://ui.credex.test"
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
-WAITING = ("waiting for oauth's Connections handlers (helper O, issue 12: StartConnect, CompleteConnect, "
-           "ListConnections, GetConnection, Disconnect, Reconnect in services/oauth)")
-
 
 def connect_path(key: str) -> str:
     return f"/api/credentials/oauth/{key}/connect"
@@ -55,21 +51,10 @@ def callback_path(key: str) -> str:
 
 @pytest.fixture(scope="module")
 def oauth_connections(stack):
-    """oauth answers its Connections directly (as the gateway); while it answers UNIMPLEMENTED
-    the test that needs it is an explicit xfail naming what it waits for."""
-    try:
-        stack.unary("oauth", "/credex.v1.Connections/ListConnections", b"", identity="gateway",
-                    metadata=[("x-credex-subject-user-id", "probe"), ("x-credex-caller-kind", "browser")])
-    except grpc.RpcError as err:
-        if err.code() == C.UNIMPLEMENTED:
-            return False
-    return True
-
-
-@pytest.fixture
-def needs_oauth(oauth_connections):
-    if not oauth_connections:
-        pytest.xfail(WAITING)
+    """oauth answers its Connections directly (as the gateway): a probe that fails loudly if the
+    service regressed to UNIMPLEMENTED, before the tests that build on it run."""
+    stack.unary("oauth", "/credex.v1.Connections/ListConnections", b"", identity="gateway",
+                metadata=[("x-credex-subject-user-id", "probe"), ("x-credex-caller-kind", "browser")])
 
 
 class World:
@@ -214,7 +199,7 @@ def consent(providers, authorization_url: str) -> dict[str, str]:
     return back
 
 
-# ---- decided by the gateway (run now) ------------------------------------------------------------
+# ---- decided by the gateway before oauth is asked ----------------------------------------------------
 
 def test_connect_refused_when_not_enabled_before_oauth(world, api, stack, edge):  # noqa: F811 - the fixture
     """No connector enabled for the user: permission_denied, and oauth never hears of it."""
@@ -283,9 +268,9 @@ def test_another_users_list_is_for_admins(world, api, stack, edge):  # noqa: F81
                "permission_denied")
 
 
-# ---- the flows (need oauth's Connections) ---------------------------------------------------------
+# ---- the flows ------------------------------------------------------------------------------------
 
-def test_connect_end_to_end_through_the_edge(needs_oauth, world, api, stack, providers, edge, ui_edge):  # noqa: F811
+def test_connect_end_to_end_through_the_edge(oauth_connections, world, api, stack, providers, edge, ui_edge):  # noqa: F811
     connector_id, key, issuer = world.connector()
     alice = world.alice
 
@@ -341,7 +326,7 @@ def test_connect_end_to_end_through_the_edge(needs_oauth, world, api, stack, pro
     assert_no_token_anywhere(stack, api, world, [edge, ui_edge], [ui_edge.log_path])
 
 
-def test_connect_end_to_end_over_grpc(needs_oauth, world, api, stack, providers):
+def test_connect_end_to_end_over_grpc(oauth_connections, world, api, stack, providers):
     o = api.pb.oauth
     _, key, _ = world.connector()
     bob = api.ui(world.bob)
@@ -356,7 +341,7 @@ def test_connect_end_to_end_over_grpc(needs_oauth, world, api, stack, providers)
     assert_no_token_anywhere(stack, api, world, [])
 
 
-def test_another_users_state_is_refused(needs_oauth, world, api, providers, edge):  # noqa: F811 - the fixture
+def test_another_users_state_is_refused(oauth_connections, world, api, providers, edge):  # noqa: F811 - the fixture
     """Bob relays a callback of Alice's flow: refused before any token request, and Bob owns
     nothing."""
     _, key, _ = world.connector()
@@ -373,7 +358,7 @@ def test_another_users_state_is_refused(needs_oauth, world, api, providers, edge
     assert not owns(api, world.bob, start["connectionId"])
 
 
-def test_lists_and_reads_are_the_owners(needs_oauth, world, api, providers, edge):  # noqa: F811 - the fixture
+def test_lists_and_reads_are_the_owners(oauth_connections, world, api, providers, edge):  # noqa: F811 - the fixture
     _, key, _ = world.connector()
     r = no_follow(edge, "GET", connect_path(key), user=world.alice)
     start = r.json()
@@ -395,7 +380,7 @@ def test_lists_and_reads_are_the_owners(needs_oauth, world, api, providers, edge
     assert mine in {c["connectionId"] for c in theirs.get("connections", [])}
 
 
-def test_browser_shaped_requests(needs_oauth, world, api, providers, ui_edge):
+def test_browser_shaped_requests(oauth_connections, world, api, providers, ui_edge):
     """A browser on the UI's origin may use these routes: they answer metadata only."""
     _, key, _ = world.connector()
     browser = {"Origin": UI_ORIGIN, "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors",
