@@ -1458,24 +1458,31 @@ static void oauth_check_add(oauth_checks_t *c, const char *name, cx_code_t code,
 }
 
 /* application/x-www-form-urlencoded value. */
-void oauth_form_append(char *buf, size_t cap, size_t *off, const char *name, const char *value)
+void oauth_form_encode(char *buf, size_t cap, size_t *off, const uint8_t *value, size_t len)
 {
     static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < len && *off + 4 < cap; i++) {
+        unsigned char ch = value[i];
+        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+            (ch != 0 && strchr("-._~", ch))) {
+            buf[(*off)++] = (char)ch;
+        } else {
+            buf[(*off)++] = '%';
+            buf[(*off)++] = hex[ch >> 4];
+            buf[(*off)++] = hex[ch & 15];
+        }
+    }
+    if (*off < cap)
+        buf[*off] = '\0';
+}
+
+void oauth_form_append(char *buf, size_t cap, size_t *off, const char *name, const char *value)
+{
     int w = snprintf(buf + *off, cap - *off, "%s%s=", *off ? "&" : "", name);
     if (w < 0 || (size_t)w >= cap - *off)
         return;
     *off += (size_t)w;
-    for (const unsigned char *p = (const unsigned char *)value; *p && *off + 4 < cap; p++) {
-        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-            strchr("-._~", *p)) {
-            buf[(*off)++] = (char)*p;
-        } else {
-            buf[(*off)++] = '%';
-            buf[(*off)++] = hex[*p >> 4];
-            buf[(*off)++] = hex[*p & 15];
-        }
-    }
-    buf[*off] = '\0';
+    oauth_form_encode(buf, cap, off, (const uint8_t *)value, strlen(value));
 }
 
 /* The token endpoint answers at all: an authorization-code grant with a code no provider issued

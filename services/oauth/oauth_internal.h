@@ -296,6 +296,10 @@ bool oauth_secret_delete(oauth_ctx_t *x, const char *secret_id, cx_error_t *err)
 bool oauth_connector_load(oauth_ctx_t *x, const char *id, oauth_stored_t *out, cx_error_t *err);
 /* Appends name=value, form-encoded (RFC 3986 unreserved kept), to buf (NUL-terminated, cap
  * bytes, *off its length); what does not fit is cut (callers size buf for their bounds). */
+/* Append value (len bytes, any octets) to buf[*off..cap) percent-encoded as
+ * application/x-www-form-urlencoded (unreserved characters kept), NUL-terminated; stops before
+ * overflowing. */
+void oauth_form_encode(char *buf, size_t cap, size_t *off, const uint8_t *value, size_t len);
 void oauth_form_append(char *buf, size_t cap, size_t *off, const char *name, const char *value);
 /* oauth_audit about any resource type ("provider_connection"). */
 bool oauth_audit_on(oauth_ctx_t *x, const char *resource_type, const char *event_type,

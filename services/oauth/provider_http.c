@@ -156,19 +156,24 @@ static bool oauth_form_auth(oauth_form_t *f, const char *client_id, oauth_client
         free(s);
         return true;
     }
-    size_t idlen = strlen(client_id), plain_len = idlen + 1 + secret_len;
-    unsigned char *plain = malloc(plain_len);
+    /* RFC 6749 2.3.1: the id and the secret are form-encoded before they are joined, so that a
+     * ':' or a non-ASCII octet in either cannot change where the other begins. */
+    size_t idlen = strlen(client_id), cap = 3 * (idlen + secret_len) + 8, plain_len = 0;
+    char *plain = calloc(1, cap);
+    if (!plain)
+        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+    oauth_form_encode(plain, cap, &plain_len, (const uint8_t *)client_id, idlen);
+    plain[plain_len++] = ':';
+    oauth_form_encode(plain, cap, &plain_len, secret, secret_len);
     f->basic = calloc(1, 6 + 4 * (plain_len / 3 + 1) + 1);
-    if (!plain || !f->basic) {
+    if (!f->basic) {
+        cx_crypto_wipe(plain, cap);
         free(plain);
         return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
     }
-    memcpy(plain, client_id, idlen);
-    plain[idlen] = ':';
-    memcpy(plain + idlen + 1, secret, secret_len);
     memcpy(f->basic, "Basic ", 6);
-    EVP_EncodeBlock((unsigned char *)f->basic + 6, plain, (int)plain_len);
-    cx_crypto_wipe(plain, plain_len);
+    EVP_EncodeBlock((unsigned char *)f->basic + 6, (const unsigned char *)plain, (int)plain_len);
+    cx_crypto_wipe(plain, cap);
     free(plain);
     return true;
 }

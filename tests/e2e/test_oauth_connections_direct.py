@@ -64,10 +64,11 @@ def builtin(api: x.Api, sim, key: str, scopes=(), base_url: str = ""):
     return c
 
 
-def custom(api: x.Api, providers, *, oidc: bool = True, scopes=("openid", "profile"), issuer: str | None = None):
+def custom(api: x.Api, providers, *, oidc: bool = True, scopes=("openid", "profile"), issuer: str | None = None,
+           secret: str | None = None, client_auth_method: str = ""):
     o, g = api.pb.oauth, providers.generic
     issuer = issuer or g.new_tenant()
-    cid, secret = f"cid-oidc-{uuid.uuid4().hex[:8]}", f"sec-{secrets.token_hex(12)}"
+    cid, secret = f"cid-oidc-{uuid.uuid4().hex[:8]}", secret or f"sec-{secrets.token_hex(12)}"
     g.register_client(cid, secret, (REDIRECT,))
     ep = o.ConnectorEndpoints(issuer_url=issuer)
     if not oidc:
@@ -77,7 +78,7 @@ def custom(api: x.Api, providers, *, oidc: bool = True, scopes=("openid", "profi
     conn = o.Connector(provider_key=f"e2e-{uuid.uuid4().hex[:10]}",
                        type=o.CONNECTOR_TYPE_CUSTOM_OIDC if oidc else o.CONNECTOR_TYPE_CUSTOM_OAUTH2,
                        display_name="custom e2e", client_id=cid, endpoints=ep, redirect_uri=REDIRECT,
-                       scopes=list(scopes),
+                       scopes=list(scopes), client_auth_method=client_auth_method,
                        account_mapping=o.AccountMapping(account_id_field="sub", account_name_field="name"))
     c, _ = create(api, conn, secret.encode())
     enable(api, c.connector_id)
@@ -401,6 +402,18 @@ def test_custom_oidc_id_token_verified(api, providers):
                 (C.FAILED_PRECONDITION, "failed_precondition"), patch
         finally:
             g.with_id_token = original
+
+
+@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
+def test_client_secret_with_reserved_characters(api, providers, method):
+    # RFC 6749 2.3.1: Basic credentials are form-encoded before they are joined, so a secret with
+    # '+', '%', ':' or a space reaches the provider intact either way.
+    secret = f"a+b%2F:c d/{secrets.token_hex(4)}"
+    c, _ = custom(api, providers, oidc=False, scopes=("profile",), secret=secret, client_auth_method=method)
+    _, done = connect(api, providers, c.provider_key)
+    assert done.connection.state == api.pb.oauth.CONNECTION_STATE_ACTIVE
+    token_request = providers.generic.requests(path_suffix="token", method="POST")[-1]
+    assert (token_request.basic_auth is not None) == (method == "client_secret_basic")
 
 
 def test_iss_parameter(api, providers):
