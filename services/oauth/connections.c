@@ -712,7 +712,7 @@ static bool conn_get(oauth_ctx_t *x, const ProtobufCMessage *request, ProtobufCM
 {
     const Credex__V1__GetConnectionRequest *r = (const Credex__V1__GetConnectionRequest *)request;
     conn_t k;
-    if (!conn_need_user(x, err) || !conn_load_owned(x, r->connection_id, false, &k, err))
+    if (!conn_need_user(x, err) || !conn_load_owned(x, r->connection_id, true, &k, err))
         return false;
     *reply = &k.pb->base;
     return true;

@@ -375,9 +375,11 @@ def test_lists_and_reads_are_the_owners(oauth_connections, world, api, providers
     assert hidden["message"] == missing["message"]
     e.error_of(edge.call("DELETE", f"{CONNX}/{mine}", user=world.bob), 404, "not_found")
     assert owns(api, world.alice, mine)
-    # a platform admin may list it (GetConnection stays the owner's at oauth: oauth.proto)
+    # a platform admin may list it and read it (metadata only)
     theirs = edge.get(CONNX, user=world.admin, params={"subject_user_id": world.alice}).json()
     assert mine in {c["connectionId"] for c in theirs.get("connections", [])}
+    read = edge.get(f"{CONNX}/{mine}", user=world.admin)
+    assert read.status_code == 200 and read.json()["subjectUserId"] == world.alice, read.text
 
 
 def test_browser_shaped_requests(oauth_connections, world, api, providers, ui_edge):
