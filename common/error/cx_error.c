@@ -246,6 +246,23 @@ bool cx_code_is_denial(cx_code_t code)
     return cx_code_valid(code) && cx_code_table[code].denial;
 }
 
+bool cx_code_is_dependency_fault(cx_code_t code)
+{
+    switch (code) {
+    case CX_ERR_UNAVAILABLE:
+    case CX_ERR_DEADLINE_EXCEEDED:
+    case CX_ERR_INTERNAL:
+    case CX_ERR_UNIMPLEMENTED:
+    case CX_ERR_UNAUTHENTICATED:
+    case CX_ERR_CANCELLED:
+    case CX_ERR_RESOURCE_EXHAUSTED:
+    case CX_OK:
+        return true;
+    default:
+        return !cx_code_valid(code);
+    }
+}
+
 /* Names for logs only: details never travel or get stored, so these may change with the code. */
 static const char *const cx_detail_names[] = {
     [CX_DETAIL_NONE] = "none",

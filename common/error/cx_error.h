@@ -118,4 +118,12 @@ int cx_code_http_status(cx_code_t code);
  * place that mapping lives; every writer of audit events asks here. */
 bool cx_code_is_denial(cx_code_t code);
 
+/* True when a downstream credex service answered with a code that says it could not serve
+ * (unavailable, deadline_exceeded, internal, unimplemented, unauthenticated: our own mTLS
+ * identity refused, a deployment fault; cancelled, resource_exhausted), and for CX_OK and
+ * out-of-range values (a failure without a code): the caller then fails closed with
+ * CX_ERR_UNAVAILABLE. False for the answers it passes on as they are (permission_denied,
+ * not_found, conflict, invalid_argument, ...). The one place this mapping lives. */
+bool cx_code_is_dependency_fault(cx_code_t code);
+
 #endif

@@ -101,24 +101,14 @@ static bool downstream(rpc_client_t *client, const ProtobufCServiceDescriptor *s
     if (planned && e.code == CX_ERR_UNIMPLEMENTED)
         return cx_error_set(err, CX_ERR_UNIMPLEMENTED, "planned: %s/%s is not built yet",
                             svc->short_name, method);
-    switch (e.code) {
-    case CX_ERR_UNAVAILABLE:
-    case CX_ERR_DEADLINE_EXCEEDED:
-    case CX_ERR_INTERNAL:
-    case CX_ERR_UNIMPLEMENTED:
-    case CX_ERR_UNAUTHENTICATED: /* our own mTLS identity was refused: a deployment fault */
-    case CX_ERR_CANCELLED:
-    case CX_ERR_RESOURCE_EXHAUSTED:
-    case CX_CODE_COUNT_:
-    case CX_OK:
-        cx_log_warn(rpc_call_correlation_id(call), "gateway.downstream_failed",
-                    CX_LOG_STR("target", svc->short_name), CX_LOG_STR("method", method),
-                    CX_LOG_STR("reason", cx_code_reason(e.code)));
-        return cx_error_set(err, CX_ERR_UNAVAILABLE, "%s is unavailable", svc->short_name);
-    default:
+    if (!cx_code_is_dependency_fault(e.code)) {
         cx_error_copy(err, &e);
         return false;
     }
+    cx_log_warn(rpc_call_correlation_id(call), "gateway.downstream_failed",
+                CX_LOG_STR("target", svc->short_name), CX_LOG_STR("method", method),
+                CX_LOG_STR("reason", cx_code_reason(e.code)));
+    return cx_error_set(err, CX_ERR_UNAVAILABLE, "%s is unavailable", svc->short_name);
 }
 
 bool gateway_downstream(rpc_client_t *client, const ProtobufCServiceDescriptor *svc,

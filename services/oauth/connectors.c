@@ -122,23 +122,13 @@ bool oauth_store_call(oauth_ctx_t *x, const char *method, const ProtobufCMessage
     if (rpc_client_unary(x->o->store, &credex__v1__credential_store__descriptor, method, req, &o,
                          x->arena, reply, &e))
         return true;
-    switch (e.code) {
-    case CX_ERR_UNAVAILABLE:
-    case CX_ERR_DEADLINE_EXCEEDED:
-    case CX_ERR_INTERNAL:
-    case CX_ERR_UNIMPLEMENTED:
-    case CX_ERR_UNAUTHENTICATED: /* our own mTLS identity was refused: a deployment fault */
-    case CX_ERR_CANCELLED:
-    case CX_ERR_RESOURCE_EXHAUSTED:
-    case CX_CODE_COUNT_:
-    case CX_OK:
-        cx_log_warn(x->correlation_id, "oauth.store_failed", CX_LOG_STR("method", method),
-                    CX_LOG_STR("reason", cx_code_reason(e.code)));
-        return cx_error_set(err, CX_ERR_UNAVAILABLE, "store is unavailable");
-    default:
+    if (!cx_code_is_dependency_fault(e.code)) {
         cx_error_copy(err, &e);
         return false;
     }
+    cx_log_warn(x->correlation_id, "oauth.store_failed", CX_LOG_STR("method", method),
+                CX_LOG_STR("reason", cx_code_reason(e.code)));
+    return cx_error_set(err, CX_ERR_UNAVAILABLE, "store is unavailable");
 }
 
 Credex__V1__CallerContext *oauth_caller(oauth_ctx_t *x, const char *intended_use)

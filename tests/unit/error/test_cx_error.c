@@ -269,6 +269,26 @@ static void test_denial_outcome(void **state)
     assert_false(cx_code_is_denial((cx_code_t)-1));
 }
 
+/* What a caller passes on from a downstream answer, and what it turns into unavailable. */
+static void test_dependency_fault(void **state)
+{
+    (void)state;
+    static const cx_code_t faults[] = {CX_ERR_UNAVAILABLE,       CX_ERR_DEADLINE_EXCEEDED,
+                                       CX_ERR_INTERNAL,          CX_ERR_UNIMPLEMENTED,
+                                       CX_ERR_UNAUTHENTICATED,   CX_ERR_CANCELLED,
+                                       CX_ERR_RESOURCE_EXHAUSTED};
+    static const cx_code_t answers[] = {CX_ERR_PERMISSION_DENIED, CX_ERR_NOT_FOUND,
+                                        CX_ERR_INVALID_ARGUMENT,  CX_ERR_CONFLICT,
+                                        CX_ERR_INTEGRITY,         CX_ERR_FAILED_PRECONDITION,
+                                        CX_ERR_SSRF_BLOCKED,      CX_ERR_BROWSER_DENIED};
+    for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++)
+        assert_true(cx_code_is_dependency_fault(faults[i]));
+    for (size_t i = 0; i < sizeof(answers) / sizeof(answers[0]); i++)
+        assert_false(cx_code_is_dependency_fault(answers[i]));
+    assert_true(cx_code_is_dependency_fault(CX_OK));
+    assert_true(cx_code_is_dependency_fault(CX_CODE_COUNT_));
+}
+
 static void test_set_detail(void **state)
 {
     (void)state;
@@ -340,6 +360,7 @@ int main(void)
         cmocka_unit_test(test_copy),
         cmocka_unit_test(test_copy_terminates),
         cmocka_unit_test(test_denial_outcome),
+        cmocka_unit_test(test_dependency_fault),
         cmocka_unit_test(test_set_detail),
         cmocka_unit_test(test_clear_and_copy_carry_the_detail),
         cmocka_unit_test(test_detail_names),
