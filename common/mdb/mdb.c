@@ -735,6 +735,8 @@ static const mdb_index_spec_t mdb_indexes[] = {
      false,
      MDB_PARTIAL_NONE},
     {MDB_COLL_MIGRATION_PREVIEWS, {{"created_at", -1}}, false, MDB_PARTIAL_NONE},
+    /* The newest epoch of a lease key (mdb_lease.c); the epoch's uniqueness is the _id's. */
+    {MDB_COLL_LEASES, {{"key", 1}, {"epoch", -1}}, true, MDB_PARTIAL_NONE},
 };
 
 /* MongoDB's default index name: field_dir joined by '_' (e.g. "secret_id_1_version_1"). */

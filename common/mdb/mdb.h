@@ -16,8 +16,9 @@
  *    returning the new document, delete, one page of a sorted query, every match of a bounded
  *    query), each mapping its errors
  *    and keeping the down state below;
- *  - the indexes of the six credential collections (docs/DATA_MODEL.md, exactly) with
+ *  - the indexes of the collections of docs/DATA_MODEL.md (exactly) with
  * mdb_init_indexes;
+ *  - mdb_lease.h: a lease with a fencing token, built on unique-index inserts;
  *  - mdb_cache.h: a read-through cache of one collection's documents by _id, kept coherent by
  *    a watcher thread within a stated bound.
  *
@@ -68,6 +69,7 @@ typedef struct mdb mdb_t;
 #define MDB_COLL_OAUTH_FLOWS        "oauth_flows"
 #define MDB_COLL_AUDIT_EVENTS       "credential_audit_events"
 #define MDB_COLL_MIGRATION_PREVIEWS "credential_migration_previews"
+#define MDB_COLL_LEASES             "credex_leases" /* mdb_lease.h */
 
 typedef struct mdb_options {
     const char *uri;      /* mongodb://... (may hold a password: never echoed) */
@@ -195,7 +197,7 @@ bool mdb_error_map(const bson_error_t *berr, const bson_t *reply, const char *wh
  * "degraded: <collection>.<name>: <reason>"). */
 typedef void (*mdb_report_fn)(void *ctx, const char *line);
 
-/* Create the indexes of docs/DATA_MODEL.md on the six collections (creating the collections as a
+/* Create the indexes of docs/DATA_MODEL.md on its collections (creating the collections as a
  * side effect). Idempotent: existing identical indexes are left alone. When the server refuses (or
  * silently drops) partialFilterExpression, as FerretDB 1.24 does, the index is created without
  * the filter only where that cannot break correctness, else skipped; either way a
