@@ -31,7 +31,6 @@
 #define CONN_NONCE_BYTES    24
 #define CONN_PAGE_DEFAULT   50
 #define CONN_PAGE_MAX       200
-#define CONN_URL_MAX        8192
 #define CONN_UNKNOWN_STATE  "the OAuth state is unknown, expired or already used"
 
 static const char *const conn_state_names[] = {NULL,      "pending", "active",
@@ -319,39 +318,46 @@ static bool conn_connector_active(const oauth_stored_t *s, cx_error_t *err)
 }
 
 /* The authorization URL: the endpoint's own query kept, our parameters form-encoded, then the
- * connector's extra parameters (validation keeps them off the reserved names). */
-static char *conn_auth_url(oauth_ctx_t *x, const Credex__V1__Connector *c,
-                           const oauth_endpoints_t *e, const char *state, const char *challenge,
-                           const char *nonce)
+ * connector's extra parameters (validation keeps them off the reserved names). Nothing is cut:
+ * the text grows with the connector's scopes and parameters. The URL lands in x's arena. */
+static bool conn_auth_url(oauth_ctx_t *x, const Credex__V1__Connector *c,
+                          const oauth_endpoints_t *e, const char *state, const char *challenge,
+                          const char *nonce, char **out, cx_error_t *err)
 {
-    char *q = rpc_arena_alloc(x->arena, CONN_URL_MAX);
-    char scope[4096];
-    size_t off = 0, so = 0;
-    scope[0] = q[0] = '\0';
-    for (size_t i = 0; i < c->n_scopes && so < sizeof(scope); i++) {
-        int w = snprintf(scope + so, sizeof(scope) - so, "%s%s", i ? e->scope_separator : "",
-                         c->scopes[i]);
-        so += w > 0 ? (size_t)w : 0;
+    oauth_text_t scope = {0}, q = {0};
+    const char *scopes = "", *query = "";
+    bool ok = false;
+    for (size_t i = 0; i < c->n_scopes; i++) {
+        if (i)
+            oauth_text_raw(&scope, e->scope_separator);
+        oauth_text_raw(&scope, c->scopes[i]);
     }
-    oauth_form_append(q, CONN_URL_MAX, &off, "response_type", "code");
-    oauth_form_append(q, CONN_URL_MAX, &off, "client_id", c->client_id);
-    oauth_form_append(q, CONN_URL_MAX, &off, "redirect_uri", c->redirect_uri);
-    oauth_form_append(q, CONN_URL_MAX, &off, "scope", scope);
-    oauth_form_append(q, CONN_URL_MAX, &off, "state", state);
+    if (!oauth_text_done(&scope, &scopes, err))
+        goto out;
+    oauth_text_field(&q, "response_type", "code");
+    oauth_text_field(&q, "client_id", c->client_id);
+    oauth_text_field(&q, "redirect_uri", c->redirect_uri);
+    oauth_text_field(&q, "scope", scopes);
+    oauth_text_field(&q, "state", state);
     if (challenge[0]) {
-        oauth_form_append(q, CONN_URL_MAX, &off, "code_challenge", challenge);
-        oauth_form_append(q, CONN_URL_MAX, &off, "code_challenge_method", "S256");
+        oauth_text_field(&q, "code_challenge", challenge);
+        oauth_text_field(&q, "code_challenge_method", "S256");
     }
     if (nonce[0])
-        oauth_form_append(q, CONN_URL_MAX, &off, "nonce", nonce);
+        oauth_text_field(&q, "nonce", nonce);
     for (size_t i = 0; i < c->n_authorization_params; i++)
-        oauth_form_append(q, CONN_URL_MAX, &off, c->authorization_params[i]->key,
-                          c->authorization_params[i]->value);
-    size_t n = strlen(e->authorization_url) + off + 2;
-    char *url = rpc_arena_alloc(x->arena, n);
-    snprintf(url, n, "%s%c%s", e->authorization_url, strchr(e->authorization_url, '?') ? '&' : '?',
-             q);
-    return url;
+        oauth_text_field(&q, c->authorization_params[i]->key, c->authorization_params[i]->value);
+    if (!oauth_text_done(&q, &query, err))
+        goto out;
+    size_t n = strlen(e->authorization_url) + q.len + 2;
+    *out = rpc_arena_alloc(x->arena, n);
+    snprintf(*out, n, "%s%c%s", e->authorization_url, strchr(e->authorization_url, '?') ? '&' : '?',
+             query);
+    ok = true;
+out:
+    oauth_text_free(&scope);
+    oauth_text_free(&q);
+    return ok;
 }
 
 /* A new flow for connection k through connector s: state, PKCE, nonce, the flow document, the
@@ -387,9 +393,10 @@ static bool conn_begin(oauth_ctx_t *x, const oauth_stored_t *s, const conn_t *k,
     oauth_flows_sweep(x);
     if (!oauth_flow_put(x, state, &f, err))
         return false;
-    char *url = conn_auth_url(x, s->pb, &e, state, challenge, nonce);
+    char *url = NULL;
+    bool built = conn_auth_url(x, s->pb, &e, state, challenge, nonce, &url, err);
     cx_crypto_wipe(verifier, sizeof(verifier));
-    if (!conn_audit(x, "connection.started", k->pb, NULL, NULL, err))
+    if (!built || !conn_audit(x, "connection.started", k->pb, NULL, NULL, err))
         return false;
     Credex__V1__StartConnectResponse *resp = rpc_arena_alloc(x->arena, sizeof(*resp));
     credex__v1__start_connect_response__init(resp);

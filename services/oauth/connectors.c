@@ -32,8 +32,7 @@
 #include "services/oauth/oauth_internal.h"
 
 #define OAUTH_WRITE_TRIES 4 /* re-reads of a set operation that met a concurrent write */
-#define OAUTH_SECRET_USE  "oauth_client_auth"     /* intended use of oauth's own Resolve */
-#define OAUTH_TEST_CODE   "credex-connector-test" /* an authorization code no provider issued */
+#define OAUTH_SECRET_USE  "oauth_client_auth" /* intended use of oauth's own Resolve */
 
 /* ---- names stored in documents (lower-case words of the proto enums) ----------------------- */
 
@@ -1447,62 +1446,6 @@ static void oauth_check_add(oauth_checks_t *c, const char *name, cx_code_t code,
     c->v[c->n++] = k;
 }
 
-/* application/x-www-form-urlencoded value. */
-void oauth_form_encode(char *buf, size_t cap, size_t *off, const uint8_t *value, size_t len)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    for (size_t i = 0; i < len && *off + 4 < cap; i++) {
-        unsigned char ch = value[i];
-        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-            (ch != 0 && strchr("-._~", ch))) {
-            buf[(*off)++] = (char)ch;
-        } else {
-            buf[(*off)++] = '%';
-            buf[(*off)++] = hex[ch >> 4];
-            buf[(*off)++] = hex[ch & 15];
-        }
-    }
-    if (*off < cap)
-        buf[*off] = '\0';
-}
-
-void oauth_form_append(char *buf, size_t cap, size_t *off, const char *name, const char *value)
-{
-    int w = snprintf(buf + *off, cap - *off, "%s%s=", *off ? "&" : "", name);
-    if (w < 0 || (size_t)w >= cap - *off)
-        return;
-    *off += (size_t)w;
-    oauth_form_encode(buf, cap, off, (const uint8_t *)value, strlen(value));
-}
-
-/* The token endpoint answers at all: an authorization-code grant with a code no provider issued
- * and no client authentication (never the secret). Any HTTP answer is reachable. */
-static bool oauth_probe_token(oauth_ctx_t *x, const Credex__V1__Connector *c, const char *token_url,
-                              long *status, cx_error_t *err)
-{
-    char body[6144];
-    size_t off = 0;
-    body[0] = '\0';
-    oauth_form_append(body, sizeof(body), &off, "grant_type", "authorization_code");
-    oauth_form_append(body, sizeof(body), &off, "code", OAUTH_TEST_CODE);
-    oauth_form_append(body, sizeof(body), &off, "redirect_uri", c->redirect_uri);
-    oauth_form_append(body, sizeof(body), &off, "client_id", c->client_id);
-    cx_http_header_t h[] = {{"content-type", "application/x-www-form-urlencoded"},
-                            {"accept", "application/json"}};
-    cx_http_request_t req = {.method = "POST",
-                             .url = token_url,
-                             .headers = h,
-                             .nheaders = 2,
-                             .body = body,
-                             .body_len = off};
-    cx_http_response_t resp;
-    if (!cx_http_do(x->o->http, &req, &resp, err))
-        return false;
-    *status = resp.status;
-    cx_http_response_free(&resp);
-    return true;
-}
-
 static void oauth_test_checks(oauth_ctx_t *x, const Credex__V1__Connector *c, oauth_checks_t *k)
 {
     const Credex__V1__ConnectorEndpoints *e = c->endpoints;
@@ -1560,7 +1503,7 @@ static void oauth_test_checks(oauth_ctx_t *x, const Credex__V1__Connector *c, oa
     } else {
         cx_error_t te;
         cx_error_clear(&te);
-        if (!oauth_probe_token(x, c, token_url, &status, &te)) {
+        if (!oauth_token_probe(x, c, token_url, &status, &te)) {
             token = te.code;
             if (te.code == CX_ERR_SSRF_BLOCKED)
                 ssrf = te.code;

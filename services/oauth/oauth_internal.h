@@ -294,13 +294,29 @@ bool oauth_secret_rotate(oauth_ctx_t *x, const char *secret_id, uint32_t expecte
 bool oauth_secret_delete(oauth_ctx_t *x, const char *secret_id, cx_error_t *err);
 /* The connector document of id (any status); not_found when none. */
 bool oauth_connector_load(oauth_ctx_t *x, const char *id, oauth_stored_t *out, cx_error_t *err);
-/* Appends name=value, form-encoded (RFC 3986 unreserved kept), to buf (NUL-terminated, cap
- * bytes, *off its length); what does not fit is cut (callers size buf for their bounds). */
-/* Append value (len bytes, any octets) to buf[*off..cap) percent-encoded as
- * application/x-www-form-urlencoded (unreserved characters kept), NUL-terminated; stops before
- * overflowing. */
-void oauth_form_encode(char *buf, size_t cap, size_t *off, const uint8_t *value, size_t len);
-void oauth_form_append(char *buf, size_t cap, size_t *off, const char *name, const char *value);
+/* application/x-www-form-urlencoded text (a form body, a query) that grows as fields are added,
+ * so that nothing is ever cut: on the heap, wiped when freed (it may hold a secret). A failed
+ * allocation is remembered and reported once by oauth_text_done. Not thread-safe (one per
+ * request). */
+typedef struct oauth_text {
+    char *buf; /* NUL-terminated; NULL while empty */
+    size_t len, cap;
+    bool failed;
+} oauth_text_t;
+/* Append len octets of value percent-encoded (RFC 3986 unreserved characters kept). */
+void oauth_text_encode(oauth_text_t *t, const uint8_t *value, size_t len);
+/* Append s as it is (separators, an already encoded part). */
+void oauth_text_raw(oauth_text_t *t, const char *s);
+/* Append "name=value" (value encoded), preceded by '&' unless t is empty. */
+void oauth_text_field(oauth_text_t *t, const char *name, const char *value);
+/* The text ("" when empty), or false with CX_ERR_INTERNAL when an allocation failed. */
+bool oauth_text_done(const oauth_text_t *t, const char **out, cx_error_t *err);
+void oauth_text_free(oauth_text_t *t); /* wipes; NULL-safe; t may be reused */
+/* Does the connector's token endpoint answer at all? An authorization-code grant with a code no
+ * provider issued and no client authentication (never the secret); *status is the HTTP status
+ * of any answer. Transport failures as cx_http_do reports them. */
+bool oauth_token_probe(oauth_ctx_t *x, const Credex__V1__Connector *c, const char *token_url,
+                       long *status, cx_error_t *err);
 /* oauth_audit about any resource type ("provider_connection"). */
 bool oauth_audit_on(oauth_ctx_t *x, const char *resource_type, const char *event_type,
                     const char *resource_id, cx_code_t code, const oauth_attr_t *attrs, size_t n,

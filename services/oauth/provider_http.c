@@ -113,28 +113,108 @@ bool oauth_client_secret(oauth_ctx_t *x, const Credex__V1__Connector *c, cx_secr
 
 /* ---- requests ----------------------------------------------------------------------------- */
 
+/* ---- form text ------------------------------------------------------------------------- */
+
+static bool oauth_text_reserve(oauth_text_t *t, size_t more)
+{
+    if (t->failed)
+        return false;
+    if (t->cap - t->len > more)
+        return true;
+    size_t cap = t->cap ? t->cap : 256;
+    while (cap - t->len <= more) {
+        if (cap > SIZE_MAX / 2) {
+            t->failed = true;
+            return false;
+        }
+        cap *= 2;
+    }
+    /* No realloc: the old buffer may hold a secret and must be wiped, not left behind. */
+    char *buf = malloc(cap);
+    if (!buf) {
+        t->failed = true;
+        return false;
+    }
+    if (t->buf) {
+        memcpy(buf, t->buf, t->len + 1);
+        cx_crypto_wipe(t->buf, t->cap);
+        free(t->buf);
+    } else {
+        buf[0] = '\0';
+    }
+    t->buf = buf;
+    t->cap = cap;
+    return true;
+}
+
+void oauth_text_encode(oauth_text_t *t, const uint8_t *value, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    if (len > SIZE_MAX / 3 || !oauth_text_reserve(t, 3 * len))
+        return;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = value[i];
+        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+            (ch != 0 && strchr("-._~", ch))) {
+            t->buf[t->len++] = (char)ch;
+        } else {
+            t->buf[t->len++] = '%';
+            t->buf[t->len++] = hex[ch >> 4];
+            t->buf[t->len++] = hex[ch & 15];
+        }
+    }
+    t->buf[t->len] = '\0';
+}
+
+void oauth_text_raw(oauth_text_t *t, const char *s)
+{
+    size_t n = strlen(s);
+    if (!oauth_text_reserve(t, n))
+        return;
+    memcpy(t->buf + t->len, s, n + 1);
+    t->len += n;
+}
+
+void oauth_text_field(oauth_text_t *t, const char *name, const char *value)
+{
+    if (t->len)
+        oauth_text_raw(t, "&");
+    oauth_text_raw(t, name);
+    oauth_text_raw(t, "=");
+    oauth_text_encode(t, (const uint8_t *)value, strlen(value));
+}
+
+bool oauth_text_done(const oauth_text_t *t, const char **out, cx_error_t *err)
+{
+    if (t->failed)
+        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+    *out = t->buf ? t->buf : "";
+    return true;
+}
+
+void oauth_text_free(oauth_text_t *t)
+{
+    if (!t)
+        return;
+    if (t->buf) {
+        cx_crypto_wipe(t->buf, t->cap);
+        free(t->buf);
+    }
+    memset(t, 0, sizeof(*t));
+}
+
+/* ---- requests ----------------------------------------------------------------------------- */
+
 /* A form body authenticated as the connector: HTTP Basic (header into basic, a malloc'd
- * "Basic ..." the caller wipes) or client_id/client_secret in the body. */
+ * "Basic ..." wiped when freed) or client_id/client_secret in the body. */
 typedef struct oauth_form {
-    char *buf;
-    size_t cap, off;
+    oauth_text_t body;
     char *basic;
 } oauth_form_t;
 
-static bool oauth_form_new(oauth_form_t *f, size_t payload, cx_error_t *err)
-{
-    memset(f, 0, sizeof(*f));
-    f->cap = 3 * payload + 512;
-    f->buf = calloc(1, f->cap);
-    return f->buf ? true : cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
-}
-
 static void oauth_form_free(oauth_form_t *f)
 {
-    if (f->buf) {
-        cx_crypto_wipe(f->buf, f->cap);
-        free(f->buf);
-    }
+    oauth_text_free(&f->body);
     if (f->basic) {
         cx_crypto_wipe(f->basic, strlen(f->basic));
         free(f->basic);
@@ -146,36 +226,32 @@ static bool oauth_form_auth(oauth_form_t *f, const char *client_id, oauth_client
                             const uint8_t *secret, size_t secret_len, cx_error_t *err)
 {
     if (auth == OAUTH_CLIENT_AUTH_POST) {
-        char *s = calloc(1, secret_len + 1);
-        if (!s)
-            return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
-        memcpy(s, secret, secret_len);
-        oauth_form_append(f->buf, f->cap, &f->off, "client_id", client_id);
-        oauth_form_append(f->buf, f->cap, &f->off, "client_secret", s);
-        cx_crypto_wipe(s, secret_len);
-        free(s);
+        oauth_text_field(&f->body, "client_id", client_id);
+        oauth_text_raw(&f->body, "&client_secret=");
+        oauth_text_encode(&f->body, secret, secret_len);
         return true;
     }
     /* RFC 6749 2.3.1: the id and the secret are form-encoded before they are joined, so that a
      * ':' or a non-ASCII octet in either cannot change where the other begins. */
-    size_t idlen = strlen(client_id), cap = 3 * (idlen + secret_len) + 8, plain_len = 0;
-    char *plain = calloc(1, cap);
-    if (!plain)
-        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
-    oauth_form_encode(plain, cap, &plain_len, (const uint8_t *)client_id, idlen);
-    plain[plain_len++] = ':';
-    oauth_form_encode(plain, cap, &plain_len, secret, secret_len);
-    f->basic = calloc(1, 6 + 4 * (plain_len / 3 + 1) + 1);
+    oauth_text_t plain = {0};
+    const char *joined = "";
+    oauth_text_encode(&plain, (const uint8_t *)client_id, strlen(client_id));
+    oauth_text_raw(&plain, ":");
+    oauth_text_encode(&plain, secret, secret_len);
+    if (!oauth_text_done(&plain, &joined, err))
+        goto fail;
+    f->basic = calloc(1, 6 + 4 * (plain.len / 3 + 1) + 1);
     if (!f->basic) {
-        cx_crypto_wipe(plain, cap);
-        free(plain);
-        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+        cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+        goto fail;
     }
     memcpy(f->basic, "Basic ", 6);
-    EVP_EncodeBlock((unsigned char *)f->basic + 6, (const unsigned char *)plain, (int)plain_len);
-    cx_crypto_wipe(plain, cap);
-    free(plain);
+    EVP_EncodeBlock((unsigned char *)f->basic + 6, (const unsigned char *)joined, (int)plain.len);
+    oauth_text_free(&plain);
     return true;
+fail:
+    oauth_text_free(&plain);
+    return false;
 }
 
 /* POST the form to url; the response body is the caller's (wipe, then free). */
@@ -190,12 +266,15 @@ static bool oauth_form_post(oauth_ctx_t *x, const char *url, const oauth_form_t 
         h[n++] = (cx_http_header_t){"accept", "application/json"};
     if (f->basic)
         h[n++] = (cx_http_header_t){"authorization", f->basic};
+    const char *body = "";
+    if (!oauth_text_done(&f->body, &body, err))
+        return false;
     cx_http_request_t req = {.method = "POST",
                              .url = url,
                              .headers = h,
                              .nheaders = n,
-                             .body = f->buf,
-                             .body_len = f->off};
+                             .body = body,
+                             .body_len = f->body.len};
     if (!x->o->http)
         return cx_error_set(err, CX_ERR_UNAVAILABLE, "the provider client is not available");
     return cx_http_do(x->o->http, &req, resp, err);
@@ -302,23 +381,18 @@ bool oauth_token_exchange(oauth_ctx_t *x, const Credex__V1__Connector *c,
                           const char *code, const char *verifier, oauth_tokens_t *out,
                           cx_error_t *err)
 {
-    oauth_form_t f;
+    oauth_form_t f = {0};
     cx_http_response_t resp;
     bool ok = false;
     if (!e->token_url || !e->token_url[0])
         return cx_error_set(err, CX_ERR_FAILED_PRECONDITION, "the connector has no token endpoint");
-    if (!oauth_form_new(&f,
-                        strlen(code) + strlen(verifier) + strlen(redirect_uri) +
-                            strlen(c->client_id) + secret_len,
-                        err))
-        return false;
-    oauth_form_append(f.buf, f.cap, &f.off, "grant_type", "authorization_code");
-    oauth_form_append(f.buf, f.cap, &f.off, "code", code);
-    oauth_form_append(f.buf, f.cap, &f.off, "redirect_uri", redirect_uri);
+    oauth_text_field(&f.body, "grant_type", "authorization_code");
+    oauth_text_field(&f.body, "code", code);
+    oauth_text_field(&f.body, "redirect_uri", redirect_uri);
     if (verifier[0])
-        oauth_form_append(f.buf, f.cap, &f.off, "code_verifier", verifier);
+        oauth_text_field(&f.body, "code_verifier", verifier);
     if (auth == OAUTH_CLIENT_AUTH_BASIC)
-        oauth_form_append(f.buf, f.cap, &f.off, "client_id", c->client_id);
+        oauth_text_field(&f.body, "client_id", c->client_id);
     if (!oauth_form_auth(&f, c->client_id, auth, secret, secret_len, err))
         goto out;
     cx_error_t he;
@@ -518,12 +592,10 @@ bool oauth_revoke(oauth_ctx_t *x, const Credex__V1__Connector *c, oauth_client_a
                   const oauth_endpoints_t *e, const uint8_t *secret, size_t secret_len,
                   const char *token, const char *hint, cx_error_t *err)
 {
-    oauth_form_t f;
+    oauth_form_t f = {0};
     cx_http_response_t resp;
-    if (!oauth_form_new(&f, strlen(token) + strlen(c->client_id) + secret_len, err))
-        return false;
-    oauth_form_append(f.buf, f.cap, &f.off, "token", token);
-    oauth_form_append(f.buf, f.cap, &f.off, "token_type_hint", hint);
+    oauth_text_field(&f.body, "token", token);
+    oauth_text_field(&f.body, "token_type_hint", hint);
     bool ok = oauth_form_auth(&f, c->client_id, auth, secret, secret_len, err) &&
               oauth_form_post(x, e->revocation_url, &f, true, &resp, err);
     oauth_form_free(&f);
@@ -534,5 +606,27 @@ bool oauth_revoke(oauth_ctx_t *x, const Credex__V1__Connector *c, oauth_client_a
     if (status != 200)
         return cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
                             "the provider's revocation endpoint answered HTTP %ld", status);
+    return true;
+}
+
+/* ---- the token endpoint's reachability (TestConnector) -------------------------------------- */
+
+#define OAUTH_TEST_CODE "credex-connector-test" /* an authorization code no provider issued */
+
+bool oauth_token_probe(oauth_ctx_t *x, const Credex__V1__Connector *c, const char *token_url,
+                       long *status, cx_error_t *err)
+{
+    oauth_form_t f = {0};
+    cx_http_response_t resp;
+    oauth_text_field(&f.body, "grant_type", "authorization_code");
+    oauth_text_field(&f.body, "code", OAUTH_TEST_CODE);
+    oauth_text_field(&f.body, "redirect_uri", c->redirect_uri);
+    oauth_text_field(&f.body, "client_id", c->client_id);
+    bool ok = oauth_form_post(x, token_url, &f, true, &resp, err);
+    oauth_form_free(&f);
+    if (!ok)
+        return false;
+    *status = resp.status;
+    oauth_resp_wipe(&resp);
     return true;
 }

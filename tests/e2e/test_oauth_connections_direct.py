@@ -261,6 +261,17 @@ def test_concurrent_callbacks_redeem_a_state_once(api, providers, gh):
     assert len(providers.github.token_requests(since)) == 1
 
 
+def test_authorization_url_carries_every_scope(api, providers):
+    # 64 scopes of 200 characters (the contract's most) and a long redirect URI: the URL grows
+    # with them instead of being cut (it was cut at 4 KiB of scopes and 8 KiB of query).
+    scopes = ["openid"] + [f"s{i:02d}:" + "x" * 196 for i in range(63)]
+    c, _ = custom(api, providers, scopes=scopes)
+    s = start(api, c.provider_key)
+    q = query_of(s.authorization_url)
+    assert q["scope"].split(" ") == scopes
+    assert q["state"] == s.oauth_state and q["redirect_uri"] == REDIRECT
+
+
 def test_return_to_must_be_a_local_path(api, gh):
     for bad in ("https://evil.test/", "//evil.test/x", "relative", "/" + "a" * 512, "/a b", "/\\evil"):
         assert refused(lambda: start(api, "github", return_to=bad)) == (C.INVALID_ARGUMENT, "invalid_argument"), bad
