@@ -4,7 +4,7 @@
  * database reader learns no state that a callback would accept. It is single use: the callback
  * deletes it by _id and only the delete that removed it proceeds (FerretDB does not make
  * conditional updates atomic; a delete by _id is). Expired flows are refused by the caller and
- * swept at every start of a new flow.
+ * swept when a new flow starts, at most once a minute per process.
  */
 #include <stdio.h>
 #include <string.h>
@@ -93,10 +93,15 @@ bool oauth_flow_claim(oauth_ctx_t *x, const char *state, bool *claimed, cx_error
 
 void oauth_flows_sweep(oauth_ctx_t *x)
 {
+    int64_t now = mdb_now_ms(), next = atomic_load(&x->o->next_sweep_ms);
+    /* One caller per period wins the exchange and sweeps; the others go on at once. */
+    if (now < next ||
+        !atomic_compare_exchange_strong(&x->o->next_sweep_ms, &next, now + OAUTH_FLOW_SWEEP_MS))
+        return;
     bson_t filter = BSON_INITIALIZER, lt;
     cx_error_t err;
     BSON_APPEND_DOCUMENT_BEGIN(&filter, "expires_at", &lt);
-    BSON_APPEND_DATE_TIME(&lt, "$lt", mdb_now_ms());
+    BSON_APPEND_DATE_TIME(&lt, "$lt", now);
     bson_append_document_end(&filter, &lt);
     if (oauth_connect(x, &err) &&
         !mdb_delete_many(x->o->db, x->c, MDB_COLL_OAUTH_FLOWS, &filter, &err))

@@ -19,6 +19,7 @@
 #ifndef CREDEX_SERVICES_OAUTH_OAUTH_INTERNAL_H
 #define CREDEX_SERVICES_OAUTH_OAUTH_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -186,6 +187,7 @@ typedef struct oauth {
     cx_http_t *http;    /* provider calls under the SSRF policy; NULL: not available */
     char **allow_hosts; /* CREDEX_OAUTH_ALLOWED_HOSTS split, NULL-terminated; NULL: any */
     char **connect_to;  /* CREDEX_OAUTH_TEST_CONNECT_TO split; NULL: none */
+    atomic_int_least64_t next_sweep_ms; /* oauth_flows_sweep runs again from then on */
 } oauth_t;
 
 /* Who acts and where its memory lives: a gateway call (call set, its arena) or the start-up
@@ -451,7 +453,10 @@ bool oauth_flow_find(oauth_ctx_t *x, const char *state, oauth_flow_t *out, bool 
 /* Claim the flow of state: delete it by _id; *claimed true for exactly one of concurrent
  * claimers (single use even with replicas). */
 bool oauth_flow_claim(oauth_ctx_t *x, const char *state, bool *claimed, cx_error_t *err);
-/* Delete expired flows (best effort). */
+/* Delete expired flows (best effort), at most once per OAUTH_FLOW_SWEEP_MS per process: an
+ * expired flow is refused when claimed anyway, so the sweep only keeps the collection small
+ * and need not cost every StartConnect a database write. */
+#define OAUTH_FLOW_SWEEP_MS 60000
 void oauth_flows_sweep(oauth_ctx_t *x);
 
 /* ---- connections (connections.c) ---------------------------------------------------------- */
