@@ -103,6 +103,10 @@ def clean_base_env() -> dict[str, str]:
     }
     for k, v in SANITIZER_DEFAULTS.items():
         env.setdefault(k, v)
+    # libmongoc exports its counters in /dev/shm/mongoc-<pid> from a library constructor; a
+    # killed process leaves its segment behind, and a later process with the same pid then warns
+    # on stderr. credex reads no counters (scripts/run sets the same).
+    env.setdefault("MONGOC_DISABLE_SHM", "1")
     return env
 
 
