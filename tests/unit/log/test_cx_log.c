@@ -105,9 +105,14 @@ static void test_timestamp_is_utc_now(void **state)
 {
     (void)state;
     struct tm tm = {0};
-    time_t before = time(NULL);
+    /* The logger reads CLOCK_REALTIME; time() reads a coarse clock that may
+     * lag it by a tick across a second boundary, so the bounds read the same
+     * clock as the code under test. */
+    struct timespec ts0, ts1;
+    assert_int_equal(clock_gettime(CLOCK_REALTIME, &ts0), 0);
     fmt(CX_LOG_INFO, NULL, "t", NULL, 0);
-    time_t after = time(NULL);
+    assert_int_equal(clock_gettime(CLOCK_REALTIME, &ts1), 0);
+    time_t before = ts0.tv_sec, after = ts1.tv_sec;
     const char *ts = line + 7;
     (void)after_ts(line);
     tm.tm_year = atoi(ts) - 1900;
