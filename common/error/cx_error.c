@@ -60,6 +60,7 @@ typedef struct cx_code_info {
  * DEADLINE_EXCEEDED    deadline_exceeded    4  DEADLINE_EXCEEDED    504   FAILED
  * FAILED_PRECONDITION  failed_precondition  9  FAILED_PRECONDITION  412   DENIED
  * CANCELLED            cancelled            1  CANCELLED            499   FAILED
+ * RATE_LIMITED         rate_limited         8  RESOURCE_EXHAUSTED   429   FAILED
  *
  * Why these choices:
  *  - feature_disabled is not UNIMPLEMENTED (12): that status already means "unknown method",
@@ -78,6 +79,10 @@ typedef struct cx_code_info {
  *    bodies are rejected by the HTTP layer itself before a code is chosen.
  *  - cancelled 499 (nginx's "client closed request"): nobody reads it, but it must not be
  *    counted as a server error.
+ *  - rate_limited is a provider's limit, not credex's (resource_exhausted): the caller did
+ *    nothing wrong and may retry after the time the message and the connection give, so it
+ *    is FAILED; it shares RESOURCE_EXHAUSTED and 429 with resource_exhausted, and the
+ *    credex-reason trailer tells them apart.
  *  - audit outcome: DENIED when credex refused the request because of who asked, what was asked
  *    or the state it asked about (the caller can change something and succeed); FAILED when the
  *    request was acceptable and credex or a dependency could not carry it out. conflict is
@@ -103,6 +108,7 @@ static const cx_code_info_t cx_code_table[] = {
     [CX_ERR_DEADLINE_EXCEEDED] = {"deadline_exceeded", GRPC_DEADLINE_EXCEEDED_, 504, false},
     [CX_ERR_FAILED_PRECONDITION] = {"failed_precondition", GRPC_FAILED_PRECONDITION_, 412, true},
     [CX_ERR_CANCELLED] = {"cancelled", GRPC_CANCELLED_, 499, false},
+    [CX_ERR_RATE_LIMITED] = {"rate_limited", GRPC_RESOURCE_EXHAUSTED_, 429, false},
 };
 
 _Static_assert(sizeof(cx_code_table) / sizeof(cx_code_table[0]) == CX_CODE_COUNT_,

@@ -43,6 +43,7 @@ typedef enum cx_code {
     CX_ERR_DEADLINE_EXCEEDED = 15,   /* the call's deadline passed */
     CX_ERR_FAILED_PRECONDITION = 16, /* state does not allow the operation (e.g. revoked) */
     CX_ERR_CANCELLED = 17,           /* the caller went away */
+    CX_ERR_RATE_LIMITED = 18,        /* a provider asked us to slow down (its Retry-After) */
     CX_CODE_COUNT_                   /* not a code; keep last */
 } cx_code_t;
 

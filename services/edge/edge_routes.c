@@ -294,7 +294,7 @@ static const edge_route_t edge_route_table[] = {
      .method = EDGE_POST,
      .path = CRED "/inject/{provider}",
      .service = RETRIEVAL,
-     .rpc = "Exchange",
+     .rpc = "Inject",
      PATH(p_inject_provider),
      .body = true,
      .status = 200,

@@ -38,6 +38,7 @@ static const expected_row_t rows[] = {
     {CX_ERR_DEADLINE_EXCEEDED, 15, "deadline_exceeded", 4, 504, false},
     {CX_ERR_FAILED_PRECONDITION, 16, "failed_precondition", 9, 412, true},
     {CX_ERR_CANCELLED, 17, "cancelled", 1, 499, false},
+    {CX_ERR_RATE_LIMITED, 18, "rate_limited", 8, 429, false},
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))

@@ -3,9 +3,9 @@ for provider tokens, over mTLS to the credex gateway. See clients/python/README.
 
 from credex.client import Client, ProviderToken, ResourceContext, Secret
 from credex.errors import (BrowserDenied, CredexError, DeadlineExceeded, FailedPrecondition, FeatureDisabled,
-                           InvalidArgument, NotFound, PermissionDenied, ReconsentRequired, Unauthenticated,
+                           InvalidArgument, NotFound, PermissionDenied, RateLimited, ReconsentRequired, Unauthenticated,
                            Unavailable, Unimplemented)
 
 __all__ = ["Client", "Secret", "ProviderToken", "ResourceContext", "CredexError", "Unauthenticated",
            "PermissionDenied", "NotFound", "InvalidArgument", "FailedPrecondition", "Unavailable",
-           "DeadlineExceeded", "BrowserDenied", "FeatureDisabled", "Unimplemented", "ReconsentRequired"]
+           "DeadlineExceeded", "BrowserDenied", "FeatureDisabled", "Unimplemented", "ReconsentRequired", "RateLimited"]

@@ -97,6 +97,11 @@ class ReconsentRequired(CredexError):
     """The user must reconnect the provider to grant the scopes asked for."""
 
 
+class RateLimited(CredexError):
+    """The provider rate-limited credex's refresh; the message says when to retry (the
+    connection's refresh_retry_after_ms holds the instant)."""
+
+
 _CLASS_OF_REASON = {
     "unauthenticated": Unauthenticated,
     "permission_denied": PermissionDenied,
@@ -109,6 +114,7 @@ _CLASS_OF_REASON = {
     "feature_disabled": FeatureDisabled,
     "unimplemented": Unimplemented,
     "reconsent_required": ReconsentRequired,
+    "rate_limited": RateLimited,
 }
 
 
