@@ -389,6 +389,16 @@ class Api:
         self.fga_write([(f"service:{service}", "retriever", "platform:credex")])
         self._granted.add(service)
 
+    def grant_exchanger(self, service: str = AGENT) -> None:
+        """The platform's exchanger grant of a server-side caller (service:<name> exchanger on
+        platform:credex): it may exchange the identity of the users it acts for for their
+        provider tokens. It needs the retriever grant too, which this also writes."""
+        self.grant_retriever(service)
+        if f"exchanger:{service}" in self._granted:
+            return
+        self.fga_write([(f"service:{service}", "exchanger", "platform:credex")])
+        self._granted.add(f"exchanger:{service}")
+
     def add_team_member(self, team: str, user: str) -> None:
         self.fga_write([(f"user:{user}", "member", f"team:{team}")])
 
