@@ -98,8 +98,7 @@ int cmd_dev(const cx_config_t *cfg, int argc, char **argv)
         if (npos != 1 || !cli_valid_service(pos[0]) || admin)
             return cli_usage_error(cmd, "expected SERVICE (1..63 of [a-z0-9-])");
         snprintf(a, sizeof a, "service:%s", pos[0]);
-        cx_fga_tuple_set(&tuples[n++], a, retriever ? "retriever" : "exchanger",
-                         "platform:credex");
+        cx_fga_tuple_set(&tuples[n++], a, retriever ? "retriever" : "exchanger", "platform:credex");
         what = retriever ? "platform:credex#retriever@" : "platform:credex#exchanger@";
     } else if (strcmp(sub, "add-team-member") == 0) {
         if (npos != 2 || !cli_valid_principal(pos[0]) || !cli_valid_principal(pos[1]))
