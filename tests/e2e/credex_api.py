@@ -184,7 +184,7 @@ class Caller:
                   metadata: list[tuple[str, str]] | None = None):
         """(reply, call) of credex.v1.<service>/<method>; raises grpc.RpcError."""
         p = self.api.pb
-        module = p.oauth_grpc if service in ("Connectors", "Connections") else p.gateway_grpc
+        module = p.oauth_grpc if service in ("Connectors", "Connections", "ProviderTokens") else p.gateway_grpc
         stub = getattr(module, f"{service}Stub")(self.channel())
         md = list(self.metadata) + list(metadata or ())
         if cid:

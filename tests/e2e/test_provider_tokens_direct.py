@@ -1,0 +1,221 @@
+"""oauth's ProviderTokens service called directly, as the gateway calls it (peer `gateway`, the
+user the gateway verified in x-credex-subject-user-id, a service acting for that user), on the
+real stack with the provider test servers: picking the connection, the state and scope checks,
+pick_only, the valid-token path without any provider call, and the refresh (docs/TOKEN_REFRESH.md):
+exactly once across replicas, rotation, fencing of a stalled lease holder, and every failure
+class kept on the connection.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+
+import credex_api as x
+from providers.server import User
+from test_oauth_connectors_direct import C, call, oauth
+from test_oauth_connections_direct import (assert_tokens_nowhere, builtin, conn_doc, conns, connect,
+                                           token_set)
+
+SERVICE = "agent-runtime"
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+
+def new_user() -> str:
+    return f"tok-{uuid.uuid4().hex[:10]}"
+
+
+def svc_md(user: str) -> list[tuple[str, str]]:
+    return [("x-credex-subject-user-id", user), ("x-credex-caller-kind", "service_on_behalf_of_user"),
+            ("x-credex-service-id", SERVICE)]
+
+
+def get_token(api: x.Api, user: str, addr: str | None = None, timeout: float = 20, resource: str = "", **kw):
+    c = api.pb.common
+    caller = c.CallerContext(caller_kind=c.CALLER_KIND_SERVICE_ON_BEHALF_OF_USER, service_id=SERVICE,
+                             subject_user_id=user, intended_use="e2e_exchange",
+                             resource_context=c.ResourceContext(resource_type="mcp_server", resource_id="e2e-tools",
+                                                                provider_resource_id=resource))
+    req = api.pb.oauth.GetProviderTokenRequest(caller=caller, **kw)
+    return oauth(api, svc_md(user), addr=addr).call("ProviderTokens", "GetProviderToken", req, timeout=timeout)
+
+
+def refused(fn) -> tuple:
+    with pytest.raises(grpc.RpcError) as info:
+        fn()
+    return info.value.code(), x.reason(info.value), info.value.details()
+
+
+def refresh_requests(sim, since: int) -> list:
+    return [r for r in sim.token_requests(since) if r.form.get("grant_type") == "refresh_token"]
+
+
+def token_events(api: x.Api, connection_id: str) -> list[dict]:
+    client, db = api.mongo()
+    try:
+        return list(db.credential_audit_events.find(
+            {"resource_type": "provider_connection", "resource_id": connection_id,
+             "event_type": {"$regex": "^token\\."}}).sort("created_at", 1))
+    finally:
+        client.close()
+
+
+def mark(sim) -> int:
+    reqs = sim.requests()
+    return reqs[-1].seq if reqs else 0
+
+
+@pytest.fixture(scope="module")
+def wx(api, providers):
+    c = builtin(api, providers.webex, "webex")
+    yield c
+    call(api, "DeleteConnector", api.pb.oauth.DeleteConnectorRequest(connector_id=c.connector_id))
+
+
+# ---- the valid-token path -----------------------------------------------------------------------------
+
+def test_valid_token_is_returned_without_a_provider_call(api, providers, wx):
+    sim, user = providers.webex, new_user()
+    _, done = connect(api, providers, "webex", user)
+    cid = done.connection.connection_id
+    ts, version = token_set(api, conn_doc(api, cid)["token_set_secret_id"])
+    since = mark(sim)
+    got = get_token(api, user, provider_key="webex")
+    assert got.material == ts.access_token and got.token_type == "Bearer"
+    assert got.connection_id == cid and got.connector_id == wx.connector_id and got.provider_key == "webex"
+    assert got.provider_account_id == sim.user.id and not got.refreshed
+    assert got.expires_at_ms == ts.expires_at_ms and set(got.scopes) == set(wx.scopes)
+    assert got.api_base_url == "https://webexapis.com/v1"
+    assert sim.requests(since=since) == []  # no provider call at all
+    assert token_set(api, conn_doc(api, cid)["token_set_secret_id"])[1] == version
+    ev = token_events(api, cid)
+    assert [(e["event_type"], e["outcome"]) for e in ev] == [("token.exchanged", "success")]
+    assert ev[0]["attributes"]["refreshed"] == "false" and ev[0]["subject_user_id"] == user
+    assert_tokens_nowhere(api, [ts.access_token, ts.refresh_token])
+
+
+def test_pick_by_connection_id_connector_id_and_provider_key(api, providers, wx):
+    user = new_user()
+    _, done = connect(api, providers, "webex", user)
+    cid = done.connection.connection_id
+    for kw in ({"connection_id": cid}, {"connector_id": wx.connector_id}, {"provider_key": "webex"},
+               {"provider_key": "webex", "connector_id": wx.connector_id}):
+        assert get_token(api, user, **kw).connection_id == cid, kw
+
+
+def test_several_matches_are_ambiguous_and_narrowed_by_connection_id(api, providers, wx):
+    sim, user = providers.webex, new_user()
+    first = connect(api, providers, "webex", user)[1].connection.connection_id
+    saved = sim.user
+    sim.user = User(id=f"wx-second-{uuid.uuid4().hex[:6]}", login="second", name="Second", email="s@example.test")
+    try:
+        second = connect(api, providers, "webex", user)[1].connection.connection_id
+    finally:
+        sim.user = saved
+    assert first != second
+    code, reason, details = refused(lambda: get_token(api, user, provider_key="webex"))
+    assert (code, reason) == (C.INVALID_ARGUMENT, "invalid_argument")
+    assert "connection_id" in details and "provider_resource_id" in details
+    assert get_token(api, user, connection_id=second).connection_id == second
+    assert get_token(api, user, connection_id=first).connection_id == first
+
+
+def test_not_found_and_another_users_connection(api, providers, wx):
+    user, other = new_user(), new_user()
+    cid = connect(api, providers, "webex", user)[1].connection.connection_id
+    assert refused(lambda: get_token(api, other, provider_key="webex"))[:2] == (C.NOT_FOUND, "not_found")
+    assert refused(lambda: get_token(api, other, connection_id=cid))[:2] == (C.NOT_FOUND, "not_found")
+    assert refused(lambda: get_token(api, user, provider_key="github"))[:2] == (C.NOT_FOUND, "not_found")
+    assert refused(lambda: get_token(api, user, connection_id="pcn_NOSUCHCONNECTION000000000"))[:2] == \
+        (C.NOT_FOUND, "not_found")
+    code, reason, _ = refused(lambda: get_token(api, user))
+    assert (code, reason) == (C.INVALID_ARGUMENT, "invalid_argument")
+    # A subject in the request that differs from the verified one is refused.
+    c = api.pb.common
+    req = api.pb.oauth.GetProviderTokenRequest(
+        caller=c.CallerContext(subject_user_id=other, intended_use="e2e",
+                               resource_context=c.ResourceContext(resource_type="t", resource_id="r")),
+        connection_id=cid)
+    with pytest.raises(grpc.RpcError) as info:
+        oauth(api, svc_md(user)).call("ProviderTokens", "GetProviderToken", req)
+    assert info.value.code() == C.INVALID_ARGUMENT
+
+
+def test_only_the_gateway_may_call(api, providers, wx):
+    user = new_user()
+    cid = connect(api, providers, "webex", user)[1].connection.connection_id
+    req = api.pb.oauth.GetProviderTokenRequest(connection_id=cid)
+    for peer in ("edge", "store"):
+        with pytest.raises(grpc.RpcError) as info:
+            oauth(api, svc_md(user), peer=peer).call("ProviderTokens", "GetProviderToken", req)
+        assert info.value.code() == C.PERMISSION_DENIED, peer
+
+
+def test_required_scope_missing_is_reconsent_required(api, providers, wx):
+    user = new_user()
+    cid = connect(api, providers, "webex", user)[1].connection.connection_id
+    assert get_token(api, user, connection_id=cid, required_scopes=["spark:people_read"]).material
+    code, reason, _ = refused(lambda: get_token(api, user, connection_id=cid,
+                                                required_scopes=["spark:people_read", "spark:admin"]))
+    assert (code, reason) == (C.FAILED_PRECONDITION, "reconsent_required")
+
+
+def test_pick_only_returns_no_material_and_audits_nothing(api, providers, wx):
+    sim, user = providers.webex, new_user()
+    cid = connect(api, providers, "webex", user)[1].connection.connection_id
+    client, db = api.mongo()
+    try:  # an expiring token: pick_only must not refresh it either
+        db.provider_connections.update_one({"_id": cid}, {"$set": {"token_expires_at_ms": 1}})
+    finally:
+        client.close()
+    since = mark(sim)
+    got = get_token(api, user, provider_key="webex", pick_only=True, min_valid_for_ms=3600000)
+    assert got.connection_id == cid and got.material == b"" and got.token_type == ""
+    assert got.provider_account_id == sim.user.id and set(got.scopes) == set(wx.scopes)
+    assert not got.refreshed and sim.requests(since=since) == []
+    assert token_events(api, cid) == []
+
+
+def test_state_and_connector_checks(api, providers, wx):
+    o = api.pb.oauth
+    user = new_user()
+    cid = connect(api, providers, "webex", user)[1].connection.connection_id
+    client, db = api.mongo()
+    try:
+        db.provider_connections.update_one({"_id": cid}, {"$set": {"state": "reconsent_required"}})
+        assert refused(lambda: get_token(api, user, connection_id=cid))[:2] == \
+            (C.FAILED_PRECONDITION, "reconsent_required")
+        db.provider_connections.update_one({"_id": cid}, {"$set": {"state": "expired"}})
+        assert refused(lambda: get_token(api, user, connection_id=cid))[:2] == \
+            (C.FAILED_PRECONDITION, "failed_precondition")
+        db.provider_connections.update_one({"_id": cid}, {"$set": {"state": "active"}})
+    finally:
+        client.close()
+    call(api, "DisableConnector", o.DisableConnectorRequest(connector_id=wx.connector_id))
+    try:
+        assert refused(lambda: get_token(api, user, connection_id=cid))[:2] == \
+            (C.FAILED_PRECONDITION, "failed_precondition")
+    finally:
+        call(api, "EnableConnector", o.EnableConnectorRequest(connector_id=wx.connector_id, team_ids=["*"]))
+    conns(api, "Disconnect", o.DisconnectRequest(connection_id=cid), user)
+    code, reason, details = refused(lambda: get_token(api, user, provider_key="webex"))
+    assert (code, reason) == (C.FAILED_PRECONDITION, "failed_precondition") and "reconnect" in details
+
+
+def test_atlassian_picks_by_provider_resource_and_names_the_site_api(api, providers):
+    sim = providers.atlassian
+    c = builtin(api, sim, "atlassian")
+    try:
+        user = new_user()
+        cid = connect(api, providers, "atlassian", user)[1].connection.connection_id
+        site = sim.sites[0]["id"]
+        got = get_token(api, user, provider_key="atlassian", resource=site)
+        assert got.connection_id == cid and got.provider_resource_id == site
+        assert got.api_base_url == f"https://api.atlassian.com/ex/jira/{site}"
+        assert refused(lambda: get_token(api, user, provider_key="atlassian", resource="not-a-site"))[:2] == \
+            (C.NOT_FOUND, "not_found")
+    finally:
+        call(api, "DeleteConnector", api.pb.oauth.DeleteConnectorRequest(connector_id=c.connector_id))
