@@ -17,8 +17,10 @@
  *
  * A connection the user does not own is the not_found of one that does not exist (as in
  * connections.c), so that connection ids cannot be probed; a connector the user can see but that
- * is not enabled for them is permission_denied (as for a connect). Failures up to step 5 are the
- * gateway's and audited by it (oauth audits nothing for a pick); step 6 is audited by oauth.
+ * is not enabled for them is permission_denied (as for a connect). The gateway audits the
+ * refusals it decides (event token.exchanged, or token.injected for Inject); oauth audits its own
+ * answers, a refused pick included (token.exchanged), and the issuance (token.exchanged) before
+ * the material leaves it. An Inject adds the gateway's token.injected success event.
  */
 #include <stdio.h>
 #include <string.h>
@@ -108,11 +110,8 @@ static bool exchange_token(gateway_req_t *r, Credex__V1__GetProviderTokenRespons
     q.min_valid_for_ms = req->min_valid_for_ms;
     q.pick_only = true;
     Credex__V1__GetProviderTokenResponse *pick = NULL;
-    if (!get_token(r, &q, &pick, err)) {
-        /* A pick is not audited by oauth: this refusal is the gateway's to record. */
-        r->answered_downstream = false;
+    if (!get_token(r, &q, &pick, err))
         return false;
-    }
     if (!gateway_id_valid(pick->connection_id))
         return cx_error_set(err, CX_ERR_UNAVAILABLE, "oauth sent a malformed answer");
     r->resource_id = pick->connection_id;

@@ -124,7 +124,7 @@ def test_refusals_precede_any_refresh(xw, api, stack, runtime):  # noqa: F811 - 
          {"user_token": ann, "resource_context": {"resource_type": "", "resource_id": ""}}, "invalid_argument", False),
         ("connector not enabled for the user", "exchange", {"user_token": ann, "provider": xw.off_key},
          "permission_denied", True),
-        ("scope widening", "inject", {"user_token": ann, "scopes": ["profile", "admin"]}, "reconsent_required", True),
+        ("scope widening", "exchange", {"user_token": ann, "scopes": ["profile", "admin"]}, "reconsent_required", True),
     ]
     for what, op, kw, reason, picks in cases:
         cid = x.cid()

@@ -136,8 +136,10 @@ def test_refusals_fail_before_the_tool_call(mw, api, providers, tools):
     finally:
         admin.call("Connectors", "EnableConnector", o.EnableConnectorRequest(
             connector_id=mw.connector_id, team_ids=[mw.team]), timeout=30)
+    assert userinfo_calls(providers, mark) == [], "a refused tool call reached the provider"
     # a revoked connection (the user disconnected it)
     bob_conn = connect_over_grpc(mw, providers, mw.bob, mw.key)
+    mark = providers.generic.mark()  # oauth itself read the account at connect
     api.ui(mw.bob).call("Connections", "Disconnect", o.DisconnectRequest(connection_id=bob_conn.connection_id),
                         timeout=30)
     out = tools.run([whoami(api, mw.bob)], impersonation=True, provider=mw.key, api_url=url)
