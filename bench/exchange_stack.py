@@ -3,7 +3,9 @@ ports, through the black-box harness), the provider test servers, and one user w
 connections of the generic OAuth provider: one whose token is valid for an hour, and one whose
 provider issues tokens valid for one second (below the exchange's 60 s default minimum lifetime),
 so that every exchange of it refreshes. Then bench/exchange_bench with the rest of the command
-line, and the stack stopped. A benchmark driver, not a test.
+line; then, for what dominates, the database commands per call of each operation (FerretDB's
+serverStatus counters over 50 calls, one caller); and the stack stopped. A benchmark driver, not
+a test.
 """
 
 from __future__ import annotations
@@ -23,6 +25,25 @@ from providers import ProviderSims  # noqa: E402
 
 BUILD = ROOT / "build" / "release"
 TTL = 3600  # the tokens outlive the run
+PROBE_CALLS = 50
+
+
+def db_commands(api: x.Api) -> dict[str, int]:
+    client, db = api.mongo()
+    with client:
+        counts = client.admin.command("serverStatus").get("metrics", {}).get("commands", {})
+    return {k: v.get("total", 0) for k, v in counts.items()}
+
+
+def commands_per_call(api: x.Api, call) -> str:
+    """The database commands one call causes, on average over PROBE_CALLS (background included:
+    the metadata cache's watcher and the prober add a little)."""
+    before = db_commands(api)
+    for _ in range(PROBE_CALLS):
+        call()
+    after = db_commands(api)
+    per = {k: (after.get(k, 0) - before.get(k, 0)) / PROBE_CALLS for k in after}
+    return " ".join(f"{k}={v:.1f}" for k, v in sorted(per.items()) if v >= 0.05 and k != "serverStatus")
 
 
 def main(argv: list[str]) -> int:
@@ -51,6 +72,18 @@ def main(argv: list[str]) -> int:
                              "--secret-id", sid, "--valid-provider", valid_key, "--refresh-provider", refresh_key,
                              "--cpu-of", str(stack.run_dir / "pids"), *argv]).returncode
         print(f"provider token requests during the run: {len(sims.generic.token_requests()) - refreshes0}")
+        agent, g, c = api.agent(user), api.pb.gateway, api.pb.common
+        ctx = c.ResourceContext(resource_type="mcp_server", resource_id="bench")
+        probes = {
+            "retrieve": lambda: agent.call("Retrieval", "Retrieve", g.RetrieveRequest(
+                secret_ref=sid, intended_use="mcp_server_env", resource_context=ctx)),
+            "exchange": lambda: agent.call("Retrieval", "Exchange", g.ExchangeRequest(
+                provider_key=valid_key, intended_use="mcp_impersonation", resource_context=ctx)),
+            "refresh": lambda: agent.call("Retrieval", "Exchange", g.ExchangeRequest(
+                provider_key=refresh_key, intended_use="mcp_impersonation", resource_context=ctx)),
+        }
+        for name, call in probes.items():
+            print(f"op={name:<8} database_commands_per_call {commands_per_call(api, call)}")
         return rc
     finally:
         api.close()
