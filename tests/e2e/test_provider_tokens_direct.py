@@ -219,3 +219,104 @@ def test_atlassian_picks_by_provider_resource_and_names_the_site_api(api, provid
             (C.NOT_FOUND, "not_found")
     finally:
         call(api, "DeleteConnector", api.pb.oauth.DeleteConnectorRequest(connector_id=c.connector_id))
+
+
+# ---- refresh ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def expiring(providers):
+    """Connect with access tokens that expire in 30 s (inside the 60 s default), then let the
+    provider issue hour-long ones, so that exactly the first exchange needs a refresh."""
+    sims = []
+
+    def connect_expiring(api, key: str, user: str, **kw):
+        sim = providers.by_provider_key(key)
+        sims.append(sim)
+        sim.access_expires_in = 30
+        try:
+            _, done = connect(api, providers, key, user, **kw)
+        finally:
+            sim.access_expires_in = 3600
+        return done.connection.connection_id
+
+    yield connect_expiring
+    for sim in sims:
+        sim.__dict__.pop("access_expires_in", None)
+        sim.clear_faults()
+        sim.book.revoke_family_on_reuse = False
+
+
+def set_token(api: x.Api, cid: str):
+    return token_set(api, conn_doc(api, cid)["token_set_secret_id"])
+
+
+def test_refresh_near_expiry_once_then_the_new_token_is_reused(api, providers, wx, expiring):
+    sim, user = providers.webex, new_user()
+    cid = expiring(api, "webex", user)
+    old, v0 = set_token(api, cid)
+    since = mark(sim)
+    got = get_token(api, user, connection_id=cid)
+    assert got.refreshed and got.material != old.access_token
+    assert len(refresh_requests(sim, since)) == 1
+    new, v1 = set_token(api, cid)
+    assert v1 == v0 + 1 and new.access_token == got.material
+    assert new.refresh_token == old.refresh_token  # Webex answers the same refresh token
+    assert got.expires_at_ms == new.expires_at_ms and got.expires_at_ms > old.expires_at_ms + 3000 * 1000
+    doc = conn_doc(api, cid)
+    assert doc["state"] == "active" and doc["last_refresh_error"] == "" and doc["refresh_retry_after_ms"] == 0
+    assert doc["token_expires_at_ms"] == new.expires_at_ms and doc["last_refreshed_at_ms"] > 0
+    since = mark(sim)
+    again = get_token(api, user, connection_id=cid)
+    assert again.material == got.material and not again.refreshed and refresh_requests(sim, since) == []
+    assert [(e["event_type"], e["outcome"]) for e in token_events(api, cid)] == [
+        ("token.refreshed", "success"), ("token.exchanged", "success"), ("token.exchanged", "success")]
+    assert_tokens_nowhere(api, [old.access_token, old.refresh_token, new.access_token])
+    assert_tokens_nowhere(api, [new.refresh_token], [got, again])  # never a refresh token in a reply
+
+
+def test_min_valid_for_decides_when_to_refresh(api, providers, wx):
+    sim, user = providers.webex, new_user()
+    cid = connect(api, providers, "webex", user)[1].connection.connection_id  # 14 days
+    since = mark(sim)
+    assert not get_token(api, user, connection_id=cid, min_valid_for_ms=3600000).refreshed
+    assert refresh_requests(sim, since) == []
+    code, reason, _ = refused(lambda: get_token(api, user, connection_id=cid, min_valid_for_ms=3600001))
+    assert (code, reason) == (C.INVALID_ARGUMENT, "invalid_argument")
+
+
+def test_rotation_stores_the_new_refresh_token_and_reuse_revokes(api, providers, expiring):
+    sim = providers.gitlab
+    c = builtin(api, sim, "gitlab", ("read_user",))
+    try:
+        user = new_user()
+        cid = expiring(api, "gitlab", user)
+        old, _ = set_token(api, cid)
+        got = get_token(api, user, connection_id=cid)
+        new, _ = set_token(api, cid)
+        assert got.refreshed and new.access_token == got.material
+        assert new.refresh_token and new.refresh_token != old.refresh_token  # stored before use
+        assert got.api_base_url == "https://gitlab.com/api/v4"
+        # The old refresh token is spent; presented again (a thief's replay), the provider
+        # detects the reuse and revokes the grant family, credex's current token included.
+        sim.book.revoke_family_on_reuse = True
+        status, _, body = providers.request(
+            "https://gitlab.com/oauth/token", "POST",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+            body=(f"grant_type=refresh_token&refresh_token={old.refresh_token.decode()}"
+                  f"&client_id={c.client_id}&client_secret={sim.clients[c.client_id].client_secret}").encode())
+        assert status == 400 and b"invalid_grant" in body, body
+        # An expired access token must now be refreshed: the provider refuses, the connection ends.
+        sim.access_expires_in = 3600
+        code, reason, details = refused(lambda: get_token(api, user, connection_id=cid, min_valid_for_ms=3600000))
+        assert (code, reason) == (C.FAILED_PRECONDITION, "failed_precondition") and "reconnect" in details
+        doc = conn_doc(api, cid)
+        assert doc["state"] == "revoked" and doc["state_reason"] == "refresh_token_revoked"
+        assert doc["token_set_secret_id"] == "" and doc["live_key"] == f"gone/{cid}"
+        assert doc["last_refresh_error"] == "revoked"
+        failed = [e for e in token_events(api, cid) if e["event_type"] == "token.refresh_failed"]
+        assert len(failed) == 1 and failed[0]["reason"] == "failed_precondition"
+        assert failed[0]["attributes"]["refresh_error"] == "revoked"
+        assert refused(lambda: get_token(api, user, provider_key="gitlab"))[:2] == \
+            (C.FAILED_PRECONDITION, "failed_precondition")
+    finally:
+        call(api, "DeleteConnector", api.pb.oauth.DeleteConnectorRequest(connector_id=c.connector_id))
