@@ -320,3 +320,129 @@ def test_rotation_stores_the_new_refresh_token_and_reuse_revokes(api, providers,
             (C.FAILED_PRECONDITION, "failed_precondition")
     finally:
         call(api, "DeleteConnector", api.pb.oauth.DeleteConnectorRequest(connector_id=c.connector_id))
+
+
+# ---- failure classes ------------------------------------------------------------------------------------
+
+def token_fault(sim, **kw):
+    from providers.server import Fault
+    return sim.add_fault(Fault(kind=kw.pop("kind", "status"), path_suffix=sim.token_path, **kw))
+
+
+def test_provider_outage_is_unavailable_and_the_connection_stays(api, providers, wx, expiring):
+    sim, user = providers.webex, new_user()
+    cid = expiring(api, "webex", user)
+    old, v0 = set_token(api, cid)
+    for fault in ({"status": 500, "body": b"oops"}, {"kind": "drop"}):
+        f = token_fault(sim, **fault)
+        try:
+            code, reason, _ = refused(lambda: get_token(api, user, connection_id=cid))
+        finally:
+            sim.remove_fault(f)
+        assert (code, reason) == (C.UNAVAILABLE, "unavailable"), fault
+        doc = conn_doc(api, cid)
+        assert doc["state"] == "active" and doc["last_refresh_error"] == "unavailable"
+        assert set_token(api, cid) == (old, v0)  # nothing written
+    got = get_token(api, user, connection_id=cid)  # the provider is back
+    assert got.refreshed and conn_doc(api, cid)["last_refresh_error"] == ""
+    failed = [e for e in token_events(api, cid) if e["event_type"] == "token.refresh_failed"]
+    assert [e["reason"] for e in failed] == ["unavailable", "unavailable"]
+    assert all(e["attributes"]["refresh_error"] == "unavailable" for e in failed)
+
+
+@pytest.mark.parametrize("status,headers,expect_s", [
+    (429, [("Retry-After", "120")], 120),
+    (503, [("Retry-After", "90")], 90),
+    (429, [], 60),                            # no Retry-After: the default
+    (429, [("Retry-After", "999999")], 3600),  # capped at an hour
+])
+def test_rate_limited_keeps_the_retry_after(api, providers, wx, expiring, status, headers, expect_s):
+    import time
+    sim, user = providers.webex, new_user()
+    cid = expiring(api, "webex", user)
+    f = token_fault(sim, status=status, headers=headers, body=b'{"error":"slow_down"}')
+    try:
+        before = time.time() * 1000
+        code, reason, details = refused(lambda: get_token(api, user, connection_id=cid))
+        after = time.time() * 1000
+    finally:
+        sim.remove_fault(f)
+    assert (code, reason) == (C.RESOURCE_EXHAUSTED, "rate_limited")
+    doc = conn_doc(api, cid)
+    assert doc["state"] == "active" and doc["last_refresh_error"] == "rate_limited"
+    assert before + expect_s * 1000 - 1000 <= doc["refresh_retry_after_ms"] <= after + expect_s * 1000 + 1000
+    assert f"{expect_s} s" in details or f"{expect_s - 1} s" in details
+    # Until then, no refresh is attempted: the provider (healthy again) sees no request.
+    since = mark(sim)
+    code, reason, _ = refused(lambda: get_token(api, user, connection_id=cid))
+    assert (code, reason) == (C.RESOURCE_EXHAUSTED, "rate_limited") and refresh_requests(sim, since) == []
+
+
+def test_invalid_scope_needs_reconsent(api, providers, wx, expiring):
+    sim, user = providers.webex, new_user()
+    cid = expiring(api, "webex", user)
+    f = token_fault(sim, status=400, headers=[("Content-Type", "application/json")],
+                    body=b'{"error":"invalid_scope","error_description":"scope canary text"}')
+    try:
+        code, reason, details = refused(lambda: get_token(api, user, connection_id=cid))
+    finally:
+        sim.remove_fault(f)
+    assert (code, reason) == (C.FAILED_PRECONDITION, "reconsent_required") and "canary" not in details
+    doc = conn_doc(api, cid)
+    assert (doc["state"], doc["state_reason"], doc["last_refresh_error"]) == \
+        ("reconsent_required", "scope_revoked", "reconsent_required")
+    assert refused(lambda: get_token(api, user, connection_id=cid))[:2] == \
+        (C.FAILED_PRECONDITION, "reconsent_required")
+
+
+def test_expired_token_without_refresh_token_expires_the_connection(api, providers, wx):
+    import time
+    sim, user = providers.webex, new_user()
+    sim.issues_refresh, sim.access_expires_in = False, 1
+    try:
+        cid = connect(api, providers, "webex", user)[1].connection.connection_id
+    finally:
+        del sim.issues_refresh, sim.access_expires_in
+    assert not set_token(api, cid)[0].refresh_token
+    time.sleep(1.2)
+    since = mark(sim)
+    code, reason, details = refused(lambda: get_token(api, user, connection_id=cid))
+    assert (code, reason) == (C.FAILED_PRECONDITION, "failed_precondition") and "reconnect" in details
+    assert conn_doc(api, cid)["state"] == "expired" and sim.requests(since=since) == []
+
+
+def test_a_refresh_that_answers_no_refresh_token_keeps_the_old_one(api, providers, wx, expiring):
+    sim, user = providers.webex, new_user()
+    cid = expiring(api, "webex", user)
+    old, _ = set_token(api, cid)
+    orig = sim._token_payload
+
+    def without_refresh(grant, refresh):
+        payload = orig(grant, refresh)
+        payload.pop("refresh_token", None)
+        return payload
+
+    sim._token_payload = without_refresh
+    try:
+        got = get_token(api, user, connection_id=cid)
+    finally:
+        del sim._token_payload
+    new, _ = set_token(api, cid)
+    assert got.refreshed and new.access_token == got.material and new.refresh_token == old.refresh_token
+
+
+def test_store_down_fails_closed_without_a_provider_call(api, providers, wx, stack, expiring):
+    """oauth reaches store only through CREDEX_STORE_ADDR: a replica pointed at a dead store
+    answers unavailable and changes nothing."""
+    from credex_harness import free_ports
+    sim, user = providers.webex, new_user()
+    cid = expiring(api, "webex", user)
+    o = stack.spawn("oauth", CREDEX_STORE_ADDR=f"127.0.0.1:{free_ports(1)[0]}")
+    try:
+        stack.wait_healthy(o)
+        since = mark(sim)
+        code, reason, _ = refused(lambda: get_token(api, user, addr=o.addr, connection_id=cid))
+        assert (code, reason) == (C.UNAVAILABLE, "unavailable") and sim.requests(since=since) == []
+        assert conn_doc(api, cid)["last_refresh_error"] == ""
+    finally:
+        o.stop()
