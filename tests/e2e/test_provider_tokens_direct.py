@@ -446,3 +446,115 @@ def test_store_down_fails_closed_without_a_provider_call(api, providers, wx, sta
         assert conn_doc(api, cid)["last_refresh_error"] == ""
     finally:
         o.stop()
+
+
+# ---- exactly once across replicas, and the fence --------------------------------------------------------
+
+def spawn_oauth(stack, n: int, **env):
+    extra = [stack.spawn("oauth", **env) for _ in range(n)]
+    try:
+        for inst in extra:
+            stack.wait_healthy(inst)
+    except BaseException:
+        for inst in extra:
+            inst.stop()
+        raise
+    return extra
+
+
+def test_three_replicas_fifty_callers_one_refresh(api, providers, wx, stack, expiring):
+    import threading
+    sim, user = providers.webex, new_user()
+    cid = expiring(api, "webex", user)
+    old, v0 = set_token(api, cid)
+    extra = spawn_oauth(stack, 2)
+    try:
+        addrs = [stack.addrs["oauth"]] + [inst.addr for inst in extra]
+        since = mark(sim)
+        start = threading.Barrier(50)
+        results: list = [None] * 50
+
+        def one(i: int) -> None:
+            start.wait()
+            try:
+                results[i] = get_token(api, user, addr=addrs[i % 3], connection_id=cid, timeout=60)
+            except grpc.RpcError as e:
+                results[i] = e
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+        errors = [r for r in results if not hasattr(r, "material")]
+        assert not errors, [x.describe(e) if isinstance(e, grpc.RpcError) else e for e in errors]
+        assert len(refresh_requests(sim, since)) == 1
+        new, v1 = set_token(api, cid)
+        assert v1 == v0 + 1 and new.access_token != old.access_token
+        assert {r.material for r in results} == {new.access_token}
+        assert all(r.expires_at_ms == new.expires_at_ms for r in results)
+        assert [e["event_type"] for e in token_events(api, cid)].count("token.refreshed") == 1
+        tokens = [old.access_token, old.refresh_token, new.access_token]
+        for inst in extra:
+            text = inst.log_text().encode()
+            assert all(f not in text for t in tokens for f in x.encodings(t)), "a provider token in a log"
+    finally:
+        for inst in extra:
+            inst.stop()
+
+
+def test_a_stalled_lease_holder_cannot_overwrite_a_newer_token_set(api, providers, wx, stack, expiring):
+    """Replica A takes the lease, gets new tokens from the (non-rotating) provider, and is
+    frozen before it writes them; its lease ends; replica B refreshes and writes; A resumes and
+    its write, naming the version it read, is refused: the newer token set stays."""
+    import signal
+    import threading
+    import time
+    sim, user = providers.webex, new_user()
+    cid = expiring(api, "webex", user)
+    old, v0 = set_token(api, cid)
+    lease = {"CREDEX_OAUTH_REFRESH_LEASE_MS": "2000", "CREDEX_OAUTH_HTTP_TIMEOUT_MS": "1500"}
+    a = spawn_oauth(stack, 1, CREDEX_OAUTH_TEST_REFRESH_PAUSE_MS="3000", **lease)[0]
+    b = spawn_oauth(stack, 1, **lease)[0]
+    stopped = False
+    try:
+        since = mark(sim)
+        out: dict = {}
+
+        def via_a() -> None:
+            try:
+                out["a"] = get_token(api, user, addr=a.addr, connection_id=cid, timeout=60)
+            except grpc.RpcError as e:
+                out["a"] = e
+
+        t = threading.Thread(target=via_a)
+        t.start()
+        x.wait_until(lambda: "oauth.test_refresh_pause" in a.log_text(), 20, 0.02, "A holds the lease")
+        a.send_signal(signal.SIGSTOP)
+        stopped = True
+        a_tokens = refresh_requests(sim, since)
+        assert len(a_tokens) == 1
+        time.sleep(2.5)  # A's lease (2 s) ends while it is frozen
+        got_b = get_token(api, user, addr=b.addr, connection_id=cid, timeout=30)
+        assert got_b.refreshed and len(refresh_requests(sim, since)) == 2
+        new, v1 = set_token(api, cid)
+        assert v1 == v0 + 1 and new.access_token == got_b.material
+        a.send_signal(signal.SIGCONT)
+        stopped = False
+        t.join(60)
+        got_a = out["a"]
+        assert not isinstance(got_a, grpc.RpcError), x.describe(got_a)
+        # A answers the newer token set: its own tokens never became current.
+        assert got_a.material == got_b.material
+        assert set_token(api, cid) == (new, v1)
+        assert get_token(api, user, connection_id=cid).material == got_b.material
+        assert "oauth.refresh_fenced" in a.log_text()
+        fenced = [e for e in token_events(api, cid) if e["event_type"] == "token.refresh_failed"]
+        assert len(fenced) == 1 and fenced[0]["reason"] == "conflict"
+        assert fenced[0]["attributes"]["refresh_error"] == "fenced"
+        assert [e["event_type"] for e in token_events(api, cid)].count("token.refreshed") == 1
+    finally:
+        if stopped:
+            a.send_signal(signal.SIGCONT)
+        a.stop()
+        b.stop()
