@@ -6,13 +6,16 @@ A gateway of its own runs with CREDENTIAL_EXCHANGE_ENABLED=true (the session sta
 Users connect through the gateway as the UI does (credex_connections), so OpenFGA knows them as
 owners. Every refusal is decided before the one call that may refresh or issue a token: the
 connection the refusals aim at has a token that always needs a refresh, and the provider sees no
-refresh request until an allowed exchange; each refusal is one audit event of the gateway. No
-provider token ever appears in a service log, an audit event or an edge answer (canary).
+refresh request until an allowed exchange; each refusal is exactly one audit event (the
+gateway's, or oauth's for what its pick refuses). Refresh failures reach the client as their
+reason (rate_limited passed through, a revoked grant ending the connection). No
+provider token ever appears in a service log, an audit event or an edge answer (canary, last).
 """
 
 from __future__ import annotations
 
 import time
+import urllib.parse
 
 import grpc
 import pytest
@@ -241,6 +244,51 @@ def test_inject_atlassian_api_base_url(api, providers, xgw, runtime):  # noqa: F
         assert status == 200
     finally:
         remove_live(api, "atlassian")
+
+
+def test_refresh_failures_reach_the_client(xw, api, providers, runtime):  # noqa: F811 - the fixture
+    """A refresh the provider rate-limits is RateLimited at the client (passed through, not taken
+    for an outage), and no new attempt reaches the provider before its Retry-After; a refresh
+    token the provider no longer honours ends the connection: FailedPrecondition."""
+    from providers.server import Fault
+
+    g = providers.generic
+    before = g.access_expires_in
+    g.access_expires_in = SHORT_LIVED_S
+    try:
+        _, key, issuer = xw.connector()
+        connect_over_grpc(xw, providers, xw.ann, key)
+        _, key2, issuer2 = xw.connector()
+        connect_over_grpc(xw, providers, xw.ann, key2)
+    finally:
+        g.access_expires_in = before
+    kw = {"addr": xw.gw.addr, "user_token": obo(api, xw.ann), "resource_context": CTX}
+
+    token_path = urllib.parse.urlsplit(issuer).path + "/token"
+    fault = g.add_fault(Fault(kind="status", path_suffix=token_path, status=429,
+                              headers=[("Retry-After", "120")], body=b'{"error":"slow_down"}'))
+    try:
+        mark = g.mark()
+        for _ in range(2):
+            out = runtime("exchange", key, [], **kw)
+            assert (out["ok"], out.get("type"), out.get("reason"), out.get("code")) == \
+                (False, "RateLimited", "rate_limited", "RESOURCE_EXHAUSTED"), out
+        assert len(xw.refreshes(mark)) == 1, "a refresh was retried before the provider's Retry-After"
+    finally:
+        g.remove_fault(fault)
+
+    token_path2 = urllib.parse.urlsplit(issuer2).path + "/token"
+    fault = g.add_fault(Fault(kind="status", path_suffix=token_path2, status=400,
+                              headers=[("Content-Type", "application/json")],
+                              body=b'{"error":"invalid_grant","error_description":"revoked"}'))
+    try:
+        out = runtime("inject", key2, [], **kw)
+        assert (out["ok"], out.get("type"), out.get("reason")) == \
+            (False, "FailedPrecondition", "failed_precondition"), out
+        out = runtime("exchange", key2, [], **kw)  # the connection is over: no provider request
+        assert not out["ok"] and out["reason"] in ("failed_precondition", "not_found"), out
+    finally:
+        g.remove_fault(fault)
 
 
 def test_no_provider_token_anywhere(xw, api, stack, edge):  # noqa: F811 - the fixture
