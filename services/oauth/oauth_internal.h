@@ -194,7 +194,11 @@ typedef struct oauth {
     char **connect_to;  /* CREDEX_OAUTH_TEST_CONNECT_TO split; NULL: none */
     atomic_int_least64_t next_sweep_ms; /* oauth_flows_sweep runs again from then on */
     struct oauth_flights *flights;      /* tokens.c: refreshes in flight in this process */
-    char holder[128];                   /* this process's refresh lease holder: host:pid:random */
+    /* Documents by _id for GetProviderToken's reads (common/mdb mdb_cache: coherent within
+     * CREDEX_STORE_METADATA_CACHE_BOUND_MS); NULL when disabled. Every writer of a connector or
+     * connection evicts its id before and after the write. */
+    struct mdb_cache *connectors_cache, *connections_cache;
+    char holder[128]; /* this process's refresh lease holder: host:pid:random */
 } oauth_t;
 
 /* Who acts and where its memory lives: a gateway call (call set, its arena) or the start-up
@@ -303,6 +307,10 @@ bool oauth_secret_rotate(oauth_ctx_t *x, const char *secret_id, uint32_t expecte
 bool oauth_secret_delete(oauth_ctx_t *x, const char *secret_id, cx_error_t *err);
 /* The connector document of id (any status); not_found when none. */
 bool oauth_connector_load(oauth_ctx_t *x, const char *id, oauth_stored_t *out, cx_error_t *err);
+/* The same through connectors_cache: possibly older by the cache's bound, for the token
+ * exchange's checks only (writers read with oauth_connector_load). */
+bool oauth_connector_load_cached(oauth_ctx_t *x, const char *id, oauth_stored_t *out,
+                                 cx_error_t *err);
 /* application/x-www-form-urlencoded text (a form body, a query) that grows as fields are added,
  * so that nothing is ever cut: on the heap, wiped when freed (it may hold a secret). A failed
  * allocation is remembered and reported once by oauth_text_done. Not thread-safe (one per
@@ -517,6 +525,10 @@ const char *oauth_conn_state_name(Credex__V1__ConnectionState s);
  * integrity_error. */
 bool oauth_conn_find(oauth_ctx_t *x, const char *field, const char *value, oauth_conn_t *out,
                      bool *found, cx_error_t *err);
+/* The connection of id through connections_cache (possibly older by the cache's bound: for
+ * the token exchange's first read only; a refresh re-reads with oauth_conn_find). */
+bool oauth_conn_find_cached(oauth_ctx_t *x, const char *id, oauth_conn_t *out, bool *found,
+                            cx_error_t *err);
 /* The connections matching filter into v[0..*n), at most cap (more: resource_exhausted). */
 bool oauth_conn_list(oauth_ctx_t *x, const bson_t *filter, oauth_conn_t *v, size_t cap, size_t *n,
                      cx_error_t *err);
