@@ -626,6 +626,7 @@ static bool tok_watch(oauth_ctx_t *x, tok_req_t *q, tok_set_t *cur, const mdb_le
 {
     int64_t seen = q->k.pb->token_expires_at_ms, refreshed = q->k.pb->last_refreshed_at_ms;
     int64_t since = mdb_now_ms();
+    uint32_t read = cur->version; /* only a newer token set is the holder's refresh */
     *retry = false;
     while (tok_mono_ms() < deadline) {
         tok_sleep_ms(TOK_POLL_MS);
@@ -635,10 +636,12 @@ static bool tok_watch(oauth_ctx_t *x, tok_req_t *q, tok_set_t *cur, const mdb_le
             return false;
         const Credex__V1__Connection *c = q->k.pb;
         if (c->token_expires_at_ms != seen || c->last_refreshed_at_ms != refreshed) {
+            seen = c->token_expires_at_ms;
+            refreshed = c->last_refreshed_at_ms;
             tok_set_clear(cur);
             if (!tok_read(x, q, cur, err))
                 return false;
-            if (tok_valid(cur, mdb_now_ms(), 0)) {
+            if (cur->version > read && tok_valid(cur, mdb_now_ms(), 0)) {
                 q->refreshed = true;
                 return true;
             }
@@ -699,6 +702,9 @@ static bool tok_refresh(oauth_ctx_t *x, tok_req_t *q, tok_set_t *cur, cx_error_t
     if (!can) {
         if (tok_valid(cur, now, 0))
             return true; /* not as long as asked, but the best there is */
+        /* The first read may come from the document cache: write from the database's. */
+        if (!tok_reload(x, q, err) || !tok_state_ok(&q->k, err))
+            return false;
         Credex__V1__Connection *c = q->k.pb;
         c->state = CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_EXPIRED;
         c->state_reason = oauth_str(x, "token_expired");
