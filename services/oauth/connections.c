@@ -23,6 +23,7 @@
 #include <openssl/sha.h>
 
 #include "common/log/cx_log.h"
+#include "common/mdb/mdb_cache.h"
 #include "credex/v1/store.pb-c.h"
 #include "services/oauth/oauth_internal.h"
 
@@ -230,6 +231,25 @@ bool oauth_conn_find(oauth_ctx_t *x, const char *field, const char *value, oauth
     return ok;
 }
 
+bool oauth_conn_find_cached(oauth_ctx_t *x, const char *id, oauth_conn_t *out, bool *found,
+                            cx_error_t *err)
+{
+    bson_t doc;
+    if (!x->o->connections_cache)
+        return oauth_conn_find(x, "_id", id, out, found, err);
+    *found = false;
+    if (!oauth_connect(x, err) ||
+        !mdb_cache_find(x->o->connections_cache, x->c, id, &doc, found, NULL, err))
+        return false;
+    if (!*found)
+        return true;
+    bool ok = conn_decode(x, &doc, out, err);
+    bson_destroy(&doc);
+    if (!ok) /* what the database holds may be put right: never answer it from memory */
+        mdb_cache_evict(x->o->connections_cache, id);
+    return ok;
+}
+
 /* The caller's connection id (someone else's looks missing; admins too when admin_ok). */
 static bool conn_load_owned(oauth_ctx_t *x, const char *id, bool admin_ok, oauth_conn_t *out,
                             cx_error_t *err)
@@ -251,6 +271,7 @@ static bool conn_insert(oauth_ctx_t *x, const oauth_conn_t *k, cx_error_t *err)
     conn_doc_fields(x, k, &doc);
     bool ok =
         oauth_connect(x, err) && mdb_insert_one(x->o->db, x->c, MDB_COLL_CONNECTIONS, &doc, err);
+    mdb_cache_evict(x->o->connections_cache, k->pb->connection_id);
     bson_destroy(&doc);
     return ok;
 }
@@ -264,8 +285,10 @@ bool oauth_conn_save(oauth_ctx_t *x, oauth_conn_t *k, cx_error_t *err)
     BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
     conn_doc_fields(x, k, &set);
     bson_append_document_end(&upd, &set);
+    mdb_cache_evict(x->o->connections_cache, k->pb->connection_id);
     bool ok = oauth_connect(x, err) &&
               mdb_update_one(x->o->db, x->c, MDB_COLL_CONNECTIONS, &sel, &upd, &matched, err);
+    mdb_cache_evict(x->o->connections_cache, k->pb->connection_id);
     bson_destroy(&sel);
     bson_destroy(&upd);
     if (ok && !matched)

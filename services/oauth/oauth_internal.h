@@ -194,7 +194,11 @@ typedef struct oauth {
     char **connect_to;  /* CREDEX_OAUTH_TEST_CONNECT_TO split; NULL: none */
     atomic_int_least64_t next_sweep_ms; /* oauth_flows_sweep runs again from then on */
     struct oauth_flights *flights;      /* tokens.c: refreshes in flight in this process */
-    char holder[128];                   /* this process's refresh lease holder: host:pid:random */
+    /* Documents by _id for GetProviderToken's reads (common/mdb mdb_cache: coherent within
+     * CREDEX_STORE_METADATA_CACHE_BOUND_MS); NULL when disabled. Every writer of a connector or
+     * connection evicts its id before and after the write. */
+    struct mdb_cache *connectors_cache, *connections_cache;
+    char holder[128]; /* this process's refresh lease holder: host:pid:random */
 } oauth_t;
 
 /* Who acts and where its memory lives: a gateway call (call set, its arena) or the start-up
@@ -303,6 +307,10 @@ bool oauth_secret_rotate(oauth_ctx_t *x, const char *secret_id, uint32_t expecte
 bool oauth_secret_delete(oauth_ctx_t *x, const char *secret_id, cx_error_t *err);
 /* The connector document of id (any status); not_found when none. */
 bool oauth_connector_load(oauth_ctx_t *x, const char *id, oauth_stored_t *out, cx_error_t *err);
+/* The same through connectors_cache: possibly older by the cache's bound, for the token
+ * exchange's checks only (writers read with oauth_connector_load). */
+bool oauth_connector_load_cached(oauth_ctx_t *x, const char *id, oauth_stored_t *out,
+                                 cx_error_t *err);
 /* application/x-www-form-urlencoded text (a form body, a query) that grows as fields are added,
  * so that nothing is ever cut: on the heap, wiped when freed (it may hold a secret). A failed
  * allocation is remembered and reported once by oauth_text_done. Not thread-safe (one per
@@ -423,7 +431,8 @@ typedef struct oauth_token_answer {
 
 /* A refresh_token grant for refresh_token at e->token_url, with the client authentication of
  * the code exchange. *ans (zeroed first) tells how the provider answered, also on failure, for
- * oauth_refresh_classify. Errors as oauth_token_exchange's; never a token in a message. */
+ * oauth_refresh_classify. Errors as oauth_token_exchange's; never a token in a message.
+ * Blocking: at most the provider client's timeout. *out as oauth_token_exchange's. */
 bool oauth_token_refresh(oauth_ctx_t *x, const Credex__V1__Connector *c, oauth_client_auth_t auth,
                          const oauth_endpoints_t *e, const uint8_t *secret, size_t secret_len,
                          const uint8_t *refresh_token, size_t refresh_len, oauth_tokens_t *out,
@@ -514,17 +523,22 @@ typedef struct oauth_conn {
 /* "pending", "active", ... as documents store the state; NULL for an unknown value. */
 const char *oauth_conn_state_name(Credex__V1__ConnectionState s);
 /* The connection whose field equals value; *found false when none. A malformed document is
- * integrity_error. */
+ * integrity_error. Blocking (one database read); arena memory. */
 bool oauth_conn_find(oauth_ctx_t *x, const char *field, const char *value, oauth_conn_t *out,
                      bool *found, cx_error_t *err);
-/* The connections matching filter into v[0..*n), at most cap (more: resource_exhausted). */
+/* The connection of id through connections_cache (possibly older by the cache's bound: for
+ * the token exchange's first read only; a refresh re-reads with oauth_conn_find). */
+bool oauth_conn_find_cached(oauth_ctx_t *x, const char *id, oauth_conn_t *out, bool *found,
+                            cx_error_t *err);
+/* The connections matching filter into v[0..*n), at most cap (more: resource_exhausted).
+ * Blocking (one database query); v is the caller's, its strings in the arena. */
 bool oauth_conn_list(oauth_ctx_t *x, const bson_t *filter, oauth_conn_t *v, size_t cap, size_t *n,
                      cx_error_t *err);
 /* Write k as the document's state (updated_at now). A live_key taken by another connection is
- * conflict; a vanished document not_found. */
+ * conflict; a vanished document not_found. Blocking (one database write). */
 bool oauth_conn_save(oauth_ctx_t *x, oauth_conn_t *k, cx_error_t *err);
 /* One success event about connection c (provider_key, connector_id, state, and one extra
- * attribute when extra_key is not NULL). */
+ * attribute when extra_key is not NULL). Blocking (store AppendAuditEvent). */
 bool oauth_conn_audit(oauth_ctx_t *x, const char *event, const Credex__V1__Connection *c,
                       const char *extra_key, const char *extra_value, cx_error_t *err);
 /* c's granted and missing scopes from the token answer's scope text (space or comma
@@ -532,12 +546,13 @@ bool oauth_conn_audit(oauth_ctx_t *x, const char *event, const Credex__V1__Conne
 void oauth_conn_scopes(oauth_ctx_t *x, const Credex__V1__Connector *c, const char *granted,
                        Credex__V1__Connection *out);
 /* The token set as store keeps it: a packed ProviderTokenSet of t with c's granted scopes,
- * obtained at now (*buf malloc'd: wipe, then free). */
+ * obtained at now (*buf malloc'd: wipe, then free). Pure. */
 bool oauth_conn_token_set(const oauth_tokens_t *t, const Credex__V1__Connection *c, int64_t now,
                           uint8_t **buf, size_t *len, cx_error_t *err);
 /* End k: with at_provider, revoke at the provider first (best effort) and audit
  * connection.disconnected; then delete the token set and save k REVOKED with reason (live_key
- * "gone/<id>"). Without at_provider nothing is audited here (the caller audits). */
+ * "gone/<id>"). Without at_provider nothing is audited here (the caller audits). Blocking
+ * (provider, store, database). */
 bool oauth_conn_end(oauth_ctx_t *x, oauth_conn_t *k, const char *reason, bool at_provider,
                     cx_error_t *err);
 
@@ -557,7 +572,8 @@ extern const size_t oauth_connections_nimpls;
 
 /* ---- provider tokens (tokens.c) ------------------------------------------------------------ */
 
-/* The single-flight table and the lease holder name of o. Before the server starts. */
+/* The single-flight table and the lease holder name of o, owned by o (oauth_tokens_cleanup
+ * frees them). Before the server starts; the table is then thread-safe (one mutex). */
 bool oauth_tokens_setup(oauth_t *o, cx_error_t *err);
 void oauth_tokens_cleanup(oauth_t *o); /* NULL-safe */
 

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "common/log/cx_log.h"
+#include "common/mdb/mdb_cache.h"
 #include "common/mdb/mdb_lease.h"
 #include "credex/v1/store.pb-c.h"
 #include "services/oauth/oauth_internal.h"
@@ -251,7 +252,7 @@ static bool tok_pick(oauth_ctx_t *x, tok_req_t *q, cx_error_t *err)
     const Credex__V1__GetProviderTokenRequest *r = q->r;
     bool found = false;
     if (r->connection_id[0]) {
-        if (!oauth_conn_find(x, "_id", r->connection_id, &q->k, &found, err))
+        if (!oauth_conn_find_cached(x, r->connection_id, &q->k, &found, err))
             return false;
         if (!found || strcmp(q->k.pb->subject_user_id, x->actor) != 0 ||
             !tok_reaches(&q->k, q->resource))
@@ -342,7 +343,7 @@ static bool tok_check(oauth_ctx_t *x, tok_req_t *q, cx_error_t *err)
         return cx_error_set(err, CX_ERR_NOT_FOUND, "connection not found");
     if (r->provider_key[0] && strcmp(r->provider_key, q->k.pb->provider_key) != 0)
         return cx_error_set(err, CX_ERR_NOT_FOUND, "connection not found");
-    if (!oauth_connector_load(x, q->k.pb->connector_id, &q->s, err))
+    if (!oauth_connector_load_cached(x, q->k.pb->connector_id, &q->s, err))
         return err->code == CX_ERR_NOT_FOUND
                    ? cx_error_set(err, CX_ERR_FAILED_PRECONDITION, "the connector is gone")
                    : false;
@@ -387,8 +388,10 @@ static bool tok_note(oauth_ctx_t *x, const oauth_conn_t *k, cx_error_t *err)
     oauth_bson_strs(&set, "missing_scopes", c->missing_scopes, c->n_missing_scopes);
     BSON_APPEND_DATE_TIME(&set, "updated_at", mdb_now_ms());
     bson_append_document_end(&upd, &set);
+    mdb_cache_evict(x->o->connections_cache, c->connection_id);
     bool ok = oauth_connect(x, err) &&
               mdb_update_one(x->o->db, x->c, MDB_COLL_CONNECTIONS, &sel, &upd, &matched, err);
+    mdb_cache_evict(x->o->connections_cache, c->connection_id);
     bson_destroy(&sel);
     bson_destroy(&upd);
     return ok;
@@ -623,6 +626,7 @@ static bool tok_watch(oauth_ctx_t *x, tok_req_t *q, tok_set_t *cur, const mdb_le
 {
     int64_t seen = q->k.pb->token_expires_at_ms, refreshed = q->k.pb->last_refreshed_at_ms;
     int64_t since = mdb_now_ms();
+    uint32_t read = cur->version; /* only a newer token set is the holder's refresh */
     *retry = false;
     while (tok_mono_ms() < deadline) {
         tok_sleep_ms(TOK_POLL_MS);
@@ -632,10 +636,12 @@ static bool tok_watch(oauth_ctx_t *x, tok_req_t *q, tok_set_t *cur, const mdb_le
             return false;
         const Credex__V1__Connection *c = q->k.pb;
         if (c->token_expires_at_ms != seen || c->last_refreshed_at_ms != refreshed) {
+            seen = c->token_expires_at_ms;
+            refreshed = c->last_refreshed_at_ms;
             tok_set_clear(cur);
             if (!tok_read(x, q, cur, err))
                 return false;
-            if (tok_valid(cur, mdb_now_ms(), 0)) {
+            if (cur->version > read && tok_valid(cur, mdb_now_ms(), 0)) {
                 q->refreshed = true;
                 return true;
             }
@@ -696,6 +702,9 @@ static bool tok_refresh(oauth_ctx_t *x, tok_req_t *q, tok_set_t *cur, cx_error_t
     if (!can) {
         if (tok_valid(cur, now, 0))
             return true; /* not as long as asked, but the best there is */
+        /* The first read may come from the document cache: write from the database's. */
+        if (!tok_reload(x, q, err) || !tok_state_ok(&q->k, err))
+            return false;
         Credex__V1__Connection *c = q->k.pb;
         c->state = CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_EXPIRED;
         c->state_reason = oauth_str(x, "token_expired");

@@ -184,14 +184,21 @@ def test_state_and_connector_checks(api, providers, wx):
     user = new_user()
     cid = connect(api, providers, "webex", user)[1].connection.connection_id
     client, db = api.mongo()
-    try:
+
+    def answers(want) -> bool:
+        try:
+            get_token(api, user, connection_id=cid)
+            return want is None
+        except grpc.RpcError as e:
+            return (e.code(), x.reason(e)) == want
+
+    try:  # a direct database write reaches oauth's document cache within its bound (300 ms)
         db.provider_connections.update_one({"_id": cid}, {"$set": {"state": "reconsent_required"}})
-        assert refused(lambda: get_token(api, user, connection_id=cid))[:2] == \
-            (C.FAILED_PRECONDITION, "reconsent_required")
+        x.wait_until(lambda: answers((C.FAILED_PRECONDITION, "reconsent_required")), 2, 0.05, "reconsent")
         db.provider_connections.update_one({"_id": cid}, {"$set": {"state": "expired"}})
-        assert refused(lambda: get_token(api, user, connection_id=cid))[:2] == \
-            (C.FAILED_PRECONDITION, "failed_precondition")
+        x.wait_until(lambda: answers((C.FAILED_PRECONDITION, "failed_precondition")), 2, 0.05, "expired")
         db.provider_connections.update_one({"_id": cid}, {"$set": {"state": "active"}})
+        x.wait_until(lambda: answers(None), 2, 0.05, "active")
     finally:
         client.close()
     call(api, "DisableConnector", o.DisableConnectorRequest(connector_id=wx.connector_id))
@@ -553,8 +560,40 @@ def test_a_stalled_lease_holder_cannot_overwrite_a_newer_token_set(api, provider
         assert len(fenced) == 1 and fenced[0]["reason"] == "conflict"
         assert fenced[0]["attributes"]["refresh_error"] == "fenced"
         assert [e["event_type"] for e in token_events(api, cid)].count("token.refreshed") == 1
+        tokens = [old.access_token, old.refresh_token, new.access_token]
+        for inst in (a, b):
+            text = inst.log_text().encode()
+            assert all(f not in text for t in tokens for f in x.encodings(t)), "a provider token in a log"
+        assert_tokens_nowhere(api, tokens)
     finally:
         if stopped:
             a.send_signal(signal.SIGCONT)
         a.stop()
         b.stop()
+
+
+def test_github_bad_refresh_token_in_a_200_revokes(api, providers):
+    """GitHub answers a dead refresh token with HTTP 200 and error bad_refresh_token."""
+    sim = providers.github
+    c = builtin(api, sim, "github")
+    sim.expiring = True
+    orig = sim._token_payload
+    sim._token_payload = lambda grant, refresh: {**orig(grant, refresh), "expires_in": 30}
+    try:
+        user = new_user()
+        cid = connect(api, providers, "github", user)[1].connection.connection_id
+        first, _ = set_token(api, cid)
+        got = get_token(api, user, connection_id=cid)  # a GitHub App user token: refreshed
+        assert got.refreshed and got.api_base_url == "https://api.github.com"
+        current, _ = set_token(api, cid)
+        assert current.refresh_token != first.refresh_token
+        sim.book.revoke(current.refresh_token.decode())
+        code, reason, details = refused(lambda: get_token(api, user, connection_id=cid))
+        assert (code, reason) == (C.FAILED_PRECONDITION, "failed_precondition") and "reconnect" in details
+        doc = conn_doc(api, cid)
+        assert (doc["state"], doc["state_reason"], doc["token_set_secret_id"]) == \
+            ("revoked", "refresh_token_revoked", "")
+    finally:
+        sim.expiring = False
+        del sim._token_payload
+        call(api, "DeleteConnector", api.pb.oauth.DeleteConnectorRequest(connector_id=c.connector_id))
