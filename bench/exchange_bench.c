@@ -6,7 +6,10 @@
  * GetProviderToken (the token set's store.Resolve, the audit event). Three operations:
  *
  *   retrieve   Retrieve of one secret of the user (the baseline)
- *   exchange   Exchange of a connection whose token is valid (no provider request)
+ *   exchange   Exchange of a connection whose token is valid (no provider request), named by
+ *              its provider key (oauth picks it from the database)
+ *   exch_id    the same connection named by its connection_id (oauth reads it through its
+ *              document cache)
  *   refresh    Exchange of a connection whose token always needs a refresh (the provider
  *              issues tokens that expire within the 60 s default minimum lifetime), so that
  *              every call refreshes at the provider, fenced and stored
@@ -18,7 +21,7 @@
  *
  *   exchange_bench --addr 127.0.0.1:7104 --ca CA --cert agent.pem --key agent.key
  *                  --service-token FILE --user-token FILE --secret-id ID
- *                  --valid-provider KEY [--refresh-provider KEY]
+ *                  --valid-provider KEY [--valid-connection ID] [--refresh-provider KEY]
  *                  [--callers 1,8] [--seconds 5] [--cpu-of PIDDIR] [--peer gateway]
  */
 #include <stdio.h>
@@ -30,15 +33,16 @@
 #include "credex/v1/common.pb-c.h"
 #include "credex/v1/gateway.pb-c.h"
 
-enum op { OP_RETRIEVE, OP_EXCHANGE, OP_REFRESH };
+enum op { OP_RETRIEVE, OP_EXCHANGE, OP_EXCHANGE_ID, OP_REFRESH };
 
-static const char *op_name[] = {"retrieve", "exchange", "refresh"};
+static const char *op_name[] = {"retrieve", "exchange", "exch_id", "refresh"};
 
 struct shared {
     rpc_client_t *client;
     rpc_header_t headers[2];
     const char *secret_id;
-    const char *provider[3]; /* per op: the provider key of the exchanged connection */
+    const char *provider[4];   /* per op: the provider key of the exchanged connection */
+    const char *connection_id; /* OP_EXCHANGE_ID: the valid connection, named by its id */
 };
 
 struct level {
@@ -70,7 +74,10 @@ static bool one_call(void *ctx, int caller, unsigned long seq, cx_error_t *err)
                               &opts, arena, &reply, err);
     } else {
         Credex__V1__ExchangeRequest req = CREDEX__V1__EXCHANGE_REQUEST__INIT;
-        req.provider_key = (char *)sh->provider[lv->op];
+        if (lv->op == OP_EXCHANGE_ID)
+            req.connection_id = (char *)sh->connection_id;
+        else
+            req.provider_key = (char *)sh->provider[lv->op];
         req.intended_use = "mcp_impersonation";
         req.resource_context = &rc;
         ok = rpc_client_unary(sh->client, &credex__v1__retrieval__descriptor, "Exchange", &req.base,
@@ -121,6 +128,8 @@ int main(int argc, char **argv)
             sh.secret_id = v;
         else if (!strcmp(k, "--valid-provider"))
             sh.provider[OP_EXCHANGE] = v;
+        else if (!strcmp(k, "--valid-connection"))
+            sh.connection_id = v;
         else if (!strcmp(k, "--refresh-provider"))
             sh.provider[OP_REFRESH] = v;
         else if (!strcmp(k, "--callers"))
@@ -164,6 +173,8 @@ int main(int argc, char **argv)
     for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
         run_level(&sh, OP_RETRIEVE, atoi(tok), seconds, true);
         run_level(&sh, OP_EXCHANGE, atoi(tok), seconds, true);
+        if (sh.connection_id)
+            run_level(&sh, OP_EXCHANGE_ID, atoi(tok), seconds, true);
         if (sh.provider[OP_REFRESH])
             run_level(&sh, OP_REFRESH, atoi(tok), seconds, true);
     }

@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
         api.grant_exchanger(x.AGENT)
         user = w.alice
         _, valid_key, _ = w.connector()
-        connect_over_grpc(w, sims, user, valid_key)
+        valid_conn = connect_over_grpc(w, sims, user, valid_key).connection_id
         _, refresh_key, _ = w.connector()
         sims.generic.access_expires_in = 1
         connect_over_grpc(w, sims, user, refresh_key)
@@ -69,7 +69,8 @@ def main(argv: list[str]) -> int:
         rc = subprocess.run([str(BUILD / "bench" / "exchange_bench"), "--addr", api.gateway_addr,
                              "--ca", str(stack.pki.ca), "--cert", str(cert), "--key", str(key),
                              "--service-token", str(tmp / "service.jwt"), "--user-token", str(tmp / "user.jwt"),
-                             "--secret-id", sid, "--valid-provider", valid_key, "--refresh-provider", refresh_key,
+                             "--secret-id", sid, "--valid-provider", valid_key, "--valid-connection", valid_conn,
+                             "--refresh-provider", refresh_key,
                              "--cpu-of", str(stack.run_dir / "pids"), *argv]).returncode
         print(f"provider token requests during the run: {len(sims.generic.token_requests()) - refreshes0}")
         agent, g, c = api.agent(user), api.pb.gateway, api.pb.common
@@ -79,6 +80,8 @@ def main(argv: list[str]) -> int:
                 secret_ref=sid, intended_use="mcp_server_env", resource_context=ctx)),
             "exchange": lambda: agent.call("Retrieval", "Exchange", g.ExchangeRequest(
                 provider_key=valid_key, intended_use="mcp_impersonation", resource_context=ctx)),
+            "exch_id": lambda: agent.call("Retrieval", "Exchange", g.ExchangeRequest(
+                connection_id=valid_conn, intended_use="mcp_impersonation", resource_context=ctx)),
             "refresh": lambda: agent.call("Retrieval", "Exchange", g.ExchangeRequest(
                 provider_key=refresh_key, intended_use="mcp_impersonation", resource_context=ctx)),
         }
