@@ -521,7 +521,8 @@ def test_a_stalled_lease_holder_cannot_overwrite_a_newer_token_set(api, provider
     cid = expiring(api, "webex", user)
     old, v0 = set_token(api, cid)
     lease = {"CREDEX_OAUTH_REFRESH_LEASE_MS": "2000", "CREDEX_OAUTH_HTTP_TIMEOUT_MS": "1500"}
-    a = spawn_oauth(stack, 1, CREDEX_OAUTH_TEST_REFRESH_PAUSE_MS="3000", **lease)[0]
+    # The pause only has to outlast the test's reaction to its log line, even on a busy machine.
+    a = spawn_oauth(stack, 1, CREDEX_OAUTH_TEST_REFRESH_PAUSE_MS="6000", **lease)[0]
     b = spawn_oauth(stack, 1, **lease)[0]
     stopped = False
     try:
