@@ -253,3 +253,27 @@ void bench_cpu_per_call(const bench_procs_t *procs, const bench_cpu_t *before, s
     }
     *self_us = (bench_self_cpu_s() - before->self_s) * 1e6 / (double)calls;
 }
+
+void bench_print_level(const char *op, int callers, const bench_result_t *r,
+                       const bench_procs_t *procs, const bench_cpu_t *before)
+{
+    printf("op=%-8s callers=%-3d calls=%-8zu errors=%-5zu calls_per_s=%-8.0f p50_us=%-6u "
+           "p99_us=%u\n",
+           op, callers, r->calls, r->errors, r->per_s, r->p50_us, r->p99_us);
+    if (r->first_error[0])
+        printf("  first error: %s\n", r->first_error);
+    if (procs->n > 0 && r->calls > 0) {
+        double us[BENCH_MAX_PROCS], self, sum = 0;
+        bench_cpu_per_call(procs, before, r->calls, us, &self);
+        printf("  cpu_us_per_call");
+        for (size_t i = 0; i < procs->n; i++) {
+            if (us[i] < 0)
+                continue;
+            sum += us[i];
+            printf(" %s=%.0f", procs->proc[i].name, us[i]);
+        }
+        printf(" bench=%.0f total=%.0f machine_idle=%.0f%%\n", self, sum + self,
+               bench_machine_idle_pct(before));
+    }
+    fflush(stdout);
+}

@@ -74,4 +74,10 @@ void bench_cpu_per_call(const bench_procs_t *procs, const bench_cpu_t *before, s
  * above zero means something other than CPU holds throughput back. */
 double bench_machine_idle_pct(const bench_cpu_t *before);
 
+/* Print one level's figures on stdout: the line "op=<op> callers=... p99_us=...", its first error
+ * if any, and, when procs lists processes and calls succeeded, the CPU per call of each since
+ * `before` with this program's own, their total and the machine's idle share. */
+void bench_print_level(const char *op, int callers, const bench_result_t *r,
+                       const bench_procs_t *procs, const bench_cpu_t *before);
+
 #endif

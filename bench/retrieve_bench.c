@@ -161,25 +161,7 @@ static void run_level(struct shared *sh, enum op op, int callers, double seconds
     if (!print)
         return;
     run_hook(op, callers, "stop", r.calls);
-    printf("op=%-8s callers=%-3d calls=%-8zu errors=%-5zu calls_per_s=%-8.0f p50_us=%-6u "
-           "p99_us=%u\n",
-           op_name[op], callers, r.calls, r.errors, r.per_s, r.p50_us, r.p99_us);
-    if (r.first_error[0])
-        printf("  first error: %s\n", r.first_error);
-    if (procs.n > 0 && r.calls > 0) {
-        double us[BENCH_MAX_PROCS], self, sum = 0;
-        bench_cpu_per_call(&procs, &cpu0, r.calls, us, &self);
-        printf("  cpu_us_per_call");
-        for (size_t i = 0; i < procs.n; i++) {
-            if (us[i] < 0)
-                continue;
-            sum += us[i];
-            printf(" %s=%.0f", procs.proc[i].name, us[i]);
-        }
-        printf(" bench=%.0f total=%.0f machine_idle=%.0f%%\n", self, sum + self,
-               bench_machine_idle_pct(&cpu0));
-    }
-    fflush(stdout);
+    bench_print_level(op_name[op], callers, &r, &procs, &cpu0);
 }
 
 static void levels(struct shared *sh, enum op op, const char *list, double seconds)

@@ -613,6 +613,8 @@ static const cx_config_var_t cx_config_vars[] = {
     CX_UNSIGNED("CREDEX_OAUTH_HTTP_TIMEOUT_MS", oauth_http_timeout_ms, 100, 60000, 10000),
     CX_SIZE("CREDEX_OAUTH_HTTP_MAX_RESPONSE_BYTES", oauth_http_max_response_bytes, 1024, 16777216,
             1048576),
+    CX_UNSIGNED("CREDEX_OAUTH_REFRESH_LEASE_MS", oauth_refresh_lease_ms, 1000, 600000, 30000),
+    CX_UNSIGNED("CREDEX_OAUTH_TEST_REFRESH_PAUSE_MS", oauth_test_refresh_pause_ms, 0, 60000, 0),
 };
 
 static bool cx_config_load_var(cx_config_t *cfg, const cx_config_var_t *var, const char *value,
@@ -705,6 +707,23 @@ bool cx_config_load(cx_config_t **out, cx_config_getenv_fn fn, void *ctx, cx_err
         cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
                      "CREDEX_OAUTH_TEST_CONNECT_TO: not allowed with CREDEX_PRODUCTION=true (tests "
                      "and development only)");
+        goto out;
+    }
+    /* The pause stalls a refresh on purpose (the fencing test): tests only. */
+    if (cfg->production && cfg->oauth_test_refresh_pause_ms != 0) {
+        cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                     "CREDEX_OAUTH_TEST_REFRESH_PAUSE_MS: not allowed with CREDEX_PRODUCTION=true "
+                     "(tests only)");
+        goto out;
+    }
+    /* A holder whose provider call may still be running when its lease ends lets a second
+     * refresh start: with rotating refresh tokens the provider then sees the old token reused.
+     * The store version check keeps the token set right anyway; the lease keeps it rare. */
+    if (cfg->oauth_refresh_lease_ms <= cfg->oauth_http_timeout_ms) {
+        cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                     "CREDEX_OAUTH_REFRESH_LEASE_MS: expected above CREDEX_OAUTH_HTTP_TIMEOUT_MS "
+                     "(%u), got %u",
+                     cfg->oauth_http_timeout_ms, cfg->oauth_refresh_lease_ms);
         goto out;
     }
     /* The browser lands there after consent: plain http only on a developer's machine. */

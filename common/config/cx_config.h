@@ -129,6 +129,11 @@ typedef struct cx_config {
                                          with CREDEX_PRODUCTION=true */
     unsigned oauth_http_timeout_ms;   /* CREDEX_OAUTH_HTTP_TIMEOUT_MS 100..60000, default 10000 */
     size_t oauth_http_max_response_bytes; /* CREDEX_OAUTH_HTTP_MAX_RESPONSE_BYTES, def. 1 MiB */
+    /* Token refresh (docs/TOKEN_REFRESH.md). */
+    unsigned oauth_refresh_lease_ms;      /* CREDEX_OAUTH_REFRESH_LEASE_MS 1000..600000, default
+                                             30000; above CREDEX_OAUTH_HTTP_TIMEOUT_MS */
+    unsigned oauth_test_refresh_pause_ms; /* CREDEX_OAUTH_TEST_REFRESH_PAUSE_MS 0..60000, default
+                                             0; refused with CREDEX_PRODUCTION=true */
 
     /* Service tokens and user tokens (docs/IDENTITY.md). */
     cx_jwt_service_rule_t jwt_service_rule; /* CREDEX_JWT_SERVICE_RULE, default client_claim */

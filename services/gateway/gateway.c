@@ -49,6 +49,8 @@ static const char *req_string(const gateway_req_t *r, const char *name)
 
 const char *gateway_req_resource_id(const gateway_req_t *r)
 {
+    if (r->resource_id)
+        return r->resource_id;
     const char *id = req_string(r, r->m->id_field);
     if (id)
         return id;
@@ -298,6 +300,9 @@ static bool admit_caller(gateway_req_t *r, cx_error_t *err)
         (c->kind == CREDEX__V1__CALLER_KIND__CALLER_KIND_BROWSER || strcmp(c->peer, "edge") == 0))
         return cx_error_set(err, CX_ERR_BROWSER_DENIED,
                             "credential material is never returned to browser callers");
+    if ((flags & GATEWAY_M_EXCHANGE) && !r->gw->cfg->exchange_enabled)
+        return cx_error_set(err, CX_ERR_FEATURE_DISABLED,
+                            "credential exchange is disabled (CREDENTIAL_EXCHANGE_ENABLED=false)");
     if (!c->authenticated) {
         if ((flags & GATEWAY_M_HEALTH) && c->auth_err.code == CX_ERR_UNAVAILABLE)
             return true; /* the health report is how an operator learns the IdP is down */
@@ -321,6 +326,13 @@ static bool admit_caller(gateway_req_t *r, cx_error_t *err)
         if (!allowed)
             return cx_error_set(err, CX_ERR_PERMISSION_DENIED,
                                 "this service is not an allowed retriever");
+        /* A separate grant: it reaches every connected account of the users it acts for. */
+        if ((flags & GATEWAY_M_EXCHANGE) &&
+            !gateway_fga_check(r->gw, svc, "exchanger", "platform:credex", &allowed, err))
+            return false;
+        if (!allowed)
+            return cx_error_set(err, CX_ERR_PERMISSION_DENIED,
+                                "this service may not exchange a user's identity for tokens");
     }
     return true;
 }

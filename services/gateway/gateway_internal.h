@@ -5,6 +5,7 @@
  *   caller.c     who is calling: tokens, peer and browser markers -> caller kind (IDENTITY.md)
  *   secrets.c    credex.v1.Secrets
  *   retrieval.c  credex.v1.Retrieval.Retrieve
+ *   exchange.c   credex.v1.Retrieval.Exchange and Inject (a user's provider token)
  *   admin.c      credex.v1.Admin.GetHealth
  *   connectors.c credex.v1.Connectors (admin checks, user visibility, enabled_for tuples)
  *   connections.c credex.v1.Connections (owner tuples, the connector a user may connect to)
@@ -112,6 +113,10 @@ enum {
     /* Answers while the feature is disabled, and to a caller that could not be judged because
      * the JWKS is unreachable; the method judges the caller itself (health). */
     GATEWAY_M_HEALTH = 1u << 2,
+    /* Credential exchange: CREDENTIAL_EXCHANGE_ENABLED (feature_disabled, checked right after
+     * the browser classification), and after the retriever allow-list the service's own
+     * `exchanger` grant on the platform (permission_denied). */
+    GATEWAY_M_EXCHANGE = 1u << 3,
 };
 
 /* One method of the public API: how its failures are audited and what it needs. */
@@ -139,6 +144,9 @@ struct gateway_req {
     /* Set by a method that found the user to be a platform admin in OpenFGA; only then does
      * gateway_forward_oauth tell oauth so. */
     bool platform_admin;
+    /* Set by a method once it knows the resource the request is about (an exchange: the
+     * connection oauth picked); audited in place of the request's id_field. */
+    const char *resource_id;
 };
 
 /* The one path of every public method: feature toggle, caller (browser first, tokens,
@@ -235,5 +243,12 @@ extern const rpc_service_def_t gateway_retrieval_def;
 extern const rpc_service_def_t gateway_admin_def;
 extern const rpc_service_def_t gateway_connectors_def;
 extern const rpc_service_def_t gateway_connections_def;
+
+/* The rpc entry points of Retrieval/Exchange and Retrieval/Inject (exchange.c), registered
+ * with Retrieve in retrieval.c. Block for OpenFGA and oauth calls; thread-safe. */
+bool gateway_exchange_entry(rpc_call_t *call, const ProtobufCMessage *request,
+                            ProtobufCMessage **reply, cx_error_t *err);
+bool gateway_inject_entry(rpc_call_t *call, const ProtobufCMessage *request,
+                          ProtobufCMessage **reply, cx_error_t *err);
 
 #endif

@@ -1,10 +1,11 @@
 /*
- * credex.v1.Retrieval.Retrieve: credential material by reference, for approved server-side
- * callers only. gateway_run has checked, in the order of gateway.proto, the feature toggle, the
- * browser classification, the tokens, the service allow-list and the request contract (intended
- * use and resource context included); this step asks OpenFGA for `use` by the user (or by the
- * service acting for itself) and only then reaches store.Resolve. Deny before decrypt is
- * therefore structural: a denied request never leaves the gateway except as its audit record.
+ * credex.v1.Retrieval.Retrieve (Exchange and Inject: exchange.c): credential material by reference,
+ * for approved server-side callers only. gateway_run has checked, in the order of gateway.proto,
+ * the feature toggle, the browser classification, the tokens, the service allow-list and the
+ * request contract (intended use and resource context included); this step asks OpenFGA for `use`
+ * by the user (or by the service acting for itself) and only then reaches store.Resolve. Deny
+ * before decrypt is therefore structural: a denied request never leaves the gateway except as its
+ * audit record.
  */
 #include <stdio.h>
 #include <string.h>
@@ -62,37 +63,17 @@ static const gateway_method_t m_retrieve = {.event_type = "secret.retrieved",
                                             .flags = GATEWAY_M_SERVER_SIDE,
                                             .run = retrieval_retrieve};
 
-/* Exchange is built by a later issue (credential exchange). Until then it already takes the one
- * request path, so that what must never depend on it holds today: a browser, or the edge
- * whatever it claims, is browser_denied and audited before anything else; a server-side caller
- * learns that the feature is off, or not built yet. */
-static bool retrieval_exchange(gateway_req_t *r, ProtobufCMessage **reply, cx_error_t *err)
-{
-    (void)reply;
-    if (!r->gw->cfg->exchange_enabled)
-        return cx_error_set(err, CX_ERR_FEATURE_DISABLED,
-                            "credential exchange is disabled (CREDENTIAL_EXCHANGE_ENABLED=false)");
-    return cx_error_set(err, CX_ERR_UNIMPLEMENTED, "planned: a later issue (credential exchange)");
-}
-
-static const gateway_method_t m_exchange = {.event_type = "token.exchanged",
-                                            .resource_type = "provider_connection",
-                                            .id_field = "connection_id",
-                                            .flags = GATEWAY_M_SERVER_SIDE,
-                                            .run = retrieval_exchange};
-
 GATEWAY_ENTRY(retrieve_entry, m_retrieve)
-GATEWAY_ENTRY(exchange_entry, m_exchange)
 
 static const rpc_method_impl_t retrieval_impls[] = {
     {.method = "Retrieve", .kind = RPC_UNARY, .unary = retrieve_entry},
-    {.method = "Exchange", .kind = RPC_UNARY, .unary = exchange_entry},
+    {.method = "Exchange", .kind = RPC_UNARY, .unary = gateway_exchange_entry},
+    {.method = "Inject", .kind = RPC_UNARY, .unary = gateway_inject_entry},
 };
 
 const rpc_service_def_t gateway_retrieval_def = {
     .desc = &credex__v1__retrieval__descriptor,
     .impls = retrieval_impls,
-    .nimpls = 2,
-    .unimplemented_note = "planned: a later issue (credential exchange)",
+    .nimpls = 3,
     .handles_bad_input = true, /* gateway_run audits it */
 };

@@ -23,6 +23,7 @@
 #include <openssl/sha.h>
 
 #include "common/log/cx_log.h"
+#include "common/mdb/mdb_cache.h"
 #include "credex/v1/store.pb-c.h"
 #include "services/oauth/oauth_internal.h"
 
@@ -36,18 +37,10 @@
 static const char *const conn_state_names[] = {NULL,      "pending", "active",
                                                "expired", "revoked", "reconsent_required"};
 
-static const char *conn_state_name(Credex__V1__ConnectionState s)
+const char *oauth_conn_state_name(Credex__V1__ConnectionState s)
 {
     return (unsigned)s < 6 ? conn_state_names[s] : NULL;
 }
-
-/* A connection document: its read model and what the document keeps besides. */
-typedef struct conn {
-    Credex__V1__Connection *pb;
-    char *secret_id; /* the token set's store secret, "" when none */
-    char **resources;
-    size_t nresources;
-} conn_t;
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
@@ -150,14 +143,14 @@ static const char *conn_live_key(oauth_ctx_t *x, const Credex__V1__Connection *c
     return oauth_str(x, key);
 }
 
-static void conn_doc_fields(oauth_ctx_t *x, const conn_t *k, bson_t *doc)
+static void conn_doc_fields(oauth_ctx_t *x, const oauth_conn_t *k, bson_t *doc)
 {
     const Credex__V1__Connection *c = k->pb;
     BSON_APPEND_UTF8(doc, "connection_id", c->connection_id);
     BSON_APPEND_UTF8(doc, "connector_id", c->connector_id);
     BSON_APPEND_UTF8(doc, "provider_key", c->provider_key);
     BSON_APPEND_UTF8(doc, "subject_user_id", c->subject_user_id);
-    BSON_APPEND_UTF8(doc, "state", conn_state_name(c->state));
+    BSON_APPEND_UTF8(doc, "state", oauth_conn_state_name(c->state));
     BSON_APPEND_UTF8(doc, "state_reason", c->state_reason);
     BSON_APPEND_UTF8(doc, "provider_account_id", c->provider_account_id);
     BSON_APPEND_UTF8(doc, "provider_account_name", c->provider_account_name);
@@ -169,13 +162,15 @@ static void conn_doc_fields(oauth_ctx_t *x, const conn_t *k, bson_t *doc)
     BSON_APPEND_INT64(doc, "token_expires_at_ms", c->token_expires_at_ms);
     BSON_APPEND_INT64(doc, "connected_at_ms", c->connected_at_ms);
     BSON_APPEND_INT64(doc, "last_refreshed_at_ms", c->last_refreshed_at_ms);
+    BSON_APPEND_UTF8(doc, "last_refresh_error", c->last_refresh_error ? c->last_refresh_error : "");
+    BSON_APPEND_INT64(doc, "refresh_retry_after_ms", c->refresh_retry_after_ms);
     BSON_APPEND_DATE_TIME(doc, "created_at", c->created_at_ms);
     BSON_APPEND_DATE_TIME(doc, "updated_at", c->updated_at_ms);
     BSON_APPEND_UTF8(doc, "token_set_secret_id", k->secret_id);
     BSON_APPEND_UTF8(doc, "live_key", conn_live_key(x, c));
 }
 
-static bool conn_decode(oauth_ctx_t *x, const bson_t *doc, conn_t *out, cx_error_t *err)
+static bool conn_decode(oauth_ctx_t *x, const bson_t *doc, oauth_conn_t *out, cx_error_t *err)
 {
     oauth_reader_t r = {.x = x, .doc = doc};
     Credex__V1__Connection *c = rpc_arena_alloc(x->arena, sizeof(*c));
@@ -205,6 +200,13 @@ static bool conn_decode(oauth_ctx_t *x, const bson_t *doc, conn_t *out, cx_error
     c->created_at_ms = oauth_rd_date(&r, "created_at");
     c->updated_at_ms = oauth_rd_date(&r, "updated_at");
     out->secret_id = oauth_rd_str(&r, "token_set_secret_id");
+    /* Written since refresh exists (tokens.c): a document from before has neither. */
+    bson_iter_t it;
+    c->last_refresh_error = bson_iter_init_find(&it, doc, "last_refresh_error")
+                                ? oauth_rd_str(&r, "last_refresh_error")
+                                : oauth_str(x, "");
+    if (bson_iter_init_find(&it, doc, "refresh_retry_after_ms"))
+        c->refresh_retry_after_ms = oauth_rd_int(&r, "refresh_retry_after_ms");
     if (r.bad) {
         cx_log_error(x->correlation_id, "oauth.integrity_error", CX_LOG_STR("field", r.bad));
         return cx_error_set(err, CX_ERR_INTEGRITY, "stored connection is malformed (%s)", r.bad);
@@ -213,8 +215,8 @@ static bool conn_decode(oauth_ctx_t *x, const bson_t *doc, conn_t *out, cx_error
     return true;
 }
 
-static bool conn_find(oauth_ctx_t *x, const char *field, const char *value, conn_t *out,
-                      bool *found, cx_error_t *err)
+bool oauth_conn_find(oauth_ctx_t *x, const char *field, const char *value, oauth_conn_t *out,
+                     bool *found, cx_error_t *err)
 {
     bson_t filter = BSON_INITIALIZER, doc;
     BSON_APPEND_UTF8(&filter, field, value);
@@ -229,33 +231,52 @@ static bool conn_find(oauth_ctx_t *x, const char *field, const char *value, conn
     return ok;
 }
 
+bool oauth_conn_find_cached(oauth_ctx_t *x, const char *id, oauth_conn_t *out, bool *found,
+                            cx_error_t *err)
+{
+    bson_t doc;
+    if (!x->o->connections_cache)
+        return oauth_conn_find(x, "_id", id, out, found, err);
+    *found = false;
+    if (!oauth_connect(x, err) ||
+        !mdb_cache_find(x->o->connections_cache, x->c, id, &doc, found, NULL, err))
+        return false;
+    if (!*found)
+        return true;
+    bool ok = conn_decode(x, &doc, out, err);
+    bson_destroy(&doc);
+    if (!ok) /* what the database holds may be put right: never answer it from memory */
+        mdb_cache_evict(x->o->connections_cache, id);
+    return ok;
+}
+
 /* The caller's connection id (someone else's looks missing; admins too when admin_ok). */
-static bool conn_load_owned(oauth_ctx_t *x, const char *id, bool admin_ok, conn_t *out,
+static bool conn_load_owned(oauth_ctx_t *x, const char *id, bool admin_ok, oauth_conn_t *out,
                             cx_error_t *err)
 {
     bool found = false;
     if (!id[0])
         return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "connection_id is required");
-    if (!conn_find(x, "_id", id, out, &found, err))
+    if (!oauth_conn_find(x, "_id", id, out, &found, err))
         return false;
     if (!found || (strcmp(out->pb->subject_user_id, x->actor) != 0 && !(admin_ok && x->admin)))
         return cx_error_set(err, CX_ERR_NOT_FOUND, "connection not found");
     return true;
 }
 
-static bool conn_insert(oauth_ctx_t *x, const conn_t *k, cx_error_t *err)
+static bool conn_insert(oauth_ctx_t *x, const oauth_conn_t *k, cx_error_t *err)
 {
     bson_t doc = BSON_INITIALIZER;
     BSON_APPEND_UTF8(&doc, "_id", k->pb->connection_id);
     conn_doc_fields(x, k, &doc);
     bool ok =
         oauth_connect(x, err) && mdb_insert_one(x->o->db, x->c, MDB_COLL_CONNECTIONS, &doc, err);
+    mdb_cache_evict(x->o->connections_cache, k->pb->connection_id);
     bson_destroy(&doc);
     return ok;
 }
 
-/* Write k as the document's state. A live_key taken by another connection is conflict. */
-static bool conn_save(oauth_ctx_t *x, conn_t *k, cx_error_t *err)
+bool oauth_conn_save(oauth_ctx_t *x, oauth_conn_t *k, cx_error_t *err)
 {
     bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set;
     bool matched = false;
@@ -264,8 +285,10 @@ static bool conn_save(oauth_ctx_t *x, conn_t *k, cx_error_t *err)
     BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
     conn_doc_fields(x, k, &set);
     bson_append_document_end(&upd, &set);
+    mdb_cache_evict(x->o->connections_cache, k->pb->connection_id);
     bool ok = oauth_connect(x, err) &&
               mdb_update_one(x->o->db, x->c, MDB_COLL_CONNECTIONS, &sel, &upd, &matched, err);
+    mdb_cache_evict(x->o->connections_cache, k->pb->connection_id);
     bson_destroy(&sel);
     bson_destroy(&upd);
     if (ok && !matched)
@@ -273,12 +296,12 @@ static bool conn_save(oauth_ctx_t *x, conn_t *k, cx_error_t *err)
     return ok;
 }
 
-static bool conn_audit(oauth_ctx_t *x, const char *event, const Credex__V1__Connection *c,
-                       const char *extra_key, const char *extra_value, cx_error_t *err)
+bool oauth_conn_audit(oauth_ctx_t *x, const char *event, const Credex__V1__Connection *c,
+                      const char *extra_key, const char *extra_value, cx_error_t *err)
 {
     oauth_attr_t a[4] = {{"provider_key", c->provider_key},
                          {"connector_id", c->connector_id},
-                         {"state", conn_state_name(c->state)}};
+                         {"state", oauth_conn_state_name(c->state)}};
     size_t n = 3;
     if (extra_key)
         a[n++] = (oauth_attr_t){extra_key, extra_value};
@@ -362,7 +385,7 @@ out:
 
 /* A new flow for connection k through connector s: state, PKCE, nonce, the flow document, the
  * event connection.started, the reply. */
-static bool conn_begin(oauth_ctx_t *x, const oauth_stored_t *s, const conn_t *k,
+static bool conn_begin(oauth_ctx_t *x, const oauth_stored_t *s, const oauth_conn_t *k,
                        const char *return_to, ProtobufCMessage **reply, cx_error_t *err)
 {
     oauth_endpoints_t e;
@@ -396,7 +419,7 @@ static bool conn_begin(oauth_ctx_t *x, const oauth_stored_t *s, const conn_t *k,
     char *url = NULL;
     bool built = conn_auth_url(x, s->pb, &e, state, challenge, nonce, &url, err);
     cx_crypto_wipe(verifier, sizeof(verifier));
-    if (!built || !conn_audit(x, "connection.started", k->pb, NULL, NULL, err))
+    if (!built || !oauth_conn_audit(x, "connection.started", k->pb, NULL, NULL, err))
         return false;
     Credex__V1__StartConnectResponse *resp = rpc_arena_alloc(x->arena, sizeof(*resp));
     credex__v1__start_connect_response__init(resp);
@@ -428,7 +451,7 @@ static bool conn_start(oauth_ctx_t *x, const ProtobufCMessage *request, Protobuf
     c->state = CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_PENDING;
     c->scopes_version = s.pb->scopes_version;
     c->created_at_ms = c->updated_at_ms = mdb_now_ms();
-    conn_t k = {.pb = c, .secret_id = oauth_str(x, ""), .resources = oauth_strv(x, 1)};
+    oauth_conn_t k = {.pb = c, .secret_id = oauth_str(x, ""), .resources = oauth_strv(x, 1)};
     rpc_call_log_field(x->call, CX_LOG_STR("connection_id", id));
     return conn_insert(x, &k, err) && conn_begin(x, &s, &k, r->return_to, reply, err);
 }
@@ -438,7 +461,7 @@ static bool conn_reconnect(oauth_ctx_t *x, const ProtobufCMessage *request,
 {
     const Credex__V1__ReconnectRequest *r = (const Credex__V1__ReconnectRequest *)request;
     oauth_stored_t s;
-    conn_t k;
+    oauth_conn_t k;
     if (!conn_start_ok(x, r->return_to, err))
         return false;
     return conn_load_owned(x, r->connection_id, false, &k, err) &&
@@ -448,9 +471,8 @@ static bool conn_reconnect(oauth_ctx_t *x, const ProtobufCMessage *request,
 
 /* ---- CompleteConnect ----------------------------------------------------------------------- */
 
-/* Scopes as granted: the token answer's (space or comma separated), else those requested. */
-static void conn_scopes(oauth_ctx_t *x, const Credex__V1__Connector *c, const char *granted,
-                        Credex__V1__Connection *out)
+void oauth_conn_scopes(oauth_ctx_t *x, const Credex__V1__Connector *c, const char *granted,
+                       Credex__V1__Connection *out)
 {
     out->granted_scopes = oauth_strv(x, OAUTH_SCOPES_MAX);
     out->n_granted_scopes = 0;
@@ -471,9 +493,8 @@ static void conn_scopes(oauth_ctx_t *x, const Credex__V1__Connector *c, const ch
             out->missing_scopes[out->n_missing_scopes++] = c->scopes[i];
 }
 
-/* The token set as store keeps it (packed ProviderTokenSet; *buf malloc'd, wipe then free). */
-static bool conn_token_set(const oauth_tokens_t *t, const Credex__V1__Connection *c, int64_t now,
-                           uint8_t **buf, size_t *len, cx_error_t *err)
+bool oauth_conn_token_set(const oauth_tokens_t *t, const Credex__V1__Connection *c, int64_t now,
+                          uint8_t **buf, size_t *len, cx_error_t *err)
 {
     Credex__V1__ProviderTokenSet ts = CREDEX__V1__PROVIDER_TOKEN_SET__INIT;
     ts.access_token.data = (uint8_t *)t->access_token;
@@ -499,7 +520,7 @@ static bool conn_token_set(const oauth_tokens_t *t, const Credex__V1__Connection
 
 /* Write the token set of k: a new version of its secret (same id) when it has a live one,
  * else a new secret owned by the user. */
-static bool conn_store_tokens(oauth_ctx_t *x, conn_t *k, const uint8_t *v, size_t len,
+static bool conn_store_tokens(oauth_ctx_t *x, oauth_conn_t *k, const uint8_t *v, size_t len,
                               bool *rotated, cx_error_t *err)
 {
     *rotated = false;
@@ -587,8 +608,8 @@ static bool conn_exchange(oauth_ctx_t *x, const oauth_stored_t *s, const oauth_e
 
 /* The connection the consent lands in: the flow's, or the user's live connection of the same
  * account through the connector (the flow's PENDING one then retires). */
-static bool conn_target(oauth_ctx_t *x, conn_t *flow_conn, const char *account_id, conn_t *out,
-                        cx_error_t *err)
+static bool conn_target(oauth_ctx_t *x, oauth_conn_t *flow_conn, const char *account_id,
+                        oauth_conn_t *out, cx_error_t *err)
 {
     if (flow_conn->pb->provider_account_id[0] &&
         strcmp(flow_conn->pb->provider_account_id, account_id) != 0)
@@ -599,7 +620,7 @@ static bool conn_target(oauth_ctx_t *x, conn_t *flow_conn, const char *account_i
     bool found = false;
     snprintf(key, sizeof(key), "%s/%s/%s", flow_conn->pb->subject_user_id,
              flow_conn->pb->connector_id, account_id);
-    if (!conn_find(x, "live_key", key, out, &found, err))
+    if (!oauth_conn_find(x, "live_key", key, out, &found, err))
         return false;
     if (!found || strcmp(out->pb->connection_id, flow_conn->pb->connection_id) == 0) {
         *out = *flow_conn;
@@ -608,7 +629,7 @@ static bool conn_target(oauth_ctx_t *x, conn_t *flow_conn, const char *account_i
     if (flow_conn->pb->state == CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_PENDING) {
         flow_conn->pb->state = CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_REVOKED;
         flow_conn->pb->state_reason = oauth_str(x, "superseded");
-        if (!conn_save(x, flow_conn, err))
+        if (!oauth_conn_save(x, flow_conn, err))
             return false;
     }
     return true;
@@ -622,7 +643,7 @@ static bool conn_complete(oauth_ctx_t *x, const ProtobufCMessage *request, Proto
     oauth_flow_t f;
     oauth_stored_t s;
     oauth_endpoints_t e;
-    conn_t fk, k;
+    oauth_conn_t fk, k;
     bool found = false, claimed = false;
     if (!conn_need_user(x, err))
         return false;
@@ -673,8 +694,8 @@ static bool conn_complete(oauth_ctx_t *x, const ProtobufCMessage *request, Proto
         goto out;
     int64_t now = mdb_now_ms();
     Credex__V1__Connection *c = k.pb;
-    conn_scopes(x, s.pb, o.tokens.scope, c);
-    if (!conn_token_set(&o.tokens, c, now, &ts, &tslen, err) ||
+    oauth_conn_scopes(x, s.pb, o.tokens.scope, c);
+    if (!oauth_conn_token_set(&o.tokens, c, now, &ts, &tslen, err) ||
         !conn_store_tokens(x, &k, ts, tslen, &rotated, err))
         goto out;
     c->state = CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_ACTIVE;
@@ -688,14 +709,14 @@ static bool conn_complete(oauth_ctx_t *x, const ProtobufCMessage *request, Proto
     c->scopes_version = s.pb->scopes_version;
     c->token_expires_at_ms = o.tokens.expires_in_s > 0 ? now + o.tokens.expires_in_s * 1000 : 0;
     c->connected_at_ms = now;
-    if (!conn_save(x, &k, err)) {
+    if (!oauth_conn_save(x, &k, err)) {
         if (err->code == CX_ERR_CONFLICT)
             cx_error_set(err, CX_ERR_CONFLICT,
                          "this provider account is already connected through this connector");
         goto out;
     }
-    if (!conn_audit(x, "connection.connected", c, "token_set", rotated ? "rotated" : "created",
-                    err))
+    if (!oauth_conn_audit(x, "connection.connected", c, "token_set",
+                          rotated ? "rotated" : "created", err))
         goto out;
     Credex__V1__CompleteConnectResponse *resp = rpc_arena_alloc(x->arena, sizeof(*resp));
     credex__v1__complete_connect_response__init(resp);
@@ -718,7 +739,7 @@ static bool conn_get(oauth_ctx_t *x, const ProtobufCMessage *request, ProtobufCM
                      cx_error_t *err)
 {
     const Credex__V1__GetConnectionRequest *r = (const Credex__V1__GetConnectionRequest *)request;
-    conn_t k;
+    oauth_conn_t k;
     if (!conn_need_user(x, err) || !conn_load_owned(x, r->connection_id, true, &k, err))
         return false;
     *reply = &k.pb->base;
@@ -734,7 +755,7 @@ typedef struct conn_rows {
 static bool conn_row(void *ctx, const bson_t *doc, cx_error_t *err)
 {
     conn_rows_t *l = ctx;
-    conn_t k;
+    oauth_conn_t k;
     if (!conn_decode(l->x, doc, &k, err))
         return false;
     l->v[l->n++] = k.pb;
@@ -763,7 +784,7 @@ static bool conn_list(oauth_ctx_t *x, const ProtobufCMessage *request, ProtobufC
     if (r->provider_key[0])
         BSON_APPEND_UTF8(&filter, "provider_key", r->provider_key);
     if (r->state) {
-        const char *name = conn_state_name(r->state);
+        const char *name = oauth_conn_state_name(r->state);
         if (!name) {
             bson_destroy(&filter);
             return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "state is unknown");
@@ -800,7 +821,7 @@ static bool conn_list(oauth_ctx_t *x, const ProtobufCMessage *request, ProtobufC
 
 /* Best effort: revoke the refresh token (else the access token) where the provider offers
  * revocation. *revoked says whether the provider confirmed it. */
-static void conn_revoke(oauth_ctx_t *x, const conn_t *k, bool *revoked)
+static void conn_revoke(oauth_ctx_t *x, const oauth_conn_t *k, bool *revoked)
 {
     oauth_stored_t s;
     oauth_endpoints_t e;
@@ -848,12 +869,12 @@ out:
                     CX_LOG_STR("reason", cx_code_reason(err.code)));
 }
 
-/* Revoke at the provider (best effort), delete the token set, mark k REVOKED with reason; one
- * connection.disconnected event. */
-static bool conn_end(oauth_ctx_t *x, conn_t *k, const char *reason, cx_error_t *err)
+bool oauth_conn_end(oauth_ctx_t *x, oauth_conn_t *k, const char *reason, bool at_provider,
+                    cx_error_t *err)
 {
     bool revoked = false;
-    conn_revoke(x, k, &revoked);
+    if (at_provider)
+        conn_revoke(x, k, &revoked);
     if (k->secret_id[0]) {
         cx_error_t de;
         cx_error_clear(&de);
@@ -865,21 +886,22 @@ static bool conn_end(oauth_ctx_t *x, conn_t *k, const char *reason, cx_error_t *
     k->secret_id = oauth_str(x, "");
     k->pb->state = CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_REVOKED;
     k->pb->state_reason = oauth_str(x, reason);
-    return conn_save(x, k, err) &&
-           conn_audit(x, "connection.disconnected", k->pb, "revoked_at_provider",
-                      revoked ? "true" : "false", err);
+    if (!oauth_conn_save(x, k, err))
+        return false;
+    return !at_provider || oauth_conn_audit(x, "connection.disconnected", k->pb,
+                                            "revoked_at_provider", revoked ? "true" : "false", err);
 }
 
 static bool conn_disconnect(oauth_ctx_t *x, const ProtobufCMessage *request,
                             ProtobufCMessage **reply, cx_error_t *err)
 {
     const Credex__V1__DisconnectRequest *r = (const Credex__V1__DisconnectRequest *)request;
-    conn_t k;
+    oauth_conn_t k;
     if (!conn_need_user(x, err) || !conn_load_owned(x, r->connection_id, true, &k, err))
         return false;
     /* Idempotent: an already disconnected connection is answered as it is. */
     if ((k.pb->state != CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_REVOKED || k.secret_id[0]) &&
-        !conn_end(x, &k, "disconnected", err))
+        !oauth_conn_end(x, &k, "disconnected", true, err))
         return false;
     *reply = &k.pb->base;
     return true;
@@ -889,7 +911,7 @@ static bool conn_disconnect(oauth_ctx_t *x, const ProtobufCMessage *request,
 
 typedef struct conn_marks {
     oauth_ctx_t *x;
-    conn_t *v;
+    oauth_conn_t *v;
     size_t n, cap;
 } conn_marks_t;
 
@@ -900,6 +922,12 @@ static bool conn_mark_row(void *ctx, const bson_t *doc, cx_error_t *err)
         return cx_error_set(err, CX_ERR_RESOURCE_EXHAUSTED,
                             "too many connections to mark in one update");
     return conn_decode(m->x, doc, &m->v[m->n++], err);
+}
+
+static bool conn_each(oauth_ctx_t *x, const bson_t *filter, conn_marks_t *m, cx_error_t *err)
+{
+    return oauth_connect(x, err) &&
+           mdb_find_each(x->o->db, x->c, MDB_COLL_CONNECTIONS, filter, conn_mark_row, m, err);
 }
 
 /* The connections of connector_id in state (or, with not, in any other state), read before
@@ -917,11 +945,20 @@ static bool conn_collect(oauth_ctx_t *x, const char *connector_id, const char *s
     } else {
         BSON_APPEND_UTF8(&filter, "state", state);
     }
-    *m = (conn_marks_t){.x = x, .v = calloc(CONN_MARK_MAX, sizeof(conn_t)), .cap = CONN_MARK_MAX};
-    bool ok = m->v ? oauth_connect(x, err) && mdb_find_each(x->o->db, x->c, MDB_COLL_CONNECTIONS,
-                                                            &filter, conn_mark_row, m, err)
-                   : cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+    *m = (conn_marks_t){
+        .x = x, .v = calloc(CONN_MARK_MAX, sizeof(oauth_conn_t)), .cap = CONN_MARK_MAX};
+    bool ok =
+        m->v ? conn_each(x, &filter, m, err) : cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
     bson_destroy(&filter);
+    return ok;
+}
+
+bool oauth_conn_list(oauth_ctx_t *x, const bson_t *filter, oauth_conn_t *v, size_t cap, size_t *n,
+                     cx_error_t *err)
+{
+    conn_marks_t m = {.x = x, .v = v, .cap = cap};
+    bool ok = conn_each(x, filter, &m, err);
+    *n = m.n;
     return ok;
 }
 
@@ -932,7 +969,7 @@ bool oauth_connections_mark_reconsent(oauth_ctx_t *x, const Credex__V1__Connecto
     *count = 0;
     bool ok = conn_collect(x, c->connector_id, "active", false, &m, err);
     for (size_t i = 0; ok && i < m.n; i++) {
-        conn_t *k = &m.v[i];
+        oauth_conn_t *k = &m.v[i];
         Credex__V1__Connection *pb = k->pb;
         bool lacks = false;
         for (size_t j = 0; j < c->n_scopes && !lacks; j++)
@@ -948,8 +985,8 @@ bool oauth_connections_mark_reconsent(oauth_ctx_t *x, const Credex__V1__Connecto
         pb->state_reason = oauth_str(x, "scope_changed");
         char sv[16];
         snprintf(sv, sizeof(sv), "%u", c->scopes_version);
-        ok = conn_save(x, k, err) &&
-             conn_audit(x, "connection.reconsent_required", pb, "scopes_version", sv, err);
+        ok = oauth_conn_save(x, k, err) &&
+             oauth_conn_audit(x, "connection.reconsent_required", pb, "scopes_version", sv, err);
         if (ok)
             (*count)++;
     }
@@ -964,7 +1001,7 @@ bool oauth_connections_end_all(oauth_ctx_t *x, const char *connector_id, size_t 
     *count = 0;
     bool ok = conn_collect(x, connector_id, "revoked", true, &m, err);
     for (size_t i = 0; ok && i < m.n; i++)
-        if ((ok = conn_end(x, &m.v[i], "connector_deleted", err)))
+        if ((ok = oauth_conn_end(x, &m.v[i], "connector_deleted", true, err)))
             (*count)++;
     free(m.v);
     return ok;

@@ -28,6 +28,7 @@
 #include "common/contract/cx_contract.h"
 #include "common/crypto/cx_crypto.h"
 #include "common/log/cx_log.h"
+#include "common/mdb/mdb_cache.h"
 #include "credex/v1/store.pb-c.h"
 #include "services/oauth/oauth_internal.h"
 
@@ -623,6 +624,30 @@ bool oauth_connector_find_live(oauth_ctx_t *x, const char *provider_key,
     return ok;
 }
 
+bool oauth_connector_load_cached(oauth_ctx_t *x, const char *id, oauth_stored_t *out,
+                                 cx_error_t *err)
+{
+    bson_t doc;
+    bool found = false;
+    if (!x->o->connectors_cache)
+        return oauth_connector_load(x, id, out, err);
+    if (!id || !id[0])
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "connector_id is required");
+    if (!oauth_connect(x, err) ||
+        !mdb_cache_find(x->o->connectors_cache, x->c, id, &doc, &found, NULL, err))
+        return false;
+    if (!found)
+        return cx_error_set(err, CX_ERR_NOT_FOUND, "connector not found");
+    bool ok = oauth_doc_decode(x, &doc, out, err);
+    bson_destroy(&doc);
+    if (!ok) { /* what the database holds may be put right: never answer it from memory */
+        mdb_cache_evict(x->o->connectors_cache, id);
+        cx_log_error(x->correlation_id, "oauth.integrity_error",
+                     CX_LOG_STR("detail", err->message));
+    }
+    return ok;
+}
+
 bool oauth_connector_load(oauth_ctx_t *x, const char *id, oauth_stored_t *out, cx_error_t *err)
 {
     bool found = false;
@@ -650,9 +675,12 @@ static bool oauth_write(oauth_ctx_t *x, int64_t cur_version, Credex__V1__Connect
     BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
     oauth_doc_fields(x, pb, cur_version + 1, auth, &set);
     bson_append_document_end(&upd, &set);
-    if (!oauth_connect(x, err) ||
-        !mdb_update_one_returning(x->o->db, x->c, MDB_COLL_OAUTH_CONNECTORS, &sel, &upd, &after,
-                                  &matched, err))
+    mdb_cache_evict(x->o->connectors_cache, pb->connector_id);
+    bool wrote =
+        oauth_connect(x, err) && mdb_update_one_returning(x->o->db, x->c, MDB_COLL_OAUTH_CONNECTORS,
+                                                          &sel, &upd, &after, &matched, err);
+    mdb_cache_evict(x->o->connectors_cache, pb->connector_id);
+    if (!wrote)
         goto out;
     if (!matched) {
         oauth_stored_t now;
@@ -714,9 +742,12 @@ static bool oauth_secret_link(oauth_ctx_t *x, const char *connector_id, const ch
     BSON_APPEND_DOCUMENT_BEGIN(&upd, "$inc", &inc);
     BSON_APPEND_INT64(&inc, "version", 1);
     bson_append_document_end(&upd, &inc);
-    if (!oauth_connect(x, err) ||
-        !mdb_update_one_returning(x->o->db, x->c, MDB_COLL_OAUTH_CONNECTORS, &sel, &upd, &after,
-                                  &matched, err))
+    mdb_cache_evict(x->o->connectors_cache, connector_id);
+    bool wrote =
+        oauth_connect(x, err) && mdb_update_one_returning(x->o->db, x->c, MDB_COLL_OAUTH_CONNECTORS,
+                                                          &sel, &upd, &after, &matched, err);
+    mdb_cache_evict(x->o->connectors_cache, connector_id);
+    if (!wrote)
         goto out;
     if (!matched) {
         cx_error_set(err, CX_ERR_NOT_FOUND, "connector not found");
@@ -859,6 +890,7 @@ bool oauth_connector_create(oauth_ctx_t *x, const char *id, const Credex__V1__Co
             cx_log_error(x->correlation_id, "oauth.create_rollback_failed",
                          CX_LOG_STR("connector_id", pb->connector_id),
                          CX_LOG_STR("reason", derr.message));
+        mdb_cache_evict(x->o->connectors_cache, pb->connector_id);
         bson_destroy(&filter);
         return false;
     }

@@ -1,8 +1,9 @@
 /* oauth: setup and cleanup (state, clients, registration, start-up bootstrap). Connectors is
- * served by connectors.c, Connections by connections.c; ProviderTokens is a later issue. */
+ * served by connectors.c, Connections by connections.c, ProviderTokens by tokens.c. */
 #include <stdlib.h>
 
 #include "common/log/cx_log.h"
+#include "common/mdb/mdb_cache.h"
 #include "common/svc/svc.h"
 #include "credex/v1/oauth.pb-c.h"
 #include "services/oauth/oauth.h"
@@ -10,12 +11,6 @@
 
 /* Everything reaches oauth through the policy gateway. */
 static const char *const gateway_only[] = {"gateway", NULL};
-
-static const rpc_service_def_t oauth_later_services[] = {
-    {.desc = &credex__v1__provider_tokens__descriptor,
-     .allowed_peers = gateway_only,
-     .unimplemented_note = "planned: a later issue, provider token exchange"},
-};
 
 /* A comma list of the configuration as common/http splits it; NULL for an empty list (the
  * policy's "none": an empty allow-list would refuse every host). */
@@ -55,11 +50,48 @@ static bool oauth_health_probe(void *ctx)
     return mdb_ping(o->db, &err);
 }
 
+/* A document cache stopped or started answering (its watcher thread). */
+static void oauth_cache_state(void *ctx, bool enabled, const cx_error_t *why)
+{
+    const char *coll = ctx;
+    if (enabled)
+        cx_log_info(NULL, "oauth.cache_enabled", CX_LOG_STR("collection", coll));
+    else
+        cx_log_warn(NULL, "oauth.cache_disabled", CX_LOG_STR("collection", coll),
+                    CX_LOG_STR("reason", why ? cx_code_reason(why->code) : "unknown"));
+}
+
+/* The exchange's reads of connector and connection documents, with the store's metadata
+ * cache settings (the same staleness bound for every read on the retrieval paths). */
+static bool oauth_caches_open(oauth_t *o, cx_error_t *err)
+{
+    const cx_config_t *cfg = o->cfg;
+    if (!cfg->meta_cache_max_entries)
+        return true;
+    static const char *const colls[] = {MDB_COLL_OAUTH_CONNECTORS, MDB_COLL_CONNECTIONS};
+    mdb_cache_t **dst[] = {&o->connectors_cache, &o->connections_cache};
+    for (size_t i = 0; i < 2; i++) {
+        mdb_cache_options_t co = {.coll = colls[i],
+                                  .max_entries = cfg->meta_cache_max_entries,
+                                  .bound_ms = cfg->meta_cache_bound_ms,
+                                  .poll_ms = cfg->meta_cache_poll_ms,
+                                  .read = MDB_CACHE_READ_AUTO,
+                                  .on_state = oauth_cache_state,
+                                  .state_ctx = (void *)colls[i]};
+        if (!mdb_cache_new(dst[i], o->db, &co, err))
+            return false;
+    }
+    return true;
+}
+
 void oauth_cleanup(void *state)
 {
     oauth_t *o = state;
     if (!o)
         return;
+    mdb_cache_free(o->connectors_cache);
+    mdb_cache_free(o->connections_cache);
+    oauth_tokens_cleanup(o);
     cx_http_free(o->http);
     rpc_client_free(o->store);
     mdb_close(o->db);
@@ -86,7 +118,7 @@ bool oauth_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_err
         !(o->store = rpc_client_new(cfg->addr[CX_SVC_STORE], "store", &tls, err)) ||
         !oauth_list_split(cfg->oauth_allowed_hosts, &o->allow_hosts, err) ||
         !oauth_list_split(cfg->oauth_test_connect_to, &o->connect_to, err) ||
-        !oauth_http_open(o, err))
+        !oauth_http_open(o, err) || !oauth_tokens_setup(o, err) || !oauth_caches_open(o, err))
         goto fail;
     /* Filled at run time because the method count lives in connectors.c; must outlive the
      * server, hence static. */
@@ -102,12 +134,16 @@ bool oauth_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_err
                                           .nimpls = oauth_connections_nimpls,
                                           .allowed_peers = gateway_only,
                                           .unimplemented_note = "not implemented"};
+    static rpc_service_def_t tokens_def;
+    tokens_def = (rpc_service_def_t){.desc = &credex__v1__provider_tokens__descriptor,
+                                     .impls = oauth_tokens_impls,
+                                     .nimpls = oauth_tokens_nimpls,
+                                     .allowed_peers = gateway_only,
+                                     .unimplemented_note = "not implemented"};
     if (!rpc_server_add_service(srv, &connectors_def, err) ||
-        !rpc_server_add_service(srv, &connections_def, err))
+        !rpc_server_add_service(srv, &connections_def, err) ||
+        !rpc_server_add_service(srv, &tokens_def, err))
         goto fail;
-    for (size_t i = 0; i < sizeof(oauth_later_services) / sizeof(oauth_later_services[0]); i++)
-        if (!rpc_server_add_service(srv, &oauth_later_services[i], err))
-            goto fail;
     rpc_server_set_health_probe(srv, "credex.v1.Connectors", oauth_health_probe, o);
     /* Before the server listens: a replica is never healthy with a half-applied bootstrap, and
      * a failed one stops the process (fail closed) with the variable or dependency named. With

@@ -12,6 +12,8 @@
  *                (documents, uniqueness, client secrets through store, audit through store)
  *   bootstrap.c  start-up creation or update of the built-in connectors from the specs
  *   oauth.c      setup/cleanup and registration
+ *   tokens.c     credex.v1.ProviderTokens: a connection's access token, refreshed exactly once
+ *                across replicas (docs/TOKEN_REFRESH.md)
  *
  * Pure modules (providers, validate, bootstrap_env) allocate nothing they do not document and
  * are reentrant. Strings in oauth_connector_t are owned by the struct (oauth_connector_clear).
@@ -77,7 +79,10 @@ typedef struct oauth_provider {
     const char *account_id_field;              /* in the identity reply, e.g. "id", "account_id" */
     const char *account_name_field;            /* e.g. "login", "name", "email" */
     const oauth_param_t *authorization_params; /* {NULL, NULL}-terminated; may be NULL */
-    const char *docs_url; /* the provider's public documentation of its OAuth app setup */
+    const char *docs_url;      /* the provider's public documentation of its OAuth app setup */
+    const char *api_base_url;  /* where its REST API lives (GetProviderToken.api_base_url), or
+                                  the path after the connector's base URL */
+    bool api_url_per_resource; /* the API URL ends in "/<provider_resource_id>" (Atlassian) */
 } oauth_provider_t;
 
 /* The descriptor of key, NULL when none. */
@@ -188,6 +193,12 @@ typedef struct oauth {
     char **allow_hosts; /* CREDEX_OAUTH_ALLOWED_HOSTS split, NULL-terminated; NULL: any */
     char **connect_to;  /* CREDEX_OAUTH_TEST_CONNECT_TO split; NULL: none */
     atomic_int_least64_t next_sweep_ms; /* oauth_flows_sweep runs again from then on */
+    struct oauth_flights *flights;      /* tokens.c: refreshes in flight in this process */
+    /* Documents by _id for GetProviderToken's reads (common/mdb mdb_cache: coherent within
+     * CREDEX_STORE_METADATA_CACHE_BOUND_MS); NULL when disabled. Every writer of a connector or
+     * connection evicts its id before and after the write. */
+    struct mdb_cache *connectors_cache, *connections_cache;
+    char holder[128]; /* this process's refresh lease holder: host:pid:random */
 } oauth_t;
 
 /* Who acts and where its memory lives: a gateway call (call set, its arena) or the start-up
@@ -296,6 +307,10 @@ bool oauth_secret_rotate(oauth_ctx_t *x, const char *secret_id, uint32_t expecte
 bool oauth_secret_delete(oauth_ctx_t *x, const char *secret_id, cx_error_t *err);
 /* The connector document of id (any status); not_found when none. */
 bool oauth_connector_load(oauth_ctx_t *x, const char *id, oauth_stored_t *out, cx_error_t *err);
+/* The same through connectors_cache: possibly older by the cache's bound, for the token
+ * exchange's checks only (writers read with oauth_connector_load). */
+bool oauth_connector_load_cached(oauth_ctx_t *x, const char *id, oauth_stored_t *out,
+                                 cx_error_t *err);
 /* application/x-www-form-urlencoded text (a form body, a query) that grows as fields are added,
  * so that nothing is ever cut: on the heap, wiped when freed (it may hold a secret). A failed
  * allocation is remembered and reported once by oauth_text_done. Not thread-safe (one per
@@ -406,6 +421,42 @@ bool oauth_token_exchange(oauth_ctx_t *x, const Credex__V1__Connector *c,
                           const char *code, const char *verifier, oauth_tokens_t *out,
                           cx_error_t *err);
 
+/* What a token endpoint answered besides tokens, for classifying a failure. */
+typedef struct oauth_token_answer {
+    long status;           /* HTTP status; 0: no answer */
+    int64_t retry_after_s; /* Retry-After in seconds (a date converted); -1 when none */
+    char error[65];        /* the provider's error code when a plain word, "invalid" when not,
+                              "none" when the answer named none; "" on success */
+} oauth_token_answer_t;
+
+/* A refresh_token grant for refresh_token at e->token_url, with the client authentication of
+ * the code exchange. *ans (zeroed first) tells how the provider answered, also on failure, for
+ * oauth_refresh_classify. Errors as oauth_token_exchange's; never a token in a message.
+ * Blocking: at most the provider client's timeout. *out as oauth_token_exchange's. */
+bool oauth_token_refresh(oauth_ctx_t *x, const Credex__V1__Connector *c, oauth_client_auth_t auth,
+                         const oauth_endpoints_t *e, const uint8_t *secret, size_t secret_len,
+                         const uint8_t *refresh_token, size_t refresh_len, oauth_tokens_t *out,
+                         oauth_token_answer_t *ans, cx_error_t *err);
+
+/* Failure classes of a refresh (docs/TOKEN_REFRESH.md). */
+typedef enum oauth_refresh_class {
+    OAUTH_REFRESH_OK = 0,
+    OAUTH_REFRESH_REVOKED,      /* invalid_grant (GitHub: bad_refresh_token in a 200) */
+    OAUTH_REFRESH_SCOPE,        /* invalid_scope */
+    OAUTH_REFRESH_UNAVAILABLE,  /* no answer, a timeout, 5xx */
+    OAUTH_REFRESH_RATE_LIMITED, /* 429, or 503 with Retry-After */
+    OAUTH_REFRESH_REFUSED,      /* any other refusal (a misconfigured client, for instance) */
+} oauth_refresh_class_t;
+
+#define OAUTH_RETRY_DEFAULT_S 60   /* a rate limit without Retry-After */
+#define OAUTH_RETRY_MAX_S     3600 /* a longer Retry-After is cut to this */
+
+/* The class of a refresh that ended with code (CX_OK: succeeded) and answer a. Pure. */
+oauth_refresh_class_t oauth_refresh_classify(cx_code_t code, const oauth_token_answer_t *a);
+/* When a rate-limited refresh may be tried again: now + Retry-After (-1: the default), at most
+ * OAUTH_RETRY_MAX_S ahead. Pure. */
+int64_t oauth_retry_until(int64_t now_ms, int64_t retry_after_s);
+
 /* The provider account: GET e->userinfo_url with the access token, the connector's account
  * fields as dotted paths (numbers as integers); *id and *name in the arena. With
  * e->resources_url, the resource ids it lists (at most OAUTH_RESOURCES_MAX) into res[]. */
@@ -461,6 +512,50 @@ void oauth_flows_sweep(oauth_ctx_t *x);
 
 /* ---- connections (connections.c) ---------------------------------------------------------- */
 
+/* A connection document: its read model (arena memory) and what the document keeps besides. */
+typedef struct oauth_conn {
+    Credex__V1__Connection *pb;
+    char *secret_id; /* the token set's store secret, "" when none */
+    char **resources;
+    size_t nresources;
+} oauth_conn_t;
+
+/* "pending", "active", ... as documents store the state; NULL for an unknown value. */
+const char *oauth_conn_state_name(Credex__V1__ConnectionState s);
+/* The connection whose field equals value; *found false when none. A malformed document is
+ * integrity_error. Blocking (one database read); arena memory. */
+bool oauth_conn_find(oauth_ctx_t *x, const char *field, const char *value, oauth_conn_t *out,
+                     bool *found, cx_error_t *err);
+/* The connection of id through connections_cache (possibly older by the cache's bound: for
+ * the token exchange's first read only; a refresh re-reads with oauth_conn_find). */
+bool oauth_conn_find_cached(oauth_ctx_t *x, const char *id, oauth_conn_t *out, bool *found,
+                            cx_error_t *err);
+/* The connections matching filter into v[0..*n), at most cap (more: resource_exhausted).
+ * Blocking (one database query); v is the caller's, its strings in the arena. */
+bool oauth_conn_list(oauth_ctx_t *x, const bson_t *filter, oauth_conn_t *v, size_t cap, size_t *n,
+                     cx_error_t *err);
+/* Write k as the document's state (updated_at now). A live_key taken by another connection is
+ * conflict; a vanished document not_found. Blocking (one database write). */
+bool oauth_conn_save(oauth_ctx_t *x, oauth_conn_t *k, cx_error_t *err);
+/* One success event about connection c (provider_key, connector_id, state, and one extra
+ * attribute when extra_key is not NULL). Blocking (store AppendAuditEvent). */
+bool oauth_conn_audit(oauth_ctx_t *x, const char *event, const Credex__V1__Connection *c,
+                      const char *extra_key, const char *extra_value, cx_error_t *err);
+/* c's granted and missing scopes from the token answer's scope text (space or comma
+ * separated; "" = those the connector asked for). Arena memory. */
+void oauth_conn_scopes(oauth_ctx_t *x, const Credex__V1__Connector *c, const char *granted,
+                       Credex__V1__Connection *out);
+/* The token set as store keeps it: a packed ProviderTokenSet of t with c's granted scopes,
+ * obtained at now (*buf malloc'd: wipe, then free). Pure. */
+bool oauth_conn_token_set(const oauth_tokens_t *t, const Credex__V1__Connection *c, int64_t now,
+                          uint8_t **buf, size_t *len, cx_error_t *err);
+/* End k: with at_provider, revoke at the provider first (best effort) and audit
+ * connection.disconnected; then delete the token set and save k REVOKED with reason (live_key
+ * "gone/<id>"). Without at_provider nothing is audited here (the caller audits). Blocking
+ * (provider, store, database). */
+bool oauth_conn_end(oauth_ctx_t *x, oauth_conn_t *k, const char *reason, bool at_provider,
+                    cx_error_t *err);
+
 /* Mark the ACTIVE connections of connector c whose granted scopes lack one of c's scopes
  * RECONSENT_REQUIRED ("scope_changed"), each audited as connection.reconsent_required. */
 bool oauth_connections_mark_reconsent(oauth_ctx_t *x, const Credex__V1__Connector *c, size_t *count,
@@ -474,5 +569,16 @@ bool oauth_connections_end_all(oauth_ctx_t *x, const char *connector_id, size_t 
 
 extern const rpc_method_impl_t oauth_connections_impls[];
 extern const size_t oauth_connections_nimpls;
+
+/* ---- provider tokens (tokens.c) ------------------------------------------------------------ */
+
+/* The single-flight table and the lease holder name of o, owned by o (oauth_tokens_cleanup
+ * frees them). Before the server starts; the table is then thread-safe (one mutex). */
+bool oauth_tokens_setup(oauth_t *o, cx_error_t *err);
+void oauth_tokens_cleanup(oauth_t *o); /* NULL-safe */
+
+/* credex.v1.ProviderTokens: method table for rpc_service_def_t. */
+extern const rpc_method_impl_t oauth_tokens_impls[];
+extern const size_t oauth_tokens_nimpls;
 
 #endif

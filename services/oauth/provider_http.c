@@ -375,53 +375,54 @@ static void oauth_error_word(const char *in, char out[OAUTH_ERROR_MAX + 1])
     snprintf(out, OAUTH_ERROR_MAX + 1, "%s", ok ? in : "invalid");
 }
 
-bool oauth_token_exchange(oauth_ctx_t *x, const Credex__V1__Connector *c,
-                          const oauth_client_auth_t auth, const oauth_endpoints_t *e,
-                          const uint8_t *secret, size_t secret_len, const char *redirect_uri,
-                          const char *code, const char *verifier, oauth_tokens_t *out,
-                          cx_error_t *err)
+/* The token endpoint's answer to the form in f (its grant fields added by the caller), f
+ * authenticated here as the connector. ans (when not NULL) receives what classification needs;
+ * what names the request in messages ("code exchange", "refresh"). */
+static bool oauth_token_post(oauth_ctx_t *x, const Credex__V1__Connector *c,
+                             oauth_client_auth_t auth, const oauth_endpoints_t *e,
+                             const uint8_t *secret, size_t secret_len, oauth_form_t *f,
+                             const char *what, oauth_tokens_t *out, oauth_token_answer_t *ans,
+                             cx_error_t *err)
 {
-    oauth_form_t f = {0};
     cx_http_response_t resp;
-    bool ok = false;
+    oauth_token_answer_t scratch;
+    ans = ans ? ans : &scratch;
+    memset(ans, 0, sizeof(*ans));
+    ans->retry_after_s = -1;
     if (!e->token_url || !e->token_url[0])
         return cx_error_set(err, CX_ERR_FAILED_PRECONDITION, "the connector has no token endpoint");
-    oauth_text_field(&f.body, "grant_type", "authorization_code");
-    oauth_text_field(&f.body, "code", code);
-    oauth_text_field(&f.body, "redirect_uri", redirect_uri);
-    if (verifier[0])
-        oauth_text_field(&f.body, "code_verifier", verifier);
     if (auth == OAUTH_CLIENT_AUTH_BASIC)
-        oauth_text_field(&f.body, "client_id", c->client_id);
-    if (!oauth_form_auth(&f, c->client_id, auth, secret, secret_len, err))
-        goto out;
+        oauth_text_field(&f->body, "client_id", c->client_id);
+    if (!oauth_form_auth(f, c->client_id, auth, secret, secret_len, err))
+        return false;
     cx_error_t he;
     cx_error_clear(&he);
-    if (!oauth_form_post(x, e->token_url, &f, e->accept_json, &resp, &he)) {
-        cx_error_set(err, he.code == CX_ERR_SSRF_BLOCKED ? he.code : CX_ERR_UNAVAILABLE,
-                     "the provider's token endpoint did not answer (%s)", cx_code_reason(he.code));
-        goto out;
-    }
+    if (!oauth_form_post(x, e->token_url, f, e->accept_json, &resp, &he))
+        return cx_error_set(err, he.code == CX_ERR_SSRF_BLOCKED ? he.code : CX_ERR_UNAVAILABLE,
+                            "the provider's token endpoint did not answer (%s)",
+                            cx_code_reason(he.code));
     json_t *o = strstr(resp.content_type, "json")
                     ? json_loadb(resp.body, resp.body_len, JSON_REJECT_DUPLICATES, NULL)
                     : oauth_form_parse(resp.body, resp.body_len);
     long status = resp.status;
+    ans->status = status;
+    ans->retry_after_s = resp.retry_after_s;
     oauth_resp_wipe(&resp);
     if (!json_is_object(o)) {
         json_decref(o);
-        cx_error_set(err, status >= 500 ? CX_ERR_UNAVAILABLE : CX_ERR_FAILED_PRECONDITION,
-                     "the provider's token endpoint gave an unreadable answer (HTTP %ld)", status);
-        goto out;
+        return cx_error_set(err, status >= 500 ? CX_ERR_UNAVAILABLE : CX_ERR_FAILED_PRECONDITION,
+                            "the provider's token endpoint gave an unreadable answer (HTTP %ld)",
+                            status);
     }
     const char *error = json_string_value(json_object_get(o, "error"));
     if (status != 200 || error) {
-        char word[OAUTH_ERROR_MAX + 1];
-        oauth_error_word(error, word);
+        oauth_error_word(error, ans->error);
+        if (!error)
+            snprintf(ans->error, sizeof(ans->error), "none");
         cx_error_set(err, status >= 500 ? CX_ERR_UNAVAILABLE : CX_ERR_FAILED_PRECONDITION,
-                     "the provider refused the code exchange (HTTP %ld, error %s)", status,
-                     error ? word : "none");
+                     "the provider refused the %s (HTTP %ld, error %s)", what, status, ans->error);
         oauth_json_wipe(o);
-        goto out;
+        return false;
     }
     memset(out, 0, sizeof(*out));
     out->access_token = oauth_json_dup(o, "access_token");
@@ -438,14 +439,71 @@ bool oauth_token_exchange(oauth_ctx_t *x, const Credex__V1__Connector *c,
     oauth_json_wipe(o);
     if (!out->access_token) {
         oauth_tokens_clear(out);
-        cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
-                     "the provider's token answer has no access_token");
-        goto out;
+        return cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
+                            "the provider's token answer has no access_token");
     }
-    ok = true;
-out:
+    return true;
+}
+
+bool oauth_token_exchange(oauth_ctx_t *x, const Credex__V1__Connector *c,
+                          const oauth_client_auth_t auth, const oauth_endpoints_t *e,
+                          const uint8_t *secret, size_t secret_len, const char *redirect_uri,
+                          const char *code, const char *verifier, oauth_tokens_t *out,
+                          cx_error_t *err)
+{
+    oauth_form_t f = {0};
+    oauth_text_field(&f.body, "grant_type", "authorization_code");
+    oauth_text_field(&f.body, "code", code);
+    oauth_text_field(&f.body, "redirect_uri", redirect_uri);
+    if (verifier[0])
+        oauth_text_field(&f.body, "code_verifier", verifier);
+    bool ok =
+        oauth_token_post(x, c, auth, e, secret, secret_len, &f, "code exchange", out, NULL, err);
     oauth_form_free(&f);
     return ok;
+}
+
+bool oauth_token_refresh(oauth_ctx_t *x, const Credex__V1__Connector *c, oauth_client_auth_t auth,
+                         const oauth_endpoints_t *e, const uint8_t *secret, size_t secret_len,
+                         const uint8_t *refresh_token, size_t refresh_len, oauth_tokens_t *out,
+                         oauth_token_answer_t *ans, cx_error_t *err)
+{
+    oauth_form_t f = {0};
+    oauth_text_field(&f.body, "grant_type", "refresh_token");
+    oauth_text_raw(&f.body, "&refresh_token=");
+    oauth_text_encode(&f.body, refresh_token, refresh_len);
+    bool ok = oauth_token_post(x, c, auth, e, secret, secret_len, &f, "refresh", out, ans, err);
+    oauth_form_free(&f);
+    return ok;
+}
+
+/* ---- refresh failures (pure) ----------------------------------------------------------------- */
+
+oauth_refresh_class_t oauth_refresh_classify(cx_code_t code, const oauth_token_answer_t *a)
+{
+    if (code == CX_OK)
+        return OAUTH_REFRESH_OK;
+    if (a->status == 429 || (a->status == 503 && a->retry_after_s >= 0))
+        return OAUTH_REFRESH_RATE_LIMITED;
+    if (a->status == 0) /* no answer, or refused before asking (no endpoint, SSRF policy) */
+        return code == CX_ERR_UNAVAILABLE ? OAUTH_REFRESH_UNAVAILABLE : OAUTH_REFRESH_REFUSED;
+    if (a->status >= 500)
+        return OAUTH_REFRESH_UNAVAILABLE;
+    /* RFC 6749 5.2; GitHub says bad_refresh_token (with HTTP 200) for a used, expired or
+     * revoked one. */
+    if (strcmp(a->error, "invalid_grant") == 0 || strcmp(a->error, "bad_refresh_token") == 0)
+        return OAUTH_REFRESH_REVOKED;
+    if (strcmp(a->error, "invalid_scope") == 0)
+        return OAUTH_REFRESH_SCOPE;
+    return OAUTH_REFRESH_REFUSED;
+}
+
+int64_t oauth_retry_until(int64_t now_ms, int64_t retry_after_s)
+{
+    int64_t s = retry_after_s < 0 ? OAUTH_RETRY_DEFAULT_S : retry_after_s;
+    if (s > OAUTH_RETRY_MAX_S)
+        s = OAUTH_RETRY_MAX_S;
+    return now_ms + s * 1000;
 }
 
 /* ---- identity ------------------------------------------------------------------------------ */

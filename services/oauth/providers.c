@@ -49,6 +49,7 @@ static const oauth_provider_t providers[] = {
         .account_name_field = "login",
         .docs_url =
             "https://docs.github.com/en/apps/oauth-apps/building-oauth-apps/authorizing-oauth-apps",
+        .api_base_url = "https://api.github.com",
     },
     /* Atlassian (Jira and Confluence Cloud). Sources: "OAuth 2.0 (3LO) apps" (authorize at
      * auth.atlassian.com with audience=api.atlassian.com and prompt=consent; token endpoint
@@ -79,6 +80,8 @@ static const oauth_provider_t providers[] = {
         .account_name_field = "name",
         .authorization_params = atlassian_params,
         .docs_url = "https://developer.atlassian.com/cloud/jira/platform/oauth-2-3lo-apps/",
+        .api_base_url = "https://api.atlassian.com/ex/jira",
+        .api_url_per_resource = true,
     },
     /* Webex. Sources: "Integrations & Authorization" (authorize and access_token under
      * webexapis.com/v1, authorization code with or without PKCE, client_id and client_secret
@@ -103,6 +106,7 @@ static const oauth_provider_t providers[] = {
         .account_id_field = "id",
         .account_name_field = "displayName",
         .docs_url = "https://developer.webex.com/docs/integrations",
+        .api_base_url = "https://webexapis.com/v1",
     },
     /* PagerDuty (scoped OAuth apps). Sources: "Obtaining a User OAuth Token via Code Grant"
      * (authorize and token under identity.pagerduty.com/oauth, client_id and client_secret in
@@ -130,6 +134,7 @@ static const oauth_provider_t providers[] = {
         .account_id_field = "user.id",
         .account_name_field = "user.name",
         .docs_url = "https://developer.pagerduty.com/docs/oauth-functionality",
+        .api_base_url = "https://api.pagerduty.com",
     },
     /* GitLab (gitlab.com, or a self-managed instance at the connector's base URL). Sources:
      * "OAuth 2.0 identity provider API" (/oauth/authorize, /oauth/token, /oauth/revoke
@@ -157,6 +162,7 @@ static const oauth_provider_t providers[] = {
         .account_id_field = "id",
         .account_name_field = "username",
         .docs_url = "https://docs.gitlab.com/api/oauth2/",
+        .api_base_url = "/api/v4",
     },
 };
 

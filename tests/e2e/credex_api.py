@@ -184,7 +184,7 @@ class Caller:
                   metadata: list[tuple[str, str]] | None = None):
         """(reply, call) of credex.v1.<service>/<method>; raises grpc.RpcError."""
         p = self.api.pb
-        module = p.oauth_grpc if service in ("Connectors", "Connections") else p.gateway_grpc
+        module = p.oauth_grpc if service in ("Connectors", "Connections", "ProviderTokens") else p.gateway_grpc
         stub = getattr(module, f"{service}Stub")(self.channel())
         md = list(self.metadata) + list(metadata or ())
         if cid:
@@ -388,6 +388,16 @@ class Api:
             return
         self.fga_write([(f"service:{service}", "retriever", "platform:credex")])
         self._granted.add(service)
+
+    def grant_exchanger(self, service: str = AGENT) -> None:
+        """The platform's exchanger grant of a server-side caller (service:<name> exchanger on
+        platform:credex): it may exchange the identity of the users it acts for for their
+        provider tokens. It needs the retriever grant too, which this also writes."""
+        self.grant_retriever(service)
+        if f"exchanger:{service}" in self._granted:
+            return
+        self.fga_write([(f"service:{service}", "exchanger", "platform:credex")])
+        self._granted.add(f"exchanger:{service}")
 
     def add_team_member(self, team: str, user: str) -> None:
         self.fga_write([(f"user:{user}", "member", f"team:{team}")])

@@ -365,6 +365,13 @@ def test_dev_writes_and_removes_tuples_idempotently(stack, api):
     ok(ctl(stack, "dev", "grant-retriever", svc, "--remove"))
     assert not api.fga_check(f"service:{svc}", "retriever", "platform:credex")
 
+    for _ in range(2):
+        assert ok(ctl(stack, "dev", "grant-exchanger", svc)) == \
+            f"wrote platform:credex#exchanger@service:{svc}\n".encode()
+    assert api.fga_check(f"service:{svc}", "exchanger", "platform:credex")
+    ok(ctl(stack, "dev", "grant-exchanger", svc, "--remove"))
+    assert not api.fga_check(f"service:{svc}", "exchanger", "platform:credex")
+
     # A store id left over from another stack: refused, with the reason and without OpenFGA's
     # message (which would repeat the request's values).
     env_store = stack.env["CREDEX_OPENFGA_STORE_ID"]

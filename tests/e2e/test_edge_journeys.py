@@ -161,7 +161,7 @@ def test_admin_routes(edge, api):
 MATERIAL = [
     ("retrieve", "/api/credentials/retrieve", "secret.retrieved"),
     ("exchange", "/api/credentials/exchange", "token.exchanged"),
-    ("inject", "/api/credentials/inject/github", "token.exchanged"),
+    ("inject", "/api/credentials/inject/github", "token.injected"),
 ]
 
 

@@ -6,6 +6,7 @@
  * is not reachable from a laptop.
  *
  *   dev grant-retriever SERVICE        platform:credex#retriever@service:SERVICE
+ *   dev grant-exchanger SERVICE        platform:credex#exchanger@service:SERVICE
  *   dev add-team-member TEAM USER      team:TEAM#member@user:USER (and #admin with --admin)
  *   dev make-admin USER                platform:credex#admin@user:USER
  *
@@ -20,6 +21,7 @@
 static void usage(FILE *f)
 {
     fputs("usage: credexctl dev grant-retriever SERVICE [--remove]\n"
+          "       credexctl dev grant-exchanger SERVICE [--remove]\n"
           "       credexctl dev add-team-member TEAM USER [--admin] [--remove]\n"
           "       credexctl dev make-admin USER [--remove]\n"
           "Dev conveniences for a local stack: write OpenFGA tuples directly over its HTTP API\n"
@@ -27,6 +29,9 @@ static void usage(FILE *f)
           "these relations through the identity/admin tooling, never with this command.\n"
           "  grant-retriever SERVICE  allow server-side caller SERVICE to retrieve secrets\n"
           "                           (platform:credex#retriever@service:SERVICE)\n"
+          "  grant-exchanger SERVICE  allow SERVICE (a retriever too) to exchange a user's\n"
+          "                           identity for the user's provider tokens\n"
+          "                           (platform:credex#exchanger@service:SERVICE)\n"
           "  add-team-member TEAM USER  team:TEAM#member@user:USER; --admin adds #admin too\n"
           "  make-admin USER          platform:credex#admin@user:USER\n"
           "  --remove                 delete the tuple(s) instead of writing them\n",
@@ -88,12 +93,13 @@ int cmd_dev(const cx_config_t *cfg, int argc, char **argv)
     cx_fga_tuple_t tuples[2];
     size_t n = 0;
     const char *what;
-    if (strcmp(sub, "grant-retriever") == 0) {
+    bool retriever = strcmp(sub, "grant-retriever") == 0;
+    if (retriever || strcmp(sub, "grant-exchanger") == 0) {
         if (npos != 1 || !cli_valid_service(pos[0]) || admin)
             return cli_usage_error(cmd, "expected SERVICE (1..63 of [a-z0-9-])");
         snprintf(a, sizeof a, "service:%s", pos[0]);
-        cx_fga_tuple_set(&tuples[n++], a, "retriever", "platform:credex");
-        what = "platform:credex#retriever@";
+        cx_fga_tuple_set(&tuples[n++], a, retriever ? "retriever" : "exchanger", "platform:credex");
+        what = retriever ? "platform:credex#retriever@" : "platform:credex#exchanger@";
     } else if (strcmp(sub, "add-team-member") == 0) {
         if (npos != 2 || !cli_valid_principal(pos[0]) || !cli_valid_principal(pos[1]))
             return cli_usage_error(cmd, "expected TEAM USER (1..128 of [A-Za-z0-9._@+-] each)");

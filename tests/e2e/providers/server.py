@@ -175,6 +175,7 @@ class TokenGrant:
     scope: str
     expires_at: float | None
     revoked: bool = False
+    used: bool = False  # a rotated refresh token: spent by its one use
 
 
 def pkce_s256(verifier: str) -> str:
@@ -190,6 +191,9 @@ class TokenBook:
         self.codes: dict[str, CodeGrant] = {}
         self.access: dict[str, TokenGrant] = {}
         self.refresh: dict[str, TokenGrant] = {}
+        # Reuse detection as rotating providers do it: a used refresh token presented again
+        # revokes every token of that client and user (the whole grant family).
+        self.revoke_family_on_reuse = False
 
     def _new(self, kind: str) -> str:
         return f"{self.prefix}{kind}_{secrets.token_urlsafe(24)}"
@@ -239,10 +243,16 @@ class TokenBook:
         is invalid_grant, as providers that rotate refresh tokens answer)."""
         with self._lock:
             grant = self.refresh.get(token)
-            if grant is None or grant.revoked or grant.client_id != client_id:
+            if grant is None or grant.client_id != client_id:
+                return "invalid_grant"
+            if grant.revoked:
+                if grant.used and self.revoke_family_on_reuse:
+                    for g in [*self.access.values(), *self.refresh.values()]:
+                        if g.client_id == client_id and g.user.id == grant.user.id:
+                            g.revoked = True
                 return "invalid_grant"
             if rotate:
-                grant.revoked = True
+                grant.revoked = grant.used = True
         return grant
 
     def check_access(self, token: str | None) -> TokenGrant | None:

@@ -211,6 +211,7 @@ static void test_every_variable_set(void **state)
     env_set(&env, "CREDEX_OAUTH_ALLOWED_HOSTS", "github.com,*.atlassian.com");
     env_set(&env, "CREDEX_OAUTH_HTTP_TIMEOUT_MS", "60000");
     env_set(&env, "CREDEX_OAUTH_HTTP_MAX_RESPONSE_BYTES", "1024");
+    env_set(&env, "CREDEX_OAUTH_REFRESH_LEASE_MS", "90000");
 
     cx_config_t *cfg = load_ok(&env);
     assert_true(cfg->credentials_enabled);
@@ -264,16 +265,18 @@ static void test_every_variable_set(void **state)
     assert_string_equal(cfg->oauth_allowed_hosts, "github.com,*.atlassian.com");
     assert_int_equal(cfg->oauth_http_timeout_ms, 60000);
     assert_int_equal(cfg->oauth_http_max_response_bytes, 1024);
+    assert_int_equal(cfg->oauth_refresh_lease_ms, 90000);
+    assert_int_equal(cfg->oauth_test_refresh_pause_ms, 0);
     cx_config_free(cfg);
 }
 
 static void test_every_documented_variable_is_read(void **state)
 {
     (void)state;
-    /* 75 variables in cx_config.h; a forgotten one would keep its default silently. */
+    /* 77 variables in cx_config.h; a forgotten one would keep its default silently. */
     fake_env_t env = {0};
     cx_config_t *cfg = load_ok(&env);
-    assert_int_equal(env.lookups, 75);
+    assert_int_equal(env.lookups, 77);
     cx_config_free(cfg);
 }
 
@@ -742,6 +745,48 @@ static void test_connect_to_refused_in_production(void **state)
     cx_config_free(load_ok(&env));
 }
 
+/* The refresh pause stalls a lease holder on purpose: production mode refuses it. */
+static void test_refresh_pause_refused_in_production(void **state)
+{
+    (void)state;
+    fake_env_t env = {0};
+    cx_config_t *cfg = NULL;
+    cx_error_t err;
+    env_set(&env, "CREDEX_OAUTH_TEST_REFRESH_PAUSE_MS", "2000");
+    env_set(&env, "CREDEX_PRODUCTION", "true");
+    assert_false(cx_config_load(&cfg, fake_getenv, &env, &err));
+    assert_null(cfg);
+    assert_string_equal(err.message, "CREDEX_OAUTH_TEST_REFRESH_PAUSE_MS: not allowed with "
+                                     "CREDEX_PRODUCTION=true (tests only)");
+    env_set(&env, "CREDEX_PRODUCTION", "false");
+    cfg = load_ok(&env);
+    assert_int_equal(cfg->oauth_test_refresh_pause_ms, 2000);
+    cx_config_free(cfg);
+}
+
+/* A lease that can end while its holder still waits for the provider is refused. */
+static void test_refresh_lease_above_http_timeout(void **state)
+{
+    (void)state;
+    fake_env_t env = {0};
+    cx_config_t *cfg = NULL;
+    cx_error_t err;
+    env_set(&env, "CREDEX_OAUTH_HTTP_TIMEOUT_MS", "10000");
+    env_set(&env, "CREDEX_OAUTH_REFRESH_LEASE_MS", "10000");
+    assert_false(cx_config_load(&cfg, fake_getenv, &env, &err));
+    assert_null(cfg);
+    assert_string_equal(err.message, "CREDEX_OAUTH_REFRESH_LEASE_MS: expected above "
+                                     "CREDEX_OAUTH_HTTP_TIMEOUT_MS (10000), got 10000");
+    env_set(&env, "CREDEX_OAUTH_REFRESH_LEASE_MS", "10001");
+    cfg = load_ok(&env);
+    assert_int_equal(cfg->oauth_refresh_lease_ms, 10001);
+    cx_config_free(cfg);
+    fake_env_t def = {0};
+    cfg = load_ok(&def);
+    assert_int_equal(cfg->oauth_refresh_lease_ms, 30000);
+    cx_config_free(cfg);
+}
+
 static void test_edge_tls_pair(void **state)
 {
     (void)state;
@@ -1059,6 +1104,8 @@ int main(void)
         cmocka_unit_test(test_empty_values_mean_default),
         cmocka_unit_test(test_every_variable_set),
         cmocka_unit_test(test_every_documented_variable_is_read),
+        cmocka_unit_test(test_refresh_pause_refused_in_production),
+        cmocka_unit_test(test_refresh_lease_above_http_timeout),
         cmocka_unit_test(test_store_and_gateway_tuning),
         cmocka_unit_test(test_production_with_local_cmk_loads),
         cmocka_unit_test(test_key_provider_aliases),

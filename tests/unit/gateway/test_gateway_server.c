@@ -38,7 +38,7 @@ static cx_fga_t *fga;
 
 static pthread_mutex_t st_mu = PTHREAD_MUTEX_INITIALIZER;
 static int st_resolves, st_audits, st_audit_fail;
-static char st_last_reason[64];
+static char st_last_reason[64], st_last_event[64];
 
 static bool st_append(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
                       cx_error_t *err)
@@ -51,6 +51,8 @@ static bool st_append(rpc_call_t *call, const ProtobufCMessage *request, Protobu
         st_audits++;
         snprintf(st_last_reason, sizeof(st_last_reason), "%s",
                  r->event && r->event->reason ? r->event->reason : "");
+        snprintf(st_last_event, sizeof(st_last_event), "%s",
+                 r->event && r->event->event_type ? r->event->event_type : "");
     }
     pthread_mutex_unlock(&st_mu);
     if (fail)
@@ -490,6 +492,63 @@ static const rpc_service_def_t oc_def = {.desc = &credex__v1__connections__descr
                                          .allowed_peers = st_peers,
                                          .unimplemented_note = "test oauth"};
 
+/* ---- an oauth ProviderTokens service: which calls reach it, and with what -------------------- */
+
+static int pt_picks, pt_gets;       /* pick_only calls; calls that could refresh or issue */
+static cx_code_t pt_get_fail;       /* the answer of the next non-pick calls, when set */
+static char pt_last_connection[64]; /* the connection_id of the last non-pick call */
+
+/* Connections as oauth would pick them: by id as asked, else conn_mine (connector con_hidden),
+ * or conn_off for connector con_off; a required scope "admin:org" was never granted. */
+static bool pt_get(rpc_call_t *call, const ProtobufCMessage *request, ProtobufCMessage **reply,
+                   cx_error_t *err)
+{
+    oa_seen(call);
+    const Credex__V1__GetProviderTokenRequest *r =
+        (const Credex__V1__GetProviderTokenRequest *)request;
+    pthread_mutex_lock(&st_mu); /* counter() reads under it */
+    if (r->pick_only) {
+        pt_picks++;
+    } else {
+        pt_gets++;
+        snprintf(pt_last_connection, sizeof(pt_last_connection), "%s", r->connection_id);
+    }
+    cx_code_t fail = r->pick_only ? CX_OK : pt_get_fail;
+    pthread_mutex_unlock(&st_mu);
+    for (size_t i = 0; i < r->n_required_scopes; i++)
+        if (strcmp(r->required_scopes[i], "admin:org") == 0)
+            return cx_error_set(err, CX_ERR_RECONSENT_REQUIRED, "scope not granted");
+    if (fail != CX_OK)
+        return cx_error_set(err, fail, "provider says slow down");
+    Credex__V1__GetProviderTokenResponse *resp = rpc_call_alloc(call, sizeof(*resp));
+    credex__v1__get_provider_token_response__init(resp);
+    const char *id = r->connection_id[0]                       ? r->connection_id
+                     : strcmp(r->connector_id, "con_off") == 0 ? "conn_off"
+                                                               : "conn_mine";
+    resp->connection_id = rpc_arena_strndup(rpc_call_arena(call), id, strlen(id));
+    resp->connector_id = strcmp(id, "conn_off") == 0 ? "con_off" : "con_hidden";
+    resp->provider_key = "atlassian";
+    resp->provider_resource_id = "cloud-1";
+    resp->api_base_url = "https://api.atlassian.com/ex/jira/cloud-1";
+    resp->expires_at_ms = 4102444800000;
+    if (!r->pick_only) {
+        resp->token_type = "bEaReR";
+        resp->material.data = (uint8_t *)"canary-token";
+        resp->material.len = 12;
+    }
+    *reply = &resp->base;
+    return true;
+}
+
+static const rpc_method_impl_t pt_impls[] = {
+    {.method = "GetProviderToken", .kind = RPC_UNARY, .unary = pt_get},
+};
+static const rpc_service_def_t pt_def = {.desc = &credex__v1__provider_tokens__descriptor,
+                                         .impls = pt_impls,
+                                         .nimpls = 1,
+                                         .allowed_peers = st_peers,
+                                         .unimplemented_note = "test oauth"};
+
 /* ---- helpers ----------------------------------------------------------------------------- */
 
 /* An ES256 token from the dev issuer's key; caller frees. A sub of service-account-<azp> makes
@@ -587,12 +646,14 @@ static int fx_setup(void **state, bool enabled)
     oo.shutdown_grace_ms = so.shutdown_grace_ms;
     f->oauth = rpc_server_new(&oo, &err);
     if (!f->oauth || !rpc_server_add_service(f->oauth, &oa_def, &err) ||
-        !rpc_server_add_service(f->oauth, &oc_def, &err) || !rpc_server_start(f->oauth, &err))
+        !rpc_server_add_service(f->oauth, &oc_def, &err) ||
+        !rpc_server_add_service(f->oauth, &pt_def, &err) || !rpc_server_start(f->oauth, &err))
         return -1;
     char store_addr[64], oauth_addr[64], gw_addr[64];
     snprintf(store_addr, sizeof(store_addr), "127.0.0.1:%d", rpc_server_port(f->store));
     snprintf(oauth_addr, sizeof(oauth_addr), "127.0.0.1:%d", rpc_server_port(f->oauth));
     env_kv_t env[] = {{"CAIPE_CREDENTIALS_ENABLED", enabled ? "true" : "false"},
+                      {"CREDENTIAL_EXCHANGE_ENABLED", enabled ? "true" : "false"},
                       {"CREDEX_TLS_CA", tk_pki_path("ca.pem")},
                       {"CREDEX_TLS_CERT", tk_pki_path("gateway.pem")},
                       {"CREDEX_TLS_KEY", tk_pki_path("gateway.key")},
@@ -664,6 +725,23 @@ static int fx_teardown(void **state)
     return 0;
 }
 
+/* The headers of a server-side call: the service token, the user's, and x-credex-caller, each
+ * when given; `bearer` holds the authorization value. Returns how many of h[3] are set. */
+static size_t caller_headers(rpc_header_t h[3], char *bearer, size_t bearersz, const char *svc_tok,
+                             const char *user_tok, const char *x_caller)
+{
+    size_t n = 0;
+    if (svc_tok) {
+        snprintf(bearer, bearersz, "Bearer %s", svc_tok);
+        h[n++] = (rpc_header_t){"authorization", bearer};
+    }
+    if (user_tok)
+        h[n++] = (rpc_header_t){"x-credex-user-token", user_tok};
+    if (x_caller)
+        h[n++] = (rpc_header_t){"x-credex-caller", x_caller};
+    return n;
+}
+
 /* One Retrieve; returns the cx code (CX_OK on success) and the reply in *out. */
 static cx_code_t retrieve(rpc_client_t *c, const char *svc_tok, const char *user_tok,
                           const char *x_caller, const char *secret, const char *use,
@@ -671,15 +749,7 @@ static cx_code_t retrieve(rpc_client_t *c, const char *svc_tok, const char *user
 {
     char bearer[4200];
     rpc_header_t h[3];
-    size_t n = 0;
-    if (svc_tok) {
-        snprintf(bearer, sizeof(bearer), "Bearer %s", svc_tok);
-        h[n++] = (rpc_header_t){"authorization", bearer};
-    }
-    if (user_tok)
-        h[n++] = (rpc_header_t){"x-credex-user-token", user_tok};
-    if (x_caller)
-        h[n++] = (rpc_header_t){"x-credex-caller", x_caller};
+    size_t n = caller_headers(h, bearer, sizeof(bearer), svc_tok, user_tok, x_caller);
     Credex__V1__ResourceContext rc = CREDEX__V1__RESOURCE_CONTEXT__INIT;
     rc.resource_type = "mcp_server";
     rc.resource_id = "srv-1";
@@ -1387,13 +1457,140 @@ static void test_connections(void **state)
     rpc_arena_free(a);
 }
 
+/* One Exchange or Inject by agent-runtime (svc_call's headers, plus x-credex-caller). */
+static cx_code_t exchange(rpc_client_t *c, const char *method, const char *svc_tok,
+                          const char *user_tok, const char *x_caller, const char *connection_id,
+                          const char *scope, int64_t min_valid_ms, rpc_arena_t *a,
+                          ProtobufCMessage **out, cx_error_t *err)
+{
+    char bearer[4200];
+    rpc_header_t h[3];
+    size_t n = caller_headers(h, bearer, sizeof(bearer), svc_tok, user_tok, x_caller);
+    Credex__V1__ResourceContext rc = CREDEX__V1__RESOURCE_CONTEXT__INIT;
+    rc.resource_type = "mcp_server";
+    rc.resource_id = "jira-tools";
+    Credex__V1__ExchangeRequest req = CREDEX__V1__EXCHANGE_REQUEST__INIT;
+    req.provider_key = "atlassian";
+    req.connection_id = (char *)connection_id;
+    req.intended_use = "mcp_impersonation";
+    req.resource_context = &rc;
+    char *scopes[1] = {(char *)scope};
+    req.required_scopes = scopes;
+    req.n_required_scopes = scope ? 1 : 0;
+    req.min_valid_for_ms = min_valid_ms;
+    rpc_call_options_t o = {.deadline_ms = 5000, .headers = h, .nheaders = n};
+    ProtobufCMessage *reply = NULL;
+    cx_error_clear(err);
+    bool ok = rpc_client_unary(c, &credex__v1__retrieval__descriptor, method, &req.base, &o, a,
+                               &reply, err);
+    if (out)
+        *out = reply;
+    return ok ? CX_OK : err->code;
+}
+
+/* Every refusal precedes the one call that may refresh or issue a token (pt_gets), and is
+ * audited by the gateway; the answer names the checked connection, never a refresh token. */
+static void test_exchange_checks_before_any_token(void **state)
+{
+    struct fx *f = *state;
+    rpc_arena_t *a = rpc_arena_new(1024);
+    cx_error_t err;
+    char *svc = mint("service-account-agent-runtime", "agent-runtime");
+    char *ann = mint("ann", "agent-runtime");
+    tuple(true, "service:agent-runtime", "retriever", "platform:credex");
+    int a0 = counter(&st_audits), p0 = counter(&pt_picks), g0 = counter(&pt_gets);
+#define EX(m, s, u, x, conn, scope, ms)                                                            \
+    exchange(f->agent, m, s, u, x, conn, scope, ms, a, NULL, &err)
+
+    /* a retriever without the exchanger grant */
+    assert_int_equal(EX("Exchange", svc, ann, NULL, NULL, NULL, 0), CX_ERR_PERMISSION_DENIED);
+    tuple(true, "service:agent-runtime", "exchanger", "platform:credex");
+    /* browsers: a marker with valid tokens, and the edge whatever it claims */
+    assert_int_equal(EX("Exchange", svc, ann, "browser", NULL, NULL, 0), CX_ERR_BROWSER_DENIED);
+    assert_int_equal(EX("Inject", svc, ann, "browser", NULL, NULL, 0), CX_ERR_BROWSER_DENIED);
+    assert_int_equal(
+        exchange(f->edge, "Exchange", NULL, ann, "service", NULL, NULL, 0, a, NULL, &err),
+        CX_ERR_BROWSER_DENIED);
+    /* the service acting for itself */
+    assert_int_equal(EX("Exchange", svc, NULL, NULL, NULL, NULL, 0), CX_ERR_PERMISSION_DENIED);
+    /* min_valid_for_ms beyond one hour, or negative */
+    assert_int_equal(EX("Exchange", svc, ann, NULL, NULL, NULL, 3600001), CX_ERR_INVALID_ARGUMENT);
+    assert_int_equal(EX("Exchange", svc, ann, NULL, NULL, NULL, -1), CX_ERR_INVALID_ARGUMENT);
+    /* another user's connection by id: not_found, decided before oauth is asked */
+    tuple(true, "user:zed", "owner", "provider_connection:conn_zed");
+    assert_int_equal(EX("Exchange", svc, ann, NULL, "conn_zed", NULL, 0), CX_ERR_NOT_FOUND);
+    char msg_foreign[CX_ERROR_MESSAGE_MAX];
+    strcpy(msg_foreign, err.message);
+    assert_int_equal(counter(&pt_picks), p0);
+    /* a picked connection the user does not own in OpenFGA: the same not_found */
+    assert_int_equal(EX("Exchange", svc, ann, NULL, NULL, NULL, 0), CX_ERR_NOT_FOUND);
+    assert_string_equal(err.message, msg_foreign);
+    assert_string_equal(st_last_reason, "not_found");
+    tuple(true, "user:ann", "owner", "provider_connection:conn_mine");
+    /* the connector is not enabled for ann */
+    assert_int_equal(EX("Inject", svc, ann, NULL, NULL, NULL, 0), CX_ERR_PERMISSION_DENIED);
+    assert_string_equal(st_last_event, "token.injected");
+    tuple(true, "user:ann", "member", "team:jira-users");
+    tuple(true, "team:jira-users#member", "enabled_for", "oauth_connector:con_hidden");
+    /* a scope never granted: oauth's pick refuses it and audits its own answer */
+    int a1 = counter(&st_audits);
+    assert_int_equal(EX("Exchange", svc, ann, NULL, NULL, "admin:org", 0),
+                     CX_ERR_RECONSENT_REQUIRED);
+    assert_int_equal(counter(&st_audits), a1);
+
+    assert_int_equal(counter(&pt_gets), g0); /* nothing above reached the token */
+    assert_int_equal(counter(&st_audits) - a0, 10);
+    assert_string_equal(st_last_event, "token.injected");
+
+    /* allowed: exactly the checked connection is asked for its token */
+    Credex__V1__ExchangeResponse *ex = NULL;
+    assert_int_equal(exchange(f->agent, "Exchange", svc, ann, NULL, NULL, "read:jira-work", 600000,
+                              a, (ProtobufCMessage **)&ex, &err),
+                     CX_OK);
+    assert_int_equal(counter(&pt_gets), g0 + 1);
+    assert_string_equal(pt_last_connection, "conn_mine");
+    assert_string_equal(ex->connection_id, "conn_mine");
+    assert_string_equal(ex->token_type, "Bearer");
+    assert_string_equal(ex->issued_token_type, "urn:ietf:params:oauth:token-type:access_token");
+    assert_int_equal(ex->material.len, 12);
+    assert_memory_equal(ex->material.data, "canary-token", 12);
+    assert_string_equal(ex->provider_resource_id, "cloud-1");
+
+    /* Inject: the header a proxy adds, the site's API base, and its own audit event */
+    int a2 = counter(&st_audits);
+    Credex__V1__InjectResponse *in = NULL;
+    assert_int_equal(exchange(f->agent, "Inject", svc, ann, NULL, "conn_mine", NULL, 0, a,
+                              (ProtobufCMessage **)&in, &err),
+                     CX_OK);
+    assert_int_equal(in->n_headers, 1);
+    assert_string_equal(in->headers[0]->name, "Authorization");
+    assert_int_equal(in->headers[0]->value.len, strlen("Bearer canary-token"));
+    assert_memory_equal(in->headers[0]->value.data, "Bearer canary-token", 19);
+    assert_string_equal(in->api_base_url, "https://api.atlassian.com/ex/jira/cloud-1");
+    assert_int_equal(counter(&st_audits), a2 + 1);
+    assert_string_equal(st_last_event, "token.injected");
+
+    /* the provider's rate limit is passed on as it is, not taken for an outage */
+    pthread_mutex_lock(&st_mu);
+    pt_get_fail = CX_ERR_RATE_LIMITED;
+    pthread_mutex_unlock(&st_mu);
+    assert_int_equal(EX("Exchange", svc, ann, NULL, NULL, NULL, 0), CX_ERR_RATE_LIMITED);
+    pthread_mutex_lock(&st_mu);
+    pt_get_fail = CX_OK;
+    pthread_mutex_unlock(&st_mu);
+#undef EX
+    free(svc);
+    free(ann);
+    rpc_arena_free(a);
+}
+
 static void test_unimplemented_and_health(void **state)
 {
     struct fx *f = *state;
     rpc_arena_t *a = rpc_arena_new(1024);
     cx_error_t err;
-    /* Exchange (a later issue) takes the request path already: no token is unauthenticated,
-     * and a method with no handler at all is unimplemented. */
+    /* Exchange without a token is unauthenticated, and a method with no handler at all is
+     * unimplemented. */
     Credex__V1__ExchangeRequest ex = CREDEX__V1__EXCHANGE_REQUEST__INIT;
     rpc_call_options_t o = {.deadline_ms = 5000};
     ProtobufCMessage *reply = NULL;
@@ -1522,6 +1719,7 @@ int main(void)
         cmocka_unit_test(test_unimplemented_and_health),
         cmocka_unit_test(test_connectors),
         cmocka_unit_test(test_connections),
+        cmocka_unit_test(test_exchange_checks_before_any_token),
     };
     const struct CMUnitTest disabled[] = {
         cmocka_unit_test(test_feature_disabled),

@@ -9,17 +9,18 @@ client-credentials JWT, whose client id must equal that name; a user token
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
-from credex.errors import CredexError, from_rpc_error
+from credex.errors import from_rpc_error
 from credex.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 USER_AGENT = "credex-python/0.1"
-_INJECT = "/credex.v1.Retrieval/Inject"
+ISSUED_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # RFC 8693
+MIN_VALID_FOR_MAX_S = 3600.0  # the gateway's bound on min_valid_for
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,10 @@ class Secret(_Material):
 
 
 class ProviderToken(_Material):
-    """A user's provider access token from Exchange (never a refresh token)."""
+    """A user's provider access token from Exchange (never a refresh token). `material` is the
+    token: do not log or persist it. `issued_token_type` is RFC 8693's access-token type."""
     __slots__ = ("connection_id", "provider_key", "token_type", "material", "expires_at_ms", "scopes",
-                 "provider_account_id", "provider_resource_id", "correlation_id")
+                 "provider_account_id", "provider_resource_id", "issued_token_type", "correlation_id")
     _hidden = ("material",)
 
     def __init__(self, reply: gateway_pb2.ExchangeResponse, correlation_id: str):
@@ -74,7 +76,46 @@ class ProviderToken(_Material):
         self.expires_at_ms, self.scopes = reply.expires_at_ms, tuple(reply.scopes)
         self.provider_account_id = reply.provider_account_id
         self.provider_resource_id = reply.provider_resource_id
+        self.issued_token_type = reply.issued_token_type or ISSUED_TOKEN_TYPE
         self.correlation_id = correlation_id
+
+    def authorization(self) -> str:
+        """The Authorization header value: "<token_type> <token>" (credential material)."""
+        return f"{self.token_type or 'Bearer'} {self.material.decode()}"
+
+
+class Injection(_Material):
+    """What a proxy adds to one provider call made for the user (Inject): `headers` (name ->
+    value, credential material: add them to the one outbound request, never log or store them)
+    and `api_base_url`, where the provider's API lives for this connection (the Atlassian site's,
+    by its cloud id; "" when the provider has no fixed base)."""
+    __slots__ = ("connection_id", "provider_key", "headers", "api_base_url", "expires_at_ms",
+                 "provider_account_id", "provider_resource_id", "correlation_id")
+    _hidden = ("headers",)
+
+    def __init__(self, reply: gateway_pb2.InjectResponse, correlation_id: str):
+        self.connection_id, self.provider_key = reply.connection_id, reply.provider_key
+        self.headers = {h.name: h.value.decode() for h in reply.headers}
+        self.api_base_url, self.expires_at_ms = reply.api_base_url, reply.expires_at_ms
+        self.provider_account_id = reply.provider_account_id
+        self.provider_resource_id = reply.provider_resource_id
+        self.correlation_id = correlation_id
+
+    def apply(self, headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
+        """Set the injected headers on a request's header mapping (a dict, requests' headers),
+        replacing any header of the same name in any letter case; returns `headers`."""
+        names = {n.lower() for n in self.headers}
+        for k in [k for k in headers if k.lower() in names]:
+            del headers[k]
+        headers.update(self.headers)
+        return headers
+
+    def url(self, path: str) -> str:
+        """api_base_url joined with `path` (which starts with "/"). ValueError when the provider
+        has no fixed API base."""
+        if not self.api_base_url:
+            raise ValueError(f"provider {self.provider_key!r} has no fixed API base URL")
+        return self.api_base_url.rstrip("/") + "/" + path.lstrip("/")
 
 
 def _kind_name(kind: int) -> str:
@@ -115,8 +156,6 @@ class Client:
             opts.append(("grpc.ssl_target_name_override", server_name))
         self._channel = grpc.secure_channel(target, creds, options=opts + list(options))
         self._retrieval = gateway_pb2_grpc.RetrievalStub(self._channel)
-        self._inject = self._channel.unary_unary(_INJECT, request_serializer=gateway_pb2.ExchangeRequest.SerializeToString,
-                                                 response_deserializer=bytes)
         self._service_token = service_token
         self._timeout = timeout
 
@@ -146,36 +185,43 @@ class Client:
 
     def exchange(self, provider: str, scopes: Iterable[str] = (), *, user_token: str,
                  resource_context: ResourceContext | Mapping, intended_use: str = "mcp_impersonation",
-                 connector_id: str = "", connection_id: str = "", timeout: float | None = None,
-                 correlation_id: str | None = None) -> ProviderToken:
+                 connector_id: str = "", connection_id: str = "", min_valid_for: float = 0,
+                 timeout: float | None = None, correlation_id: str | None = None) -> ProviderToken:
         """The user's access token at `provider` (a provider key such as "github"; or "" with
-        connector_id), holding at least `scopes`. Raises CredexError."""
-        req = self._exchange_request(provider, scopes, resource_context, intended_use, connector_id, connection_id)
+        connector_id or connection_id), granted at least `scopes` (never widened: a scope the user
+        did not grant raises ReconsentRequired), valid for at least `min_valid_for` seconds (0:
+        the gateway's default, 60 s; at most 3600). Needs the user's token: a service acting for
+        itself is refused. Raises CredexError."""
+        req = self._exchange_request(provider, scopes, resource_context, intended_use, connector_id,
+                                     connection_id, min_valid_for)
         reply, cid = self._call(self._retrieval.Exchange, req, user_token, timeout, correlation_id)
         return ProviderToken(reply, cid)
 
     def inject(self, provider: str, scopes: Iterable[str] = (), *, user_token: str,
                resource_context: ResourceContext | Mapping, intended_use: str = "mcp_impersonation",
-               connector_id: str = "", connection_id: str = "", timeout: float | None = None,
-               correlation_id: str | None = None) -> dict[str, str]:
-        """The headers a proxy adds to a provider call for the user. Provisional: Retrieval/Inject
-        is not in gateway.proto yet (issue 13 adds it); until then this sends Exchange's request
-        shape and every gateway answers unimplemented."""
-        req = self._exchange_request(provider, scopes, resource_context, intended_use, connector_id, connection_id)
-        _, cid = self._call(self._inject, req, user_token, timeout, correlation_id)
-        raise CredexError("unimplemented", grpc.StatusCode.UNIMPLEMENTED,
-                          "this client cannot read Inject replies yet; upgrade it", cid, from_server=False)
+               connector_id: str = "", connection_id: str = "", min_valid_for: float = 0,
+               timeout: float | None = None, correlation_id: str | None = None) -> Injection:
+        """The headers a proxy adds to one provider call for the user, and the provider's API base
+        URL for the connection. Same arguments, checks and errors as exchange()."""
+        req = self._exchange_request(provider, scopes, resource_context, intended_use, connector_id,
+                                     connection_id, min_valid_for)
+        reply, cid = self._call(self._retrieval.Inject, req, user_token, timeout, correlation_id)
+        return Injection(reply, cid)
 
     # ---- internals ------------------------------------------------------------------------
 
     @staticmethod
-    def _exchange_request(provider, scopes, resource_context, intended_use, connector_id, connection_id):
+    def _exchange_request(provider, scopes, resource_context, intended_use, connector_id, connection_id,
+                          min_valid_for):
         if isinstance(scopes, str):
             raise TypeError("scopes is a list of scope strings, not one string")
+        if not 0 <= min_valid_for <= MIN_VALID_FOR_MAX_S:
+            raise ValueError("min_valid_for is seconds within 0..3600")
         return gateway_pb2.ExchangeRequest(provider_key=provider, connector_id=connector_id,
                                            connection_id=connection_id, intended_use=intended_use,
                                            resource_context=_resource(resource_context),
-                                           required_scopes=list(scopes))
+                                           required_scopes=list(scopes),
+                                           min_valid_for_ms=int(min_valid_for * 1000))
 
     def _call(self, method, request, user_token, timeout, correlation_id):
         service_token = self._service_token() if callable(self._service_token) else self._service_token
