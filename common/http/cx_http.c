@@ -206,6 +206,7 @@ static void handle_give(cx_http_t *c, CURL *h, bool reusable)
     if (!h)
         return;
     if (reusable) {
+        curl_easy_reset(h); /* an idle handle keeps no option of the last request (a secret) */
         pthread_mutex_lock(&c->mu);
         if (c->nidle < c->pool_max) {
             c->idle[c->nidle++] = h;
@@ -319,6 +320,23 @@ static bool build_headers(const cx_http_t *c, const cx_http_request_t *req, stru
     if (!l)
         return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
     *out = l;
+    return true;
+}
+
+/* SigV4 signing (cx_http_sigv4_t): libcurl computes the Authorization header at send time. The
+ * handle is reset before it goes back to the pool (handle_give), so no idle handle keeps it. */
+static bool set_sigv4(const cx_http_t *c, CURL *h, const cx_http_sigv4_t *s, cx_error_t *err)
+{
+    if (!s)
+        return true;
+    if (!s->provider || !*s->provider || !s->access_key_id || !*s->access_key_id ||
+        strchr(s->access_key_id, ':') || !s->secret_access_key || !*s->secret_access_key)
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "%s: incomplete request signing",
+                            c->name);
+    if (curl_easy_setopt(h, CURLOPT_AWS_SIGV4, s->provider) != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_USERNAME, s->access_key_id) != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_PASSWORD, s->secret_access_key) != CURLE_OK)
+        return cx_error_set(err, CX_ERR_INTERNAL, "%s: request signing is not available", c->name);
     return true;
 }
 
@@ -647,7 +665,8 @@ bool cx_http_do(cx_http_t *c, const cx_http_request_t *req, cx_http_response_t *
         cx_error_set(err, CX_ERR_UNAVAILABLE, "%s: cannot create an HTTP handle", c->name);
         goto out;
     }
-    if (!build_headers(c, req, &hdrs, err) || !set_method(c, h, req, err))
+    if (!build_headers(c, req, &hdrs, err) || !set_method(c, h, req, err) ||
+        !set_sigv4(c, h, req->sigv4, err))
         goto out;
     set_transport(c, h, &b);
     if (c->ssrf) {

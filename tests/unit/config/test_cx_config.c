@@ -168,6 +168,10 @@ static void test_every_variable_set(void **state)
     env_set(&env, "CREDENTIAL_KEY_PROVIDER", "aws-kms");
     env_set(&env, "CREDENTIAL_KMS_CMK_ID", "arn:aws:kms:us-west-2:123456789012:key/abc");
     env_set(&env, "CREDENTIAL_KMS_REGION", "us-west-2");
+    env_set(&env, "CREDEX_KMS_ENDPOINT", "https://vpce-1.kms.us-west-2.vpce.amazonaws.com");
+    env_set(&env, "CREDEX_STS_ENDPOINT", "https://sts.us-west-2.amazonaws.com/");
+    env_set(&env, "CREDEX_KMS_CA_FILE", "/etc/credex/aws-ca.pem");
+    env_set(&env, "CREDEX_KMS_TIMEOUT_MS", "60000");
     env_set(&env, "CREDEX_PRODUCTION", "yes");
     env_set(&env, "CREDEX_LOG_LEVEL", "debug");
     env_set(&env, "CREDEX_KEYWRAP_ADDR", "keywrap:443");
@@ -221,6 +225,10 @@ static void test_every_variable_set(void **state)
     assert_int_equal(cfg->key_provider, CX_KEY_PROVIDER_AWS_KMS);
     assert_string_equal(cfg->kms_cmk_id, "arn:aws:kms:us-west-2:123456789012:key/abc");
     assert_string_equal(cfg->kms_region, "us-west-2");
+    assert_string_equal(cfg->kms_endpoint, "https://vpce-1.kms.us-west-2.vpce.amazonaws.com");
+    assert_string_equal(cfg->sts_endpoint, "https://sts.us-west-2.amazonaws.com/");
+    assert_string_equal(cfg->kms_ca_file, "/etc/credex/aws-ca.pem");
+    assert_int_equal(cfg->kms_timeout_ms, 60000);
     assert_true(cfg->production);
     assert_int_equal(cfg->log_level, CX_LOG_DEBUG);
     assert_string_equal(cfg->addr[CX_SVC_KEYWRAP], "keywrap:443");
@@ -270,10 +278,10 @@ static void test_every_variable_set(void **state)
 static void test_every_documented_variable_is_read(void **state)
 {
     (void)state;
-    /* 75 variables in cx_config.h; a forgotten one would keep its default silently. */
+    /* 79 variables in cx_config.h; a forgotten one would keep its default silently. */
     fake_env_t env = {0};
     cx_config_t *cfg = load_ok(&env);
-    assert_int_equal(env.lookups, 75);
+    assert_int_equal(env.lookups, 79);
     cx_config_free(cfg);
 }
 
@@ -742,6 +750,52 @@ static void test_connect_to_refused_in_production(void **state)
     cx_config_free(load_ok(&env));
 }
 
+/* The AWS endpoints: https anywhere, plain http to loopback emulators only and never in
+ * production; no path, query or userinfo (requests go to "/"). */
+static void test_aws_endpoints(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"CREDEX_KMS_ENDPOINT", "CREDEX_STS_ENDPOINT"};
+    static const char *const good[] = {"https://kms.eu-west-1.amazonaws.com",
+                                       "https://kms.example:8443/", "http://127.0.0.1:4599",
+                                       "http://localhost:8080/", "http://[::1]:9000"};
+    static const char *const bad[] = {"http://kms.example:4599",    "http://127.0.0.2:1",
+                                      "http://localhost.example:1", "https://kms.example/x",
+                                      "https://user@kms.example",   "ftp://kms.example",
+                                      "https://KMS.example",        "https://kms.example:443"};
+    for (size_t n = 0; n < 2; n++) {
+        for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+            fake_env_t env = {0};
+            env_set(&env, names[n], good[i]);
+            cx_config_free(load_ok(&env));
+        }
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            char msg[512];
+            /* userinfo is credential-shaped: never echoed */
+            bool hidden = strchr(bad[i], '@') != NULL;
+            snprintf(msg, sizeof(msg),
+                     "%s: expected https://host[:port] (or http://127.0.0.1|localhost|[::1][:port] "
+                     "outside production), lower-case host, no path, got %s%s%s",
+                     names[n], hidden ? "" : "\"", hidden ? "(value hidden)" : bad[i],
+                     hidden ? "" : "\"");
+            expect_load_error(names[n], bad[i], msg);
+        }
+        fake_env_t env = {0};
+        cx_config_t *cfg = NULL;
+        cx_error_t err;
+        env_set(&env, names[n], "http://127.0.0.1:4599");
+        env_set(&env, "CREDEX_PRODUCTION", "true");
+        assert_false(cx_config_load(&cfg, fake_getenv, &env, &err));
+        assert_null(cfg);
+        char msg[128];
+        snprintf(msg, sizeof(msg), "%s: expected an https URL with CREDEX_PRODUCTION=true",
+                 names[n]);
+        assert_string_equal(err.message, msg);
+        env_set(&env, names[n], "https://kms.internal.example:8443");
+        cx_config_free(load_ok(&env));
+    }
+}
+
 static void test_edge_tls_pair(void **state)
 {
     (void)state;
@@ -1072,6 +1126,7 @@ int main(void)
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_edge_allowed_origins),
         cmocka_unit_test(test_edge_ui_url),
+        cmocka_unit_test(test_aws_endpoints),
         cmocka_unit_test(test_edge_tls_pair),
         cmocka_unit_test(test_oauth_provider_lists),
         cmocka_unit_test(test_connect_to_refused_in_production),
