@@ -293,14 +293,19 @@ static bool header_clean(const char *s)
 }
 
 /* The request headers as a curl list; "Expect:" stops libcurl from waiting for a 100 Continue
- * before larger bodies (a round trip no peer of ours needs). */
+ * before larger bodies (a round trip no peer of ours needs). Not on a signed request: libcurl's
+ * SigV4 signs every header of the list, this removal too, as an "expect" header the request
+ * never carries, and the signature would not verify (a signed body is small enough that libcurl
+ * sends no Expect of its own). */
 static bool build_headers(const cx_http_t *c, const cx_http_request_t *req, struct curl_slist **out,
                           cx_error_t *err)
 {
     if (req->nheaders > CX_HTTP_HEADERS_MAX || (req->nheaders && !req->headers))
         return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "%s: too many request headers", c->name);
-    struct curl_slist *l = curl_slist_append(NULL, "Expect:");
-    for (size_t i = 0; l && i < req->nheaders; i++) {
+    struct curl_slist *l = req->sigv4 ? NULL : curl_slist_append(NULL, "Expect:");
+    if (!req->sigv4 && !l)
+        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+    for (size_t i = 0; i < req->nheaders; i++) {
         const cx_http_header_t *hd = &req->headers[i];
         char line[CX_HTTP_HEADER_MAX];
         if (!header_clean(hd->name) || !*hd->name || strchr(hd->name, ':') ||
@@ -317,8 +322,6 @@ static bool build_headers(const cx_http_t *c, const cx_http_request_t *req, stru
         }
         l = n;
     }
-    if (!l)
-        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
     *out = l;
     return true;
 }
