@@ -111,13 +111,15 @@ class LocalKms:
 
 class KmsFront:
     """An HTTP front of local-kms: records the headers of each request and answers the next
-    `fail` requests with `failure` (status, __type) instead of forwarding them."""
+    `fail` requests with `failure` (status, __type) instead of forwarding them; a status of 0
+    means: say nothing for `stall` seconds, then forward."""
 
     def __init__(self, upstream: str):
         self.upstream = upstream
         self.requests: list[dict[str, str]] = []
         self.fail = 0
         self.failure = (400, "ThrottlingException")
+        self.stall = 0.0
         self.lock = threading.Lock()
         front = self
 
@@ -132,7 +134,9 @@ class KmsFront:
                     failing = front.fail > 0
                     front.fail -= 1 if failing else 0
                     status, kind = front.failure
-                if failing:
+                if failing and status == 0:
+                    time.sleep(front.stall)
+                elif failing:
                     self._answer(status, json.dumps({"__type": kind, "message": "injected"}).encode())
                     return
                 req = urllib.request.Request(front.upstream + "/", data=body, method="POST", headers={
@@ -502,14 +506,33 @@ def test_refused_credentials_are_a_deployment_fault_not_retried(stack, front, fr
 
 
 def test_describe_reports_refused_credentials_as_permission_denied(stack, front):
+    """...and its answer is cached briefly: a second Describe right after asks KMS nothing."""
     kw = spawn_keywrap(stack, **kms_env(front.url))
     try:
         with front.lock:
+            front.requests.clear()
             front.fail, front.failure = 1, (400, "AccessDeniedException")
-        d = describe(stack, kw)
-        assert (d.healthy, d.reason, d.key_provider) == \
-            (False, "permission_denied", x.pb().common.KEY_PROVIDER_AWS_KMS), d
-        assert "AccessDeniedException" in d.detail
+        for _ in range(2):
+            d = describe(stack, kw)
+            assert (d.healthy, d.reason, d.key_provider) == \
+                (False, "permission_denied", x.pb().common.KEY_PROVIDER_AWS_KMS), d
+            assert "AccessDeniedException" in d.detail
+        assert [r["x-amz-target"] for r in front.requests] == ["TrentService.DescribeKey"]
+    finally:
+        assert kw.stop() == 0
+
+
+def test_a_timeout_is_unavailable_and_not_retried(stack, front):
+    kw = spawn_keywrap(stack, **kms_env(front.url, CREDEX_KMS_TIMEOUT_MS="300"))
+    try:
+        with front.lock:
+            front.requests.clear()
+            front.fail, front.failure, front.stall = 1, (0, ""), 1.5
+        started = time.monotonic()
+        err = expect_error(lambda: generate(stack, kw, context("s-timeout")), C.UNAVAILABLE, "unavailable")
+        assert time.monotonic() - started < 1.4, "waited for the stalled answer"
+        assert len(front.requests) == 1, "a timed-out request was sent again"
+        assert "KMS GenerateDataKey" in err.details()
     finally:
         assert kw.stop() == 0
 
