@@ -30,6 +30,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -602,8 +603,8 @@ def test_web_identity_exchanged_at_sts_and_used_to_sign(stack, front, sts, tmp_p
 
 def test_web_identity_refreshed_before_expiry(stack, front, sts, tmp_path):
     """Credentials that expire in 5 min 3 s are exchanged again once less than 5 minutes
-    remain (KEYWRAP_AWS_REFRESH_AHEAD_MS), with the token file read again (the kubelet rotates
-    it), and the new credentials sign from then on."""
+    remain (KEYWRAP_AWS_REFRESH_AHEAD_MS), once for concurrent callers, with the token file read
+    again (the kubelet rotates it), and the new credentials sign from then on."""
     sts.lifetime = 300 + 3
     token_file = tmp_path / "token"
     token_file.write_text("credex-token-one")
@@ -615,10 +616,14 @@ def test_web_identity_refreshed_before_expiry(stack, front, sts, tmp_path):
         time.sleep(3.5)
         with front.lock:
             front.requests.clear()
-        generate(stack, kw, context("s-refresh"))
+        # Eight calls at once find the credentials due: exactly one exchange, all sign with it.
+        with ThreadPoolExecutor(8) as pool:
+            keys = list(pool.map(lambda i: generate(stack, kw, context(f"s-refresh-{i}")).plaintext_data_key,
+                                 range(8)))
+        assert len(set(keys)) == 8
         assert len(sts.exchanges) == 2
         assert sts.exchanges[1]["WebIdentityToken"] == "credex-token-two"
-        assert signer_of(front.requests[-1]) == sts.issued[1]
+        assert {signer_of(r) for r in front.requests} == {sts.issued[1]}
     finally:
         assert kw.stop() == 0
 
