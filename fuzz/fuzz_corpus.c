@@ -313,6 +313,45 @@ static void corpus_oauth_discovery(void)
 #undef DISC_ENDPOINTS
 }
 
+/* ---- fuzz_aws_sts ---------------------------------------------------------------------------- */
+
+/* STS answers: a valid AssumeRoleWithWebIdentity answer (placeholder values, nothing shaped
+ * like a real key), an error answer, and each with one thing off. */
+static void corpus_aws_sts(void)
+{
+    const char *t = "fuzz_aws_sts";
+#define STS_HEAD                                                                                   \
+    "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">"      \
+    "<AssumeRoleWithWebIdentityResult><Credentials>"
+#define STS_TAIL                                                                                   \
+    "</Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>"
+    emit(t, "valid",
+         STS_HEAD "<SessionToken>token+1/x=</SessionToken><SecretAccessKey>placeholder</"
+                  "SecretAccessKey><Expiration>2030-01-01T00:00:00Z</Expiration><AccessKeyId>"
+                  "KEYID</AccessKeyId>" STS_TAIL);
+    emit(t, "fraction",
+         STS_HEAD "<AccessKeyId>KEYID</AccessKeyId><SecretAccessKey>s</SecretAccessKey>"
+                  "<SessionToken>t</SessionToken><Expiration>2030-01-01T00:00:00.123Z</"
+                  "Expiration>" STS_TAIL);
+    emit(t, "duplicate",
+         STS_HEAD "<AccessKeyId>A</AccessKeyId><AccessKeyId>B</AccessKeyId><SecretAccessKey>s</"
+                  "SecretAccessKey><SessionToken>t</SessionToken><Expiration>2030-01-01T00:00:00Z"
+                  "</Expiration>" STS_TAIL);
+    emit(t, "entity",
+         STS_HEAD
+         "<AccessKeyId>A</AccessKeyId><SecretAccessKey>s&amp;</SecretAccessKey>"
+         "<SessionToken>t</SessionToken><Expiration>2030-01-01T00:00:00Z</Expiration>" STS_TAIL);
+    emit(t, "no-expiration",
+         STS_HEAD "<AccessKeyId>A</AccessKeyId><SecretAccessKey>s</SecretAccessKey>"
+                  "<SessionToken>t</SessionToken>" STS_TAIL);
+    emit(t, "error",
+         "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code><Message>"
+         "expired</Message></Error></ErrorResponse>");
+    emit(t, "kms-type", "com.amazonaws.kms#ThrottlingException");
+#undef STS_HEAD
+#undef STS_TAIL
+}
+
 /* ---- fuzz_identity -------------------------------------------------------------------------- */
 
 /* A certificate with the given URI SANs (NULL-terminated; none: no SAN extension), self-signed
@@ -1198,6 +1237,7 @@ int main(int argc, char **argv)
     corpus_log();
     corpus_ssrf();
     corpus_oauth_discovery();
+    corpus_aws_sts();
     corpus_identity();
     corpus_wrapped_key();
     corpus_jwt();

@@ -346,6 +346,27 @@ static bool cx_config_check_origin(const char *v, size_t n)
     return port >= 1 && port <= 65535 && !default_port && v[i + 1] != '0';
 }
 
+/* CREDEX_KMS_ENDPOINT, CREDEX_STS_ENDPOINT: an origin (as above) and an optional final '/', since
+ * both AWS protocols post to "/"; https, or plain http to a loopback host for emulators (refused
+ * in production after the table is read). */
+static bool cx_config_check_aws_endpoint(const char *v)
+{
+    static const char *const loopback[] = {"127.0.0.1", "localhost", "[::1]"};
+    size_t n = strlen(v);
+    if (n > 0 && v[n - 1] == '/')
+        n--;
+    if (!cx_config_check_origin(v, n))
+        return false;
+    if (strncmp(v, "http://", 7) != 0)
+        return true;
+    for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
+        size_t l = strlen(loopback[i]);
+        if (n - 7 >= l && strncmp(v + 7, loopback[i], l) == 0 && (n - 7 == l || v[7 + l] == ':'))
+            return true;
+    }
+    return false;
+}
+
 /* CREDEX_EDGE_ALLOWED_ORIGINS: comma-separated origins (spaces around commas allowed), at most
  * CX_CONFIG_MAX_ORIGINS of them. */
 static bool cx_config_check_origins(const char *v)
@@ -514,6 +535,9 @@ static void cx_config_set_service_rule(cx_config_t *cfg, size_t i)
     }
 
 #define CX_ADDR_EXPECTED "host:port with port 0..65535"
+#define CX_AWS_ENDPOINT_EXPECTED                                                                   \
+    "https://host[:port] (or http://127.0.0.1|localhost|[::1][:port] outside production), "        \
+    "lower-case host, no path"
 
 /* Keep in step with cx_config.h and docs/CONFIGURATION.md. */
 static const cx_config_var_t cx_config_vars[] = {
@@ -525,6 +549,12 @@ static const cx_config_var_t cx_config_vars[] = {
     CX_ENUM("CREDENTIAL_KEY_PROVIDER", cx_config_key_providers, cx_config_set_key_provider, 0),
     CX_STR("CREDENTIAL_KMS_CMK_ID", kms_cmk_id, "alias/credex-local", NULL, NULL),
     CX_STR("CREDENTIAL_KMS_REGION", kms_region, "", NULL, NULL),
+    CX_STR("CREDEX_KMS_ENDPOINT", kms_endpoint, "", cx_config_check_aws_endpoint,
+           CX_AWS_ENDPOINT_EXPECTED),
+    CX_STR("CREDEX_STS_ENDPOINT", sts_endpoint, "", cx_config_check_aws_endpoint,
+           CX_AWS_ENDPOINT_EXPECTED),
+    CX_STR("CREDEX_KMS_CA_FILE", kms_ca_file, "", NULL, NULL),
+    CX_UNSIGNED("CREDEX_KMS_TIMEOUT_MS", kms_timeout_ms, 100, 60000, 3000),
 
     CX_BOOL("CREDEX_PRODUCTION", production, false),
     CX_ENUM("CREDEX_LOG_LEVEL", cx_config_log_levels, cx_config_set_log_level, CX_LOG_INFO),
@@ -724,6 +754,15 @@ bool cx_config_load(cx_config_t **out, cx_config_getenv_fn fn, void *ctx, cx_err
                      "CREDEX_OAUTH_REFRESH_LEASE_MS: expected above CREDEX_OAUTH_HTTP_TIMEOUT_MS "
                      "(%u), got %u",
                      cfg->oauth_http_timeout_ms, cfg->oauth_refresh_lease_ms);
+        goto out;
+    }
+    /* Key material and AWS credentials cross these: plain http only to a local emulator. */
+    if (cfg->production && (strncmp(cfg->kms_endpoint, "http://", 7) == 0 ||
+                            strncmp(cfg->sts_endpoint, "http://", 7) == 0)) {
+        cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                     "%s: expected an https URL with CREDEX_PRODUCTION=true",
+                     strncmp(cfg->kms_endpoint, "http://", 7) == 0 ? "CREDEX_KMS_ENDPOINT"
+                                                                   : "CREDEX_STS_ENDPOINT");
         goto out;
     }
     /* The browser lands there after consent: plain http only on a developer's machine. */

@@ -57,7 +57,14 @@ typedef struct cx_config {
     cx_key_provider_t key_provider;  /* CREDENTIAL_KEY_PROVIDER, default local-cmk */
     char key_provider_name[16];      /* as configured: "local-cmk", "dev-local" or "aws-kms" */
     char kms_cmk_id[256];            /* CREDENTIAL_KMS_CMK_ID, default "alias/credex-local" */
-    char kms_region[64];             /* CREDENTIAL_KMS_REGION, default "" */
+    char kms_region[64];             /* CREDENTIAL_KMS_REGION, default "" (aws-kms needs it) */
+
+    /* aws-kms (docs/KMS.md): endpoints "" mean AWS's regional ones; http only to loopback and
+     * never with CREDEX_PRODUCTION=true. */
+    char kms_endpoint[256];  /* CREDEX_KMS_ENDPOINT, default "" (https://kms.<region>...) */
+    char sts_endpoint[256];  /* CREDEX_STS_ENDPOINT, default "" (https://sts.<region>...) */
+    char kms_ca_file[512];   /* CREDEX_KMS_CA_FILE, default "" (system trust store) */
+    unsigned kms_timeout_ms; /* CREDEX_KMS_TIMEOUT_MS 100..60000, default 3000 */
 
     /* credex-specific. */
     bool production;               /* CREDEX_PRODUCTION, default false */

@@ -206,6 +206,7 @@ static void handle_give(cx_http_t *c, CURL *h, bool reusable)
     if (!h)
         return;
     if (reusable) {
+        curl_easy_reset(h); /* an idle handle keeps no option of the last request (a secret) */
         pthread_mutex_lock(&c->mu);
         if (c->nidle < c->pool_max) {
             c->idle[c->nidle++] = h;
@@ -292,14 +293,19 @@ static bool header_clean(const char *s)
 }
 
 /* The request headers as a curl list; "Expect:" stops libcurl from waiting for a 100 Continue
- * before larger bodies (a round trip no peer of ours needs). */
+ * before larger bodies (a round trip no peer of ours needs). Not on a signed request: libcurl's
+ * SigV4 signs every header of the list, this removal too, as an "expect" header the request
+ * never carries, and the signature would not verify (a signed body is small enough that libcurl
+ * sends no Expect of its own). */
 static bool build_headers(const cx_http_t *c, const cx_http_request_t *req, struct curl_slist **out,
                           cx_error_t *err)
 {
     if (req->nheaders > CX_HTTP_HEADERS_MAX || (req->nheaders && !req->headers))
         return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "%s: too many request headers", c->name);
-    struct curl_slist *l = curl_slist_append(NULL, "Expect:");
-    for (size_t i = 0; l && i < req->nheaders; i++) {
+    struct curl_slist *l = req->sigv4 ? NULL : curl_slist_append(NULL, "Expect:");
+    if (!req->sigv4 && !l)
+        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+    for (size_t i = 0; i < req->nheaders; i++) {
         const cx_http_header_t *hd = &req->headers[i];
         char line[CX_HTTP_HEADER_MAX];
         if (!header_clean(hd->name) || !*hd->name || strchr(hd->name, ':') ||
@@ -316,9 +322,24 @@ static bool build_headers(const cx_http_t *c, const cx_http_request_t *req, stru
         }
         l = n;
     }
-    if (!l)
-        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
     *out = l;
+    return true;
+}
+
+/* SigV4 signing (cx_http_sigv4_t): libcurl computes the Authorization header at send time. The
+ * handle is reset before it goes back to the pool (handle_give), so no idle handle keeps it. */
+static bool set_sigv4(const cx_http_t *c, CURL *h, const cx_http_sigv4_t *s, cx_error_t *err)
+{
+    if (!s)
+        return true;
+    if (!s->provider || !*s->provider || !s->access_key_id || !*s->access_key_id ||
+        strchr(s->access_key_id, ':') || !s->secret_access_key || !*s->secret_access_key)
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "%s: incomplete request signing",
+                            c->name);
+    if (curl_easy_setopt(h, CURLOPT_AWS_SIGV4, s->provider) != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_USERNAME, s->access_key_id) != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_PASSWORD, s->secret_access_key) != CURLE_OK)
+        return cx_error_set(err, CX_ERR_INTERNAL, "%s: request signing is not available", c->name);
     return true;
 }
 
@@ -647,7 +668,8 @@ bool cx_http_do(cx_http_t *c, const cx_http_request_t *req, cx_http_response_t *
         cx_error_set(err, CX_ERR_UNAVAILABLE, "%s: cannot create an HTTP handle", c->name);
         goto out;
     }
-    if (!build_headers(c, req, &hdrs, err) || !set_method(c, h, req, err))
+    if (!build_headers(c, req, &hdrs, err) || !set_method(c, h, req, err) ||
+        !set_sigv4(c, h, req->sigv4, err))
         goto out;
     set_transport(c, h, &b);
     if (c->ssrf) {

@@ -23,8 +23,8 @@
  *
  * Clients with an SSRF policy (options.ssrf: OAuth providers, whose URLs users give) check, on
  * every request, the address actually connected to, and never follow a redirect (see
- * cx_http_ssrf_t). AWS KMS will sign with SigV4 over the method, URL, headers and body of a
- * cx_http_request_t before it is sent, so a request carries everything a signer reads.
+ * cx_http_ssrf_t). A request may ask to be signed with AWS Signature Version 4 (cx_http_sigv4_t:
+ * libcurl signs the method, URL, every request header and the body as they are sent).
  *
  * Thread-safety: a cx_http_t is immutable after creation but for its handle pool (a mutex held
  * for a push or a pop, never across I/O); cx_http_do may run concurrently from any thread.
@@ -114,6 +114,16 @@ typedef struct cx_http_header {
     const char *value; /* no CR or LF in either (refused: CX_ERR_INVALID_ARGUMENT) */
 } cx_http_header_t;
 
+/* AWS Signature Version 4 of one request, computed by libcurl (CURLOPT_AWS_SIGV4) over the
+ * method, path, query, the Host and X-Amz-Date headers it adds, every header of the request (all
+ * of them are signed: a session token goes in as an x-amz-security-token header) and the SHA-256
+ * of the body. The strings are read during cx_http_do only and are never copied into errors. */
+typedef struct cx_http_sigv4 {
+    const char *provider;          /* "aws:amz:<region>:<service>", e.g. "aws:amz:eu-west-1:kms" */
+    const char *access_key_id;     /* no ':' (libcurl's user name) */
+    const char *secret_access_key; /* the signing secret */
+} cx_http_sigv4_t;
+
 typedef struct cx_http_request {
     const char *method; /* GET, HEAD, POST, PUT, PATCH, DELETE; NULL: GET, or POST with a body */
     const char *url;    /* https://..., or http://... when allowed */
@@ -124,6 +134,8 @@ typedef struct cx_http_request {
     /* Asked about once a second while the transfer runs; true aborts it (CX_ERR_CANCELLED). */
     bool (*abort)(void *ctx);
     void *abort_ctx;
+    const cx_http_sigv4_t *sigv4; /* NULL: unsigned; else all three fields set (else
+                                     CX_ERR_INVALID_ARGUMENT, nothing sent) */
 } cx_http_request_t;
 
 typedef struct cx_http_response {

@@ -1,4 +1,5 @@
-/* keywrap: credex.v1.KeyWrap with the local-cmk provider (see keywrap.h, docs/ENVELOPE.md). */
+/* keywrap: credex.v1.KeyWrap with the local-cmk and aws-kms providers (see keywrap.h,
+ * docs/ENVELOPE.md, docs/KMS.md). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include "common/log/cx_log.h"
 #include "credex/v1/keywrap.pb-c.h"
 #include "services/keywrap/keywrap.h"
+#include "services/keywrap/keywrap_aws.h"
 
 #define KEYWRAP_SERVICE     "credex.v1.KeyWrap"
 #define KEYWRAP_AAD_PREFIX  "credex-keywrap-v1"
@@ -22,8 +24,9 @@
     "(CREDEX_PRODUCTION=true); use CREDENTIAL_KEY_PROVIDER=aws-kms"
 
 typedef struct keywrap {
-    cx_secret_t *root; /* never encrypts anything itself: only derives KEKs */
-    cx_secret_t *kek;  /* KEK of the current CMK id, derived once */
+    keywrap_aws_t *aws; /* aws-kms: every key operation goes to KMS; NULL for local-cmk */
+    cx_secret_t *root;  /* never encrypts anything itself: only derives KEKs */
+    cx_secret_t *kek;   /* KEK of the current CMK id, derived once */
     char cmk_id[KEYWRAP_KEY_ID_MAX + 1];
     char configured_name[16];
     bool production;
@@ -217,9 +220,55 @@ static bool keywrap_usable(const keywrap_t *kw, cx_error_t *err)
 {
     if (kw == NULL)
         return cx_error_set(err, CX_ERR_UNAVAILABLE, "keywrap is not configured");
-    if (kw->production)
+    if (kw->production && kw->aws == NULL)
         return cx_error_set(err, CX_ERR_FAILED_PRECONDITION, "%s", KEYWRAP_PRODUCTION_REFUSAL);
     return true;
+}
+
+/* ---- aws-kms ---------------------------------------------------------------------------- */
+
+/* The context is checked with the same rules as local-cmk's associated data (and key_id with
+ * it), before anything reaches KMS. */
+static bool keywrap_aws_context_ok(const cx_kv_t *ctx, size_t n, const char *key_id,
+                                   cx_error_t *err)
+{
+    unsigned char *aad = NULL;
+    size_t aadlen = 0;
+    if (!keywrap_context_aad(ctx, n, key_id, &aad, &aadlen, err))
+        return false;
+    free(aad);
+    return true;
+}
+
+static Credex__V1__WrappedKey *keywrap_aws_reply_wk(rpc_call_t *call,
+                                                    const keywrap_aws_wrapped_t *w)
+{
+    Credex__V1__WrappedKey *wk = rpc_call_alloc(call, sizeof(*wk));
+    credex__v1__wrapped_key__init(wk);
+    wk->ciphertext.data = rpc_call_alloc(call, w->len);
+    memcpy(wk->ciphertext.data, w->blob, w->len);
+    wk->ciphertext.len = w->len;
+    wk->key_provider = CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_AWS_KMS;
+    wk->key_id = rpc_arena_strndup(rpc_call_arena(call), w->key_id, strlen(w->key_id));
+    wk->key_version = ""; /* KMS keeps its key versions inside the ciphertext */
+    return wk;
+}
+
+/* A stored WrappedKey the aws-kms provider can hand to KMS: its own provider, no version. */
+static bool keywrap_aws_wk_ok(const Credex__V1__WrappedKey *wk, const cx_kv_t *ctx, size_t n,
+                              cx_error_t *err)
+{
+    if (wk == NULL || wk->ciphertext.len == 0)
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "wrapped_key is required");
+    if (wk->key_provider == CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_UNSPECIFIED)
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "wrapped_key.key_provider is required");
+    if (wk->key_provider != CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_AWS_KMS)
+        return cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
+                            "wrapped_key was wrapped by another key provider than aws-kms");
+    if (wk->key_version != NULL && wk->key_version[0] != '\0')
+        return cx_error_set(err, CX_ERR_NOT_FOUND,
+                            "wrapped_key.key_version: aws-kms keys have no visible version");
+    return keywrap_aws_context_ok(ctx, n, wk->key_id, err);
 }
 
 /* Wrap dek under the current CMK with the given context into a WrappedKey in the call arena. */
@@ -264,6 +313,11 @@ static cx_secret_t *keywrap_unwrap(const keywrap_t *kw, const Credex__V1__Wrappe
     size_t aadlen = 0;
     cx_secret_t *kek = NULL, *dek = NULL;
 
+    if (kw->aws != NULL)
+        return keywrap_aws_wk_ok(wk, ctx, nctx, err)
+                   ? keywrap_aws_decrypt(kw->aws, wk->key_id, wk->ciphertext.data,
+                                         wk->ciphertext.len, ctx, nctx, err)
+                   : NULL;
     if (wk == NULL || wk->ciphertext.len == 0) {
         cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "wrapped_key is required");
         return NULL;
@@ -363,6 +417,15 @@ static bool keywrap_generate(rpc_call_t *call, const ProtobufCMessage *request,
     if (!keywrap_context_of(req->n_encryption_context, (void *const *)req->encryption_context, kv,
                             &n, err))
         goto out;
+    Credex__V1__WrappedKey *wk = NULL;
+    if (kw->aws != NULL) {
+        keywrap_aws_wrapped_t w;
+        if (!keywrap_aws_context_ok(kv, n, kw->cmk_id, err) ||
+            !keywrap_aws_generate(kw->aws, kv, n, &dek, &w, err))
+            goto out;
+        wk = keywrap_aws_reply_wk(call, &w);
+        goto reply;
+    }
     dek = cx_secret_new(CX_AES_KEY_LEN);
     if (dek == NULL) {
         cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
@@ -370,9 +433,10 @@ static bool keywrap_generate(rpc_call_t *call, const ProtobufCMessage *request,
     }
     if (!cx_crypto_random(cx_secret_bytes_mut(dek), CX_AES_KEY_LEN, err))
         goto out;
-    Credex__V1__WrappedKey *wk = keywrap_wrap(call, kw, dek, kv, n, err);
+    wk = keywrap_wrap(call, kw, dek, kv, n, err);
     if (wk == NULL)
         goto out;
+reply:;
     Credex__V1__GenerateDataKeyResponse *r = rpc_call_alloc(call, sizeof(*r));
     credex__v1__generate_data_key_response__init(r);
     keywrap_reply_key(call, dek, &r->plaintext_data_key);
@@ -430,13 +494,25 @@ static bool keywrap_rewrap(rpc_call_t *call, const ProtobufCMessage *request,
     if (!keywrap_context_of(req->n_encryption_context, (void *const *)req->encryption_context, kv,
                             &n, err))
         goto out;
-    /* The data key exists in plaintext only here, between the two operations. */
-    dek = keywrap_unwrap(kw, req->wrapped_key, kv, n, err);
-    if (dek == NULL)
-        goto out;
-    Credex__V1__WrappedKey *wk = keywrap_wrap(call, kw, dek, kv, n, err);
-    if (wk == NULL)
-        goto out;
+    Credex__V1__WrappedKey *wk = NULL;
+    if (kw->aws != NULL) {
+        /* Inside KMS: the data key never comes out in plaintext. */
+        const Credex__V1__WrappedKey *in = req->wrapped_key;
+        keywrap_aws_wrapped_t w;
+        if (!keywrap_aws_wk_ok(in, kv, n, err) ||
+            !keywrap_aws_reencrypt(kw->aws, in->key_id, in->ciphertext.data, in->ciphertext.len, kv,
+                                   n, &w, err))
+            goto out;
+        wk = keywrap_aws_reply_wk(call, &w);
+    } else {
+        /* The data key exists in plaintext only here, between the two operations. */
+        dek = keywrap_unwrap(kw, req->wrapped_key, kv, n, err);
+        if (dek == NULL)
+            goto out;
+        wk = keywrap_wrap(call, kw, dek, kv, n, err);
+        if (wk == NULL)
+            goto out;
+    }
     Credex__V1__RewrapResponse *r = rpc_call_alloc(call, sizeof(*r));
     credex__v1__rewrap_response__init(r);
     r->wrapped_key = wk;
@@ -464,6 +540,23 @@ static bool keywrap_describe(rpc_call_t *call, const ProtobufCMessage *request,
     r->key_id = rpc_arena_strndup(a, kw->cmk_id, strlen(kw->cmk_id));
     r->key_version = rpc_arena_strndup(a, KEYWRAP_KEY_VERSION, sizeof(KEYWRAP_KEY_VERSION) - 1);
     r->production_mode = kw->production;
+    if (kw->aws != NULL) {
+        keywrap_aws_health_t h;
+        keywrap_aws_describe(kw->aws, &h);
+        r->key_provider = CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_AWS_KMS;
+        if (h.key_arn[0] != '\0')
+            r->key_id = rpc_arena_strndup(a, h.key_arn, strlen(h.key_arn));
+        r->key_version = "";
+        r->region =
+            rpc_arena_strndup(a, keywrap_aws_region(kw->aws), strlen(keywrap_aws_region(kw->aws)));
+        r->healthy = h.healthy;
+        r->reason = rpc_arena_strndup(a, h.reason, strlen(h.reason));
+        r->detail = rpc_arena_strndup(a, h.detail, strlen(h.detail));
+        r->checked_at_ms = h.checked_at_ms;
+        *reply = &r->base;
+        keywrap_log(call, "Describe", kw->cmk_id, NULL, 0, true, NULL);
+        return true;
+    }
     r->dev_key_mode = true;
     r->healthy = !kw->production;
     if (kw->production) {
@@ -498,10 +591,39 @@ static void keywrap_free(keywrap_t *kw)
 {
     if (kw == NULL)
         return;
+    keywrap_aws_free(kw->aws);
     cx_secret_free(kw->root);
     cx_secret_free(kw->kek);
     cx_crypto_wipe(kw, sizeof(*kw));
     free(kw);
+}
+
+/* aws-kms: nothing is read from disk and nothing is sent to AWS at start-up, so a KMS outage
+ * does not stop keywrap starting; every call fails closed until KMS answers. */
+static bool keywrap_setup_aws(rpc_server_t *srv, const cx_config_t *cfg,
+                              const rpc_service_def_t *def, void **state, cx_error_t *err)
+{
+    keywrap_aws_env_t env = keywrap_aws_env_from_process();
+    keywrap_t *kw = calloc(1, sizeof(*kw));
+    if (kw == NULL)
+        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+    kw->aws = keywrap_aws_new(cfg, &env, err);
+    if (kw->aws == NULL)
+        goto out_fail;
+    snprintf(kw->cmk_id, sizeof(kw->cmk_id), "%s", keywrap_aws_cmk_id(kw->aws));
+    snprintf(kw->configured_name, sizeof(kw->configured_name), "aws-kms");
+    kw->production = cfg->production;
+    if (!rpc_server_add_service(srv, def, err))
+        goto out_fail;
+    cx_log_info(NULL, "keywrap.ready", CX_LOG_STR("provider", kw->configured_name),
+                CX_LOG_STR("key_id", kw->cmk_id), CX_LOG_STR("region", keywrap_aws_region(kw->aws)),
+                CX_LOG_STR("credentials", keywrap_aws_credential_source(kw->aws)),
+                CX_LOG_BOOL("dev_key_mode", false));
+    *state = kw;
+    return true;
+out_fail:
+    keywrap_free(kw);
+    return false;
 }
 
 bool keywrap_setup_named(rpc_server_t *srv, const cx_config_t *cfg, const char *configured_name,
@@ -519,9 +641,7 @@ bool keywrap_setup_named(rpc_server_t *srv, const cx_config_t *cfg, const char *
     *state = NULL;
     /* Never a silent fallback to local-cmk: that would wrap production keys with a file. */
     if (cfg->key_provider == CX_KEY_PROVIDER_AWS_KMS)
-        return cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
-                            "CREDENTIAL_KEY_PROVIDER=aws-kms is not available in this build "
-                            "(planned); use local-cmk for development");
+        return keywrap_setup_aws(srv, cfg, &def, state, err);
     if (cfg->key_provider != CX_KEY_PROVIDER_LOCAL_CMK)
         return cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
                             "CREDENTIAL_KEY_PROVIDER: unknown provider");

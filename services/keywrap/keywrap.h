@@ -10,7 +10,12 @@
  *    associated data "credex-keywrap-v1" | canonical(encryption context) | be32(len) | key_id;
  *    key_id is the CMK id, key_version "1".
  * In production mode (CREDEX_PRODUCTION=true) the process starts but refuses every method except
- * Describe (failed_precondition) and reports NOT_SERVING. aws-kms is refused at start-up.
+ * Describe (failed_precondition) and reports NOT_SERVING.
+ *
+ * Provider aws-kms (keywrap_aws.h, docs/KMS.md): AWS KMS generates, decrypts and re-encrypts the
+ * data keys under CREDENTIAL_KMS_CMK_ID with the encryption context as KMS EncryptionContext;
+ * WrappedKey.ciphertext is KMS's CiphertextBlob, key_id the key ARN KMS reports, key_version "".
+ * Rewrap is ReEncrypt, inside KMS. Describe asks DescribeKey (cached a few seconds).
  *
  * Thread-safety: after keywrap_setup returns, the state is read-only; handlers run on any
  * worker thread and find it through rpc_call_context (svc_main hands setup's state to
@@ -34,9 +39,11 @@
 #define KEYWRAP_CONTEXT_MAX_VALUE 256
 #define KEYWRAP_KEY_ID_MAX        255 /* as CREDENTIAL_KMS_CMK_ID */
 
-/* Register keywrap's gRPC services on srv (svc_def_t.setup). Loads and checks the root key and
- * derives the current KEK; fails (with a message naming the variable) when the provider is
- * aws-kms, the key file is unset, unreadable, not 64 hex digits, or open to group/others.
+/* Register keywrap's gRPC services on srv (svc_def_t.setup). local-cmk: loads and checks the root
+ * key and derives the current KEK; fails (with a message naming the variable) when the key file
+ * is unset, unreadable, not 64 hex digits, or open to group/others. aws-kms: reads the AWS_*
+ * credential variables of the process environment; fails when the region, the CMK id or the
+ * credentials are missing (the message names the variables); sends nothing to AWS.
  * Describe reports the provider's configured name (cx_config_t.key_provider_name). */
 bool keywrap_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_error_t *err);
 /* As keywrap_setup with the configured name given (NULL: as configured); for tests. */

@@ -658,17 +658,65 @@ static void test_bad_key_files_refuse_to_start(void **state)
     }
 }
 
-static void test_aws_kms_refuses_to_start(void **state)
+static void aws_env_clear(void)
+{
+    static const char *const vars[] = {"AWS_ACCESS_KEY_ID",           "AWS_SECRET_ACCESS_KEY",
+                                       "AWS_SESSION_TOKEN",           "AWS_ROLE_ARN",
+                                       "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_SESSION_NAME"};
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        unsetenv(vars[i]);
+}
+
+static cx_config_t *aws_config(const char *region)
+{
+    cx_config_t *cfg = config_new("arn:aws:kms:us-west-2:123456789012:key/x", NULL, true);
+    cfg->key_provider = CX_KEY_PROVIDER_AWS_KMS;
+    set_field(cfg->kms_region, sizeof(cfg->kms_region), region);
+    return cfg;
+}
+
+/* aws-kms refuses to start, naming the variables, when its settings cannot work; never a
+ * silent fallback to local-cmk (no key file is configured here), and never a credential value
+ * in the message. */
+static void test_aws_kms_refuses_to_start_without_settings(void **state)
 {
     (void)state;
-    cx_config_t *cfg = config_new("arn:aws:kms:us-west-2:123456789012:key/x", main_key(), true);
-    cfg->key_provider = CX_KEY_PROVIDER_AWS_KMS;
-    expect_setup_fails(cfg, "CREDENTIAL_KEY_PROVIDER=aws-kms is not available in this build "
-                            "(planned); use local-cmk for development");
-    /* Even without a key file: no silent fallback to local-cmk. */
-    cfg = config_new("alias/x", NULL, false);
-    cfg->key_provider = CX_KEY_PROVIDER_AWS_KMS;
-    expect_setup_fails(cfg, "aws-kms is not available");
+    aws_env_clear();
+    setenv("AWS_ACCESS_KEY_ID", "AKIDTESTONLY0001", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "aabbccddsecret", 1);
+    expect_setup_fails(aws_config(""), "CREDENTIAL_KMS_REGION must be set for aws-kms");
+    expect_setup_fails(aws_config("Not A Region"), "CREDENTIAL_KMS_REGION");
+    cx_config_t *cfg = aws_config("us-west-2");
+    set_field(cfg->kms_cmk_id, sizeof(cfg->kms_cmk_id), "");
+    expect_setup_fails(cfg, "CREDENTIAL_KMS_CMK_ID must be set for aws-kms");
+    aws_env_clear();
+    expect_setup_fails(aws_config("us-west-2"),
+                       "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and "
+                       "AWS_SESSION_TOKEN for temporary keys), or AWS_ROLE_ARN and "
+                       "AWS_WEB_IDENTITY_TOKEN_FILE");
+    setenv("AWS_SECRET_ACCESS_KEY", "aabbccddsecret", 1);
+    expect_setup_fails(aws_config("us-west-2"),
+                       "AWS_SECRET_ACCESS_KEY is set without AWS_ACCESS_KEY_ID (both or neither)");
+    aws_env_clear();
+    setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/credex", 1);
+    expect_setup_fails(aws_config("us-west-2"), "or AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE");
+    setenv("AWS_WEB_IDENTITY_TOKEN_FILE", "/nonexistent/credex/token", 1);
+    expect_setup_fails(aws_config("us-west-2"),
+                       "AWS_WEB_IDENTITY_TOKEN_FILE: cannot read /nonexistent/credex/token");
+    aws_env_clear();
+    /* With static credentials it starts (nothing is sent to AWS at start-up). */
+    setenv("AWS_ACCESS_KEY_ID", "AKIDTESTONLY0001", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "aabbccddsecret", 1);
+    cfg = aws_config("us-west-2");
+    rpc_server_t *srv = server_new();
+    void *st = NULL;
+    cx_error_t err;
+    assert_true(keywrap_setup_named(srv, cfg, NULL, &st, &err));
+    assert_non_null(st);
+    keywrap_cleanup(st);
+    rpc_server_free(srv);
+    cx_config_free(cfg);
+    aws_env_clear();
 }
 
 /* Each server carries its own keywrap state (rpc_call_context): two in one process with
@@ -759,7 +807,7 @@ int main(void)
         cmocka_unit_test(test_rewrap_under_new_cmk),
         cmocka_unit_test(test_production_mode_refuses),
         cmocka_unit_test(test_bad_key_files_refuse_to_start),
-        cmocka_unit_test(test_aws_kms_refuses_to_start),
+        cmocka_unit_test(test_aws_kms_refuses_to_start_without_settings),
         cmocka_unit_test(test_two_keywraps_in_one_process),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
