@@ -793,407 +793,403 @@ static void test_refresh_lease_above_http_timeout(void **state)
     cfg = load_ok(&def);
     assert_int_equal(cfg->oauth_refresh_lease_ms, 30000);
     cx_config_free(cfg);
+}
 
-    /* The AWS endpoints: https anywhere, plain http to loopback emulators only and never in
-     * production; no path, query or userinfo (requests go to "/"). */
-    static void test_aws_endpoints(void **state)
-    {
-        (void)state;
-        static const char *const names[] = {"CREDEX_KMS_ENDPOINT", "CREDEX_STS_ENDPOINT"};
-        static const char *const good[] = {"https://kms.eu-west-1.amazonaws.com",
-                                           "https://kms.example:8443/", "http://127.0.0.1:4599",
-                                           "http://localhost:8080/", "http://[::1]:9000"};
-        static const char *const bad[] = {"http://kms.example:4599",    "http://127.0.0.2:1",
-                                          "http://localhost.example:1", "https://kms.example/x",
-                                          "https://user@kms.example",   "ftp://kms.example",
-                                          "https://KMS.example",        "https://kms.example:443"};
-        for (size_t n = 0; n < 2; n++) {
-            for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-                fake_env_t env = {0};
-                env_set(&env, names[n], good[i]);
-                cx_config_free(load_ok(&env));
-            }
-            for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-                char msg[512];
-                /* userinfo is credential-shaped: never echoed */
-                bool hidden = strchr(bad[i], '@') != NULL;
-                snprintf(
-                    msg, sizeof(msg),
-                    "%s: expected https://host[:port] (or http://127.0.0.1|localhost|[::1][:port] "
-                    "outside production), lower-case host, no path, got %s%s%s",
-                    names[n], hidden ? "" : "\"", hidden ? "(value hidden)" : bad[i],
-                    hidden ? "" : "\"");
-                expect_load_error(names[n], bad[i], msg);
-            }
+/* The AWS endpoints: https anywhere, plain http to loopback emulators only and never in
+ * production; no path, query or userinfo (requests go to "/"). */
+static void test_aws_endpoints(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"CREDEX_KMS_ENDPOINT", "CREDEX_STS_ENDPOINT"};
+    static const char *const good[] = {"https://kms.eu-west-1.amazonaws.com",
+                                       "https://kms.example:8443/", "http://127.0.0.1:4599",
+                                       "http://localhost:8080/", "http://[::1]:9000"};
+    static const char *const bad[] = {"http://kms.example:4599",    "http://127.0.0.2:1",
+                                      "http://localhost.example:1", "https://kms.example/x",
+                                      "https://user@kms.example",   "ftp://kms.example",
+                                      "https://KMS.example",        "https://kms.example:443"};
+    for (size_t n = 0; n < 2; n++) {
+        for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
             fake_env_t env = {0};
-            cx_config_t *cfg = NULL;
-            cx_error_t err;
-            env_set(&env, names[n], "http://127.0.0.1:4599");
-            env_set(&env, "CREDEX_PRODUCTION", "true");
-            assert_false(cx_config_load(&cfg, fake_getenv, &env, &err));
-            assert_null(cfg);
-            char msg[128];
-            snprintf(msg, sizeof(msg), "%s: expected an https URL with CREDEX_PRODUCTION=true",
-                     names[n]);
-            assert_string_equal(err.message, msg);
-            env_set(&env, names[n], "https://kms.internal.example:8443");
+            env_set(&env, names[n], good[i]);
             cx_config_free(load_ok(&env));
         }
-    }
-
-    static void test_edge_tls_pair(void **state)
-    {
-        (void)state;
-        cx_config_t *cfg = NULL;
-        cx_error_t err;
-        fake_env_t env = {0};
-        env_set(&env, "CREDEX_EDGE_HTTP_TLS_CERT", "/etc/credex/edge.pem");
-        assert_false(cx_config_load(&cfg, fake_getenv, &env, &err));
-        assert_string_equal(err.message, "CREDEX_EDGE_HTTP_TLS_CERT: expected together with "
-                                         "CREDEX_EDGE_HTTP_TLS_KEY (both or neither)");
-        fake_env_t env2 = {0};
-        env_set(&env2, "CREDEX_EDGE_HTTP_TLS_KEY", "/etc/credex/edge.key");
-        assert_false(cx_config_load(&cfg, fake_getenv, &env2, &err));
-        assert_string_equal(err.message, "CREDEX_EDGE_HTTP_TLS_KEY: expected together with "
-                                         "CREDEX_EDGE_HTTP_TLS_CERT (both or neither)");
-        assert_null(cfg);
-        env_set(&env2, "CREDEX_EDGE_HTTP_TLS_CERT", "/etc/credex/edge.pem");
-        cx_config_free(load_ok(&env2));
-    }
-
-    static void test_addresses(void **state)
-    {
-        (void)state;
-        static const char *const names[] = {"CREDEX_KEYWRAP_ADDR", "CREDEX_STORE_ADDR",
-                                            "CREDEX_OAUTH_ADDR",   "CREDEX_GATEWAY_ADDR",
-                                            "CREDEX_EDGE_ADDR",    "CREDEX_EDGE_HTTP_ADDR"};
-        static const char *const bad[] = {
-            "7101",     ":7101",       "host:",      "host:65536", "host:-1",
-            "host:12a", "host:123456", "[::1:7101",  "[]:7101",    "::1:7101",
-            "a b:1",    "host:7101/x", "http://h:1",
-        };
-        for (size_t n = 0; n < sizeof(names) / sizeof(names[0]); n++) {
-            for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
-                char msg[CX_ERROR_MESSAGE_MAX];
-                snprintf(msg, sizeof(msg), "%s: expected host:port with port 0..65535, got \"%s\"",
-                         names[n], bad[b]);
-                expect_load_error(names[n], bad[b], msg);
-            }
-        }
-    }
-
-    static void test_urls_and_names(void **state)
-    {
-        (void)state;
-        expect_load_error("CREDEX_MONGO_URI", "localhost:27017",
-                          "CREDEX_MONGO_URI: expected a mongodb:// or mongodb+srv:// URI, got "
-                          "\"localhost:27017\"");
-        expect_load_error(
-            "CREDEX_OPENFGA_URL", "ftp://fga",
-            "CREDEX_OPENFGA_URL: expected an http:// or https:// URL, got \"ftp://fga\"");
-        expect_load_error("CREDEX_JWKS", "http://kc/certs",
-                          "CREDEX_JWKS: expected a file path or an https:// URL, got "
-                          "\"http://kc/certs\"");
-        expect_load_error("CREDEX_TRUST_DOMAIN", "Credex.Local",
-                          "CREDEX_TRUST_DOMAIN: expected a SPIFFE trust domain of [a-z0-9._-], got "
-                          "\"Credex.Local\"");
-
-        fake_env_t env = {0};
-        env_set(&env, "CREDEX_JWKS", "/etc/credex/jwks.json");
-        cx_config_t *cfg = load_ok(&env);
-        assert_string_equal(cfg->jwks, "/etc/credex/jwks.json");
-        cx_config_free(cfg);
-    }
-
-    /* Typed tokens (docs/IDENTITY.md): the rule and the name of the client claim. */
-    static void test_jwt_service_rule(void **state)
-    {
-        (void)state;
-        fake_env_t env = {0};
-        cx_config_t *cfg = load_ok(&env);
-        assert_int_equal(cfg->jwt_service_rule, CX_JWT_RULE_CLIENT_CLAIM);
-        assert_string_equal(cfg->jwt_client_claim, "client_id");
-        cx_config_free(cfg);
-        env_set(&env, "CREDEX_JWT_SERVICE_RULE", "sub_is_client");
-        env_set(&env, "CREDEX_JWT_CLIENT_CLAIM", "clientId");
-        cfg = load_ok(&env);
-        assert_int_equal(cfg->jwt_service_rule, CX_JWT_RULE_SUB_IS_CLIENT);
-        assert_string_equal(cfg->jwt_client_claim, "clientId");
-        cx_config_free(cfg);
-
-        expect_load_error(
-            "CREDEX_JWT_SERVICE_RULE", "azp",
-            "CREDEX_JWT_SERVICE_RULE: expected one of client_claim|sub_is_client, got "
-            "\"azp\"");
-        /* a claim every token carries would make every token a service token */
-        const char *every[] = {"azp", "sub", "iss", "aud", "exp", "typ"};
-        for (size_t i = 0; i < sizeof(every) / sizeof(every[0]); i++) {
-            char msg[192];
-            snprintf(msg, sizeof(msg),
-                     "CREDEX_JWT_CLIENT_CLAIM: expected a claim name of [A-Za-z0-9_.:-], not "
-                     "iss/sub/aud/azp/exp/nbf/iat/jti/typ, got \"%s\"",
-                     every[i]);
-            expect_load_error("CREDEX_JWT_CLIENT_CLAIM", every[i], msg);
-        }
-        expect_load_error("CREDEX_JWT_CLIENT_CLAIM", "client id",
-                          "CREDEX_JWT_CLIENT_CLAIM: expected a claim name of [A-Za-z0-9_.:-], not "
-                          "iss/sub/aud/azp/exp/nbf/iat/jti/typ, got \"client id\"");
-    }
-
-    static void test_string_too_long(void **state)
-    {
-        (void)state;
-        char v[600];
-        memset(v, 'r', sizeof(v));
-
-        v[63] = '\0'; /* kms_region is char[64]: 63 bytes fit */
-        fake_env_t env = {0};
-        env_set(&env, "CREDENTIAL_KMS_REGION", v);
-        cx_config_t *cfg = load_ok(&env);
-        assert_int_equal(strlen(cfg->kms_region), 63);
-        cx_config_free(cfg);
-
-        v[63] = 'r';
-        v[64] = '\0';
-        expect_load_error("CREDENTIAL_KMS_REGION", v,
-                          "CREDENTIAL_KMS_REGION: expected at most 63 bytes, got 64 bytes");
-        memset(v, 'r', sizeof(v));
-        memcpy(v, "/tmp/", 5);
-        v[599] = '\0';
-        expect_load_error("CREDEX_TLS_CA", v,
-                          "CREDEX_TLS_CA: expected at most 511 bytes, got 599 bytes");
-    }
-
-    /* ---- never echo secrets ---------------------------------------------------------------- */
-
-    static void test_secret_values_hidden(void **state)
-    {
-        (void)state;
-        cx_error_t err;
-        bool b = true;
-        size_t idx = 7;
-        uint64_t u = 7;
-        static const char *const choices[] = {"a", "b", NULL};
-
-        assert_false(cx_config_parse_bool("GITHUB_CLIENT_SECRET", "hunter2", false, &b, &err));
-        assert_string_equal(
-            err.message,
-            "GITHUB_CLIENT_SECRET: expected true|false|1|0|yes|no, got (value hidden)");
-        assert_false(cx_config_parse_enum("X_SECRET", "hunter2", choices, 0, &idx, &err));
-        assert_string_equal(err.message, "X_SECRET: expected one of a|b, got (value hidden)");
-        assert_false(cx_config_parse_uint("PAGERDUTY_CLIENT_SECRET", "hunter2", 0, 1, 0, &u, &err));
-        assert_null(strstr(err.message, "hunter2"));
-        assert_non_null(strstr(err.message, "(value hidden)"));
-        assert_true(b);
-        assert_int_equal(idx, 7);
-        assert_int_equal(u, 7);
-    }
-
-    static void test_credential_shaped_values_hidden(void **state)
-    {
-        (void)state;
-        /* Even under a harmless name, a token pasted into the wrong variable is not echoed. */
-        expect_load_error("CREDEX_RPC_THREADS",
-                          "ghp_"
-                          "1234567890abcdefghijklmnopqrstuvwxyz",
-                          "CREDEX_RPC_THREADS: expected an integer in 1..256, got (value hidden)");
-        expect_load_error("CREDEX_MONGO_URI", "postgres://admin:pa55word@db:5432/x",
-                          "CREDEX_MONGO_URI: expected a mongodb:// or mongodb+srv:// URI, got "
-                          "(value hidden)");
-        expect_load_error("CREDEX_OPENFGA_URL", "ftp://u:p@host/",
-                          "CREDEX_OPENFGA_URL: expected an http:// or https:// URL, got "
-                          "(value hidden)");
-    }
-
-    static void test_echo_is_cut_and_printable(void **state)
-    {
-        (void)state;
-        char v[200];
-        memset(v, 'n', sizeof(v));
-        v[sizeof(v) - 1] = '\0';
-        expect_load_error("CREDEX_LOG_LEVEL", v,
-                          "CREDEX_LOG_LEVEL: expected one of debug|info|warn|error, got "
-                          "\"nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn...\"");
-        expect_load_error("CREDEX_LOG_LEVEL", "in\nfo\"\\\x1b",
-                          "CREDEX_LOG_LEVEL: expected one of debug|info|warn|error, got "
-                          "\"in?fo\\\"\\\\?\"");
-    }
-
-    /* ---- building blocks ------------------------------------------------------------------- */
-
-    static void test_parse_bool(void **state)
-    {
-        (void)state;
-        static const char *const yes[] = {"true", "TRUE", "True", "1", "yes", "YES", "Yes"};
-        static const char *const no[] = {"false", "FALSE", "0", "no", "NO", "No"};
-        bool b;
-        for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
-            b = false;
-            assert_true(cx_config_parse_bool("B", yes[i], false, &b, NULL));
-            assert_true(b);
-        }
-        for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
-            b = true;
-            assert_true(cx_config_parse_bool("B", no[i], true, &b, NULL));
-            assert_false(b);
-        }
-        b = false;
-        assert_true(cx_config_parse_bool("B", NULL, true, &b, NULL));
-        assert_true(b);
-        assert_true(cx_config_parse_bool("B", "", false, &b, NULL));
-        assert_false(b);
-        b = true;
-        assert_false(cx_config_parse_bool("B", "truee", false, &b, NULL)); /* err may be NULL */
-        assert_false(cx_config_parse_bool("B", " true", false, &b, NULL));
-        assert_true(b); /* untouched on failure */
-    }
-
-    static void test_parse_uint(void **state)
-    {
-        (void)state;
-        uint64_t u = 99;
-        cx_error_t err;
-        assert_true(cx_config_parse_uint("U", NULL, 1, 10, 5, &u, NULL));
-        assert_int_equal(u, 5);
-        assert_true(cx_config_parse_uint("U", "10", 1, 10, 5, &u, NULL));
-        assert_int_equal(u, 10);
-        assert_true(cx_config_parse_uint("U", "0007", 1, 10, 5, &u, NULL));
-        assert_int_equal(u, 7);
-        assert_true(cx_config_parse_uint("U", "18446744073709551615", 0, UINT64_MAX, 0, &u, NULL));
-        assert_true(u == UINT64_MAX);
-        u = 3;
-        static const char *const bad[] = {"18446744073709551616", "+5", "0x10", "1e3", "5 ", "1.0"};
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-            assert_false(cx_config_parse_uint("U", bad[i], 0, UINT64_MAX, 0, &u, &err));
-            assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
-            assert_int_equal(strncmp(err.message,
-                                     "U: expected an integer in 0..18446744073709551615",
-                                     strlen("U: expected an integer in 0..18446744073709551615")),
-                             0);
+            char msg[512];
+            /* userinfo is credential-shaped: never echoed */
+            bool hidden = strchr(bad[i], '@') != NULL;
+            snprintf(msg, sizeof(msg),
+                     "%s: expected https://host[:port] (or http://127.0.0.1|localhost|[::1][:port] "
+                     "outside production), lower-case host, no path, got %s%s%s",
+                     names[n], hidden ? "" : "\"", hidden ? "(value hidden)" : bad[i],
+                     hidden ? "" : "\"");
+            expect_load_error(names[n], bad[i], msg);
         }
-        assert_int_equal(u, 3);
-    }
-
-    static void test_parse_str(void **state)
-    {
-        (void)state;
-        char out[8];
-        cx_error_t err;
-        memcpy(out, "keep", 5);
-        assert_true(cx_config_parse_str("S", NULL, "def", out, sizeof(out), NULL));
-        assert_string_equal(out, "def");
-        assert_true(cx_config_parse_str("S", "", NULL, out, sizeof(out), NULL));
-        assert_string_equal(out, "");
-        assert_true(cx_config_parse_str("S", "1234567", "def", out, sizeof(out), NULL));
-        assert_string_equal(out, "1234567");
-        memcpy(out, "keep", 5);
-        assert_false(cx_config_parse_str("S", "12345678", "def", out, sizeof(out), &err));
-        assert_string_equal(err.message, "S: expected at most 7 bytes, got 8 bytes");
-        assert_string_equal(out, "keep");
-        assert_false(cx_config_parse_str("S_SECRET", "12345678", "d", out, sizeof(out), &err));
-        assert_null(strstr(err.message, "12345678"));
-    }
-
-    static void test_parse_enum(void **state)
-    {
-        (void)state;
-        static const char *const choices[] = {"red", "green", "blue", NULL};
-        size_t idx = 42;
-        cx_error_t err;
-        assert_true(cx_config_parse_enum("C", NULL, choices, 1, &idx, NULL));
-        assert_int_equal(idx, 1);
-        assert_true(cx_config_parse_enum("C", "blue", choices, 1, &idx, NULL));
-        assert_int_equal(idx, 2);
-        idx = 42;
-        assert_false(cx_config_parse_enum("C", "Blue", choices, 1, &idx, &err));
-        assert_string_equal(err.message, "C: expected one of red|green|blue, got \"Blue\"");
-        assert_int_equal(idx, 42);
-    }
-
-    /* ---- misc ------------------------------------------------------------------------------ */
-
-    static void test_load_from_process_environment(void **state)
-    {
-        (void)state;
+        fake_env_t env = {0};
         cx_config_t *cfg = NULL;
         cx_error_t err;
-        assert_int_equal(setenv("CREDEX_RPC_THREADS", "17", 1), 0);
-        assert_int_equal(setenv("CREDENTIAL_KEY_PROVIDER", "dev-local", 1), 0);
-        assert_true(cx_config_load(&cfg, NULL, NULL, &err));
-        assert_int_equal(cfg->rpc_threads, 17);
-        assert_int_equal(cfg->key_provider, CX_KEY_PROVIDER_LOCAL_CMK);
-        cx_config_free(cfg);
-        cfg = NULL;
-        assert_int_equal(setenv("CREDEX_RPC_THREADS", "many", 1), 0);
-        assert_false(cx_config_load(&cfg, NULL, NULL, &err));
+        env_set(&env, names[n], "http://127.0.0.1:4599");
+        env_set(&env, "CREDEX_PRODUCTION", "true");
+        assert_false(cx_config_load(&cfg, fake_getenv, &env, &err));
         assert_null(cfg);
-        assert_string_equal(err.message,
-                            "CREDEX_RPC_THREADS: expected an integer in 1..256, got \"many\"");
-        unsetenv("CREDEX_RPC_THREADS");
-        unsetenv("CREDENTIAL_KEY_PROVIDER");
+        char msg[128];
+        snprintf(msg, sizeof(msg), "%s: expected an https URL with CREDEX_PRODUCTION=true",
+                 names[n]);
+        assert_string_equal(err.message, msg);
+        env_set(&env, names[n], "https://kms.internal.example:8443");
+        cx_config_free(load_ok(&env));
     }
+}
 
-    static void test_free_null_and_null_out(void **state)
-    {
-        (void)state;
-        cx_error_t err;
-        fake_env_t env = {0};
-        cx_config_free(NULL);
-        assert_false(cx_config_load(NULL, fake_getenv, &env, &err));
-        assert_int_equal(err.code, CX_ERR_INTERNAL);
-    }
+static void test_edge_tls_pair(void **state)
+{
+    (void)state;
+    cx_config_t *cfg = NULL;
+    cx_error_t err;
+    fake_env_t env = {0};
+    env_set(&env, "CREDEX_EDGE_HTTP_TLS_CERT", "/etc/credex/edge.pem");
+    assert_false(cx_config_load(&cfg, fake_getenv, &env, &err));
+    assert_string_equal(err.message, "CREDEX_EDGE_HTTP_TLS_CERT: expected together with "
+                                     "CREDEX_EDGE_HTTP_TLS_KEY (both or neither)");
+    fake_env_t env2 = {0};
+    env_set(&env2, "CREDEX_EDGE_HTTP_TLS_KEY", "/etc/credex/edge.key");
+    assert_false(cx_config_load(&cfg, fake_getenv, &env2, &err));
+    assert_string_equal(err.message, "CREDEX_EDGE_HTTP_TLS_KEY: expected together with "
+                                     "CREDEX_EDGE_HTTP_TLS_CERT (both or neither)");
+    assert_null(cfg);
+    env_set(&env2, "CREDEX_EDGE_HTTP_TLS_CERT", "/etc/credex/edge.pem");
+    cx_config_free(load_ok(&env2));
+}
 
-    static void test_service_names(void **state)
-    {
-        (void)state;
-        assert_string_equal(cx_service_name(CX_SVC_KEYWRAP), "keywrap");
-        assert_string_equal(cx_service_name(CX_SVC_STORE), "store");
-        assert_string_equal(cx_service_name(CX_SVC_OAUTH), "oauth");
-        assert_string_equal(cx_service_name(CX_SVC_GATEWAY), "gateway");
-        assert_string_equal(cx_service_name(CX_SVC_EDGE), "edge");
-        assert_null(cx_service_name(CX_SVC_COUNT_));
-        assert_null(cx_service_name((cx_service_t)-1));
+static void test_addresses(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"CREDEX_KEYWRAP_ADDR", "CREDEX_STORE_ADDR",
+                                        "CREDEX_OAUTH_ADDR",   "CREDEX_GATEWAY_ADDR",
+                                        "CREDEX_EDGE_ADDR",    "CREDEX_EDGE_HTTP_ADDR"};
+    static const char *const bad[] = {
+        "7101",     ":7101",       "host:",      "host:65536", "host:-1",
+        "host:12a", "host:123456", "[::1:7101",  "[]:7101",    "::1:7101",
+        "a b:1",    "host:7101/x", "http://h:1",
+    };
+    for (size_t n = 0; n < sizeof(names) / sizeof(names[0]); n++) {
+        for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+            char msg[CX_ERROR_MESSAGE_MAX];
+            snprintf(msg, sizeof(msg), "%s: expected host:port with port 0..65535, got \"%s\"",
+                     names[n], bad[b]);
+            expect_load_error(names[n], bad[b], msg);
+        }
     }
+}
 
-    int main(void)
-    {
-        const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_defaults),
-            cmocka_unit_test(test_empty_values_mean_default),
-            cmocka_unit_test(test_every_variable_set),
-            cmocka_unit_test(test_every_documented_variable_is_read),
-            cmocka_unit_test(test_refresh_pause_refused_in_production),
-            cmocka_unit_test(test_refresh_lease_above_http_timeout),
-            cmocka_unit_test(test_store_and_gateway_tuning),
-            cmocka_unit_test(test_production_with_local_cmk_loads),
-            cmocka_unit_test(test_key_provider_aliases),
-            cmocka_unit_test(test_log_levels),
-            cmocka_unit_test(test_bad_enum_messages),
-            cmocka_unit_test(test_bad_bool_messages),
-            cmocka_unit_test(test_bad_integer_messages),
-            cmocka_unit_test(test_integer_bounds),
-            cmocka_unit_test(test_deadline_default_above_cap),
-            cmocka_unit_test(test_metadata_cache_poll_below_bound),
-            cmocka_unit_test(test_addresses),
-            cmocka_unit_test(test_edge_allowed_origins),
-            cmocka_unit_test(test_edge_ui_url),
-            cmocka_unit_test(test_aws_endpoints),
-            cmocka_unit_test(test_edge_tls_pair),
-            cmocka_unit_test(test_oauth_provider_lists),
-            cmocka_unit_test(test_connect_to_refused_in_production),
-            cmocka_unit_test(test_urls_and_names),
-            cmocka_unit_test(test_jwt_service_rule),
-            cmocka_unit_test(test_string_too_long),
-            cmocka_unit_test(test_secret_values_hidden),
-            cmocka_unit_test(test_credential_shaped_values_hidden),
-            cmocka_unit_test(test_echo_is_cut_and_printable),
-            cmocka_unit_test(test_parse_bool),
-            cmocka_unit_test(test_parse_uint),
-            cmocka_unit_test(test_parse_str),
-            cmocka_unit_test(test_parse_enum),
-            cmocka_unit_test(test_load_from_process_environment),
-            cmocka_unit_test(test_free_null_and_null_out),
-            cmocka_unit_test(test_service_names),
-        };
-        return cmocka_run_group_tests(tests, NULL, NULL);
+static void test_urls_and_names(void **state)
+{
+    (void)state;
+    expect_load_error("CREDEX_MONGO_URI", "localhost:27017",
+                      "CREDEX_MONGO_URI: expected a mongodb:// or mongodb+srv:// URI, got "
+                      "\"localhost:27017\"");
+    expect_load_error("CREDEX_OPENFGA_URL", "ftp://fga",
+                      "CREDEX_OPENFGA_URL: expected an http:// or https:// URL, got \"ftp://fga\"");
+    expect_load_error("CREDEX_JWKS", "http://kc/certs",
+                      "CREDEX_JWKS: expected a file path or an https:// URL, got "
+                      "\"http://kc/certs\"");
+    expect_load_error("CREDEX_TRUST_DOMAIN", "Credex.Local",
+                      "CREDEX_TRUST_DOMAIN: expected a SPIFFE trust domain of [a-z0-9._-], got "
+                      "\"Credex.Local\"");
+
+    fake_env_t env = {0};
+    env_set(&env, "CREDEX_JWKS", "/etc/credex/jwks.json");
+    cx_config_t *cfg = load_ok(&env);
+    assert_string_equal(cfg->jwks, "/etc/credex/jwks.json");
+    cx_config_free(cfg);
+}
+
+/* Typed tokens (docs/IDENTITY.md): the rule and the name of the client claim. */
+static void test_jwt_service_rule(void **state)
+{
+    (void)state;
+    fake_env_t env = {0};
+    cx_config_t *cfg = load_ok(&env);
+    assert_int_equal(cfg->jwt_service_rule, CX_JWT_RULE_CLIENT_CLAIM);
+    assert_string_equal(cfg->jwt_client_claim, "client_id");
+    cx_config_free(cfg);
+    env_set(&env, "CREDEX_JWT_SERVICE_RULE", "sub_is_client");
+    env_set(&env, "CREDEX_JWT_CLIENT_CLAIM", "clientId");
+    cfg = load_ok(&env);
+    assert_int_equal(cfg->jwt_service_rule, CX_JWT_RULE_SUB_IS_CLIENT);
+    assert_string_equal(cfg->jwt_client_claim, "clientId");
+    cx_config_free(cfg);
+
+    expect_load_error("CREDEX_JWT_SERVICE_RULE", "azp",
+                      "CREDEX_JWT_SERVICE_RULE: expected one of client_claim|sub_is_client, got "
+                      "\"azp\"");
+    /* a claim every token carries would make every token a service token */
+    const char *every[] = {"azp", "sub", "iss", "aud", "exp", "typ"};
+    for (size_t i = 0; i < sizeof(every) / sizeof(every[0]); i++) {
+        char msg[192];
+        snprintf(msg, sizeof(msg),
+                 "CREDEX_JWT_CLIENT_CLAIM: expected a claim name of [A-Za-z0-9_.:-], not "
+                 "iss/sub/aud/azp/exp/nbf/iat/jti/typ, got \"%s\"",
+                 every[i]);
+        expect_load_error("CREDEX_JWT_CLIENT_CLAIM", every[i], msg);
     }
+    expect_load_error("CREDEX_JWT_CLIENT_CLAIM", "client id",
+                      "CREDEX_JWT_CLIENT_CLAIM: expected a claim name of [A-Za-z0-9_.:-], not "
+                      "iss/sub/aud/azp/exp/nbf/iat/jti/typ, got \"client id\"");
+}
+
+static void test_string_too_long(void **state)
+{
+    (void)state;
+    char v[600];
+    memset(v, 'r', sizeof(v));
+
+    v[63] = '\0'; /* kms_region is char[64]: 63 bytes fit */
+    fake_env_t env = {0};
+    env_set(&env, "CREDENTIAL_KMS_REGION", v);
+    cx_config_t *cfg = load_ok(&env);
+    assert_int_equal(strlen(cfg->kms_region), 63);
+    cx_config_free(cfg);
+
+    v[63] = 'r';
+    v[64] = '\0';
+    expect_load_error("CREDENTIAL_KMS_REGION", v,
+                      "CREDENTIAL_KMS_REGION: expected at most 63 bytes, got 64 bytes");
+    memset(v, 'r', sizeof(v));
+    memcpy(v, "/tmp/", 5);
+    v[599] = '\0';
+    expect_load_error("CREDEX_TLS_CA", v,
+                      "CREDEX_TLS_CA: expected at most 511 bytes, got 599 bytes");
+}
+
+/* ---- never echo secrets ---------------------------------------------------------------- */
+
+static void test_secret_values_hidden(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    bool b = true;
+    size_t idx = 7;
+    uint64_t u = 7;
+    static const char *const choices[] = {"a", "b", NULL};
+
+    assert_false(cx_config_parse_bool("GITHUB_CLIENT_SECRET", "hunter2", false, &b, &err));
+    assert_string_equal(err.message,
+                        "GITHUB_CLIENT_SECRET: expected true|false|1|0|yes|no, got (value hidden)");
+    assert_false(cx_config_parse_enum("X_SECRET", "hunter2", choices, 0, &idx, &err));
+    assert_string_equal(err.message, "X_SECRET: expected one of a|b, got (value hidden)");
+    assert_false(cx_config_parse_uint("PAGERDUTY_CLIENT_SECRET", "hunter2", 0, 1, 0, &u, &err));
+    assert_null(strstr(err.message, "hunter2"));
+    assert_non_null(strstr(err.message, "(value hidden)"));
+    assert_true(b);
+    assert_int_equal(idx, 7);
+    assert_int_equal(u, 7);
+}
+
+static void test_credential_shaped_values_hidden(void **state)
+{
+    (void)state;
+    /* Even under a harmless name, a token pasted into the wrong variable is not echoed. */
+    expect_load_error("CREDEX_RPC_THREADS",
+                      "ghp_"
+                      "1234567890abcdefghijklmnopqrstuvwxyz",
+                      "CREDEX_RPC_THREADS: expected an integer in 1..256, got (value hidden)");
+    expect_load_error("CREDEX_MONGO_URI", "postgres://admin:pa55word@db:5432/x",
+                      "CREDEX_MONGO_URI: expected a mongodb:// or mongodb+srv:// URI, got "
+                      "(value hidden)");
+    expect_load_error("CREDEX_OPENFGA_URL", "ftp://u:p@host/",
+                      "CREDEX_OPENFGA_URL: expected an http:// or https:// URL, got "
+                      "(value hidden)");
+}
+
+static void test_echo_is_cut_and_printable(void **state)
+{
+    (void)state;
+    char v[200];
+    memset(v, 'n', sizeof(v));
+    v[sizeof(v) - 1] = '\0';
+    expect_load_error("CREDEX_LOG_LEVEL", v,
+                      "CREDEX_LOG_LEVEL: expected one of debug|info|warn|error, got "
+                      "\"nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn...\"");
+    expect_load_error("CREDEX_LOG_LEVEL", "in\nfo\"\\\x1b",
+                      "CREDEX_LOG_LEVEL: expected one of debug|info|warn|error, got "
+                      "\"in?fo\\\"\\\\?\"");
+}
+
+/* ---- building blocks ------------------------------------------------------------------- */
+
+static void test_parse_bool(void **state)
+{
+    (void)state;
+    static const char *const yes[] = {"true", "TRUE", "True", "1", "yes", "YES", "Yes"};
+    static const char *const no[] = {"false", "FALSE", "0", "no", "NO", "No"};
+    bool b;
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        b = false;
+        assert_true(cx_config_parse_bool("B", yes[i], false, &b, NULL));
+        assert_true(b);
+    }
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
+        b = true;
+        assert_true(cx_config_parse_bool("B", no[i], true, &b, NULL));
+        assert_false(b);
+    }
+    b = false;
+    assert_true(cx_config_parse_bool("B", NULL, true, &b, NULL));
+    assert_true(b);
+    assert_true(cx_config_parse_bool("B", "", false, &b, NULL));
+    assert_false(b);
+    b = true;
+    assert_false(cx_config_parse_bool("B", "truee", false, &b, NULL)); /* err may be NULL */
+    assert_false(cx_config_parse_bool("B", " true", false, &b, NULL));
+    assert_true(b); /* untouched on failure */
+}
+
+static void test_parse_uint(void **state)
+{
+    (void)state;
+    uint64_t u = 99;
+    cx_error_t err;
+    assert_true(cx_config_parse_uint("U", NULL, 1, 10, 5, &u, NULL));
+    assert_int_equal(u, 5);
+    assert_true(cx_config_parse_uint("U", "10", 1, 10, 5, &u, NULL));
+    assert_int_equal(u, 10);
+    assert_true(cx_config_parse_uint("U", "0007", 1, 10, 5, &u, NULL));
+    assert_int_equal(u, 7);
+    assert_true(cx_config_parse_uint("U", "18446744073709551615", 0, UINT64_MAX, 0, &u, NULL));
+    assert_true(u == UINT64_MAX);
+    u = 3;
+    static const char *const bad[] = {"18446744073709551616", "+5", "0x10", "1e3", "5 ", "1.0"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_false(cx_config_parse_uint("U", bad[i], 0, UINT64_MAX, 0, &u, &err));
+        assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+        assert_int_equal(strncmp(err.message, "U: expected an integer in 0..18446744073709551615",
+                                 strlen("U: expected an integer in 0..18446744073709551615")),
+                         0);
+    }
+    assert_int_equal(u, 3);
+}
+
+static void test_parse_str(void **state)
+{
+    (void)state;
+    char out[8];
+    cx_error_t err;
+    memcpy(out, "keep", 5);
+    assert_true(cx_config_parse_str("S", NULL, "def", out, sizeof(out), NULL));
+    assert_string_equal(out, "def");
+    assert_true(cx_config_parse_str("S", "", NULL, out, sizeof(out), NULL));
+    assert_string_equal(out, "");
+    assert_true(cx_config_parse_str("S", "1234567", "def", out, sizeof(out), NULL));
+    assert_string_equal(out, "1234567");
+    memcpy(out, "keep", 5);
+    assert_false(cx_config_parse_str("S", "12345678", "def", out, sizeof(out), &err));
+    assert_string_equal(err.message, "S: expected at most 7 bytes, got 8 bytes");
+    assert_string_equal(out, "keep");
+    assert_false(cx_config_parse_str("S_SECRET", "12345678", "d", out, sizeof(out), &err));
+    assert_null(strstr(err.message, "12345678"));
+}
+
+static void test_parse_enum(void **state)
+{
+    (void)state;
+    static const char *const choices[] = {"red", "green", "blue", NULL};
+    size_t idx = 42;
+    cx_error_t err;
+    assert_true(cx_config_parse_enum("C", NULL, choices, 1, &idx, NULL));
+    assert_int_equal(idx, 1);
+    assert_true(cx_config_parse_enum("C", "blue", choices, 1, &idx, NULL));
+    assert_int_equal(idx, 2);
+    idx = 42;
+    assert_false(cx_config_parse_enum("C", "Blue", choices, 1, &idx, &err));
+    assert_string_equal(err.message, "C: expected one of red|green|blue, got \"Blue\"");
+    assert_int_equal(idx, 42);
+}
+
+/* ---- misc ------------------------------------------------------------------------------ */
+
+static void test_load_from_process_environment(void **state)
+{
+    (void)state;
+    cx_config_t *cfg = NULL;
+    cx_error_t err;
+    assert_int_equal(setenv("CREDEX_RPC_THREADS", "17", 1), 0);
+    assert_int_equal(setenv("CREDENTIAL_KEY_PROVIDER", "dev-local", 1), 0);
+    assert_true(cx_config_load(&cfg, NULL, NULL, &err));
+    assert_int_equal(cfg->rpc_threads, 17);
+    assert_int_equal(cfg->key_provider, CX_KEY_PROVIDER_LOCAL_CMK);
+    cx_config_free(cfg);
+    cfg = NULL;
+    assert_int_equal(setenv("CREDEX_RPC_THREADS", "many", 1), 0);
+    assert_false(cx_config_load(&cfg, NULL, NULL, &err));
+    assert_null(cfg);
+    assert_string_equal(err.message,
+                        "CREDEX_RPC_THREADS: expected an integer in 1..256, got \"many\"");
+    unsetenv("CREDEX_RPC_THREADS");
+    unsetenv("CREDENTIAL_KEY_PROVIDER");
+}
+
+static void test_free_null_and_null_out(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    fake_env_t env = {0};
+    cx_config_free(NULL);
+    assert_false(cx_config_load(NULL, fake_getenv, &env, &err));
+    assert_int_equal(err.code, CX_ERR_INTERNAL);
+}
+
+static void test_service_names(void **state)
+{
+    (void)state;
+    assert_string_equal(cx_service_name(CX_SVC_KEYWRAP), "keywrap");
+    assert_string_equal(cx_service_name(CX_SVC_STORE), "store");
+    assert_string_equal(cx_service_name(CX_SVC_OAUTH), "oauth");
+    assert_string_equal(cx_service_name(CX_SVC_GATEWAY), "gateway");
+    assert_string_equal(cx_service_name(CX_SVC_EDGE), "edge");
+    assert_null(cx_service_name(CX_SVC_COUNT_));
+    assert_null(cx_service_name((cx_service_t)-1));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_empty_values_mean_default),
+        cmocka_unit_test(test_every_variable_set),
+        cmocka_unit_test(test_every_documented_variable_is_read),
+        cmocka_unit_test(test_refresh_pause_refused_in_production),
+        cmocka_unit_test(test_refresh_lease_above_http_timeout),
+        cmocka_unit_test(test_store_and_gateway_tuning),
+        cmocka_unit_test(test_production_with_local_cmk_loads),
+        cmocka_unit_test(test_key_provider_aliases),
+        cmocka_unit_test(test_log_levels),
+        cmocka_unit_test(test_bad_enum_messages),
+        cmocka_unit_test(test_bad_bool_messages),
+        cmocka_unit_test(test_bad_integer_messages),
+        cmocka_unit_test(test_integer_bounds),
+        cmocka_unit_test(test_deadline_default_above_cap),
+        cmocka_unit_test(test_metadata_cache_poll_below_bound),
+        cmocka_unit_test(test_addresses),
+        cmocka_unit_test(test_edge_allowed_origins),
+        cmocka_unit_test(test_edge_ui_url),
+        cmocka_unit_test(test_aws_endpoints),
+        cmocka_unit_test(test_edge_tls_pair),
+        cmocka_unit_test(test_oauth_provider_lists),
+        cmocka_unit_test(test_connect_to_refused_in_production),
+        cmocka_unit_test(test_urls_and_names),
+        cmocka_unit_test(test_jwt_service_rule),
+        cmocka_unit_test(test_string_too_long),
+        cmocka_unit_test(test_secret_values_hidden),
+        cmocka_unit_test(test_credential_shaped_values_hidden),
+        cmocka_unit_test(test_echo_is_cut_and_printable),
+        cmocka_unit_test(test_parse_bool),
+        cmocka_unit_test(test_parse_uint),
+        cmocka_unit_test(test_parse_str),
+        cmocka_unit_test(test_parse_enum),
+        cmocka_unit_test(test_load_from_process_environment),
+        cmocka_unit_test(test_free_null_and_null_out),
+        cmocka_unit_test(test_service_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
