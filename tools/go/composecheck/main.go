@@ -24,6 +24,7 @@ type service struct {
 	Context   string   `json:"build_context,omitempty"`
 	File      string   `json:"dockerfile,omitempty"`
 	Target    string   `json:"target,omitempty"`
+	Args      []string `json:"build_args,omitempty"`
 	DependsOn []string `json:"depends_on,omitempty"`
 	User      string   `json:"user,omitempty"`
 	ReadOnly  bool     `json:"read_only"`
@@ -67,6 +68,12 @@ func main() {
 		v := service{Name: name, Image: s.Image, User: s.User, ReadOnly: s.ReadOnly}
 		if s.Build != nil {
 			v.Context, v.File, v.Target = s.Build.Context, s.Build.Dockerfile, s.Build.Target
+			for k, val := range s.Build.Args {
+				if val != nil {
+					v.Args = append(v.Args, k+"="+*val)
+				}
+			}
+			sort.Strings(v.Args)
 		}
 		for dep := range s.DependsOn {
 			v.DependsOn = append(v.DependsOn, dep)
