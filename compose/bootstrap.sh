@@ -14,11 +14,14 @@
 #   3. the MongoDB indexes (credexctl db init-indexes).
 # Development only: the CA key stays in the pki volume (mounted here only), and Keycloak's key
 # is readable by Keycloak's own user. Environment: CREDEX_MONGO_URI, CREDEX_MONGO_DB,
-# CREDEX_OPENFGA_URL (set by compose.yaml).
+# CREDEX_OPENFGA_URL (set by compose.yaml); and, for running it outside its image (the test
+# tests/e2e/test_compose.py does, against the test stack's FerretDB and OpenFGA):
+# CREDEX_BOOTSTRAP_ROOT [/opt/credex] (holds scripts/lib and deploy/openfga, as the repository
+# does), CREDEX_BOOTSTRAP_PKI_DIR [/pki], CREDEX_BOOTSTRAP_STATE_DIR [/bootstrap].
 set -euo pipefail
-CX_ROOT=/opt/credex
+CX_ROOT=${CREDEX_BOOTSTRAP_ROOT:-/opt/credex}
 . "$CX_ROOT/scripts/lib/common.sh"
-readonly PKI_ROOT=/pki BOOT=/bootstrap
+readonly PKI_ROOT=${CREDEX_BOOTSTRAP_PKI_DIR:-/pki} BOOT=${CREDEX_BOOTSTRAP_STATE_DIR:-/bootstrap}
 export CX_RUN=$PKI_ROOT/.run CX_PKI=$PKI_ROOT/.ca
 . "$CX_ROOT/scripts/lib/pki.sh"
 
@@ -59,7 +62,10 @@ fga() {
 json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 # setting <name>: a value recorded in openfga.env by an earlier run (empty if none).
-setting() { sed -n "s/^\(export \)\{0,1\}$1=//p" "$BOOT/openfga.env" 2>/dev/null; }
+setting() {
+  [ -f "$BOOT/openfga.env" ] || return 0
+  sed -n "s/^\(export \)\{0,1\}$1=//p" "$BOOT/openfga.env"
+}
 
 # The store is kept across runs; the model is written again only when model.json changed.
 make_openfga() {

@@ -15,7 +15,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pymongo
 import pytest
+import requests
 import yaml
 
 import credex_deploy as d
@@ -246,14 +248,21 @@ def test_build_stage_configures_and_builds_like_scripts_test(stages):
     assert "cmake --build build/release" in runs
 
 
-def needed_packages(binary: Path) -> set[str]:
+def needed_libraries(binary: Path) -> set[str]:
     out = subprocess.run(["objdump", "-p", str(binary)], capture_output=True, text=True, check=True).stdout
-    pkgs = set()
-    for lib in re.findall(r"NEEDED\s+(\S+)", out):
-        res = subprocess.run(["dpkg", "-S", f"*/{lib}"], capture_output=True, text=True)
-        assert res.returncode == 0, f"{binary.name}: no Debian package ships {lib}"
-        pkgs.add(res.stdout.split(":")[0].strip())
-    return pkgs
+    return set(re.findall(r"NEEDED\s+(\S+)", out))
+
+
+def packages_of(libs: set[str]) -> dict[str, str]:
+    """library file name -> the Debian package that ships it (one dpkg query for all)."""
+    res = subprocess.run(["dpkg", "-S", *(f"*/{lib}" for lib in sorted(libs))], capture_output=True, text=True)
+    owners = {}
+    for line in res.stdout.splitlines():
+        pkg, _, path = line.partition(": ")
+        owners.setdefault(Path(path).name, pkg.split(":")[0])
+    missing = libs - set(owners)
+    assert not missing, f"no Debian package ships {sorted(missing)}"
+    return owners
 
 
 def test_runtime_stage_has_the_libraries_the_release_binaries_load(stages):
@@ -263,8 +272,10 @@ def test_runtime_stage_has_the_libraries_the_release_binaries_load(stages):
     missing = [str(b) for b in binaries if not b.exists()]
     assert not missing, f"build the release build first (scripts/test does): {missing}"
     runtime = apt_installs(stages["runtime"])
-    for b in binaries:
-        assert needed_packages(b) - BASE_LIBRARY_PACKAGES <= runtime, b.name
+    needed = {b.name: needed_libraries(b) for b in binaries}
+    owners = packages_of(set().union(*needed.values()))
+    for name, libs in needed.items():
+        assert {owners[lib] for lib in libs} - BASE_LIBRARY_PACKAGES <= runtime, name
     # and nothing the build stage compiles against is missing at run time
     assert "ca-certificates" in runtime
 
@@ -279,3 +290,90 @@ def test_tools_stage_carries_what_bootstrap_runs(stages):
         for src in sources:
             assert (h.ROOT / src).exists(), src
     assert tools.all("USER")[-1] == "10001:10001"
+
+
+# ---- the bootstrap, outside its container -------------------------------------------------
+
+def bootstrap_env(stack, tmp_path: Path, **over: str) -> dict[str, str]:
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    if not (bindir / "credexctl").exists():
+        (bindir / "credexctl").symlink_to(stack.build_dir / "tools" / "credexctl" / "credexctl")
+    env = h.clean_base_env() | {
+        "PATH": f"{bindir}:/usr/bin:/bin",
+        "CREDEX_BOOTSTRAP_ROOT": str(h.ROOT),  # the repository has the image's layout
+        "CREDEX_BOOTSTRAP_PKI_DIR": str(tmp_path / "pki"),
+        "CREDEX_BOOTSTRAP_STATE_DIR": str(tmp_path / "state"),
+        "CREDEX_MONGO_URI": stack.env["CREDEX_MONGO_URI"],
+        "CREDEX_MONGO_DB": "credex_compose_bootstrap",
+        "CREDEX_OPENFGA_URL": stack.env["CREDEX_OPENFGA_URL"],
+    }
+    (tmp_path / "pki").mkdir(exist_ok=True)
+    (tmp_path / "state").mkdir(exist_ok=True)
+    return env | over
+
+
+def run_bootstrap(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([str(d.COMPOSE_DIR / "bootstrap.sh")], env=env, capture_output=True,
+                          text=True, timeout=180)
+
+
+def san_of(cert: Path) -> str:
+    return subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-ext", "subjectAltName"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def index_names(mongo_uri: str, db: str) -> dict[str, set[str]]:
+    with pymongo.MongoClient(mongo_uri, serverSelectionTimeoutMS=5000) as client:
+        database = client[db]
+        return {c: set(database[c].index_information()) for c in database.list_collection_names()}
+
+
+def test_bootstrap_prepares_pki_openfga_and_indexes_idempotently(stack, tmp_path):
+    """compose/bootstrap.sh run as the compose stack runs it, but on this machine: against the
+    test stack's FerretDB and OpenFGA, with the test build's credexctl."""
+    env = bootstrap_env(stack, tmp_path)
+    first = run_bootstrap(env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    pki = tmp_path / "pki"
+    for name in (*h.SERVICES, "keycloak", "credexctl"):
+        files = {p.name for p in (pki / name).iterdir()}
+        assert {"ca.pem", "tls.pem", "tls.key"} <= files, name
+        assert files - {"ca.pem", "tls.pem", "tls.key"} == ({"local-cmk.key"} if name == "keywrap" else set())
+        verify = subprocess.run(["openssl", "verify", "-CAfile", str(pki / name / "ca.pem"),
+                                 str(pki / name / "tls.pem")], capture_output=True, text=True)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        mode = (pki / name / "tls.key").stat().st_mode & 0o777
+        assert mode == (0o644 if name == "keycloak" else 0o600), (name, oct(mode))
+        if name in h.SERVICES:
+            san = san_of(pki / name / "tls.pem")
+            # the identity, and the compose host name peers dial (gRPC checks it)
+            assert f"URI:spiffe://credex.local/{name}" in san and f"DNS:{name}" in san, san
+    assert re.fullmatch(r"[0-9a-f]{64}\n?", (pki / "keywrap" / "local-cmk.key").read_text())
+    assert (pki / "keywrap" / "local-cmk.key").stat().st_mode & 0o777 == 0o600
+    # the CA's key stays in its own directory, which no container mounts
+    assert [p.parent.name for p in pki.glob("*/*.key") if p.name == "ca.key"] == [".ca"]
+
+    state = (tmp_path / "state" / "openfga.env").read_text()
+    store = re.search(r"^export CREDEX_OPENFGA_STORE_ID=(\w+)$", state, re.M).group(1)
+    model = re.search(r"^export CREDEX_OPENFGA_MODEL_ID=(\w+)$", state, re.M).group(1)
+    fga = stack.env["CREDEX_OPENFGA_URL"]
+    assert requests.get(f"{fga}/stores/{store}/authorization-models/{model}", timeout=10).status_code == 200
+
+    # the same indexes as scripts/run's bootstrap of the stack's own database
+    assert index_names(env["CREDEX_MONGO_URI"], "credex_compose_bootstrap") == \
+        index_names(env["CREDEX_MONGO_URI"], stack.env["CREDEX_MONGO_DB"])
+
+    certs = {n: (pki / n / "tls.pem").read_bytes() for n in h.SERVICES}
+    second = run_bootstrap(env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert (tmp_path / "state" / "openfga.env").read_text() == state  # same store, same model
+    assert {n: (pki / n / "tls.pem").read_bytes() for n in h.SERVICES} == certs
+
+
+def test_bootstrap_fails_when_openfga_is_unreachable(stack, tmp_path):
+    (port,) = h.free_ports(1)
+    res = run_bootstrap(bootstrap_env(stack, tmp_path, CREDEX_OPENFGA_URL=f"http://127.0.0.1:{port}"))
+    assert res.returncode != 0
+    assert "OpenFGA" in res.stderr
+    assert not (tmp_path / "state" / "openfga.env").exists()
