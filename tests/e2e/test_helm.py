@@ -377,3 +377,18 @@ def test_production_values_refuse_local_cmk(helm_home):
                  "--set", "keyProvider.name=local-cmk")
     assert res.returncode != 0
     assert "/keyProvider/name" in res.stderr and "aws-kms" in res.stderr
+
+
+def test_existing_tls_secrets_replace_cert_manager(helm_home):
+    names = {s: f"my-{s}-tls" for s in h.SERVICES}
+    extra = ("--set", "tls.certManager.enabled=false",
+             *(a for s, n in names.items() for a in ("--set", f"tls.existingSecrets.{s}={n}")))
+    text = d.render(helm_home, extra=extra)
+    res = d.kubecheck(text)
+    assert res.returncode == 0, res.stderr
+    docs = d.documents(text)
+    assert not d.by_kind(docs, "Certificate")
+    for svc in h.SERVICES:
+        dep = d.by_kind(docs, "Deployment")[f"{FULL}-{svc}"]
+        tls = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")
+        assert tls["secret"]["secretName"] == names[svc]
