@@ -219,7 +219,8 @@ def test_production_values_use_aws_kms_with_irsa_on_keywrap_only(rendered):
     assert keywrap["CREDENTIAL_KMS_REGION"]["value"] == "us-west-2"
     assert "CREDEX_LOCAL_CMK_KEY_FILE" not in keywrap
     for dep in deployments.values():
-        assert all(v["name"] != "local-cmk" for v in dep["spec"]["template"]["spec"]["volumes"])
+        assert all(not v["name"].startswith("local-cmk") for v in dep["spec"]["template"]["spec"]["volumes"])
+        assert "initContainers" not in dep["spec"]["template"]["spec"]
     accounts = d.by_kind(docs, "ServiceAccount")
     annotated = {n for n, sa in accounts.items()
                  if "eks.amazonaws.com/role-arn" in (sa["metadata"].get("annotations") or {})}
@@ -227,8 +228,18 @@ def test_production_values_use_aws_kms_with_irsa_on_keywrap_only(rendered):
     # the default release is the development one: local-cmk from a Secret, no KMS egress
     default = d.by_kind(d.documents(rendered["default"]), "Deployment")[f"{FULL}-keywrap"]
     assert env_of(default)["CREDENTIAL_KEY_PROVIDER"]["value"] == "local-cmk"
-    assert any(v["name"] == "local-cmk" and v["secret"]["secretName"] == "credex-local-cmk"
-               for v in default["spec"]["template"]["spec"]["volumes"])
+    pod = default["spec"]["template"]["spec"]
+    assert any(v["name"] == "local-cmk-secret" and v["secret"]["secretName"] == "credex-local-cmk"
+               for v in pod["volumes"])
+    # keywrap takes the key only from a file of its own user, mode 0600 (a Secret volume's file
+    # is root's and group-readable): an init container copies it into a memory volume
+    (init,) = pod["initContainers"]
+    key = env_of(default)["CREDEX_LOCAL_CMK_KEY_FILE"]["value"]
+    assert init["command"][:3] == ["/usr/bin/install", "-m", "0600"] and init["command"][-1] == key
+    assert init["securityContext"] == container(default)["securityContext"]
+    mounts = {m["name"]: m["mountPath"] for m in container(default)["volumeMounts"]}
+    assert "local-cmk-secret" not in mounts and key.startswith(mounts["local-cmk"] + "/")
+    assert next(v for v in pod["volumes"] if v["name"] == "local-cmk")["emptyDir"]["medium"] == "Memory"
 
 
 def documented_variables() -> set[str]:
