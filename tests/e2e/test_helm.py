@@ -403,3 +403,26 @@ def test_existing_tls_secrets_replace_cert_manager(helm_home):
         dep = d.by_kind(docs, "Deployment")[f"{FULL}-{svc}"]
         tls = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")
         assert tls["secret"]["secretName"] == names[svc]
+
+
+def test_kms_endpoints_and_ca_reach_keywrap_only(helm_home):
+    text = d.render(helm_home, d.PRODUCTION_VALUES, extra=(
+        "--set", "keyProvider.kmsEndpoint=https://vpce-0a1b.kms.us-west-2.vpce.amazonaws.com",
+        "--set", "keyProvider.stsEndpoint=https://vpce-0c2d.sts.us-west-2.vpce.amazonaws.com",
+        "--set", "keyProvider.caConfigMap.name=kms-endpoint-ca"))
+    assert d.kubecheck(text).returncode == 0
+    deployments = d.by_kind(d.documents(text), "Deployment")
+    keywrap = deployments[f"{FULL}-keywrap"]
+    env = env_of(keywrap)
+    assert env["CREDEX_KMS_ENDPOINT"]["value"] == "https://vpce-0a1b.kms.us-west-2.vpce.amazonaws.com"
+    assert env["CREDEX_STS_ENDPOINT"]["value"] == "https://vpce-0c2d.sts.us-west-2.vpce.amazonaws.com"
+    ca = env["CREDEX_KMS_CA_FILE"]["value"]
+    mounts = {m["name"]: m["mountPath"] for m in container(keywrap)["volumeMounts"]}
+    assert ca.startswith(mounts["kms-ca"] + "/")
+    for name, dep in deployments.items():
+        if name != f"{FULL}-keywrap":
+            assert not {"CREDEX_KMS_ENDPOINT", "CREDEX_STS_ENDPOINT", "CREDEX_KMS_CA_FILE"} & set(env_of(dep))
+    # plain http is for emulators on loopback, never a cluster's KMS
+    res = d.helm(helm_home, "template", "credex", str(d.CHART), "-f", str(d.PRODUCTION_VALUES),
+                 "--set", "keyProvider.kmsEndpoint=http://kms.example.com")
+    assert res.returncode != 0 and "/keyProvider/kmsEndpoint" in res.stderr
