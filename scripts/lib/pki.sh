@@ -113,6 +113,28 @@ pki_issue_caller_cert() {
   )
 }
 
+# pki_issue_server_cert <dir> <name> <dns-name>...: <dir>/<name>.pem/.key from our CA for the
+# service spiffe://credex.local/<name> (serverAuth+clientAuth, 1 year) with these DNS names, for
+# peers that dial it by a name other than localhost (compose/bootstrap.sh: the compose service
+# names). Existing files are replaced: callers check first.
+pki_issue_server_cert() {
+  local dir=${1:?usage: pki_issue_server_cert <dir> <name> <dns-name>...} name=${2:?missing identity name}
+  shift 2
+  _pki_valid_name "$name" || cx_die "pki: bad identity name (expected 1..63 of [a-z0-9-])"
+  _pki_need_ca
+  local san dns
+  san="URI:$(_pki_spiffe "$name")"
+  for dns in "$@"; do
+    [[ $dns =~ ^[a-z0-9.-]{1,253}$ ]] || cx_die "pki: bad DNS name '$dns'"
+    san="$san,DNS:$dns"
+  done
+  (
+    umask 077
+    mkdir -p "$dir"
+    _pki_issue "$CX_PKI/ca" "$dir/$name" "$name" "$san" both
+  )
+}
+
 # ---- internals ---------------------------------------------------------------------------
 
 _pki_spiffe() { printf 'spiffe://%s/%s' "$CX_TRUST_DOMAIN" "$1"; }
