@@ -3,10 +3,12 @@
 Two private stacks: `source` and `target`, a fresh stack started on the same key material (its run
 folder holds a copy of the source's PKI, local-cmk key included) with its own FerretDB and OpenFGA.
 On the source: users' and teams' secrets with several versions, shares, a revoked and a deleted
-one; what each retrieval answers, every stored document and every tuple are recorded; then
-`credexctl backup create`. On the target: `credexctl backup restore`, after which every secret
-retrieves with the same value and version, the same documents (audit trail included) and tuples
-are there, revoked and deleted stay so. Then the failure paths: a tampered byte refused before
+one, a custom OAuth connector and a user's provider connection through the generic provider test
+server (a platform client secret and a token set in the envelope store); what each retrieval
+answers, every stored document and every tuple are recorded; then `credexctl backup create`. On
+the target: `credexctl backup restore`, after which every secret retrieves with the same value
+and version, the same documents (audit trail included) and tuples are there, revoked and deleted
+stay so, the connection reads the same. Then the failure paths: a tampered byte refused before
 anything is written, an interrupted backup (no manifest) refused, a second restore refused
 without --wipe and idempotent with it, and a keywrap with OTHER key material: verify and restore
 fail naming the key provider and CMK, and retrieval through it answers integrity_error.
@@ -30,23 +32,25 @@ COLLECTIONS = ["credential_secret_refs", "credential_encrypted_payloads", "crede
                "credential_migration_previews", "credex_leases"]
 
 
-def _start(run_dir):
+def _start(run_dir, providers):
     try:
-        return h.start_stack(run_dir)
+        s = h.start_stack(run_dir, extra_env=providers.env())
     except RuntimeError as e:
         pytest.fail(str(e), pytrace=False)
+    s.env |= providers.env()
+    return s
 
 
 @pytest.fixture(scope="module")
-def stacks(tmp_path_factory):
+def stacks(tmp_path_factory, providers):
     src_dir = tmp_path_factory.mktemp("backup-source")
-    source = _start(src_dir)
+    source = _start(src_dir, providers)
     dst_dir = tmp_path_factory.mktemp("backup-target")
     # Same key material (and CA, issuer key): pki.sh keeps files that exist.
     shutil.copytree(src_dir / "pki", dst_dir / "pki")
     target = None
     try:
-        target = _start(dst_dir)
+        target = _start(dst_dir, providers)
         yield source, target
     finally:
         problems = []
@@ -107,9 +111,44 @@ def ctl(stack, *args, **env):
         stack.env = saved
 
 
+UI_CALLBACK = "https://ui.credex.test/oauth/callback"
+
+
+def connect(api, providers, admin: str, user: str, team: str) -> str:
+    """A custom OAuth connector (its client secret in the envelope store) enabled for `team`, and
+    `user`'s connection through the generic provider (its token set in the envelope store):
+    the connection id."""
+    o, gen = api.pb.oauth, providers.generic
+    issuer, key = gen.new_tenant(), f"bk-{uuid.uuid4().hex[:10]}"
+    secret = "drill-client-" + secrets.token_hex(8)
+    gen.register_client(f"cid-{key}", secret, (UI_CALLBACK,))
+    conn = o.Connector(
+        provider_key=key, type=o.CONNECTOR_TYPE_CUSTOM_OAUTH2, display_name=f"Drill {key}", client_id=f"cid-{key}",
+        redirect_uri=UI_CALLBACK, scopes=["profile"],
+        endpoints=o.ConnectorEndpoints(authorization_url=f"{issuer}/authorize", token_url=f"{issuer}/token",
+                                       userinfo_url=f"{issuer}/userinfo", revocation_url=f"{issuer}/revoke"),
+        account_mapping=o.AccountMapping(account_id_field="sub", account_name_field="name"))
+    made = api.ui(admin).call("Connectors", "CreateConnector",
+                              o.CreateConnectorRequest(connector=conn, client_secret=secret.encode()), timeout=30)
+    api.ui(admin).call("Connectors", "EnableConnector",
+                       o.EnableConnectorRequest(connector_id=made.connector_id, team_ids=[team]), timeout=30)
+    start = api.ui(user).call("Connections", "StartConnect", o.StartConnectRequest(provider_key=key), timeout=30)
+    back = providers.consent(start.authorization_url)
+    done = api.ui(user).call("Connections", "CompleteConnect", o.CompleteConnectRequest(
+        provider_key=key, code=back["code"], oauth_state=back["state"]), timeout=30)
+    assert done.connection.state == o.CONNECTION_STATE_ACTIVE
+    return done.connection.connection_id
+
+
+def connection(api, user: str, connection_id: str) -> bytes:
+    o = api.pb.oauth
+    return api.ui(user).call("Connections", "GetConnection",
+                             o.GetConnectionRequest(connection_id=connection_id)).SerializeToString()
+
+
 @pytest.fixture(scope="module")
-def drill(stacks, apis, tmp_path_factory):
-    """The source's state and its backup: (backup dir, cases, documents, tuples)."""
+def drill(stacks, apis, providers, tmp_path_factory):
+    """The source's state and its backup: (backup dir, cases, documents, tuples, connection)."""
     source, _ = stacks
     api = apis[0]
     api.grant_retriever(x.AGENT)
@@ -135,6 +174,12 @@ def drill(stacks, apis, tmp_path_factory):
     api.ui(alice).delete(s4)
     s5 = api.ui(alice).create("drill-plain-" + secrets.token_hex(8)).secret.secret_id
     cases += [(alice, s3), (alice, s4), (alice, s5), (bob, s5)]
+    # A provider connection of the team member: connector, connection, and two platform/oauth
+    # secrets (the client secret, the token set) in the envelope store.
+    padmin = x.uid("padmin")
+    api.fga_write([(f"user:{padmin}", "admin", "platform:credex")])
+    conn_id = connect(api, providers, padmin, tmember, team)
+    conn = (tmember, conn_id, connection(api, tmember, conn_id))
     before = {case: outcome(api, *case) for case in cases}
     assert before[(alice, s1)][:2] == ("ok", 3) and before[(bob, s1)][0] == "ok"
     assert before[(tmember, s2)][:2] == ("ok", 2)
@@ -146,13 +191,15 @@ def drill(stacks, apis, tmp_path_factory):
     assert "key material NOT in the backup" in res.stdout
     # Nothing changed on the source while it was backed up.
     assert documents(api) == docs and all_tuples(api) == tuples
-    return out, before, docs, tuples
+    # Platform and token-set keys are in the sample too.
+    assert {d["kind"] for d in docs["credential_secret_refs"]} >= {"oauth_client_secret", "provider_token_set"}
+    return out, before, docs, tuples, conn
 
 
 def test_backup_holds_a_manifest_and_no_plaintext(drill):
     import json
 
-    out, before, _, _ = drill
+    out, before, *_ = drill
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["format"] == "credex-backup/1"
     names = {f["file"] for f in manifest["files"]}
@@ -167,21 +214,24 @@ def test_backup_holds_a_manifest_and_no_plaintext(drill):
 
 def test_restore_on_a_fresh_stack_gives_back_every_secret_share_and_event(stacks, apis, drill):
     _, target = stacks
-    out, before, docs, tuples = drill
-    res = ctl(target, "backup", "restore", "--from", str(out), "--wipe")
+    out, before, docs, tuples, conn = drill
+    # A fresh stack is an empty target: no --wipe needed (its own grants are in the backup too).
+    res = ctl(target, "backup", "restore", "--from", str(out))
     assert res.returncode == 0, res.stderr + res.stdout
-    assert "key check:" in res.stdout
+    assert "key check:" in res.stdout and "wiped" not in res.stdout
     api = apis[1]
     # The very documents (audit trail included) and every tuple, before anything else runs.
     assert documents(api) == docs
     assert tuples <= all_tuples(api)
     after = {case: outcome(api, *case) for case in before}
     assert after == before
+    user, conn_id, seen = conn
+    assert connection(api, user, conn_id) == seen
 
 
 def test_restore_refuses_a_non_empty_target_and_is_idempotent_with_wipe(stacks, apis, drill):
     _, target = stacks
-    out, before, docs, _ = drill
+    out, before, *_ = drill
     ctl(target, "backup", "restore", "--from", str(out), "--wipe")
     res = ctl(target, "backup", "restore", "--from", str(out))
     assert res.returncode == 1 and "not empty" in res.stderr, res.stderr
@@ -225,7 +275,7 @@ def test_interrupted_backup_without_manifest_is_refused(stacks, drill, tmp_path)
 def test_wrong_key_material_fails_clearly_and_retrieval_is_an_integrity_error(stacks, apis, drill,
                                                                              tmp_path):
     _, target = stacks
-    out, before, docs, _ = drill
+    out, before, docs, *_ = drill
     ctl(target, "backup", "restore", "--from", str(out), "--wipe")
     other = tmp_path / "other-cmk.key"
     other.write_text(secrets.token_hex(32) + "\n")
