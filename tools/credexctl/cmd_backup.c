@@ -905,6 +905,9 @@ static bool bk_target_page(void *ctx, const cx_fga_tuple_t *t, size_t n, cx_erro
     return true;
 }
 
+/* Is every credex collection empty? With wipe, a non-empty one is dropped (a delete of every
+ * document of a large collection would outlast CREDEX_MONGO_TIMEOUT_MS; a drop does not), and
+ * mdb_init_indexes creates it again with its indexes. */
 static bool bk_target_empty(mdb_t *m, mongoc_client_t *c, bool wipe, cx_error_t *err)
 {
     for (size_t i = 0; i < BK_NCOLL; i++) {
@@ -922,11 +925,12 @@ static bool bk_target_empty(mdb_t *m, mongoc_client_t *c, bool wipe, cx_error_t 
                                 "the target database is not empty (%s has documents): restore "
                                 "never merges; --wipe deletes every credex document first",
                                 bk_collections[i]);
-        bson_t all = BSON_INITIALIZER;
-        ok = mdb_delete_many(m, c, bk_collections[i], &all, err);
-        bson_destroy(&all);
+        mongoc_collection_t *coll = mdb_collection(m, c, bk_collections[i]);
+        bson_error_t berr;
+        ok = mongoc_collection_drop_with_opts(coll, NULL, &berr);
+        mongoc_collection_destroy(coll);
         if (!ok)
-            return false;
+            return mdb_error_map(&berr, NULL, "dropping a collection", err);
         printf("wiped %s\n", bk_collections[i]);
     }
     return true;
@@ -1020,8 +1024,8 @@ static int bk_restore(const cx_config_t *cfg, const char *dir, bool wipe, size_t
     }
     if (target.deleted)
         printf("wiped %llu OpenFGA tuples not in the backup\n", (unsigned long long)target.deleted);
-    /* The collections and their indexes first (a fresh database has neither). */
-    if (!mdb_init_indexes(m, NULL, NULL, NULL, &err) || !bk_target_empty(m, c, wipe, &err))
+    /* The collections and their indexes before any document (a fresh database has neither). */
+    if (!bk_target_empty(m, c, wipe, &err) || !mdb_init_indexes(m, NULL, NULL, NULL, &err))
         goto out;
     for (size_t i = 0; i < BK_NCOLL; i++) {
         bk_insert_t ins = {.m = m, .c = c, .coll = bk_collections[i]};
