@@ -168,33 +168,60 @@ static bool bk_out_dir(const char *dir, cx_error_t *err)
 }
 
 /* Every document of a BSON file (concatenated documents) in order, hashed as read; doc (may be
- * NULL) sees each. A truncated or malformed file fails. */
+ * NULL) sees each. Read by hand rather than with bson_reader so that a length prefix, which
+ * the checksum can only condemn at the end of the file, never makes us allocate more than a
+ * document may hold. A truncated or malformed file fails. */
 typedef bool (*bk_doc_fn)(void *ctx, const bson_t *doc, cx_error_t *err);
+
+#define BK_DOC_MAX (16u * 1024 * 1024) /* MongoDB's largest document */
 
 static bool bk_scan_bson(const char *path, const char *name, bk_sum_t *sum, bk_doc_fn doc,
                          void *ctx, cx_error_t *err)
 {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
+    FILE *f = fopen(path, "rb");
+    if (!f)
         return bk_io_error(err, "opening", name);
-    bson_reader_t *r = bson_reader_new_from_fd(fd, true);
-    const bson_t *b;
-    bool eof = false, ok = true;
-    while (ok && (b = bson_reader_read(r, &eof)) != NULL) {
-        if (!bson_validate(b, BSON_VALIDATE_UTF8_ALLOW_NULL, NULL)) {
-            ok = cx_error_set(err, CX_ERR_INTEGRITY, "%s: document %llu is malformed", name,
-                              (unsigned long long)sum->count + 1);
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    bool ok = true;
+    for (;;) {
+        uint8_t len4[4];
+        size_t got = fread(len4, 1, 4, f);
+        if (got == 0 && feof(f))
+            break;
+        uint32_t len = (uint32_t)len4[0] | (uint32_t)len4[1] << 8 | (uint32_t)len4[2] << 16 |
+                       (uint32_t)len4[3] << 24;
+        if (got != 4 || len < 5 || len > BK_DOC_MAX) {
+            ok = cx_error_set(err, CX_ERR_INTEGRITY, "%s: malformed after document %llu", name,
+                              (unsigned long long)sum->count);
             break;
         }
-        bk_sum_add(sum, bson_get_data(b), b->len);
+        if (len > cap) {
+            uint8_t *nb = realloc(buf, len);
+            if (!nb) {
+                ok = cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+                break;
+            }
+            buf = nb;
+            cap = len;
+        }
+        memcpy(buf, len4, 4);
+        bson_t b;
+        if (fread(buf + 4, 1, len - 4, f) != len - 4 || !bson_init_static(&b, buf, len) ||
+            !bson_validate(&b, BSON_VALIDATE_UTF8_ALLOW_NULL, NULL)) {
+            ok = cx_error_set(err, CX_ERR_INTEGRITY, "%s: document %llu is malformed or truncated",
+                              name, (unsigned long long)sum->count + 1);
+            break;
+        }
+        bk_sum_add(sum, buf, len);
         sum->count++;
-        if (doc)
-            ok = doc(ctx, b, err);
+        if (doc && !(ok = doc(ctx, &b, err)))
+            break;
     }
-    if (ok && !eof)
-        ok = cx_error_set(err, CX_ERR_INTEGRITY, "%s: truncated or malformed after document %llu",
-                          name, (unsigned long long)sum->count);
-    bson_reader_destroy(r);
+    if (ok && ferror(f))
+        ok = bk_io_error(err, "reading", name);
+    fclose(f);
+    free(buf);
     return ok;
 }
 
