@@ -538,7 +538,7 @@ typedef struct bk_backup {
     const char *dir;
     json_t *manifest;
     bk_entry_t entries[BK_NFILES];
-    char key_provider[16], key_id[256]; /* what the data keys are wrapped under (first listed) */
+    char keys[1024]; /* what the data keys are wrapped under: "<provider> key <CMK id>", ... */
 } bk_backup_t;
 
 static bool bk_manifest_entry(json_t *files, const char *kind, const char *name, bk_entry_t *e,
@@ -602,13 +602,19 @@ static bool bk_load_manifest(const char *dir, bk_backup_t *b, cx_error_t *err)
     }
     if (!bk_manifest_entry(files, "openfga", "tuples", &b->entries[BK_NCOLL], err))
         return false;
-    /* Named in the key check's message; the manifest lists every pair, the first is named. */
-    json_t *w =
-        json_array_get(json_object_get(json_object_get(b->manifest, "keys"), "wrapped_under"), 0);
-    const char *kp = json_string_value(json_object_get(w, "key_provider"));
-    const char *kid = json_string_value(json_object_get(w, "key_id"));
-    snprintf(b->key_provider, sizeof b->key_provider, "%s", kp ? kp : "(none)");
-    snprintf(b->key_id, sizeof b->key_id, "%s", kid ? kid : "(none)");
+    /* Named in the key check's message: every (provider, CMK) pair the manifest lists. */
+    size_t k;
+    json_t *w;
+    json_array_foreach(json_object_get(json_object_get(b->manifest, "keys"), "wrapped_under"), k, w)
+    {
+        const char *kp = json_string_value(json_object_get(w, "key_provider"));
+        const char *kid = json_string_value(json_object_get(w, "key_id"));
+        size_t used = strlen(b->keys);
+        snprintf(b->keys + used, sizeof b->keys - used, "%s%s key %s", used ? " and " : "",
+                 kp ? kp : "?", kid ? kid : "?");
+    }
+    if (!b->keys[0])
+        snprintf(b->keys, sizeof b->keys, "(no data keys)");
     return true;
 }
 
@@ -839,14 +845,13 @@ static bool bk_check_keys(const cx_config_t *cfg, const bk_backup_t *b, size_t s
     if (ok && bad)
         ok = cx_error_set(err, CX_ERR_INTEGRITY,
                           "wrong key material: %zu of %zu data keys checked do not unwrap here "
-                          "(%s); the backup's keys are wrapped under %s key %s, and this "
+                          "(%s); the backup's keys are wrapped under %s, and this "
                           "deployment's keywrap does not hold that key (restore the local-cmk key "
                           "file or grant the KMS key; docs/BACKUP_RESTORE.md). Retrievals of "
                           "these secrets answer integrity_error",
-                          bad, checked, reason, b->key_provider, b->key_id);
+                          bad, checked, reason, b->keys);
     if (ok)
-        printf("key check: %zu data keys unwrap under %s key %s\n", checked, b->key_provider,
-               b->key_id);
+        printf("key check: %zu data keys unwrap under %s\n", checked, b->keys);
     return ok;
 }
 
