@@ -673,7 +673,7 @@ typedef struct bk_probe {
 
 typedef struct bk_sample {
     bk_probe_t *v;
-    size_t n, cap; /* cap: the sample size (SIZE_MAX: all) */
+    size_t n, alloc, cap; /* cap: the sample size (SIZE_MAX: all) */
     uint64_t seen;
 } bk_sample_t;
 
@@ -706,10 +706,14 @@ static bool bk_sample_ref(void *ctx, const bson_t *doc, cx_error_t *err)
             return true;
         slot = (size_t)r;
     } else {
-        bk_probe_t *nv = realloc(s->v, (s->n + 1) * sizeof(*nv));
-        if (!nv)
-            return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
-        s->v = nv;
+        if (s->n == s->alloc) {
+            size_t alloc = s->alloc ? 2 * s->alloc : 256;
+            bk_probe_t *nv = realloc(s->v, alloc * sizeof(*nv));
+            if (!nv)
+                return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+            s->v = nv;
+            s->alloc = alloc;
+        }
         s->n++;
     }
     s->v[slot] = p;
@@ -878,7 +882,7 @@ static int bk_verify(const cx_config_t *cfg, const char *dir, bool key_check, si
  * them, without holding the tuples themselves. */
 typedef struct bk_tupleset {
     unsigned char (*v)[32];
-    size_t n;
+    size_t n, cap;
 } bk_tupleset_t;
 
 static void bk_tuple_digest(const cx_fga_tuple_t *t, unsigned char out[32])
@@ -896,10 +900,14 @@ static void bk_tuple_digest(const cx_fga_tuple_t *t, unsigned char out[32])
 static bool bk_tupleset_add(void *ctx, const cx_fga_tuple_t *t, cx_error_t *err)
 {
     bk_tupleset_t *s = ctx;
-    unsigned char(*nv)[32] = realloc(s->v, (s->n + 1) * sizeof(*nv));
-    if (!nv)
-        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
-    s->v = nv;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 1024;
+        unsigned char(*nv)[32] = realloc(s->v, cap * sizeof(*nv));
+        if (!nv)
+            return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+        s->v = nv;
+        s->cap = cap;
+    }
     bk_tuple_digest(t, s->v[s->n++]);
     return true;
 }
@@ -955,7 +963,7 @@ static bool bk_target_empty(mdb_t *m, mongoc_client_t *c, bool wipe, cx_error_t 
         if (!wipe)
             return cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
                                 "the target database is not empty (%s has documents): restore "
-                                "never merges; --wipe deletes every credex document first",
+                                "never merges; --wipe drops the non-empty collections first",
                                 bk_collections[i]);
         mongoc_collection_t *coll = mdb_collection(m, c, bk_collections[i]);
         bson_error_t berr;
