@@ -483,20 +483,25 @@ bool cx_fga_write(cx_fga_t *fga, const cx_fga_tuple_t *adds, size_t nadds,
     return ok;
 }
 
-bool cx_fga_read(cx_fga_t *fga, const char *object, const char *relation, const char *user,
-                 size_t max, cx_fga_tuple_t **out, size_t *n, cx_error_t *err)
+/* The read loop of cx_fga_read and cx_fga_read_each: each page decoded (at most max tuples in
+ * all) and handed to page. */
+static bool fga_read_pages(cx_fga_t *fga, const char *object, const char *relation,
+                           const char *user, size_t max, cx_fga_page_fn page, void *ctx,
+                           cx_error_t *err)
 {
     if (!fga)
         return cx_error_set(err, CX_ERR_UNAVAILABLE, "policy service not configured");
     bool ok = false;
     cx_fga_tuple_t *v = NULL;
-    size_t count = 0;
+    size_t total = 0;
     char *token = NULL;
     char path[256];
     store_path(fga, "read", path, sizeof(path));
     for (;;) {
         json_t *resp = NULL, *body = json_object();
-        json_object_set_new(body, "tuple_key", tuple_json(user, relation, object));
+        /* No tuple key at all reads the whole store. */
+        if (object || relation || user)
+            json_object_set_new(body, "tuple_key", tuple_json(user, relation, object));
         json_object_set_new(body, "page_size", json_integer(100));
         if (token)
             json_object_set_new(body, "continuation_token", json_string(token));
@@ -506,21 +511,58 @@ bool cx_fga_read(cx_fga_t *fga, const char *object, const char *relation, const 
             goto out;
         free(token);
         token = NULL;
-        got = fga_decode_tuples(resp, max, &v, &count, &token, err);
+        size_t count = 0;
+        got = fga_decode_tuples(resp, max - total, &v, &count, &token, err);
         json_decref(resp);
-        if (!got)
+        if (!got || !page(ctx, v, count, err))
             goto out;
+        total += count;
         if (!token)
             break;
     }
-    *out = v;
-    *n = count;
-    v = NULL;
     ok = true;
 out:
     free(token);
     free(v);
     return ok;
+}
+
+typedef struct fga_collect {
+    cx_fga_tuple_t *v;
+    size_t n;
+} fga_collect_t;
+
+static bool fga_collect_page(void *ctx, const cx_fga_tuple_t *t, size_t n, cx_error_t *err)
+{
+    fga_collect_t *c = ctx;
+    if (n == 0)
+        return true;
+    cx_fga_tuple_t *nv = realloc(c->v, (c->n + n) * sizeof(*nv));
+    if (!nv)
+        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+    memcpy(nv + c->n, t, n * sizeof(*nv));
+    c->v = nv;
+    c->n += n;
+    return true;
+}
+
+bool cx_fga_read(cx_fga_t *fga, const char *object, const char *relation, const char *user,
+                 size_t max, cx_fga_tuple_t **out, size_t *n, cx_error_t *err)
+{
+    fga_collect_t c = {0};
+    if (!fga_read_pages(fga, object, relation, user, max, fga_collect_page, &c, err)) {
+        free(c.v);
+        return false;
+    }
+    *out = c.v;
+    *n = c.n;
+    return true;
+}
+
+bool cx_fga_read_each(cx_fga_t *fga, const char *object, cx_fga_page_fn page, void *ctx,
+                      cx_error_t *err)
+{
+    return fga_read_pages(fga, object, NULL, NULL, SIZE_MAX, page, ctx, err);
 }
 
 void cx_fga_strv_free(char **v, size_t n)

@@ -114,6 +114,18 @@ bool cx_fga_write(cx_fga_t *fga, const cx_fga_tuple_t *adds, size_t nadds,
 bool cx_fga_read(cx_fga_t *fga, const char *object, const char *relation, const char *user,
                  size_t max, cx_fga_tuple_t **out, size_t *n, cx_error_t *err);
 
+/* One page of tuples for cx_fga_read_each (valid during the call only); false (with err set)
+ * stops the read and fails it with err. */
+typedef bool (*cx_fga_page_fn)(void *ctx, const cx_fga_tuple_t *tuples, size_t n, cx_error_t *err);
+
+/* Every tuple of the store (object NULL) or of `object` ("type:id", or "type:" for every object
+ * of a type), page by page (at most 100 tuples a page) in OpenFGA's order, following
+ * continuation tokens: memory stays one page whatever the store holds. Blocking: one request
+ * per page, each bounded by timeout_ms. Tuples with a condition are read without it (credex's
+ * model has none). */
+bool cx_fga_read_each(cx_fga_t *fga, const char *object, cx_fga_page_fn page, void *ctx,
+                      cx_error_t *err);
+
 /* Objects of `type` on which `user` has `relation`, as ids without the "type:" prefix
  * (OpenFGA returns at most 1000). *ids is a malloc'd array of malloc'd strings: free with
  * cx_fga_strv_free. On failure *ids and *n are untouched. */

@@ -14,10 +14,11 @@
  *      outcome DENIED or FAILED by store_failure_outcome, reason the code, and of the call only
  *      what the context holds (validated caller, validated secret id, owner decoded from the
  *      database), never a raw request field. Not audited: a disabled feature, the audit RPCs
- *      themselves (AppendAuditEvent, QueryAuditEvents), and a call that failed while the
- *      database is known to be down or had no connection for it (the event could not be
- *      written: store.audit_skipped is logged instead, once per call). integrity_error is also
- *      logged (store.integrity_error).
+ *      themselves (AppendAuditEvent, QueryAuditEvents), CheckDataKeys (an operator check
+ *      that decrypts nothing and reads no secret; store.data_keys_checked is logged), and a
+ *      call that failed while the database is known to be down or had no connection for it
+ *      (the event could not be written: store.audit_skipped is logged instead, once per
+ *      call). integrity_error is also logged (store.integrity_error).
  */
 #include <string.h>
 
@@ -28,6 +29,8 @@
 /* ---- the method table ------------------------------------------------------------------ */
 
 static const char *const store_gateway_only[] = {"gateway", NULL};
+/* The operator's tool (docs/BACKUP_RESTORE.md), never a service. */
+static const char *const store_operator_only[] = {"credexctl", NULL};
 
 /* name, handler, event of a failed call (NULL: not audited here), peers (NULL: the service's) */
 #define STORE_METHODS(M)                                                                           \
@@ -41,7 +44,8 @@ static const char *const store_gateway_only[] = {"gateway", NULL};
     M("DeleteSecret", store_delete, "secret.deleted", NULL)                                        \
     M("Resolve", store_resolve, "secret.retrieved", NULL)                                          \
     M("AppendAuditEvent", store_append_audit, NULL, NULL)                                          \
-    M("QueryAuditEvents", store_query_audit, NULL, store_gateway_only)
+    M("QueryAuditEvents", store_query_audit, NULL, store_gateway_only)                             \
+    M("CheckDataKeys", store_check_data_keys, NULL, store_operator_only)
 
 typedef struct store_method {
     const char *name;

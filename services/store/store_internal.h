@@ -18,6 +18,7 @@
  *   payload_cache.c bounded cache of decoded payload documents (never plaintext)
  *   audit.c       credential_audit_events documents, paging cursors
  *   audit_batch.c group commit of concurrent audit writes
+ *   keycheck.c    CheckDataKeys: does keywrap's key material unwrap a backup's data keys
  */
 #ifndef CREDEX_SERVICES_STORE_STORE_INTERNAL_H
 #define CREDEX_SERVICES_STORE_STORE_INTERNAL_H
@@ -401,6 +402,9 @@ bool store_query_audit(store_ctx_t *x, const ProtobufCMessage *request, Protobuf
                        cx_error_t *err);
 bool store_append_audit(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,
                         cx_error_t *err);
+/* CheckDataKeys (keycheck.c): keywrap unwraps each probe's data key, store wipes it. */
+bool store_check_data_keys(store_ctx_t *x, const ProtobufCMessage *request,
+                           ProtobufCMessage **reply, cx_error_t *err);
 
 /* ---- events (events.c) ------------------------------------------------------------------- */
 

@@ -5,7 +5,8 @@
  *
  * One file per command family: cmd_token.c (dev JWTs), cmd_secret.c (Secrets), cmd_retrieve.c
  * (Retrieval, as a service), cmd_health.c (health, gateway-health), cmd_dev.c (OpenFGA tuples
- * for a local stack), cmd_db.c (database maintenance); util.c and output.c are shared.
+ * for a local stack), cmd_db.c (database maintenance), cmd_backup.c (backup and restore);
+ * util.c and output.c are shared.
  * --json output is the reply message in common/pjson's mapping (what grpcurl prints).
  *
  * Exit codes: 0 success, 1 the call failed or the answer is negative, 2 usage or config error.
@@ -17,6 +18,7 @@
 #include "common/pjson/pjson.h"
 #include "tools/credexctl/credexctl.h"
 #ifdef CREDEXCTL_HAVE_DB
+#include "tools/credexctl/cmd_backup.h"
 #include "tools/credexctl/cmd_db.h"
 #endif
 
@@ -33,6 +35,8 @@ static void usage(FILE *f)
           "  dev SUBCOMMAND       grant-retriever, grant-exchanger, add-team-member,\n"
           "                       make-admin: OpenFGA tuples for a local stack only\n"
           "  db SUBCOMMAND        database maintenance (init-indexes)\n"
+          "  backup SUBCOMMAND    create, verify, restore: MongoDB collections and OpenFGA\n"
+          "                       tuples (docs/BACKUP_RESTORE.md)\n"
           "  --version            print credexctl's version\n"
           "--json (health, gateway-health, secret, retrieve) prints the reply in the proto3 JSON\n"
           "mapping, the document grpcurl prints for the same call.\n"
@@ -81,6 +85,13 @@ int main(int argc, char **argv)
         rc = credexctl_cmd_db(cfg, argc - 1, argv + 1); /* argv[0] is "db" */
 #else
         fprintf(stderr, "credexctl: unimplemented: `db` is not in this build yet (issue 4)\n");
+        rc = CLI_FAIL;
+#endif
+    } else if (strcmp(cmd, "backup") == 0) {
+#ifdef CREDEXCTL_HAVE_DB
+        rc = credexctl_cmd_backup(cfg, argc - 1, argv + 1); /* argv[0] is "backup" */
+#else
+        fprintf(stderr, "credexctl: unimplemented: `backup` needs the database layer\n");
         rc = CLI_FAIL;
 #endif
     } else {

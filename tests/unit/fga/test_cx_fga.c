@@ -173,6 +173,58 @@ static void test_read_and_list(void **state)
     assert_true(cx_fga_ping(fga, &err));
 }
 
+/* cx_fga_read_each (backup): the whole store page by page, every tuple once, pages of at
+ * most 100; a page callback's refusal stops the read with its error. */
+typedef struct each_count {
+    size_t pages, total, bulk, big_page, stop_after;
+    bool seen[250];
+} each_count_t;
+
+static bool each_page(void *ctx, const cx_fga_tuple_t *t, size_t n, cx_error_t *err)
+{
+    each_count_t *c = ctx;
+    c->pages++;
+    c->total += n;
+    c->big_page = n > c->big_page ? n : c->big_page;
+    for (size_t i = 0; i < n; i++) {
+        unsigned k;
+        if (sscanf(t[i].object, "secret_ref:bulk-%u", &k) == 1 && k < 250 &&
+            strcmp(t[i].user, "user:bulky") == 0) {
+            assert_false(c->seen[k]);
+            c->seen[k] = true;
+            c->bulk++;
+        }
+    }
+    if (c->stop_after && c->pages == c->stop_after)
+        return cx_error_set(err, CX_ERR_CANCELLED, "stopped by the test");
+    return true;
+}
+
+static void test_read_each(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    cx_fga_tuple_t batch[100];
+    char obj[64];
+    for (unsigned i = 0; i < 250; i += 100) {
+        size_t n = 0;
+        for (unsigned k = i; k < i + 100 && k < 250; k++) {
+            snprintf(obj, sizeof obj, "secret_ref:bulk-%u", k);
+            assert_true(cx_fga_tuple_set(&batch[n++], "user:bulky", "owner", obj));
+        }
+        assert_true(cx_fga_write(fga, batch, n, NULL, 0, &err));
+    }
+    each_count_t c = {0};
+    assert_true(cx_fga_read_each(fga, NULL, each_page, &c, &err));
+    assert_int_equal(c.bulk, 250);
+    assert_true(c.pages >= 3);
+    assert_true(c.big_page <= 100);
+    each_count_t stop = {.stop_after = 2};
+    assert_false(cx_fga_read_each(fga, NULL, each_page, &stop, &err));
+    assert_int_equal(err.code, CX_ERR_CANCELLED);
+    assert_int_equal(stop.pages, 2);
+}
+
 static void test_fail_closed(void **state)
 {
     (void)state;
@@ -679,6 +731,7 @@ int main(void)
         cmocka_unit_test(test_model_and_check),
         cmocka_unit_test(test_write_idempotent),
         cmocka_unit_test(test_read_and_list),
+        cmocka_unit_test(test_read_each),
         cmocka_unit_test(test_fail_closed),
         cmocka_unit_test(test_cache_generation_guard),
         cmocka_unit_test(test_cache_repeated_check_is_a_hit),

@@ -974,6 +974,95 @@ static void test_keywrap_down(void **state)
     rpc_arena_free(a);
 }
 
+/* CheckDataKeys (backup verify/restore): every probe is unwrapped by keywrap, never answered
+ * from the DEK cache; a context other than the one the key was wrapped under is a failed check
+ * (integrity_error), not a failed call; keywrap down fails the call; only the operator's
+ * identity may call it. */
+static void check_keys_probe(const char *sid, Credex__V1__StoreDataKeyProbe *p,
+                             Credex__V1__Owner *o, Credex__V1__WrappedKey *w, bson_t *doc)
+{
+    char pid[STORE_ID_BUF];
+    cx_error_t err;
+    bool found = false;
+    ref_payload_id(sid, pid);
+    mongoc_client_t *c = mdb_client_pop(F.st->db, &err);
+    bson_t *f = BCON_NEW("_id", BCON_UTF8(pid));
+    assert_true(mdb_find_one(F.st->db, c, MDB_COLL_PAYLOADS, f, doc, &found, &err));
+    assert_true(found);
+    bson_destroy(f);
+    mdb_client_push(F.st->db, c);
+    store_payload_t sp;
+    assert_true(store_payload_decode(doc, &sp, &err));
+    credex__v1__store_data_key_probe__init(p);
+    credex__v1__owner__init(o);
+    credex__v1__wrapped_key__init(w);
+    o->owner_type = CREDEX__V1__OWNER_TYPE__OWNER_TYPE_USER;
+    o->owner_id = "alice";
+    w->ciphertext.data = (uint8_t *)sp.wrapped;
+    w->ciphertext.len = sp.wrapped_len;
+    w->key_provider = sp.key_provider;
+    w->key_id = (char *)sp.key_id;
+    w->key_version = (char *)sp.key_version;
+    p->secret_id = (char *)sid;
+    p->version = sp.version;
+    p->owner = o;
+    p->kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_API_KEY;
+    p->wrapped_key = w;
+}
+
+static void test_check_data_keys(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    rpc_client_t *op = client_as("credexctl");
+    Credex__V1__StoreCreateSecretResponse *c =
+        create(F.gw, a, "alice", "keycheck-1", "K", "v", &err);
+    assert_non_null(c);
+    expect_plain(c->secret->secret_id, "v"); /* its data key is now in the DEK cache */
+    Credex__V1__StoreDataKeyProbe good, moved;
+    Credex__V1__Owner og, om;
+    Credex__V1__WrappedKey wg, wm;
+    bson_t dg, dm;
+    check_keys_probe(c->secret->secret_id, &good, &og, &wg, &dg);
+    check_keys_probe(c->secret->secret_id, &moved, &om, &wm, &dm);
+    om.owner_id = "mallory"; /* the same key under another owner's context */
+    Credex__V1__StoreDataKeyProbe *probes[] = {&good, &moved};
+    Credex__V1__StoreCheckDataKeysRequest r = CREDEX__V1__STORE_CHECK_DATA_KEYS_REQUEST__INIT;
+    r.n_probes = 2;
+    r.probes = probes;
+    ProtobufCMessage *reply = NULL;
+    int before = atomic_load(&F.kw.unwraps);
+    assert_true(call(op, "CheckDataKeys", &r.base, a, &reply, &err));
+    assert_int_equal(atomic_load(&F.kw.unwraps) - before, 2);
+    Credex__V1__StoreCheckDataKeysResponse *resp = (Credex__V1__StoreCheckDataKeysResponse *)reply;
+    assert_int_equal(resp->n_checks, 2);
+    assert_true(resp->checks[0]->ok);
+    assert_string_equal(resp->checks[0]->reason, "");
+    assert_false(resp->checks[1]->ok);
+    assert_string_equal(resp->checks[1]->reason, "integrity_error");
+    assert_string_equal(resp->checks[1]->secret_id, c->secret->secret_id);
+    /* Not for the services. */
+    assert_false(call(F.gw, "CheckDataKeys", &r.base, a, &reply, &err));
+    assert_int_equal(err.code, CX_ERR_PERMISSION_DENIED);
+    assert_false(call(F.oauth, "CheckDataKeys", &r.base, a, &reply, &err));
+    assert_int_equal(err.code, CX_ERR_PERMISSION_DENIED);
+    /* A malformed probe is refused as a whole. */
+    wm.key_id = "";
+    assert_false(call(op, "CheckDataKeys", &r.base, a, &reply, &err));
+    assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+    wm.key_id = wg.key_id;
+    /* keywrap down says nothing about the key material. */
+    atomic_store(&F.kw.down, true);
+    assert_false(call(op, "CheckDataKeys", &r.base, a, &reply, &err));
+    assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+    atomic_store(&F.kw.down, false);
+    bson_destroy(&dg);
+    bson_destroy(&dm);
+    rpc_client_free(op);
+    rpc_arena_free(a);
+}
+
 static void test_audit_append_query(void **state)
 {
     (void)state;
@@ -2194,6 +2283,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_rotations),
         cmocka_unit_test(test_orphan_reclaim),
         cmocka_unit_test(test_keywrap_down),
+        cmocka_unit_test(test_check_data_keys),
         cmocka_unit_test(test_database_down),
         cmocka_unit_test(test_audit_append_query),
         cmocka_unit_test(test_failure_audit_requests),
