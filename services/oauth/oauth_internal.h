@@ -334,6 +334,11 @@ void oauth_text_free(oauth_text_t *t); /* wipes; NULL-safe; t may be reused */
  * of any answer. Transport failures as cx_http_do reports them. */
 bool oauth_token_probe(oauth_ctx_t *x, const Credex__V1__Connector *c, const char *token_url,
                        long *status, cx_error_t *err);
+/* The event oauth_audit_on sends, in the call arena (for a store call that writes it itself:
+ * Resolve's exchange_event). Never fails. */
+Credex__V1__AuditEvent *oauth_audit_event(oauth_ctx_t *x, const char *resource_type,
+                                          const char *event_type, const char *resource_id,
+                                          cx_code_t code, const oauth_attr_t *attrs, size_t n);
 /* oauth_audit about any resource type ("provider_connection"). */
 bool oauth_audit_on(oauth_ctx_t *x, const char *resource_type, const char *event_type,
                     const char *resource_id, cx_code_t code, const oauth_attr_t *attrs, size_t n,
