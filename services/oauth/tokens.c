@@ -277,8 +277,44 @@ static bool tok_reaches(const oauth_conn_t *k, const char *resource)
     return false;
 }
 
+/* Does the kept pick k still answer request r for the actor: the actor's, the named connector
+ * and provider, the resource, and live (neither REVOKED nor PENDING)? */
+static bool tok_pick_holds(const oauth_ctx_t *x, const tok_req_t *q, const oauth_conn_t *k)
+{
+    const Credex__V1__GetProviderTokenRequest *r = q->r;
+    const Credex__V1__Connection *c = k->pb;
+    return strcmp(c->subject_user_id, x->actor) == 0 &&
+           (!r->provider_key[0] || strcmp(r->provider_key, c->provider_key) == 0) &&
+           (!r->connector_id[0] || strcmp(r->connector_id, c->connector_id) == 0) &&
+           c->state != CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_REVOKED &&
+           c->state != CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_PENDING &&
+           c->state != CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_UNSPECIFIED &&
+           tok_reaches(k, q->resource);
+}
+
+/* The pick kept for this request, read again through the connection cache: true with *held
+ * when it still holds (q->k set). A database failure fails the call (no pick from memory). */
+static bool tok_pick_kept(oauth_ctx_t *x, tok_req_t *q, oauth_pick_ticket_t *ticket, bool *held,
+                          cx_error_t *err)
+{
+    const Credex__V1__GetProviderTokenRequest *r = q->r;
+    char id[OAUTH_PICK_ID_MAX];
+    bool found = false;
+    *held = false;
+    if (!oauth_picks_get(x->o->picks, x->actor, r->provider_key, r->connector_id, q->resource, id,
+                         ticket))
+        return true;
+    if (!oauth_conn_find_cached(x, id, &q->k, &found, err))
+        return false;
+    *held = found && tok_pick_holds(x, q, &q->k);
+    if (!*held)
+        oauth_picks_drop(x->o->picks, x->actor, r->provider_key, r->connector_id, q->resource);
+    return true;
+}
+
 /* The subject's connection the request names (see oauth.proto). A REVOKED one is picked only
- * when no other matches, so that its state, not not_found, is the answer. */
+ * when no other matches, so that its state, not not_found, is the answer. A unique live pick by
+ * provider key or connector is kept (picks.c) and checked again on every use. */
 static bool tok_pick(oauth_ctx_t *x, tok_req_t *q, cx_error_t *err)
 {
     const Credex__V1__GetProviderTokenRequest *r = q->r;
@@ -294,6 +330,12 @@ static bool tok_pick(oauth_ctx_t *x, tok_req_t *q, cx_error_t *err)
     if (!r->connector_id[0] && !r->provider_key[0])
         return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
                             "connection_id, connector_id or provider_key is required");
+    oauth_pick_ticket_t ticket;
+    bool held = false;
+    if (!tok_pick_kept(x, q, &ticket, &held, err))
+        return false;
+    if (held)
+        return true;
     bson_t filter = BSON_INITIALIZER, ne;
     BSON_APPEND_UTF8(&filter, "subject_user_id", x->actor);
     if (r->provider_key[0])
@@ -333,6 +375,9 @@ static bool tok_pick(oauth_ctx_t *x, tok_req_t *q, cx_error_t *err)
     if (!pick_live && !pick_gone)
         return cx_error_set(err, CX_ERR_NOT_FOUND, "connection not found");
     q->k = pick_live ? *pick_live : *pick_gone;
+    if (pick_live && ok)
+        oauth_picks_put(x->o->picks, x->actor, r->provider_key, r->connector_id, q->resource,
+                        pick_live->pb->connection_id, &ticket);
     (void)gone;
     return true;
 }

@@ -8,6 +8,7 @@ class kept on the connection.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import grpc
@@ -106,15 +107,21 @@ def test_pick_by_connection_id_connector_id_and_provider_key(api, providers, wx)
         assert get_token(api, user, **kw).connection_id == cid, kw
 
 
-def test_several_matches_are_ambiguous_and_narrowed_by_connection_id(api, providers, wx):
-    sim, user = providers.webex, new_user()
-    first = connect(api, providers, "webex", user)[1].connection.connection_id
+def connect_second_account(api: x.Api, providers, user: str) -> str:
+    """A second Webex connection of user, to another Webex account: its id."""
+    sim = providers.webex
     saved = sim.user
     sim.user = User(id=f"wx-second-{uuid.uuid4().hex[:6]}", login="second", name="Second", email="s@example.test")
     try:
-        second = connect(api, providers, "webex", user)[1].connection.connection_id
+        return connect(api, providers, "webex", user)[1].connection.connection_id
     finally:
         sim.user = saved
+
+
+def test_several_matches_are_ambiguous_and_narrowed_by_connection_id(api, providers, wx):
+    user = new_user()
+    first = connect(api, providers, "webex", user)[1].connection.connection_id
+    second = connect_second_account(api, providers, user)
     assert first != second
     code, reason, details = refused(lambda: get_token(api, user, provider_key="webex"))
     assert (code, reason) == (C.INVALID_ARGUMENT, "invalid_argument")
@@ -262,6 +269,56 @@ def test_only_oauth_may_name_the_record_of_a_read(api, providers, wx):
     ev = token_events(api, cid)
     assert [(e["event_type"], e["outcome"], e["attributes"]["secret_id"]) for e in ev] == [
         ("token.exchanged", "success", sid)]
+
+
+# ---- kept picks (services/oauth/picks.c) ----------------------------------------------------------------
+
+def test_a_kept_pick_follows_the_users_connections(api, providers, wx):
+    """A pick by provider key is kept, but a connection written through this oauth changes the
+    answer at once (a second connection makes it ambiguous, a disconnect revokes), and one written
+    in the database directly (as another replica would) within the cache bound (300 ms; asserted
+    with margin): a revoked connection is never served past the bound, a new one is seen."""
+    o = api.pb.oauth
+    user = new_user()
+    first = connect(api, providers, "webex", user)[1].connection.connection_id
+    for _ in range(3):
+        assert get_token(api, user, provider_key="webex").connection_id == first
+    second = connect_second_account(api, providers, user)
+    assert refused(lambda: get_token(api, user, provider_key="webex"))[:2] == (C.INVALID_ARGUMENT, "invalid_argument")
+    conns(api, "Disconnect", o.DisconnectRequest(connection_id=second), user)
+    for _ in range(3):
+        assert get_token(api, user, provider_key="webex").connection_id == first
+
+    def answer() -> str:
+        try:
+            return get_token(api, user, provider_key="webex").connection_id
+        except grpc.RpcError as e:
+            return x.reason(e)
+
+    client, db = api.mongo()
+    try:
+        db.provider_connections.update_one({"_id": first}, {"$set": {"state": "revoked"}})
+        t0 = time.monotonic()
+        x.wait_until(lambda: answer() == "failed_precondition", 2, 0.02, "revoked elsewhere")
+        assert time.monotonic() - t0 < 1.5
+        db.provider_connections.update_one({"_id": first}, {"$set": {"state": "active"}})
+        x.wait_until(lambda: answer() == first, 2, 0.02, "active again")
+        doc = db.provider_connections.find_one({"_id": first})
+        doc["_id"] = doc["connection_id"] = first[:-1] + ("0" if first[-1] != "0" else "1")
+        doc["provider_account_id"] = "elsewhere"
+        doc["live_key"] = f"{user}/{doc['connector_id']}/elsewhere"
+        db.provider_connections.insert_one(doc)
+        try:
+            t0 = time.monotonic()
+            x.wait_until(lambda: answer() == "invalid_argument", 2, 0.02, "a connection made elsewhere")
+            assert time.monotonic() - t0 < 1.5
+        finally:
+            db.provider_connections.delete_one({"_id": doc["_id"]})
+    finally:
+        client.close()
+    x.wait_until(lambda: answer() == first, 2, 0.02, "the one connection again")
+    conns(api, "Disconnect", o.DisconnectRequest(connection_id=first), user)
+    assert answer() == "failed_precondition"  # this replica's revoke: at once
 
 
 def test_state_and_connector_checks(api, providers, wx):
