@@ -269,9 +269,11 @@ static bool conn_insert(oauth_ctx_t *x, const oauth_conn_t *k, cx_error_t *err)
     bson_t doc = BSON_INITIALIZER;
     BSON_APPEND_UTF8(&doc, "_id", k->pb->connection_id);
     conn_doc_fields(x, k, &doc);
+    oauth_picks_user_changed(x->o->picks, k->pb->subject_user_id);
     bool ok =
         oauth_connect(x, err) && mdb_insert_one(x->o->db, x->c, MDB_COLL_CONNECTIONS, &doc, err);
     mdb_cache_evict(x->o->connections_cache, k->pb->connection_id);
+    oauth_picks_user_changed(x->o->picks, k->pb->subject_user_id);
     bson_destroy(&doc);
     return ok;
 }
@@ -286,9 +288,11 @@ bool oauth_conn_save(oauth_ctx_t *x, oauth_conn_t *k, cx_error_t *err)
     conn_doc_fields(x, k, &set);
     bson_append_document_end(&upd, &set);
     mdb_cache_evict(x->o->connections_cache, k->pb->connection_id);
+    oauth_picks_user_changed(x->o->picks, k->pb->subject_user_id);
     bool ok = oauth_connect(x, err) &&
               mdb_update_one(x->o->db, x->c, MDB_COLL_CONNECTIONS, &sel, &upd, &matched, err);
     mdb_cache_evict(x->o->connections_cache, k->pb->connection_id);
+    oauth_picks_user_changed(x->o->picks, k->pb->subject_user_id);
     bson_destroy(&sel);
     bson_destroy(&upd);
     if (ok && !matched)

@@ -159,25 +159,28 @@ bool oauth_audit(oauth_ctx_t *x, const char *event_type, const char *connector_i
     return oauth_audit_on(x, "oauth_connector", event_type, connector_id, code, attrs, n, err);
 }
 
-bool oauth_audit_on(oauth_ctx_t *x, const char *resource_type, const char *event_type,
-                    const char *resource_id, cx_code_t code, const oauth_attr_t *attrs, size_t n,
-                    cx_error_t *err)
+Credex__V1__AuditEvent *oauth_audit_event(oauth_ctx_t *x, const char *resource_type,
+                                          const char *event_type, const char *resource_id,
+                                          cx_code_t code, const oauth_attr_t *attrs, size_t n)
 {
-    Credex__V1__AuditEvent ev = CREDEX__V1__AUDIT_EVENT__INIT;
-    ev.event_type = oauth_str(x, event_type);
-    ev.resource_type = oauth_str(x, resource_type);
-    ev.resource_id = oauth_str(x, resource_id);
-    ev.caller_kind = x->caller_kind;
-    ev.subject_user_id = oauth_str(x, x->call ? x->actor : "");
-    ev.actor_id = oauth_str(x, x->actor[0] ? x->actor : x->call ? "gateway" : OAUTH_PLATFORM_ACTOR);
-    ev.peer = oauth_str(x, x->call ? rpc_call_peer(x->call) : "");
-    ev.correlation_id = oauth_str(x, x->correlation_id);
+    Credex__V1__AuditEvent *ev = rpc_arena_alloc(x->arena, sizeof(*ev));
+    credex__v1__audit_event__init(ev);
+    ev->event_type = oauth_str(x, event_type);
+    ev->resource_type = oauth_str(x, resource_type);
+    ev->resource_id = oauth_str(x, resource_id);
+    ev->caller_kind = x->caller_kind;
+    ev->subject_user_id = oauth_str(x, x->call ? x->actor : "");
+    ev->actor_id = oauth_str(x, x->actor[0] ? x->actor
+                                : x->call   ? "gateway"
+                                            : OAUTH_PLATFORM_ACTOR);
+    ev->peer = oauth_str(x, x->call ? rpc_call_peer(x->call) : "");
+    ev->correlation_id = oauth_str(x, x->correlation_id);
     if (code == CX_OK) {
-        ev.outcome = CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_SUCCESS;
+        ev->outcome = CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_SUCCESS;
     } else {
-        ev.outcome = cx_code_is_denial(code) ? CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_DENIED
-                                             : CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_FAILED;
-        ev.reason = oauth_str(x, cx_code_reason(code));
+        ev->outcome = cx_code_is_denial(code) ? CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_DENIED
+                                              : CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_FAILED;
+        ev->reason = oauth_str(x, cx_code_reason(code));
     }
     Credex__V1__AuditEvent__AttributesEntry **entries =
         rpc_arena_alloc(x->arena, (n ? n : 1) * sizeof(*entries));
@@ -187,11 +190,18 @@ bool oauth_audit_on(oauth_ctx_t *x, const char *resource_type, const char *event
         entries[i]->key = oauth_str(x, attrs[i].key);
         entries[i]->value = oauth_str(x, attrs[i].value);
     }
-    ev.attributes = entries;
-    ev.n_attributes = n;
+    ev->attributes = entries;
+    ev->n_attributes = n;
+    return ev;
+}
+
+bool oauth_audit_on(oauth_ctx_t *x, const char *resource_type, const char *event_type,
+                    const char *resource_id, cx_code_t code, const oauth_attr_t *attrs, size_t n,
+                    cx_error_t *err)
+{
     Credex__V1__StoreAppendAuditEventRequest req =
         CREDEX__V1__STORE_APPEND_AUDIT_EVENT_REQUEST__INIT;
-    req.event = &ev;
+    req.event = oauth_audit_event(x, resource_type, event_type, resource_id, code, attrs, n);
     ProtobufCMessage *reply = NULL;
     cx_error_t e;
     cx_error_clear(&e);

@@ -81,7 +81,7 @@ static bool oauth_caches_open(oauth_t *o, cx_error_t *err)
         if (!mdb_cache_new(dst[i], o->db, &co, err))
             return false;
     }
-    return true;
+    return oauth_picks_new(&o->picks, cfg->meta_cache_bound_ms, err);
 }
 
 void oauth_cleanup(void *state)
@@ -91,6 +91,7 @@ void oauth_cleanup(void *state)
         return;
     mdb_cache_free(o->connectors_cache);
     mdb_cache_free(o->connections_cache);
+    oauth_picks_free(o->picks);
     oauth_tokens_cleanup(o);
     cx_http_free(o->http);
     rpc_client_free(o->store);

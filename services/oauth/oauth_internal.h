@@ -198,6 +198,9 @@ typedef struct oauth {
      * CREDEX_STORE_METADATA_CACHE_BOUND_MS); NULL when disabled. Every writer of a connector or
      * connection evicts its id before and after the write. */
     struct mdb_cache *connectors_cache, *connections_cache;
+    /* GetProviderToken's picks by provider key or connector (picks.c): NULL when the document
+     * caches are disabled. Every writer of a connection calls oauth_picks_user_changed. */
+    struct oauth_picks *picks;
     char holder[128]; /* this process's refresh lease holder: host:pid:random */
 } oauth_t;
 
@@ -334,6 +337,42 @@ void oauth_text_free(oauth_text_t *t); /* wipes; NULL-safe; t may be reused */
  * of any answer. Transport failures as cx_http_do reports them. */
 bool oauth_token_probe(oauth_ctx_t *x, const Credex__V1__Connector *c, const char *token_url,
                        long *status, cx_error_t *err);
+/* ---- picks (picks.c) ---------------------------------------------------------------------- */
+
+/* A user's picked connection per (provider key, connector id, provider resource), the id only,
+ * answered within bound_ms of the database read that made it and until a write of one of the
+ * user's connections through this process (docs/DOCUMENT_CACHE.md, "Picks"). The caller reads
+ * the connection again (through the connection cache) and checks it still matches. Every
+ * function is thread-safe (one mutex, never held across I/O) and NULL-safe in p. */
+typedef struct oauth_picks oauth_picks_t;
+#define OAUTH_PICK_ID_MAX 64 /* bytes of a connection id, NUL included */
+typedef struct oauth_pick_ticket {
+    uint64_t gen;
+    int64_t read_ms;
+    bool valid;
+} oauth_pick_ticket_t;
+bool oauth_picks_new(oauth_picks_t **out, unsigned bound_ms, cx_error_t *err);
+void oauth_picks_free(oauth_picks_t *p);
+/* True with id (a copy) when a pick is kept; *ticket is always set, for oauth_picks_put. */
+bool oauth_picks_get(oauth_picks_t *p, const char *user, const char *provider_key,
+                     const char *connector_id, const char *resource, char id[OAUTH_PICK_ID_MAX],
+                     oauth_pick_ticket_t *ticket);
+/* Keep connection_id, picked from a database read started after oauth_picks_get gave ticket;
+ * refused when one of the user's connections was written since. */
+void oauth_picks_put(oauth_picks_t *p, const char *user, const char *provider_key,
+                     const char *connector_id, const char *resource, const char *connection_id,
+                     const oauth_pick_ticket_t *ticket);
+/* Forget one pick (it no longer matched). */
+void oauth_picks_drop(oauth_picks_t *p, const char *user, const char *provider_key,
+                      const char *connector_id, const char *resource);
+/* A connection of user is being (or was) written: its picks answer no more. */
+void oauth_picks_user_changed(oauth_picks_t *p, const char *user);
+
+/* The event oauth_audit_on sends, in the call arena (for a store call that writes it itself:
+ * Resolve's exchange_event). Never fails. */
+Credex__V1__AuditEvent *oauth_audit_event(oauth_ctx_t *x, const char *resource_type,
+                                          const char *event_type, const char *resource_id,
+                                          cx_code_t code, const oauth_attr_t *attrs, size_t n);
 /* oauth_audit about any resource type ("provider_connection"). */
 bool oauth_audit_on(oauth_ctx_t *x, const char *resource_type, const char *event_type,
                     const char *resource_id, cx_code_t code, const oauth_attr_t *attrs, size_t n,

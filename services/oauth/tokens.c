@@ -208,7 +208,25 @@ typedef struct tok_req {
     bool refreshed;
 } tok_req_t;
 
-static bool tok_read(oauth_ctx_t *x, const tok_req_t *q, tok_set_t *out, cx_error_t *err)
+/* The attributes of a token event about q's connection (key NULL: none of its own), into a. */
+static size_t tok_attrs(const tok_req_t *q, const char *key, const char *value, oauth_attr_t a[4])
+{
+    const Credex__V1__Connection *c = q->k.pb;
+    a[0] = (oauth_attr_t){"provider_key", c->provider_key};
+    a[1] = (oauth_attr_t){"connector_id", c->connector_id};
+    a[2] = (oauth_attr_t){"state", oauth_conn_state_name(c->state)};
+    if (!key)
+        return 3;
+    a[3] = (oauth_attr_t){key, value};
+    return 4;
+}
+
+/* The token set of q's connection from store. With exchange, store records the exchange
+ * (token.exchanged, not refreshed) as the read's one audit event when the access token lasts
+ * q->need_ms more, and *recorded says it did: the material may then go to the caller with no
+ * further event (docs/TOKEN_EXCHANGE.md, "One audit record per exchange"). */
+static bool tok_read_as(oauth_ctx_t *x, const tok_req_t *q, tok_set_t *out, bool exchange,
+                        bool *recorded, cx_error_t *err)
 {
     if (!q->k.secret_id[0])
         return cx_error_set(err, CX_ERR_FAILED_PRECONDITION, "the connection has no tokens");
@@ -219,11 +237,25 @@ static bool tok_read(oauth_ctx_t *x, const tok_req_t *q, tok_set_t *out, cx_erro
     req.caller->resource_context = in ? in->resource_context : NULL;
     req.secret_id = q->k.secret_id;
     req.expected_kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_PROVIDER_TOKEN_SET;
+    if (exchange) {
+        oauth_attr_t a[4];
+        size_t n = tok_attrs(q, "refreshed", "false", a);
+        req.exchange_event = oauth_audit_event(x, "provider_connection", "token.exchanged",
+                                               q->k.pb->connection_id, CX_OK, a, n);
+        req.exchange_expires_after_ms = mdb_now_ms() + q->need_ms;
+    }
     ProtobufCMessage *reply = NULL;
     if (!oauth_store_call(x, "Resolve", &req.base, &reply, err))
         return false;
     Credex__V1__StoreResolveResponse *rr = (Credex__V1__StoreResolveResponse *)reply;
+    if (recorded)
+        *recorded = exchange && rr->exchange_recorded;
     return tok_set_unpack(rr->value.data, rr->value.len, rr->version, out, err);
+}
+
+static bool tok_read(oauth_ctx_t *x, const tok_req_t *q, tok_set_t *out, cx_error_t *err)
+{
+    return tok_read_as(x, q, out, false, NULL, err);
 }
 
 static bool tok_valid(const tok_set_t *s, int64_t now, int64_t need_ms)
@@ -245,8 +277,44 @@ static bool tok_reaches(const oauth_conn_t *k, const char *resource)
     return false;
 }
 
+/* Does the kept pick k still answer request r for the actor: the actor's, the named connector
+ * and provider, the resource, and live (neither REVOKED nor PENDING)? */
+static bool tok_pick_holds(const oauth_ctx_t *x, const tok_req_t *q, const oauth_conn_t *k)
+{
+    const Credex__V1__GetProviderTokenRequest *r = q->r;
+    const Credex__V1__Connection *c = k->pb;
+    return strcmp(c->subject_user_id, x->actor) == 0 &&
+           (!r->provider_key[0] || strcmp(r->provider_key, c->provider_key) == 0) &&
+           (!r->connector_id[0] || strcmp(r->connector_id, c->connector_id) == 0) &&
+           c->state != CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_REVOKED &&
+           c->state != CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_PENDING &&
+           c->state != CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_UNSPECIFIED &&
+           tok_reaches(k, q->resource);
+}
+
+/* The pick kept for this request, read again through the connection cache: true with *held
+ * when it still holds (q->k set). A database failure fails the call (no pick from memory). */
+static bool tok_pick_kept(oauth_ctx_t *x, tok_req_t *q, oauth_pick_ticket_t *ticket, bool *held,
+                          cx_error_t *err)
+{
+    const Credex__V1__GetProviderTokenRequest *r = q->r;
+    char id[OAUTH_PICK_ID_MAX];
+    bool found = false;
+    *held = false;
+    if (!oauth_picks_get(x->o->picks, x->actor, r->provider_key, r->connector_id, q->resource, id,
+                         ticket))
+        return true;
+    if (!oauth_conn_find_cached(x, id, &q->k, &found, err))
+        return false;
+    *held = found && tok_pick_holds(x, q, &q->k);
+    if (!*held)
+        oauth_picks_drop(x->o->picks, x->actor, r->provider_key, r->connector_id, q->resource);
+    return true;
+}
+
 /* The subject's connection the request names (see oauth.proto). A REVOKED one is picked only
- * when no other matches, so that its state, not not_found, is the answer. */
+ * when no other matches, so that its state, not not_found, is the answer. A unique live pick by
+ * provider key or connector is kept (picks.c) and checked again on every use. */
 static bool tok_pick(oauth_ctx_t *x, tok_req_t *q, cx_error_t *err)
 {
     const Credex__V1__GetProviderTokenRequest *r = q->r;
@@ -262,6 +330,12 @@ static bool tok_pick(oauth_ctx_t *x, tok_req_t *q, cx_error_t *err)
     if (!r->connector_id[0] && !r->provider_key[0])
         return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
                             "connection_id, connector_id or provider_key is required");
+    oauth_pick_ticket_t ticket;
+    bool held = false;
+    if (!tok_pick_kept(x, q, &ticket, &held, err))
+        return false;
+    if (held)
+        return true;
     bson_t filter = BSON_INITIALIZER, ne;
     BSON_APPEND_UTF8(&filter, "subject_user_id", x->actor);
     if (r->provider_key[0])
@@ -301,6 +375,9 @@ static bool tok_pick(oauth_ctx_t *x, tok_req_t *q, cx_error_t *err)
     if (!pick_live && !pick_gone)
         return cx_error_set(err, CX_ERR_NOT_FOUND, "connection not found");
     q->k = pick_live ? *pick_live : *pick_gone;
+    if (pick_live && ok)
+        oauth_picks_put(x->o->picks, x->actor, r->provider_key, r->connector_id, q->resource,
+                        pick_live->pb->connection_id, &ticket);
     (void)gone;
     return true;
 }
@@ -400,15 +477,10 @@ static bool tok_note(oauth_ctx_t *x, const oauth_conn_t *k, cx_error_t *err)
 static bool tok_audit(oauth_ctx_t *x, const tok_req_t *q, const char *event, cx_code_t code,
                       const char *key, const char *value)
 {
-    const Credex__V1__Connection *c = q->k.pb;
-    oauth_attr_t a[4] = {{"provider_key", c->provider_key},
-                         {"connector_id", c->connector_id},
-                         {"state", oauth_conn_state_name(c->state)}};
-    size_t n = 3;
-    if (key)
-        a[n++] = (oauth_attr_t){key, value};
+    oauth_attr_t a[4];
+    size_t n = tok_attrs(q, key, value, a);
     cx_error_t ae;
-    return oauth_audit_on(x, "provider_connection", event, c->connection_id, code, a, n, &ae);
+    return oauth_audit_on(x, "provider_connection", event, q->k.pb->connection_id, code, a, n, &ae);
 }
 
 /* A refresh failed with class cls: keep it on the connection, audit it, and answer err. */
@@ -813,14 +885,20 @@ static bool tok_get(oauth_ctx_t *x, const ProtobufCMessage *request, ProtobufCMe
         *reply = &tok_reply(x, &q)->base;
         return true;
     }
-    if (!tok_read(x, &q, &cur, err))
+    /* No record, no material: the event is durable before the token leaves. A token that lasts
+     * is recorded by store's Resolve itself (one insert, not two); any other outcome, a refresh
+     * first, and the record is ours. */
+    bool recorded = false;
+    if (!tok_read_as(x, &q, &cur, true, &recorded, err))
         goto out;
-    if (!tok_valid(&cur, mdb_now_ms(), q.need_ms) && !tok_refresh(x, &q, &cur, err))
-        goto out;
-    /* No record, no material: the event is durable before the token leaves. */
-    if (!tok_audit(x, &q, "token.exchanged", CX_OK, "refreshed", q.refreshed ? "true" : "false")) {
-        cx_error_set(err, CX_ERR_UNAVAILABLE, "the audit event could not be written");
-        goto out;
+    if (!recorded) {
+        if (!tok_valid(&cur, mdb_now_ms(), q.need_ms) && !tok_refresh(x, &q, &cur, err))
+            goto out;
+        if (!tok_audit(x, &q, "token.exchanged", CX_OK, "refreshed",
+                       q.refreshed ? "true" : "false")) {
+            cx_error_set(err, CX_ERR_UNAVAILABLE, "the audit event could not be written");
+            goto out;
+        }
     }
     Credex__V1__GetProviderTokenResponse *resp = tok_reply(x, &q);
     const Credex__V1__ProviderTokenSet *ts = cur.ts;

@@ -14,11 +14,59 @@ Credex__V1__AuditOutcome store_failure_outcome(cx_code_t code)
                                    : CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_FAILED;
 }
 
+#define STORE_EVENT_ATTRS_MAX 16 /* a template's (STORE_EXCHANGE_ATTRS_MAX), store's, "via" */
+
+/* Insert e with its own attributes, then attrs, then "via" (the hop that reached store). */
+static bool store_audit_write(store_ctx_t *x, Credex__V1__AuditEvent *e, const cx_kv_t *attrs,
+                              size_t nattrs, cx_error_t *err)
+{
+    Credex__V1__AuditEvent__AttributesEntry ents[STORE_EVENT_ATTRS_MAX],
+        *ptrs[STORE_EVENT_ATTRS_MAX];
+    size_t n = 0;
+    for (size_t i = 0; i < e->n_attributes && n < STORE_EVENT_ATTRS_MAX - 1; i++)
+        ptrs[n++] = e->attributes[i];
+    for (size_t i = 0; i < nattrs && n < STORE_EVENT_ATTRS_MAX - 1; i++) {
+        Credex__V1__AuditEvent__AttributesEntry a = CREDEX__V1__AUDIT_EVENT__ATTRIBUTES_ENTRY__INIT;
+        a.key = (char *)attrs[i].key;
+        a.value = (char *)attrs[i].value;
+        ents[n] = a;
+        ptrs[n] = &ents[n];
+        n++;
+    }
+    Credex__V1__AuditEvent__AttributesEntry via = CREDEX__V1__AUDIT_EVENT__ATTRIBUTES_ENTRY__INIT;
+    via.key = "via";
+    via.value = (char *)(x->peer ? x->peer : "");
+    ents[n] = via;
+    ptrs[n] = &ents[n];
+    n++;
+    e->n_attributes = n;
+    e->attributes = ptrs;
+    if (!store_connect(x, err) || !store_audit_insert(x->st, x->c, e, x->arena, err)) {
+        cx_log_error(rpc_call_correlation_id(x->call), "store.audit_write_failed",
+                     CX_LOG_STR("event_type", e->event_type),
+                     CX_LOG_STR("secret_id", x->secret_id ? x->secret_id : ""),
+                     CX_LOG_STR("detail", err ? err->message : ""));
+        if (err)
+            err->code = CX_ERR_UNAVAILABLE;
+        return false;
+    }
+    return true;
+}
+
+static void store_event_owner(const store_ctx_t *x, Credex__V1__AuditEvent *e,
+                              Credex__V1__Owner *ow)
+{
+    if (x->owner && x->owner->owner_type) {
+        ow->owner_type = x->owner->owner_type;
+        ow->owner_id = x->owner->owner_id;
+        e->owner = ow;
+    }
+}
+
 bool store_audit(store_ctx_t *x, const char *event_type, Credex__V1__AuditOutcome outcome,
                  cx_code_t reason, const cx_kv_t *attrs, size_t nattrs, cx_error_t *err)
 {
     Credex__V1__AuditEvent e = CREDEX__V1__AUDIT_EVENT__INIT;
-    Credex__V1__AuditEvent__AttributesEntry ents[8], *ptrs[8];
     Credex__V1__Owner ow = CREDEX__V1__OWNER__INIT;
     const Credex__V1__CallerContext *caller = x->caller;
     e.event_type = (char *)event_type;
@@ -36,37 +84,29 @@ bool store_audit(store_ctx_t *x, const char *event_type, Credex__V1__AuditOutcom
     /* The hop that reached store; the gateway's own peer is in the caller context. */
     e.peer = (char *)(caller && caller->peer && caller->peer[0] ? caller->peer : x->peer);
     e.correlation_id = (char *)rpc_call_correlation_id(x->call);
-    if (x->owner && x->owner->owner_type) {
-        ow.owner_type = x->owner->owner_type;
-        ow.owner_id = x->owner->owner_id;
-        e.owner = &ow;
-    }
-    size_t n = 0;
-    for (size_t i = 0; i < nattrs && n < 7; i++) {
-        Credex__V1__AuditEvent__AttributesEntry a = CREDEX__V1__AUDIT_EVENT__ATTRIBUTES_ENTRY__INIT;
-        a.key = (char *)attrs[i].key;
-        a.value = (char *)attrs[i].value;
-        ents[n] = a;
-        ptrs[n] = &ents[n];
-        n++;
-    }
-    Credex__V1__AuditEvent__AttributesEntry via = CREDEX__V1__AUDIT_EVENT__ATTRIBUTES_ENTRY__INIT;
-    via.key = "via";
-    via.value = (char *)(x->peer ? x->peer : "");
-    ents[n] = via;
-    ptrs[n] = &ents[n];
-    n++;
-    e.n_attributes = n;
-    e.attributes = ptrs;
-    if (!store_connect(x, err) || !store_audit_insert(x->st, x->c, &e, x->arena, err)) {
-        cx_log_error(rpc_call_correlation_id(x->call), "store.audit_write_failed",
-                     CX_LOG_STR("event_type", event_type), CX_LOG_STR("secret_id", e.resource_id),
-                     CX_LOG_STR("detail", err ? err->message : ""));
-        if (err)
-            err->code = CX_ERR_UNAVAILABLE;
-        return false;
-    }
-    return true;
+    store_event_owner(x, &e, &ow);
+    return store_audit_write(x, &e, attrs, nattrs < 7 ? nattrs : 7, err);
+}
+
+bool store_audit_exchange(store_ctx_t *x, const Credex__V1__AuditEvent *tmpl, const cx_kv_t *attrs,
+                          size_t nattrs, cx_error_t *err)
+{
+    /* The template's description of the exchange (validated: store_validate_resolve), as
+     * AppendAuditEvent would take it from oauth; the outcome, time, event id and owner are
+     * store's. */
+    Credex__V1__AuditEvent e = *tmpl;
+    Credex__V1__Owner ow = CREDEX__V1__OWNER__INIT;
+    e.event_id = "";
+    e.created_at_ms = 0;
+    e.outcome = CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_SUCCESS;
+    e.reason = "";
+    if (!e.correlation_id[0])
+        e.correlation_id = (char *)rpc_call_correlation_id(x->call);
+    if (!e.peer[0])
+        e.peer = (char *)x->peer;
+    e.owner = NULL;
+    store_event_owner(x, &e, &ow);
+    return store_audit_write(x, &e, attrs, nattrs, err);
 }
 
 bool store_append_audit(store_ctx_t *x, const ProtobufCMessage *request, ProtobufCMessage **reply,

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "common/log/cx_log.h"
+#include "credex/v1/oauth.pb-c.h"
 #include "services/store/store_internal.h"
 
 static bool store_uses_allow(const Credex__V1__SecretMetadata *m, const char *use)
@@ -133,6 +134,20 @@ static bool store_open_stored(store_ctx_t *x, const store_bind_t *b, ProtobufCBi
     return opened;
 }
 
+/* Is the opened provider token set's access token present and good until after
+ * r->exchange_expires_after_ms (or without expiry)? Then the read is the exchange oauth asked to
+ * record (store.proto, exchange_event). Parsed into the call arena, so that the copies of the
+ * tokens are wiped with it; a token set that does not parse is not an exchange. */
+static bool store_token_set_lasts(store_ctx_t *x, const ProtobufCBinaryData *value,
+                                  const Credex__V1__StoreResolveRequest *r)
+{
+    ProtobufCAllocator a = rpc_arena_allocator(x->arena);
+    Credex__V1__ProviderTokenSet *ts =
+        credex__v1__provider_token_set__unpack(&a, value->len, value->data);
+    return ts && ts->access_token.len > 0 &&
+           (ts->expires_at_ms == 0 || ts->expires_at_ms > r->exchange_expires_after_ms);
+}
+
 /* One attempt; cached: the metadata may come from the metadata cache. */
 static bool store_resolve_once(store_ctx_t *x, const Credex__V1__StoreResolveRequest *r,
                                bool cached, ProtobufCMessage **reply, cx_error_t *err)
@@ -164,10 +179,17 @@ static bool store_resolve_once(store_ctx_t *x, const Credex__V1__StoreResolveReq
         goto out;
     char ver[12];
     snprintf(ver, sizeof(ver), "%u", b.version);
-    cx_kv_t attrs[] = {{"version", ver}, {"kind", b.kind}};
-    if (!store_audit(x, "secret.retrieved", CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_SUCCESS, CX_OK,
-                     attrs, 2, err))
-        goto out;
+    bool exchange = r->exchange_event && store_token_set_lasts(x, &value, r);
+    if (exchange) {
+        cx_kv_t attrs[] = {{"secret_id", b.secret_id}, {"version", ver}};
+        if (!store_audit_exchange(x, r->exchange_event, attrs, 2, err))
+            goto out;
+    } else {
+        cx_kv_t attrs[] = {{"version", ver}, {"kind", b.kind}};
+        if (!store_audit(x, "secret.retrieved", CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_SUCCESS,
+                         CX_OK, attrs, 2, err))
+            goto out;
+    }
     Credex__V1__StoreResolveResponse *resp = rpc_arena_alloc(x->arena, sizeof(*resp));
     credex__v1__store_resolve_response__init(resp);
     resp->secret_id = ref.meta->secret_id;
@@ -177,6 +199,7 @@ static bool store_resolve_once(store_ctx_t *x, const Credex__V1__StoreResolveReq
     resp->provider = ref.meta->provider;
     resp->connector_id = ref.meta->connector_id;
     resp->value = value; /* in the call arena, wiped when the call ends (rpc_arena_free) */
+    resp->exchange_recorded = exchange;
     *reply = &resp->base;
     ok = true;
 out:

@@ -415,6 +415,16 @@ bool store_check_data_keys(store_ctx_t *x, const ProtobufCMessage *request,
 bool store_audit(store_ctx_t *x, const char *event_type, Credex__V1__AuditOutcome outcome,
                  cx_code_t reason, const cx_kv_t *attrs, size_t nattrs, cx_error_t *err);
 
+/* At most this many attributes in a Resolve's exchange_event (store.proto). */
+#define STORE_EXCHANGE_ATTRS_MAX 8
+/* Write a Resolve's exchange_event (validated by store_validate_resolve) as the call's success
+ * record: the template's type, resource, subject, actor, peer, use, context and attributes
+ * (then attrs, at most 7), with store's outcome (success), event id, time and the secret's
+ * owner; the correlation id and peer default to the call's as for AppendAuditEvent. Blocking; on
+ * failure as store_audit. */
+bool store_audit_exchange(store_ctx_t *x, const Credex__V1__AuditEvent *tmpl, const cx_kv_t *attrs,
+                          size_t nattrs, cx_error_t *err);
+
 /* The one mapping of a failure to an audit outcome: DENIED when the request was refused
  * (unauthenticated, permission_denied, not_found, invalid_argument, browser_denied,
  * failed_precondition, ssrf_blocked, feature_disabled, resource_exhausted), FAILED when it

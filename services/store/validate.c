@@ -81,6 +81,38 @@ bool store_validate_update(const Credex__V1__StoreUpdateSecretRequest *r, cx_err
     return true;
 }
 
+/* The events a Resolve may write in place of secret.retrieved (store.proto, exchange_event). */
+static const char *const store_exchange_events[] = {"token.exchanged"};
+
+/* A Resolve's exchange_event: oauth's record of handing out a provider token set's access
+ * token, and nothing else. Only oauth may ask (no other peer decides what a read of material is
+ * recorded as); the event is about the user the read is for. */
+static bool store_validate_exchange_event(const Credex__V1__StoreResolveRequest *r,
+                                          const char *peer, cx_error_t *err)
+{
+    const Credex__V1__AuditEvent *e = r->exchange_event;
+    if (!peer || strcmp(peer, "oauth") != 0)
+        return cx_error_set(err, CX_ERR_PERMISSION_DENIED, "exchange_event is for peer oauth only");
+    if (r->expected_kind != CREDEX__V1__SECRET_KIND__SECRET_KIND_PROVIDER_TOKEN_SET)
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                            "exchange_event needs expected_kind provider_token_set");
+    bool listed = false;
+    for (size_t i = 0; i < sizeof(store_exchange_events) / sizeof(store_exchange_events[0]); i++)
+        listed = listed || strcmp(e->event_type, store_exchange_events[i]) == 0;
+    if (!listed || strcmp(e->resource_type, "provider_connection") != 0 || !e->resource_id[0])
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                            "exchange_event: event_type or resource is not allowed");
+    if (e->outcome != CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_SUCCESS || e->reason[0])
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                            "exchange_event: outcome must be success");
+    if (e->n_attributes > STORE_EXCHANGE_ATTRS_MAX)
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "exchange_event: too many attributes");
+    if (strcmp(e->subject_user_id, r->caller->subject_user_id) != 0 || !e->subject_user_id[0])
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                            "exchange_event: subject_user_id differs from the caller's");
+    return true;
+}
+
 bool store_validate_resolve(const Credex__V1__StoreResolveRequest *r, const char *peer,
                             cx_error_t *err)
 {
@@ -99,6 +131,11 @@ bool store_validate_resolve(const Credex__V1__StoreResolveRequest *r, const char
             return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
                                 "caller.resource_context (resource_type, resource_id) required");
     }
+    if (r->exchange_event && !store_validate_exchange_event(r, peer, err))
+        return false;
+    if (!r->exchange_event && r->exchange_expires_after_ms != 0)
+        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
+                            "exchange_expires_after_ms needs exchange_event");
     return true;
 }
 

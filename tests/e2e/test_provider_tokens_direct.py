@@ -8,6 +8,7 @@ class kept on the connection.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import grpc
@@ -15,7 +16,7 @@ import pytest
 
 import credex_api as x
 from providers.server import User
-from test_oauth_connectors_direct import C, call, oauth
+from test_oauth_connectors_direct import C, call, oauth, store_as_oauth
 from test_oauth_connections_direct import (assert_tokens_nowhere, builtin, conn_doc, conns, connect,
                                            token_set)
 
@@ -106,15 +107,21 @@ def test_pick_by_connection_id_connector_id_and_provider_key(api, providers, wx)
         assert get_token(api, user, **kw).connection_id == cid, kw
 
 
-def test_several_matches_are_ambiguous_and_narrowed_by_connection_id(api, providers, wx):
-    sim, user = providers.webex, new_user()
-    first = connect(api, providers, "webex", user)[1].connection.connection_id
+def connect_second_account(api: x.Api, providers, user: str) -> str:
+    """A second Webex connection of user, to another Webex account: its id."""
+    sim = providers.webex
     saved = sim.user
     sim.user = User(id=f"wx-second-{uuid.uuid4().hex[:6]}", login="second", name="Second", email="s@example.test")
     try:
-        second = connect(api, providers, "webex", user)[1].connection.connection_id
+        return connect(api, providers, "webex", user)[1].connection.connection_id
     finally:
         sim.user = saved
+
+
+def test_several_matches_are_ambiguous_and_narrowed_by_connection_id(api, providers, wx):
+    user = new_user()
+    first = connect(api, providers, "webex", user)[1].connection.connection_id
+    second = connect_second_account(api, providers, user)
     assert first != second
     code, reason, details = refused(lambda: get_token(api, user, provider_key="webex"))
     assert (code, reason) == (C.INVALID_ARGUMENT, "invalid_argument")
@@ -177,6 +184,141 @@ def test_pick_only_returns_no_material_and_audits_nothing(api, providers, wx):
     assert got.provider_account_id == sim.user.id and set(got.scopes) == set(wx.scopes)
     assert not got.refreshed and sim.requests(since=since) == []
     assert token_events(api, cid) == []
+
+
+# ---- one audit record per exchange (store.proto, exchange_event) -------------------------------------
+
+def secret_events(api: x.Api, secret_id: str, event_type: str) -> list[dict]:
+    client, db = api.mongo()
+    try:
+        return list(db.credential_audit_events.find({"resource_type": "secret_ref", "resource_id": secret_id,
+                                                     "event_type": event_type}))
+    finally:
+        client.close()
+
+
+def test_a_valid_exchange_is_one_audit_record_written_by_store(api, providers, wx):
+    """The token set's Resolve records the exchange itself: token.exchanged (store's, naming the
+    token set), and no secret.retrieved beside it."""
+    user = new_user()
+    cid = connect(api, providers, "webex", user)[1].connection.connection_id
+    sid = conn_doc(api, cid)["token_set_secret_id"]
+    reads = len(secret_events(api, sid, "secret.retrieved"))
+    got = get_token(api, user, connection_id=cid)
+    assert got.material and not got.refreshed
+    assert len(secret_events(api, sid, "secret.retrieved")) == reads
+    ev = token_events(api, cid)
+    assert [(e["event_type"], e["outcome"]) for e in ev] == [("token.exchanged", "success")]
+    a = ev[0]["attributes"]
+    assert (a["secret_id"], a["via"], a["refreshed"], a["provider_key"]) == (sid, "oauth", "false", "webex")
+    assert ev[0]["subject_user_id"] == user and ev[0]["peer"] == "gateway"
+    assert (ev[0]["owner_type"], ev[0]["owner_id"]) == ("user", user)
+
+
+def exchange_event(api: x.Api, user: str, cid: str, **kw):
+    ev = dict(event_type="token.exchanged", outcome=api.pb.common.AUDIT_OUTCOME_SUCCESS,
+              resource_type="provider_connection", resource_id=cid, subject_user_id=user,
+              attributes={"refreshed": "false"})
+    ev.update(kw)
+    return api.pb.common.AuditEvent(**ev)
+
+
+def resolve_as(api: x.Api, peer: str, user: str, sid: str, event, after_ms: int = 0, **kw):
+    c = api.pb.common
+    caller = c.CallerContext(caller_kind=c.CALLER_KIND_SERVICE, service_id=peer, subject_user_id=user,
+                             intended_use="e2e_check",
+                             resource_context=c.ResourceContext(resource_type="mcp_server", resource_id="e2e-tools"))
+    req = api.pb.store.StoreResolveRequest(caller=caller, secret_id=sid, exchange_event=event,
+                                           exchange_expires_after_ms=after_ms,
+                                           **({"expected_kind": c.SECRET_KIND_PROVIDER_TOKEN_SET} | kw))
+    return store_as_oauth(api, "Resolve", req, peer=peer)
+
+
+def test_only_oauth_may_name_the_record_of_a_read(api, providers, wx):
+    """Any other peer asking store to record a read as an exchange is refused before any material
+    (a secret the gateway may otherwise resolve included); from oauth, only token.exchanged about a
+    provider connection of the caller's user, with a success outcome, on a provider token set."""
+    user = new_user()
+    cid = connect(api, providers, "webex", user)[1].connection.connection_id
+    sid = conn_doc(api, cid)["token_set_secret_id"]
+    api.grant_retriever(x.AGENT)
+    owner = x.uid("xperf")
+    own = api.ui(owner).create(b"xperf-" + uuid.uuid4().hex.encode(), allowed_uses=[]).secret.secret_id
+    code, _, details = refused(lambda: resolve_as(api, "gateway", owner, own, exchange_event(api, owner, cid),
+                                                  expected_kind=api.pb.common.SECRET_KIND_API_KEY))
+    assert code == C.PERMISSION_DENIED and "oauth" in details
+    assert refused(lambda: resolve_as(api, "gateway", user, sid, exchange_event(api, user, cid)))[0] == \
+        C.PERMISSION_DENIED
+    c = api.pb.common
+    for ev, kw in ((exchange_event(api, user, cid, event_type="token.refreshed"), {}),
+                   (exchange_event(api, user, cid, resource_type="oauth_connector"), {}),
+                   (exchange_event(api, user, cid, outcome=c.AUDIT_OUTCOME_FAILED), {}),
+                   (exchange_event(api, "someone-else", cid), {}),
+                   (exchange_event(api, user, cid, attributes={f"k{i}": "v" for i in range(9)}), {}),
+                   (exchange_event(api, user, cid), {"expected_kind": c.SECRET_KIND_UNSPECIFIED})):
+        assert refused(lambda: resolve_as(api, "oauth", user, sid, ev, **kw))[0] == C.INVALID_ARGUMENT, ev
+    assert token_events(api, cid) == []
+    # A token set that does not last as long as asked is an ordinary read, recorded as one.
+    reads = len(secret_events(api, sid, "secret.retrieved"))
+    r = resolve_as(api, "oauth", user, sid, exchange_event(api, user, cid), after_ms=2**62)
+    assert r.value and not r.exchange_recorded and token_events(api, cid) == []
+    assert len(secret_events(api, sid, "secret.retrieved")) == reads + 1
+    r = resolve_as(api, "oauth", user, sid, exchange_event(api, user, cid))
+    assert r.value and r.exchange_recorded
+    assert len(secret_events(api, sid, "secret.retrieved")) == reads + 1
+    ev = token_events(api, cid)
+    assert [(e["event_type"], e["outcome"], e["attributes"]["secret_id"]) for e in ev] == [
+        ("token.exchanged", "success", sid)]
+
+
+# ---- kept picks (services/oauth/picks.c) ----------------------------------------------------------------
+
+def test_a_kept_pick_follows_the_users_connections(api, providers, wx):
+    """A pick by provider key is kept, but a connection written through this oauth changes the
+    answer at once (a second connection makes it ambiguous, a disconnect revokes), and one written
+    in the database directly (as another replica would) within the cache bound (300 ms; asserted
+    with margin): a revoked connection is never served past the bound, a new one is seen."""
+    o = api.pb.oauth
+    user = new_user()
+    first = connect(api, providers, "webex", user)[1].connection.connection_id
+    for _ in range(3):
+        assert get_token(api, user, provider_key="webex").connection_id == first
+    second = connect_second_account(api, providers, user)
+    assert refused(lambda: get_token(api, user, provider_key="webex"))[:2] == (C.INVALID_ARGUMENT, "invalid_argument")
+    conns(api, "Disconnect", o.DisconnectRequest(connection_id=second), user)
+    for _ in range(3):
+        assert get_token(api, user, provider_key="webex").connection_id == first
+
+    def answer() -> str:
+        try:
+            return get_token(api, user, provider_key="webex").connection_id
+        except grpc.RpcError as e:
+            return x.reason(e)
+
+    client, db = api.mongo()
+    try:
+        db.provider_connections.update_one({"_id": first}, {"$set": {"state": "revoked"}})
+        t0 = time.monotonic()
+        x.wait_until(lambda: answer() == "failed_precondition", 2, 0.02, "revoked elsewhere")
+        assert time.monotonic() - t0 < 1.5
+        db.provider_connections.update_one({"_id": first}, {"$set": {"state": "active"}})
+        x.wait_until(lambda: answer() == first, 2, 0.02, "active again")
+        doc = db.provider_connections.find_one({"_id": first})
+        doc["_id"] = doc["connection_id"] = first[:-1] + ("0" if first[-1] != "0" else "1")
+        doc["provider_account_id"] = "elsewhere"
+        doc["live_key"] = f"{user}/{doc['connector_id']}/elsewhere"
+        db.provider_connections.insert_one(doc)
+        try:
+            t0 = time.monotonic()
+            x.wait_until(lambda: answer() == "invalid_argument", 2, 0.02, "a connection made elsewhere")
+            assert time.monotonic() - t0 < 1.5
+        finally:
+            db.provider_connections.delete_one({"_id": doc["_id"]})
+    finally:
+        client.close()
+    x.wait_until(lambda: answer() == first, 2, 0.02, "the one connection again")
+    conns(api, "Disconnect", o.DisconnectRequest(connection_id=first), user)
+    assert answer() == "failed_precondition"  # this replica's revoke: at once
 
 
 def test_state_and_connector_checks(api, providers, wx):

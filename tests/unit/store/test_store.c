@@ -720,6 +720,22 @@ static void test_validate_create(void **state)
                                     CREDEX__V1__OWNER_TYPE__OWNER_TYPE_USER));
 }
 
+/* A Resolve of alice's secret by service (for alice), with a resource context. */
+static void resolve_request(Credex__V1__StoreResolveRequest *r, Credex__V1__CallerContext *c,
+                            Credex__V1__ResourceContext *rc, Credex__V1__CallerKind kind,
+                            const char *service)
+{
+    c->caller_kind = kind;
+    c->service_id = (char *)service;
+    c->subject_user_id = "alice";
+    c->intended_use = "mcp.tool";
+    rc->resource_type = "mcp_server";
+    rc->resource_id = "github";
+    c->resource_context = rc;
+    r->caller = c;
+    r->secret_id = "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H";
+}
+
 static void test_validate_resolve_update(void **state)
 {
     (void)state;
@@ -727,15 +743,8 @@ static void test_validate_resolve_update(void **state)
     Credex__V1__StoreResolveRequest r = CREDEX__V1__STORE_RESOLVE_REQUEST__INIT;
     Credex__V1__CallerContext c = CREDEX__V1__CALLER_CONTEXT__INIT;
     Credex__V1__ResourceContext rc = CREDEX__V1__RESOURCE_CONTEXT__INIT;
-    c.caller_kind = CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE_ON_BEHALF_OF_USER;
-    c.service_id = "agent-runtime";
-    c.subject_user_id = "alice";
-    c.intended_use = "mcp.tool";
-    rc.resource_type = "mcp_server";
-    rc.resource_id = "github";
-    c.resource_context = &rc;
-    r.caller = &c;
-    r.secret_id = "sec_5NPKMVKYTE6Z2RVKV37EW1BN4H";
+    resolve_request(&r, &c, &rc, CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE_ON_BEHALF_OF_USER,
+                    "agent-runtime");
     assert_true(store_validate_resolve(&r, "gateway", &err));
     /* The secret id is the dispatch's to validate (dispatch.c). */
     assert_true(store_validate_secret_id(r.secret_id, &err));
@@ -782,6 +791,66 @@ static void test_validate_resolve_update(void **state)
     assert_int_equal(store_page_size(&p), 7);
     p.page_size = 5000;
     assert_int_equal(store_page_size(&p), 200);
+}
+
+/* A Resolve's exchange_event: peer oauth only, a provider token set, the one allowed event about
+ * a provider connection of the caller's user, success, few attributes. */
+static void test_validate_resolve_exchange_event(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    Credex__V1__StoreResolveRequest r = CREDEX__V1__STORE_RESOLVE_REQUEST__INIT;
+    Credex__V1__CallerContext c = CREDEX__V1__CALLER_CONTEXT__INIT;
+    Credex__V1__ResourceContext rc = CREDEX__V1__RESOURCE_CONTEXT__INIT;
+    Credex__V1__AuditEvent e = CREDEX__V1__AUDIT_EVENT__INIT;
+    Credex__V1__AuditEvent__AttributesEntry a = CREDEX__V1__AUDIT_EVENT__ATTRIBUTES_ENTRY__INIT;
+    Credex__V1__AuditEvent__AttributesEntry *as[9] = {&a, &a, &a, &a, &a, &a, &a, &a, &a};
+    resolve_request(&r, &c, &rc, CREDEX__V1__CALLER_KIND__CALLER_KIND_SERVICE, "oauth");
+    r.expected_kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_PROVIDER_TOKEN_SET;
+    e.event_type = "token.exchanged";
+    e.outcome = CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_SUCCESS;
+    e.resource_type = "provider_connection";
+    e.resource_id = "pcn_1";
+    e.subject_user_id = "alice";
+    e.attributes = as;
+    e.n_attributes = 8;
+    r.exchange_event = &e;
+    r.exchange_expires_after_ms = 1;
+    assert_true(store_validate_resolve(&r, "oauth", &err));
+    assert_false(store_validate_resolve(&r, "gateway", &err));
+    assert_int_equal(err.code, CX_ERR_PERMISSION_DENIED);
+    assert_false(store_validate_resolve(&r, NULL, &err));
+    assert_int_equal(err.code, CX_ERR_PERMISSION_DENIED);
+    e.n_attributes = 9;
+    assert_false(store_validate_resolve(&r, "oauth", &err));
+    e.n_attributes = 8;
+    const char *types[] = {"secret.retrieved", "token.refreshed", "token.exchangedx", ""};
+    for (size_t i = 0; i < 4; i++) {
+        e.event_type = (char *)types[i];
+        assert_false(store_validate_resolve(&r, "oauth", &err));
+        assert_int_equal(err.code, CX_ERR_INVALID_ARGUMENT);
+    }
+    e.event_type = "token.exchanged";
+    e.resource_type = "secret_ref";
+    assert_false(store_validate_resolve(&r, "oauth", &err));
+    e.resource_type = "provider_connection";
+    e.resource_id = "";
+    assert_false(store_validate_resolve(&r, "oauth", &err));
+    e.resource_id = "pcn_1";
+    e.outcome = CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_DENIED;
+    assert_false(store_validate_resolve(&r, "oauth", &err));
+    e.outcome = CREDEX__V1__AUDIT_OUTCOME__AUDIT_OUTCOME_SUCCESS;
+    e.subject_user_id = "bob";
+    assert_false(store_validate_resolve(&r, "oauth", &err));
+    e.subject_user_id = "alice";
+    r.expected_kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_UNSPECIFIED;
+    assert_false(store_validate_resolve(&r, "oauth", &err));
+    r.expected_kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_PROVIDER_TOKEN_SET;
+    assert_true(store_validate_resolve(&r, "oauth", &err));
+    r.exchange_event = NULL; /* the time alone means nothing */
+    assert_false(store_validate_resolve(&r, "oauth", &err));
+    r.exchange_expires_after_ms = 0;
+    assert_true(store_validate_resolve(&r, "oauth", &err));
 }
 
 /* ---- secret documents ----------------------------------------------------------------- */
@@ -1133,6 +1202,7 @@ int main(void)
         cmocka_unit_test(test_payload_cache_bounds),
         cmocka_unit_test(test_validate_create),
         cmocka_unit_test(test_validate_resolve_update),
+        cmocka_unit_test(test_validate_resolve_exchange_event),
         cmocka_unit_test(test_ref_decode_valid),
         cmocka_unit_test(test_ref_decode_tampered),
         cmocka_unit_test(test_ref_decode_field_order),
