@@ -2,6 +2,7 @@
 #include "bench/bench_kit.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -276,4 +277,37 @@ void bench_print_level(const char *op, int callers, const bench_result_t *r,
                bench_machine_idle_pct(before));
     }
     fflush(stdout);
+}
+
+bool bench_opts_parse(const char *prog, int argc, char **argv, const bench_opt_t *opts, size_t n)
+{
+    for (int i = 1; i < argc; i += 2) {
+        const bench_opt_t *o = NULL;
+        for (size_t j = 0; j < n && !o; j++)
+            if (strcmp(argv[i], opts[j].name) == 0)
+                o = &opts[j];
+        if (!o || i + 1 >= argc) {
+            fprintf(stderr, "%s: %s option %s\n", prog, o ? "no value for" : "unknown", argv[i]);
+            return false;
+        }
+        const char *v = argv[i + 1];
+        char *end = NULL;
+        errno = 0;
+        switch (o->kind) {
+        case BENCH_OPT_STR:
+            *(const char **)o->out = v;
+            continue;
+        case BENCH_OPT_DOUBLE:
+            *(double *)o->out = strtod(v, &end);
+            break;
+        case BENCH_OPT_INT:
+            *(long *)o->out = strtol(v, &end, 10);
+            break;
+        }
+        if (errno || end == v || *end) {
+            fprintf(stderr, "%s: %s expects a number\n", prog, o->name);
+            return false;
+        }
+    }
+    return true;
 }

@@ -80,4 +80,17 @@ double bench_machine_idle_pct(const bench_cpu_t *before);
 void bench_print_level(const char *op, int callers, const bench_result_t *r,
                        const bench_procs_t *procs, const bench_cpu_t *before);
 
+/* One "--name value" option of a benchmark's command line: where its value goes. */
+typedef enum bench_opt_kind { BENCH_OPT_STR, BENCH_OPT_DOUBLE, BENCH_OPT_INT } bench_opt_kind_t;
+typedef struct bench_opt {
+    const char *name; /* "--addr" */
+    bench_opt_kind_t kind;
+    void *out; /* const char **, double * or long * */
+} bench_opt_t;
+
+/* Read argv's "--name value" pairs into the table's outputs (strings point into argv). An unknown
+ * option, a missing value or a number that does not parse is printed on stderr with prog's name,
+ * and the answer is false (the benchmark then exits 2). */
+bool bench_opts_parse(const char *prog, int argc, char **argv, const bench_opt_t *opts, size_t n);
+
 #endif

@@ -321,45 +321,27 @@ int main(int argc, char **argv)
     const char *gateway = NULL, *ca = NULL, *cert = NULL, *key = NULL, *peer = "gateway";
     const char *edge_url = NULL, *token_file = NULL, *clients_list = "1,8", *cpu_of = NULL;
     double seconds = 10, warmup = 2;
-    int nruns = 3;
+    long nruns = 3;
     bench_t b = {.wrk = "wrk"};
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const char *k = argv[i], *v = argv[i + 1];
-        if (!strcmp(k, "--gateway"))
-            gateway = v;
-        else if (!strcmp(k, "--ca"))
-            ca = v;
-        else if (!strcmp(k, "--cert"))
-            cert = v;
-        else if (!strcmp(k, "--key"))
-            key = v;
-        else if (!strcmp(k, "--peer"))
-            peer = v;
-        else if (!strcmp(k, "--edge-url"))
-            edge_url = v;
-        else if (!strcmp(k, "--user-token"))
-            token_file = v;
-        else if (!strcmp(k, "--secret-id"))
-            b.secret_id = v;
-        else if (!strcmp(k, "--wrk"))
-            b.wrk = v;
-        else if (!strcmp(k, "--wrk-script"))
-            b.wrk_script = v;
-        else if (!strcmp(k, "--clients"))
-            clients_list = v;
-        else if (!strcmp(k, "--seconds"))
-            seconds = atof(v);
-        else if (!strcmp(k, "--warmup"))
-            warmup = atof(v);
-        else if (!strcmp(k, "--runs"))
-            nruns = atoi(v);
-        else if (!strcmp(k, "--cpu-of"))
-            cpu_of = v;
-        else {
-            fprintf(stderr, "edge_bench: unknown option %s\n", k);
-            return 2;
-        }
-    }
+    const bench_opt_t cli[] = {
+        {"--gateway", BENCH_OPT_STR, &gateway},
+        {"--ca", BENCH_OPT_STR, &ca},
+        {"--cert", BENCH_OPT_STR, &cert},
+        {"--key", BENCH_OPT_STR, &key},
+        {"--peer", BENCH_OPT_STR, &peer},
+        {"--edge-url", BENCH_OPT_STR, &edge_url},
+        {"--user-token", BENCH_OPT_STR, &token_file},
+        {"--secret-id", BENCH_OPT_STR, &b.secret_id},
+        {"--wrk", BENCH_OPT_STR, &b.wrk},
+        {"--wrk-script", BENCH_OPT_STR, &b.wrk_script},
+        {"--clients", BENCH_OPT_STR, &clients_list},
+        {"--seconds", BENCH_OPT_DOUBLE, &seconds},
+        {"--warmup", BENCH_OPT_DOUBLE, &warmup},
+        {"--runs", BENCH_OPT_INT, &nruns},
+        {"--cpu-of", BENCH_OPT_STR, &cpu_of},
+    };
+    if (!bench_opts_parse("edge_bench", argc, argv, cli, sizeof(cli) / sizeof(cli[0])))
+        return 2;
     if (!gateway || !ca || !cert || !key || !edge_url || !token_file || !b.secret_id ||
         !b.wrk_script || nruns < 1 || nruns > MAX_RUNS || !(seconds >= 1 && seconds <= 3600) ||
         !(warmup >= 0 && warmup <= 60)) {
@@ -397,7 +379,7 @@ int main(int argc, char **argv)
 
     printf("edge_bench: GET %s/api/credentials/secrets/{id} (wrk, keep-alive) vs "
            "Secrets/GetSecret on %s (gRPC, mTLS), same user, same secret;\n"
-           "%d run(s) x %.0f s per figure, paths interleaved; median [min-max] over the runs\n",
+           "%ld run(s) x %.0f s per figure, paths interleaved; median [min-max] over the runs\n",
            edge_url, gateway, nruns, seconds);
     if (warmup > 0) {
         sample_t w;

@@ -105,44 +105,29 @@ static void run_level(const struct shared *sh, enum op op, int callers, double s
 int main(int argc, char **argv)
 {
     const char *addr = NULL, *ca = NULL, *cert = NULL, *key = NULL, *peer = "gateway";
-    const char *stoken_file = NULL, *utoken_file = NULL, *callers = "1,8";
+    const char *stoken_file = NULL, *utoken_file = NULL, *callers = "1,8", *cpu_of = NULL;
     static struct shared sh;
     double seconds = 5;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const char *k = argv[i], *v = argv[i + 1];
-        if (!strcmp(k, "--addr"))
-            addr = v;
-        else if (!strcmp(k, "--ca"))
-            ca = v;
-        else if (!strcmp(k, "--cert"))
-            cert = v;
-        else if (!strcmp(k, "--key"))
-            key = v;
-        else if (!strcmp(k, "--peer"))
-            peer = v;
-        else if (!strcmp(k, "--service-token"))
-            stoken_file = v;
-        else if (!strcmp(k, "--user-token"))
-            utoken_file = v;
-        else if (!strcmp(k, "--secret-id"))
-            sh.secret_id = v;
-        else if (!strcmp(k, "--valid-provider"))
-            sh.provider[OP_EXCHANGE] = v;
-        else if (!strcmp(k, "--valid-connection"))
-            sh.connection_id = v;
-        else if (!strcmp(k, "--refresh-provider"))
-            sh.provider[OP_REFRESH] = v;
-        else if (!strcmp(k, "--callers"))
-            callers = v;
-        else if (!strcmp(k, "--seconds"))
-            seconds = atof(v);
-        else if (!strcmp(k, "--cpu-of"))
-            bench_procs_load(&procs, v);
-        else {
-            fprintf(stderr, "exchange_bench: unknown option %s\n", k);
-            return 2;
-        }
-    }
+    const bench_opt_t cli[] = {
+        {"--addr", BENCH_OPT_STR, &addr},
+        {"--ca", BENCH_OPT_STR, &ca},
+        {"--cert", BENCH_OPT_STR, &cert},
+        {"--key", BENCH_OPT_STR, &key},
+        {"--peer", BENCH_OPT_STR, &peer},
+        {"--service-token", BENCH_OPT_STR, &stoken_file},
+        {"--user-token", BENCH_OPT_STR, &utoken_file},
+        {"--secret-id", BENCH_OPT_STR, &sh.secret_id},
+        {"--valid-provider", BENCH_OPT_STR, &sh.provider[OP_EXCHANGE]},
+        {"--valid-connection", BENCH_OPT_STR, &sh.connection_id},
+        {"--refresh-provider", BENCH_OPT_STR, &sh.provider[OP_REFRESH]},
+        {"--callers", BENCH_OPT_STR, &callers},
+        {"--seconds", BENCH_OPT_DOUBLE, &seconds},
+        {"--cpu-of", BENCH_OPT_STR, &cpu_of},
+    };
+    if (!bench_opts_parse("exchange_bench", argc, argv, cli, sizeof(cli) / sizeof(cli[0])))
+        return 2;
+    if (cpu_of)
+        bench_procs_load(&procs, cpu_of);
     if (!addr || !ca || !cert || !key || !stoken_file || !utoken_file || !sh.secret_id ||
         !sh.provider[OP_EXCHANGE]) {
         fprintf(stderr, "exchange_bench: need --addr --ca --cert --key --service-token FILE "

@@ -176,46 +176,33 @@ int main(int argc, char **argv)
 {
     const char *addr = NULL, *ca = NULL, *cert = NULL, *key = NULL, *peer = "gateway";
     const char *stoken_file = NULL, *utoken_file = NULL, *callers = "1,8,32";
-    const char *write_callers = "1,8", *only = "all";
+    const char *write_callers = "1,8", *only = "all", *cpu_of = NULL;
+    long ncalls = 0;
     double seconds = 5;
-    int nsecrets = 64;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const char *k = argv[i], *v = argv[i + 1];
-        if (!strcmp(k, "--addr"))
-            addr = v;
-        else if (!strcmp(k, "--ca"))
-            ca = v;
-        else if (!strcmp(k, "--cert"))
-            cert = v;
-        else if (!strcmp(k, "--key"))
-            key = v;
-        else if (!strcmp(k, "--peer"))
-            peer = v;
-        else if (!strcmp(k, "--service-token"))
-            stoken_file = v;
-        else if (!strcmp(k, "--user-token"))
-            utoken_file = v;
-        else if (!strcmp(k, "--callers"))
-            callers = v;
-        else if (!strcmp(k, "--write-callers"))
-            write_callers = v;
-        else if (!strcmp(k, "--seconds"))
-            seconds = atof(v);
-        else if (!strcmp(k, "--secrets"))
-            nsecrets = atoi(v);
-        else if (!strcmp(k, "--only"))
-            only = v;
-        else if (!strcmp(k, "--cpu-of"))
-            bench_procs_load(&procs, v);
-        else if (!strcmp(k, "--calls"))
-            fixed_calls = (size_t)strtoul(v, NULL, 10);
-        else if (!strcmp(k, "--hook"))
-            hook = v;
-        else {
-            fprintf(stderr, "retrieve_bench: unknown option %s\n", k);
-            return 2;
-        }
-    }
+    long nsecrets = 64;
+    const bench_opt_t cli[] = {
+        {"--addr", BENCH_OPT_STR, &addr},
+        {"--ca", BENCH_OPT_STR, &ca},
+        {"--cert", BENCH_OPT_STR, &cert},
+        {"--key", BENCH_OPT_STR, &key},
+        {"--peer", BENCH_OPT_STR, &peer},
+        {"--service-token", BENCH_OPT_STR, &stoken_file},
+        {"--user-token", BENCH_OPT_STR, &utoken_file},
+        {"--callers", BENCH_OPT_STR, &callers},
+        {"--write-callers", BENCH_OPT_STR, &write_callers},
+        {"--seconds", BENCH_OPT_DOUBLE, &seconds},
+        {"--secrets", BENCH_OPT_INT, &nsecrets},
+        {"--only", BENCH_OPT_STR, &only},
+        {"--cpu-of", BENCH_OPT_STR, &cpu_of},
+        {"--calls", BENCH_OPT_INT, &ncalls},
+        {"--hook", BENCH_OPT_STR, &hook},
+    };
+    if (!bench_opts_parse("retrieve_bench", argc, argv, cli, sizeof(cli) / sizeof(cli[0])))
+        return 2;
+    if (cpu_of)
+        bench_procs_load(&procs, cpu_of);
+    if (ncalls > 0)
+        fixed_calls = (size_t)ncalls;
     if (!addr || !ca || !cert || !key || !stoken_file || !utoken_file || nsecrets < 1 ||
         nsecrets > MAX_SECRETS) {
         fprintf(stderr, "retrieve_bench: need --addr --ca --cert --key --service-token FILE "
@@ -239,10 +226,10 @@ int main(int argc, char **argv)
     }
 
     /* The secrets every level retrieves (and rotates). */
-    for (int i = 0; i < nsecrets; i++) {
+    for (long i = 0; i < nsecrets; i++) {
         char keybuf[96], name[64];
-        snprintf(keybuf, sizeof(keybuf), "bench-setup-%ld-%d", (long)time(NULL), i);
-        snprintf(name, sizeof(name), "bench secret %d", i);
+        snprintf(keybuf, sizeof(keybuf), "bench-setup-%ld-%ld", (long)time(NULL), i);
+        snprintf(name, sizeof(name), "bench secret %ld", i);
         Credex__V1__CreateSecretRequest req = CREDEX__V1__CREATE_SECRET_REQUEST__INIT;
         req.idempotency_key = keybuf;
         req.kind = CREDEX__V1__SECRET_KIND__SECRET_KIND_API_KEY;

@@ -46,34 +46,26 @@ int main(int argc, char **argv)
     const char *ca = NULL, *scert = NULL, *skey = NULL, *ccert = NULL, *ckey = NULL;
     const char *addr = NULL, *peer = "keywrap", *callers = "1,4,16";
     double seconds = 5;
-    unsigned threads = 4;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const char *k = argv[i], *v = argv[i + 1];
-        if (!strcmp(k, "--ca"))
-            ca = v;
-        else if (!strcmp(k, "--server-cert"))
-            scert = v;
-        else if (!strcmp(k, "--server-key"))
-            skey = v;
-        else if (!strcmp(k, "--client-cert"))
-            ccert = v;
-        else if (!strcmp(k, "--client-key"))
-            ckey = v;
-        else if (!strcmp(k, "--addr"))
-            addr = v;
-        else if (!strcmp(k, "--peer"))
-            peer = v;
-        else if (!strcmp(k, "--callers"))
-            callers = v;
-        else if (!strcmp(k, "--seconds"))
-            seconds = atof(v);
-        else if (!strcmp(k, "--threads"))
-            threads = (unsigned)atoi(v);
-        else {
-            fprintf(stderr, "rpc_bench: unknown option %s\n", k);
-            return 2;
-        }
+    long nthreads = 4;
+    const bench_opt_t cli[] = {
+        {"--ca", BENCH_OPT_STR, &ca},
+        {"--server-cert", BENCH_OPT_STR, &scert},
+        {"--server-key", BENCH_OPT_STR, &skey},
+        {"--client-cert", BENCH_OPT_STR, &ccert},
+        {"--client-key", BENCH_OPT_STR, &ckey},
+        {"--addr", BENCH_OPT_STR, &addr},
+        {"--peer", BENCH_OPT_STR, &peer},
+        {"--callers", BENCH_OPT_STR, &callers},
+        {"--seconds", BENCH_OPT_DOUBLE, &seconds},
+        {"--threads", BENCH_OPT_INT, &nthreads},
+    };
+    if (!bench_opts_parse("rpc_bench", argc, argv, cli, sizeof(cli) / sizeof(cli[0])))
+        return 2;
+    if (nthreads < 1 || nthreads > 256) {
+        fprintf(stderr, "rpc_bench: --threads expects 1..256\n");
+        return 2;
     }
+    unsigned threads = (unsigned)nthreads;
     if (ca == NULL || ccert == NULL || ckey == NULL || (addr == NULL && (!scert || !skey))) {
         fprintf(stderr, "rpc_bench: need --ca, --client-cert, --client-key and either --addr or "
                         "--server-cert/--server-key (scripts/bench supplies them)\n");
