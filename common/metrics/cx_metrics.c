@@ -57,14 +57,19 @@ static bool labels_render(char *buf, size_t bufsz, const char *const *keys,
     buf[0] = '\0';
     if (n > CX_METRICS_MAX_LABELS)
         return false;
+    /* Written by hand rather than with snprintf: this runs on every update of every series. */
     for (size_t i = 0; i < n; i++) {
         const char *k = keys[i], *v = values[i] != NULL ? values[i] : "";
-        if (k == NULL || k[0] == '\0' || strspn(k, "abcdefghijklmnopqrstuvwxyz_") != strlen(k))
+        size_t klen = k != NULL ? strlen(k) : 0;
+        if (klen == 0 || strspn(k, "abcdefghijklmnopqrstuvwxyz_") != klen ||
+            off + klen + 4 > bufsz) /* [,]k=" */
             return false;
-        int w = snprintf(buf + off, bufsz - off, "%s%s=\"", i > 0 ? "," : "", k);
-        if (w < 0 || (size_t)w >= bufsz - off)
-            return false;
-        off += (size_t)w;
+        if (i > 0)
+            buf[off++] = ',';
+        memcpy(buf + off, k, klen);
+        off += klen;
+        buf[off++] = '=';
+        buf[off++] = '"';
         for (; *v != '\0'; v++) {
             const char *esc = *v == '\\' ? "\\\\" : *v == '"' ? "\\\"" : *v == '\n' ? "\\n" : NULL;
             size_t len = esc != NULL ? 2 : 1;
