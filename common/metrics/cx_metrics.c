@@ -61,8 +61,7 @@ static bool labels_render(char *buf, size_t bufsz, const char *const *keys,
     for (size_t i = 0; i < n; i++) {
         const char *k = keys[i], *v = values[i] != NULL ? values[i] : "";
         size_t klen = k != NULL ? strlen(k) : 0;
-        if (klen == 0 || strspn(k, "abcdefghijklmnopqrstuvwxyz_") != klen ||
-            off + klen + 4 > bufsz) /* [,]k=" */
+        if (klen == 0 || off + klen + 4 > bufsz) /* [,]k=" */
             return false;
         if (i > 0)
             buf[off++] = ',';
@@ -84,6 +83,15 @@ static bool labels_render(char *buf, size_t bufsz, const char *const *keys,
         buf[off++] = '"';
         buf[off] = '\0';
     }
+    return true;
+}
+
+/* Label names of the exposition format, lower case here: checked once, when a series is made. */
+static bool keys_valid(const char *const *keys, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strspn(keys[i], "abcdefghijklmnopqrstuvwxyz_") != strlen(keys[i]))
+            return false;
     return true;
 }
 
@@ -110,7 +118,8 @@ static cx_metric_t *lookup(const char *name, const char *help, kind_t kind,
                     goto out_unlock;
             }
             m = NULL;
-            if (probes == TABLE_SLOTS || reg.nseries >= CX_METRICS_MAX_SERIES)
+            if (probes == TABLE_SLOTS || reg.nseries >= CX_METRICS_MAX_SERIES ||
+                !keys_valid(keys, n))
                 goto out_unlock;
             size_t nc = kind == KIND_HISTOGRAM ? b->n + 1 : 0;
             m = calloc(1, sizeof(*m) + nc * sizeof(m->counts[0]));

@@ -26,6 +26,9 @@ struct rpc_route {
     const char *note;              /* UNIMPLEMENTED detail */
     bool handles_bad_input;        /* rpc_service_def_t.handles_bad_input */
     void *registered;              /* implemented unary methods: the core's handle */
+    /* The route's metric series, found once and kept (call_metrics in rpc_server.c). */
+    _Atomic(struct cx_metric *) m_calls[CX_CODE_COUNT_];
+    _Atomic(struct cx_metric *) m_duration;
 };
 
 enum rpc_tag_kind {

@@ -393,19 +393,34 @@ static void call_metrics(const struct rpc_call *c, cx_code_t code)
 {
     static const char *const keys[] = {"service", "method", "code"};
     const char *values[3] = {"unknown", "unknown", cx_code_reason(code)};
-    if (c->route != NULL) {
-        const char *slash = strrchr(c->route->path, '/');
-        values[0] = c->route->service;
-        values[1] = slash != NULL ? slash + 1 : c->route->path;
+    /* A routed call's series are kept in its route after the first lookup (a route lives as
+     * long as the server; the series as long as the process). */
+    struct rpc_route *r = (struct rpc_route *)c->route;
+    bool cached = r != NULL && (unsigned)code < CX_CODE_COUNT_;
+    cx_metric_t *calls =
+        cached ? atomic_load_explicit(&r->m_calls[code], memory_order_relaxed) : NULL;
+    cx_metric_t *dur = cached ? atomic_load_explicit(&r->m_duration, memory_order_relaxed) : NULL;
+    if (r != NULL && (calls == NULL || dur == NULL)) {
+        const char *slash = strrchr(r->path, '/');
+        values[0] = r->service;
+        values[1] = slash != NULL ? slash + 1 : r->path;
     }
-    cx_metrics_add(cx_metrics_counter("credex_rpc_server_calls_total",
-                                      "gRPC calls served, by service, method and reason code.",
-                                      keys, values, 3),
-                   1);
-    cx_metrics_observe(cx_metrics_histogram("credex_rpc_server_duration_seconds",
-                                            "Latency of served gRPC calls, arrival to status.",
-                                            &cx_metrics_latency_us, keys, values, 2),
-                       cx_metrics_now_us() - c->start_us);
+    if (calls == NULL) {
+        calls = cx_metrics_counter("credex_rpc_server_calls_total",
+                                   "gRPC calls served, by service, method and reason code.", keys,
+                                   values, 3);
+        if (cached)
+            atomic_store_explicit(&r->m_calls[code], calls, memory_order_relaxed);
+    }
+    if (dur == NULL) {
+        dur = cx_metrics_histogram("credex_rpc_server_duration_seconds",
+                                   "Latency of served gRPC calls, arrival to status.",
+                                   &cx_metrics_latency_us, keys, values, 2);
+        if (cached)
+            atomic_store_explicit(&r->m_duration, dur, memory_order_relaxed);
+    }
+    cx_metrics_add(calls, 1);
+    cx_metrics_observe(dur, cx_metrics_now_us() - c->start_us);
 }
 
 /* The access log: one line per finished call, except the health and reflection chatter.
