@@ -262,6 +262,37 @@ def test_a_taken_ops_port_stops_start_up(stack):
     assert "CREDEX_KEYWRAP_OPS_ADDR: cannot listen" in inst.log_text()
 
 
+def test_ops_connections_are_bounded(stack):
+    """At most 32 connections at a time: the next one is not served (left in the kernel's
+    backlog, or closed) while they are held, and the port answers again once they are gone."""
+    ops_port = h.free_ports(1)[0]
+    inst = stack.spawn("keywrap", CREDEX_KEYWRAP_OPS_ADDR=f"127.0.0.1:{ops_port}")
+    held: list[socket.socket] = []
+    try:
+        stack.wait_healthy(inst)
+        for _ in range(32):
+            held.append(socket.create_connection(("127.0.0.1", ops_port), timeout=5))
+        time.sleep(0.3)  # let the listener accept them all
+        extra = socket.create_connection(("127.0.0.1", ops_port), timeout=5)
+        extra.settimeout(2)
+        try:
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert extra.recv(100) == b"", "a connection beyond the bound was served"
+        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+            pass
+        finally:
+            extra.close()
+        for c in held:
+            c.close()
+        held.clear()
+        x.wait_until(lambda: requests.get(f"http://127.0.0.1:{ops_port}/healthz", timeout=5).ok, 10,
+                     what="the port answers again")
+    finally:
+        for c in held:
+            c.close()
+        assert inst.stop() == 0, inst.log_text()[-3000:]
+
+
 # ---- traceparent -------------------------------------------------------------------------------
 
 def log_lines(stack: h.Stack, service: str) -> list[dict]:
