@@ -220,6 +220,15 @@ static bool cx_config_ipv6_char(char c)
 
 /* host:port where host is a name, an IPv4 address or a bracketed IPv6 address, and port is
  * 0..65535 (0 lets the kernel choose, which the tests use). */
+static bool cx_config_check_addr(const char *v);
+
+/* An address, or "off" (the listener is off; an empty value means the default, as for every
+ * variable). */
+static bool cx_config_check_addr_or_off(const char *v)
+{
+    return strcmp(v, "off") == 0 || cx_config_check_addr(v);
+}
+
 static bool cx_config_check_addr(const char *v)
 {
     const char *colon = strrchr(v, ':');
@@ -570,6 +579,16 @@ static const cx_config_var_t cx_config_vars[] = {
            CX_ADDR_EXPECTED),
     CX_STR("CREDEX_EDGE_HTTP_ADDR", edge_http_addr, "127.0.0.1:8080", cx_config_check_addr,
            CX_ADDR_EXPECTED),
+    CX_STR("CREDEX_KEYWRAP_OPS_ADDR", ops_addr[CX_SVC_KEYWRAP], "127.0.0.1:9101",
+           cx_config_check_addr_or_off, CX_ADDR_EXPECTED " or off"),
+    CX_STR("CREDEX_STORE_OPS_ADDR", ops_addr[CX_SVC_STORE], "127.0.0.1:9102",
+           cx_config_check_addr_or_off, CX_ADDR_EXPECTED " or off"),
+    CX_STR("CREDEX_OAUTH_OPS_ADDR", ops_addr[CX_SVC_OAUTH], "127.0.0.1:9103",
+           cx_config_check_addr_or_off, CX_ADDR_EXPECTED " or off"),
+    CX_STR("CREDEX_GATEWAY_OPS_ADDR", ops_addr[CX_SVC_GATEWAY], "127.0.0.1:9104",
+           cx_config_check_addr_or_off, CX_ADDR_EXPECTED " or off"),
+    CX_STR("CREDEX_EDGE_OPS_ADDR", ops_addr[CX_SVC_EDGE], "127.0.0.1:9105",
+           cx_config_check_addr_or_off, CX_ADDR_EXPECTED " or off"),
     CX_STR("CREDEX_TLS_CA", tls_ca, "", NULL, NULL),
     CX_STR("CREDEX_TLS_CERT", tls_cert, "", NULL, NULL),
     CX_STR("CREDEX_TLS_KEY", tls_key, "", NULL, NULL),

@@ -71,6 +71,9 @@ typedef struct cx_config {
     cx_log_level_t log_level;      /* CREDEX_LOG_LEVEL: debug|info|warn|error, default info */
     char addr[CX_SVC_COUNT_][128]; /* CREDEX_<SERVICE>_ADDR, default 127.0.0.1:710{1..5} */
     char edge_http_addr[128];      /* CREDEX_EDGE_HTTP_ADDR, default 127.0.0.1:8080 */
+    /* CREDEX_<SERVICE>_OPS_ADDR, default 127.0.0.1:910{1..5}: the plain-HTTP metrics and probe
+     * listener (common/ops); "off" turns it off. */
+    char ops_addr[CX_SVC_COUNT_][128];
     char tls_ca[512];              /* CREDEX_TLS_CA: PEM file of the CA that signs every peer */
     char tls_cert[512];            /* CREDEX_TLS_CERT: this process's certificate chain */
     char tls_key[512];             /* CREDEX_TLS_KEY: this process's private key */

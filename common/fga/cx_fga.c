@@ -2,6 +2,7 @@
 #include "common/fga/cx_fga.h"
 #include "common/fga/cx_fga_cache.h"
 #include "common/http/cx_http.h"
+#include "common/metrics/cx_metrics.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -105,6 +106,7 @@ cx_fga_t *cx_fga_new(const cx_fga_options_t *opts, cx_error_t *err)
     /* OpenFGA is a configured internal endpoint (loopback, or a cluster-internal service), so
      * plain http is allowed for it; its URL is not taken from any request. */
     cx_http_options_t ho = {.name = "policy service",
+                            .metrics_target = "openfga",
                             .allow_http = true,
                             .timeout_ms = opts->timeout_ms ? opts->timeout_ms : 2000,
                             .max_response_bytes = CX_FGA_RESPONSE_MAX,
@@ -303,11 +305,38 @@ bool cx_fga_decode_answer(cx_fga_answer_t kind, const char *body, size_t len, cx
     return ok;
 }
 
+/* The metrics label of an OpenFGA path: its last segment, one of a fixed set. */
+static const char *fga_op_label(const char *path)
+{
+    static const char *const ops[] = {"check", "write", "read", "list-objects", "changes"};
+    const char *seg = strrchr(path, '/');
+    seg = seg != NULL ? seg + 1 : path;
+    size_t n = strcspn(seg, "?");
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+        if (strlen(ops[i]) == n && strncmp(seg, ops[i], n) == 0)
+            return ops[i];
+    return "other";
+}
+
+static bool fga_http_do(cx_fga_t *f, const char *path, json_t *body, json_t **resp, bool watcher,
+                        cx_error_t *err);
+
+/* fga_http_do, counted and timed (credex_openfga_*). */
+static bool fga_http_ex(cx_fga_t *f, const char *path, json_t *body, json_t **resp, bool watcher,
+                        cx_error_t *err)
+{
+    uint64_t t0 = cx_metrics_now_us();
+    bool ok = fga_http_do(f, path, body, resp, watcher, err);
+    cx_metrics_client_call(CX_METRICS_FGA, "openfga", fga_op_label(path),
+                           ok ? "ok" : cx_code_reason(err->code), cx_metrics_now_us() - t0);
+    return ok;
+}
+
 /* One HTTP exchange with OpenFGA. body NULL = GET. On success *resp is the parsed JSON object
  * (when resp is not NULL). HTTP 4xx is CX_ERR_INVALID_ARGUMENT (our request was wrong: a bug,
  * or a name the model does not know), everything else that is not a 2xx is CX_ERR_UNAVAILABLE.
  * watcher: the transfer aborts when the client is being freed. */
-static bool fga_http_ex(cx_fga_t *f, const char *path, json_t *body, json_t **resp, bool watcher,
+static bool fga_http_do(cx_fga_t *f, const char *path, json_t *body, json_t **resp, bool watcher,
                         cx_error_t *err)
 {
     static const cx_http_header_t json_type = {"content-type", "application/json"};

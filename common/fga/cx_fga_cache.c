@@ -13,6 +13,7 @@
  * even against names chosen to collide.
  */
 #include "common/fga/cx_fga_cache.h"
+#include "common/metrics/cx_metrics.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -152,6 +153,7 @@ bool cx_fga_cache_get(cx_fga_cache_t *c, const char *key, size_t keylen, int64_t
         }
     }
     pthread_mutex_unlock(&c->mu);
+    cx_metrics_cache("openfga_check", hit);
     return hit;
 }
 

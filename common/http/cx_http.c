@@ -15,9 +15,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/metrics/cx_metrics.h"
+
 struct cx_http {
     char *name;
-    char *ca_file; /* NULL: system store */
+    const char *metrics_target; /* a literal (cx_http_options_t) */
+    char *ca_file;              /* NULL: system store */
     bool allow_http;
     long timeout_ms, connect_timeout_ms;
     size_t max_response;
@@ -143,6 +146,7 @@ cx_http_t *cx_http_new(const cx_http_options_t *opts, cx_error_t *err)
     }
     c->pool_max = opts->pool_max ? opts->pool_max : 16;
     c->name = strdup(name);
+    c->metrics_target = opts->metrics_target != NULL ? opts->metrics_target : "other";
     c->idle = calloc(c->pool_max, sizeof(*c->idle));
     if (!c->name || !c->idle ||
         (opts->ca_file && *opts->ca_file && !(c->ca_file = strdup(opts->ca_file)))) {
@@ -646,8 +650,32 @@ out:
     return ok;
 }
 
+static bool http_do(cx_http_t *c, const cx_http_request_t *req, cx_http_response_t *resp,
+                    cx_error_t *err);
+
+/* http_do, counted and timed: the result is the reason code of a failed exchange, or the
+ * status class of the response ("2xx" .. "5xx"). */
 bool cx_http_do(cx_http_t *c, const cx_http_request_t *req, cx_http_response_t *resp,
                 cx_error_t *err)
+{
+    static const char *const classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+    uint64_t t0 = cx_metrics_now_us();
+    bool ok = http_do(c, req, resp, err);
+    if (c == NULL || req == NULL || resp == NULL)
+        return ok;
+    const char *code = ok ? "other" : cx_code_reason(err->code);
+    if (ok && resp->status >= 100 && resp->status < 600)
+        code = classes[resp->status / 100 - 1];
+    cx_metrics_client_call(CX_METRICS_HTTP, c->metrics_target,
+                           req->method != NULL ? req->method
+                           : req->body != NULL ? "POST"
+                                               : "GET",
+                           code, cx_metrics_now_us() - t0);
+    return ok;
+}
+
+static bool http_do(cx_http_t *c, const cx_http_request_t *req, cx_http_response_t *resp,
+                    cx_error_t *err)
 {
     if (resp)
         memset(resp, 0, sizeof(*resp));

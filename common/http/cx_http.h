@@ -87,7 +87,11 @@ typedef struct cx_http_ssrf {
 } cx_http_ssrf_t;
 
 typedef struct cx_http_options {
-    const char *name;            /* who is called, for messages: "policy service", "JWKS" */
+    const char *name; /* who is called, for messages: "policy service", "JWKS" */
+    /* The target class of the metrics (credex_http_client_*): a literal from a fixed set
+     * ("openfga", "jwks", "oauth_provider", "kms", "sts"), never a URL or a host; NULL: "other".
+     * Kept, not copied. */
+    const char *metrics_target;
     bool allow_http;             /* plain http:// allowed: configured internal endpoints only */
     const char *ca_file;         /* PEM CA bundle replacing the system store; NULL or "": system */
     unsigned timeout_ms;         /* whole exchange (connect, TLS, request, response); 0: 3000 */

@@ -1,6 +1,7 @@
 /* cx_jwt: see cx_jwt.h. */
 #include "common/http/cx_http.h"
 #include "common/jwt/cx_jwt.h"
+#include "common/metrics/cx_metrics.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -604,6 +605,7 @@ cx_jwt_verifier_t *cx_jwt_verifier_new(const cx_jwt_verifier_options_t *opts, cx
         goto fail;
     if (strncmp(opts->jwks_source, "https://", 8) == 0) {
         cx_http_options_t ho = {.name = "JWKS",
+                                .metrics_target = "jwks",
                                 .ca_file = opts->ca_file,
                                 .timeout_ms =
                                     opts->fetch_timeout_ms ? opts->fetch_timeout_ms : 3000,
@@ -769,6 +771,7 @@ static bool cache_lookup(cx_jwt_verifier_t *v, const unsigned char *digest, uint
     else
         v->misses++;
     pthread_mutex_unlock(&v->cache_mu);
+    cx_metrics_cache("verified_token", hit);
     return hit;
 }
 

@@ -424,8 +424,12 @@ static void cx_log_put_value(cx_log_buf_t *b, const char *value)
 }
 
 /* The keys cx_log writes itself (cx_log.h): a field may not take them. */
-static const char *const cx_log_reserved[] = {"ts",    "level",          "service",
-                                              "event", "correlation_id", "dropped_fields"};
+static const char *const cx_log_reserved[] = {
+    "ts", "level", "service", "event", "correlation_id", "trace_id", "dropped_fields"};
+
+/* The trace id of the call this thread works on (cx_log_set_trace): per thread, because a
+ * worker thread serves one call at a time and every line it writes meanwhile belongs to it. */
+static _Thread_local char cx_log_trace[CX_LOG_TRACE_ID_LEN + 1];
 
 static const char *cx_log_key(const cx_log_field_t *f)
 {
@@ -554,6 +558,11 @@ static size_t cx_log_build(char *buf, size_t bufsz, const char *service, cx_log_
         cx_log_put_str(&b, ",\"correlation_id\":");
         cx_log_put_value(&b, correlation_id);
     }
+    if (cx_log_trace[0] != '\0') { /* 32 lower-case hex digits, checked when set */
+        cx_log_put_str(&b, ",\"trace_id\":\"");
+        cx_log_put_str(&b, cx_log_trace);
+        cx_log_put_str(&b, "\"");
+    }
     if (b.overflow) {
         buf[0] = '\0';
         return 0;
@@ -589,6 +598,16 @@ static size_t cx_log_build(char *buf, size_t bufsz, const char *service, cx_log_
 }
 
 /* ---- public API ------------------------------------------------------------------------ */
+
+void cx_log_set_trace(const char *trace_id)
+{
+    size_t n = trace_id != NULL ? strlen(trace_id) : 0;
+    if (n != CX_LOG_TRACE_ID_LEN || strspn(trace_id, "0123456789abcdef") != n) {
+        cx_log_trace[0] = '\0';
+        return;
+    }
+    memcpy(cx_log_trace, trace_id, n + 1);
+}
 
 void cx_log_init(const char *service, cx_log_level_t min_level, int fd)
 {

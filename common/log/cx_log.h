@@ -12,11 +12,11 @@
  *    like a credential (bearer tokens, JWTs, PEM blocks, well-known token prefixes, long
  *    high-entropy strings) is replaced by "[redacted]" before it is written.
  *
- * Keys are unique in every line. cx_log writes ts, level, service, event, correlation_id and
- * (when fields had to go) dropped_fields itself; those names are reserved: a field named like
- * one is written with the prefix CX_LOG_RESERVED_PREFIX ("service" becomes "field_service").
- * Of several fields written under one key, the first is kept and the others are dropped and
- * counted in dropped_fields.
+ * Keys are unique in every line. cx_log writes ts, level, service, event, correlation_id,
+ * trace_id (cx_log_set_trace) and (when fields had to go) dropped_fields itself; those names are
+ * reserved: a field named like one is written with the prefix CX_LOG_RESERVED_PREFIX ("service"
+ * becomes "field_service"). Of several fields written under one key, the first is kept and the
+ * others are dropped and counted in dropped_fields.
  *
  * The logger is one of the two permitted process-wide mutable globals (docs/STYLE.md rule 7).
  * cx_log_init is called once at start-up before any thread exists; cx_log_emit is thread-safe
@@ -61,6 +61,13 @@ typedef struct cx_log_field {
 /* Set the service name, minimum level and output fd (normally 2). Not thread-safe; call once
  * before starting threads. Before init, lines go to fd 2 with service "credex" at INFO. */
 void cx_log_init(const char *service, cx_log_level_t min_level, int fd);
+
+/* The W3C trace id (32 lower-case hex digits) of the call the calling thread is working on,
+ * written as "trace_id" in every line this thread emits until it is cleared (NULL, or anything
+ * that is not such an id). Thread-local; common/rpc sets it around a call's events, the edge
+ * around a request. */
+#define CX_LOG_TRACE_ID_LEN 32
+void cx_log_set_trace(const char *trace_id);
 
 /* Parse "debug"|"info"|"warn"|"error" (case-sensitive). Returns false on anything else. */
 bool cx_log_level_parse(const char *s, cx_log_level_t *out);

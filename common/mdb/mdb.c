@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common/log/cx_log.h"
+#include "common/metrics/cx_metrics.h"
 
 /* The reason kept for "database is down: <why>": a driver message. */
 #define MDB_WHY_MAX BSON_ERROR_BUFFER_SIZE
@@ -342,6 +343,16 @@ out:
 
 /* ---- operations ------------------------------------------------------------------------ */
 
+/* One database call's metrics: the collection (a literal of the caller), the operation, the
+ * result as a reason code. */
+static void mdb_metric(const char *coll, const char *op, uint64_t t0, bool ok,
+                       const cx_error_t *err)
+{
+    cx_metrics_client_call(CX_METRICS_DB, coll, op,
+                           ok || err == NULL ? "ok" : cx_code_reason(err->code),
+                           cx_metrics_now_us() - t0);
+}
+
 static int64_t mdb_reply_count(const bson_t *reply, const char *key)
 {
     bson_iter_t it;
@@ -351,8 +362,8 @@ static int64_t mdb_reply_count(const bson_t *reply, const char *key)
     return -1;
 }
 
-bool mdb_find_one(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter, bson_t *out,
-                  bool *found, cx_error_t *err)
+static bool mdb_find_one_do(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                            bson_t *out, bool *found, cx_error_t *err)
 {
     const bson_t *doc;
     bson_error_t berr;
@@ -381,8 +392,17 @@ bool mdb_find_one(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *
     return ok;
 }
 
-bool mdb_insert_one(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *doc,
-                    cx_error_t *err)
+bool mdb_find_one(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter, bson_t *out,
+                  bool *found, cx_error_t *err)
+{
+    uint64_t t0 = cx_metrics_now_us();
+    bool ok = mdb_find_one_do(m, c, coll, filter, out, found, err);
+    mdb_metric(coll, "find", t0, ok, err);
+    return ok;
+}
+
+static bool mdb_insert_one_do(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *doc,
+                              cx_error_t *err)
 {
     bson_error_t berr;
     bson_t reply;
@@ -394,6 +414,15 @@ bool mdb_insert_one(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t
         mdb_fail(m, &berr, &reply, "database write", err);
     bson_destroy(&reply);
     mongoc_collection_destroy(col);
+    return ok;
+}
+
+bool mdb_insert_one(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *doc,
+                    cx_error_t *err)
+{
+    uint64_t t0 = cx_metrics_now_us();
+    bool ok = mdb_insert_one_do(m, c, coll, doc, err);
+    mdb_metric(coll, "insert", t0, ok, err);
     return ok;
 }
 
@@ -420,8 +449,9 @@ static size_t mdb_insert_refused(const bson_error_t *berr, const bson_t *reply, 
     return (size_t)k;
 }
 
-bool mdb_insert_many(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *const *docs,
-                     size_t n, size_t *refused, cx_error_t *err)
+static bool mdb_insert_many_do(mdb_t *m, mongoc_client_t *c, const char *coll,
+                               const bson_t *const *docs, size_t n, size_t *refused,
+                               cx_error_t *err)
 {
     bson_error_t berr;
     bson_t reply;
@@ -440,8 +470,17 @@ bool mdb_insert_many(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_
     return ok;
 }
 
-bool mdb_update_one(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *sel,
-                    const bson_t *upd, bool *matched, cx_error_t *err)
+bool mdb_insert_many(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *const *docs,
+                     size_t n, size_t *refused, cx_error_t *err)
+{
+    uint64_t t0 = cx_metrics_now_us();
+    bool ok = mdb_insert_many_do(m, c, coll, docs, n, refused, err);
+    mdb_metric(coll, "insert_many", t0, ok, err);
+    return ok;
+}
+
+static bool mdb_update_one_do(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *sel,
+                              const bson_t *upd, bool *matched, cx_error_t *err)
 {
     bson_error_t berr;
     bson_t reply;
@@ -458,8 +497,18 @@ bool mdb_update_one(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t
     return ok;
 }
 
-bool mdb_update_one_returning(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *sel,
-                              const bson_t *upd, bson_t *after, bool *matched, cx_error_t *err)
+bool mdb_update_one(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *sel,
+                    const bson_t *upd, bool *matched, cx_error_t *err)
+{
+    uint64_t t0 = cx_metrics_now_us();
+    bool ok = mdb_update_one_do(m, c, coll, sel, upd, matched, err);
+    mdb_metric(coll, "update", t0, ok, err);
+    return ok;
+}
+
+static bool mdb_update_one_returning_do(mdb_t *m, mongoc_client_t *c, const char *coll,
+                                        const bson_t *sel, const bson_t *upd, bson_t *after,
+                                        bool *matched, cx_error_t *err)
 {
     bson_error_t berr;
     bson_t reply;
@@ -493,8 +542,17 @@ bool mdb_update_one_returning(mdb_t *m, mongoc_client_t *c, const char *coll, co
     return ok;
 }
 
-static bool mdb_delete(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
-                       bool many, bool *deleted, cx_error_t *err)
+bool mdb_update_one_returning(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *sel,
+                              const bson_t *upd, bson_t *after, bool *matched, cx_error_t *err)
+{
+    uint64_t t0 = cx_metrics_now_us();
+    bool ok = mdb_update_one_returning_do(m, c, coll, sel, upd, after, matched, err);
+    mdb_metric(coll, "update_returning", t0, ok, err);
+    return ok;
+}
+
+static bool mdb_delete_do(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                          bool many, bool *deleted, cx_error_t *err)
 {
     bson_error_t berr;
     bson_t reply;
@@ -510,6 +568,15 @@ static bool mdb_delete(mdb_t *m, mongoc_client_t *c, const char *coll, const bso
         *deleted = bson_iter_init_find(&it, &reply, "deletedCount") && bson_iter_as_int64(&it) > 0;
     bson_destroy(&reply);
     mongoc_collection_destroy(col);
+    return ok;
+}
+
+static bool mdb_delete(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                       bool many, bool *deleted, cx_error_t *err)
+{
+    uint64_t t0 = cx_metrics_now_us();
+    bool ok = mdb_delete_do(m, c, coll, filter, many, deleted, err);
+    mdb_metric(coll, "delete", t0, ok, err);
     return ok;
 }
 
@@ -533,9 +600,9 @@ bool mdb_delete_many(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_
 
 /* The cursor loop of mdb_find_page and mdb_find_each: documents to row, at most limit of them
  * (0: all); *more (may be NULL) tells whether another one followed the limit. */
-static bool mdb_find_rows(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
-                          const bson_t *opts, unsigned limit, mdb_row_fn row, void *ctx, bool *more,
-                          cx_error_t *err)
+static bool mdb_find_rows_do(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                             const bson_t *opts, unsigned limit, mdb_row_fn row, void *ctx,
+                             bool *more, cx_error_t *err)
 {
     bson_error_t berr;
     const bson_t *doc;
@@ -559,6 +626,16 @@ static bool mdb_find_rows(mdb_t *m, mongoc_client_t *c, const char *coll, const 
         *more = next;
     mongoc_cursor_destroy(cur);
     mongoc_collection_destroy(col);
+    return ok;
+}
+
+static bool mdb_find_rows(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                          const bson_t *opts, unsigned limit, mdb_row_fn row, void *ctx, bool *more,
+                          cx_error_t *err)
+{
+    uint64_t t0 = cx_metrics_now_us();
+    bool ok = mdb_find_rows_do(m, c, coll, filter, opts, limit, row, ctx, more, err);
+    mdb_metric(coll, "find_rows", t0, ok, err);
     return ok;
 }
 

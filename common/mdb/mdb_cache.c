@@ -21,6 +21,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "common/metrics/cx_metrics.h"
+
 typedef struct mc_entry {
     struct mc_entry *hnext;       /* bucket chain */
     struct mc_entry *prev, *next; /* every entry */
@@ -177,6 +179,7 @@ bool mdb_cache_get(mdb_cache_t *c, const char *id, bson_t *out, mdb_cache_ticket
     else
         c->stats.misses++;
     pthread_mutex_unlock(&c->mu);
+    cx_metrics_cache(c->coll, hit); /* the collection's name: a literal of the service */
     return hit;
 }
 

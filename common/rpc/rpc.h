@@ -27,6 +27,11 @@
  * or a fresh one created; it is echoed in the response headers, handed to handlers, and sent on
  * every downstream call made with that call as parent.
  *
+ * Tracing: the W3C `traceparent` request header is accepted when it is valid (version 00,
+ * strict), else a new trace starts; every call is a span of its own, its trace id is written in
+ * every log line its handling thread emits (cx_log_set_trace), and downstream calls made with it
+ * as parent carry the same trace id with this call's span id as their parent (rpc_trace.c).
+ *
  * Errors travel as a gRPC status (cx_code_grpc_status) plus the `credex-reason` trailer (the
  * stable reason code), so that a client recovers the exact cx_code_t.
  */
@@ -45,6 +50,10 @@
 #define RPC_REASON_TRAILER     "credex-reason"
 #define RPC_CORRELATION_ID_MAX 64
 #define RPC_PEER_NAME_MAX      64
+#define RPC_TRACEPARENT_HEADER "traceparent"
+#define RPC_TRACEPARENT_LEN    55 /* "00-" 32 hex "-" 16 hex "-" 2 hex */
+#define RPC_TRACE_ID_LEN       32
+#define RPC_SPAN_ID_LEN        16
 #define RPC_ACCESS_LOG_FIELDS  6 /* fields a handler may add to its call's access-log line */
 
 typedef struct rpc_server rpc_server_t;
@@ -186,6 +195,13 @@ typedef bool (*rpc_health_probe_fn)(void *ctx);
 void rpc_server_set_health_probe(rpc_server_t *srv, const char *service, rpc_health_probe_fn fn,
                                  void *ctx);
 
+/* Readiness, as the health service judges it: true when every registered service (and "", the
+ * whole server) is SERVING, the probes of rpc_server_set_health_probe run first when due (so a
+ * call may block for a probe's bounded time). Otherwise false with "<service>: not serving"
+ * (or "server: ...", "shutting down: ...") in reason. Thread-safe; for the operations
+ * listener's /readyz (common/svc). */
+bool rpc_server_ready(rpc_server_t *srv, char *reason, size_t reasonsz);
+
 /* Block until SIGTERM or SIGINT (the caller must have blocked them with rpc_block_signals
  * before starting any thread), then shut down gracefully. Returns the signal number. */
 int rpc_server_wait_for_signal(rpc_server_t *srv);
@@ -210,6 +226,8 @@ const cx_error_t *rpc_call_input_error(const rpc_call_t *call);
 /* Peer identity name (the part after spiffe://<trust-domain>/), e.g. "gateway". */
 const char *rpc_call_peer(const rpc_call_t *call);
 const char *rpc_call_correlation_id(const rpc_call_t *call);
+/* The call's W3C trace id (32 lower-case hex digits): the caller's, or a new one. */
+const char *rpc_call_trace_id(const rpc_call_t *call);
 /* Full method path, e.g. "/credex.v1.KeyWrap/Unwrap". */
 const char *rpc_call_method(const rpc_call_t *call);
 /* A request header's value (first occurrence), NUL-terminated in the call arena; NULL if absent
@@ -270,6 +288,9 @@ typedef struct rpc_call_options {
     const rpc_call_t *parent;
     /* Used when there is no parent; NULL creates a fresh id. */
     const char *correlation_id;
+    /* Used when there is no parent: the traceparent header to send as it is (the caller's span,
+     * e.g. from rpc_trace_child); NULL or invalid: a new trace. */
+    const char *traceparent;
     const rpc_header_t *headers; /* extra request headers */
     size_t nheaders;
 } rpc_call_options_t;
@@ -282,6 +303,14 @@ bool rpc_client_unary(rpc_client_t *client, const ProtobufCServiceDescriptor *se
                       const char *method, const ProtobufCMessage *request,
                       const rpc_call_options_t *opts, rpc_arena_t *arena, ProtobufCMessage **reply,
                       cx_error_t *err);
+
+/* W3C trace context. Parse a traceparent strictly (version 00, lower-case hex, exact lengths,
+ * neither id zero): trace_id (>= 33 bytes) and flags (>= 3 bytes) filled, or false. */
+bool rpc_traceparent_parse(const char *s, size_t len, char *trace_id, char *flags);
+/* A span of the caller's own under an incoming traceparent (NULL or invalid: a new trace):
+ * traceparent (>= RPC_TRACEPARENT_LEN + 1 bytes) to send downstream, trace_id (>= 33 bytes) to
+ * log. For a process that receives requests outside gRPC (the edge's HTTP). Thread-safe. */
+void rpc_trace_child(const char *incoming, char *traceparent, char *trace_id);
 
 /* Fresh random correlation id (32 hex chars) into buf (>= 33 bytes). */
 void rpc_correlation_id_new(char *buf, size_t bufsz);

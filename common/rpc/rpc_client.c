@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/metrics/cx_metrics.h"
 #include "common/rpc/rpc_internal.h"
 
 #define CLIENT_MAX_HEADERS         16
@@ -156,6 +157,7 @@ bool rpc_client_unary(rpc_client_t *client, const ProtobufCServiceDescriptor *se
         return cx_error_set(err, CX_ERR_INTERNAL, "client: bad method or request type");
     if (opts->nheaders > CLIENT_MAX_HEADERS)
         return cx_error_set(err, CX_ERR_INTERNAL, "client: too many headers");
+    uint64_t t0 = cx_metrics_now_us();
 
     /* Built without the printf family: this runs for every downstream call. */
     char path[256];
@@ -173,6 +175,17 @@ bool rpc_client_unary(rpc_client_t *client, const ProtobufCServiceDescriptor *se
         memcpy(corr, cid, clen + 1); /* valid: at most RPC_CORRELATION_ID_MAX */
     else
         rpc_correlation_id_new(corr, sizeof(corr));
+
+    /* The parent call's trace with its span as our parent; else the caller's own span. */
+    char tp[RPC_TRACEPARENT_LEN + 1], tid[RPC_TRACE_ID_LEN + 1], tflags[3];
+    if (opts->parent != NULL)
+        rpc_traceparent_format(tp, opts->parent->trace_id, opts->parent->span_id,
+                               opts->parent->trace_flags);
+    else if (opts->traceparent != NULL &&
+             rpc_traceparent_parse(opts->traceparent, strlen(opts->traceparent), tid, tflags))
+        memcpy(tp, opts->traceparent, sizeof(tp));
+    else
+        rpc_trace_child(NULL, tp, tid);
 
     int64_t ms = opts->deadline_ms ? opts->deadline_ms : CLIENT_DEFAULT_DEADLINE_MS;
     if (opts->parent != NULL) {
@@ -196,10 +209,13 @@ bool rpc_client_unary(rpc_client_t *client, const ProtobufCServiceDescriptor *se
         gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
     grpc_call *call = grpc_channel_create_call(client->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
                                                mslice, NULL, deadline, NULL);
-    grpc_metadata md_out[CLIENT_MAX_HEADERS + 1];
+    grpc_metadata md_out[CLIENT_MAX_HEADERS + 2];
     size_t nmd = 0;
     md_out[nmd].key = grpc_slice_from_static_string(RPC_CORRELATION_HEADER);
     md_out[nmd].value = grpc_slice_from_copied_string(corr);
+    nmd++;
+    md_out[nmd].key = grpc_slice_from_static_string(RPC_TRACEPARENT_HEADER);
+    md_out[nmd].value = grpc_slice_from_copied_string(tp);
     nmd++;
     for (size_t i = 0; i < opts->nheaders; i++, nmd++) {
         md_out[nmd].key = grpc_slice_from_copied_string(opts->headers[i].key);
@@ -281,5 +297,7 @@ out:
         grpc_slice_unref(md_out[i].key);
         grpc_slice_unref(md_out[i].value);
     }
+    cx_metrics_client_call(CX_METRICS_RPC, service->name, md->name,
+                           ok ? "ok" : cx_code_reason(err->code), cx_metrics_now_us() - t0);
     return ok;
 }

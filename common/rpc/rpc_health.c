@@ -3,6 +3,7 @@
  * statuses; Watch streams the current status and every change until the client leaves or the
  * server shuts down (then NOT_SERVING is sent and the stream ends).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -177,6 +178,33 @@ static void probe_if_due(struct rpc_health *h, const char *service)
     pthread_mutex_unlock(&h->mu);
     if (fn != NULL)
         rpc_health_set(h, service, fn(ctx));
+}
+
+bool rpc_health_ready(struct rpc_health *h, char *reason, size_t reasonsz)
+{
+    char names[HEALTH_MAX_SERVICES][HEALTH_NAME_MAX];
+    size_t n = 0;
+    pthread_mutex_lock(&h->mu);
+    for (size_t i = 0; i < h->n; i++)
+        if (h->entries[i].probe != NULL)
+            memcpy(names[n++], h->entries[i].name, HEALTH_NAME_MAX);
+    pthread_mutex_unlock(&h->mu);
+    for (size_t i = 0; i < n; i++)
+        probe_if_due(h, names[i]);
+    pthread_mutex_lock(&h->mu);
+    bool ready = !h->shut && h->n > 0;
+    if (!ready && reasonsz > 0)
+        snprintf(reason, reasonsz, "%s", h->shut ? "shutting down" : "not started");
+    for (size_t i = 0; ready && i < h->n; i++) {
+        if (h->entries[i].status != ST_SERVING) {
+            ready = false;
+            if (reasonsz > 0) /* service names come from the descriptors, never from input */
+                snprintf(reason, reasonsz, "%s: not serving",
+                         h->entries[i].name[0] != '\0' ? h->entries[i].name : "server");
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+    return ready;
 }
 
 void rpc_health_shutdown(struct rpc_health *h)

@@ -26,6 +26,9 @@ struct rpc_route {
     const char *note;              /* UNIMPLEMENTED detail */
     bool handles_bad_input;        /* rpc_service_def_t.handles_bad_input */
     void *registered;              /* implemented unary methods: the core's handle */
+    /* The route's metric series, found once and kept (call_metrics in rpc_server.c). */
+    _Atomic(struct cx_metric *) m_calls[CX_CODE_COUNT_];
+    _Atomic(struct cx_metric *) m_duration;
 };
 
 enum rpc_tag_kind {
@@ -62,9 +65,13 @@ struct rpc_call {
     rpc_arena_t *msg_arena; /* set only while a stream's on_message runs */
     char peer[RPC_PEER_NAME_MAX];
     char corr[RPC_CORRELATION_ID_MAX + 1];
+    char trace_id[RPC_TRACE_ID_LEN + 1]; /* the caller's trace, or a new one */
+    char span_id[RPC_SPAN_ID_LEN + 1];   /* this call's span: the parent of downstream calls */
+    char trace_flags[3];
     char method[160];
     int64_t deadline_ms; /* monotonic clock, ms */
     int64_t start_ms;    /* monotonic clock, ms: arrival */
+    uint64_t start_us;   /* the same in us, for the latency histogram */
     grpc_byte_buffer *recv_buf;
     cx_log_field_t log_fields[RPC_ACCESS_LOG_FIELDS]; /* rpc_call_log_field */
     size_t nlog_fields;
@@ -155,6 +162,13 @@ const grpc_channel_args *rpc_channel_args(void);
 /* grpc_init, with the core's log lines routed into cx_log first. Pair with grpc_shutdown. */
 void rpc_core_init(void);
 
+/* rpc_trace.c */
+/* A random id of bufsz - 1 lower-case hex digits, never all zeros. */
+void rpc_trace_id_new(char *buf, size_t bufsz);
+/* "00-<trace_id>-<span_id>-<flags>" into out (>= RPC_TRACEPARENT_LEN + 1 bytes). */
+void rpc_traceparent_format(char *out, const char *trace_id, const char *span_id,
+                            const char *flags);
+
 /* rpc_health.c */
 struct rpc_health *rpc_health_new(void);
 void rpc_health_free(struct rpc_health *h);
@@ -166,6 +180,8 @@ void rpc_health_pin(struct rpc_health *h, const char *service);
 void rpc_health_start(struct rpc_health *h);
 void rpc_health_set_probe(struct rpc_health *h, const char *service, rpc_health_probe_fn fn,
                           void *ctx);
+/* rpc_server_ready's answer (rpc.h). */
+bool rpc_health_ready(struct rpc_health *h, char *reason, size_t reasonsz);
 /* Shutdown: everything NOT_SERVING, watchers told and finished. */
 void rpc_health_shutdown(struct rpc_health *h);
 

@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "common/log/cx_log.h"
+#include "common/metrics/cx_metrics.h"
 #include "common/rpc/rpc_internal.h"
 
 /* ---- packing ---------------------------------------------------------------------------- */
@@ -292,6 +293,11 @@ const char *rpc_call_correlation_id(const rpc_call_t *call)
     return call->corr;
 }
 
+const char *rpc_call_trace_id(const rpc_call_t *call)
+{
+    return call->trace_id;
+}
+
 const char *rpc_call_method(const rpc_call_t *call)
 {
     return call->method;
@@ -380,13 +386,51 @@ static void status_op_fill(struct rpc_call *c, const cx_error_t *st, grpc_op *op
     op->data.send_status_from_server.status_details = details;
 }
 
+/* The server's call metrics, recorded once per finished unary or rejected call. Labels come from
+ * the route (the service descriptors) and the reason codes only: a path the server does not
+ * route is counted as "unknown", never by its (client-chosen) name. */
+static void call_metrics(const struct rpc_call *c, cx_code_t code)
+{
+    static const char *const keys[] = {"service", "method", "code"};
+    const char *values[3] = {"unknown", "unknown", cx_code_reason(code)};
+    /* A routed call's series are kept in its route after the first lookup (a route lives as
+     * long as the server; the series as long as the process). */
+    struct rpc_route *r = (struct rpc_route *)c->route;
+    bool cached = r != NULL && (unsigned)code < CX_CODE_COUNT_;
+    cx_metric_t *calls =
+        cached ? atomic_load_explicit(&r->m_calls[code], memory_order_relaxed) : NULL;
+    cx_metric_t *dur = cached ? atomic_load_explicit(&r->m_duration, memory_order_relaxed) : NULL;
+    if (r != NULL && (calls == NULL || dur == NULL)) {
+        const char *slash = strrchr(r->path, '/');
+        values[0] = r->service;
+        values[1] = slash != NULL ? slash + 1 : r->path;
+    }
+    if (calls == NULL) {
+        calls = cx_metrics_counter("credex_rpc_server_calls_total",
+                                   "gRPC calls served, by service, method and reason code.", keys,
+                                   values, 3);
+        if (cached)
+            atomic_store_explicit(&r->m_calls[code], calls, memory_order_relaxed);
+    }
+    if (dur == NULL) {
+        dur = cx_metrics_histogram("credex_rpc_server_duration_seconds",
+                                   "Latency of served gRPC calls, arrival to status.",
+                                   &cx_metrics_latency_us, keys, values, 2);
+        if (cached)
+            atomic_store_explicit(&r->m_duration, dur, memory_order_relaxed);
+    }
+    cx_metrics_add(calls, 1);
+    cx_metrics_observe(dur, cx_metrics_now_us() - c->start_us);
+}
+
 /* The access log: one line per finished call, except the health and reflection chatter.
  * Black-box tests rely on it to show which processes a request reached (deny before decrypt). */
 static void access_log(const struct rpc_call *c, const cx_error_t *st)
 {
+    cx_code_t code = st != NULL ? st->code : CX_OK;
+    call_metrics(c, code);
     if (strncmp(c->method, "/grpc.", 6) == 0)
         return;
-    cx_code_t code = st != NULL ? st->code : CX_OK;
     cx_log_field_t f[4 + RPC_ACCESS_LOG_FIELDS] = {
         CX_LOG_STR("method", c->method), CX_LOG_STR("peer", c->peer),
         CX_LOG_STR("code", cx_code_reason(code)), CX_LOG_INT("ms", rpc_now_ms() - c->start_ms)};
@@ -949,6 +993,7 @@ static void on_new_call(rpc_server_t *srv, struct rpc_call *c, int success)
 
     c->arena = rpc_arena_new(4096);
     c->start_ms = rpc_now_ms();
+    c->start_us = cx_metrics_now_us();
     if (c->reg_route != NULL) {
         size_t mlen = c->reg_route->path_len < sizeof(c->method) - 1 ? c->reg_route->path_len
                                                                      : sizeof(c->method) - 1;
@@ -971,6 +1016,14 @@ static void on_new_call(rpc_server_t *srv, struct rpc_call *c, int success)
     } else {
         rpc_correlation_id_new(c->corr, sizeof(c->corr));
     }
+    const grpc_slice *tp = header_find(c, RPC_TRACEPARENT_HEADER);
+    if (tp == NULL || !rpc_traceparent_parse((const char *)GRPC_SLICE_START_PTR(*tp),
+                                             GRPC_SLICE_LENGTH(*tp), c->trace_id, c->trace_flags)) {
+        rpc_trace_id_new(c->trace_id, sizeof(c->trace_id));
+        memcpy(c->trace_flags, "00", 3);
+    }
+    rpc_trace_id_new(c->span_id, sizeof(c->span_id));
+    cx_log_set_trace(c->trace_id);
 
     gpr_timespec dl = gpr_convert_clock_type(c->details.deadline, GPR_CLOCK_MONOTONIC);
     gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
@@ -1046,6 +1099,9 @@ static void *worker_main(void *arg)
             continue;
         struct rpc_tag *t = ev.tag;
         struct rpc_call *c = t->call;
+        /* Every line written while handling the event carries the call's trace id (a new call
+         * has none until on_new_call reads it). */
+        cx_log_set_trace(c != NULL ? c->trace_id : NULL);
         switch (t->kind) {
         case TAG_NEW_CALL:
             on_new_call(srv, c, ev.success);
@@ -1066,6 +1122,7 @@ static void *worker_main(void *arg)
             stream_on_event(c, t->kind, ev.success);
             break;
         }
+        cx_log_set_trace(NULL);
     }
     return NULL;
 }
@@ -1235,6 +1292,11 @@ void rpc_server_set_health_probe(rpc_server_t *srv, const char *service, rpc_hea
                                  void *ctx)
 {
     rpc_health_set_probe(srv->health, service, fn, ctx);
+}
+
+bool rpc_server_ready(rpc_server_t *srv, char *reason, size_t reasonsz)
+{
+    return rpc_health_ready(srv->health, reason, reasonsz);
 }
 
 void rpc_block_signals(void)

@@ -6,6 +6,7 @@
 
 #include "common/contract/cx_contract.h"
 #include "common/log/cx_log.h"
+#include "common/ops/cx_ops.h"
 #include "common/svc/svc.h"
 
 extern const unsigned char credex_descriptor_set[];
@@ -65,11 +66,24 @@ rpc_server_options_t svc_server_options(const cx_config_t *cfg, cx_service_t id)
     return o;
 }
 
+static const char *const svc_ops_vars[CX_SVC_COUNT_] = {
+    [CX_SVC_KEYWRAP] = "CREDEX_KEYWRAP_OPS_ADDR", [CX_SVC_STORE] = "CREDEX_STORE_OPS_ADDR",
+    [CX_SVC_OAUTH] = "CREDEX_OAUTH_OPS_ADDR",     [CX_SVC_GATEWAY] = "CREDEX_GATEWAY_OPS_ADDR",
+    [CX_SVC_EDGE] = "CREDEX_EDGE_OPS_ADDR",
+};
+
+/* /readyz is the gRPC health state, so that the cluster and gRPC clients never disagree. */
+static bool svc_ready(void *srv, char *reason, size_t reasonsz)
+{
+    return rpc_server_ready(srv, reason, reasonsz);
+}
+
 int svc_main(const svc_def_t *def)
 {
     cx_error_t err;
     cx_config_t *cfg = NULL;
     rpc_server_t *srv = NULL;
+    cx_ops_t *ops = NULL;
     void *state = NULL;
     int rc = EXIT_START;
     const char *name = cx_service_name(def->id);
@@ -99,13 +113,26 @@ int svc_main(const svc_def_t *def)
                      CX_LOG_STR("message", err.message));
         goto out;
     }
+    if (strcmp(cfg->ops_addr[def->id], "off") != 0 &&
+        (ops = cx_ops_start(cfg->ops_addr[def->id], svc_ops_vars[def->id], svc_ready, srv, &err)) ==
+            NULL) {
+        cx_log_error(NULL, "server.start_failed", CX_LOG_STR("reason", cx_code_reason(err.code)),
+                     CX_LOG_STR("message", err.message));
+        goto out;
+    }
     cx_log_info(NULL, "server.started", CX_LOG_STR("addr", cfg->addr[def->id]),
-                CX_LOG_INT("port", rpc_server_port(srv)), CX_LOG_INT("pid", getpid()),
+                CX_LOG_INT("port", rpc_server_port(srv)),
+                CX_LOG_INT("ops_port", ops != NULL ? cx_ops_port(ops) : 0),
+                CX_LOG_INT("pid", getpid()),
                 CX_LOG_BOOL("credentials_enabled", cfg->credentials_enabled));
     int sig = rpc_server_wait_for_signal(srv);
     cx_log_info(NULL, "server.stopped", CX_LOG_INT("signal", sig));
     rc = 0;
 out:
+    /* After the rpc shutdown (the drain answers /readyz 503), before the server is freed. */
+    if (srv != NULL)
+        rpc_server_shutdown(srv);
+    cx_ops_stop(ops);
     rpc_server_free(srv);
     if (def->cleanup != NULL)
         def->cleanup(state);

@@ -48,7 +48,8 @@ profile_main() {
   # running (scripts/run start) is neither disturbed nor measured.
   local run="$out/run"
   rm -rf "$run"
-  port_names=(keywrap store oauth gateway edge edge-http ferretdb openfga-http openfga-grpc)
+  port_names=(keywrap store oauth gateway edge edge-http ferretdb openfga-http openfga-grpc
+    keywrap-ops store-ops oauth-ops gateway-ops edge-ops)
   read -ra ports < <(python3 -c '
 import socket, sys
 s = [socket.socket() for _ in range(int(sys.argv[1]))]
@@ -63,6 +64,10 @@ print(*[x.getsockname()[1] for x in s])' "${#port_names[@]}")
       ferretdb) env+=(CREDEX_FERRETDB_PORT="${ports[$i]}") ;;
       openfga-http) env+=(CREDEX_OPENFGA_HTTP_PORT="${ports[$i]}") ;;
       openfga-grpc) env+=(CREDEX_OPENFGA_GRPC_PORT="${ports[$i]}") ;;
+      *-ops)
+        svc=${port_names[$i]%-ops}
+        env+=("CREDEX_${svc^^}_OPS_ADDR=127.0.0.1:${ports[$i]}")
+        ;;
       *) env+=("CREDEX_${port_names[$i]^^}_ADDR=127.0.0.1:${ports[$i]}") ;;
     esac
   done

@@ -151,6 +151,7 @@ void edge_call_route(const edge_t *edge, const edge_call_in_t *in, edge_answer_t
     };
     rpc_call_options_t o = {.deadline_ms = edge->cfg->rpc_default_deadline_ms,
                             .correlation_id = cid,
+                            .traceparent = in->traceparent,
                             .headers = headers,
                             .nheaders = sizeof(headers) / sizeof(headers[0])};
     if (!rpc_client_unary(edge->gateway, r->service, r->rpc, req, &o, in->arena, &reply, &err)) {

@@ -41,6 +41,7 @@
 #include <microhttpd.h>
 
 #include "common/log/cx_log.h"
+#include "common/ops/cx_ops.h"
 #include "services/edge/edge_internal.h"
 #include "services/edge/edge_openapi.h"
 
@@ -69,6 +70,8 @@ typedef struct edge_req {
     edge_method_t method;
     bool method_known;
     char cid[RPC_CORRELATION_ID_MAX + 1];
+    char traceparent[RPC_TRACEPARENT_LEN + 1]; /* the edge's span, sent to the gateway */
+    char trace_id[RPC_TRACE_ID_LEN + 1];       /* the client's trace, or a new one */
     const char *cors_origin; /* the allowed origin to echo (points into edge->origins) */
     edge_target_t target;
     const char *route_log; /* template or fixed path for the log; never the raw path */
@@ -341,6 +344,10 @@ static enum MHD_Result first_call(struct MHD_Connection *c, edge_req_t *rq, cons
         snprintf(rq->cid, sizeof(rq->cid), "%s", h.correlation_id);
     else
         rpc_correlation_id_new(rq->cid, sizeof(rq->cid));
+    /* W3C trace context: a valid traceparent continues the client's trace (rpc_trace_child). */
+    rpc_trace_child(MHD_lookup_connection_value(c, MHD_HEADER_KIND, RPC_TRACEPARENT_HEADER),
+                    rq->traceparent, rq->trace_id);
+    cx_log_set_trace(rq->trace_id);
 
     if (h.bytes > cfg->edge_max_header_bytes)
         return refuse(c, rq, EDGE_R_HEADERS_TOO_LARGE, NULL, true);
@@ -484,6 +491,7 @@ static enum MHD_Result body_chunk(edge_req_t *rq, const char *data, size_t size)
 static void req_call(edge_req_t *rq)
 {
     const edge_t *e = rq->edge;
+    cx_log_set_trace(rq->trace_id);
     if (rq->target == EDGE_T_READYZ) {
         cx_error_t err;
         cx_error_clear(&err);
@@ -498,9 +506,11 @@ static void req_call(edge_req_t *rq)
                              .body_len = rq->body_len,
                              .token = rq->token,
                              .correlation_id = rq->cid,
+                             .traceparent = rq->traceparent,
                              .arena = rq->arena};
         edge_call_route(e, &in, &rq->answer);
     }
+    cx_log_set_trace(NULL);
     /* The request body is not needed any more: wipe it now rather than at completion. */
     if (rq->body != NULL)
         explicit_bzero(rq->body, rq->body_cap);
@@ -650,14 +660,20 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         rq->route_log = "-";
         rq->arena = rpc_arena_new(4096);
         *con_cls = rq;
-        return first_call(c, rq, url, method);
-    }
-    if (*upload_data_size > 0) {
-        enum MHD_Result r = body_chunk(rq, upload_data, *upload_data_size);
-        *upload_data_size = 0;
+        enum MHD_Result r = first_call(c, rq, url, method); /* sets the request's trace */
+        cx_log_set_trace(NULL);
         return r;
     }
-    return last_call(c, rq);
+    enum MHD_Result r;
+    cx_log_set_trace(rq->trace_id);
+    if (*upload_data_size > 0) {
+        r = body_chunk(rq, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+    } else {
+        r = last_call(c, rq);
+    }
+    cx_log_set_trace(NULL);
+    return r;
 }
 
 static const char *ending(enum MHD_RequestTerminationCode toe)
@@ -685,9 +701,11 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
     edge_req_t *rq = *con_cls;
     if (rq == NULL)
         return;
+    cx_log_set_trace(rq->trace_id);
     cx_log_info(rq->cid, "edge.request", CX_LOG_STR("method", rq->method_log),
                 CX_LOG_STR("route", rq->route_log), CX_LOG_INT("status", rq->status),
                 CX_LOG_INT("ms", now_ms() - rq->start_ms), CX_LOG_STR("end", ending(toe)));
+    cx_log_set_trace(NULL);
     req_free(rq);
     *con_cls = NULL;
 }
@@ -702,49 +720,6 @@ static size_t keep_escaped(void *cls, struct MHD_Connection *c, char *s)
 /* ---- start and stop ---------------------------------------------------------------------- */
 
 /* host and port of "host:port" or "[v6]:port", resolved for listening. */
-static bool listen_address(const char *addr, struct sockaddr_storage *ss, socklen_t *sslen,
-                           cx_error_t *err)
-{
-    char host[128];
-    const char *colon = strrchr(addr, ':');
-    size_t hlen = colon != NULL ? (size_t)(colon - addr) : 0;
-    const char *h = addr;
-    if (hlen >= 2 && addr[0] == '[' && addr[hlen - 1] == ']') {
-        h++;
-        hlen -= 2;
-    }
-    if (colon == NULL || hlen == 0 || hlen >= sizeof(host))
-        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "CREDEX_EDGE_HTTP_ADDR: not host:port");
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    if (getaddrinfo(host, colon + 1, &hints, &res) != 0 || res == NULL)
-        return cx_error_set(err, CX_ERR_INVALID_ARGUMENT,
-                            "CREDEX_EDGE_HTTP_ADDR: the host does not resolve");
-    memcpy(ss, res->ai_addr, res->ai_addrlen);
-    *sslen = res->ai_addrlen;
-    freeaddrinfo(res);
-    return true;
-}
-
-/* Bind once ourselves, so that a taken port is reported as such (libmicrohttpd only fails). */
-static bool probe_bind(const struct sockaddr_storage *ss, socklen_t len, cx_error_t *err)
-{
-    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd < 0)
-        return cx_error_set(err, CX_ERR_UNAVAILABLE, "CREDEX_EDGE_HTTP_ADDR: no socket");
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    bool ok = bind(fd, (const struct sockaddr *)ss, len) == 0;
-    int saved = errno;
-    close(fd);
-    if (!ok)
-        return cx_error_set(err, CX_ERR_UNAVAILABLE, "CREDEX_EDGE_HTTP_ADDR: cannot listen (%s)",
-                            strerror(saved));
-    return true;
-}
-
 static char *read_pem(const char *path, const char *var, cx_error_t *err)
 {
     FILE *f = fopen(path, "rb");
@@ -784,7 +759,7 @@ bool edge_http_start(edge_t *e, cx_error_t *err)
                             "CREDEX_EDGE_HTTP_MAX_CONNECTIONS: expected at least "
                             "CREDEX_EDGE_HTTP_THREADS (%u)",
                             cfg->edge_http_threads);
-    if (!listen_address(cfg->edge_http_addr, &ss, &sslen, err) || !probe_bind(&ss, sslen, err))
+    if (!cx_ops_listen_address(cfg->edge_http_addr, "CREDEX_EDGE_HTTP_ADDR", &ss, &sslen, err))
         return false;
     if (tls && ((cert = read_pem(cfg->edge_tls_cert, "CREDEX_EDGE_HTTP_TLS_CERT", err)) == NULL ||
                 (key = read_pem(cfg->edge_tls_key, "CREDEX_EDGE_HTTP_TLS_KEY", err)) == NULL))

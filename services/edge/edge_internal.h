@@ -235,7 +235,8 @@ typedef struct edge_call_in {
     size_t body_len;
     const char *token; /* the user's bearer token, NUL-terminated */
     const char *correlation_id;
-    rpc_arena_t *arena; /* request and reply memory, wiped by the caller's free */
+    const char *traceparent; /* the edge's span of the request (rpc_trace_child) */
+    rpc_arena_t *arena;      /* request and reply memory, wiped by the caller's free */
 } edge_call_in_t;
 
 /* Run a matched route: build the request, call the gateway as a browser-kind caller for the

@@ -908,6 +908,7 @@ keywrap_aws_t *keywrap_aws_new(const cx_config_t *cfg, const keywrap_aws_env_t *
     if (!aws_credentials_setup(a, env, err))
         goto out_fail;
     cx_http_options_t o = {.name = "AWS KMS",
+                           .metrics_target = "kms",
                            .allow_http = strncmp(a->kms_url, "http://", 7) == 0,
                            .ca_file = cfg->kms_ca_file,
                            .timeout_ms = cfg->kms_timeout_ms,
@@ -917,6 +918,7 @@ keywrap_aws_t *keywrap_aws_new(const cx_config_t *cfg, const keywrap_aws_env_t *
         goto out_fail;
     if (a->source == AWS_SOURCE_WEB_IDENTITY) {
         o.name = "AWS STS";
+        o.metrics_target = "sts";
         o.allow_http = strncmp(a->sts_url, "http://", 7) == 0;
         a->sts = cx_http_new(&o, err);
         if (a->sts == NULL)

@@ -1,9 +1,11 @@
 /* oauth: setup and cleanup (state, clients, registration, start-up bootstrap). Connectors is
  * served by connectors.c, Connections by connections.c, ProviderTokens by tokens.c. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/log/cx_log.h"
 #include "common/mdb/mdb_cache.h"
+#include "common/metrics/cx_metrics.h"
 #include "common/svc/svc.h"
 #include "credex/v1/oauth.pb-c.h"
 #include "services/oauth/oauth.h"
@@ -34,6 +36,7 @@ static bool oauth_http_open(oauth_t *o, cx_error_t *err)
     cx_http_ssrf_t ssrf = {.allow_hosts = (const char *const *)o->allow_hosts,
                            .connect_to = (const char *const *)o->connect_to};
     cx_http_options_t ho = {.name = "OAuth provider",
+                            .metrics_target = "oauth_provider",
                             .ca_file = cfg->oauth_ca_file,
                             .timeout_ms = cfg->oauth_http_timeout_ms,
                             .max_response_bytes = cfg->oauth_http_max_response_bytes,
@@ -99,6 +102,21 @@ void oauth_cleanup(void *state)
     cx_http_list_free(o->allow_hosts);
     cx_http_list_free(o->connect_to);
     free(o);
+}
+
+void oauth_refresh_metric(const char *outcome)
+{
+    static const char *const outcomes[] = {"refreshed",          "fenced",       "revoked",
+                                           "reconsent_required", "rate_limited", "unavailable",
+                                           "failed_precondition"};
+    static const char *const keys[] = {"outcome"};
+    const char *v = "other";
+    for (size_t i = 0; i < sizeof(outcomes) / sizeof(outcomes[0]); i++)
+        if (outcome != NULL && strcmp(outcome, outcomes[i]) == 0)
+            v = outcomes[i];
+    cx_metrics_add(cx_metrics_counter("credex_oauth_refresh_total",
+                                      "Provider token refreshes by outcome.", keys, &v, 1),
+                   1);
 }
 
 bool oauth_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_error_t *err)

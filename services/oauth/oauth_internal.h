@@ -492,6 +492,11 @@ typedef enum oauth_refresh_class {
 
 /* The class of a refresh that ended with code (CX_OK: succeeded) and answer a. Pure. */
 oauth_refresh_class_t oauth_refresh_classify(cx_code_t code, const oauth_token_answer_t *a);
+
+/* credex_oauth_refresh_total{outcome} += 1: "refreshed", "fenced" or a failure class of the
+ * connection's last_refresh_error (revoked, reconsent_required, rate_limited, unavailable,
+ * failed_precondition); anything else counts as "other". Thread-safe (oauth.c). */
+void oauth_refresh_metric(const char *outcome);
 /* When a rate-limited refresh may be tried again: now + Retry-After (-1: the default), at most
  * OAUTH_RETRY_MAX_S ahead. Pure. */
 int64_t oauth_retry_until(int64_t now_ms, int64_t retry_after_s);

@@ -531,6 +531,7 @@ static bool tok_failed(oauth_ctx_t *x, tok_req_t *q, oauth_refresh_class_t cls,
     cx_log_warn(
         x->correlation_id, "oauth.refresh_failed", CX_LOG_STR("connection_id", c->connection_id),
         CX_LOG_STR("reason", c->last_refresh_error), CX_LOG_INT("http_status", ans->status));
+    oauth_refresh_metric(c->last_refresh_error);
     if (!written)
         cx_log_error(x->correlation_id, "oauth.refresh_outcome_unsaved",
                      CX_LOG_STR("connection_id", c->connection_id),
@@ -608,6 +609,7 @@ static bool tok_refresh_held(oauth_ctx_t *x, tok_req_t *q, tok_set_t *cur, uint6
                     CX_LOG_INT("lease_token", (int64_t)token),
                     CX_LOG_INT("read_version", cur->version));
         tok_audit(x, q, "token.refresh_failed", CX_ERR_CONFLICT, "refresh_error", "fenced");
+        oauth_refresh_metric("fenced");
         tok_set_clear(cur);
         if (!tok_read(x, q, cur, err))
             goto out;
@@ -639,6 +641,7 @@ static bool tok_refresh_held(oauth_ctx_t *x, tok_req_t *q, tok_set_t *cur, uint6
         goto out;
     }
     q->refreshed = true;
+    oauth_refresh_metric("refreshed");
     ok = true;
 out:
     if (buf) {

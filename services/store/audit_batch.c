@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/metrics/cx_metrics.h"
 #include "services/store/store_internal.h"
 
 typedef struct store_audit_req {
@@ -98,6 +99,10 @@ static bool store_audit_batch_insert(mdb_t *db, mongoc_client_t *c, store_audit_
 {
     cx_error_t err;
     size_t refused = MDB_INSERT_UNKNOWN;
+    cx_metrics_observe(cx_metrics_histogram("credex_store_audit_batch_size",
+                                            "Audit events written by one group commit.",
+                                            &cx_metrics_sizes, NULL, NULL, 0),
+                       n);
     if (n == 1)
         return store_audit_insert_one(db, c, batch[0]);
     if (mdb_insert_many(db, c, MDB_COLL_AUDIT_EVENTS, docs, n, &refused, &err)) {

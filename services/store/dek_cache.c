@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/metrics/cx_metrics.h"
 #include "services/store/store_internal.h"
 
 /* One cached key, shared by the entry that holds it and the callers it is lent to. */
@@ -117,6 +118,7 @@ const cx_secret_t *store_dek_cache_get(store_dek_cache_t *c, const unsigned char
         break;
     }
     pthread_mutex_unlock(&c->mu);
+    cx_metrics_cache("store_dek", k != NULL);
     *lease = k;
     return k ? k->dek : NULL;
 }

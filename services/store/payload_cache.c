@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/metrics/cx_metrics.h"
 #include "services/store/store_internal.h"
 
 #define STORE_PC_ID_MAX 64 /* store_payload_decode accepts ids up to 64 bytes */
@@ -179,6 +180,7 @@ bool store_payload_cache_get(store_payload_cache_t *c, const char *payload_id, i
     else
         c->stats.misses++;
     pthread_mutex_unlock(&c->mu);
+    cx_metrics_cache("store_payload", hit);
     return hit;
 }
 

@@ -287,6 +287,8 @@ class Stack:
             "CREDEX_TLS_CERT": str(self.pki.cert(service)),
             "CREDEX_TLS_KEY": str(self.pki.key(service)),
             f"CREDEX_{service.upper()}_ADDR": addr,
+            # Its own metrics port: the stack's process of the same service holds the other.
+            f"CREDEX_{service.upper()}_OPS_ADDR": f"127.0.0.1:{free_ports(1)[0]}",
         }
         if service == "edge":
             env["CREDEX_EDGE_HTTP_ADDR"] = f"127.0.0.1:{free_ports(1)[0]}"
@@ -338,6 +340,11 @@ def run_script(env: dict[str, str], *args: str, timeout: float) -> subprocess.Co
                           timeout=timeout, cwd=ROOT)
 
 
+# Every port a stack of scripts/run binds, by name (stack_env's keys).
+PORT_NAMES = [*SERVICES, *(f"{s}-ops" for s in SERVICES), "edge-http", "ferretdb", "openfga-http",
+              "openfga-grpc"]
+
+
 def stack_env(run_dir: Path, ports: dict[str, int], build_dir: Path) -> dict[str, str]:
     env = clean_base_env() | {
         "CREDEX_RUN_DIR": str(run_dir),
@@ -351,6 +358,7 @@ def stack_env(run_dir: Path, ports: dict[str, int], build_dir: Path) -> dict[str
     }
     for s in SERVICES:
         env[f"CREDEX_{s.upper()}_ADDR"] = f"127.0.0.1:{ports[s]}"
+        env[f"CREDEX_{s.upper()}_OPS_ADDR"] = f"127.0.0.1:{ports[s + '-ops']}"
     return env
 
 
@@ -358,8 +366,7 @@ def start_stack(run_dir: Path, build_dir: Path = BUILD_DIR, extra_env: dict[str,
     """`scripts/run start` in run_dir on free ports; raises with the script's output on failure
     (after stopping whatever it started). extra_env reaches scripts/run and so every service
     (e.g. CREDEX_DEK_CACHE_MAX_ENTRIES=0 for a stack whose outages must be visible)."""
-    names = [*SERVICES, "edge-http", "ferretdb", "openfga-http", "openfga-grpc"]
-    ports = dict(zip(names, free_ports(len(names))))
+    ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
     stack = Stack(run_dir=run_dir, build_dir=build_dir, ports=ports,
                   addrs={s: f"127.0.0.1:{ports[s]}" for s in SERVICES})
     env = stack_env(run_dir, ports, build_dir) | (extra_env or {})

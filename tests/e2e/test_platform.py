@@ -196,8 +196,7 @@ def test_run_refuses_a_taken_port(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        ports = dict(zip([*SERVICES, "edge-http", "ferretdb", "openfga-http", "openfga-grpc"],
-                         h.free_ports(9)))
+        ports = dict(zip(h.PORT_NAMES, h.free_ports(len(h.PORT_NAMES))))
         ports["oauth"] = port
         env = h.stack_env(tmp_path, ports, h.BUILD_DIR)
         res = h.run_script(env, "start", timeout=60)
@@ -207,7 +206,7 @@ def test_run_refuses_a_taken_port(tmp_path):
 
 
 def test_run_rejects_a_non_loopback_address(tmp_path):
-    ports = dict(zip([*SERVICES, "edge-http", "ferretdb", "openfga-http", "openfga-grpc"], h.free_ports(9)))
+    ports = dict(zip(h.PORT_NAMES, h.free_ports(len(h.PORT_NAMES))))
     env = h.stack_env(tmp_path, ports, h.BUILD_DIR) | {"CREDEX_GATEWAY_ADDR": f"0.0.0.0:{ports['gateway']}"}
     res = h.run_script(env, "start", timeout=60)
     assert res.returncode != 0
@@ -241,7 +240,7 @@ def test_run_status_and_env_file(stack):
 def test_everything_listens_on_loopback_only(stack):
     expected = {"ferretdb": {stack.ports["ferretdb"]},
                 "openfga": {stack.ports["openfga-http"], stack.ports["openfga-grpc"]},
-                **{s: {stack.ports[s]} for s in SERVICES}}
+                **{s: {stack.ports[s], stack.ports[f"{s}-ops"]} for s in SERVICES}}
     for name, ports in expected.items():
         pid = stack.pid(name)
         assert pid, f"no pid for {name}"

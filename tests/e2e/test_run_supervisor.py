@@ -20,8 +20,7 @@ FROZEN_FOR = 2.0
 
 def test_sigstop_of_a_service_is_not_an_exit(tmp_path):
     run_dir = tmp_path / "run"
-    names = [*h.SERVICES, "edge-http", "ferretdb", "openfga-http", "openfga-grpc"]
-    ports = dict(zip(names, h.free_ports(len(names))))
+    ports = dict(zip(h.PORT_NAMES, h.free_ports(len(h.PORT_NAMES))))
     stack = h.Stack(run_dir=run_dir, build_dir=h.BUILD_DIR, ports=ports,
                     addrs={s: f"127.0.0.1:{ports[s]}" for s in h.SERVICES})
     env = h.stack_env(run_dir, ports, h.BUILD_DIR)

@@ -281,10 +281,10 @@ static void test_every_variable_set(void **state)
 static void test_every_documented_variable_is_read(void **state)
 {
     (void)state;
-    /* 81 variables in cx_config.h; a forgotten one would keep its default silently. */
+    /* 86 variables in cx_config.h; a forgotten one would keep its default silently. */
     fake_env_t env = {0};
     cx_config_t *cfg = load_ok(&env);
-    assert_int_equal(env.lookups, 81);
+    assert_int_equal(env.lookups, 86);
     cx_config_free(cfg);
 }
 
@@ -882,6 +882,37 @@ static void test_addresses(void **state)
     }
 }
 
+/* The operations listeners: 127.0.0.1:9101..9105 in the order of the gRPC ports, "off" is off,
+ * and anything else must be an address. */
+static void test_ops_addresses(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"CREDEX_KEYWRAP_OPS_ADDR", "CREDEX_STORE_OPS_ADDR",
+                                        "CREDEX_OAUTH_OPS_ADDR", "CREDEX_GATEWAY_OPS_ADDR",
+                                        "CREDEX_EDGE_OPS_ADDR"};
+    fake_env_t env = {0};
+    cx_config_t *cfg = load_ok(&env);
+    assert_string_equal(cfg->ops_addr[CX_SVC_KEYWRAP], "127.0.0.1:9101");
+    assert_string_equal(cfg->ops_addr[CX_SVC_STORE], "127.0.0.1:9102");
+    assert_string_equal(cfg->ops_addr[CX_SVC_OAUTH], "127.0.0.1:9103");
+    assert_string_equal(cfg->ops_addr[CX_SVC_GATEWAY], "127.0.0.1:9104");
+    assert_string_equal(cfg->ops_addr[CX_SVC_EDGE], "127.0.0.1:9105");
+    cx_config_free(cfg);
+    fake_env_t env2 = {0};
+    env_set(&env2, "CREDEX_STORE_OPS_ADDR", "off");
+    env_set(&env2, "CREDEX_GATEWAY_OPS_ADDR", "0.0.0.0:9000");
+    cfg = load_ok(&env2);
+    assert_string_equal(cfg->ops_addr[CX_SVC_STORE], "off");
+    assert_string_equal(cfg->ops_addr[CX_SVC_GATEWAY], "0.0.0.0:9000");
+    cx_config_free(cfg);
+    for (size_t n = 0; n < sizeof(names) / sizeof(names[0]); n++) {
+        char msg[CX_ERROR_MESSAGE_MAX];
+        snprintf(msg, sizeof(msg), "%s: expected host:port with port 0..65535 or off, got \"9101\"",
+                 names[n]);
+        expect_load_error(names[n], "9101", msg);
+    }
+}
+
 static void test_urls_and_names(void **state)
 {
     (void)state;
@@ -1171,6 +1202,7 @@ int main(void)
         cmocka_unit_test(test_deadline_default_above_cap),
         cmocka_unit_test(test_metadata_cache_poll_below_bound),
         cmocka_unit_test(test_addresses),
+        cmocka_unit_test(test_ops_addresses),
         cmocka_unit_test(test_edge_allowed_origins),
         cmocka_unit_test(test_edge_ui_url),
         cmocka_unit_test(test_aws_endpoints),

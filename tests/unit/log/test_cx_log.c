@@ -674,10 +674,34 @@ static void test_secret_past_the_truncation_point_still_redacts(void **state)
     assert_non_null(strstr(line, "\"v\":\"[redacted]\""));
 }
 
+/* cx_log_set_trace: the thread's trace id follows correlation_id in every line until cleared;
+ * anything but 32 lower-case hex digits clears it; a field named trace_id cannot forge it. */
+static void test_trace_id(void **state)
+{
+    (void)state;
+    const char *t = "4bf92f3577b34da6a3ce929d0e0e4736";
+    cx_log_set_trace(t);
+    fmt(CX_LOG_INFO, "c1", "e", CX_LOG_FIELDS_(CX_LOG_STR("trace_id", "forged")), 1);
+    assert_non_null(strstr(
+        line, ",\"correlation_id\":\"c1\",\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\""));
+    assert_non_null(strstr(line, "\"field_trace_id\":\"forged\""));
+    cx_log_set_trace("4BF92F3577B34DA6A3CE929D0E0E4736"); /* upper case: not an id */
+    fmt(CX_LOG_INFO, "c1", "e", NULL, 0);
+    assert_null(strstr(line, "trace_id"));
+    cx_log_set_trace(t);
+    cx_log_set_trace(NULL);
+    fmt(CX_LOG_INFO, "c1", "e", NULL, 0);
+    assert_null(strstr(line, "trace_id"));
+    cx_log_set_trace("4bf92f35");
+    fmt(CX_LOG_INFO, "c1", "e", NULL, 0);
+    assert_null(strstr(line, "trace_id"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_default_service_before_init),
+        cmocka_unit_test(test_trace_id),
         cmocka_unit_test_setup(test_exact_sample_line, setup_logger),
         cmocka_unit_test_setup(test_timestamp_is_utc_now, setup_logger),
         cmocka_unit_test_setup(test_levels_and_names, setup_logger),

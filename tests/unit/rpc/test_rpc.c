@@ -69,6 +69,50 @@ static void test_correlation_ids(void **state)
     assert_true(rpc_correlation_id_valid(big, 64));
 }
 
+/* W3C traceparent: version 00 only, exact lengths and dashes, lower-case hex, no zero id. */
+static void test_traceparent(void **state)
+{
+    (void)state;
+    char tid[RPC_TRACE_ID_LEN + 1], flags[3];
+    const char *ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    assert_true(rpc_traceparent_parse(ok, strlen(ok), tid, flags));
+    assert_string_equal(tid, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_string_equal(flags, "01");
+    static const char *const bad[] = {
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", /* version */
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",  /* upper case */
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  /* zero trace id */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  /* zero parent id */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",  /* flags */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",   /* short */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-", /* long */
+        "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  /* separator */
+        "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",  /* dash moved */
+        "",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        strcpy(tid, "untouched");
+        assert_false(rpc_traceparent_parse(bad[i], strlen(bad[i]), tid, flags));
+        assert_string_equal(tid, "untouched");
+    }
+    /* A child span keeps the trace and flags and makes a new, non-zero parent id. */
+    char tp[RPC_TRACEPARENT_LEN + 1], child_tid[RPC_TRACE_ID_LEN + 1];
+    rpc_trace_child(ok, tp, child_tid);
+    assert_string_equal(child_tid, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_true(rpc_traceparent_parse(tp, strlen(tp), tid, flags));
+    assert_string_equal(flags, "01");
+    assert_memory_equal(tp, ok, 36);
+    assert_memory_not_equal(tp + 36, ok + 36, 16);
+    /* Invalid or absent: a new trace, valid itself. */
+    rpc_trace_child(bad[2], tp, child_tid);
+    assert_string_not_equal(child_tid, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_true(rpc_traceparent_parse(tp, strlen(tp), tid, flags));
+    assert_string_equal(tid, child_tid);
+    rpc_trace_child(NULL, tp, child_tid);
+    assert_true(rpc_traceparent_parse(tp, strlen(tp), tid, flags));
+}
+
 static void test_arena(void **state)
 {
     (void)state;
@@ -379,8 +423,9 @@ static void test_access_log_fields(void **state)
     assert_non_null(strstr(done, "\"version\":7"));
     assert_non_null(strstr(done, "\"cached\":true"));
     assert_non_null(strstr(done, "\"extra\":\"f3\""));
-    assert_null(strstr(done, "f6")); /* the seventh field and after: dropped */
-    assert_null(strstr(done, "f7"));
+    /* The seventh field and after: dropped (quoted: the line's trace id is random hex). */
+    assert_null(strstr(done, "\"f6\""));
+    assert_null(strstr(done, "\"f7\""));
     fclose(log);
     rpc_arena_free(arena);
 }
@@ -1224,6 +1269,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_identity_from_uri),
         cmocka_unit_test(test_correlation_ids),
+        cmocka_unit_test(test_traceparent),
         cmocka_unit_test(test_arena),
         cmocka_unit_test(test_pack_wiped_on_release),
         cmocka_unit_test(test_unpack_copies_only_into_arena),

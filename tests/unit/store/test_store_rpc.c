@@ -2142,8 +2142,8 @@ static char kw_addr[64];
 
 static pid_t spawn_keywrap(const char *bin, int port)
 {
-    char e[8][700];
-    char *envp[9];
+    char e[9][700];
+    char *envp[10];
     snprintf(e[0], sizeof(e[0]), "CREDEX_KEYWRAP_ADDR=127.0.0.1:%d", port);
     snprintf(e[1], sizeof(e[1]), "CREDEX_TLS_CA=%s", tk_pki_path("ca.pem"));
     snprintf(e[2], sizeof(e[2]), "CREDEX_TLS_CERT=%s", tk_pki_path("keywrap.pem"));
@@ -2152,9 +2152,11 @@ static pid_t spawn_keywrap(const char *bin, int port)
     snprintf(e[5], sizeof(e[5]), "CAIPE_CREDENTIALS_ENABLED=true");
     snprintf(e[6], sizeof(e[6]), "CREDEX_LOG_LEVEL=warn");
     snprintf(e[7], sizeof(e[7]), "ASAN_OPTIONS=detect_leaks=0");
-    for (int i = 0; i < 8; i++)
+    /* No operations listener: its default port may be taken on a shared machine. */
+    snprintf(e[8], sizeof(e[8]), "CREDEX_KEYWRAP_OPS_ADDR=off");
+    for (int i = 0; i < 9; i++)
         envp[i] = e[i];
-    envp[8] = NULL;
+    envp[9] = NULL;
     char *argv[] = {(char *)bin, NULL};
     pid_t pid;
     assert_int_equal(posix_spawn(&pid, bin, NULL, NULL, argv, envp), 0);
