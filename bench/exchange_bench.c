@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench/bench_gateway.h"
 #include "bench/bench_kit.h"
 #include "common/rpc/rpc.h"
 #include "credex/v1/common.pb-c.h"
@@ -135,19 +136,16 @@ int main(int argc, char **argv)
                         "of bench/exchange_bench.c)\n");
         return 2;
     }
-    char *stoken = bench_read_token(stoken_file), *utoken = bench_read_token(utoken_file);
-    size_t blen = strlen(stoken) + 8;
-    char *bearer = malloc(blen);
-    snprintf(bearer, blen, "Bearer %s", stoken);
-    sh.headers[0] = (rpc_header_t){"authorization", bearer};
-    sh.headers[1] = (rpc_header_t){"x-credex-user-token", utoken};
-    cx_error_t err;
-    rpc_tls_t tls = {.ca_file = ca, .cert_file = cert, .key_file = key};
-    sh.client = rpc_client_new(addr, peer, &tls, &err);
-    if (sh.client == NULL) {
-        fprintf(stderr, "exchange_bench: client: %s\n", err.message);
+    const bench_gateway_t g = {.addr = addr,
+                               .peer = peer,
+                               .ca = ca,
+                               .cert = cert,
+                               .key = key,
+                               .stoken_file = stoken_file,
+                               .utoken_file = utoken_file};
+    sh.client = bench_gateway_client("exchange_bench", &g, sh.headers);
+    if (sh.client == NULL)
         return 1;
-    }
     printf("exchange_bench: gateway %s, %.0fs per level\n", addr, seconds);
     printf("warm-up (not a figure)\n");
     run_level(&sh, OP_RETRIEVE, 4, 1.0, false);
@@ -165,8 +163,7 @@ int main(int argc, char **argv)
     }
     free(copy);
     rpc_client_free(sh.client);
-    free(bearer);
-    free(stoken);
-    free(utoken);
+    free((char *)sh.headers[0].value);
+    free((char *)sh.headers[1].value);
     return 0;
 }

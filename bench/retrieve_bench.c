@@ -34,6 +34,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench_gateway.h"
 #include "bench/bench_kit.h"
 #include "common/rpc/rpc.h"
 #include "credex/v1/common.pb-c.h"
@@ -210,20 +211,17 @@ int main(int argc, char **argv)
         return 2;
     }
     static struct shared sh;
-    char *stoken = bench_read_token(stoken_file), *utoken = bench_read_token(utoken_file);
-    size_t blen = strlen(stoken) + 8;
-    char *bearer = malloc(blen);
-    snprintf(bearer, blen, "Bearer %s", stoken);
-    sh.headers[0] = (rpc_header_t){"authorization", bearer};
-    sh.headers[1] = (rpc_header_t){"x-credex-user-token", utoken};
-
-    cx_error_t err;
-    rpc_tls_t tls = {.ca_file = ca, .cert_file = cert, .key_file = key};
-    sh.client = rpc_client_new(addr, peer, &tls, &err);
-    if (sh.client == NULL) {
-        fprintf(stderr, "retrieve_bench: client: %s\n", err.message);
+    const bench_gateway_t g = {.addr = addr,
+                               .peer = peer,
+                               .ca = ca,
+                               .cert = cert,
+                               .key = key,
+                               .stoken_file = stoken_file,
+                               .utoken_file = utoken_file};
+    sh.client = bench_gateway_client("retrieve_bench", &g, sh.headers);
+    if (sh.client == NULL)
         return 1;
-    }
+    cx_error_t err;
 
     /* The secrets every level retrieves (and rotates). */
     for (long i = 0; i < nsecrets; i++) {
@@ -264,8 +262,7 @@ int main(int argc, char **argv)
     rpc_client_free(sh.client);
     for (size_t i = 0; i < sh.nsecrets; i++)
         free(sh.secret_ids[i]);
-    free(bearer);
-    free(stoken);
-    free(utoken);
+    free((char *)sh.headers[0].value);
+    free((char *)sh.headers[1].value);
     return 0;
 }
