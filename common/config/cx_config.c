@@ -616,6 +616,7 @@ static const cx_config_var_t cx_config_vars[] = {
     CX_STR("CREDEX_JWT_CLIENT_CLAIM", jwt_client_claim, "client_id", cx_config_check_client_claim,
            "a claim name of [A-Za-z0-9_.:-], not iss/sub/aud/azp/exp/nbf/iat/jti/typ"),
     CX_STR("CREDEX_LOCAL_CMK_KEY_FILE", local_cmk_key_file, "", NULL, NULL),
+    CX_STR("CREDEX_LOCAL_CMK_RETIRED_KEY_FILE", local_cmk_retired_key_file, "", NULL, NULL),
     CX_UNSIGNED("CREDEX_MONGO_TIMEOUT_MS", mongo_timeout_ms, 100, 60000, 3000),
     CX_ENUM("CREDEX_MONGO_WRITE_CONCERN", cx_config_write_concerns, cx_config_set_write_concern, 0),
     CX_UNSIGNED("CREDEX_MONGO_POOL_MAX", mongo_pool_max, 1, 1024, 32),

@@ -95,16 +95,19 @@ typedef struct cx_config {
     char jwt_issuer[256];             /* CREDEX_JWT_ISSUER, default "" */
     char jwt_audience[128];           /* CREDEX_JWT_AUDIENCE, default "credex" */
     char local_cmk_key_file[512];     /* CREDEX_LOCAL_CMK_KEY_FILE, default "" */
-    unsigned mongo_timeout_ms;        /* CREDEX_MONGO_TIMEOUT_MS 100..60000, default 3000 */
-    bool mongo_write_majority;        /* CREDEX_MONGO_WRITE_CONCERN majority|1, default majority */
-    unsigned mongo_pool_max;          /* CREDEX_MONGO_POOL_MAX 1..1024, default 32 */
-    unsigned dek_cache_ttl_ms;        /* CREDEX_DEK_CACHE_TTL_MS 0..3600000 (0: off), def. 60000 */
-    unsigned dek_cache_max_uses;      /* CREDEX_DEK_CACHE_MAX_USES 1..1000000, default 1000 */
-    unsigned dek_cache_max_entries;   /* CREDEX_DEK_CACHE_MAX_ENTRIES 0..1000000, default 4096 */
-    unsigned jwt_leeway_s;            /* CREDEX_JWT_LEEWAY_S 0..300, default 30 */
-    unsigned jwks_cache_s;            /* CREDEX_JWKS_CACHE_S 10..86400, default 300 */
-    unsigned jwks_timeout_ms;         /* CREDEX_JWKS_TIMEOUT_MS 100..60000, default 3000 */
-    unsigned openfga_timeout_ms;      /* CREDEX_OPENFGA_TIMEOUT_MS 50..60000, default 2000 */
+    /* CREDEX_LOCAL_CMK_RETIRED_KEY_FILE, default "": a local-cmk root whose keys keywrap still
+     * unwraps and rewraps (CMK rotation), never wraps new keys under */
+    char local_cmk_retired_key_file[512];
+    unsigned mongo_timeout_ms;      /* CREDEX_MONGO_TIMEOUT_MS 100..60000, default 3000 */
+    bool mongo_write_majority;      /* CREDEX_MONGO_WRITE_CONCERN majority|1, default majority */
+    unsigned mongo_pool_max;        /* CREDEX_MONGO_POOL_MAX 1..1024, default 32 */
+    unsigned dek_cache_ttl_ms;      /* CREDEX_DEK_CACHE_TTL_MS 0..3600000 (0: off), def. 60000 */
+    unsigned dek_cache_max_uses;    /* CREDEX_DEK_CACHE_MAX_USES 1..1000000, default 1000 */
+    unsigned dek_cache_max_entries; /* CREDEX_DEK_CACHE_MAX_ENTRIES 0..1000000, default 4096 */
+    unsigned jwt_leeway_s;          /* CREDEX_JWT_LEEWAY_S 0..300, default 30 */
+    unsigned jwks_cache_s;          /* CREDEX_JWKS_CACHE_S 10..86400, default 300 */
+    unsigned jwks_timeout_ms;       /* CREDEX_JWKS_TIMEOUT_MS 100..60000, default 3000 */
+    unsigned openfga_timeout_ms;    /* CREDEX_OPENFGA_TIMEOUT_MS 50..60000, default 2000 */
     unsigned openfga_cache_ttl_ms;  /* CREDEX_OPENFGA_CACHE_TTL_MS 0..600000 (0: off), def 10000 */
     unsigned openfga_watch_ms;      /* CREDEX_OPENFGA_WATCH_MS 20..10000, default 100 */
     unsigned jwt_cache_max_entries; /* CREDEX_JWT_CACHE_MAX_ENTRIES 0..1000000, default 4096 */
