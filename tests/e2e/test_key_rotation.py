@@ -1,0 +1,360 @@
+"""Issue 14, deliverable 2: online CMK rotation (docs/KEY_ROTATION.md).
+
+A private stack (the rotation moves every data key of its database, which the session stack's
+other tests must not see). Each case reconfigures keywrap the way an operator does: a keywrap
+process on the new CMK and a store + gateway pair in front of it (the stack's own keywrap keeps
+the old CMK, like a replica not yet rolled), then `credexctl keys rewrap` against that store.
+With local-cmk, any CMK id under the same root unwraps, so keys under the old CMK stay readable
+throughout, which is what the retrievals running during the rotation check.
+
+Cases: a CMK id change under continuous traffic (retrievals, creates and rotations: no call
+fails, every value is intact, every key moves, one audit event per key with the run id, a second
+run moves nothing); a run killed with SIGKILL and run again (the sum of both runs is every key
+exactly once); a tampered payload (another payload's wrapped key copied into it) reported as
+integrity_error and audited while the rest move; keywrap killed during a run (unavailable, and
+every payload either fully moved and audited or untouched).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import re
+import secrets
+import signal
+import subprocess
+import threading
+import time
+
+import grpc
+import pytest
+
+import credex_api as x
+import credex_harness as h
+
+PAYLOADS = "credential_encrypted_payloads"
+EVENTS = "credential_audit_events"
+CMK_A = "alias/credex-local"  # scripts/run's CREDENTIAL_KMS_CMK_ID
+
+
+@pytest.fixture(scope="module")
+def rot(tmp_path_factory, providers):
+    run_dir = tmp_path_factory.mktemp("rotation")
+    try:
+        stack = h.start_stack(run_dir, extra_env=providers.env())
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    stack.env |= providers.env()
+    api = x.Api(stack, tmp_path_factory.mktemp("rotation-certs"))
+    try:
+        api.grant_retriever(x.AGENT)
+        yield stack, api
+    finally:
+        api.close()
+        problems = h.stop_stack(stack)
+        if problems:
+            pytest.fail("rotation stack teardown:\n" + "\n\n".join(problems), pytrace=False)
+
+
+@contextlib.contextmanager
+def keywrap_on(stack, cmk: str, **kw_env):
+    """keywrap on CMK `cmk` and a store + gateway pair using it: (keywrap, gateway, store)."""
+    kw = stack.spawn("keywrap", CREDENTIAL_KMS_CMK_ID=cmk, **kw_env)
+    try:
+        stack.wait_healthy(kw)
+        gateway, store = stack.spawn_pair(CREDEX_KEYWRAP_ADDR=kw.addr)
+        try:
+            yield kw, gateway, store
+        finally:
+            codes = stack.stop_pair(gateway, store)
+            assert codes == {"gateway": 0, "store": 0}, (codes, h.tail(store.log_path))
+    finally:
+        if kw.proc.poll() is None:
+            assert kw.stop() == 0, h.tail(kw.log_path)
+
+
+def ctl_env(stack, store_addr: str) -> dict[str, str]:
+    return h.clean_base_env() | stack.env | {
+        "CREDEX_TLS_CERT": str(stack.pki.cert(h.CLI_IDENTITY)),
+        "CREDEX_TLS_KEY": str(stack.pki.key(h.CLI_IDENTITY)),
+        "CREDEX_STORE_ADDR": store_addr,
+    }
+
+
+def rewrap(stack, store_addr: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([str(stack.credexctl), "keys", "rewrap", *args], env=ctl_env(stack, store_addr),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def report(res: subprocess.CompletedProcess) -> dict:
+    """The --json report of a run."""
+    try:
+        return json.loads(res.stdout)
+    except ValueError:
+        raise AssertionError(f"no JSON report (exit {res.returncode}):\n{res.stdout}\n{res.stderr}") from None
+
+
+def payloads(api) -> list[dict]:
+    client, db = api.mongo()
+    try:
+        return list(db[PAYLOADS].find({}, {"ciphertext": 0, "nonce": 0, "tag": 0}))
+    finally:
+        client.close()
+
+
+def events(api, event_type: str, run_id: str) -> list[dict]:
+    client, db = api.mongo()
+    try:
+        return list(db[EVENTS].find({"event_type": event_type, "attributes.run_id": run_id}))
+    finally:
+        client.close()
+
+
+def under(api, cmk: str) -> tuple[int, int]:
+    """(payloads under local-cmk `cmk`, all payloads)."""
+    docs = payloads(api)
+    return sum(d["key_provider"] == "local-cmk" and d["key_id"] == cmk for d in docs), len(docs)
+
+
+def make_secrets(api, n: int, tag: str) -> dict[str, tuple[str, bytes]]:
+    """n secrets of fresh users (every third one rotated once): {secret id: (user, current value)}."""
+    out = {}
+    for i in range(n):
+        user = x.uid(f"rot{tag}")
+        value = f"rot-{tag}-{i}-{secrets.token_hex(8)}".encode()
+        sid = api.ui(user).create(value).secret.secret_id
+        if i % 3 == 0:
+            value = f"rot-{tag}-{i}-v2-{secrets.token_hex(8)}".encode()
+            api.ui(user).rotate(sid, value)
+        out[sid] = (user, value)
+    return out
+
+
+def retrieves_all(api, known: dict[str, tuple[str, bytes]], addr: str | None = None) -> None:
+    for sid, (user, value) in known.items():
+        got = api.agent(user, addr=addr).retrieve(sid)
+        assert got.value == value, sid
+
+
+class Traffic(threading.Thread):
+    """Retrievals of known secrets through one gateway, with a create or a rotation every tenth
+    call, until stopped; every failed call is kept."""
+
+    def __init__(self, api, known: dict[str, tuple[str, bytes]], addr: str):
+        super().__init__(daemon=True)
+        self.api, self.known, self.addr = api, known, addr
+        self.stop_flag = threading.Event()
+        self.calls = 0
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+
+    def run(self):
+        rnd = random.Random(14)
+        while not self.stop_flag.is_set():
+            with self.lock:
+                sid = rnd.choice(sorted(self.known))
+                user, value = self.known[sid]
+            try:
+                if self.calls % 10 == 5:
+                    new = f"rot-live-{secrets.token_hex(8)}".encode()
+                    self.api.ui(user, addr=self.addr).rotate(sid, new)
+                    with self.lock:
+                        self.known[sid] = (user, new)
+                elif self.calls % 10 == 9:
+                    u2 = x.uid("rotlive")
+                    v2 = f"rot-new-{secrets.token_hex(8)}".encode()
+                    s2 = self.api.ui(u2, addr=self.addr).create(v2).secret.secret_id
+                    with self.lock:
+                        self.known[s2] = (u2, v2)
+                else:
+                    got = self.api.agent(user, addr=self.addr).retrieve(sid, timeout=15)
+                    if got.value != value:
+                        self.failures.append(f"{sid}: another value")
+            except Exception as e:  # noqa: BLE001 - every failure is the finding
+                self.failures.append(f"{sid}: {e!r}"[:300])
+            self.calls += 1
+
+    def stop(self):
+        self.stop_flag.set()
+        self.join(timeout=60)
+
+
+def test_cmk_change_under_continuous_traffic(rot):
+    stack, api = rot
+    known = make_secrets(api, 60, "a")
+    moving, total = under(api, CMK_A)
+    assert moving == total >= 80
+    with keywrap_on(stack, "alias/credex-b") as (_, gateway, store):
+        traffic = Traffic(api, known, gateway.addr)
+        traffic.start()
+        try:
+            time.sleep(1)  # traffic flowing before the run starts
+            res = rewrap(stack, store.addr, "--batch", "10", "--rate", "40", "--run-id", "rot-case1", "--json")
+            time.sleep(1)
+        finally:
+            traffic.stop()
+        assert res.returncode == 0, res.stdout + res.stderr
+        r = report(res)
+        assert r["target"] == {"key_provider": "local-cmk", "key_id": "alias/credex-b"}
+        assert (r["rewrapped"], r["failed"], r["remaining"]) == (moving, 0, 0), r
+        # Paced at 40 keys/s: a call starts only once the keys before it took 1/40 s each, so
+        # over the run at most 40 * moving / (moving - one batch).
+        assert r["keys_per_second"] <= 40 * moving / (moving - 10) + 1, r
+        # Not a terminal: plain progress lines on stderr, never key material.
+        assert re.search(r"rewrap: \d+/\d+ keys", res.stderr), res.stderr
+        assert traffic.calls >= 20 and traffic.failures == [], (traffic.calls, traffic.failures[:5])
+        # Every key is under B, each moved key has exactly one event with the run id.
+        docs = payloads(api)
+        assert all((d["key_provider"], d["key_id"]) == ("local-cmk", "alias/credex-b") for d in docs)
+        evs = events(api, "secret.key_rewrapped", "rot-case1")
+        assert len(evs) == moving
+        assert len({e["attributes"]["payload_id"] for e in evs}) == moving
+        e = evs[0]
+        assert e["outcome"] == "success" and e["peer"] == "credexctl" and e["owner_id"]
+        assert (e["attributes"]["from_key_id"], e["attributes"]["to_key_id"]) == (CMK_A, "alias/credex-b")
+        assert {d["_id"] for d in docs if "rewrapped_at" in d} == {e["attributes"]["payload_id"] for e in evs}
+        # Every value intact, through the new keywrap and through the stack's (old CMK id).
+        retrieves_all(api, traffic.known, gateway.addr)
+        retrieves_all(api, traffic.known)
+        # Idempotent: a second run finds nothing.
+        again = rewrap(stack, store.addr, "--run-id", "rot-case1b")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "rewrapped: 0" in again.stdout and "remaining: 0" in again.stdout, again.stdout
+        dry = rewrap(stack, store.addr, "--dry-run")
+        assert dry.returncode == 0 and "remaining: 0" in dry.stdout, dry.stdout + dry.stderr
+    # The report and the logs name ids, never a value or key bytes.
+    for value in {v for _, v in traffic.known.values()}:
+        assert value.decode() not in res.stdout + res.stderr
+
+
+def test_killed_run_resumes_and_moves_each_key_once(rot):
+    stack, api = rot
+    make_secrets(api, 30, "k")
+    with keywrap_on(stack, "alias/credex-c") as (_, _gw, store):
+        moving = len(payloads(api)) - under(api, "alias/credex-c")[0]
+        dry = rewrap(stack, store.addr, "--dry-run")
+        assert dry.returncode == 1 and f"remaining: {moving}" in dry.stdout, dry.stdout + dry.stderr
+        proc = subprocess.Popen([str(stack.credexctl), "keys", "rewrap", "--batch", "5", "--rate", "20",
+                                 "--run-id", "rot-case2a"], env=ctl_env(stack, store.addr),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            x.wait_until(lambda: len(events(api, "secret.key_rewrapped", "rot-case2a")) >= 10, 60,
+                         what="the first run to move 10 keys")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)
+        res = rewrap(stack, store.addr, "--run-id", "rot-case2b", "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        second = report(res)["rewrapped"]
+        # Counted now: the call the kill cut short may have gone on with its batch meanwhile
+        # (a key both runs reached is replaced once; the later one finds it already current).
+        first = len(events(api, "secret.key_rewrapped", "rot-case2a"))
+        assert 10 <= first < moving
+        assert first + second == moving
+        assert len(events(api, "secret.key_rewrapped", "rot-case2b")) == second
+        assert under(api, "alias/credex-c")[0] == len(payloads(api))
+        # No payload moved twice: one event per payload over both runs.
+        ids = [e["attributes"]["payload_id"] for r in ("rot-case2a", "rot-case2b")
+               for e in events(api, "secret.key_rewrapped", r)]
+        assert len(ids) == len(set(ids)) == moving
+
+
+def test_tampered_payload_is_reported_and_the_rest_move(rot):
+    stack, api = rot
+    known = make_secrets(api, 4, "t")
+    victim, donor = sorted(known)[:2]
+    client, db = api.mongo()
+    try:
+        vdoc = db[PAYLOADS].find_one({"secret_id": victim, "version": 1})
+        ddoc = db[PAYLOADS].find_one({"secret_id": donor, "version": 1})
+        db[PAYLOADS].update_one({"_id": vdoc["_id"]}, {"$set": {"wrapped_key": ddoc["wrapped_key"]}})
+        with keywrap_on(stack, "alias/credex-d") as (_, _gw, store):
+            res = rewrap(stack, store.addr, "--run-id", "rot-case3", "--batch", "7")
+            assert res.returncode == 1, res.stdout + res.stderr
+            assert "failures: 1" in res.stdout and "remaining: 1" in res.stdout, res.stdout
+            assert f"payload {vdoc['_id']} secret {victim} version 1: integrity_error" in res.stdout, res.stdout
+            failed = events(api, "secret.key_rewrap_failed", "rot-case3")
+            assert [(e["resource_id"], e["outcome"], e["reason"]) for e in failed] == [
+                (victim, "failed", "integrity_error")]
+            assert under(api, "alias/credex-d") == (len(payloads(api)) - 1, len(payloads(api)))
+            left = db[PAYLOADS].find_one({"_id": vdoc["_id"]})
+            assert left["wrapped_key"] == ddoc["wrapped_key"] and left["key_id"] != "alias/credex-d"
+            # Put the key back: the next run moves it, and nothing is left.
+            db[PAYLOADS].update_one({"_id": vdoc["_id"]}, {"$set": {"wrapped_key": vdoc["wrapped_key"]}})
+            res = rewrap(stack, store.addr, "--run-id", "rot-case3b")
+            assert res.returncode == 0 and "rewrapped: 1" in res.stdout, res.stdout + res.stderr
+    finally:
+        client.close()
+
+
+def test_keywrap_down_is_unavailable_and_nothing_is_half_written(rot):
+    stack, api = rot
+    make_secrets(api, 20, "d")
+    total = len(payloads(api))
+    with keywrap_on(stack, "alias/credex-e") as (kw, _gw, store):
+        proc = subprocess.Popen([str(stack.credexctl), "keys", "rewrap", "--batch", "5", "--rate", "15",
+                                 "--run-id", "rot-case4"], env=ctl_env(stack, store.addr),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        x.wait_until(lambda: len(events(api, "secret.key_rewrapped", "rot-case4")) >= 5, 60,
+                     what="the run to move 5 keys")
+        assert kw.stop(signal.SIGKILL) == -signal.SIGKILL
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1, out + err
+        assert "credexctl: unavailable: keywrap: " in err and "run the command again" in err, err
+        # Every payload is either moved (key fields and its event) or untouched.
+        moved = {e["attributes"]["payload_id"] for e in events(api, "secret.key_rewrapped", "rot-case4")}
+        for d in payloads(api):
+            assert (d["key_id"] == "alias/credex-e") == (d["_id"] in moved), d["_id"]
+        assert 5 <= len(moved) < total
+        assert f"rewrapped: {len(moved)}" in out, out
+    # A fresh keywrap on the same CMK finishes the rotation.
+    with keywrap_on(stack, "alias/credex-e") as (_, gateway, store):
+        res = rewrap(stack, store.addr, "--run-id", "rot-case4b")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert under(api, "alias/credex-e") == (total, total)
+        dry = rewrap(stack, store.addr, "--dry-run", "--json")
+        assert dry.returncode == 0 and report(dry)["remaining"] == 0
+
+
+def test_rewrap_rpc_is_for_the_operator_only_and_checks_its_input(rot):
+    """store.RewrapDataKeys answers only the operator's identity (credexctl) and refuses a
+    request outside its contract with invalid_argument, before it rewraps anything."""
+    stack, api = rot
+    p = api.pb
+    C = grpc.StatusCode
+
+    def call(identity, **fields):
+        with stack.channel("store", identity) as ch:
+            stub = p.store_grpc.CredentialStoreStub(ch)
+            return stub.RewrapDataKeys(p.store.StoreRewrapDataKeysRequest(**fields), timeout=10)
+
+    before = payloads(api)
+    for peer in ("gateway", "oauth"):
+        with pytest.raises(grpc.RpcError) as info:
+            call(peer, run_id="rot-peer", limit=10)
+        assert info.value.code() == C.PERMISSION_DENIED, x.describe(info.value)
+    bad = [{"limit": 10},  # no run id
+           {"run_id": "rot bad", "limit": 10},  # not an id
+           {"run_id": "rot-in", "limit": 0},
+           {"run_id": "rot-in", "limit": 101},
+           {"run_id": "rot-in", "limit": 10, "after_payload_id": "sec_" + "0" * 26},
+           {"run_id": "rot-in", "limit": 10, "after_payload_id": "pay_0"},
+           {"run_id": "rot-in", "limit": 101, "count_only": True}]
+    for fields in bad:
+        with pytest.raises(grpc.RpcError) as info:
+            call(h.CLI_IDENTITY, **fields)
+        assert (info.value.code(), x.reason(info.value)) == (C.INVALID_ARGUMENT, "invalid_argument"), fields
+        assert "rot bad" not in (info.value.details() or "")
+    # The stack's keywrap (CMK A): a count, then nothing to do after the last payload id.
+    got = call(h.CLI_IDENTITY, run_id="rot-in", count_only=True)
+    assert (got.target_key_id, got.rewrapped) == (CMK_A, 0)
+    assert got.remaining == len(before) - under(api, CMK_A)[0]
+    assert payloads(api) == before
+    # credexctl refuses bad options itself (exit 2), naming the option, never sending them.
+    for args in (["--batch", "0"], ["--batch", "101"], ["--rate", "-1"], ["--run-id", "no spaces"],
+                 ["--bogus"]):
+        res = rewrap(stack, stack.addrs["store"], *args)
+        assert res.returncode == 2 and "credexctl: usage: keys rewrap:" in res.stderr, (args, res.stderr)
+    res = rewrap(stack, "127.0.0.1:1")
+    assert res.returncode == 1 and res.stderr.startswith("credexctl: unavailable:"), res.stderr
