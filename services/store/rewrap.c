@@ -231,6 +231,7 @@ static bool store_rewrap_one(store_rewrap_run_t *run, const bson_t *doc, cx_erro
     if (!id || !sid || !store_payload_decode(doc, &p, &kerr) || strcmp(id, p.payload_id) != 0)
         return store_rewrap_failed(run, id, sid, 0, NULL, CX_ERR_INTEGRITY,
                                    "stored payload is malformed", err);
+    x->secret_id = sid; /* validated: the events of this key are about it */
     if (!store_load_ref(x, sid, &ref, &kerr)) {
         if (kerr.code != CX_ERR_NOT_FOUND && kerr.code != CX_ERR_INTEGRITY) {
             cx_error_copy(err, &kerr);

@@ -214,6 +214,8 @@ def test_cmk_change_under_continuous_traffic(rot):
         assert e["outcome"] == "success" and e["peer"] == "credexctl" and e["owner_id"]
         assert (e["attributes"]["from_key_id"], e["attributes"]["to_key_id"]) == (CMK_A, "alias/credex-b")
         assert {d["_id"] for d in docs if "rewrapped_at" in d} == {e["attributes"]["payload_id"] for e in evs}
+        secret_of = {d["_id"]: d["secret_id"] for d in docs}
+        assert all(e["resource_id"] == secret_of[e["attributes"]["payload_id"]] for e in evs)
         # Every value intact, through the new keywrap and through the stack's (old CMK id).
         retrieves_all(api, traffic.known, gateway.addr)
         retrieves_all(api, traffic.known)
