@@ -1,32 +1,30 @@
 /* keywrap: credex.v1.KeyWrap with the local-cmk and aws-kms providers (see keywrap.h,
  * docs/ENVELOPE.md, docs/KMS.md). */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "common/log/cx_log.h"
 #include "credex/v1/keywrap.pb-c.h"
 #include "services/keywrap/keywrap.h"
 #include "services/keywrap/keywrap_aws.h"
+#include "services/keywrap/keywrap_local.h"
 
 #define KEYWRAP_SERVICE     "credex.v1.KeyWrap"
 #define KEYWRAP_AAD_PREFIX  "credex-keywrap-v1"
-#define KEYWRAP_HKDF_SALT   "credex-local-cmk"
-#define KEYWRAP_HKDF_INFO   "credex local-cmk v1|"
 #define KEYWRAP_KEY_VERSION "1"
+#define KEYWRAP_RETIRED_NOTE                                                                       \
+    "a retired local-cmk root is loaded (CREDEX_LOCAL_CMK_RETIRED_KEY_FILE) for a CMK rotation: "  \
+    "run credexctl keys rewrap until it reports remaining 0, then unset the variable and restart " \
+    "keywrap (docs/KEY_ROTATION.md)"
 #define KEYWRAP_PRODUCTION_REFUSAL                                                                 \
     "local-cmk is a development key provider and is refused in production mode "                   \
     "(CREDEX_PRODUCTION=true); use CREDENTIAL_KEY_PROVIDER=aws-kms"
 
 typedef struct keywrap {
-    keywrap_aws_t *aws; /* aws-kms: every key operation goes to KMS; NULL for local-cmk */
-    cx_secret_t *root;  /* never encrypts anything itself: only derives KEKs */
-    cx_secret_t *kek;   /* KEK of the current CMK id, derived once */
+    keywrap_aws_t *aws;     /* aws-kms: every key operation goes to KMS; NULL for local-cmk */
+    keywrap_local_t *local; /* local-cmk roots; with aws-kms only a retired one, else NULL */
     char cmk_id[KEYWRAP_KEY_ID_MAX + 1];
     char configured_name[16];
     bool production;
@@ -105,96 +103,6 @@ bool keywrap_context_aad(const cx_kv_t *pairs, size_t n, const char *key_id, uns
     return true;
 }
 
-/* ---- keys ------------------------------------------------------------------------------- */
-
-static cx_secret_t *keywrap_derive_kek(const cx_secret_t *root, const char *cmk_id, cx_error_t *err)
-{
-    char info[sizeof(KEYWRAP_HKDF_INFO) + KEYWRAP_KEY_ID_MAX];
-    size_t ilen = sizeof(KEYWRAP_HKDF_INFO) - 1;
-    size_t idlen = strnlen(cmk_id, KEYWRAP_KEY_ID_MAX + 1);
-    if (idlen == 0 || idlen > KEYWRAP_KEY_ID_MAX) {
-        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "key_id must be 1..%d bytes",
-                     KEYWRAP_KEY_ID_MAX);
-        return NULL;
-    }
-    memcpy(info, KEYWRAP_HKDF_INFO, ilen);
-    memcpy(info + ilen, cmk_id, idlen);
-    return cx_crypto_hkdf_sha256(root, KEYWRAP_HKDF_SALT, sizeof(KEYWRAP_HKDF_SALT) - 1, info,
-                                 ilen + idlen, CX_AES_KEY_LEN, err);
-}
-
-/* The root key file: 64 hex digits and an optional final newline, as scripts/lib/pki.sh writes
- * it. Anything else is refused rather than guessed at: a mis-read root key would silently
- * make every stored secret unreadable. Errors name the variable and the path, never content. */
-static cx_secret_t *keywrap_load_root(const char *path, cx_error_t *err)
-{
-    enum { HEX_LEN = 2 * CX_AES_KEY_LEN };
-    unsigned char buf[HEX_LEN + 2];
-    unsigned char raw[CX_AES_KEY_LEN];
-    cx_secret_t *root = NULL;
-    struct stat st;
-    size_t len = 0;
-    int fd = -1;
-
-    if (path == NULL || path[0] == '\0') {
-        cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
-                     "CREDEX_LOCAL_CMK_KEY_FILE is not set: the local-cmk key provider needs its "
-                     "root key file (scripts/run creates .run/pki/local-cmk.key)");
-        return NULL;
-    }
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
-                     "CREDEX_LOCAL_CMK_KEY_FILE: cannot open %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
-                     "CREDEX_LOCAL_CMK_KEY_FILE: %s is not a regular file", path);
-        goto out;
-    }
-    if ((st.st_mode & 077) != 0) {
-        cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
-                     "CREDEX_LOCAL_CMK_KEY_FILE: %s is accessible by group or others (mode %04o); "
-                     "it must be 0600 or stricter",
-                     path, (unsigned)(st.st_mode & 07777));
-        goto out;
-    }
-    for (;;) {
-        ssize_t r = read(fd, buf + len, sizeof(buf) - len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
-                         "CREDEX_LOCAL_CMK_KEY_FILE: cannot read %s: %s", path, strerror(errno));
-            goto out;
-        }
-        if (r == 0)
-            break;
-        len += (size_t)r;
-        if (len == sizeof(buf))
-            break; /* already too long to be a key file */
-    }
-    if (len == HEX_LEN + 1 && buf[HEX_LEN] == '\n')
-        len = HEX_LEN;
-    if (len != HEX_LEN ||
-        !cx_crypto_hex_decode((const char *)buf, HEX_LEN, raw, sizeof(raw), NULL)) {
-        cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
-                     "CREDEX_LOCAL_CMK_KEY_FILE: %s must hold exactly 32 bytes as 64 hex digits "
-                     "(and an optional newline)",
-                     path);
-        goto out;
-    }
-    root = cx_secret_from(raw, sizeof(raw));
-    if (root == NULL)
-        cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
-out:
-    cx_crypto_wipe(buf, sizeof(buf));
-    cx_crypto_wipe(raw, sizeof(raw));
-    close(fd);
-    return root;
-}
-
 /* ---- handlers' helpers ------------------------------------------------------------------ */
 
 static int64_t keywrap_now_ms(void)
@@ -204,16 +112,19 @@ static int64_t keywrap_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* One line per operation: what, which CMK, how many context keys, and the outcome. Never key
- * bytes and never context values (they name secrets and owners). */
+/* One line per operation: what, which CMK, which local root opened a local-cmk key (so an
+ * operator sees when the retired root is no longer used), how many context keys, and the
+ * outcome. Never key bytes and never context values (they name secrets and owners). */
 static void keywrap_log(rpc_call_t *call, const char *op, const char *key_id,
-                        const char *from_key_id, size_t nctx, bool ok, const cx_error_t *err)
+                        const char *from_key_id, const char *root, size_t nctx, bool ok,
+                        const cx_error_t *err)
 {
     const char *outcome = ok ? "ok" : cx_code_reason(err != NULL ? err->code : CX_ERR_INTERNAL);
     cx_log_at(ok ? CX_LOG_INFO : CX_LOG_WARN, rpc_call_correlation_id(call), "keywrap.op",
               CX_LOG_STR("op", op), CX_LOG_STR("peer", rpc_call_peer(call)),
               CX_LOG_STR("key_id", key_id), CX_LOG_STR("from_key_id", from_key_id),
-              CX_LOG_INT("context_keys", nctx), CX_LOG_STR("outcome", outcome));
+              CX_LOG_STR("root", root), CX_LOG_INT("context_keys", nctx),
+              CX_LOG_STR("outcome", outcome));
 }
 
 static bool keywrap_usable(const keywrap_t *kw, cx_error_t *err)
@@ -254,41 +165,49 @@ static Credex__V1__WrappedKey *keywrap_aws_reply_wk(rpc_call_t *call,
     return wk;
 }
 
-/* A stored WrappedKey the aws-kms provider can hand to KMS: its own provider, no version. */
-static bool keywrap_aws_wk_ok(const Credex__V1__WrappedKey *wk, const cx_kv_t *ctx, size_t n,
-                              cx_error_t *err)
+/* ---- stored keys: unwrapped from any readable key, wrapped under the current one --------- */
+
+/* What every stored WrappedKey needs before a provider looks at it. */
+static bool keywrap_wk_ok(const Credex__V1__WrappedKey *wk, cx_error_t *err)
 {
     if (wk == NULL || wk->ciphertext.len == 0)
         return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "wrapped_key is required");
     if (wk->key_provider == CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_UNSPECIFIED)
         return cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "wrapped_key.key_provider is required");
-    if (wk->key_provider != CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_AWS_KMS)
-        return cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
-                            "wrapped_key was wrapped by another key provider than aws-kms");
+    return true;
+}
+
+/* A stored aws-kms WrappedKey KMS can be asked about: no version, context and key id within
+ * the limits. */
+static bool keywrap_aws_wk_ok(const Credex__V1__WrappedKey *wk, const cx_kv_t *ctx, size_t n,
+                              cx_error_t *err)
+{
+    if (!keywrap_wk_ok(wk, err))
+        return false;
     if (wk->key_version != NULL && wk->key_version[0] != '\0')
         return cx_error_set(err, CX_ERR_NOT_FOUND,
                             "wrapped_key.key_version: aws-kms keys have no visible version");
     return keywrap_aws_context_ok(ctx, n, wk->key_id, err);
 }
 
-/* Wrap dek under the current CMK with the given context into a WrappedKey in the call arena. */
+/* Wrap dek under the current CMK with the given context into a WrappedKey in the call arena:
+ * KMS Encrypt for aws-kms (a key that comes from a retired local root), the current root's
+ * KEK for local-cmk. */
 static Credex__V1__WrappedKey *keywrap_wrap(rpc_call_t *call, const keywrap_t *kw,
                                             const cx_secret_t *dek, const cx_kv_t *ctx, size_t nctx,
                                             cx_error_t *err)
 {
-    unsigned char *aad = NULL;
-    size_t aadlen = 0;
-    Credex__V1__WrappedKey *wk = NULL;
-
-    if (!keywrap_context_aad(ctx, nctx, kw->cmk_id, &aad, &aadlen, err))
-        return NULL;
+    if (kw->aws != NULL) {
+        keywrap_aws_wrapped_t w;
+        if (!keywrap_aws_context_ok(ctx, nctx, kw->cmk_id, err) ||
+            !keywrap_aws_encrypt(kw->aws, dek, ctx, nctx, &w, err))
+            return NULL;
+        return keywrap_aws_reply_wk(call, &w);
+    }
     unsigned char *blob = rpc_call_alloc(call, KEYWRAP_BLOB_LEN);
-    blob[0] = KEYWRAP_FORMAT_V1;
-    if (!cx_crypto_seal(kw->kek, aad, aadlen, cx_secret_bytes(dek), cx_secret_len(dek), blob + 1,
-                        blob + 1 + CX_GCM_NONCE_LEN, blob + 1 + CX_GCM_NONCE_LEN + CX_AES_KEY_LEN,
-                        err))
-        goto out;
-    wk = rpc_call_alloc(call, sizeof(*wk));
+    if (!keywrap_local_wrap(kw->local, dek, ctx, nctx, blob, err))
+        return NULL;
+    Credex__V1__WrappedKey *wk = rpc_call_alloc(call, sizeof(*wk));
     credex__v1__wrapped_key__init(wk);
     wk->ciphertext.data = blob;
     wk->ciphertext.len = KEYWRAP_BLOB_LEN;
@@ -296,39 +215,37 @@ static Credex__V1__WrappedKey *keywrap_wrap(rpc_call_t *call, const keywrap_t *k
     wk->key_id = rpc_arena_strndup(rpc_call_arena(call), kw->cmk_id, strlen(kw->cmk_id));
     wk->key_version = rpc_arena_strndup(rpc_call_arena(call), KEYWRAP_KEY_VERSION,
                                         sizeof(KEYWRAP_KEY_VERSION) - 1);
-out:
-    free(aad);
     return wk;
 }
 
-/* Unwrap with the KEK of wk->key_id (any CMK id under the same root, so keys wrapped before a
- * CMK change still open). The data key, or NULL: INVALID_ARGUMENT for a missing or oversized
- * field, FAILED_PRECONDITION for another provider, NOT_FOUND for an unknown key version,
- * INTEGRITY for anything that does not authenticate. */
+/* Unwrap a stored key with whatever here may read it: KMS for an aws-kms key (provider aws-kms
+ * only); for a local-cmk key the readable roots (keywrap_local.h): the current root with the
+ * KEK of wk->key_id, so keys wrapped before a CMK id change still open, then a retired root.
+ * *root: the local root that opened it, NULL for KMS. The data key, or NULL: INVALID_ARGUMENT
+ * for a missing or oversized field, FAILED_PRECONDITION for a key nothing here can read,
+ * NOT_FOUND for an unknown key version, INTEGRITY for anything that does not authenticate. */
 static cx_secret_t *keywrap_unwrap(const keywrap_t *kw, const Credex__V1__WrappedKey *wk,
-                                   const cx_kv_t *ctx, size_t nctx, cx_error_t *err)
+                                   const cx_kv_t *ctx, size_t nctx, const char **root,
+                                   cx_error_t *err)
 {
-    keywrap_blob_t blob = {0};
-    unsigned char *aad = NULL;
-    size_t aadlen = 0;
-    cx_secret_t *kek = NULL, *dek = NULL;
-
-    if (kw->aws != NULL)
+    *root = NULL;
+    if (!keywrap_wk_ok(wk, err))
+        return NULL;
+    if (wk->key_provider == CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_AWS_KMS && kw->aws != NULL)
         return keywrap_aws_wk_ok(wk, ctx, nctx, err)
                    ? keywrap_aws_decrypt(kw->aws, wk->key_id, wk->ciphertext.data,
                                          wk->ciphertext.len, ctx, nctx, err)
                    : NULL;
-    if (wk == NULL || wk->ciphertext.len == 0) {
-        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "wrapped_key is required");
-        return NULL;
-    }
-    if (wk->key_provider == CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_UNSPECIFIED) {
-        cx_error_set(err, CX_ERR_INVALID_ARGUMENT, "wrapped_key.key_provider is required");
-        return NULL;
-    }
     if (wk->key_provider != CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_LOCAL_CMK) {
         cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
-                     "wrapped_key was wrapped by another key provider than local-cmk");
+                     "wrapped_key was wrapped by another key provider than %s",
+                     kw->aws != NULL ? "aws-kms" : "local-cmk");
+        return NULL;
+    }
+    if (kw->local == NULL) {
+        cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
+                     "wrapped_key was wrapped by local-cmk: aws-kms reads such keys only with "
+                     "their root as CREDEX_LOCAL_CMK_RETIRED_KEY_FILE (a CMK rotation)");
         return NULL;
     }
     if (wk->key_version == NULL || strcmp(wk->key_version, KEYWRAP_KEY_VERSION) != 0) {
@@ -337,27 +254,8 @@ static cx_secret_t *keywrap_unwrap(const keywrap_t *kw, const Credex__V1__Wrappe
                      "version " KEYWRAP_KEY_VERSION);
         return NULL;
     }
-    /* Context and key id first: a malformed request is the caller's bug, not tampering. */
-    if (!keywrap_context_aad(ctx, nctx, wk->key_id, &aad, &aadlen, err))
-        return NULL;
-    if (!keywrap_blob_parse(wk->ciphertext.data, wk->ciphertext.len, &blob, err))
-        goto out;
-    const cx_secret_t *use = kw->kek;
-    if (strcmp(wk->key_id, kw->cmk_id) != 0) {
-        kek = keywrap_derive_kek(kw->root, wk->key_id, err);
-        if (kek == NULL)
-            goto out;
-        use = kek;
-    }
-    dek = cx_crypto_open(use, aad, aadlen, blob.nonce, blob.ct, CX_AES_KEY_LEN, blob.tag, err);
-    if (dek == NULL && err != NULL && err->code == CX_ERR_INTEGRITY)
-        cx_error_set(err, CX_ERR_INTEGRITY,
-                     "wrapped key does not authenticate: tampered, swapped, or a different "
-                     "encryption context or key id");
-out:
-    cx_secret_free(kek);
-    free(aad);
-    return dek;
+    return keywrap_local_unwrap(kw->local, wk->key_id, wk->ciphertext.data, wk->ciphertext.len, ctx,
+                                nctx, root, err);
 }
 
 /* A copy of the data key in the call arena, which common/rpc wipes when the call ends. */
@@ -444,7 +342,7 @@ reply:;
     *reply = &r->base;
     ok = true;
 out:
-    keywrap_log(call, "GenerateDataKey", kw != NULL ? kw->cmk_id : NULL, NULL, n, ok, err);
+    keywrap_log(call, "GenerateDataKey", kw != NULL ? kw->cmk_id : NULL, NULL, NULL, n, ok, err);
     cx_secret_free(dek);
     return ok;
 }
@@ -457,6 +355,7 @@ static bool keywrap_unwrap_rpc(rpc_call_t *call, const ProtobufCMessage *request
     cx_kv_t kv[KEYWRAP_CONTEXT_MAX_PAIRS];
     size_t n = 0;
     cx_secret_t *dek = NULL;
+    const char *root = NULL;
     bool ok = false;
 
     if (!keywrap_usable(kw, err))
@@ -464,7 +363,7 @@ static bool keywrap_unwrap_rpc(rpc_call_t *call, const ProtobufCMessage *request
     if (!keywrap_context_of(req->n_encryption_context, (void *const *)req->encryption_context, kv,
                             &n, err))
         goto out;
-    dek = keywrap_unwrap(kw, req->wrapped_key, kv, n, err);
+    dek = keywrap_unwrap(kw, req->wrapped_key, kv, n, &root, err);
     if (dek == NULL)
         goto out;
     Credex__V1__UnwrapResponse *r = rpc_call_alloc(call, sizeof(*r));
@@ -473,8 +372,8 @@ static bool keywrap_unwrap_rpc(rpc_call_t *call, const ProtobufCMessage *request
     *reply = &r->base;
     ok = true;
 out:
-    keywrap_log(call, "Unwrap", req->wrapped_key != NULL ? req->wrapped_key->key_id : NULL, NULL, n,
-                ok, err);
+    keywrap_log(call, "Unwrap", req->wrapped_key != NULL ? req->wrapped_key->key_id : NULL, NULL,
+                root, n, ok, err);
     cx_secret_free(dek);
     return ok;
 }
@@ -487,6 +386,7 @@ static bool keywrap_rewrap(rpc_call_t *call, const ProtobufCMessage *request,
     cx_kv_t kv[KEYWRAP_CONTEXT_MAX_PAIRS];
     size_t n = 0;
     cx_secret_t *dek = NULL;
+    const char *root = NULL;
     bool ok = false;
 
     if (!keywrap_usable(kw, err))
@@ -494,10 +394,11 @@ static bool keywrap_rewrap(rpc_call_t *call, const ProtobufCMessage *request,
     if (!keywrap_context_of(req->n_encryption_context, (void *const *)req->encryption_context, kv,
                             &n, err))
         goto out;
+    const Credex__V1__WrappedKey *in = req->wrapped_key;
     Credex__V1__WrappedKey *wk = NULL;
-    if (kw->aws != NULL) {
+    if (kw->aws != NULL && in != NULL &&
+        in->key_provider == CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_AWS_KMS) {
         /* Inside KMS: the data key never comes out in plaintext. */
-        const Credex__V1__WrappedKey *in = req->wrapped_key;
         keywrap_aws_wrapped_t w;
         if (!keywrap_aws_wk_ok(in, kv, n, err) ||
             !keywrap_aws_reencrypt(kw->aws, in->key_id, in->ciphertext.data, in->ciphertext.len, kv,
@@ -505,8 +406,9 @@ static bool keywrap_rewrap(rpc_call_t *call, const ProtobufCMessage *request,
             goto out;
         wk = keywrap_aws_reply_wk(call, &w);
     } else {
-        /* The data key exists in plaintext only here, between the two operations. */
-        dek = keywrap_unwrap(kw, req->wrapped_key, kv, n, err);
+        /* A local-cmk key, to either provider: the data key exists in plaintext only here,
+         * between the two operations, and is wiped below. */
+        dek = keywrap_unwrap(kw, in, kv, n, &root, err);
         if (dek == NULL)
             goto out;
         wk = keywrap_wrap(call, kw, dek, kv, n, err);
@@ -520,7 +422,7 @@ static bool keywrap_rewrap(rpc_call_t *call, const ProtobufCMessage *request,
     ok = true;
 out:
     keywrap_log(call, "Rewrap", kw != NULL ? kw->cmk_id : NULL,
-                req->wrapped_key != NULL ? req->wrapped_key->key_id : NULL, n, ok, err);
+                req->wrapped_key != NULL ? req->wrapped_key->key_id : NULL, root, n, ok, err);
     cx_secret_free(dek);
     return ok;
 }
@@ -540,6 +442,7 @@ static bool keywrap_describe(rpc_call_t *call, const ProtobufCMessage *request,
     r->key_id = rpc_arena_strndup(a, kw->cmk_id, strlen(kw->cmk_id));
     r->key_version = rpc_arena_strndup(a, KEYWRAP_KEY_VERSION, sizeof(KEYWRAP_KEY_VERSION) - 1);
     r->production_mode = kw->production;
+    r->retired_local_cmk = keywrap_local_has_retired(kw->local);
     if (kw->aws != NULL) {
         keywrap_aws_health_t h;
         keywrap_aws_describe(kw->aws, &h);
@@ -554,7 +457,7 @@ static bool keywrap_describe(rpc_call_t *call, const ProtobufCMessage *request,
         r->detail = rpc_arena_strndup(a, h.detail, strlen(h.detail));
         r->checked_at_ms = h.checked_at_ms;
         *reply = &r->base;
-        keywrap_log(call, "Describe", kw->cmk_id, NULL, 0, true, NULL);
+        keywrap_log(call, "Describe", kw->cmk_id, NULL, NULL, 0, true, NULL);
         return true;
     }
     r->dev_key_mode = true;
@@ -567,7 +470,7 @@ static bool keywrap_describe(rpc_call_t *call, const ProtobufCMessage *request,
     }
     r->checked_at_ms = keywrap_now_ms();
     *reply = &r->base;
-    keywrap_log(call, "Describe", kw->cmk_id, NULL, 0, true, NULL);
+    keywrap_log(call, "Describe", kw->cmk_id, NULL, NULL, 0, true, NULL);
     return true;
 }
 
@@ -592,8 +495,7 @@ static void keywrap_free(keywrap_t *kw)
     if (kw == NULL)
         return;
     keywrap_aws_free(kw->aws);
-    cx_secret_free(kw->root);
-    cx_secret_free(kw->kek);
+    keywrap_local_free(kw->local);
     cx_crypto_wipe(kw, sizeof(*kw));
     free(kw);
 }
@@ -613,12 +515,22 @@ static bool keywrap_setup_aws(rpc_server_t *srv, const cx_config_t *cfg,
     snprintf(kw->cmk_id, sizeof(kw->cmk_id), "%s", keywrap_aws_cmk_id(kw->aws));
     snprintf(kw->configured_name, sizeof(kw->configured_name), "aws-kms");
     kw->production = cfg->production;
+    /* The way off local-cmk: its old root stays readable until every key is rewrapped. */
+    if (cfg->local_cmk_retired_key_file[0] != '\0') {
+        kw->local = keywrap_local_new(NULL, NULL, cfg->local_cmk_retired_key_file, err);
+        if (kw->local == NULL)
+            goto out_fail;
+    }
     if (!rpc_server_add_service(srv, def, err))
         goto out_fail;
+    bool retired = keywrap_local_has_retired(kw->local);
     cx_log_info(NULL, "keywrap.ready", CX_LOG_STR("provider", kw->configured_name),
                 CX_LOG_STR("key_id", kw->cmk_id), CX_LOG_STR("region", keywrap_aws_region(kw->aws)),
                 CX_LOG_STR("credentials", keywrap_aws_credential_source(kw->aws)),
-                CX_LOG_BOOL("dev_key_mode", false));
+                CX_LOG_BOOL("dev_key_mode", false), CX_LOG_BOOL("retired_local_cmk", retired));
+    /* Allowed in production (it is how production leaves local-cmk), but never meant to last. */
+    if (retired && kw->production)
+        cx_log_warn(NULL, "keywrap.retired_local_cmk", CX_LOG_STR("message", KEYWRAP_RETIRED_NOTE));
     *state = kw;
     return true;
 out_fail:
@@ -645,11 +557,6 @@ bool keywrap_setup_named(rpc_server_t *srv, const cx_config_t *cfg, const char *
     if (cfg->key_provider != CX_KEY_PROVIDER_LOCAL_CMK)
         return cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
                             "CREDENTIAL_KEY_PROVIDER: unknown provider");
-    size_t idlen = strnlen(cfg->kms_cmk_id, sizeof(cfg->kms_cmk_id));
-    if (idlen == 0 || idlen > KEYWRAP_KEY_ID_MAX)
-        return cx_error_set(err, CX_ERR_FAILED_PRECONDITION,
-                            "CREDENTIAL_KMS_CMK_ID must be 1..%d bytes for local-cmk",
-                            KEYWRAP_KEY_ID_MAX);
     if (configured_name == NULL)
         configured_name = cfg->key_provider_name[0] ? cfg->key_provider_name : "local-cmk";
     if (strcmp(configured_name, "local-cmk") != 0 && strcmp(configured_name, "dev-local") != 0)
@@ -659,15 +566,13 @@ bool keywrap_setup_named(rpc_server_t *srv, const cx_config_t *cfg, const char *
     kw = calloc(1, sizeof(*kw));
     if (kw == NULL)
         return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
-    memcpy(kw->cmk_id, cfg->kms_cmk_id, idlen);
+    kw->local = keywrap_local_new(cfg->local_cmk_key_file, cfg->kms_cmk_id,
+                                  cfg->local_cmk_retired_key_file, err);
+    if (kw->local == NULL)
+        goto out_fail;
+    snprintf(kw->cmk_id, sizeof(kw->cmk_id), "%s", cfg->kms_cmk_id);
     snprintf(kw->configured_name, sizeof(kw->configured_name), "%s", configured_name);
     kw->production = cfg->production;
-    kw->root = keywrap_load_root(cfg->local_cmk_key_file, err);
-    if (kw->root == NULL)
-        goto out_fail;
-    kw->kek = keywrap_derive_kek(kw->root, kw->cmk_id, err);
-    if (kw->kek == NULL)
-        goto out_fail;
     if (!rpc_server_add_service(srv, &def, err))
         goto out_fail;
     if (kw->production) {
@@ -679,7 +584,8 @@ bool keywrap_setup_named(rpc_server_t *srv, const cx_config_t *cfg, const char *
                     CX_LOG_STR("message", KEYWRAP_PRODUCTION_REFUSAL));
     } else
         cx_log_info(NULL, "keywrap.ready", CX_LOG_STR("provider", kw->configured_name),
-                    CX_LOG_STR("key_id", kw->cmk_id), CX_LOG_BOOL("dev_key_mode", true));
+                    CX_LOG_STR("key_id", kw->cmk_id), CX_LOG_BOOL("dev_key_mode", true),
+                    CX_LOG_BOOL("retired_local_cmk", keywrap_local_has_retired(kw->local)));
     *state = kw;
     return true;
 

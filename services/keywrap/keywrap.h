@@ -9,6 +9,8 @@
  *  - WrappedKey.ciphertext = 0x01 | nonce(12) | AES-256-GCM ciphertext(32) | tag(16), with
  *    associated data "credex-keywrap-v1" | canonical(encryption context) | be32(len) | key_id;
  *    key_id is the CMK id, key_version "1".
+ *  - a retired root (CREDEX_LOCAL_CMK_RETIRED_KEY_FILE, a CMK rotation to a new root file) is
+ *    tried after the current one when a key does not open (keywrap_local.h).
  * In production mode (CREDEX_PRODUCTION=true) the process starts but refuses every method except
  * Describe (failed_precondition) and reports NOT_SERVING.
  *
@@ -16,6 +18,8 @@
  * data keys under CREDENTIAL_KMS_CMK_ID with the encryption context as KMS EncryptionContext;
  * WrappedKey.ciphertext is KMS's CiphertextBlob, key_id the key ARN KMS reports, key_version "".
  * Rewrap is ReEncrypt, inside KMS. Describe asks DescribeKey (cached a few seconds).
+ * With a retired local-cmk root (the move from local-cmk to aws-kms), local-cmk keys are
+ * unwrapped under it, and Rewrap sends the data key to KMS Encrypt under the configured CMK.
  *
  * Thread-safety: after keywrap_setup returns, the state is read-only; handlers run on any
  * worker thread and find it through rpc_call_context (svc_main hands setup's state to
@@ -43,7 +47,9 @@
  * key and derives the current KEK; fails (with a message naming the variable) when the key file
  * is unset, unreadable, not 64 hex digits, or open to group/others. aws-kms: reads the AWS_*
  * credential variables of the process environment; fails when the region, the CMK id or the
- * credentials are missing (the message names the variables); sends nothing to AWS.
+ * credentials are missing (the message names the variables); sends nothing to AWS. Either
+ * provider loads CREDEX_LOCAL_CMK_RETIRED_KEY_FILE when set, with the same checks, refusing
+ * it when it holds the current local-cmk root.
  * Describe reports the provider's configured name (cx_config_t.key_provider_name). */
 bool keywrap_setup(rpc_server_t *srv, const cx_config_t *cfg, void **state, cx_error_t *err);
 /* As keywrap_setup with the configured name given (NULL: as configured); for tests. */

@@ -488,12 +488,12 @@ static bool aws_transport_retry(const cx_error_t *e)
             e->detail == CX_DETAIL_HTTP_DNS);
 }
 
-/* POST one KMS operation with body (a JSON object, consumed) and parse its answer into
- * *answer. *auth_fault (may be NULL) says whether KMS refused our credentials. */
-static bool aws_kms_call(keywrap_aws_t *a, const char *op, json_t *body, json_t **answer,
-                         bool *auth_fault, cx_error_t *err)
+/* POST one KMS operation with the JSON text of its request and parse its answer into *answer.
+ * *auth_fault (may be NULL) says whether KMS refused our credentials. */
+static bool aws_kms_send(keywrap_aws_t *a, const char *op, const char *text, size_t text_len,
+                         json_t **answer, bool *auth_fault, cx_error_t *err)
 {
-    char target[64], *text = NULL;
+    char target[64];
     keywrap_aws_creds_t creds;
     cx_http_response_t resp = {0};
     bool ok = false, refreshed = false;
@@ -501,11 +501,6 @@ static bool aws_kms_call(keywrap_aws_t *a, const char *op, json_t *body, json_t 
     if (auth_fault != NULL)
         *auth_fault = false;
     snprintf(target, sizeof(target), "TrentService.%s", op);
-    text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    if (text == NULL)
-        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
-    size_t text_len = strlen(text);
     for (unsigned attempt = 0;; attempt++) {
         cx_error_t e;
         cx_error_clear(&e);
@@ -600,6 +595,19 @@ out:
     if (resp.body != NULL)
         cx_crypto_wipe(resp.body, resp.body_len);
     cx_http_response_free(&resp);
+    return ok;
+}
+
+/* aws_kms_send with body (a JSON object, consumed). */
+static bool aws_kms_call(keywrap_aws_t *a, const char *op, json_t *body, json_t **answer,
+                         bool *auth_fault, cx_error_t *err)
+{
+    char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (text == NULL)
+        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+    size_t text_len = strlen(text);
+    bool ok = aws_kms_send(a, op, text, text_len, answer, auth_fault, err);
     cx_crypto_wipe(text, text_len);
     free(text);
     return ok;
@@ -746,6 +754,44 @@ bool keywrap_aws_reencrypt(keywrap_aws_t *a, const char *key_id, const unsigned 
         return false;
     bool ok = aws_answer_wrapped(ans, "ReEncrypt", out, err);
     json_decref(ans);
+    return ok;
+}
+
+bool keywrap_aws_encrypt(keywrap_aws_t *a, const cx_secret_t *dek, const cx_kv_t *ctx, size_t n,
+                         keywrap_aws_wrapped_t *out, cx_error_t *err)
+{
+    static const char head[] = "{\"Plaintext\":\"";
+    json_t *ans = NULL;
+    bool ok = false;
+    json_t *body =
+        json_pack("{s:s, s:o}", "KeyId", a->cmk_id, "EncryptionContext", aws_context(ctx, n));
+    char *rest = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (rest == NULL || rest[0] != '{' || rest[1] == '}') {
+        free(rest);
+        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+    }
+    /* The plaintext member is spliced in front of the other members here rather than encoded
+     * by jansson, whose growing buffers would leave copies of it behind unwiped: the key is in
+     * this one buffer, wiped below. */
+    size_t b64len = 4 * ((cx_secret_len(dek) + 2) / 3);
+    size_t restlen = strlen(rest + 1);
+    size_t len = sizeof(head) - 1 + b64len + 2 + restlen;
+    char *text = malloc(len + 1);
+    if (text == NULL) {
+        free(rest);
+        return cx_error_set(err, CX_ERR_INTERNAL, "out of memory");
+    }
+    memcpy(text, head, sizeof(head) - 1);
+    aws_b64_encode(cx_secret_bytes(dek), cx_secret_len(dek), text + sizeof(head) - 1);
+    memcpy(text + sizeof(head) - 1 + b64len, "\",", 2);
+    memcpy(text + sizeof(head) - 1 + b64len + 2, rest + 1, restlen + 1);
+    free(rest);
+    if (aws_kms_send(a, "Encrypt", text, len, &ans, NULL, err))
+        ok = aws_answer_wrapped(ans, "Encrypt", out, err);
+    json_decref(ans);
+    cx_crypto_wipe(text, len);
+    free(text);
     return ok;
 }
 

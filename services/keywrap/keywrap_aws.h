@@ -1,6 +1,6 @@
 /*
  * keywrap_aws: the aws-kms provider's side of AWS (docs/KMS.md): credentials and the KMS calls
- * keywrap makes (GenerateDataKey, Decrypt, ReEncrypt, DescribeKey).
+ * keywrap makes (GenerateDataKey, Decrypt, ReEncrypt, Encrypt, DescribeKey).
  *
  *  - Requests: the AWS JSON 1.1 protocol (POST /, X-Amz-Target: TrentService.<Op>), signed with
  *    SigV4 by common/http, to CREDEX_KMS_ENDPOINT or https://kms.<region>.amazonaws.com/.
@@ -91,6 +91,13 @@ cx_secret_t *keywrap_aws_decrypt(keywrap_aws_t *a, const char *key_id, const uns
 bool keywrap_aws_reencrypt(keywrap_aws_t *a, const char *key_id, const unsigned char *blob,
                            size_t len, const cx_kv_t *ctx, size_t n, keywrap_aws_wrapped_t *out,
                            cx_error_t *err);
+
+/* Encrypt dek (32 bytes, from a retired local-cmk root) under the configured CMK with ctx as
+ * EncryptionContext: the move of a data key from local-cmk to aws-kms (Rewrap), so it leaves
+ * keywrap only to KMS. ctx must already be checked. The request text holding the key is wiped;
+ * on failure nothing useful is in *out. */
+bool keywrap_aws_encrypt(keywrap_aws_t *a, const cx_secret_t *dek, const cx_kv_t *ctx, size_t n,
+                         keywrap_aws_wrapped_t *out, cx_error_t *err);
 
 /* The configured CMK's health from DescribeKey, cached KEYWRAP_AWS_DESCRIBE_TTL_MS. */
 typedef struct keywrap_aws_health {

@@ -431,6 +431,138 @@ def test_emulator_down_fails_closed_and_recovers(api, kms, trio):
     assert api.agent(owner, addr=addr).retrieve(sid2).value == value2
 
 
+# ---- the move from local-cmk: a retired local-cmk root -----------------------------------------
+
+def rewrap(stack, kw: h.Instance, wk, ctx: dict[str, str]):
+    pb = x.pb().keywrap
+    return keywrap_call(stack, kw, "Rewrap", pb.RewrapRequest(wrapped_key=wk, encryption_context=ctx),
+                        pb.RewrapResponse).wrapped_key
+
+
+def log_events(kw: h.Instance) -> list[dict]:
+    return [json.loads(line) for line in kw.log_text().splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def local_keys(stack, tmp_path_factory):
+    """A fresh local-cmk root file and three data keys a local-cmk keywrap wrapped under it:
+    (root file, [(context, plaintext data key, WrappedKey)])."""
+    root = tmp_path_factory.mktemp("retired-root") / "old-local-cmk.key"
+    root.write_text(os.urandom(32).hex() + "\n")
+    root.chmod(0o600)
+    kw = spawn_keywrap(stack, CREDEX_LOCAL_CMK_KEY_FILE=str(root))
+    try:
+        keys = []
+        for i in range(3):
+            ctx = context(f"s-move-{i}")
+            g = generate(stack, kw, ctx)
+            assert g.wrapped_key.key_provider == x.pb().common.KEY_PROVIDER_LOCAL_CMK
+            keys.append((ctx, g.plaintext_data_key, g.wrapped_key))
+    finally:
+        assert kw.stop() == 0
+    return root, keys
+
+
+def test_local_cmk_keys_move_to_kms_with_the_retired_root(stack, kms, front, local_keys):
+    """aws-kms with CREDEX_LOCAL_CMK_RETIRED_KEY_FILE: local-cmk keys unwrap locally (nothing
+    goes to KMS), and Rewrap turns each into an ordinary KMS key through one signed KMS Encrypt
+    with the same context, which KMS itself then decrypts under that context only. Without the
+    retired file the moved keys still unwrap and the others are failed_precondition."""
+    root, keys = local_keys
+    aws = x.pb().common.KEY_PROVIDER_AWS_KMS
+    kw = spawn_keywrap(stack, **kms_env(front.url, CREDEX_LOCAL_CMK_RETIRED_KEY_FILE=str(root)))
+    moved = []
+    try:
+        assert describe(stack, kw).retired_local_cmk
+        ready = [e for e in log_events(kw) if e.get("event") == "keywrap.ready"]
+        assert [(e["provider"], e["retired_local_cmk"]) for e in ready] == [("aws-kms", True)], ready
+        with front.lock:
+            front.requests.clear()
+        for ctx, dek, wk in keys:
+            assert unwrap(stack, kw, wk, ctx).plaintext_data_key == dek
+        assert front.requests == []
+        for ctx, dek, wk in keys:
+            with front.lock:
+                front.requests.clear()
+            new = rewrap(stack, kw, wk, ctx)
+            assert [r["x-amz-target"] for r in front.requests] == ["TrentService.Encrypt"]
+            assert AUTH_RE.match(front.requests[0]["authorization"])["akid"] == ACCESS_KEY
+            assert (new.key_provider, new.key_id, new.key_version) == (aws, KEY_ARN, ""), new
+            assert dek not in new.ciphertext
+            status, answer = kms.call("Decrypt", {"CiphertextBlob": base64.b64encode(new.ciphertext).decode(),
+                                                  "EncryptionContext": ctx})
+            assert status == 200 and base64.b64decode(answer["Plaintext"]) == dek, answer
+            assert unwrap(stack, kw, new, ctx).plaintext_data_key == dek
+            moved.append(new)
+        # The context still binds, before the move and after it.
+        ctx, dek, wk = keys[0]
+        other = ctx | {"secret_id": "s-move-other"}
+        expect_error(lambda: rewrap(stack, kw, wk, other), C.DATA_LOSS, "integrity_error")
+        expect_error(lambda: unwrap(stack, kw, moved[0], other), C.DATA_LOSS, "integrity_error")
+        status, _ = kms.call("Decrypt", {"CiphertextBlob": base64.b64encode(moved[0].ciphertext).decode(),
+                                         "EncryptionContext": other})
+        assert status == 400
+        log = kw.log_text()
+        assert root.read_text().strip() not in log
+        for ctx, dek, _ in keys:
+            assert dek.hex() not in log and base64.b64encode(dek).decode() not in log
+            assert ctx["secret_id"] not in log
+        ops = [e for e in log_events(kw) if e.get("event") == "keywrap.op" and e["op"] == "Rewrap"]
+        assert [e["root"] for e in ops if e["outcome"] == "ok"] == ["retired"] * 3
+    finally:
+        assert kw.stop() == 0
+
+    kw = spawn_keywrap(stack, **kms_env(front.url))
+    try:
+        assert not describe(stack, kw).retired_local_cmk
+        for (ctx, dek, wk), new in zip(keys, moved):
+            assert unwrap(stack, kw, new, ctx).plaintext_data_key == dek
+            with front.lock:
+                front.requests.clear()
+            err = expect_error(lambda: unwrap(stack, kw, wk, ctx), C.FAILED_PRECONDITION, "failed_precondition")
+            assert "CREDEX_LOCAL_CMK_RETIRED_KEY_FILE" in err.details()
+            expect_error(lambda: rewrap(stack, kw, wk, ctx), C.FAILED_PRECONDITION, "failed_precondition")
+            assert front.requests == []
+    finally:
+        assert kw.stop() == 0
+
+
+def test_retired_local_root_allowed_in_production_with_a_warning(stack, local_keys):
+    """Production may leave local-cmk this way: keys under the retired root unwrap, new keys
+    still come only from KMS (unreachable here: unavailable), and a warning names the way out."""
+    root, keys = local_keys
+    kw = spawn_keywrap(stack, **kms_env("https://127.0.0.1:1", CREDEX_PRODUCTION="true",
+                                        CREDEX_OAUTH_TEST_CONNECT_TO="", CREDEX_EDGE_UI_URL="",
+                                        CREDEX_LOCAL_CMK_RETIRED_KEY_FILE=str(root)))
+    try:
+        ctx, dek, wk = keys[0]
+        assert unwrap(stack, kw, wk, ctx).plaintext_data_key == dek
+        expect_error(lambda: generate(stack, kw, ctx), C.UNAVAILABLE, "unavailable")
+        warnings = [e for e in log_events(kw) if e.get("event") == "keywrap.retired_local_cmk"]
+        assert len(warnings) == 1 and warnings[0]["level"] == "warn", warnings
+        assert "credexctl keys rewrap" in warnings[0]["message"]
+        assert "CREDEX_LOCAL_CMK_RETIRED_KEY_FILE" in warnings[0]["message"]
+    finally:
+        assert kw.stop() == 0
+
+
+def test_a_bad_retired_root_file_refuses_to_start(stack, kms, local_keys, tmp_path):
+    """The retired file gets the key file checks (here: readable by others), naming its variable."""
+    root, _ = local_keys
+    open_copy = tmp_path / "open.key"
+    open_copy.write_text(root.read_text())
+    open_copy.chmod(0o644)
+    kw = stack.spawn("keywrap", **kms_env(kms.url, CREDEX_LOCAL_CMK_RETIRED_KEY_FILE=str(open_copy)))
+    assert kw.wait_exit(60) != 0
+    log = kw.log_text()
+    assert f"CREDEX_LOCAL_CMK_RETIRED_KEY_FILE: {open_copy} is accessible by group or others" in log, log
+    assert root.read_text().strip() not in log
+    # local-cmk with its own root as the retired one: a mistake, not a rotation.
+    kw = stack.spawn("keywrap", CREDEX_LOCAL_CMK_KEY_FILE=str(root), CREDEX_LOCAL_CMK_RETIRED_KEY_FILE=str(root))
+    assert kw.wait_exit(60) != 0
+    assert "holds the same key as CREDEX_LOCAL_CMK_KEY_FILE" in kw.log_text()
+
+
 # ---- retries, signing, credentials ------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -67,19 +67,24 @@ static rpc_server_t *server_new(void)
     return srv;
 }
 
-/* Start a keywrap server the way svc_main does: setup, context, start. */
-static void kw_start(kw_server_t *s, const char *cmk_id, const char *key_file, bool production,
-                     const char *name)
+/* Start a keywrap server on cfg (taken) the way svc_main does: setup, context, start. */
+static void kw_start_cfg(kw_server_t *s, cx_config_t *cfg, const char *name)
 {
     cx_error_t err;
     memset(s, 0, sizeof(*s));
-    s->cfg = config_new(cmk_id, key_file, production);
+    s->cfg = cfg;
     s->srv = server_new();
     if (!keywrap_setup_named(s->srv, s->cfg, name, &s->state, &err))
         fail_msg("keywrap_setup: %s", err.message);
     rpc_server_set_context(s->srv, s->state);
     assert_true(rpc_server_start(s->srv, &err));
     snprintf(s->addr, sizeof(s->addr), "127.0.0.1:%d", rpc_server_port(s->srv));
+}
+
+static void kw_start(kw_server_t *s, const char *cmk_id, const char *key_file, bool production,
+                     const char *name)
+{
+    kw_start_cfg(s, config_new(cmk_id, key_file, production), name);
 }
 
 static void kw_stop(kw_server_t *s)
@@ -228,6 +233,18 @@ static void expect_unwrap_fails(rpc_client_t *c, const Credex__V1__WrappedKey *w
     rpc_arena_free(a);
 }
 
+/* A keywrap on root key_file (and no other) does not open wk: integrity_error. */
+static void expect_root_refuses(const char *cmk_id, const char *key_file,
+                                const Credex__V1__WrappedKey *wk)
+{
+    kw_server_t s;
+    kw_start(&s, cmk_id, key_file, false, NULL);
+    rpc_client_t *store = client_as(&s, "store");
+    expect_unwrap_fails(store, wk, base_ctx, NBASE, CX_ERR_INTEGRITY);
+    rpc_client_free(store);
+    kw_stop(&s);
+}
+
 /* ---- key files -------------------------------------------------------------------------- */
 
 static const char *write_key_file(const char *name, const char *content, mode_t mode)
@@ -244,6 +261,21 @@ static const char *write_key_file(const char *name, const char *content, mode_t 
     assert_int_equal(chmod(p, mode), 0);
     return p;
 }
+
+/* Key files every root file check refuses: group/others modes, and malformed content. */
+static const mode_t open_modes[] = {0640, 0604, 0644, 0620, 0602, 0660};
+#define NOPEN_MODES (sizeof(open_modes) / sizeof(open_modes[0]))
+static const char *const bad_key_content[] = {
+    "",
+    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeef\n",    /* 63 */
+    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff0\n",  /* 65 */
+    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeegf\n",   /* not hex */
+    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n\n", /* 2 newlines */
+    " 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\r\n",
+    "0011223344556677",
+};
+#define NBAD_KEYS (sizeof(bad_key_content) / sizeof(bad_key_content[0]))
 
 static const char *main_key(void)
 {
@@ -550,11 +582,7 @@ static void test_rewrap_under_new_cmk(void **state)
     /* Another root key: nothing wrapped under the first one opens. */
     const char *other = write_key_file(
         "other.key", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n", 0600);
-    kw_start(&s, "alias/cmk-a", other, false, NULL);
-    store = client_as(&s, "store");
-    expect_unwrap_fails(store, old, base_ctx, NBASE, CX_ERR_INTEGRITY);
-    rpc_client_free(store);
-    kw_stop(&s);
+    expect_root_refuses("alias/cmk-a", other, old);
     cx_crypto_wipe(dek, sizeof(dek));
     rpc_arena_free(keep);
 }
@@ -624,8 +652,7 @@ static void test_bad_key_files_refuse_to_start(void **state)
 {
     (void)state;
     const char *good = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n";
-    const mode_t open_modes[] = {0640, 0604, 0644, 0620, 0602, 0660};
-    for (size_t i = 0; i < sizeof(open_modes) / sizeof(open_modes[0]); i++) {
+    for (size_t i = 0; i < NOPEN_MODES; i++) {
         const char *p = write_key_file("open.key", good, open_modes[i]);
         expect_setup_fails(config_new("alias/x", p, false), "CREDEX_LOCAL_CMK_KEY_FILE");
         expect_setup_fails(config_new("alias/x", p, false), "group or others");
@@ -634,18 +661,8 @@ static void test_bad_key_files_refuse_to_start(void **state)
     expect_setup_fails(config_new("alias/x", "/nonexistent/credex/cmk.key", false),
                        "CREDEX_LOCAL_CMK_KEY_FILE: cannot open");
     expect_setup_fails(config_new("alias/x", tmpdir, false), "not a regular file");
-    static const char *const bad_content[] = {
-        "",
-        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeef\n",    /* 63 */
-        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff0\n",  /* 65 */
-        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeegf\n",   /* not hex */
-        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n\n", /* 2 newlines */
-        " 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
-        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\r\n",
-        "0011223344556677",
-    };
-    for (size_t i = 0; i < sizeof(bad_content) / sizeof(bad_content[0]); i++) {
-        const char *p = write_key_file("bad.key", bad_content[i], 0600);
+    for (size_t i = 0; i < NBAD_KEYS; i++) {
+        const char *p = write_key_file("bad.key", bad_key_content[i], 0600);
         expect_setup_fails(config_new("alias/x", p, false), "exactly 32 bytes as 64 hex digits");
     }
     /* Accepted: no newline, upper case, 0400. */
@@ -717,6 +734,304 @@ static void test_aws_kms_refuses_to_start_without_settings(void **state)
     rpc_server_free(srv);
     cx_config_free(cfg);
     aws_env_clear();
+}
+
+/* ---- a retired local-cmk root (CMK rotation) ------------------------------------------- */
+
+#define OLD_ROOT   "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a\n"
+#define THIRD_ROOT "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3\n"
+
+static cx_config_t *retired_config(const char *cmk_id, const char *retired)
+{
+    cx_config_t *cfg = config_new(cmk_id, main_key(), false);
+    set_field(cfg->local_cmk_retired_key_file, sizeof(cfg->local_cmk_retired_key_file),
+              retired != NULL ? retired : "");
+    return cfg;
+}
+
+/* A data key generated by a local-cmk keywrap on root key_file and CMK cmk_id: its wrapped form
+ * (in keep) and the key itself (into dek). */
+static Credex__V1__WrappedKey *wrapped_under(rpc_arena_t *keep, const char *cmk_id,
+                                             const char *key_file, unsigned char *dek)
+{
+    kw_server_t s;
+    kw_start(&s, cmk_id, key_file, false, NULL);
+    rpc_client_t *store = client_as(&s, "store");
+    rpc_arena_t *a = rpc_arena_new(4096);
+    cx_error_t err;
+    Credex__V1__GenerateDataKeyResponse *g = NULL;
+    assert_true(call_generate(store, base_ctx, NBASE, a, &g, &err));
+    memcpy(dek, g->plaintext_data_key.data, CX_AES_KEY_LEN);
+    Credex__V1__WrappedKey *wk = wk_copy(keep, g->wrapped_key);
+    rpc_arena_free(a);
+    rpc_client_free(store);
+    kw_stop(&s);
+    return wk;
+}
+
+static void expect_unwraps_to(rpc_client_t *c, const Credex__V1__WrappedKey *wk,
+                              const unsigned char *dek)
+{
+    rpc_arena_t *a = rpc_arena_new(1024);
+    Credex__V1__UnwrapResponse *u = NULL;
+    cx_error_t err;
+    if (!call_unwrap(c, wk, base_ctx, NBASE, a, &u, &err))
+        fail_msg("unwrap: %s: %s", cx_code_reason(err.code), err.message);
+    assert_int_equal(u->plaintext_data_key.len, CX_AES_KEY_LEN);
+    assert_memory_equal(u->plaintext_data_key.data, dek, CX_AES_KEY_LEN);
+    rpc_arena_free(a);
+}
+
+static bool describe_retired(rpc_client_t *c)
+{
+    rpc_arena_t *a = rpc_arena_new(1024);
+    Credex__V1__DescribeResponse *d = NULL;
+    cx_error_t err;
+    assert_true(call_describe(c, a, &d, &err));
+    bool retired = d->retired_local_cmk;
+    rpc_arena_free(a);
+    return retired;
+}
+
+/* local-cmk on a new root file with the old one retired: keys of the old root (any CMK id)
+ * still unwrap, Rewrap moves them under the current root and CMK id, and once the retired file
+ * is gone the moved keys open while the unmoved ones do not. */
+static void test_retired_root_unwraps_and_rewraps_to_current(void **state)
+{
+    (void)state;
+    rpc_arena_t *keep = rpc_arena_new(4096);
+    unsigned char dek_old[CX_AES_KEY_LEN], dek_cur[CX_AES_KEY_LEN];
+    const char *old_root = write_key_file("old-root.key", OLD_ROOT, 0400);
+    Credex__V1__WrappedKey *old = wrapped_under(keep, "alias/cmk-a", old_root, dek_old);
+    Credex__V1__WrappedKey *cur = wrapped_under(keep, "alias/cmk-a", main_key(), dek_cur);
+    Credex__V1__WrappedKey *moved = NULL, *moved_cur = NULL;
+    cx_error_t err;
+
+    kw_server_t s;
+    kw_start_cfg(&s, retired_config("alias/cmk-b", old_root), NULL);
+    rpc_client_t *store = client_as(&s, "store");
+    assert_true(describe_retired(store));
+    expect_unwraps_to(store, old, dek_old);
+    expect_unwraps_to(store, cur, dek_cur);
+    rpc_arena_t *a = rpc_arena_new(4096);
+    Credex__V1__RewrapResponse *rw = NULL;
+    assert_true(call_rewrap(store, old, base_ctx, NBASE, a, &rw, &err));
+    assert_int_equal(rw->wrapped_key->key_provider,
+                     CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_LOCAL_CMK);
+    assert_string_equal(rw->wrapped_key->key_id, "alias/cmk-b");
+    assert_string_equal(rw->wrapped_key->key_version, "1");
+    assert_int_equal(rw->wrapped_key->ciphertext.len, KEYWRAP_BLOB_LEN);
+    moved = wk_copy(keep, rw->wrapped_key);
+    assert_true(call_rewrap(store, cur, base_ctx, NBASE, a, &rw, &err));
+    assert_string_equal(rw->wrapped_key->key_id, "alias/cmk-b");
+    moved_cur = wk_copy(keep, rw->wrapped_key);
+    /* New keys are wrapped under the current root only. */
+    Credex__V1__GenerateDataKeyResponse *g = NULL;
+    assert_true(call_generate(store, base_ctx, NBASE, a, &g, &err));
+    Credex__V1__WrappedKey *fresh = wk_copy(keep, g->wrapped_key);
+    unsigned char dek_fresh[CX_AES_KEY_LEN];
+    memcpy(dek_fresh, g->plaintext_data_key.data, sizeof(dek_fresh));
+    rpc_arena_free(a);
+    rpc_client_free(store);
+    kw_stop(&s);
+
+    /* The retired file removed: what moved opens, what did not is integrity_error. */
+    kw_start(&s, "alias/cmk-b", main_key(), false, NULL);
+    store = client_as(&s, "store");
+    assert_false(describe_retired(store));
+    expect_unwraps_to(store, moved, dek_old);
+    expect_unwraps_to(store, moved_cur, dek_cur);
+    expect_unwraps_to(store, fresh, dek_fresh);
+    expect_unwrap_fails(store, old, base_ctx, NBASE, CX_ERR_INTEGRITY);
+    rpc_client_free(store);
+    kw_stop(&s);
+
+    /* And the moved key is under the current root, not the retired one. */
+    expect_root_refuses("alias/cmk-b", old_root, moved);
+    cx_crypto_wipe(dek_old, sizeof(dek_old));
+    cx_crypto_wipe(dek_cur, sizeof(dek_cur));
+    cx_crypto_wipe(dek_fresh, sizeof(dek_fresh));
+    rpc_arena_free(keep);
+}
+
+/* Two roots to try do not weaken authentication: any changed byte, CMK id or context, or a key
+ * of a third root, is still integrity_error, for Unwrap and Rewrap. */
+static void test_retired_root_tamper_is_integrity_error(void **state)
+{
+    (void)state;
+    rpc_arena_t *keep = rpc_arena_new(4096);
+    unsigned char dek_old[CX_AES_KEY_LEN], dek_cur[CX_AES_KEY_LEN], dek_third[CX_AES_KEY_LEN];
+    const char *old_root = write_key_file("old-root.key", OLD_ROOT, 0600);
+    Credex__V1__WrappedKey *third = wrapped_under(
+        keep, "alias/cmk-a", write_key_file("third.key", THIRD_ROOT, 0600), dek_third);
+    Credex__V1__WrappedKey *old = wrapped_under(keep, "alias/cmk-a", old_root, dek_old);
+    Credex__V1__WrappedKey *cur = wrapped_under(keep, "alias/cmk-a", main_key(), dek_cur);
+
+    kw_server_t s;
+    kw_start_cfg(&s, retired_config("alias/cmk-b", old_root), NULL);
+    rpc_client_t *store = client_as(&s, "store");
+    rpc_arena_t *a = rpc_arena_new(4096);
+    Credex__V1__RewrapResponse *rw = NULL;
+    cx_error_t err;
+    Credex__V1__WrappedKey *keys[] = {old, cur};
+    for (size_t k = 0; k < 2; k++) {
+        Credex__V1__WrappedKey *wk = keys[k];
+        for (size_t i = 0; i < wk->ciphertext.len; i++) {
+            wk->ciphertext.data[i] ^= 0x01;
+            expect_unwrap_fails(store, wk, base_ctx, NBASE, CX_ERR_INTEGRITY);
+            wk->ciphertext.data[i] ^= 0x01;
+        }
+        wk->ciphertext.data[20] ^= 0x80;
+        assert_false(call_rewrap(store, wk, base_ctx, NBASE, a, &rw, &err));
+        assert_int_equal(err.code, CX_ERR_INTEGRITY);
+        wk->ciphertext.data[20] ^= 0x80;
+        wk->key_id = "alias/cmk-b";
+        expect_unwrap_fails(store, wk, base_ctx, NBASE, CX_ERR_INTEGRITY);
+        wk->key_id = "alias/cmk-a";
+        ctx_t changed[NBASE];
+        memcpy(changed, base_ctx, sizeof(changed));
+        changed[0].v = "sec_2";
+        expect_unwrap_fails(store, wk, changed, NBASE, CX_ERR_INTEGRITY);
+        assert_false(call_rewrap(store, wk, changed, NBASE, a, &rw, &err));
+        assert_int_equal(err.code, CX_ERR_INTEGRITY);
+        assert_null(strstr(err.message, "sec_2"));
+    }
+    expect_unwrap_fails(store, third, base_ctx, NBASE, CX_ERR_INTEGRITY);
+    assert_false(call_rewrap(store, third, base_ctx, NBASE, a, &rw, &err));
+    assert_int_equal(err.code, CX_ERR_INTEGRITY);
+    /* A version neither root has, and a malformed key id, are not integrity questions. */
+    old->key_version = "2";
+    expect_unwrap_fails(store, old, base_ctx, NBASE, CX_ERR_NOT_FOUND);
+    old->key_version = "1";
+    /* Restored: both open. */
+    expect_unwraps_to(store, old, dek_old);
+    expect_unwraps_to(store, cur, dek_cur);
+    rpc_arena_free(a);
+    rpc_client_free(store);
+    kw_stop(&s);
+    cx_crypto_wipe(dek_old, sizeof(dek_old));
+    cx_crypto_wipe(dek_cur, sizeof(dek_cur));
+    cx_crypto_wipe(dek_third, sizeof(dek_third));
+    rpc_arena_free(keep);
+}
+
+/* The retired root file gets the current one's checks, messages naming its own variable and
+ * the path. */
+static void expect_retired_refused(const char *path, const char *needle)
+{
+    const char *needles[] = {needle, "CREDEX_LOCAL_CMK_RETIRED_KEY_FILE: ", path};
+    for (size_t i = 0; i < 3; i++)
+        expect_setup_fails(retired_config("alias/x", path), needles[i]);
+}
+
+static void test_retired_key_file_checks(void **state)
+{
+    (void)state;
+    const char *good = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n";
+    for (size_t i = 0; i < NOPEN_MODES; i++)
+        expect_retired_refused(write_key_file("open.key", good, open_modes[i]), "group or others");
+    expect_retired_refused("/nonexistent/credex/old.key", "cannot open");
+    expect_retired_refused(tmpdir, "not a regular file");
+    for (size_t i = 0; i < NBAD_KEYS; i++)
+        expect_retired_refused(write_key_file("bad.key", bad_key_content[i], 0600),
+                               "exactly 32 bytes as 64 hex digits");
+
+    /* The current root again, by its own path or a copy in capitals: refused, without
+     * quoting it. */
+    char hex[80] = {0};
+    FILE *f = fopen(main_key(), "r");
+    assert_non_null(f);
+    assert_non_null(fgets(hex, sizeof(hex), f));
+    fclose(f);
+    for (char *c = hex; *c; c++)
+        *c = (char)(*c >= 'a' && *c <= 'f' ? *c - 'a' + 'A' : *c);
+    const char *copies[] = {main_key(), write_key_file("copy.key", hex, 0600)};
+    for (size_t i = 0; i < 2; i++) {
+        cx_config_t *cfg = retired_config("alias/x", copies[i]);
+        rpc_server_t *srv = server_new();
+        void *st = NULL;
+        cx_error_t err;
+        assert_false(keywrap_setup_named(srv, cfg, NULL, &st, &err));
+        assert_null(st);
+        assert_int_equal(err.code, CX_ERR_FAILED_PRECONDITION);
+        assert_non_null(strstr(err.message, "CREDEX_LOCAL_CMK_RETIRED_KEY_FILE"));
+        assert_non_null(strstr(err.message, "same key as CREDEX_LOCAL_CMK_KEY_FILE"));
+        hex[16] = '\0';
+        assert_null(strcasestr(err.message, hex));
+        rpc_server_free(srv);
+        cx_config_free(cfg);
+    }
+    /* Another root, mode 0400: accepted. */
+    kw_server_t s;
+    kw_start_cfg(&s, retired_config("alias/x", write_key_file("old-ok.key", OLD_ROOT, 0400)), NULL);
+    kw_stop(&s);
+}
+
+/* aws-kms with a retired local-cmk root: the way off local-cmk. Local keys unwrap without
+ * KMS; Rewrap must go to KMS Encrypt (here an address where nothing listens: unavailable, never
+ * a local wrap); new keys never come from the local root. Without the retired root a local key
+ * is failed_precondition naming the variable. Production mode allows it. */
+static void test_aws_kms_reads_local_keys_only_with_the_retired_root(void **state)
+{
+    (void)state;
+    rpc_arena_t *keep = rpc_arena_new(4096);
+    unsigned char dek[CX_AES_KEY_LEN];
+    const char *old_root = write_key_file("old-root.key", OLD_ROOT, 0600);
+    Credex__V1__WrappedKey *old = wrapped_under(keep, "alias/credex-local", old_root, dek);
+    aws_env_clear();
+    setenv("AWS_ACCESS_KEY_ID", "AKIDTESTONLY0001", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "aabbccddsecret", 1);
+
+    for (int with_retired = 0; with_retired < 2; with_retired++) {
+        cx_config_t *cfg = aws_config("us-west-2"); /* production mode */
+        set_field(cfg->kms_endpoint, sizeof(cfg->kms_endpoint), "http://127.0.0.1:1");
+        set_field(cfg->local_cmk_key_file, sizeof(cfg->local_cmk_key_file), main_key());
+        if (with_retired)
+            set_field(cfg->local_cmk_retired_key_file, sizeof(cfg->local_cmk_retired_key_file),
+                      old_root);
+        kw_server_t s;
+        kw_start_cfg(&s, cfg, NULL);
+        rpc_client_t *store = client_as(&s, "store");
+        rpc_arena_t *a = rpc_arena_new(4096);
+        Credex__V1__RewrapResponse *rw = NULL;
+        Credex__V1__UnwrapResponse *u = NULL;
+        Credex__V1__GenerateDataKeyResponse *g = NULL;
+        cx_error_t err;
+        if (!with_retired) {
+            assert_false(call_unwrap(store, old, base_ctx, NBASE, a, &u, &err));
+            assert_int_equal(err.code, CX_ERR_FAILED_PRECONDITION);
+            assert_non_null(strstr(err.message, "CREDEX_LOCAL_CMK_RETIRED_KEY_FILE"));
+            assert_false(call_rewrap(store, old, base_ctx, NBASE, a, &rw, &err));
+            assert_int_equal(err.code, CX_ERR_FAILED_PRECONDITION);
+        } else {
+            expect_unwraps_to(store, old, dek);
+            old->ciphertext.data[30] ^= 0x04;
+            expect_unwrap_fails(store, old, base_ctx, NBASE, CX_ERR_INTEGRITY);
+            assert_false(call_rewrap(store, old, base_ctx, NBASE, a, &rw, &err));
+            assert_int_equal(err.code, CX_ERR_INTEGRITY);
+            old->ciphertext.data[30] ^= 0x04;
+            assert_false(call_rewrap(store, old, base_ctx, NBASE, a, &rw, &err));
+            assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+            assert_non_null(strstr(err.message, "KMS Encrypt"));
+        }
+        assert_false(call_generate(store, base_ctx, NBASE, a, &g, &err));
+        assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+        Credex__V1__DescribeResponse *d = NULL;
+        assert_true(call_describe(store, a, &d, &err));
+        assert_int_equal(d->key_provider, CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_AWS_KMS);
+        assert_int_equal(d->retired_local_cmk, with_retired);
+        rpc_arena_free(a);
+        rpc_client_free(store);
+        kw_stop(&s);
+    }
+    /* A retired file aws-kms cannot use refuses to start, naming it. */
+    cx_config_t *cfg = aws_config("us-west-2");
+    set_field(cfg->local_cmk_retired_key_file, sizeof(cfg->local_cmk_retired_key_file),
+              write_key_file("open.key", OLD_ROOT, 0640));
+    expect_setup_fails(cfg, "CREDEX_LOCAL_CMK_RETIRED_KEY_FILE");
+    aws_env_clear();
+    cx_crypto_wipe(dek, sizeof(dek));
+    rpc_arena_free(keep);
 }
 
 /* Each server carries its own keywrap state (rpc_call_context): two in one process with
@@ -809,6 +1124,10 @@ int main(void)
         cmocka_unit_test(test_bad_key_files_refuse_to_start),
         cmocka_unit_test(test_aws_kms_refuses_to_start_without_settings),
         cmocka_unit_test(test_two_keywraps_in_one_process),
+        cmocka_unit_test(test_retired_root_unwraps_and_rewraps_to_current),
+        cmocka_unit_test(test_retired_root_tamper_is_integrity_error),
+        cmocka_unit_test(test_retired_key_file_checks),
+        cmocka_unit_test(test_aws_kms_reads_local_keys_only_with_the_retired_root),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }
