@@ -12,7 +12,10 @@ fails, every value is intact, every key moves, one audit event per key with the 
 run moves nothing); a run killed with SIGKILL and run again (the sum of both runs is every key
 exactly once); a tampered payload (another payload's wrapped key copied into it) reported as
 integrity_error and audited while the rest move; keywrap killed during a run (unavailable, and
-every payload either fully moved and audited or untouched).
+every payload either fully moved and audited or untouched); the RPC's peers and inputs; and,
+with the retired local-cmk root (CREDEX_LOCAL_CMK_RETIRED_KEY_FILE), a new root file and then
+local-cmk to aws-kms (the local-kms emulator of test_kms.py), each followed by a keywrap
+without the retired root that still reads every secret of the module.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ import pytest
 import credex_api as x
 import credex_harness as h
 
+# Every secret made in this module and its current value (the cases run in file order on one
+# stack; the last one moves everything to aws-kms and reads all of them back).
+KNOWN: dict[str, tuple[str, bytes]] = {}
 PAYLOADS = "credential_encrypted_payloads"
 EVENTS = "credential_audit_events"
 CMK_A = "alias/credex-local"  # scripts/run's CREDENTIAL_KMS_CMK_ID
@@ -118,7 +124,8 @@ def under(api, cmk: str) -> tuple[int, int]:
 
 
 def make_secrets(api, n: int, tag: str) -> dict[str, tuple[str, bytes]]:
-    """n secrets of fresh users (every third one rotated once): {secret id: (user, current value)}."""
+    """n secrets of fresh users (every third one rotated once): {secret id: (user, current value)},
+    also kept in KNOWN."""
     out = {}
     for i in range(n):
         user = x.uid(f"rot{tag}")
@@ -128,6 +135,7 @@ def make_secrets(api, n: int, tag: str) -> dict[str, tuple[str, bytes]]:
             value = f"rot-{tag}-{i}-v2-{secrets.token_hex(8)}".encode()
             api.ui(user).rotate(sid, value)
         out[sid] = (user, value)
+    KNOWN.update(out)
     return out
 
 
@@ -194,6 +202,7 @@ def test_cmk_change_under_continuous_traffic(rot):
             time.sleep(1)
         finally:
             traffic.stop()
+            KNOWN.update(traffic.known)
         assert res.returncode == 0, res.stdout + res.stderr
         r = report(res)
         assert r["target"] == {"key_provider": "local-cmk", "key_id": "alias/credex-b"}
@@ -360,3 +369,61 @@ def test_rewrap_rpc_is_for_the_operator_only_and_checks_its_input(rot):
         assert res.returncode == 2 and "credexctl: usage: keys rewrap:" in res.stderr, (args, res.stderr)
     res = rewrap(stack, "127.0.0.1:1")
     assert res.returncode == 1 and res.stderr.startswith("credexctl: unavailable:"), res.stderr
+
+
+def new_root(path) -> str:
+    path.write_text(secrets.token_hex(32) + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+def test_new_root_file_then_local_cmk_to_aws_kms_with_the_retired_root(rot, tmp_path_factory):
+    """The two moves that need the retired root (CREDEX_LOCAL_CMK_RETIRED_KEY_FILE): a new local
+    root file (with a new CMK id: store tells keys apart by provider and CMK id only), then
+    local-cmk to aws-kms (the local-kms emulator). After each, a keywrap WITHOUT the retired file
+    reads every secret of the module with its value: nothing is left on the old key."""
+    from test_kms import KEY_ARN, LocalKms, kms_env
+
+    stack, api = rot
+    make_secrets(api, 6, "r")
+    old_root = str(stack.run_dir / "pki" / "local-cmk.key")
+    root = new_root(tmp_path_factory.mktemp("rotation-root") / "local-cmk-2.key")
+    with keywrap_on(stack, "alias/credex-root2", CREDEX_LOCAL_CMK_KEY_FILE=root,
+                    CREDEX_LOCAL_CMK_RETIRED_KEY_FILE=old_root) as (_, gateway, store):
+        res = rewrap(stack, store.addr, "--run-id", "rot-case5-root", "--rate", "0", "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert report(res)["target"] == {"key_provider": "local-cmk", "key_id": "alias/credex-root2"}
+        retrieves_all(api, KNOWN, gateway.addr)
+    with keywrap_on(stack, "alias/credex-root2", CREDEX_LOCAL_CMK_KEY_FILE=root) as (_, gateway, _store):
+        retrieves_all(api, KNOWN, gateway.addr)
+    # A keywrap of the old root alone cannot read them any more: the move was real.
+    with keywrap_on(stack, "alias/credex-root2") as (_, gateway, _store):
+        sid, (user, _) = next(iter(KNOWN.items()))
+        with pytest.raises(grpc.RpcError) as info:
+            api.agent(user, addr=gateway.addr).retrieve(sid)
+        assert x.reason(info.value) == "integrity_error", x.describe(info.value)
+
+    kms = LocalKms(tmp_path_factory.mktemp("rotation-kms"))
+    kms.start()
+    try:
+        aws = kms_env(kms.url, CREDEX_LOCAL_CMK_RETIRED_KEY_FILE=root)
+        with keywrap_on(stack, aws.pop("CREDENTIAL_KMS_CMK_ID"), **aws) as (_, gateway, store):
+            res = rewrap(stack, store.addr, "--run-id", "rot-case5-kms", "--batch", "100", "--rate", "0",
+                         "--json")
+            assert res.returncode == 0, res.stdout + res.stderr
+            r = report(res)
+            assert r["target"] == {"key_provider": "aws-kms", "key_id": KEY_ARN}, r
+            assert r["rewrapped"] == len(payloads(api)) and r["remaining"] == 0, r
+            assert all((d["key_provider"], d["key_id"], d["key_version"]) == ("aws-kms", KEY_ARN, "")
+                       for d in payloads(api))
+            evs = events(api, "secret.key_rewrapped", "rot-case5-kms")
+            assert {(e["attributes"]["from_key_provider"], e["attributes"]["to_key_provider"]) for e in evs} == {
+                ("local-cmk", "aws-kms")}
+            retrieves_all(api, KNOWN, gateway.addr)
+        aws = kms_env(kms.url)
+        with keywrap_on(stack, aws.pop("CREDENTIAL_KMS_CMK_ID"), **aws) as (_, gateway, store):
+            retrieves_all(api, KNOWN, gateway.addr)
+            dry = rewrap(stack, store.addr, "--dry-run")
+            assert dry.returncode == 0 and "remaining: 0" in dry.stdout, dry.stdout + dry.stderr
+    finally:
+        kms.stop()
