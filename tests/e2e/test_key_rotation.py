@@ -93,6 +93,31 @@ def rewrap(stack, store_addr: str, *args: str, timeout: float = 180) -> subproce
                           capture_output=True, text=True, timeout=timeout)
 
 
+def rewrap_on_terminal(stack, store_addr: str, *args: str) -> tuple[subprocess.CompletedProcess, str]:
+    """rewrap with stderr on a pseudo-terminal: (result, what the terminal showed)."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([str(stack.credexctl), "keys", "rewrap", *args], env=ctl_env(stack, store_addr),
+                                stdout=subprocess.PIPE, stderr=slave, text=True)
+        os.close(slave)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal's other side is gone: the process ended
+                break
+            if not chunk:
+                break
+            shown += chunk
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        os.close(master)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, ""), shown.decode(errors="replace")
+
+
 def report(res: subprocess.CompletedProcess) -> dict:
     """The --json report of a run."""
     try:
@@ -193,6 +218,7 @@ def test_cmk_change_under_continuous_traffic(rot):
     known = make_secrets(api, 60, "a")
     moving, total = under(api, CMK_A)
     assert moving == total >= 80
+    old_keys = [bytes(d["wrapped_key"]) for d in payloads(api)]
     with keywrap_on(stack, "alias/credex-b") as (_, gateway, store):
         traffic = Traffic(api, known, gateway.addr)
         traffic.start()
@@ -234,9 +260,17 @@ def test_cmk_change_under_continuous_traffic(rot):
         assert "rewrapped: 0" in again.stdout and "remaining: 0" in again.stdout, again.stdout
         dry = rewrap(stack, store.addr, "--dry-run")
         assert dry.returncode == 0 and "remaining: 0" in dry.stdout, dry.stdout + dry.stderr
-    # The report and the logs name ids, never a value or key bytes.
+        store_log = store.log_text()
+        assert "store.data_keys_rewrapped" in store_log
+    # The report, store's log and the events name ids, never a value or key bytes (old or new).
+    import base64
+
+    seen = res.stdout + res.stderr + store_log + repr(evs)
     for value in {v for _, v in traffic.known.values()}:
-        assert value.decode() not in res.stdout + res.stderr
+        assert value.decode() not in seen
+    for wk in old_keys + [bytes(d["wrapped_key"]) for d in docs]:
+        for form in (wk.hex(), wk.hex().upper(), base64.b64encode(wk).decode(), base64.b64encode(wk[:24]).decode()):
+            assert form not in seen
 
 
 def test_killed_run_resumes_and_moves_each_key_once(rot):
@@ -319,10 +353,12 @@ def test_keywrap_down_is_unavailable_and_nothing_is_half_written(rot):
             assert (d["key_id"] == "alias/credex-e") == (d["_id"] in moved), d["_id"]
         assert 5 <= len(moved) < total
         assert f"rewrapped: {len(moved)}" in out, out
-    # A fresh keywrap on the same CMK finishes the rotation.
+    # A fresh keywrap on the same CMK finishes the rotation; on a terminal, with a progress bar.
     with keywrap_on(stack, "alias/credex-e") as (_, gateway, store):
-        res = rewrap(stack, store.addr, "--run-id", "rot-case4b")
-        assert res.returncode == 0, res.stdout + res.stderr
+        res, bar = rewrap_on_terminal(stack, store.addr, "--run-id", "rot-case4b", "--rate", "50")
+        assert res.returncode == 0, res.stdout + bar
+        assert re.search(r"\r\x1b\[Krewrap \[[#.]{30}\] \d+/\d+ keys +[\d.]+ keys/s +ETA \d+ s", bar), bar
+        assert f"rewrap [{'#' * 30}] {total - len(moved)}/{total - len(moved)} keys" in bar, bar
         assert under(api, "alias/credex-e") == (total, total)
         dry = rewrap(stack, store.addr, "--dry-run", "--json")
         assert dry.returncode == 0 and report(dry)["remaining"] == 0
