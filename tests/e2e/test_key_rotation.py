@@ -223,8 +223,10 @@ def test_cmk_change_under_continuous_traffic(rot):
         traffic = Traffic(api, known, gateway.addr)
         traffic.start()
         try:
-            time.sleep(1)  # traffic flowing before the run starts
+            x.wait_until(lambda: traffic.calls >= 5, 60, what="traffic flowing before the run starts")
+            before_run = traffic.calls
             res = rewrap(stack, store.addr, "--batch", "10", "--rate", "40", "--run-id", "rot-case1", "--json")
+            during_run = traffic.calls - before_run
             time.sleep(1)
         finally:
             traffic.stop()
@@ -238,7 +240,8 @@ def test_cmk_change_under_continuous_traffic(rot):
         assert r["keys_per_second"] <= 40 * moving / (moving - 10) + 1, r
         # Not a terminal: plain progress lines on stderr, never key material.
         assert re.search(r"rewrap: \d+/\d+ keys", res.stderr), res.stderr
-        assert traffic.calls >= 20 and traffic.failures == [], (traffic.calls, traffic.failures[:5])
+        # Calls ran all along the rotation (about 2 s at 40 keys/s), and none failed.
+        assert during_run >= 5 and traffic.failures == [], (during_run, traffic.failures[:5])
         # Every key is under B, each moved key has exactly one event with the run id.
         docs = payloads(api)
         assert all((d["key_provider"], d["key_id"]) == ("local-cmk", "alias/credex-b") for d in docs)
@@ -338,7 +341,7 @@ def test_keywrap_down_is_unavailable_and_nothing_is_half_written(rot):
     make_secrets(api, 20, "d")
     total = len(payloads(api))
     with keywrap_on(stack, "alias/credex-e") as (kw, _gw, store):
-        proc = subprocess.Popen([str(stack.credexctl), "keys", "rewrap", "--batch", "5", "--rate", "15",
+        proc = subprocess.Popen([str(stack.credexctl), "keys", "rewrap", "--batch", "5", "--rate", "10",
                                  "--run-id", "rot-case4"], env=ctl_env(stack, store.addr),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         x.wait_until(lambda: len(events(api, "secret.key_rewrapped", "rot-case4")) >= 5, 60,
