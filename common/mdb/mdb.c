@@ -639,20 +639,63 @@ static bool mdb_find_rows(mdb_t *m, mongoc_client_t *c, const char *coll, const 
     return ok;
 }
 
-bool mdb_find_page(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
-                   const char *sortkey, const char *idkey, unsigned limit, mdb_row_fn row,
-                   void *ctx, bool *more, cx_error_t *err)
+/* The first limit documents of filter sorted by sortkey (then idkey, when not NULL) in one
+ * direction (dir: 1 ascending, -1 descending); limit + 1 are asked for so that *more is known. */
+static bool mdb_find_sorted(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                            const char *sortkey, const char *idkey, int dir, unsigned limit,
+                            mdb_row_fn row, void *ctx, bool *more, cx_error_t *err)
 {
     bson_t opts = BSON_INITIALIZER, sort;
     if (limit < 1)
         return cx_error_set(err, CX_ERR_INTERNAL, "database read: page limit 0");
     BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
-    BSON_APPEND_INT32(&sort, sortkey, -1);
-    BSON_APPEND_INT32(&sort, idkey, -1);
+    BSON_APPEND_INT32(&sort, sortkey, dir);
+    if (idkey)
+        BSON_APPEND_INT32(&sort, idkey, dir);
     bson_append_document_end(&opts, &sort);
     BSON_APPEND_INT64(&opts, "limit", (int64_t)limit + 1);
     bool ok = mdb_find_rows(m, c, coll, filter, &opts, limit, row, ctx, more, err);
     bson_destroy(&opts);
+    return ok;
+}
+
+bool mdb_find_page(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                   const char *sortkey, const char *idkey, unsigned limit, mdb_row_fn row,
+                   void *ctx, bool *more, cx_error_t *err)
+{
+    return mdb_find_sorted(m, c, coll, filter, sortkey, idkey, -1, limit, row, ctx, more, err);
+}
+
+bool mdb_find_first(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                    const char *sortkey, unsigned limit, mdb_row_fn row, void *ctx, bool *more,
+                    cx_error_t *err)
+{
+    return mdb_find_sorted(m, c, coll, filter, sortkey, NULL, 1, limit, row, ctx, more, err);
+}
+
+static bool mdb_count_do(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                         uint64_t *count, cx_error_t *err)
+{
+    bson_error_t berr;
+    if (!mdb_check_up(m, err))
+        return false;
+    mongoc_collection_t *col = mdb_collection(m, c, coll);
+    int64_t n = mongoc_collection_count_documents(col, filter, NULL, NULL, NULL, &berr);
+    bool ok = n >= 0;
+    if (!ok)
+        mdb_fail(m, &berr, NULL, "database count", err);
+    else
+        *count = (uint64_t)n;
+    mongoc_collection_destroy(col);
+    return ok;
+}
+
+bool mdb_count(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+               uint64_t *count, cx_error_t *err)
+{
+    uint64_t t0 = cx_metrics_now_us();
+    bool ok = mdb_count_do(m, c, coll, filter, count, err);
+    mdb_metric(coll, "count", t0, ok, err);
     return ok;
 }
 

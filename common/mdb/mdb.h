@@ -14,7 +14,7 @@
  *    conflict, anything else -> internal;
  *  - the operations services need (find one, insert, update with matched count, update
  *    returning the new document, delete, one page of a sorted query, every match of a bounded
- *    query), each mapping its errors
+ *    query, a count), each mapping its errors
  *    and keeping the down state below;
  *  - the indexes of the collections of docs/DATA_MODEL.md (exactly) with
  * mdb_init_indexes;
@@ -173,6 +173,17 @@ typedef bool (*mdb_row_fn)(void *ctx, const bson_t *doc, cx_error_t *err);
 bool mdb_find_page(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
                    const char *sortkey, const char *idkey, unsigned limit, mdb_row_fn row,
                    void *ctx, bool *more, cx_error_t *err);
+
+/* The first documents matching filter in ascending order of sortkey (a unique field, e.g. _id:
+ * keyset paging narrows filter to sortkey > the last one seen), at most limit of them handed to
+ * row in order; *more tells whether another document follows. limit >= 1. */
+bool mdb_find_first(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+                    const char *sortkey, unsigned limit, mdb_row_fn row, void *ctx, bool *more,
+                    cx_error_t *err);
+
+/* How many documents match filter (countDocuments), into *count. */
+bool mdb_count(mdb_t *m, mongoc_client_t *c, const char *coll, const bson_t *filter,
+               uint64_t *count, cx_error_t *err);
 
 /* Every document matching filter, in the server's order, handed to row (which may stop the
  * query as above). No limit: for filters that bound the result themselves (a list of ids). */

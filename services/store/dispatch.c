@@ -15,7 +15,9 @@
  *      what the context holds (validated caller, validated secret id, owner decoded from the
  *      database), never a raw request field. Not audited: a disabled feature, the audit RPCs
  *      themselves (AppendAuditEvent, QueryAuditEvents), CheckDataKeys (an operator check
- *      that decrypts nothing and reads no secret; store.data_keys_checked is logged), and a
+ *      that decrypts nothing and reads no secret; store.data_keys_checked is logged),
+ *      RewrapDataKeys (it audits each key it moves or cannot move on that key's secret,
+ *      rewrap.c; a call failed as a whole has no secret of its own), and a
  *      call that failed while the database is known to be down or had no connection for it
  *      (the event could not be written: store.audit_skipped is logged instead, once per
  *      call). integrity_error is also logged (store.integrity_error).
@@ -29,7 +31,7 @@
 /* ---- the method table ------------------------------------------------------------------ */
 
 static const char *const store_gateway_only[] = {"gateway", NULL};
-/* The operator's tool (docs/BACKUP_RESTORE.md), never a service. */
+/* The operator's tool (docs/BACKUP_RESTORE.md, docs/KEY_ROTATION.md), never a service. */
 static const char *const store_operator_only[] = {"credexctl", NULL};
 
 /* name, handler, event of a failed call (NULL: not audited here), peers (NULL: the service's) */
@@ -45,7 +47,8 @@ static const char *const store_operator_only[] = {"credexctl", NULL};
     M("Resolve", store_resolve, "secret.retrieved", NULL)                                          \
     M("AppendAuditEvent", store_append_audit, NULL, NULL)                                          \
     M("QueryAuditEvents", store_query_audit, NULL, store_gateway_only)                             \
-    M("CheckDataKeys", store_check_data_keys, NULL, store_operator_only)
+    M("CheckDataKeys", store_check_data_keys, NULL, store_operator_only)                           \
+    M("RewrapDataKeys", store_rewrap_data_keys, NULL, store_operator_only)
 
 typedef struct store_method {
     const char *name;

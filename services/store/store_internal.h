@@ -13,12 +13,13 @@
  *   secret_doc.c  the codec of credential_secret_refs documents (outside input: the database)
  *   envelope.c    secret/payload ids, encryption context and AAD, AES-GCM seal/open, the codec
  *                 of credential_encrypted_payloads documents
- *   keys.c        data keys from keywrap (GenerateDataKey/Unwrap over mTLS)
+ *   keys.c        data keys from keywrap (GenerateDataKey/Unwrap/Rewrap/Describe over mTLS)
  *   dek_cache.c   bounded cache of unwrapped data keys
  *   payload_cache.c bounded cache of decoded payload documents (never plaintext)
  *   audit.c       credential_audit_events documents, paging cursors
  *   audit_batch.c group commit of concurrent audit writes
  *   keycheck.c    CheckDataKeys: does keywrap's key material unwrap a backup's data keys
+ *   rewrap.c      RewrapDataKeys: CMK rotation of the stored data keys (docs/KEY_ROTATION.md)
  */
 #ifndef CREDEX_SERVICES_STORE_STORE_INTERNAL_H
 #define CREDEX_SERVICES_STORE_STORE_INTERNAL_H
@@ -227,13 +228,27 @@ typedef struct store_wrapped {
     const char *key_version;
 } store_wrapped_t;
 
+/* keywrap's current CMK (KeyWrap/Describe): what a CMK rotation moves data keys under. */
+typedef struct store_key_target {
+    Credex__V1__KeyProvider provider;
+    const char *key_id; /* 1..STORE_KEY_ID_MAX bytes */
+} store_key_target_t;
+
 /* Where data keys come from: keywrap over mTLS in the service, a fake in unit tests. Wrapped
- * output lives in the call arena. */
+ * output lives in the call arena. Errors: keywrap's codes, its deadline or absence being
+ * unavailable; a wrapped key keywrap does not know is integrity_error.
+ *   rewrap:   w under the current CMK, same context (no plaintext key reaches store);
+ *   describe: the current CMK; unavailable when keywrap says it is not usable.
+ * rewrap and describe may be NULL (unit tests that do not rotate): RewrapDataKeys then answers
+ * unavailable. */
 typedef struct store_keys_ops {
     bool (*generate)(void *ctx, rpc_call_t *call, const cx_kv_t *pairs, size_t n, cx_secret_t **dek,
                      store_wrapped_t *wrapped, cx_error_t *err);
     bool (*unwrap)(void *ctx, rpc_call_t *call, const store_wrapped_t *w, const cx_kv_t *pairs,
                    size_t n, cx_secret_t **dek, cx_error_t *err);
+    bool (*rewrap)(void *ctx, rpc_call_t *call, const store_wrapped_t *w, const cx_kv_t *pairs,
+                   size_t n, store_wrapped_t *out, cx_error_t *err);
+    bool (*describe)(void *ctx, rpc_call_t *call, store_key_target_t *out, cx_error_t *err);
     void *ctx;
 } store_keys_ops_t;
 
@@ -405,6 +420,10 @@ bool store_append_audit(store_ctx_t *x, const ProtobufCMessage *request, Protobu
 /* CheckDataKeys (keycheck.c): keywrap unwraps each probe's data key, store wipes it. */
 bool store_check_data_keys(store_ctx_t *x, const ProtobufCMessage *request,
                            ProtobufCMessage **reply, cx_error_t *err);
+/* RewrapDataKeys (rewrap.c): CMK rotation, one batch of stored data keys moved under keywrap's
+ * current CMK. */
+bool store_rewrap_data_keys(store_ctx_t *x, const ProtobufCMessage *request,
+                            ProtobufCMessage **reply, cx_error_t *err);
 
 /* ---- events (events.c) ------------------------------------------------------------------- */
 

@@ -5,7 +5,8 @@
  *
  * One file per command family: cmd_token.c (dev JWTs), cmd_secret.c (Secrets), cmd_retrieve.c
  * (Retrieval, as a service), cmd_health.c (health, gateway-health), cmd_dev.c (OpenFGA tuples
- * for a local stack), cmd_db.c (database maintenance), cmd_backup.c (backup and restore);
+ * for a local stack), cmd_db.c (database maintenance), cmd_backup.c (backup and restore),
+ * cmd_keys.c (CMK rotation);
  * util.c and output.c are shared.
  * --json output is the reply message in common/pjson's mapping (what grpcurl prints).
  *
@@ -37,6 +38,8 @@ static void usage(FILE *f)
           "  db SUBCOMMAND        database maintenance (init-indexes)\n"
           "  backup SUBCOMMAND    create, verify, restore: MongoDB collections and OpenFGA\n"
           "                       tuples (docs/BACKUP_RESTORE.md)\n"
+          "  keys rewrap          CMK rotation: rewrap every stored data key under keywrap's\n"
+          "                       current CMK (docs/KEY_ROTATION.md)\n"
           "  --version            print credexctl's version\n"
           "--json (health, gateway-health, secret, retrieve) prints the reply in the proto3 JSON\n"
           "mapping, the document grpcurl prints for the same call.\n"
@@ -80,6 +83,8 @@ int main(int argc, char **argv)
         rc = cmd_retrieve(cfg, n, a);
     else if (strcmp(cmd, "dev") == 0)
         rc = cmd_dev(cfg, n, a);
+    else if (strcmp(cmd, "keys") == 0)
+        rc = cmd_keys(cfg, n, a);
     else if (strcmp(cmd, "db") == 0) {
 #ifdef CREDEXCTL_HAVE_DB
         rc = credexctl_cmd_db(cfg, argc - 1, argv + 1); /* argv[0] is "db" */

@@ -103,10 +103,11 @@ bool cli_token_mint(const cx_config_t *cfg, const cli_token_spec_t *spec, char *
 /* ---- gateway calls --------------------------------------------------------------------- */
 
 typedef struct cli_conn {
-    const char *addr; /* default CREDEX_GATEWAY_ADDR */
-    const char *peer; /* default "gateway" */
-    const char *cert; /* default CREDEX_TLS_CERT */
-    const char *key;  /* default CREDEX_TLS_KEY */
+    const char *addr;     /* default CREDEX_GATEWAY_ADDR */
+    const char *peer;     /* default "gateway" */
+    const char *cert;     /* default CREDEX_TLS_CERT */
+    const char *key;      /* default CREDEX_TLS_KEY */
+    unsigned deadline_ms; /* 0: CREDEX_RPC_DEADLINE_MS */
 } cli_conn_t;
 
 /* One unary call on a fresh client; the reply lives in arena. headers may be NULL. */
@@ -142,5 +143,8 @@ int cmd_retrieve(const cx_config_t *cfg, int argc, char **argv);
 int cmd_health(const cx_config_t *cfg, int argc, char **argv);
 int cmd_gateway_health(const cx_config_t *cfg, int argc, char **argv);
 int cmd_dev(const cx_config_t *cfg, int argc, char **argv);
+/* `keys rewrap` (cmd_keys.c): CMK rotation through store's RewrapDataKeys; argv[0] is the
+ * subcommand. Blocking for the whole run (paced by --rate). */
+int cmd_keys(const cx_config_t *cfg, int argc, char **argv);
 
 #endif

@@ -281,7 +281,9 @@ bool cli_call(const cx_config_t *cfg, const cli_conn_t *conn,
     if (client == NULL)
         return false;
     rpc_call_options_t opts = {
-        .deadline_ms = cfg->rpc_default_deadline_ms, .headers = headers, .nheaders = nheaders};
+        .deadline_ms = conn && conn->deadline_ms ? conn->deadline_ms : cfg->rpc_default_deadline_ms,
+        .headers = headers,
+        .nheaders = nheaders};
     bool ok = rpc_client_unary(client, service, method, req, &opts, arena, reply, err);
     rpc_client_free(client);
     return ok;

@@ -233,6 +233,32 @@ static void message_walk(void **state)
     assert_string_equal(e.message, "kind is required");
 }
 
+/* The table of required fields is searched by name (bsearch): an entry out of order is never
+ * found and its fields silently become optional. The store requests around the CMK rotation's. */
+static void required_fields_are_found(void **state)
+{
+    (void)state;
+    cx_error_t e;
+    Credex__V1__StoreRewrapDataKeysRequest rw = CREDEX__V1__STORE_REWRAP_DATA_KEYS_REQUEST__INIT;
+    rw.limit = 10;
+    assert_false(check(&rw.base, &e));
+    assert_string_equal(e.message, "run_id is required");
+    rw.run_id = "rw-0123";
+    assert_true(check(&rw.base, &e));
+    Credex__V1__StoreRevokeSecretRequest rv = CREDEX__V1__STORE_REVOKE_SECRET_REQUEST__INIT;
+    rv.secret_id = "sec_0123456789ABCDEFGHJKMNPQRS";
+    assert_false(check(&rv.base, &e));
+    assert_string_equal(e.message, "caller is required");
+    Credex__V1__StoreResolveRequest rs = CREDEX__V1__STORE_RESOLVE_REQUEST__INIT;
+    rs.secret_id = rv.secret_id;
+    assert_false(check(&rs.base, &e));
+    assert_string_equal(e.message, "caller is required");
+    Credex__V1__StoreRotateSecretRequest rt = CREDEX__V1__STORE_ROTATE_SECRET_REQUEST__INIT;
+    rt.secret_id = rv.secret_id;
+    assert_false(check(&rt.base, &e));
+    assert_string_equal(e.message, "caller is required");
+}
+
 static void nested_paths_and_maps(void **state)
 {
     (void)state;
@@ -375,6 +401,7 @@ int main(void)
         cmocka_unit_test(identifiers_have_alphabets),
         cmocka_unit_test(errors_never_echo_the_value),
         cmocka_unit_test(message_walk),
+        cmocka_unit_test(required_fields_are_found),
         cmocka_unit_test(nested_paths_and_maps),
         cmocka_unit_test(reply_of_gateway_is_checked_by_name),
         cmocka_unit_test(wire_strings),

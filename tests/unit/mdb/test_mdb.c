@@ -287,6 +287,30 @@ static void test_operations(void **state)
     assert_false(mdb_find_page(m, c, coll, any, "at", "_id", 5, collect_row, &r, &more, &err));
     assert_int_equal(err.code, CX_ERR_INTEGRITY);
 
+    /* Ascending by _id, keyset-paged the way store's RewrapDataKeys walks payloads, under a
+     * filter with $or/$ne (FerretDB answers both), and the count of the same filter. */
+    memset(&r, 0, sizeof(r));
+    bson_t *odd =
+        BCON_NEW("group", BCON_UTF8("ops"), "$or", "[", "{", "at", "{", "$ne", BCON_INT64(100), "}",
+                 "}", "{", "n", "{", "$ne", BCON_INT32(8), "}", "}", "]");
+    assert_true(mdb_find_first(m, c, coll, odd, "_id", 2, collect_row, &r, &more, &err));
+    assert_int_equal(r.n, 2);
+    assert_true(more);
+    assert_string_equal(r.ids[0], "op-1"); /* op-0: at 100 and n 8 */
+    assert_string_equal(r.ids[1], "op-2");
+    uint64_t count = 0;
+    assert_true(mdb_count(m, c, coll, odd, &count, &err));
+    assert_int_equal(count, 4);
+    bson_t *after = BCON_NEW("group", BCON_UTF8("ops"), "_id", "{", "$gt", BCON_UTF8("op-2"), "}");
+    memset(&r, 0, sizeof(r));
+    assert_true(mdb_find_first(m, c, coll, after, "_id", 5, collect_row, &r, &more, &err));
+    assert_int_equal(r.n, 2);
+    assert_false(more);
+    assert_string_equal(r.ids[0], "op-3");
+    assert_string_equal(r.ids[1], "op-4");
+    bson_destroy(odd);
+    bson_destroy(after);
+
     /* A counted delete tells whether it removed the document: the single-use claim. */
     bson_t *f1 = BCON_NEW("_id", BCON_UTF8("op-1"));
     bool deleted = false;

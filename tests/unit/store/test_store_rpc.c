@@ -38,6 +38,11 @@ typedef struct fake_kw {
      * rewrap (set between calls only). */
     uint8_t retired[64];
     size_t retired_len;
+    /* CMK rotation: Describe names `target`; Rewrap answers under `rewrap_to` (NULL: target),
+     * after calling `hook` (when set) with the secret id of the context, as if another writer
+     * acted on that secret while keywrap rewrapped its key. */
+    const char *target, *rewrap_to;
+    void (*hook)(const char *secret_id);
 } fake_kw_t;
 
 static bool fake_generate(void *ctx, rpc_call_t *call, const cx_kv_t *pairs, size_t n,
@@ -89,6 +94,45 @@ static bool fake_unwrap(void *ctx, rpc_call_t *call, const store_wrapped_t *w, c
     return true;
 }
 
+/* The key of w, opened as fake_unwrap does, sealed again under the same KEK with a fresh nonce:
+ * never a plaintext key in the answer, like keywrap's Rewrap. */
+static bool fake_rewrap_key(void *ctx, rpc_call_t *call, const store_wrapped_t *w,
+                            const cx_kv_t *pairs, size_t n, store_wrapped_t *out, cx_error_t *err)
+{
+    fake_kw_t *k = ctx;
+    cx_secret_t *dek = NULL;
+    unsigned char *aad = NULL;
+    size_t aadlen = 0;
+    if (!fake_unwrap(ctx, call, w, pairs, n, &dek, err))
+        return false;
+    unsigned char *blob = rpc_call_alloc(call, CX_GCM_NONCE_LEN + CX_AES_KEY_LEN + CX_GCM_TAG_LEN);
+    assert_true(cx_crypto_context_encode(pairs, n, &aad, &aadlen, err));
+    assert_true(cx_crypto_seal(k->kek, aad, aadlen, cx_secret_bytes(dek), cx_secret_len(dek), blob,
+                               blob + CX_GCM_NONCE_LEN, blob + CX_GCM_NONCE_LEN + CX_AES_KEY_LEN,
+                               err));
+    free(aad);
+    cx_secret_free(dek);
+    if (k->hook)
+        k->hook(pairs[0].value); /* pairs[0] is secret_id (store_bind_context) */
+    out->ct = blob;
+    out->ct_len = CX_GCM_NONCE_LEN + CX_AES_KEY_LEN + CX_GCM_TAG_LEN;
+    out->provider = CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_LOCAL_CMK;
+    out->key_id = k->rewrap_to ? k->rewrap_to : k->target;
+    out->key_version = "1";
+    return true;
+}
+
+static bool fake_describe(void *ctx, rpc_call_t *call, store_key_target_t *out, cx_error_t *err)
+{
+    (void)call;
+    fake_kw_t *k = ctx;
+    if (atomic_load(&k->down))
+        return cx_error_set(err, CX_ERR_UNAVAILABLE, "keywrap down (test)");
+    out->provider = CREDEX__V1__KEY_PROVIDER__KEY_PROVIDER_LOCAL_CMK;
+    out->key_id = k->target;
+    return true;
+}
+
 /* ---- fixture ---------------------------------------------------------------------------- */
 
 typedef struct fx {
@@ -133,7 +177,12 @@ static int group_setup(void **state)
     memset(kek, 0x5a, sizeof(kek));
     F.kw.kek = cx_secret_from(kek, sizeof(kek));
     assert_true(cx_config_load(&F.cfg, fx_getenv, NULL, &err));
-    store_keys_ops_t ops = {.generate = fake_generate, .unwrap = fake_unwrap, .ctx = &F.kw};
+    F.kw.target = "alias/test-b";
+    store_keys_ops_t ops = {.generate = fake_generate,
+                            .unwrap = fake_unwrap,
+                            .rewrap = fake_rewrap_key,
+                            .describe = fake_describe,
+                            .ctx = &F.kw};
     F.st = store_new(F.cfg, &ops, &err);
     assert_non_null(F.st);
     if (!mdb_init_indexes(F.st->db, NULL, NULL, NULL, &err))
@@ -1780,14 +1829,224 @@ static void test_payload_cache_retry(void **state)
 
 /* Delete the payload documents of a secret, as another replica's DeleteSecret does after its
  * tombstone. */
-static void payloads_delete(const char *secret_id)
+static void payloads_delete_where(const char *field, const char *value)
 {
     cx_error_t err;
     mongoc_client_t *c = mdb_client_pop(F.st->db, &err);
-    bson_t *f = BCON_NEW("secret_id", BCON_UTF8(secret_id));
+    bson_t *f = BCON_NEW(field, BCON_UTF8(value));
     assert_true(mdb_delete_many(F.st->db, c, MDB_COLL_PAYLOADS, f, &err));
     bson_destroy(f);
     mdb_client_push(F.st->db, c);
+}
+
+static void payloads_delete(const char *secret_id)
+{
+    payloads_delete_where("secret_id", secret_id);
+}
+
+/* ---- CMK rotation (RewrapDataKeys) -------------------------------------------------------- */
+
+/* What another writer does to a secret's payloads while keywrap rewraps one of its keys. */
+static void hook_delete(const char *secret_id)
+{
+    payloads_delete(secret_id);
+}
+
+static void payloads_set_str(const char *secret_id, const char *field, const char *value)
+{
+    cx_error_t err;
+    bson_error_t berr;
+    mongoc_client_t *c = mdb_client_pop(F.st->db, &err);
+    mongoc_collection_t *col = mdb_collection(F.st->db, c, MDB_COLL_PAYLOADS);
+    bson_t *f = BCON_NEW("secret_id", BCON_UTF8(secret_id));
+    bson_t *u = BCON_NEW("$set", "{", field, BCON_UTF8(value), "}");
+    assert_true(mongoc_collection_update_many(col, f, u, NULL, NULL, &berr));
+    bson_destroy(f);
+    bson_destroy(u);
+    mongoc_collection_destroy(col);
+    mdb_client_push(F.st->db, c);
+}
+
+static void hook_moved_by_another_run(const char *secret_id)
+{
+    payloads_set_str(secret_id, "key_id", F.kw.target);
+}
+
+static void hook_key_changed(const char *secret_id)
+{
+    const uint8_t other[60] = {1};
+    payload_set_bin(secret_id, "wrapped_key", other, sizeof other);
+}
+
+/* The payload id just before pid (same length, Crockford order, which is ASCII order), so that
+ * a batch of one from it is pid's key (or the first key after it that is not under target). */
+static void payload_id_before(const char *pid, char out[STORE_ID_BUF])
+{
+    static const char alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    snprintf(out, STORE_ID_BUF, "%s", pid);
+    for (size_t i = strlen(out); i-- > 4;) {
+        if (out[i] != '0') {
+            out[i] = alphabet[strchr(alphabet, out[i]) - alphabet - 1];
+            return;
+        }
+        out[i] = 'Z';
+    }
+    fail_msg("no payload id before %s", pid);
+}
+
+/* One RewrapDataKeys call as the operator, of at most one key: pid's. */
+static Credex__V1__StoreRewrapDataKeysResponse *rewrap_one(rpc_arena_t *a, const char *pid,
+                                                           cx_error_t *err)
+{
+    rpc_client_t *op = client_as("credexctl");
+    char after[STORE_ID_BUF];
+    payload_id_before(pid, after);
+    Credex__V1__StoreRewrapDataKeysRequest r = CREDEX__V1__STORE_REWRAP_DATA_KEYS_REQUEST__INIT;
+    r.run_id = "unit-rewrap";
+    r.after_payload_id = after;
+    r.limit = 1;
+    ProtobufCMessage *reply = NULL;
+    bool ok = call(op, "RewrapDataKeys", &r.base, a, &reply, err);
+    rpc_client_free(op);
+    return ok ? (Credex__V1__StoreRewrapDataKeysResponse *)reply : NULL;
+}
+
+/* A fresh secret of alice (one version) and its payload id. */
+static const char *rewrap_secret(rpc_arena_t *a, char pid[STORE_ID_BUF])
+{
+    static int made;
+    cx_error_t err;
+    char idem[64];
+    snprintf(idem, sizeof idem, "rewrap-%lld-%d", (long long)mdb_now_ms(), made++);
+    Credex__V1__StoreCreateSecretResponse *c =
+        create(F.gw, a, "alice", idem, "R", "rw-value", &err);
+    assert_non_null(c);
+    ref_payload_id(c->secret->secret_id, pid);
+    return c->secret->secret_id;
+}
+
+/* rewrap_one with hook run while keywrap rewraps; the call must succeed. */
+static Credex__V1__StoreRewrapDataKeysResponse *rewrap_hooked(rpc_arena_t *a, const char *pid,
+                                                              void (*hook)(const char *))
+{
+    cx_error_t err;
+    F.kw.hook = hook;
+    Credex__V1__StoreRewrapDataKeysResponse *r = rewrap_one(a, pid, &err);
+    F.kw.hook = NULL;
+    if (!r)
+        fail_msg("rewrap: %s: %s", cx_code_reason(err.code), err.message);
+    return r;
+}
+
+static void expect_key_id(const char *secret_id, const char *key_id)
+{
+    bson_t doc;
+    bson_iter_t it;
+    payload_get(secret_id, &doc);
+    assert_true(bson_iter_init_find(&it, &doc, "key_id"));
+    assert_string_equal(bson_iter_utf8(&it, NULL), key_id);
+    bson_destroy(&doc);
+}
+
+/* The replace-only-if-unchanged rule, the per-key failures and the whole-call ones. */
+static void test_rewrap_data_keys(void **state)
+{
+    (void)state;
+    cx_error_t err;
+    rpc_arena_t *a = rpc_arena_new(4096);
+    char pid[STORE_ID_BUF];
+    Credex__V1__StoreRewrapDataKeysResponse *r;
+
+    /* Moved: under the target, the same value, one event, the payload cache dropped. */
+    const char *s1 = rewrap_secret(a, pid);
+    expect_plain(s1, "rw-value");
+    assert_true(cache_holds(F.st, pid));
+    r = rewrap_hooked(a, pid, NULL);
+    assert_int_equal(r->rewrapped, 1);
+    assert_int_equal(r->n_failures, 0);
+    assert_string_equal(r->target_key_id, "alias/test-b");
+    expect_key_id(s1, "alias/test-b");
+    assert_false(cache_holds(F.st, pid));
+    assert_int_equal(count_events(s1, "secret.key_rewrapped", "success"), 1);
+    expect_plain(s1, "rw-value");
+    /* Idempotent: the key is under the target, a batch from it finds another key or none. */
+    r = rewrap_hooked(a, pid, NULL);
+    assert_int_equal(count_events(s1, "secret.key_rewrapped", "success"), 1);
+
+    /* Deleted while keywrap rewrapped it: never written back (no upsert), nothing reported. */
+    const char *s2 = rewrap_secret(a, pid);
+    r = rewrap_hooked(a, pid, hook_delete);
+    assert_int_equal(r->rewrapped + r->already_current + r->n_failures, 0);
+    assert_int_equal(count_docs(MDB_COLL_PAYLOADS, s2), 0);
+    {
+        bool found = true;
+        bson_t doc;
+        mongoc_client_t *c = mdb_client_pop(F.st->db, &err);
+        bson_t *f = BCON_NEW("_id", BCON_UTF8(pid));
+        assert_true(mdb_find_one(F.st->db, c, MDB_COLL_PAYLOADS, f, &doc, &found, &err));
+        assert_false(found); /* not even a partial document under its id */
+        bson_destroy(f);
+        mdb_client_push(F.st->db, c);
+    }
+    assert_int_equal(count_events(s2, "secret.key_rewrapped", "success"), 0);
+
+    /* Moved by another run meanwhile: already current, no second event. */
+    const char *s3 = rewrap_secret(a, pid);
+    r = rewrap_hooked(a, pid, hook_moved_by_another_run);
+    assert_int_equal(r->already_current, 1);
+    assert_int_equal(r->rewrapped, 0);
+    assert_int_equal(count_events(s3, "secret.key_rewrapped", "success"), 0);
+
+    /* Its wrapped key changed otherwise meanwhile: conflict, reported and audited, kept. */
+    const char *s4 = rewrap_secret(a, pid);
+    r = rewrap_hooked(a, pid, hook_key_changed);
+    assert_int_equal(r->n_failures, 1);
+    assert_string_equal(r->failures[0]->reason, "conflict");
+    assert_string_equal(r->failures[0]->payload_id, pid);
+    assert_string_equal(r->failures[0]->secret_id, s4);
+    assert_int_equal(r->failures[0]->version, 1);
+    expect_key_id(s4, "alias/test");
+    assert_int_equal(count_events(s4, "secret.key_rewrap_failed", "failed"), 1);
+    payloads_delete(s4); /* its key is garbage now; out of the later batches' way */
+
+    /* A key keywrap refuses (another secret's context): integrity_error, passed over. */
+    const char *s5 = rewrap_secret(a, pid);
+    bson_t d1;
+    uint8_t w1[STORE_WRAPPED_MAX];
+    uint32_t w1_len = 0;
+    payload_get(s1, &d1);
+    get_bin(&d1, "wrapped_key", w1, &w1_len);
+    bson_destroy(&d1);
+    payload_set_bin(s5, "wrapped_key", w1, w1_len); /* s1's key swapped into s5's payload */
+    r = rewrap_hooked(a, pid, NULL);
+    assert_int_equal(r->n_failures, 1);
+    assert_string_equal(r->failures[0]->reason, "integrity_error");
+    assert_string_equal(r->failures[0]->secret_id, s5);
+    assert_int_equal(count_events(s5, "secret.key_rewrap_failed", "failed"), 1);
+    expect_key_id(s5, "alias/test");
+    payloads_delete_where("_id", pid); /* out of the later batches' way */
+
+    /* keywrap replicas disagree on the current CMK: the whole call fails, nothing replaced. */
+    const char *s6 = rewrap_secret(a, pid);
+    F.kw.rewrap_to = "alias/test-old";
+    assert_null(rewrap_one(a, pid, &err));
+    F.kw.rewrap_to = NULL;
+    assert_int_equal(err.code, CX_ERR_FAILED_PRECONDITION);
+    assert_non_null(strstr(err.message, "keywrap replicas disagree"));
+    expect_key_id(s6, "alias/test");
+    assert_int_equal(count_events(s6, "secret.key_rewrapped", "success"), 0);
+
+    /* keywrap down: unavailable for the whole call, nothing replaced. */
+    atomic_store(&F.kw.down, true);
+    assert_null(rewrap_one(a, pid, &err));
+    atomic_store(&F.kw.down, false);
+    assert_int_equal(err.code, CX_ERR_UNAVAILABLE);
+    assert_non_null(strstr(err.message, "keywrap: "));
+    expect_key_id(s6, "alias/test");
+    r = rewrap_hooked(a, pid, NULL);
+    assert_int_equal(r->rewrapped, 1);
+    expect_plain(s6, "rw-value");
+    rpc_arena_free(a);
 }
 
 /* Resolve until it fails with code, for at most twice the bound; returns how long after `since`
@@ -2298,6 +2557,7 @@ int main(void)
         cmocka_unit_test(test_audit_group_commit),
         cmocka_unit_test(test_audit_batch_one_and_down),
         cmocka_unit_test(test_audit_batch_isolation),
+        cmocka_unit_test(test_rewrap_data_keys),
         cmocka_unit_test(test_real_keywrap),
     };
     int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
