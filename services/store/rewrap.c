@@ -343,10 +343,14 @@ bool store_rewrap_data_keys(store_ctx_t *x, const ProtobufCMessage *request,
             resp->next_after_payload_id =
                 rpc_arena_strndup(a, bson_iter_utf8(&it, NULL), strlen(bson_iter_utf8(&it, NULL)));
     }
-    bson_destroy(&filter);
-    store_rewrap_filter(&run.target, NULL, &filter);
-    if (!mdb_count(x->st->db, x->c, MDB_COLL_PAYLOADS, &filter, &resp->remaining, err))
-        goto out;
+    /* The count reads the whole collection (no index serves "not under the target"): once per
+     * pass, when the caller needs it, not once per batch. */
+    if (r->count_only || !more) {
+        bson_destroy(&filter);
+        store_rewrap_filter(&run.target, NULL, &filter);
+        if (!mdb_count(x->st->db, x->c, MDB_COLL_PAYLOADS, &filter, &resp->remaining, err))
+            goto out;
+    }
     resp->done = r->count_only ? resp->remaining == 0 : !more;
     cx_log_info(rpc_call_correlation_id(x->call), "store.data_keys_rewrapped",
                 CX_LOG_STR("run_id", r->run_id), CX_LOG_BOOL("count_only", r->count_only),

@@ -195,7 +195,8 @@ static bool cli_keys_pass(cli_keys_run_t *run, cx_error_t *err)
             run->rewrapped += r->rewrapped;
             run->already_current += r->already_current;
             run->handled += r->rewrapped + r->already_current + r->n_failures;
-            run->remaining = r->remaining;
+            if (r->done)
+                run->remaining = r->remaining; /* store counts at the end of a pass only */
             for (size_t i = 0; i < r->n_failures; i++)
                 cli_keys_note_failure(run, r->failures[i]);
             snprintf(after, sizeof after, "%s", r->next_after_payload_id);
