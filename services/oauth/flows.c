@@ -98,14 +98,23 @@ void oauth_flows_sweep(oauth_ctx_t *x)
     if (now < next ||
         !atomic_compare_exchange_strong(&x->o->next_sweep_ms, &next, now + OAUTH_FLOW_SWEEP_MS))
         return;
-    bson_t filter = BSON_INITIALIZER, lt;
+    bson_t flows = BSON_INITIALIZER, pending = BSON_INITIALIZER, lt;
     cx_error_t err;
-    BSON_APPEND_DOCUMENT_BEGIN(&filter, "expires_at", &lt);
+    BSON_APPEND_DOCUMENT_BEGIN(&flows, "expires_at", &lt);
     BSON_APPEND_DATE_TIME(&lt, "$lt", now);
-    bson_append_document_end(&filter, &lt);
-    if (oauth_connect(x, &err) &&
-        !mdb_delete_many(x->o->db, x->c, MDB_COLL_OAUTH_FLOWS, &filter, &err))
+    bson_append_document_end(&flows, &lt);
+    BSON_APPEND_UTF8(&pending, "state",
+                     oauth_conn_state_name(CREDEX__V1__CONNECTION_STATE__CONNECTION_STATE_PENDING));
+    BSON_APPEND_DOCUMENT_BEGIN(&pending, "created_at", &lt);
+    BSON_APPEND_DATE_TIME(&lt, "$lt", now - OAUTH_PENDING_TTL_MS);
+    bson_append_document_end(&pending, &lt);
+    /* No cache outlives the delete: the connection cache confirms its entries against the
+     * database within its bound, and a kept pick is read again, and checked live, on use. */
+    if (!oauth_connect(x, &err) ||
+        !mdb_delete_many(x->o->db, x->c, MDB_COLL_OAUTH_FLOWS, &flows, &err) ||
+        !mdb_delete_many(x->o->db, x->c, MDB_COLL_CONNECTIONS, &pending, &err))
         cx_log_warn(x->correlation_id, "oauth.flow_sweep_failed",
                     CX_LOG_STR("reason", err.message));
-    bson_destroy(&filter);
+    bson_destroy(&flows);
+    bson_destroy(&pending);
 }

@@ -548,10 +548,14 @@ bool oauth_flow_find(oauth_ctx_t *x, const char *state, oauth_flow_t *out, bool 
 /* Claim the flow of state: delete it by _id; *claimed true for exactly one of concurrent
  * claimers (single use even with replicas). */
 bool oauth_flow_claim(oauth_ctx_t *x, const char *state, bool *claimed, cx_error_t *err);
-/* Delete expired flows (best effort), at most once per OAUTH_FLOW_SWEEP_MS per process: an
- * expired flow is refused when claimed anyway, so the sweep only keeps the collection small
- * and need not cost every StartConnect a database write. */
-#define OAUTH_FLOW_SWEEP_MS 60000
+/* Delete expired flows and abandoned PENDING connections (best effort), at most once per
+ * OAUTH_FLOW_SWEEP_MS per process: an expired flow is refused when claimed anyway, so the
+ * sweep only keeps the collections small and need not cost every StartConnect a database
+ * write. A PENDING connection holds no token set and no tuple; once older than
+ * OAUTH_PENDING_TTL_MS its flow has expired long since (OAUTH_FLOW_TTL_MS), so no callback can
+ * complete it any more and it would only linger in the user's list. */
+#define OAUTH_FLOW_SWEEP_MS  60000
+#define OAUTH_PENDING_TTL_MS (2 * OAUTH_FLOW_TTL_MS)
 void oauth_flows_sweep(oauth_ctx_t *x);
 
 /* ---- connections (connections.c) ---------------------------------------------------------- */

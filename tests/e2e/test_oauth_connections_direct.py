@@ -581,3 +581,35 @@ def test_list_pages(api, providers, gh):
     assert sorted(seen) == sorted(ids) and len(seen) == 3
     pending = conns(api, "ListConnections", o.ListConnectionsRequest(state=o.CONNECTION_STATE_ACTIVE), user=user)
     assert list(pending.connections) == []
+
+
+def test_abandoned_pending_connections_are_swept(api, stack, providers, gh):
+    """A connect nobody finished leaves a PENDING connection (no token set, no tuple). Once it is
+    older than twice a flow's lifetime no callback can complete it, and a sweep deletes it; a
+    recent PENDING one and an ACTIVE one stay. Each oauth process sweeps at most once a minute,
+    at a StartConnect: a fresh process sweeps at its first."""
+    o = api.pb.oauth
+    user = f"sweep-{uuid.uuid4().hex[:8]}"
+    abandoned = start(api, "github", user=user).connection_id
+    recent = start(api, "github", user=user).connection_id
+    _, done = connect(api, providers, "github", user=user)
+    active = done.connection.connection_id
+    client, db = api.mongo()
+    try:
+        old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=21)
+        assert db.provider_connections.update_one({"_id": abandoned},
+                                                  {"$set": {"created_at": old}}).matched_count == 1
+        replica = stack.spawn("oauth")
+        stack.wait_healthy(replica)
+        try:
+            later = oauth(api, user_md(user), addr=replica.addr).call(
+                "Connections", "StartConnect",
+                o.StartConnectRequest(provider_key="github", return_to="/settings/connections"))
+        finally:
+            assert replica.stop() == 0
+        states = {d["_id"]: d["state"] for d in db.provider_connections.find({"subject_user_id": user})}
+    finally:
+        client.close()
+    assert states == {recent: "pending", active: "active", later.connection_id: "pending"}, states
+    listed = conns(api, "ListConnections", o.ListConnectionsRequest(), user=user)
+    assert abandoned not in {k.connection_id for k in listed.connections}
