@@ -23,6 +23,7 @@ import base64
 import json
 import os
 import re
+import secrets
 import socket
 import subprocess
 import threading
@@ -47,8 +48,10 @@ ACCOUNT = "111122223333"
 KEY_ID = "6f0c8d2e-3b1a-4c5d-9e7f-0a1b2c3d4e5f"
 KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{KEY_ID}"
 ALIAS = "alias/credex-test"
-ACCESS_KEY = "AKIDCREDEXTEST0001"
-SECRET_KEY = "credex-test-secret-access-key"
+# Static keys of this test session only (the emulator accepts any): made here, so that nothing
+# shaped like an AWS credential is written in the repository.
+ACCESS_KEY = "TEST" + secrets.token_hex(8).upper()
+SECRET_KEY = secrets.token_hex(20)
 LOCAL_KMS = h.TOOLS / "bin" / "local-kms"
 
 

@@ -684,6 +684,22 @@ static void aws_env_clear(void)
         unsetenv(vars[i]);
 }
 
+/* Static AWS keys for start-up checks: random for each test run, so that nothing shaped like a
+ * credential is written in the repository (nothing is ever sent to AWS with them). */
+static void aws_env_static_keys(bool with_id, bool with_secret)
+{
+    unsigned char raw[16];
+    char hex[2 * sizeof(raw) + 1];
+    cx_error_t err;
+    assert_true(cx_crypto_random(raw, sizeof(raw), &err));
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    if (with_id)
+        setenv("AWS_ACCESS_KEY_ID", hex + 16, 1);
+    if (with_secret)
+        setenv("AWS_SECRET_ACCESS_KEY", hex, 1);
+}
+
 static cx_config_t *aws_config(const char *region)
 {
     cx_config_t *cfg = config_new("arn:aws:kms:us-west-2:123456789012:key/x", NULL, true);
@@ -699,8 +715,7 @@ static void test_aws_kms_refuses_to_start_without_settings(void **state)
 {
     (void)state;
     aws_env_clear();
-    setenv("AWS_ACCESS_KEY_ID", "AKIDTESTONLY0001", 1);
-    setenv("AWS_SECRET_ACCESS_KEY", "aabbccddsecret", 1);
+    aws_env_static_keys(true, true);
     expect_setup_fails(aws_config(""), "CREDENTIAL_KMS_REGION must be set for aws-kms");
     expect_setup_fails(aws_config("Not A Region"), "CREDENTIAL_KMS_REGION");
     cx_config_t *cfg = aws_config("us-west-2");
@@ -711,7 +726,7 @@ static void test_aws_kms_refuses_to_start_without_settings(void **state)
                        "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and "
                        "AWS_SESSION_TOKEN for temporary keys), or AWS_ROLE_ARN and "
                        "AWS_WEB_IDENTITY_TOKEN_FILE");
-    setenv("AWS_SECRET_ACCESS_KEY", "aabbccddsecret", 1);
+    aws_env_static_keys(false, true);
     expect_setup_fails(aws_config("us-west-2"),
                        "AWS_SECRET_ACCESS_KEY is set without AWS_ACCESS_KEY_ID (both or neither)");
     aws_env_clear();
@@ -722,8 +737,7 @@ static void test_aws_kms_refuses_to_start_without_settings(void **state)
                        "AWS_WEB_IDENTITY_TOKEN_FILE: cannot read /nonexistent/credex/token");
     aws_env_clear();
     /* With static credentials it starts (nothing is sent to AWS at start-up). */
-    setenv("AWS_ACCESS_KEY_ID", "AKIDTESTONLY0001", 1);
-    setenv("AWS_SECRET_ACCESS_KEY", "aabbccddsecret", 1);
+    aws_env_static_keys(true, true);
     cfg = aws_config("us-west-2");
     rpc_server_t *srv = server_new();
     void *st = NULL;
@@ -979,8 +993,7 @@ static void test_aws_kms_reads_local_keys_only_with_the_retired_root(void **stat
     const char *old_root = write_key_file("old-root.key", OLD_ROOT, 0600);
     Credex__V1__WrappedKey *old = wrapped_under(keep, "alias/credex-local", old_root, dek);
     aws_env_clear();
-    setenv("AWS_ACCESS_KEY_ID", "AKIDTESTONLY0001", 1);
-    setenv("AWS_SECRET_ACCESS_KEY", "aabbccddsecret", 1);
+    aws_env_static_keys(true, true);
 
     for (int with_retired = 0; with_retired < 2; with_retired++) {
         cx_config_t *cfg = aws_config("us-west-2"); /* production mode */
