@@ -355,7 +355,11 @@ def test_keywrap_down_is_unavailable_and_nothing_is_half_written(rot):
         for d in payloads(api):
             assert (d["key_id"] == "alias/credex-e") == (d["_id"] in moved), d["_id"]
         assert 5 <= len(moved) < total
-        assert f"rewrapped: {len(moved)}" in out, out
+        # The report counts the calls that answered; keys the failing call moved before keywrap
+        # died (at most a batch less one) are moved and audited, but not in it.
+        reported = int(re.search(r"^rewrapped: (\d+)$", out, re.M)[1])
+        assert reported <= len(moved) < reported + 5, out
+        assert f"remaining: {total - reported}" in out, out
     # A fresh keywrap on the same CMK finishes the rotation; on a terminal, with a progress bar.
     with keywrap_on(stack, "alias/credex-e") as (_, gateway, store):
         res, bar = rewrap_on_terminal(stack, store.addr, "--run-id", "rot-case4b", "--rate", "50")

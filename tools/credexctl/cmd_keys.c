@@ -195,8 +195,13 @@ static bool cli_keys_pass(cli_keys_run_t *run, cx_error_t *err)
             run->rewrapped += r->rewrapped;
             run->already_current += r->already_current;
             run->handled += r->rewrapped + r->already_current + r->n_failures;
+            /* store counts at the end of a pass only; in between, the last count less the
+             * keys moved since (a run that fails mid-pass reports that) */
+            uint64_t gone = (uint64_t)r->rewrapped + r->already_current;
             if (r->done)
-                run->remaining = r->remaining; /* store counts at the end of a pass only */
+                run->remaining = r->remaining;
+            else
+                run->remaining = run->remaining > gone ? run->remaining - gone : 0;
             for (size_t i = 0; i < r->n_failures; i++)
                 cli_keys_note_failure(run, r->failures[i]);
             snprintf(after, sizeof after, "%s", r->next_after_payload_id);
