@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shlex
 import signal
 import socket
@@ -42,14 +43,41 @@ START_TIMEOUT = 180  # seconds for `scripts/run start` (ASan start-up of 7 proce
 STOP_TIMEOUT = 120
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports (all bound at once, so no duplicates)."""
-    socks = []
+def _listen_port_range() -> tuple[int, int]:
+    """Ports below the kernel's ephemeral range (ip_local_port_range), from 10000: the kernel
+    never hands these out as the source port of an outgoing connection."""
     try:
-        for _ in range(n):
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return 10000, max(10000, min(low, 65536) - 1)
+
+
+_PORT_RNG = random.SystemRandom()
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (all bound at once, so no duplicates), for processes that
+    bind them later. Chosen below the ephemeral range, not by binding port 0: a port from the
+    ephemeral range can become the source port of any outgoing connection on the machine between
+    this check and the child's bind, and the child then fails to start (EADDRINUSE), which a
+    clean-clone CI run hit three times in one suite."""
+    low, high = _listen_port_range()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(1000):
+            if len(socks) == n:
+                break
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", _PORT_RNG.randint(low, high) if high > low else 0))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
+        if len(socks) < n:
+            raise RuntimeError(f"no {n} free loopback ports in {low}..{high}")
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
