@@ -62,16 +62,10 @@ def keycloak(tmp_path_factory, providers):
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory, providers):
-    run_dir = tmp_path_factory.mktemp("credex-run")
-    try:
-        s = h.start_stack(run_dir, extra_env=providers.env())
-    except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
-    s.env |= providers.env()  # processes spawned from the stack reach the providers too
-    yield s
-    problems = h.stop_stack(s)
-    if problems:
-        pytest.fail("credex stack teardown:\n" + "\n\n".join(problems), pytrace=False)
+    # spawn_env: processes spawned from the stack reach the providers too
+    with h.running_stack(tmp_path_factory.mktemp("credex-run"), "credex stack",
+                         spawn_env=providers.env()) as s:
+        yield s
 
 
 @pytest.fixture(autouse=True)

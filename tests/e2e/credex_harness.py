@@ -7,6 +7,7 @@ are addressed by path, so the tests need no generated stubs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -17,8 +18,10 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import grpc
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("keywrap", "store", "oauth", "gateway", "edge")
@@ -435,6 +438,26 @@ def stop_stack(stack: Stack) -> list[str]:
             problems.append(f"sanitizer report in {log}:\n" + "\n".join(found[:10]))
     return problems
 
+
+
+@contextlib.contextmanager
+def running_stack(run_dir: Path, what: str, extra_env: dict[str, str] | None = None,
+                  spawn_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """A stack of a test session or module: a failed start fails the test (with the script's
+    output) instead of erroring it; at exit the stack is stopped and any problem stop_stack
+    finds fails the test, named by `what`. spawn_env is added to extra_env and also reaches the
+    processes spawned from the stack later (Stack.spawn)."""
+    try:
+        stack = start_stack(run_dir, extra_env=(extra_env or {}) | (spawn_env or {}))
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    stack.env |= spawn_env or {}
+    try:
+        yield stack
+    finally:
+        problems = stop_stack(stack)
+        if problems:
+            pytest.fail(f"{what} teardown:\n" + "\n\n".join(problems), pytrace=False)
 
 def listening_sockets(pid: int) -> list[tuple[str, int]]:
     """(local address, port) of every TCP socket in LISTEN state that process pid holds."""

@@ -16,6 +16,7 @@ fail naming the key provider and CMK, and retrieval through it answers integrity
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import uuid
@@ -32,33 +33,18 @@ COLLECTIONS = ["credential_secret_refs", "credential_encrypted_payloads", "crede
                "credential_migration_previews", "credex_leases"]
 
 
-def _start(run_dir, providers):
-    try:
-        s = h.start_stack(run_dir, extra_env=providers.env())
-    except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
-    s.env |= providers.env()
-    return s
-
-
 @pytest.fixture(scope="module")
 def stacks(tmp_path_factory, providers):
     src_dir = tmp_path_factory.mktemp("backup-source")
-    source = _start(src_dir, providers)
     dst_dir = tmp_path_factory.mktemp("backup-target")
-    # Same key material (and CA, issuer key): pki.sh keeps files that exist.
-    shutil.copytree(src_dir / "pki", dst_dir / "pki")
-    target = None
-    try:
-        target = _start(dst_dir, providers)
+    with contextlib.ExitStack() as both:
+        source = both.enter_context(h.running_stack(src_dir, "backup source stack",
+                                                    spawn_env=providers.env()))
+        # Same key material (and CA, issuer key): pki.sh keeps files that exist.
+        shutil.copytree(src_dir / "pki", dst_dir / "pki")
+        target = both.enter_context(h.running_stack(dst_dir, "backup target stack",
+                                                    spawn_env=providers.env()))
         yield source, target
-    finally:
-        problems = []
-        for s in (source, target):
-            if s is not None:
-                problems += h.stop_stack(s)
-        if problems:
-            pytest.fail("backup stacks teardown:\n" + "\n\n".join(problems), pytrace=False)
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,9 @@ C = grpc.StatusCode
 
 @pytest.fixture(scope="module")
 def disabled(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("credex-disabled-run")
-    try:
-        stack = h.start_stack(run_dir, extra_env={"CAIPE_CREDENTIALS_ENABLED": "false"})
-    except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield stack
-    problems = h.stop_stack(stack)
-    if problems:
-        pytest.fail("disabled stack teardown:\n" + "\n\n".join(problems), pytrace=False)
+    with h.running_stack(tmp_path_factory.mktemp("credex-disabled-run"), "disabled stack",
+                         extra_env={"CAIPE_CREDENTIALS_ENABLED": "false"}) as stack:
+        yield stack
 
 
 def feature_disabled(stack: h.Stack, service: str, method: str, identity: str = h.CLI_IDENTITY) -> None:

@@ -46,21 +46,14 @@ CMK_A = "alias/credex-local"  # scripts/run's CREDENTIAL_KMS_CMK_ID
 
 @pytest.fixture(scope="module")
 def rot(tmp_path_factory, providers):
-    run_dir = tmp_path_factory.mktemp("rotation")
-    try:
-        stack = h.start_stack(run_dir, extra_env=providers.env())
-    except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
-    stack.env |= providers.env()
-    api = x.Api(stack, tmp_path_factory.mktemp("rotation-certs"))
-    try:
-        api.grant_retriever(x.AGENT)
-        yield stack, api
-    finally:
-        api.close()
-        problems = h.stop_stack(stack)
-        if problems:
-            pytest.fail("rotation stack teardown:\n" + "\n\n".join(problems), pytrace=False)
+    with h.running_stack(tmp_path_factory.mktemp("rotation"), "rotation stack",
+                         spawn_env=providers.env()) as stack:
+        api = x.Api(stack, tmp_path_factory.mktemp("rotation-certs"))
+        try:
+            api.grant_retriever(x.AGENT)
+            yield stack, api
+        finally:
+            api.close()
 
 
 @contextlib.contextmanager
